@@ -1,0 +1,31 @@
+//! The Vigil wire protocol and the formats both sides share.
+//!
+//! Nodes (forces and national sources) and the coordinator depend on this
+//! crate and on nothing of each other. It holds what both must agree on byte
+//! for byte.
+//!
+//! # Layout
+//! - [`v1`]: the generated protobuf messages and gRPC clients and servers of
+//!   `proto/vigil/v1/*.proto` (compiled by protox at build time, no `protoc`).
+//! - [`kinds`]: the match-key kinds of scheme v1, their stable short names and
+//!   bit positions.
+//! - [`tokens`]: packing and checked unpacking of [`v1::TokenSet`].
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
+//!
+//! Nothing here does I/O.
+#![forbid(unsafe_code)]
+
+pub mod kinds;
+pub mod tokens;
+
+/// Generated messages and services of package `vigil.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("vigil.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the Vigil API, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vigil_descriptor");
+
+pub use kinds::KeyKind;
+pub use tokens::{TOKEN_LEN, Token, TokenSetError};

@@ -1,0 +1,1 @@
+//! End-to-end tests of Vigil (see `tests/e2e`).
