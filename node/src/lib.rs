@@ -1,1 +1,24 @@
-//! vigil-node
+//! `vigil-node`: everything Vigil does on a force's or a national source's
+//! own machine. Identity data in clear never leaves this crate's process;
+//! what leaves is tokens, opaque references and sealed boxes.
+//!
+//! # Layout
+//! Pure logic (values in, values out, no I/O):
+//! - [`normalize`]: folding, names, dates, NI numbers and postcodes.
+//! - [`nicknames`]: the documented nickname table.
+//! - [`keys`]: identities and the match keys of scheme v1.
+//! - [`tokens`]: linkage key, local secret, tokens, pseudonyms, references.
+//! - [`seal`]: AEAD sealing of record details.
+//!
+//! I/O:
+//! - [`keyfile`]: reading and writing key files.
+//! - [`input`]: streaming CSV readers for rosters, extracts and applicants,
+//!   with the machine-readable report of what was refused.
+//! - [`synth`]: the synthetic data generator.
+#![forbid(unsafe_code)]
+
+pub mod keys;
+pub mod nicknames;
+pub mod normalize;
+pub mod seal;
+pub mod tokens;

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`v1`]: the generated protobuf messages and gRPC clients and servers of
 //!   `proto/vigil/v1/*.proto` (compiled by protox at build time, no `protoc`).
+//! - [`hex`]: lowercase hex for key files and references.
 //! - [`kinds`]: the match-key kinds of scheme v1, their stable short names and
 //!   bit positions.
 //! - [`tokens`]: packing and checked unpacking of [`v1::TokenSet`].
@@ -15,6 +16,7 @@
 //! Nothing here does I/O.
 #![forbid(unsafe_code)]
 
+pub mod hex;
 pub mod kinds;
 pub mod tokens;
 
