@@ -126,6 +126,12 @@ impl Phonetic {
 }
 
 impl Identity {
+    /// Whether at least one match key can be formed: a NI number, or a name
+    /// and a date of birth.
+    pub fn can_match(&self) -> bool {
+        self.nino.is_some() || (!self.names.is_empty() && !self.dobs.is_empty())
+    }
+
     /// Normalises raw fields. Unusable fields are reported in `issues` and
     /// skipped; what remains is kept.
     pub fn from_raw(

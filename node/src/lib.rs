@@ -9,6 +9,7 @@
 //! - [`keys`]: identities and the match keys of scheme v1.
 //! - [`tokens`]: linkage key, local secret, tokens, pseudonyms, references.
 //! - [`seal`]: AEAD sealing of record details.
+//! - [`category`]: the category vocabulary and its severity order.
 //!
 //! I/O:
 //! - [`keyfile`]: reading and writing key files.
@@ -17,6 +18,8 @@
 //! - [`synth`]: the synthetic data generator.
 #![forbid(unsafe_code)]
 
+pub mod category;
+pub mod input;
 pub mod keys;
 pub mod nicknames;
 pub mod normalize;
