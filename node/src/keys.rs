@@ -16,6 +16,7 @@
 //! | `name_pair_dob` | canonical forename and surname sorted, date of birth |
 //! | `name_dob_unordered` | canonical forename, surname, year, min(day, month), max(day, month) |
 //! | `name_yob_district` | canonical forename and surname sorted, year of birth, postcode district |
+//! | `forename_dob` | canonical forename, date of birth |
 //!
 //! Every name variant (the primary name, each part of a multi-part surname,
 //! each previous surname, each alias) is combined with every date of birth
@@ -94,18 +95,10 @@ pub struct Identity {
 
 /// Double Metaphone with a memo: names repeat a great deal, so most lookups
 /// are a hash probe.
+#[derive(Default)]
 pub struct Phonetic {
     dm: DoubleMetaphone,
     memo: HashMap<String, String>,
-}
-
-impl Default for Phonetic {
-    fn default() -> Self {
-        Phonetic {
-            dm: DoubleMetaphone::default(),
-            memo: HashMap::new(),
-        }
-    }
 }
 
 impl Phonetic {
@@ -309,6 +302,8 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
                 ],
             );
             emit(KeyKind::NameDobUnordered, &buf);
+            key(&mut buf, &[name.canon.as_bytes(), date]);
+            emit(KeyKind::ForenameDob, &buf);
             years[i] = dob.year;
         }
         if let Some(district) = district {
@@ -384,6 +379,7 @@ mod tests {
             (KeyKind::PhoneticDob, "RPRT|SM0|1980-03-25"),
             (KeyKind::NamePairDob, "robert|smith|1980-03-25"),
             (KeyKind::NameDobUnordered, "robert|smith|1980|03|25"),
+            (KeyKind::ForenameDob, "robert|1980-03-25"),
             (KeyKind::NameYobDistrict, "robert|smith|1980|SW1"),
         ];
         let want: Vec<_> = want.iter().map(|(k, s)| (*k, s.to_string())).collect();
@@ -501,11 +497,11 @@ mod tests {
         let (id, _) = ident(base());
         let s = id.names[0].surname.as_bytes().to_vec();
         match_keys(&id, |k, b| {
-            if k != KeyKind::Nino {
-                assert!(
-                    b.iter().filter(|&&c| c == SEP).count() >= 2,
-                    "{k:?} has fewer than three fields"
-                );
+            let fields = b.iter().filter(|&&c| c == SEP).count() + 1;
+            match k {
+                KeyKind::Nino => assert_eq!(fields, 1),
+                KeyKind::ForenameDob => assert_eq!(fields, 2),
+                _ => assert!(fields >= 3, "{k:?} has fewer than three fields"),
             }
             assert_ne!(b, s.as_slice());
             assert_ne!(b, b"SW1");

@@ -19,9 +19,12 @@
 #![forbid(unsafe_code)]
 
 pub mod category;
+pub mod exit;
 pub mod input;
+pub mod keyfile;
 pub mod keys;
 pub mod nicknames;
 pub mod normalize;
 pub mod seal;
+pub mod synth;
 pub mod tokens;

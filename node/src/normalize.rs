@@ -95,8 +95,16 @@ pub fn fold_into(s: &str, out: &mut String) {
                 push(ch, out, &mut sep);
             }
         } else if c.is_alphanumeric() {
+            // Lowercasing can itself produce marks (İ → i + U+0307) or
+            // decomposable letters: fold what it gives once more.
             for l in c.to_lowercase() {
-                push(l, out, &mut sep);
+                unicode_normalization::char::decompose_compatible(l, |d| {
+                    if !is_combining_mark(d) && d.is_alphanumeric() {
+                        for ll in d.to_lowercase() {
+                            push(ll, out, &mut sep);
+                        }
+                    }
+                });
             }
         } else if matches!(
             c,
@@ -147,7 +155,7 @@ const PARTICLES: &[&str] = &[
     "ter", "ten", "dos", "das", "al", "el", "bin", "ben",
 ];
 
-fn strip_titles_and_suffixes<'a>(words: &mut Vec<&'a str>) {
+fn strip_titles_and_suffixes(words: &mut Vec<&str>) {
     while words.len() > 1 && TITLES.contains(&words[0]) {
         words.remove(0);
     }
@@ -281,7 +289,9 @@ impl Date {
 pub fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
         4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
         2 => 28,
         _ => 31,
     }
@@ -463,6 +473,8 @@ mod tests {
             ("Søren", "soren"),
             ("ＪＯＨＮ", "john"),
             ("Anne-Marie  St. Clair", "anne marie st clair"),
+            ("İpek", "ipek"),
+            ("ǅemal", "dzemal"),
             ("", ""),
             ("---", ""),
         ];
@@ -621,6 +633,49 @@ mod tests {
         assert_eq!(split_alias("/Smith"), Err(FieldError::Alias));
         assert_eq!(split_alias("a/b/c"), Err(FieldError::Alias));
         assert_eq!(multi(" a; ;b ;").collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn folding_is_idempotent(s in "\\PC{0,40}") {
+                let once = fold(&s);
+                prop_assert_eq!(fold(&once), once.clone());
+                prop_assert!(!once.starts_with(' ') && !once.ends_with(' ') && !once.contains("  "));
+            }
+
+            #[test]
+            fn names_are_idempotent(s in "[ A-Za-zÀ-ÿİıßŁł'.-]{0,30}") {
+                if let Ok(f) = first_forename(&s) {
+                    prop_assert_eq!(first_forename(&f), Ok(f.clone()));
+                }
+                if let Ok(ss) = surnames(&s) {
+                    prop_assert_eq!(&surnames(&ss[0]).unwrap()[0], &ss[0]);
+                }
+            }
+
+            #[test]
+            fn identifiers_and_dates_are_idempotent(
+                n in "[A-Z]{2}[0-9]{6}[A-D]?",
+                p in "[A-Z]{1,2}[0-9]{1,2} ?[0-9][A-Z]{2}",
+                y in 1900u16..2100, m in 1u8..13, d in 1u8..32,
+            ) {
+                if let Ok(x) = Nino::parse(&n) {
+                    prop_assert_eq!(Nino::parse(&x.to_string()), Ok(x));
+                }
+                if let Ok(x) = Postcode::parse(&p) {
+                    prop_assert_eq!(Postcode::parse(&x.to_string()), Ok(x));
+                }
+                if let Some(x) = Date::new(y, m, d) {
+                    prop_assert_eq!(Date::parse(&x.to_string()), Ok(x));
+                }
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub fn decode_array<const N: usize>(s: &str) -> Option<[u8; N]> {
 /// Decodes hex (either case).
 pub fn decode(s: &str) -> Option<Vec<u8>> {
     let s = s.trim().as_bytes();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let nib = |c: u8| match c {

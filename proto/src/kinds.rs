@@ -8,7 +8,7 @@
 pub use crate::v1::KeyKind;
 
 /// Every kind of scheme v1, in wire order.
-pub const ALL: [KeyKind; 8] = [
+pub const ALL: [KeyKind; 9] = [
     KeyKind::Nino,
     KeyKind::NameDob,
     KeyKind::CanonNameDob,
@@ -17,6 +17,7 @@ pub const ALL: [KeyKind; 8] = [
     KeyKind::NamePairDob,
     KeyKind::NameDobUnordered,
     KeyKind::NameYobDistrict,
+    KeyKind::ForenameDob,
 ];
 
 /// The version of the match-key scheme these kinds belong to.
@@ -36,6 +37,7 @@ impl KeyKind {
             KeyKind::NamePairDob => "name_pair_dob",
             KeyKind::NameDobUnordered => "name_dob_unordered",
             KeyKind::NameYobDistrict => "name_yob_district",
+            KeyKind::ForenameDob => "forename_dob",
         }
     }
 
@@ -52,7 +54,7 @@ impl KeyKind {
         }
     }
 
-    /// Position of this kind in a [`KindSet`] (0 for NINO ... 7).
+    /// Position of this kind in a [`KindSet`] (0 for NINO ... 8).
     pub fn index(self) -> usize {
         (self as i32 - 1).max(0) as usize
     }
@@ -73,6 +75,7 @@ impl KeyKind {
             KeyKind::NameYobDistrict => {
                 "forename and surname in either order, year of birth, postcode district"
             }
+            KeyKind::ForenameDob => "forename and date of birth (corroboration only)",
         }
     }
 }

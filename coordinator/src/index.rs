@@ -1,0 +1,272 @@
+//! A compact multimap from token keys to 32-bit ids: the coordinator's
+//! in-memory index of national and roster tokens. Pure data structure.
+//!
+//! Tokens are peppered BLAKE3 outputs, so they are uniformly random: the
+//! first 8 bytes serve as the hash, and the index keeps 12 bytes of each
+//! (96 bits; with 10^8 national and 10^7 roster tokens the chance of one
+//! false agreement anywhere is below 10^-13). A slot is 16 bytes (8 + 4 key
+//! bytes and a 4-byte id) in one flat array with linear probing. The
+//! capacity is not a power of two: a token's home slot is the high half of
+//! `hash * capacity`, so the table can grow by half and sit between 57% and
+//! 85% full, 19 to 28 bytes per token. Removal shifts later entries back
+//! (no tombstones), so a long-running coordinator's table does not decay.
+//!
+//! A key may map to several ids (a common name and date of birth held by
+//! several records): lookups return every id and the count.
+
+/// A token as the index keeps it: 12 bytes of a peppered token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IndexKey {
+    /// First 8 bytes (little endian): also the hash.
+    pub hi: u64,
+    /// Next 4 bytes.
+    pub lo: u32,
+}
+
+impl IndexKey {
+    /// Takes the first 12 bytes of a (peppered) token.
+    pub fn from_bytes(t: &[u8]) -> IndexKey {
+        let mut hi = [0u8; 8];
+        let mut lo = [0u8; 4];
+        hi.copy_from_slice(&t[..8]);
+        lo.copy_from_slice(&t[8..12]);
+        IndexKey {
+            hi: u64::from_le_bytes(hi),
+            lo: u32::from_le_bytes(lo),
+        }
+    }
+}
+
+const EMPTY: u32 = u32::MAX;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    hi: u64,
+    lo: u32,
+    id: u32,
+}
+
+const EMPTY_SLOT: Slot = Slot {
+    hi: 0,
+    lo: 0,
+    id: EMPTY,
+};
+
+/// The multimap.
+pub struct TokenIndex {
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+impl Default for TokenIndex {
+    fn default() -> Self {
+        TokenIndex::with_capacity(0)
+    }
+}
+
+const MAX_LOAD: f64 = 0.85;
+const TARGET_LOAD: f64 = 0.75;
+
+impl TokenIndex {
+    /// An index sized for `n` entries without growing.
+    pub fn with_capacity(n: usize) -> TokenIndex {
+        let cap = ((n as f64 / TARGET_LOAD) as usize).max(16);
+        TokenIndex {
+            slots: vec![EMPTY_SLOT; cap],
+            len: 0,
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of memory held by the table.
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+    }
+
+    #[inline]
+    fn home(&self, hi: u64) -> usize {
+        ((u128::from(hi) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() { 0 } else { i + 1 }
+    }
+
+    /// Makes room for `extra` more entries.
+    pub fn reserve(&mut self, extra: usize) {
+        let want = self.len + extra;
+        if (want as f64) <= self.slots.len() as f64 * MAX_LOAD {
+            return;
+        }
+        let new_cap = ((want as f64 / TARGET_LOAD) as usize).max(self.slots.len() * 3 / 2);
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY_SLOT; new_cap]);
+        self.len = 0;
+        for s in old.into_iter().filter(|s| s.id != EMPTY) {
+            self.insert_unchecked(s);
+        }
+    }
+
+    fn insert_unchecked(&mut self, s: Slot) {
+        let mut i = self.home(s.hi);
+        while self.slots[i].id != EMPTY {
+            i = self.next(i);
+        }
+        self.slots[i] = s;
+        self.len += 1;
+    }
+
+    /// Adds `key → id`. Adding the same pair twice stores it twice; callers
+    /// remove a subject's or record's old tokens before adding new ones.
+    pub fn insert(&mut self, key: IndexKey, id: u32) {
+        debug_assert!(id != EMPTY);
+        self.reserve(1);
+        self.insert_unchecked(Slot {
+            hi: key.hi,
+            lo: key.lo,
+            id,
+        });
+    }
+
+    /// Removes one `key → id` entry. Returns whether it was there.
+    pub fn remove(&mut self, key: IndexKey, id: u32) -> bool {
+        let mut i = self.home(key.hi);
+        loop {
+            let s = self.slots[i];
+            if s.id == EMPTY {
+                return false;
+            }
+            if s.hi == key.hi && s.lo == key.lo && s.id == id {
+                break;
+            }
+            i = self.next(i);
+        }
+        // Backward-shift deletion: pull later entries of the run into the hole
+        // when their home slot allows it.
+        let mut hole = i;
+        let mut j = self.next(i);
+        loop {
+            let s = self.slots[j];
+            if s.id == EMPTY {
+                break;
+            }
+            let h = self.home(s.hi);
+            // Can `s` (home h, now at j) move to `hole`? Only if hole lies
+            // cyclically within [h, j).
+            let movable = if hole <= j {
+                h <= hole || h > j
+            } else {
+                h <= hole && h > j
+            };
+            if movable {
+                self.slots[hole] = s;
+                hole = j;
+            }
+            j = self.next(j);
+        }
+        self.slots[hole] = EMPTY_SLOT;
+        self.len -= 1;
+        true
+    }
+
+    /// Calls `f(id)` for every id stored under `key`; returns how many.
+    #[inline]
+    pub fn for_each(&self, key: IndexKey, mut f: impl FnMut(u32)) -> u32 {
+        let mut i = self.home(key.hi);
+        let mut n = 0;
+        loop {
+            let s = &self.slots[i];
+            if s.id == EMPTY {
+                return n;
+            }
+            if s.hi == key.hi && s.lo == key.lo {
+                f(s.id);
+                n += 1;
+            }
+            i = self.next(i);
+        }
+    }
+
+    /// How many ids are stored under `key`.
+    pub fn count(&self, key: IndexKey) -> u32 {
+        self.for_each(key, |_| {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn key(n: u64) -> IndexKey {
+        let h = blake3::hash(&n.to_le_bytes());
+        IndexKey::from_bytes(h.as_bytes())
+    }
+
+    #[test]
+    fn insert_lookup_remove() {
+        let mut ix = TokenIndex::default();
+        for i in 0..10_000u64 {
+            ix.insert(key(i), i as u32);
+        }
+        ix.insert(key(5), 99);
+        assert_eq!(ix.len(), 10_001);
+        let mut got = Vec::new();
+        assert_eq!(ix.for_each(key(5), |id| got.push(id)), 2);
+        got.sort();
+        assert_eq!(got, vec![5, 99]);
+        assert!(ix.remove(key(5), 5));
+        assert!(!ix.remove(key(5), 5));
+        assert_eq!(ix.count(key(5)), 1);
+        for i in 0..10_000u64 {
+            if i != 5 {
+                assert_eq!(ix.count(key(i)), 1, "{i}");
+            }
+        }
+        assert_eq!(ix.count(key(123_456)), 0);
+        assert!(ix.memory_bytes() / ix.len() <= 32);
+    }
+
+    proptest! {
+        /// The index behaves as a multiset of (key, id) pairs under any
+        /// sequence of inserts and removes, including on a tiny table where
+        /// runs wrap around the end.
+        #[test]
+        fn behaves_like_a_multiset(ops in proptest::collection::vec((any::<bool>(), 0u64..40, 0u32..4), 0..400)) {
+            let mut ix = TokenIndex::with_capacity(0);
+            let mut model: HashMap<(u64, u32), usize> = HashMap::new();
+            for (add, k, id) in ops {
+                if add {
+                    ix.insert(key(k), id);
+                    *model.entry((k, id)).or_default() += 1;
+                } else {
+                    let present = model.get(&(k, id)).copied().unwrap_or(0) > 0;
+                    prop_assert_eq!(ix.remove(key(k), id), present);
+                    if present {
+                        *model.get_mut(&(k, id)).unwrap() -= 1;
+                    }
+                }
+                prop_assert_eq!(ix.len(), model.values().sum::<usize>());
+            }
+            for k in 0..40u64 {
+                let mut got: Vec<u32> = Vec::new();
+                ix.for_each(key(k), |id| got.push(id));
+                got.sort();
+                let mut want: Vec<u32> = model.iter().filter(|((mk, _), n)| *mk == k && **n > 0)
+                    .flat_map(|((_, id), n)| std::iter::repeat_n(*id, *n)).collect();
+                want.sort();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The `vigil-coordinator` command: thin dispatch to the library.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vigil_coordinator::{eval, policy::Policy};
+use vigil_node::exit::{self, Exit};
+
+/// Vigil coordinator: blind matching of force tokens against national
+/// tokens. It never sees a name, a date of birth or an identifier.
+#[derive(Parser)]
+#[command(name = "vigil-coordinator", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Offline evaluation: tokenise and match in one process, then print
+    /// precision, recall and F1 of confirmed matches against a ground truth.
+    Eval {
+        /// Force roster files (`roster-<force>.csv`).
+        #[arg(long = "roster", required = true, num_args = 1..)]
+        rosters: Vec<PathBuf>,
+        /// National extract files.
+        #[arg(long = "extract", required = true, num_args = 1..)]
+        extracts: Vec<PathBuf>,
+        /// Ground truth (`force,employee_id,record_id,relation`).
+        #[arg(long)]
+        truth: PathBuf,
+        /// Policy file (default: the shipped default policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the default confirmation policy.
+    DefaultPolicy,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil-coordinator: {e:#}");
+            ExitCode::from(exit::code_of(&e))
+        }
+    }
+}
+
+fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
+    match path {
+        None => Ok(Policy::default_policy()),
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Policy::from_toml(&text)
+                .map_err(|e| Exit::new(exit::CONFIG, format!("{}: {e}", p.display())).into())
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Eval {
+            rosters,
+            extracts,
+            truth,
+            policy,
+            json,
+        } => {
+            let policy = load_policy(policy.as_ref())?;
+            let r = eval::run(&rosters, &extracts, &truth, &policy).map_err(|e| match e {
+                eval::EvalError::Input(i) => {
+                    anyhow::Error::from(Exit::new(exit::INPUT, i.to_string()))
+                }
+                other => other.into(),
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.to_text());
+            }
+            Ok(())
+        }
+        Command::DefaultPolicy => {
+            print!("{}", vigil_coordinator::policy::DEFAULT_POLICY);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Blind matching in both directions. Pure: ids, index keys and kind sets in,
+//! evidence out.
+//!
+//! The matcher holds two [`TokenIndex`]es: national tokens → record ids and
+//! roster tokens → subject ids (all forces together), and the kinds each
+//! record and subject has. A roster batch is probed against every national
+//! token ([`Matcher::probe_national`]); a national batch against every
+//! enrolled roster ([`Matcher::probe_roster`]). Each probe returns, per
+//! agreeing counterpart, the [`Evidence`] the policy needs.
+
+use vigil_proto::KeyKind;
+use vigil_proto::kinds::{ALL, KindSet};
+
+use crate::index::{IndexKey, TokenIndex};
+use crate::policy::Evidence;
+
+/// One agreeing counterpart of a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// Record id (national probe) or subject id (roster probe).
+    pub id: u32,
+    /// What agrees.
+    pub evidence: Evidence,
+}
+
+/// The two indexes and the kinds held by each record and subject.
+#[derive(Default)]
+pub struct Matcher {
+    national: TokenIndex,
+    roster: TokenIndex,
+    record_kinds: Vec<KindSet>,
+    subject_kinds: Vec<KindSet>,
+    scratch: Vec<(u32, u8, u32)>,
+}
+
+fn kinds_of(tokens: &[(KeyKind, IndexKey)]) -> KindSet {
+    tokens.iter().map(|(k, _)| *k).collect()
+}
+
+fn set_kinds(table: &mut Vec<KindSet>, id: u32, kinds: KindSet) {
+    let i = id as usize;
+    if table.len() <= i {
+        table.resize(i + 1, KindSet::EMPTY);
+    }
+    table[i] = kinds;
+}
+
+impl Matcher {
+    /// A matcher sized for the given numbers of national and roster tokens.
+    pub fn with_capacity(national_tokens: usize, roster_tokens: usize) -> Matcher {
+        Matcher {
+            national: TokenIndex::with_capacity(national_tokens),
+            roster: TokenIndex::with_capacity(roster_tokens),
+            ..Default::default()
+        }
+    }
+
+    /// Number of national tokens indexed.
+    pub fn national_tokens(&self) -> usize {
+        self.national.len()
+    }
+
+    /// Number of roster tokens indexed.
+    pub fn roster_tokens(&self) -> usize {
+        self.roster.len()
+    }
+
+    /// Bytes held by the indexes and kind tables.
+    pub fn memory_bytes(&self) -> usize {
+        self.national.memory_bytes()
+            + self.roster.memory_bytes()
+            + (self.record_kinds.capacity() + self.subject_kinds.capacity())
+                * std::mem::size_of::<KindSet>()
+    }
+
+    /// Bytes held for the national side alone.
+    pub fn national_memory_bytes(&self) -> usize {
+        self.national.memory_bytes() + self.record_kinds.capacity() * std::mem::size_of::<KindSet>()
+    }
+
+    /// Indexes a national record's tokens.
+    pub fn add_record(&mut self, id: u32, tokens: &[(KeyKind, IndexKey)]) {
+        self.national.reserve(tokens.len());
+        for (_, key) in tokens {
+            self.national.insert(*key, id);
+        }
+        set_kinds(&mut self.record_kinds, id, kinds_of(tokens));
+    }
+
+    /// Removes a national record's tokens (the ones it was added with).
+    pub fn remove_record(&mut self, id: u32, tokens: &[(KeyKind, IndexKey)]) {
+        for (_, key) in tokens {
+            self.national.remove(*key, id);
+        }
+        set_kinds(&mut self.record_kinds, id, KindSet::EMPTY);
+    }
+
+    /// Indexes a roster subject's tokens.
+    pub fn add_subject(&mut self, id: u32, tokens: &[(KeyKind, IndexKey)]) {
+        self.roster.reserve(tokens.len());
+        for (_, key) in tokens {
+            self.roster.insert(*key, id);
+        }
+        set_kinds(&mut self.subject_kinds, id, kinds_of(tokens));
+    }
+
+    /// Removes a roster subject's tokens (the ones it was added with).
+    pub fn remove_subject(&mut self, id: u32, tokens: &[(KeyKind, IndexKey)]) {
+        for (_, key) in tokens {
+            self.roster.remove(*key, id);
+        }
+        set_kinds(&mut self.subject_kinds, id, KindSet::EMPTY);
+    }
+
+    /// National records agreeing with a subject's (or an applicant's) tokens.
+    pub fn probe_national(&mut self, tokens: &[(KeyKind, IndexKey)], out: &mut Vec<Hit>) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        for (kind, key) in tokens {
+            let start = scratch.len();
+            let n = self
+                .national
+                .for_each(*key, |rid| scratch.push((rid, kind.index() as u8, 0)));
+            for s in &mut scratch[start..] {
+                s.2 = n;
+            }
+        }
+        let subject_kinds = kinds_of(tokens);
+        group(&mut scratch, out, |rid| Evidence {
+            agreeing: KindSet::EMPTY,
+            shares: [u32::MAX; ALL.len()],
+            subject_kinds,
+            record_kinds: self
+                .record_kinds
+                .get(rid as usize)
+                .copied()
+                .unwrap_or_default(),
+        });
+        self.scratch = scratch;
+    }
+
+    /// Subjects agreeing with a national record's tokens. The record should
+    /// already be added, so that share counts include it.
+    pub fn probe_roster(&mut self, tokens: &[(KeyKind, IndexKey)], out: &mut Vec<Hit>) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        for (kind, key) in tokens {
+            let start = scratch.len();
+            self.roster
+                .for_each(*key, |sid| scratch.push((sid, kind.index() as u8, 0)));
+            if scratch.len() > start {
+                let n = self.national.count(*key).max(1);
+                for s in &mut scratch[start..] {
+                    s.2 = n;
+                }
+            }
+        }
+        let record_kinds = kinds_of(tokens);
+        group(&mut scratch, out, |sid| Evidence {
+            agreeing: KindSet::EMPTY,
+            shares: [u32::MAX; ALL.len()],
+            subject_kinds: self
+                .subject_kinds
+                .get(sid as usize)
+                .copied()
+                .unwrap_or_default(),
+            record_kinds,
+        });
+        self.scratch = scratch;
+    }
+}
+
+/// Groups `(id, kind index, share)` triples by id into hits.
+fn group(scratch: &mut [(u32, u8, u32)], out: &mut Vec<Hit>, fresh: impl Fn(u32) -> Evidence) {
+    out.clear();
+    scratch.sort_unstable_by_key(|s| s.0);
+    for &(id, kind, share) in scratch.iter() {
+        if out.last().is_none_or(|h| h.id != id) {
+            out.push(Hit {
+                id,
+                evidence: fresh(id),
+            });
+        }
+        if let Some(h) = out.last_mut() {
+            let k = ALL[kind as usize];
+            h.evidence.agreeing.insert(k);
+            let slot = &mut h.evidence.shares[kind as usize];
+            *slot = (*slot).min(share);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(n: u32) -> IndexKey {
+        IndexKey::from_bytes(blake3::hash(&n.to_le_bytes()).as_bytes())
+    }
+
+    #[test]
+    fn matches_both_ways_with_shares_and_kinds() {
+        let mut m = Matcher::default();
+        // record 1: nino 100, name 200; record 2: name 200 (shared), other 300
+        m.add_record(1, &[(KeyKind::Nino, k(100)), (KeyKind::NameDob, k(200))]);
+        m.add_record(
+            2,
+            &[(KeyKind::NameDob, k(200)), (KeyKind::PhoneticDob, k(300))],
+        );
+        let subject = [
+            (KeyKind::Nino, k(100)),
+            (KeyKind::NameDob, k(200)),
+            (KeyKind::NameYobDistrict, k(400)),
+        ];
+        let mut hits = Vec::new();
+        m.probe_national(&subject, &mut hits);
+        assert_eq!(hits.len(), 2);
+        let h1 = hits[0];
+        assert_eq!(h1.id, 1);
+        assert!(
+            h1.evidence.agreeing.contains(KeyKind::Nino)
+                && h1.evidence.agreeing.contains(KeyKind::NameDob)
+        );
+        assert_eq!(h1.evidence.shares[KeyKind::NameDob.index()], 2);
+        assert_eq!(h1.evidence.shares[KeyKind::Nino.index()], 1);
+        assert!(h1.evidence.subject_kinds.contains(KeyKind::NameYobDistrict));
+        assert!(!h1.evidence.record_kinds.contains(KeyKind::NameYobDistrict));
+        let h2 = hits[1];
+        assert_eq!(h2.evidence.agreeing.len(), 1);
+        assert!(h2.evidence.record_kinds.contains(KeyKind::PhoneticDob));
+
+        // the other way round: enrol the subject, probe a record
+        m.add_subject(7, &subject);
+        let rec = [(KeyKind::Nino, k(100)), (KeyKind::NameDob, k(200))];
+        m.probe_roster(&rec, &mut hits);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].id, 7);
+        assert_eq!(hits[0].evidence.shares[KeyKind::NameDob.index()], 2);
+        assert_eq!(hits[0].evidence, {
+            let mut e = h1.evidence;
+            e.record_kinds = [KeyKind::Nino, KeyKind::NameDob].into_iter().collect();
+            e
+        });
+
+        // removal
+        m.remove_subject(7, &subject);
+        m.probe_roster(&rec, &mut hits);
+        assert!(hits.is_empty());
+        m.remove_record(
+            2,
+            &[(KeyKind::NameDob, k(200)), (KeyKind::PhoneticDob, k(300))],
+        );
+        m.probe_national(&subject, &mut hits);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].evidence.shares[KeyKind::NameDob.index()], 1);
+    }
+}
