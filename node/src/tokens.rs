@@ -240,6 +240,7 @@ mod tests {
         phonetic_dob S|APRN|1984-07-02 fda579e90a42f1d41cd2c4432816fdbae42ae5eb87d01c2c8862320c9635194b
         name_pair_dob obriensmith|zoe|1984-07-02 6af4c698057a34400125a36e1c18c7dc8eb81afa6baed3db7718be7b5ef4da9f
         name_dob_unordered zoe|obriensmith|1984|02|07 68135ee9df0930d3b9ecd681b0845a1b026a6eaf066533b30c6844ff99789cf4
+        forename_dob zoe|1984-07-02 e4b31bc3268cc18a2ec92f7395582d1d7debb2f5e994b885d261cf2370550a9b
         name_yob_district obriensmith|zoe|1984|LS1 0d78b7b2b931cd70925bd0d7d8a8a29cb15d3ef18d0f2527f5bbe33a7e639703
         name_dob zoe|obrien|1984-07-02 28642bef0acb37980de434a1e90ad39190a24dbccec57ccc49e64ede142404d4
         canon_name_dob zoe|obrien|1984-07-02 b02ea56baf99451f363df6daaa13deb55c4774c42dd378e2d0d0465e1d6685ae
