@@ -15,10 +15,7 @@ fn key(i: u64) -> IndexKey {
     let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    IndexKey {
-        hi: z ^ (z >> 31),
-        lo: (i as u32).wrapping_mul(2_654_435_761),
-    }
+    IndexKey { hi: z ^ (z >> 31), lo: (i as u32).wrapping_mul(2_654_435_761) }
 }
 
 fn bench(c: &mut Criterion) {
@@ -55,15 +52,8 @@ fn bench(c: &mut Criterion) {
         ix.memory_bytes() as f64 / ix.len() as f64
     );
     // Half the probes hit, half miss.
-    let probes: Vec<IndexKey> = (0..PROBES as u64)
-        .map(|i| {
-            if i % 2 == 0 {
-                keys[(i as usize * 7) % N]
-            } else {
-                key(u64::MAX - i)
-            }
-        })
-        .collect();
+    let probes: Vec<IndexKey> =
+        (0..PROBES as u64).map(|i| if i % 2 == 0 { keys[(i as usize * 7) % N] } else { key(u64::MAX - i) }).collect();
     g.throughput(Throughput::Elements(PROBES as u64));
     g.bench_function("probe_1M_in_10M_batched", |b| {
         let mut counts = Vec::with_capacity(PROBES);
@@ -86,14 +76,7 @@ fn bench(c: &mut Criterion) {
     let records = N / TOKENS_PER_RECORD;
     let rec_keys: Vec<Vec<(KeyKind, IndexKey)>> = (0..records)
         .map(|r| {
-            (0..TOKENS_PER_RECORD)
-                .map(|t| {
-                    (
-                        vigil_proto::kinds::ALL[t % 9],
-                        keys[r * TOKENS_PER_RECORD + t],
-                    )
-                })
-                .collect()
+            (0..TOKENS_PER_RECORD).map(|t| (vigil_proto::kinds::ALL[t % 9], keys[r * TOKENS_PER_RECORD + t])).collect()
         })
         .collect();
     g.throughput(Throughput::Elements((records * TOKENS_PER_RECORD) as u64));
@@ -122,19 +105,12 @@ fn bench(c: &mut Criterion) {
                 rec_keys[(s * 13) % records].clone()
             } else {
                 (0..TOKENS_PER_RECORD)
-                    .map(|t| {
-                        (
-                            vigil_proto::kinds::ALL[t % 9],
-                            key(u64::MAX - (s * 16 + t) as u64),
-                        )
-                    })
+                    .map(|t| (vigil_proto::kinds::ALL[t % 9], key(u64::MAX - (s * 16 + t) as u64)))
                     .collect()
             }
         })
         .collect();
-    g.throughput(Throughput::Elements(
-        (subjects.len() * TOKENS_PER_RECORD) as u64,
-    ));
+    g.throughput(Throughput::Elements((subjects.len() * TOKENS_PER_RECORD) as u64));
     g.bench_function("matcher_probe_subjects_1M_tokens", |b| {
         let mut hits: Vec<Hit> = Vec::new();
         b.iter(|| {

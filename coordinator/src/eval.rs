@@ -82,8 +82,11 @@ pub struct EvalResult {
     pub hard_negatives: BTreeMap<String, (usize, usize)>,
     /// Per force: (subjects, true pairs, confirmed, true positives).
     pub per_force: BTreeMap<String, ForceResult>,
-    /// Input reports (rows read, used, refused).
+    /// Input summaries (rows read, used, refused).
     pub inputs: Vec<String>,
+    /// The full input reports, naming every refused row and field.
+    #[serde(skip)]
+    pub reports: Vec<Report>,
     /// Seconds spent tokenising, indexing and matching.
     pub seconds: f64,
 }
@@ -103,13 +106,8 @@ pub struct ForceResult {
 
 /// The force code of a roster file name: `roster-gmp.csv` → `gmp`.
 pub fn force_of(path: &Path) -> String {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    stem.strip_prefix("roster-")
-        .map(str::to_string)
-        .unwrap_or(stem)
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    stem.strip_prefix("roster-").map(str::to_string).unwrap_or(stem)
 }
 
 fn random32(rng: &SystemRandom) -> Result<[u8; 32], EvalError> {
@@ -127,18 +125,11 @@ fn peppered(
     buf: &mut Vec<(KeyKind, [u8; 32])>,
 ) -> Keys {
     tk.tokens(id, buf);
-    buf.iter()
-        .map(|(k, t)| (*k, index_key(&pepper.rekey(t))))
-        .collect()
+    buf.iter().map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect()
 }
 
 /// Runs an evaluation.
-pub fn run(
-    rosters: &[PathBuf],
-    extracts: &[PathBuf],
-    truth: &Path,
-    policy: &Policy,
-) -> Result<EvalResult, EvalError> {
+pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Policy) -> Result<EvalResult, EvalError> {
     let started = Instant::now();
     let rng = SystemRandom::new();
     let tk = Tokenizer::new(&LinkageKey::new(1, random32(&rng)?));
@@ -157,7 +148,7 @@ pub fn run(
             subject_keys.push(peppered(&tk, &pepper, &row.identity, &mut buf));
             subjects.push((force.clone(), row.employee_id));
         })?;
-        reports.push(report.summary());
+        reports.push(report);
     }
     let roster_tokens: usize = subject_keys.iter().map(Vec::len).sum();
 
@@ -172,7 +163,7 @@ pub fn run(
             matcher.add_record(records.len() as u32, &keys);
             records.push(row.record_id);
         })?;
-        reports.push(report.summary());
+        reports.push(report);
     }
     for (sid, keys) in subject_keys.iter().enumerate() {
         matcher.add_subject(sid as u32, keys);
@@ -201,34 +192,21 @@ pub fn run(
     let seconds = started.elapsed().as_secs_f64();
 
     // Ground truth.
-    let subject_ix: HashMap<(&str, &str), u32> = subjects
-        .iter()
-        .enumerate()
-        .map(|(i, (f, e))| ((f.as_str(), e.as_str()), i as u32))
-        .collect();
-    let record_ix: HashMap<&str, u32> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.as_str(), i as u32))
-        .collect();
+    let subject_ix: HashMap<(&str, &str), u32> =
+        subjects.iter().enumerate().map(|(i, (f, e))| ((f.as_str(), e.as_str()), i as u32)).collect();
+    let record_ix: HashMap<&str, u32> = records.iter().enumerate().map(|(i, r)| (r.as_str(), i as u32)).collect();
     let tname = truth.display().to_string();
-    let bad = |problem: String| EvalError::Truth {
-        file: tname.clone(),
-        problem,
-    };
+    let bad = |problem: String| EvalError::Truth { file: tname.clone(), problem };
     let mut rdr = csv::Reader::from_path(truth).map_err(|e| bad(e.to_string()))?;
     let headers = rdr.headers().map_err(|e| bad(e.to_string()))?.clone();
     if headers.iter().collect::<Vec<_>>() != ["force", "employee_id", "record_id", "relation"] {
-        return Err(bad(
-            "header must be force,employee_id,record_id,relation".into()
-        ));
+        return Err(bad("header must be force,employee_id,record_id,relation".into()));
     }
     let mut same: HashSet<(u32, u32)> = HashSet::new();
     let mut hard: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (i, row) in rdr.records().enumerate() {
         let row = row.map_err(|e| bad(format!("row {}: {e}", i + 1)))?;
-        let (Some(s), Some(r)) = (subject_ix.get(&(&row[0], &row[1])), record_ix.get(&row[2]))
-        else {
+        let (Some(s), Some(r)) = (subject_ix.get(&(&row[0], &row[1])), record_ix.get(&row[2])) else {
             continue;
         };
         let pair = (*s, *r);
@@ -248,48 +226,24 @@ pub fn run(
     let mut missed_by_agreement: BTreeMap<String, usize> = BTreeMap::new();
     for p in same.iter().filter(|p| !confirmed.contains(p)) {
         let label = match agreement.get(p) {
-            Some(k) if !k.is_empty() => k
-                .iter()
-                .map(|k| k.short_name())
-                .collect::<Vec<_>>()
-                .join("+"),
+            Some(k) if !k.is_empty() => k.iter().map(|k| k.short_name()).collect::<Vec<_>>().join("+"),
             _ => "-".to_string(),
         };
         *missed_by_agreement.entry(label).or_default() += 1;
     }
-    let missed_as_candidates = same
-        .iter()
-        .filter(|p| !confirmed.contains(p) && candidate_pairs.contains(p))
-        .count();
-    let precision = if confirmed.is_empty() {
-        1.0
-    } else {
-        tp as f64 / confirmed.len() as f64
-    };
-    let recall = if same.is_empty() {
-        1.0
-    } else {
-        tp as f64 / same.len() as f64
-    };
-    let f1 = if precision + recall == 0.0 {
-        0.0
-    } else {
-        2.0 * precision * recall / (precision + recall)
-    };
+    let missed_as_candidates = same.iter().filter(|p| !confirmed.contains(p) && candidate_pairs.contains(p)).count();
+    let precision = if confirmed.is_empty() { 1.0 } else { tp as f64 / confirmed.len() as f64 };
+    let recall = if same.is_empty() { 1.0 } else { tp as f64 / same.len() as f64 };
+    let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
     let mut per_force: BTreeMap<String, ForceResult> = BTreeMap::new();
     for (f, _) in &subjects {
         per_force.entry(f.clone()).or_default().subjects += 1;
     }
     for &(s, _) in &same {
-        per_force
-            .entry(subjects[s as usize].0.clone())
-            .or_default()
-            .true_pairs += 1;
+        per_force.entry(subjects[s as usize].0.clone()).or_default().true_pairs += 1;
     }
     for p in &confirmed {
-        let e = per_force
-            .entry(subjects[p.0 as usize].0.clone())
-            .or_default();
+        let e = per_force.entry(subjects[p.0 as usize].0.clone()).or_default();
         e.confirmed += 1;
         if same.contains(p) {
             e.true_positives += 1;
@@ -313,7 +267,8 @@ pub fn run(
         f1,
         hard_negatives: hard,
         per_force,
-        inputs: reports,
+        inputs: reports.iter().map(Report::summary).collect(),
+        reports,
         seconds,
     })
 }
@@ -334,10 +289,7 @@ impl EvalResult {
             "confirmed  {} pairs: {} true, {} false; {} same-person pairs missed ({} of them candidates)\n",
             self.confirmed, self.true_positives, self.false_positives, self.false_negatives, self.missed_as_candidates
         ));
-        s.push_str(&format!(
-            "candidates {} pairs (counted, never disclosed)\n",
-            self.candidates
-        ));
+        s.push_str(&format!("candidates {} pairs (counted, never disclosed)\n", self.candidates));
         for (kinds, n) in &self.missed_by_agreement {
             s.push_str(&format!("missed     {n} agreeing on {kinds}\n"));
         }

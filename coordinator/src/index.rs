@@ -33,10 +33,7 @@ impl IndexKey {
         let mut lo = [0u8; 4];
         hi.copy_from_slice(&t[..8]);
         lo.copy_from_slice(&t[8..12]);
-        IndexKey {
-            hi: u64::from_le_bytes(hi),
-            lo: u32::from_le_bytes(lo),
-        }
+        IndexKey { hi: u64::from_le_bytes(hi), lo: u32::from_le_bytes(lo) }
     }
 }
 
@@ -49,11 +46,7 @@ struct Slot {
     id: u32,
 }
 
-const EMPTY_SLOT: Slot = Slot {
-    hi: 0,
-    lo: 0,
-    id: EMPTY,
-};
+const EMPTY_SLOT: Slot = Slot { hi: 0, lo: 0, id: EMPTY };
 
 /// The multimap.
 pub struct TokenIndex {
@@ -74,10 +67,7 @@ impl TokenIndex {
     /// An index sized for `n` entries without growing.
     pub fn with_capacity(n: usize) -> TokenIndex {
         let cap = ((n as f64 / TARGET_LOAD) as usize).max(16);
-        TokenIndex {
-            slots: vec![EMPTY_SLOT; cap],
-            len: 0,
-        }
+        TokenIndex { slots: vec![EMPTY_SLOT; cap], len: 0 }
     }
 
     /// Number of entries.
@@ -123,11 +113,7 @@ impl TokenIndex {
     #[inline]
     fn distance(&self, i: usize, hi: u64) -> usize {
         let h = self.home(hi);
-        if i >= h {
-            i - h
-        } else {
-            i + self.slots.len() - h
-        }
+        if i >= h { i - h } else { i + self.slots.len() - h }
     }
 
     fn insert_unchecked(&mut self, mut s: Slot) {
@@ -158,11 +144,7 @@ impl TokenIndex {
     pub fn insert(&mut self, key: IndexKey, id: u32) {
         debug_assert!(id != EMPTY);
         self.reserve(1);
-        self.insert_unchecked(Slot {
-            hi: key.hi,
-            lo: key.lo,
-            id,
-        });
+        self.insert_unchecked(Slot { hi: key.hi, lo: key.lo, id });
     }
 
     /// Removes one `key → id` entry. Returns whether it was there.
@@ -208,11 +190,7 @@ impl TokenIndex {
                 return n;
             }
             let sh = self.home(s.hi);
-            let sd = if i >= sh {
-                i - sh
-            } else {
-                i + self.slots.len() - sh
-            };
+            let sd = if i >= sh { i - sh } else { i + self.slots.len() - sh };
             if sd < dist {
                 return n;
             }

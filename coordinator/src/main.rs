@@ -36,6 +36,10 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Write a JSON report of refused rows and fields for every input
+        /// file into this directory (`<file name>.report.json`).
+        #[arg(long)]
+        reports: Option<PathBuf>,
     },
     /// Print the default confirmation policy.
     DefaultPolicy,
@@ -56,30 +60,29 @@ fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
     match path {
         None => Ok(Policy::default_policy()),
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Policy::from_toml(&text)
-                .map_err(|e| Exit::new(exit::CONFIG, format!("{}: {e}", p.display())).into())
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Policy::from_toml(&text).map_err(|e| Exit::new(exit::CONFIG, format!("{}: {e}", p.display())).into())
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Eval {
-            rosters,
-            extracts,
-            truth,
-            policy,
-            json,
-        } => {
+        Command::Eval { rosters, extracts, truth, policy, json, reports } => {
             let policy = load_policy(policy.as_ref())?;
             let r = eval::run(&rosters, &extracts, &truth, &policy).map_err(|e| match e {
-                eval::EvalError::Input(i) => {
-                    anyhow::Error::from(Exit::new(exit::INPUT, i.to_string()))
-                }
+                eval::EvalError::Input(i) => anyhow::Error::from(Exit::new(exit::INPUT, i.to_string())),
                 other => other.into(),
             })?;
+            if let Some(dir) = reports {
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                for rep in &r.reports {
+                    let name = std::path::Path::new(&rep.file).file_name().map(|n| n.to_string_lossy().into_owned());
+                    let path = dir.join(format!("{}.report.json", name.unwrap_or_default()));
+                    std::fs::write(&path, serde_json::to_vec_pretty(rep)?)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -69,8 +69,7 @@ impl Matcher {
     pub fn memory_bytes(&self) -> usize {
         self.national.memory_bytes()
             + self.roster.memory_bytes()
-            + (self.record_kinds.capacity() + self.subject_kinds.capacity())
-                * std::mem::size_of::<KindSet>()
+            + (self.record_kinds.capacity() + self.subject_kinds.capacity()) * std::mem::size_of::<KindSet>()
     }
 
     /// Bytes held for the national side alone.
@@ -118,9 +117,7 @@ impl Matcher {
         scratch.clear();
         for (kind, key) in tokens {
             let start = scratch.len();
-            let n = self
-                .national
-                .for_each(*key, |rid| scratch.push((rid, kind.index() as u8, 0)));
+            let n = self.national.for_each(*key, |rid| scratch.push((rid, kind.index() as u8, 0)));
             for s in &mut scratch[start..] {
                 s.2 = n;
             }
@@ -130,11 +127,7 @@ impl Matcher {
             agreeing: KindSet::EMPTY,
             shares: [u32::MAX; ALL.len()],
             subject_kinds,
-            record_kinds: self
-                .record_kinds
-                .get(rid as usize)
-                .copied()
-                .unwrap_or_default(),
+            record_kinds: self.record_kinds.get(rid as usize).copied().unwrap_or_default(),
         });
         self.scratch = scratch;
     }
@@ -146,8 +139,7 @@ impl Matcher {
         scratch.clear();
         for (kind, key) in tokens {
             let start = scratch.len();
-            self.roster
-                .for_each(*key, |sid| scratch.push((sid, kind.index() as u8, 0)));
+            self.roster.for_each(*key, |sid| scratch.push((sid, kind.index() as u8, 0)));
             if scratch.len() > start {
                 let n = self.national.count(*key).max(1);
                 for s in &mut scratch[start..] {
@@ -159,11 +151,7 @@ impl Matcher {
         group(&mut scratch, out, |sid| Evidence {
             agreeing: KindSet::EMPTY,
             shares: [u32::MAX; ALL.len()],
-            subject_kinds: self
-                .subject_kinds
-                .get(sid as usize)
-                .copied()
-                .unwrap_or_default(),
+            subject_kinds: self.subject_kinds.get(sid as usize).copied().unwrap_or_default(),
             record_kinds,
         });
         self.scratch = scratch;
@@ -176,10 +164,7 @@ fn group(scratch: &mut [(u32, u8, u32)], out: &mut Vec<Hit>, fresh: impl Fn(u32)
     scratch.sort_unstable_by_key(|s| s.0);
     for &(id, kind, share) in scratch.iter() {
         if out.last().is_none_or(|h| h.id != id) {
-            out.push(Hit {
-                id,
-                evidence: fresh(id),
-            });
+            out.push(Hit { id, evidence: fresh(id) });
         }
         if let Some(h) = out.last_mut() {
             let k = ALL[kind as usize];
@@ -203,24 +188,14 @@ mod tests {
         let mut m = Matcher::default();
         // record 1: nino 100, name 200; record 2: name 200 (shared), other 300
         m.add_record(1, &[(KeyKind::Nino, k(100)), (KeyKind::NameDob, k(200))]);
-        m.add_record(
-            2,
-            &[(KeyKind::NameDob, k(200)), (KeyKind::PhoneticDob, k(300))],
-        );
-        let subject = [
-            (KeyKind::Nino, k(100)),
-            (KeyKind::NameDob, k(200)),
-            (KeyKind::NameYobDistrict, k(400)),
-        ];
+        m.add_record(2, &[(KeyKind::NameDob, k(200)), (KeyKind::PhoneticDob, k(300))]);
+        let subject = [(KeyKind::Nino, k(100)), (KeyKind::NameDob, k(200)), (KeyKind::NameYobDistrict, k(400))];
         let mut hits = Vec::new();
         m.probe_national(&subject, &mut hits);
         assert_eq!(hits.len(), 2);
         let h1 = hits[0];
         assert_eq!(h1.id, 1);
-        assert!(
-            h1.evidence.agreeing.contains(KeyKind::Nino)
-                && h1.evidence.agreeing.contains(KeyKind::NameDob)
-        );
+        assert!(h1.evidence.agreeing.contains(KeyKind::Nino) && h1.evidence.agreeing.contains(KeyKind::NameDob));
         assert_eq!(h1.evidence.shares[KeyKind::NameDob.index()], 2);
         assert_eq!(h1.evidence.shares[KeyKind::Nino.index()], 1);
         assert!(h1.evidence.subject_kinds.contains(KeyKind::NameYobDistrict));
@@ -246,10 +221,7 @@ mod tests {
         m.remove_subject(7, &subject);
         m.probe_roster(&rec, &mut hits);
         assert!(hits.is_empty());
-        m.remove_record(
-            2,
-            &[(KeyKind::NameDob, k(200)), (KeyKind::PhoneticDob, k(300))],
-        );
+        m.remove_record(2, &[(KeyKind::NameDob, k(200)), (KeyKind::PhoneticDob, k(300))]);
         m.probe_national(&subject, &mut hits);
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].evidence.shares[KeyKind::NameDob.index()], 1);

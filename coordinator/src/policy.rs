@@ -111,8 +111,7 @@ pub struct Evidence {
 impl Policy {
     /// Parses and checks a policy file.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let file: PolicyFile =
-            toml::from_str(text).map_err(|e| PolicyError::Parse(e.message().to_string()))?;
+        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse(e.message().to_string()))?;
         Policy::from_file(file)
     }
 
@@ -134,12 +133,9 @@ impl Policy {
         }
         let mut weights = [f64::NAN; ALL.len()];
         for (name, w) in &file.weights {
-            let k = KeyKind::from_short_name(name)
-                .ok_or_else(|| PolicyError::UnknownKind(name.clone(), "weights"))?;
+            let k = KeyKind::from_short_name(name).ok_or_else(|| PolicyError::UnknownKind(name.clone(), "weights"))?;
             if !w.is_finite() || *w < 0.0 {
-                return Err(PolicyError::Invalid(
-                    "weights must be finite and not negative",
-                ));
+                return Err(PolicyError::Invalid("weights must be finite and not negative"));
             }
             weights[k.index()] = *w;
         }
@@ -148,24 +144,19 @@ impl Policy {
         }
         let mut shares = [file.full_weight_share; ALL.len()];
         for (name, n) in &file.full_weight_share_by_kind {
-            let k = KeyKind::from_short_name(name).ok_or_else(|| {
-                PolicyError::UnknownKind(name.clone(), "full_weight_share_by_kind")
-            })?;
+            let k = KeyKind::from_short_name(name)
+                .ok_or_else(|| PolicyError::UnknownKind(name.clone(), "full_weight_share_by_kind"))?;
             if *n == 0 {
-                return Err(PolicyError::Invalid(
-                    "full_weight_share_by_kind values must be at least 1",
-                ));
+                return Err(PolicyError::Invalid("full_weight_share_by_kind values must be at least 1"));
             }
             shares[k.index()] = *n;
         }
         let mut disagree = [0.0; ALL.len()];
         for (name, w) in &file.disagreement {
-            let k = KeyKind::from_short_name(name)
-                .ok_or_else(|| PolicyError::UnknownKind(name.clone(), "disagreement"))?;
+            let k =
+                KeyKind::from_short_name(name).ok_or_else(|| PolicyError::UnknownKind(name.clone(), "disagreement"))?;
             if !w.is_finite() || *w > 0.0 {
-                return Err(PolicyError::Invalid(
-                    "disagreement values must be finite and not positive",
-                ));
+                return Err(PolicyError::Invalid("disagreement values must be finite and not positive"));
             }
             disagree[k.index()] = *w;
         }
@@ -201,11 +192,7 @@ impl Policy {
             if e.agreeing.contains(k) {
                 let n = e.shares[i].max(1);
                 let full = self.shares[i];
-                let factor = if n <= full {
-                    1.0
-                } else {
-                    f64::from(full) / f64::from(n)
-                };
+                let factor = if n <= full { 1.0 } else { f64::from(full) / f64::from(n) };
                 s += self.weights[i] * factor;
             } else if e.subject_kinds.contains(k) && e.record_kinds.contains(k) {
                 s += self.disagree[i];
@@ -264,34 +251,22 @@ mod tests {
         all.push(KeyKind::Nino);
         assert_eq!(d(&all, &[]), Decision::Confirmed);
         // NI number agrees and the name is only phonetically close.
-        assert_eq!(
-            d(&[KeyKind::Nino, KeyKind::PhoneticDob], &[]),
-            Decision::Confirmed
-        );
+        assert_eq!(d(&[KeyKind::Nino, KeyKind::PhoneticDob], &[]), Decision::Confirmed);
         // NI number alone, nothing else agrees: not enough.
-        assert_ne!(
-            d(&[KeyKind::Nino], &[KeyKind::NameDob]),
-            Decision::Confirmed
-        );
+        assert_ne!(d(&[KeyKind::Nino], &[KeyKind::NameDob]), Decision::Confirmed);
         // Name and date of birth agree, no NI number on one side, same district.
         let mut nd = NAME_DOB_ALL.to_vec();
         nd.push(KeyKind::NameYobDistrict);
         assert_eq!(d(&nd, &[]), Decision::Confirmed);
         // Name and date of birth alone: a namesake is as likely. Candidate.
-        assert_eq!(
-            d(NAME_DOB_ALL, &[KeyKind::NameYobDistrict]),
-            Decision::Candidate
-        );
+        assert_eq!(d(NAME_DOB_ALL, &[KeyKind::NameYobDistrict]), Decision::Candidate);
         // Namesake with a different NI number on both sides.
         let mut ns = nd.clone();
         ns.retain(|k| *k != KeyKind::NameYobDistrict);
         assert_eq!(d(&ns, &[KeyKind::Nino]), Decision::NoMatch);
         assert_eq!(d(&nd, &[KeyKind::Nino]), Decision::NoMatch);
         // A twin: surname, initial and date of birth.
-        assert_eq!(
-            d(&[KeyKind::InitialSurnameDob], &[KeyKind::NameDob]),
-            Decision::NoMatch
-        );
+        assert_eq!(d(&[KeyKind::InitialSurnameDob], &[KeyKind::NameDob]), Decision::NoMatch);
     }
 
     #[test]
@@ -314,18 +289,9 @@ mod tests {
         let base = DEFAULT_POLICY.to_string();
         let cases = [
             (base.replace("version =", "versio ="), "unknown field"),
-            (
-                base.replace("nino = 9.0", "nino = 9.0\nshoe_size = 1.0"),
-                "shoe_size",
-            ),
-            (
-                base.replace("name_yob_district = 5.0", ""),
-                "name_yob_district",
-            ),
-            (
-                base.replace("confirm_threshold = 10.0", "confirm_threshold = 1.0"),
-                "candidate_threshold",
-            ),
+            (base.replace("nino = 9.0", "nino = 9.0\nshoe_size = 1.0"), "shoe_size"),
+            (base.replace("name_yob_district = 5.0", ""), "name_yob_district"),
+            (base.replace("confirm_threshold = 10.0", "confirm_threshold = 1.0"), "candidate_threshold"),
             (format!("{base}\nextra = 1\n"), "extra"),
         ];
         for (text, want) in cases {

@@ -17,20 +17,13 @@ fn decide_self(raw: &RawIdentity<'_>) -> (Identity, Option<Decision>) {
     let pepper = Pepper::new([4; 32]);
     let mut toks = Vec::new();
     tk.tokens(&id, &mut toks);
-    let keys: Vec<_> = toks
-        .iter()
-        .map(|(k, t)| (*k, index_key(&pepper.rekey(t))))
-        .collect();
+    let keys: Vec<_> = toks.iter().map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect();
     let mut m = Matcher::default();
     m.add_record(0, &keys);
     let mut hits: Vec<Hit> = Vec::new();
     m.probe_national(&keys, &mut hits);
     let policy = Policy::default_policy();
-    (
-        id,
-        hits.first()
-            .map(|h| policy.decide(policy.score(&h.evidence))),
-    )
+    (id, hits.first().map(|h| policy.decide(policy.score(&h.evidence))))
 }
 
 proptest! {
@@ -69,10 +62,7 @@ proptest! {
 
 #[test]
 fn an_identifier_alone_is_a_candidate_against_itself() {
-    let raw = RawIdentity {
-        ni_number: "AB123456C",
-        ..Default::default()
-    };
+    let raw = RawIdentity { ni_number: "AB123456C", ..Default::default() };
     assert_eq!(decide_self(&raw).1, Some(Decision::Candidate));
 }
 
@@ -91,11 +81,7 @@ fn default_policy_meets_precision_and_recall_floors() {
         ..synth::Params::default()
     };
     let s = synth::generate(&params, dir.path()).expect("synth");
-    let rosters: Vec<_> = s
-        .forces
-        .iter()
-        .map(|f| dir.path().join(format!("roster-{f}.csv")))
-        .collect();
+    let rosters: Vec<_> = s.forces.iter().map(|f| dir.path().join(format!("roster-{f}.csv"))).collect();
     let r = eval::run(
         &rosters,
         &[dir.path().join("extract.csv")],
@@ -105,11 +91,7 @@ fn default_policy_meets_precision_and_recall_floors() {
     .expect("eval");
     println!("{}", r.to_text());
     assert_eq!(r.subjects, 7500);
-    assert!(
-        r.true_positives + r.false_negatives >= 500,
-        "too few true pairs to measure: {}",
-        r.true_positives
-    );
+    assert!(r.true_positives + r.false_negatives >= 500, "too few true pairs to measure: {}", r.true_positives);
     assert!(r.hard_negatives.values().map(|(n, _)| n).sum::<usize>() >= 200);
     assert!(r.precision >= 0.995, "precision {}", r.precision);
     assert!(r.recall >= 0.97, "recall {}", r.recall);

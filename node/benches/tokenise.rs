@@ -26,10 +26,7 @@ fn extract_csv() -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let csv_bytes = extract_csv();
     let mut rdr = csv::Reader::from_reader(&csv_bytes[..]);
-    let rows: Vec<Vec<String>> = rdr
-        .records()
-        .map(|r| r.expect("row").iter().map(str::to_string).collect())
-        .collect();
+    let rows: Vec<Vec<String>> = rdr.records().map(|r| r.expect("row").iter().map(str::to_string).collect()).collect();
     let tk = Tokenizer::new(&LinkageKey::new(1, [7; 32]));
     let mut g = c.benchmark_group("tokenise");
     g.throughput(Throughput::Elements(rows.len() as u64));

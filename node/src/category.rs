@@ -11,10 +11,7 @@
 /// Every category, most severe first.
 pub const CATEGORIES: &[(&str, &str)] = &[
     ("barred", "on the police barred list"),
-    (
-        "advisory",
-        "on the police advisory list (left while under investigation)",
-    ),
+    ("advisory", "on the police advisory list (left while under investigation)"),
     ("sexual_offence", "sexual offence"),
     ("domestic_abuse", "domestic abuse"),
     ("violence", "violence against the person"),

@@ -27,16 +27,11 @@ pub struct Exit {
 impl Exit {
     /// An error with a code.
     pub fn new(code: u8, message: impl Into<String>) -> Exit {
-        Exit {
-            code,
-            message: message.into(),
-        }
+        Exit { code, message: message.into() }
     }
 }
 
 /// Maps an error chain to an exit code: the first [`Exit`] in the chain wins.
 pub fn code_of(err: &anyhow::Error) -> u8 {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<Exit>().map(|x| x.code))
-        .unwrap_or(FAILURE)
+    err.chain().find_map(|e| e.downcast_ref::<Exit>().map(|x| x.code)).unwrap_or(FAILURE)
 }

@@ -26,16 +26,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const MAX_LISTED_ISSUES: usize = 100_000;
 
 /// Columns of a force roster, in the documented order.
-pub const ROSTER_COLUMNS: &[&str] = &[
-    "employee_id",
-    "forenames",
-    "surname",
-    "previous_surnames",
-    "date_of_birth",
-    "ni_number",
-    "postcode",
-    "role",
-];
+pub const ROSTER_COLUMNS: &[&str] =
+    &["employee_id", "forenames", "surname", "previous_surnames", "date_of_birth", "ni_number", "postcode", "role"];
 /// Columns of a national extract, in the documented order.
 pub const EXTRACT_COLUMNS: &[&str] = &[
     "record_id",
@@ -50,15 +42,8 @@ pub const EXTRACT_COLUMNS: &[&str] = &[
     "postcode",
 ];
 /// Columns of an applicants file for a pre-employment check.
-pub const APPLICANT_COLUMNS: &[&str] = &[
-    "applicant_id",
-    "forenames",
-    "surname",
-    "previous_surnames",
-    "date_of_birth",
-    "ni_number",
-    "postcode",
-];
+pub const APPLICANT_COLUMNS: &[&str] =
+    &["applicant_id", "forenames", "surname", "previous_surnames", "date_of_birth", "ni_number", "postcode"];
 
 /// A problem with a file as a whole: nothing from it should be applied.
 #[derive(Debug, thiserror::Error)]
@@ -134,11 +119,7 @@ pub struct Report {
 impl Report {
     /// An empty report for a file.
     pub fn new(file: &str, kind: &'static str) -> Report {
-        Report {
-            file: file.to_string(),
-            kind,
-            ..Default::default()
-        }
+        Report { file: file.to_string(), kind, ..Default::default() }
     }
 
     fn listed(&self) -> usize {
@@ -167,12 +148,7 @@ impl Report {
     /// by callers that find a problem after reading, such as a sync).
     pub fn refuse(&mut self, row: u64, line: u64, field: Option<&str>, reason: impl Into<String>) {
         self.accepted = self.accepted.saturating_sub(1);
-        self.error(Issue {
-            row,
-            line,
-            field: field.map(str::to_string),
-            reason: reason.into(),
-        });
+        self.error(Issue { row, line, field: field.map(str::to_string), reason: reason.into() });
     }
 
     /// One line for a person: rows read, used, refused, fields left out.
@@ -284,27 +260,15 @@ enum Next {
 }
 
 impl<R: Read> Csv<R> {
-    fn open(
-        inner: R,
-        file: &str,
-        kind: &'static str,
-        columns: &[&str],
-    ) -> Result<Self, InputError> {
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(LineLimit {
-                inner,
-                run: 0,
-                tripped: false,
-            });
+    fn open(inner: R, file: &str, kind: &'static str, columns: &[&str]) -> Result<Self, InputError> {
+        let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(LineLimit {
+            inner,
+            run: 0,
+            tripped: false,
+        });
         let mut header = csv::ByteRecord::new();
         let expected = columns.join(",");
-        let bad = |problem: String| InputError::Header {
-            file: file.to_string(),
-            problem,
-            expected: expected.clone(),
-        };
+        let bad = |problem: String| InputError::Header { file: file.to_string(), problem, expected: expected.clone() };
         match rdr.read_byte_record(&mut header) {
             Ok(true) => {}
             Ok(false) => return Err(bad("is missing: the file is empty".into())),
@@ -312,13 +276,8 @@ impl<R: Read> Csv<R> {
         }
         let mut names = Vec::with_capacity(header.len());
         for (i, h) in header.iter().enumerate() {
-            let h = if i == 0 {
-                h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h)
-            } else {
-                h
-            };
-            let name = std::str::from_utf8(h)
-                .map_err(|_| bad(format!("column {} is not UTF-8", i + 1)))?;
+            let h = if i == 0 { h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h) } else { h };
+            let name = std::str::from_utf8(h).map_err(|_| bad(format!("column {} is not UTF-8", i + 1)))?;
             names.push(name.trim().to_string());
         }
         for n in &names {
@@ -328,12 +287,7 @@ impl<R: Read> Csv<R> {
         }
         let mut map = Vec::with_capacity(columns.len());
         for c in columns {
-            let found: Vec<usize> = names
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n == c)
-                .map(|(i, _)| i)
-                .collect();
+            let found: Vec<usize> = names.iter().enumerate().filter(|(_, n)| n == c).map(|(i, _)| i).collect();
             match found.as_slice() {
                 [i] => map.push(*i),
                 [] => return Err(bad(format!("is missing column {c:?}"))),
@@ -351,28 +305,16 @@ impl<R: Read> Csv<R> {
         })
     }
 
-    fn fatal(
-        rdr: &csv::Reader<LineLimit<R>>,
-        e: csv::Error,
-        file: &str,
-        kind: &'static str,
-    ) -> InputError {
+    fn fatal(rdr: &csv::Reader<LineLimit<R>>, e: csv::Error, file: &str, kind: &'static str) -> InputError {
         let line = e.position().map_or(0, |p| p.line());
         if rdr.get_ref().tripped {
-            return InputError::LineTooLong {
-                file: file.to_string(),
-                line: line.max(1),
-                kind,
-            };
+            return InputError::LineTooLong { file: file.to_string(), line: line.max(1), kind };
         }
         let source = match e.into_kind() {
             csv::ErrorKind::Io(io) => io,
             other => io::Error::new(io::ErrorKind::InvalidData, format!("{other:?}")),
         };
-        InputError::Io {
-            file: file.to_string(),
-            source,
-        }
+        InputError::Io { file: file.to_string(), source }
     }
 
     /// Reads the next row into `self.fields` (documented column order).
@@ -383,31 +325,20 @@ impl<R: Read> Csv<R> {
             Err(e) => {
                 if self.rdr.get_ref().tripped {
                     let line = self.rdr.position().line() + 1;
-                    return Err(InputError::LineTooLong {
-                        file: self.file.clone(),
-                        line,
-                        kind: self.kind,
-                    });
+                    return Err(InputError::LineTooLong { file: self.file.clone(), line, kind: self.kind });
                 }
                 return Err(Self::fatal(&self.rdr, e, &self.file, self.kind));
             }
         }
         report.rows += 1;
         let line = self.record.position().map_or(0, |p| p.line());
-        let pos = Pos {
-            row: report.rows,
-            line,
-        };
+        let pos = Pos { row: report.rows, line };
         if self.record.len() != self.width {
             report.error(Issue {
                 row: pos.row,
                 line,
                 field: None,
-                reason: format!(
-                    "row has {} fields, the header has {}",
-                    self.record.len(),
-                    self.width
-                ),
+                reason: format!("row has {} fields, the header has {}", self.record.len(), self.width),
             });
             return Ok(Next::Refused);
         }
@@ -472,12 +403,7 @@ fn check_id(id: &str, column: &str, pos: Pos, seen: &mut Seen, report: &mut Repo
     } else {
         return true;
     };
-    report.error(Issue {
-        row: pos.row,
-        line: pos.line,
-        field: Some(column.to_string()),
-        reason,
-    });
+    report.error(Issue { row: pos.row, line: pos.line, field: Some(column.to_string()), reason });
     false
 }
 
@@ -492,17 +418,20 @@ fn push_field_issues(issues: &[FieldIssue], pos: Pos, report: &mut Report) {
     }
 }
 
-/// Whether any match key can be formed, or else refuses the row.
-fn keyable(id: &Identity, pos: Pos, report: &mut Report) -> bool {
+/// Whether any match key can be formed, or else refuses the row, saying
+/// which fields were unusable.
+fn keyable(id: &Identity, issues: &[FieldIssue], pos: Pos, report: &mut Report) -> bool {
     if id.can_match() {
         return true;
     }
-    report.error(Issue {
-        row: pos.row,
-        line: pos.line,
-        field: None,
-        reason: "no match key can be formed: needs a valid NI number, or forename, surname and date of birth".into(),
-    });
+    let mut reason =
+        "no match key can be formed: needs a valid NI number, or forename, surname and date of birth".to_string();
+    if !issues.is_empty() {
+        let fields: Vec<String> = issues.iter().map(|i| format!("{} ({})", i.field, i.reason)).collect();
+        reason.push_str("; unusable: ");
+        reason.push_str(&fields.join(", "));
+    }
+    report.error(Issue { row: pos.row, line: pos.line, field: None, reason });
     false
 }
 
@@ -538,7 +467,7 @@ pub fn read_roster<R: Read>(
             ..Default::default()
         };
         let identity = Identity::from_raw(&raw, &mut ph, &mut issues);
-        if !keyable(&identity, pos, report) {
+        if !keyable(&identity, &issues, pos, report) {
             continue;
         }
         push_field_issues(&issues, pos, report);
@@ -581,12 +510,7 @@ pub fn read_extract<R: Read>(
             } else {
                 "not in the category vocabulary (docs/formats.md)".to_string()
             };
-            report.error(Issue {
-                row: pos.row,
-                line: pos.line,
-                field: Some("category".into()),
-                reason,
-            });
+            report.error(Issue { row: pos.row, line: pos.line, field: Some("category".into()), reason });
             continue;
         }
         issues.clear();
@@ -596,10 +520,7 @@ pub fn read_extract<R: Read>(
             match Date::parse(&f[2]) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    issues.push(FieldIssue {
-                        field: "event_date",
-                        reason: e.into(),
-                    });
+                    issues.push(FieldIssue { field: "event_date", reason: e.into() });
                     None
                 }
             }
@@ -615,18 +536,12 @@ pub fn read_extract<R: Read>(
             ..Default::default()
         };
         let identity = Identity::from_raw(&raw, &mut ph, &mut issues);
-        if !keyable(&identity, pos, report) {
+        if !keyable(&identity, &issues, pos, report) {
             continue;
         }
         push_field_issues(&issues, pos, report);
         report.accepted += 1;
-        on_row(ExtractRow {
-            pos,
-            record_id: f[0].clone(),
-            category: f[1].clone(),
-            event_date,
-            identity,
-        });
+        on_row(ExtractRow { pos, record_id: f[0].clone(), category: f[1].clone(), event_date, identity });
     }
 }
 
@@ -662,7 +577,7 @@ pub fn read_applicants<R: Read>(
             ..Default::default()
         };
         let identity = Identity::from_raw(&raw, &mut ph, &mut issues);
-        if !keyable(&identity, pos, report) {
+        if !keyable(&identity, &issues, pos, report) {
             continue;
         }
         push_field_issues(&issues, pos, report);
@@ -681,18 +596,14 @@ pub fn read_applicants<R: Read>(
 pub fn open(path: &std::path::Path) -> Result<std::io::BufReader<std::fs::File>, InputError> {
     std::fs::File::open(path)
         .map(|f| std::io::BufReader::with_capacity(1 << 16, f))
-        .map_err(|source| InputError::Io {
-            file: path.display().to_string(),
-            source,
-        })
+        .map_err(|source| InputError::Io { file: path.display().to_string(), source })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const HEADER: &str =
-        "employee_id,forenames,surname,previous_surnames,date_of_birth,ni_number,postcode,role\n";
+    const HEADER: &str = "employee_id,forenames,surname,previous_surnames,date_of_birth,ni_number,postcode,role\n";
 
     fn roster(text: &str) -> (Result<(), InputError>, Report, Vec<RosterRow>) {
         let mut report = Report::new("r.csv", "roster");
@@ -727,40 +638,17 @@ mod tests {
         assert_eq!(report.rows, 6);
         assert_eq!(report.accepted, 2, "{report:#?}");
         assert_eq!(report.refused, 4);
-        assert_eq!(
-            rows.iter()
-                .map(|r| r.employee_id.as_str())
-                .collect::<Vec<_>>(),
-            vec!["E1", "E6"]
-        );
-        let w: Vec<_> = report
-            .warnings
-            .iter()
-            .map(|i| (i.row, i.field.clone().unwrap_or_default()))
-            .collect();
+        assert_eq!(rows.iter().map(|r| r.employee_id.as_str()).collect::<Vec<_>>(), vec!["E1", "E6"]);
+        let w: Vec<_> = report.warnings.iter().map(|i| (i.row, i.field.clone().unwrap_or_default())).collect();
         assert!(w.contains(&(1, "ni_number".into())) && w.contains(&(1, "postcode".into())));
         assert!(w.contains(&(6, "forenames".into())));
-        let e: Vec<_> = report
-            .errors
-            .iter()
-            .map(|i| (i.row, i.line, i.reason.clone()))
-            .collect();
-        assert!(
-            e.iter()
-                .any(|(r, l, why)| *r == 2 && *l == 3 && why.contains("required"))
-        );
-        assert!(
-            e.iter()
-                .any(|(r, _, why)| *r == 3 && why.contains("no match key"))
-        );
-        assert!(
-            e.iter()
-                .any(|(r, _, why)| *r == 4 && why.contains("first used at row 1"))
-        );
-        assert!(
-            e.iter()
-                .any(|(r, _, why)| *r == 5 && why.contains("3 fields"))
-        );
+        let e: Vec<_> = report.errors.iter().map(|i| (i.row, i.line, i.reason.clone())).collect();
+        assert!(e.iter().any(|(r, l, why)| *r == 2 && *l == 3 && why.contains("required")));
+        assert!(e.iter().any(|(r, _, why)| *r == 3
+            && why.contains("no match key")
+            && why.contains("date_of_birth (not a date in the form YYYY-MM-DD)")));
+        assert!(e.iter().any(|(r, _, why)| *r == 4 && why.contains("first used at row 1")));
+        assert!(e.iter().any(|(r, _, why)| *r == 5 && why.contains("3 fields")));
         let json = serde_json::to_string(&report).unwrap();
         for secret in ["NOTANINO", "nowhere", "not-a-date", "Dup", "Licate"] {
             assert!(!json.contains(secret), "report repeats a value");
@@ -790,10 +678,7 @@ mod tests {
 
     #[test]
     fn garbage_does_not_exhaust_memory_or_panic() {
-        let garbage: Vec<u8> = (0..(MAX_LINE * 3))
-            .map(|i| (i * 7919 % 251) as u8)
-            .filter(|b| *b != b'\n')
-            .collect();
+        let garbage: Vec<u8> = (0..(MAX_LINE * 3)).map(|i| (i * 7919 % 251) as u8).filter(|b| *b != b'\n').collect();
         let mut report = Report::new("g", "roster");
         let res = read_roster(&garbage[..], "g", &mut report, |_| {});
         assert!(res.is_err());

@@ -61,29 +61,21 @@ struct LocalFile {
 }
 
 fn read(path: &Path) -> Result<String, KeyFileError> {
-    std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| KeyFileError::Io { path: path.to_path_buf(), source })
 }
 
 fn format_err(path: &Path, problem: impl Into<String>) -> KeyFileError {
-    KeyFileError::Format {
-        path: path.to_path_buf(),
-        problem: problem.into(),
-    }
+    KeyFileError::Format { path: path.to_path_buf(), problem: problem.into() }
 }
 
 /// Reads 32 bytes of hex from a field.
 fn key32(path: &Path, field: &str, value: &str) -> Result<[u8; 32], KeyFileError> {
-    hex::decode_array::<32>(value)
-        .ok_or_else(|| format_err(path, format!("{field} must be 64 hex digits")))
+    hex::decode_array::<32>(value).ok_or_else(|| format_err(path, format!("{field} must be 64 hex digits")))
 }
 
 /// Reads a linkage key file.
 pub fn read_linkage(path: &Path) -> Result<LinkageKey, KeyFileError> {
-    let f: LinkageFile =
-        toml::from_str(&read(path)?).map_err(|e| format_err(path, e.message().to_string()))?;
+    let f: LinkageFile = toml::from_str(&read(path)?).map_err(|e| format_err(path, e.message().to_string()))?;
     if f.epoch == 0 {
         return Err(format_err(path, "epoch must be at least 1"));
     }
@@ -92,8 +84,7 @@ pub fn read_linkage(path: &Path) -> Result<LinkageKey, KeyFileError> {
 
 /// Reads a node-local secret file.
 pub fn read_local(path: &Path) -> Result<LocalSecret, KeyFileError> {
-    let f: LocalFile =
-        toml::from_str(&read(path)?).map_err(|e| format_err(path, e.message().to_string()))?;
+    let f: LocalFile = toml::from_str(&read(path)?).map_err(|e| format_err(path, e.message().to_string()))?;
     Ok(LocalSecret::new(key32(path, "secret", &f.secret)?))
 }
 
@@ -106,36 +97,23 @@ pub fn read_secret(path: &Path) -> Result<[u8; 32], KeyFileError> {
 /// 32 random bytes.
 pub fn random_key() -> Result<[u8; 32], KeyFileError> {
     let mut k = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut k)
-        .map_err(|_| KeyFileError::Random)?;
+    SystemRandom::new().fill(&mut k).map_err(|_| KeyFileError::Random)?;
     Ok(k)
 }
 
 /// Writes `text` to a new file with mode 0600.
 pub fn write_new(path: &Path, text: &str) -> Result<(), KeyFileError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AlreadyExists {
-                KeyFileError::Exists(path.to_path_buf())
-            } else {
-                KeyFileError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyFileError::Exists(path.to_path_buf())
+        } else {
+            KeyFileError::Io { path: path.to_path_buf(), source }
+        }
+    })?;
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
-        .map_err(|source| KeyFileError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| KeyFileError::Io { path: path.to_path_buf(), source })
 }
 
 /// Writes a new linkage key file for `epoch`.
@@ -150,10 +128,7 @@ pub fn write_linkage(path: &Path, key: &LinkageKey) -> Result<(), KeyFileError> 
 
 /// Writes a new secret file (`secret = "..."`) with a comment saying what it is.
 pub fn write_secret(path: &Path, what: &str, secret: &[u8; 32]) -> Result<(), KeyFileError> {
-    write_new(
-        path,
-        &format!("# {what}\nsecret = \"{}\"\n", hex::encode(secret)),
-    )
+    write_new(path, &format!("# {what}\nsecret = \"{}\"\n", hex::encode(secret)))
 }
 
 #[cfg(test)]
@@ -167,15 +142,9 @@ mod tests {
         let key = LinkageKey::new(3, random_key().unwrap());
         write_linkage(&lp, &key).unwrap();
         assert_eq!(read_linkage(&lp).unwrap(), key);
-        assert!(matches!(
-            write_linkage(&lp, &key),
-            Err(KeyFileError::Exists(_))
-        ));
+        assert!(matches!(write_linkage(&lp, &key), Err(KeyFileError::Exists(_))));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&lp).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&lp).unwrap().permissions().mode() & 0o777, 0o600);
         let sp = d.path().join("local.key");
         write_secret(&sp, "local", &[7; 32]).unwrap();
         assert_eq!(read_local(&sp).unwrap(), LocalSecret::new([7; 32]));

@@ -127,21 +127,11 @@ impl Identity {
 
     /// Normalises raw fields. Unusable fields are reported in `issues` and
     /// skipped; what remains is kept.
-    pub fn from_raw(
-        raw: &RawIdentity<'_>,
-        ph: &mut Phonetic,
-        issues: &mut Vec<FieldIssue>,
-    ) -> Identity {
+    pub fn from_raw(raw: &RawIdentity<'_>, ph: &mut Phonetic, issues: &mut Vec<FieldIssue>) -> Identity {
         let mut id = Identity::default();
-        let mut push_issue =
-            |field: &'static str, reason: IssueReason| issues.push(FieldIssue { field, reason });
+        let mut push_issue = |field: &'static str, reason: IssueReason| issues.push(FieldIssue { field, reason });
 
-        let forename = required(
-            raw.forenames,
-            "forenames",
-            normalize::first_forename,
-            &mut push_issue,
-        );
+        let forename = required(raw.forenames, "forenames", normalize::first_forename, &mut push_issue);
         let surnames = required(raw.surname, "surname", normalize::surnames, &mut push_issue);
         let mut names: Vec<(String, String)> = Vec::new();
         if let (Some(f), Some(ss)) = (&forename, &surnames) {
@@ -169,11 +159,7 @@ impl Identity {
         names.retain(|n| seen.insert(n.clone()));
         if names.len() > MAX_NAMES {
             push_issue(
-                if raw.aliases.is_empty() {
-                    "previous_surnames"
-                } else {
-                    "alias_names"
-                },
+                if raw.aliases.is_empty() { "previous_surnames" } else { "alias_names" },
                 IssueReason::TooMany(MAX_NAMES),
             );
             names.truncate(MAX_NAMES);
@@ -182,21 +168,10 @@ impl Identity {
             let canon = normalize::canonical_forename(&forename).to_string();
             let forename_code = ph.code(&canon);
             let surname_code = ph.code(&surname);
-            id.names.push(Name {
-                forename,
-                canon,
-                surname,
-                forename_code,
-                surname_code,
-            });
+            id.names.push(Name { forename, canon, surname, forename_code, surname_code });
         }
 
-        if let Some(d) = required(
-            raw.date_of_birth,
-            "date_of_birth",
-            Date::parse,
-            &mut push_issue,
-        ) {
+        if let Some(d) = required(raw.date_of_birth, "date_of_birth", Date::parse, &mut push_issue) {
             id.dobs.push(d);
         }
         for alt in normalize::multi(raw.alt_dates_of_birth) {
@@ -254,53 +229,27 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
     }
     let district = id.postcode.as_ref().map(|p| p.district());
     for name in &id.names {
-        let (lo, hi) = if name.canon <= name.surname {
-            (&name.canon, &name.surname)
-        } else {
-            (&name.surname, &name.canon)
-        };
+        let (lo, hi) =
+            if name.canon <= name.surname { (&name.canon, &name.surname) } else { (&name.surname, &name.canon) };
         let mut years: [u16; MAX_DOBS] = [0; MAX_DOBS];
         for (i, dob) in id.dobs.iter().enumerate() {
             let date = dob.to_string();
             let date = date.as_bytes();
-            key(
-                &mut buf,
-                &[name.forename.as_bytes(), name.surname.as_bytes(), date],
-            );
+            key(&mut buf, &[name.forename.as_bytes(), name.surname.as_bytes(), date]);
             emit(KeyKind::NameDob, &buf);
-            key(
-                &mut buf,
-                &[name.canon.as_bytes(), name.surname.as_bytes(), date],
-            );
+            key(&mut buf, &[name.canon.as_bytes(), name.surname.as_bytes(), date]);
             emit(KeyKind::CanonNameDob, &buf);
-            key(
-                &mut buf,
-                &[name.initial().as_bytes(), name.surname.as_bytes(), date],
-            );
+            key(&mut buf, &[name.initial().as_bytes(), name.surname.as_bytes(), date]);
             emit(KeyKind::InitialSurnameDob, &buf);
             if !name.forename_code.is_empty() && !name.surname_code.is_empty() {
-                key(
-                    &mut buf,
-                    &[
-                        name.forename_code.as_bytes(),
-                        name.surname_code.as_bytes(),
-                        date,
-                    ],
-                );
+                key(&mut buf, &[name.forename_code.as_bytes(), name.surname_code.as_bytes(), date]);
                 emit(KeyKind::PhoneticDob, &buf);
             }
             key(&mut buf, &[lo.as_bytes(), hi.as_bytes(), date]);
             emit(KeyKind::NamePairDob, &buf);
             let (a, b) = (dob.day.min(dob.month), dob.day.max(dob.month));
             let unordered = format!("{:04}{}{a:02}{}{b:02}", dob.year, SEP as char, SEP as char);
-            key(
-                &mut buf,
-                &[
-                    name.canon.as_bytes(),
-                    name.surname.as_bytes(),
-                    unordered.as_bytes(),
-                ],
-            );
+            key(&mut buf, &[name.canon.as_bytes(), name.surname.as_bytes(), unordered.as_bytes()]);
             emit(KeyKind::NameDobUnordered, &buf);
             key(&mut buf, &[name.canon.as_bytes(), date]);
             emit(KeyKind::ForenameDob, &buf);
@@ -312,15 +261,7 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
                     continue;
                 }
                 let y = format!("{year:04}");
-                key(
-                    &mut buf,
-                    &[
-                        lo.as_bytes(),
-                        hi.as_bytes(),
-                        y.as_bytes(),
-                        district.as_bytes(),
-                    ],
-                );
+                key(&mut buf, &[lo.as_bytes(), hi.as_bytes(), y.as_bytes(), district.as_bytes()]);
                 emit(KeyKind::NameYobDistrict, &buf);
             }
         }
@@ -349,9 +290,7 @@ mod tests {
 
     fn keys(id: &Identity) -> Vec<(KeyKind, String)> {
         let mut out = Vec::new();
-        match_keys(id, |k, b| {
-            out.push((k, String::from_utf8_lossy(b).replace('\u{1f}', "|")))
-        });
+        match_keys(id, |k, b| out.push((k, String::from_utf8_lossy(b).replace('\u{1f}', "|"))));
         out
     }
 
@@ -389,47 +328,22 @@ mod tests {
     #[test]
     fn nickname_swapped_order_and_transposed_dates_still_share_keys() {
         let (a, _) = ident(base());
-        let (b, _) = ident(RawIdentity {
-            forenames: "Bob",
-            ..base()
-        });
-        let (c, _) = ident(RawIdentity {
-            forenames: "Smith",
-            surname: "Robert",
-            ..base()
-        });
-        let (d, _) = ident(RawIdentity {
-            date_of_birth: "1980-25-03",
-            ..base()
-        });
+        let (b, _) = ident(RawIdentity { forenames: "Bob", ..base() });
+        let (c, _) = ident(RawIdentity { forenames: "Smith", surname: "Robert", ..base() });
+        let (d, _) = ident(RawIdentity { date_of_birth: "1980-25-03", ..base() });
         let ka = keys(&a);
-        let shared = |x: &Identity| -> Vec<KeyKind> {
-            keys(x)
-                .into_iter()
-                .filter(|k| ka.contains(k))
-                .map(|(k, _)| k)
-                .collect()
-        };
+        let shared =
+            |x: &Identity| -> Vec<KeyKind> { keys(x).into_iter().filter(|k| ka.contains(k)).map(|(k, _)| k).collect() };
         assert!(shared(&b).contains(&KeyKind::CanonNameDob));
         assert!(!shared(&b).contains(&KeyKind::NameDob));
         assert!(shared(&c).contains(&KeyKind::NamePairDob));
         assert!(shared(&c).contains(&KeyKind::NameYobDistrict));
         // 1980-25-03 is not a date: reported, and the NINO still keys the row
         assert_eq!(d.dobs.len(), 0);
-        let (e, _) = ident(RawIdentity {
-            date_of_birth: "1980-12-03",
-            ..base()
-        });
-        let (f, _) = ident(RawIdentity {
-            date_of_birth: "1980-03-12",
-            ..base()
-        });
+        let (e, _) = ident(RawIdentity { date_of_birth: "1980-12-03", ..base() });
+        let (f, _) = ident(RawIdentity { date_of_birth: "1980-03-12", ..base() });
         let kf = keys(&f);
-        assert!(
-            keys(&e)
-                .iter()
-                .any(|k| k.0 == KeyKind::NameDobUnordered && kf.contains(k))
-        );
+        assert!(keys(&e).iter().any(|k| k.0 == KeyKind::NameDobUnordered && kf.contains(k)));
     }
 
     #[test]
@@ -448,20 +362,12 @@ mod tests {
         assert!(k.contains(&(KeyKind::NameDob, "robert|brown|1980-03-26".into())));
         assert!(k.contains(&(KeyKind::CanonNameDob, "robert|smythe|1980-03-25".into())));
         // one name_yob_district per name: both DOBs share a year
-        assert_eq!(
-            k.iter().filter(|x| x.0 == KeyKind::NameYobDistrict).count(),
-            4
-        );
+        assert_eq!(k.iter().filter(|x| x.0 == KeyKind::NameYobDistrict).count(), 4);
     }
 
     #[test]
     fn bad_optional_fields_are_reported_by_field_and_skipped() {
-        let (id, issues) = ident(RawIdentity {
-            ni_number: "XX",
-            postcode: "nowhere",
-            aliases: "Nobody",
-            ..base()
-        });
+        let (id, issues) = ident(RawIdentity { ni_number: "XX", postcode: "nowhere", aliases: "Nobody", ..base() });
         assert!(id.nino.is_none() && id.postcode.is_none());
         let fields: Vec<_> = issues.iter().map(|i| i.field).collect();
         assert_eq!(fields, vec!["alias_names", "ni_number", "postcode"]);
@@ -470,25 +376,10 @@ mod tests {
 
     #[test]
     fn no_key_from_a_row_without_name_date_or_nino() {
-        let (id, issues) = ident(RawIdentity {
-            date_of_birth: "",
-            ni_number: "",
-            ..base()
-        });
+        let (id, issues) = ident(RawIdentity { date_of_birth: "", ni_number: "", ..base() });
         assert!(keys(&id).is_empty());
-        assert_eq!(
-            issues,
-            vec![FieldIssue {
-                field: "date_of_birth",
-                reason: IssueReason::Missing
-            }]
-        );
-        let (id, _) = ident(RawIdentity {
-            forenames: "",
-            surname: "",
-            ni_number: "",
-            ..base()
-        });
+        assert_eq!(issues, vec![FieldIssue { field: "date_of_birth", reason: IssueReason::Missing }]);
+        let (id, _) = ident(RawIdentity { forenames: "", surname: "", ni_number: "", ..base() });
         assert!(keys(&id).is_empty());
     }
 

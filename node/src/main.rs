@@ -104,10 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "Vigil node-local secret. SECRET: never leaves this node.",
                     &keyfile::random_key()?,
                 )?;
-                println!(
-                    "wrote {}: this node's own secret, keep it with the node's data",
-                    path.display()
-                );
+                println!("wrote {}: this node's own secret, keep it with the node's data", path.display());
             }
             Ok(())
         }

@@ -106,10 +106,7 @@ pub fn fold_into(s: &str, out: &mut String) {
                     }
                 });
             }
-        } else if matches!(
-            c,
-            '\'' | '`' | '\u{2019}' | '\u{2018}' | '\u{02BC}' | '\u{00B4}'
-        ) {
+        } else if matches!(c, '\'' | '`' | '\u{2019}' | '\u{2018}' | '\u{02BC}' | '\u{00B4}') {
             // apostrophes join: O'Brien -> obrien
         } else {
             sep = true;
@@ -147,12 +144,12 @@ const TITLES: &[&str] = &[
     "master",
 ];
 const SUFFIXES: &[&str] = &[
-    "jr", "jnr", "junior", "sr", "snr", "senior", "ii", "iii", "iv", "esq", "obe", "mbe", "cbe",
-    "kbe", "dbe", "qpm", "qfsm", "kpm", "bem", "phd",
+    "jr", "jnr", "junior", "sr", "snr", "senior", "ii", "iii", "iv", "esq", "obe", "mbe", "cbe", "kbe", "dbe", "qpm",
+    "qfsm", "kpm", "bem", "phd",
 ];
 const PARTICLES: &[&str] = &[
-    "van", "von", "de", "der", "den", "del", "della", "di", "da", "du", "la", "le", "lo", "st",
-    "ter", "ten", "dos", "das", "al", "el", "bin", "ben",
+    "van", "von", "de", "der", "den", "del", "della", "di", "da", "du", "la", "le", "lo", "st", "ter", "ten", "dos",
+    "das", "al", "el", "bin", "ben",
 ];
 
 fn strip_titles_and_suffixes(words: &mut Vec<&str>) {
@@ -183,11 +180,7 @@ pub struct Name {
 impl Name {
     /// First letter of the forename.
     pub fn initial(&self) -> &str {
-        let end = self
-            .forename
-            .char_indices()
-            .nth(1)
-            .map_or(self.forename.len(), |(i, _)| i);
+        let end = self.forename.char_indices().nth(1).map_or(self.forename.len(), |(i, _)| i);
         &self.forename[..end]
     }
 }
@@ -199,10 +192,7 @@ pub fn first_forename(raw: &str) -> Result<String, FieldError> {
     let folded = fold(raw);
     let mut words: Vec<&str> = folded.split(' ').filter(|w| !w.is_empty()).collect();
     strip_titles_and_suffixes(&mut words);
-    words
-        .first()
-        .map(|w| w.to_string())
-        .ok_or(FieldError::Empty)
+    words.first().map(|w| w.to_string()).ok_or(FieldError::Empty)
 }
 
 /// A surname field, folded, without titles and suffixes: the joined form
@@ -218,11 +208,7 @@ pub fn surnames(raw: &str) -> Result<Vec<String>, FieldError> {
     let joined: String = words.concat();
     let mut out = vec![joined];
     if words.len() > 1 {
-        for w in words
-            .iter()
-            .filter(|w| w.len() >= 2 && !PARTICLES.contains(w))
-            .take(3)
-        {
+        for w in words.iter().filter(|w| w.len() >= 2 && !PARTICLES.contains(w)).take(3) {
             if !out.iter().any(|o| o == w) {
                 out.push((*w).to_string());
             }
@@ -237,11 +223,7 @@ pub fn canonical_forename(forename: &str) -> &str {
 }
 
 fn check_len(raw: &str) -> Result<(), FieldError> {
-    if raw.len() > MAX_FIELD_LEN {
-        Err(FieldError::TooLong(MAX_FIELD_LEN))
-    } else {
-        Ok(())
-    }
+    if raw.len() > MAX_FIELD_LEN { Err(FieldError::TooLong(MAX_FIELD_LEN)) } else { Ok(()) }
 }
 
 /// A calendar date.
@@ -264,11 +246,7 @@ impl Date {
         }
         let num = |r: &[u8]| -> Result<u16, FieldError> {
             r.iter().try_fold(0u16, |acc, &b| {
-                if b.is_ascii_digit() {
-                    Ok(acc * 10 + u16::from(b - b'0'))
-                } else {
-                    Err(FieldError::DateFormat)
-                }
+                if b.is_ascii_digit() { Ok(acc * 10 + u16::from(b - b'0')) } else { Err(FieldError::DateFormat) }
             })
         };
         let (year, month, day) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
@@ -289,9 +267,7 @@ impl Date {
 pub fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
         4 | 6 | 9 | 11 => 30,
-        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
-            29
-        }
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => 29,
         2 => 28,
         _ => 31,
     }
@@ -334,10 +310,7 @@ impl Nino {
             return Err(FieldError::Nino);
         }
         let (p0, p1) = (c[0], c[1]);
-        if !p0.is_ascii_uppercase()
-            || !p1.is_ascii_uppercase()
-            || !c[2..8].iter().all(u8::is_ascii_digit)
-        {
+        if !p0.is_ascii_uppercase() || !p1.is_ascii_uppercase() || !c[2..8].iter().all(u8::is_ascii_digit) {
             return Err(FieldError::Nino);
         }
         if b"DFIQUV".contains(&p0) || b"DFIOQUV".contains(&p1) {
@@ -385,20 +358,13 @@ impl Postcode {
     /// the inward letters not C I K M O V. `GIR 0AA` is accepted.
     pub fn parse(raw: &str) -> Result<Postcode, FieldError> {
         check_len(raw)?;
-        let s: Vec<u8> = raw
-            .bytes()
-            .filter(|b| !b.is_ascii_whitespace())
-            .map(|b| b.to_ascii_uppercase())
-            .collect();
+        let s: Vec<u8> = raw.bytes().filter(|b| !b.is_ascii_whitespace()).map(|b| b.to_ascii_uppercase()).collect();
         if !(5..=7).contains(&s.len()) {
             return Err(FieldError::Postcode);
         }
         let (out, inw) = s.split_at(s.len() - 3);
         if out == b"GIR" && inw == b"0AA" {
-            return Ok(Postcode {
-                outward: "GIR".into(),
-                inward: "0AA".into(),
-            });
+            return Ok(Postcode { outward: "GIR".into(), inward: "0AA".into() });
         }
         let inward_letter = |b: u8| b.is_ascii_uppercase() && !b"CIKMOV".contains(&b);
         if !(inw[0].is_ascii_digit() && inward_letter(inw[1]) && inward_letter(inw[2])) {
@@ -416,21 +382,14 @@ impl Postcode {
             return Err(FieldError::Postcode);
         }
         let to_s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        Ok(Postcode {
-            outward: to_s(out),
-            inward: to_s(inw),
-        })
+        Ok(Postcode { outward: to_s(out), inward: to_s(inw) })
     }
 
     /// The postcode district: the outward code without a trailing letter
     /// (`SW1A` → `SW1`, `M1` → `M1`).
     pub fn district(&self) -> &str {
         let o = self.outward.as_str();
-        if o != "GIR" && o.len() > 2 && o.as_bytes()[o.len() - 1].is_ascii_uppercase() {
-            &o[..o.len() - 1]
-        } else {
-            o
-        }
+        if o != "GIR" && o.len() > 2 && o.as_bytes()[o.len() - 1].is_ascii_uppercase() { &o[..o.len() - 1] } else { o }
     }
 }
 
@@ -496,11 +455,7 @@ mod tests {
             ("  ", Err(FieldError::Empty)),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                first_forename(input).as_deref().map_err(|e| *e),
-                want,
-                "first_forename({input:?})"
-            );
+            assert_eq!(first_forename(input).as_deref().map_err(|e| *e), want, "first_forename({input:?})");
         }
     }
 
@@ -533,22 +488,8 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(
-            Date::parse("1980-02-29"),
-            Ok(Date {
-                year: 1980,
-                month: 2,
-                day: 29
-            })
-        );
-        assert_eq!(
-            Date::parse(" 2000-02-29 "),
-            Ok(Date {
-                year: 2000,
-                month: 2,
-                day: 29
-            })
-        );
+        assert_eq!(Date::parse("1980-02-29"), Ok(Date { year: 1980, month: 2, day: 29 }));
+        assert_eq!(Date::parse(" 2000-02-29 "), Ok(Date { year: 2000, month: 2, day: 29 }));
         assert_eq!(Date::parse("1900-02-29"), Err(FieldError::DateRange));
         assert_eq!(Date::parse("1981-02-29"), Err(FieldError::DateRange));
         assert_eq!(Date::parse("1981-13-01"), Err(FieldError::DateRange));
@@ -569,11 +510,7 @@ mod tests {
             ("JG-10-32-41-A", "JG103241A"),
         ];
         for (input, want) in ok {
-            assert_eq!(
-                Nino::parse(input).map(|n| n.to_string()),
-                Ok(want.to_string()),
-                "{input}"
-            );
+            assert_eq!(Nino::parse(input).map(|n| n.to_string()), Ok(want.to_string()), "{input}");
         }
         let bad = [
             "",
@@ -611,16 +548,7 @@ mod tests {
             assert_eq!(p.to_string(), want, "{input}");
             assert_eq!(p.district(), district, "{input}");
         }
-        let bad = [
-            "",
-            "SW1A",
-            "1AA SW1",
-            "SW1A 1CA",
-            "QA1 1AA",
-            "SW1A 1A",
-            "ABCDE 1AA",
-            "12345",
-        ];
+        let bad = ["", "SW1A", "1AA SW1", "SW1A 1CA", "QA1 1AA", "SW1A 1A", "ABCDE 1AA", "12345"];
         for input in bad {
             assert_eq!(Postcode::parse(input), Err(FieldError::Postcode), "{input}");
         }
@@ -681,10 +609,7 @@ mod tests {
     #[test]
     fn overlong_fields_are_refused() {
         let long = "a".repeat(MAX_FIELD_LEN + 1);
-        assert_eq!(
-            first_forename(&long),
-            Err(FieldError::TooLong(MAX_FIELD_LEN))
-        );
+        assert_eq!(first_forename(&long), Err(FieldError::TooLong(MAX_FIELD_LEN)));
         assert_eq!(Nino::parse(&long), Err(FieldError::TooLong(MAX_FIELD_LEN)));
     }
 }

@@ -49,11 +49,7 @@ impl Sealer {
             Ok(k) => k,
             Err(_) => unreachable!("ChaCha20-Poly1305 takes 32-byte keys"),
         };
-        Sealer {
-            epoch: key.epoch,
-            key: key_obj,
-            rng: SystemRandom::new(),
-        }
+        Sealer { epoch: key.epoch, key: key_obj, rng: SystemRandom::new() }
     }
 
     fn aad(record_ref: &[u8]) -> Vec<u8> {
@@ -63,50 +59,26 @@ impl Sealer {
     }
 
     /// Seals `details` for the record named `record_ref`.
-    pub fn seal(
-        &self,
-        record_ref: &[u8],
-        details: &RecordDetails,
-    ) -> Result<SealedDetails, SealError> {
+    pub fn seal(&self, record_ref: &[u8], details: &RecordDetails) -> Result<SealedDetails, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
         let mut buf = details.encode_to_vec();
         self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(Self::aad(record_ref)),
-                &mut buf,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(Self::aad(record_ref)), &mut buf)
             .map_err(|_| SealError::Random)?;
-        Ok(SealedDetails {
-            epoch: self.epoch,
-            nonce: nonce.to_vec().into(),
-            ciphertext: buf.into(),
-        })
+        Ok(SealedDetails { epoch: self.epoch, nonce: nonce.to_vec().into(), ciphertext: buf.into() })
     }
 
     /// Opens details sealed for `record_ref`.
-    pub fn open(
-        &self,
-        record_ref: &[u8],
-        sealed: &SealedDetails,
-    ) -> Result<RecordDetails, SealError> {
+    pub fn open(&self, record_ref: &[u8], sealed: &SealedDetails) -> Result<RecordDetails, SealError> {
         if sealed.epoch != self.epoch {
             return Err(SealError::UnknownEpoch(sealed.epoch));
         }
-        let nonce: [u8; NONCE_LEN] = sealed
-            .nonce
-            .as_ref()
-            .try_into()
-            .map_err(|_| SealError::Open)?;
+        let nonce: [u8; NONCE_LEN] = sealed.nonce.as_ref().try_into().map_err(|_| SealError::Open)?;
         let mut buf = sealed.ciphertext.to_vec();
         let plain = self
             .key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(Self::aad(record_ref)),
-                &mut buf,
-            )
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(Self::aad(record_ref)), &mut buf)
             .map_err(|_| SealError::Open)?;
         RecordDetails::decode(&*plain).map_err(|_| SealError::Open)
     }
@@ -138,14 +110,8 @@ mod tests {
         let s = Sealer::new(&LinkageKey::new(1, [9; 32]));
         let box_ = s.seal(b"ref-a", &details()).unwrap();
         assert_eq!(s.open(b"ref-b", &box_), Err(SealError::Open));
-        assert_eq!(
-            Sealer::new(&LinkageKey::new(1, [8; 32])).open(b"ref-a", &box_),
-            Err(SealError::Open)
-        );
-        assert_eq!(
-            Sealer::new(&LinkageKey::new(2, [9; 32])).open(b"ref-a", &box_),
-            Err(SealError::UnknownEpoch(1))
-        );
+        assert_eq!(Sealer::new(&LinkageKey::new(1, [8; 32])).open(b"ref-a", &box_), Err(SealError::Open));
+        assert_eq!(Sealer::new(&LinkageKey::new(2, [9; 32])).open(b"ref-a", &box_), Err(SealError::UnknownEpoch(1)));
         let mut t = box_.clone();
         let mut c = t.ciphertext.to_vec();
         c[0] ^= 1;

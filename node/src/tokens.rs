@@ -79,9 +79,7 @@ impl LocalSecret {
     pub fn record_ref(&self, source: &str, record_id: &str) -> Ref {
         let k = blake3::derive_key("vigil record reference v1", &self.0);
         let mut h = blake3::Hasher::new_keyed(&k);
-        h.update(source.as_bytes())
-            .update(&[crate::keys::SEP])
-            .update(record_id.as_bytes());
+        h.update(source.as_bytes()).update(&[crate::keys::SEP]).update(record_id.as_bytes());
         truncate(h.finalize())
     }
 
@@ -90,9 +88,7 @@ impl LocalSecret {
     pub fn applicant_ref(&self, request_id: &str, applicant_id: &str) -> Ref {
         let k = blake3::derive_key("vigil applicant reference v1", &self.0);
         let mut h = blake3::Hasher::new_keyed(&k);
-        h.update(request_id.as_bytes())
-            .update(&[crate::keys::SEP])
-            .update(applicant_id.as_bytes());
+        h.update(request_id.as_bytes()).update(&[crate::keys::SEP]).update(applicant_id.as_bytes());
         truncate(h.finalize())
     }
 }
@@ -118,21 +114,13 @@ pub struct Tokenizer {
 
 impl fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Tokenizer {{ epoch: {}, subkeys: <redacted> }}",
-            self.epoch
-        )
+        write!(f, "Tokenizer {{ epoch: {}, subkeys: <redacted> }}", self.epoch)
     }
 }
 
 /// The key-derivation context of a kind's subkey.
 pub fn subkey_context(kind: KeyKind, epoch: u32) -> String {
-    format!(
-        "vigil match-key scheme v{} kind {} epoch {epoch}",
-        vigil_proto::kinds::SCHEME_VERSION,
-        kind.short_name()
-    )
+    format!("vigil match-key scheme v{} kind {} epoch {epoch}", vigil_proto::kinds::SCHEME_VERSION, kind.short_name())
 }
 
 impl Tokenizer {
@@ -142,10 +130,7 @@ impl Tokenizer {
         for k in ALL {
             subkeys[k.index()] = key.derive(&subkey_context(k, key.epoch));
         }
-        Tokenizer {
-            epoch: key.epoch,
-            subkeys,
-        }
+        Tokenizer { epoch: key.epoch, subkeys }
     }
 
     /// The epoch these tokens belong to.
@@ -218,16 +203,11 @@ mod tests {
                 got.push(line);
             }
         });
-        let want: Vec<&str> = TOKEN_VECTOR
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
+        let want: Vec<&str> = TOKEN_VECTOR.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         assert_eq!(got, want, "token vector changed:\n{}", got.join("\n"));
         let mut toks = Vec::new();
         tk.tokens(&id, &mut toks);
-        let distinct: std::collections::HashSet<_> =
-            got.iter().map(|l| l.rsplit(' ').next()).collect();
+        let distinct: std::collections::HashSet<_> = got.iter().map(|l| l.rsplit(' ').next()).collect();
         assert_eq!(toks.len(), distinct.len());
     }
 
@@ -268,18 +248,9 @@ mod tests {
     fn subkeys_differ_by_kind_and_epoch() {
         let k1 = Tokenizer::new(&vector_key());
         let k2 = Tokenizer::new(&LinkageKey::new(2, *vector_key().expose()));
-        assert_ne!(
-            k1.token(KeyKind::NameDob, b"x"),
-            k1.token(KeyKind::CanonNameDob, b"x")
-        );
-        assert_ne!(
-            k1.token(KeyKind::NameDob, b"x"),
-            k2.token(KeyKind::NameDob, b"x")
-        );
-        assert_eq!(
-            subkey_context(KeyKind::NameDob, 7),
-            "vigil match-key scheme v1 kind name_dob epoch 7"
-        );
+        assert_ne!(k1.token(KeyKind::NameDob, b"x"), k1.token(KeyKind::CanonNameDob, b"x"));
+        assert_ne!(k1.token(KeyKind::NameDob, b"x"), k2.token(KeyKind::NameDob, b"x"));
+        assert_eq!(subkey_context(KeyKind::NameDob, 7), "vigil match-key scheme v1 kind name_dob epoch 7");
     }
 
     #[test]
@@ -296,10 +267,7 @@ mod tests {
     fn debug_forms_hide_secrets() {
         let k = vector_key();
         assert!(!format!("{k:?}").contains("0, 1, 2"));
-        assert_eq!(
-            format!("{:?}", LocalSecret::new([7; 32])),
-            "LocalSecret(<redacted>)"
-        );
+        assert_eq!(format!("{:?}", LocalSecret::new([7; 32])), "LocalSecret(<redacted>)");
         assert!(format!("{:?}", Tokenizer::new(&k)).contains("redacted"));
     }
 }

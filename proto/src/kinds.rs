@@ -69,12 +69,8 @@ impl KeyKind {
             KeyKind::InitialSurnameDob => "first initial, surname and date of birth",
             KeyKind::PhoneticDob => "Double Metaphone of forename and surname, and date of birth",
             KeyKind::NamePairDob => "forename and surname in either order, and date of birth",
-            KeyKind::NameDobUnordered => {
-                "forename, surname and date of birth with day and month unordered"
-            }
-            KeyKind::NameYobDistrict => {
-                "forename and surname in either order, year of birth, postcode district"
-            }
+            KeyKind::NameDobUnordered => "forename, surname and date of birth with day and month unordered",
+            KeyKind::NameYobDistrict => "forename and surname in either order, year of birth, postcode district",
             KeyKind::ForenameDob => "forename and date of birth (corroboration only)",
         }
     }
@@ -144,15 +140,10 @@ mod tests {
 
     #[test]
     fn kind_sets() {
-        let s: KindSet = [KeyKind::Nino, KeyKind::NameYobDistrict]
-            .into_iter()
-            .collect();
+        let s: KindSet = [KeyKind::Nino, KeyKind::NameYobDistrict].into_iter().collect();
         assert_eq!(s.len(), 2);
         assert!(s.contains(KeyKind::Nino));
         assert!(!s.contains(KeyKind::NameDob));
-        assert_eq!(
-            s.iter().collect::<Vec<_>>(),
-            vec![KeyKind::Nino, KeyKind::NameYobDistrict]
-        );
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![KeyKind::Nino, KeyKind::NameYobDistrict]);
     }
 }

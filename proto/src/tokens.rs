@@ -58,10 +58,7 @@ pub fn pack<'a>(tokens: impl IntoIterator<Item = &'a (KeyKind, Token)>) -> Token
 pub fn unpack(set: &TokenSet, limit: usize) -> Result<Vec<(KeyKind, Token)>, TokenSetError> {
     let n = set.kinds.len();
     if set.tokens.len() != n * TOKEN_LEN {
-        return Err(TokenSetError::LengthMismatch {
-            kinds: n,
-            bytes: set.tokens.len(),
-        });
+        return Err(TokenSetError::LengthMismatch { kinds: n, bytes: set.tokens.len() });
     }
     if n == 0 {
         return Err(TokenSetError::Empty);
@@ -94,28 +91,13 @@ mod tests {
     fn refuses_malformed_sets() {
         let mut set = pack(&[(KeyKind::Nino, [1u8; 32])]);
         set.kinds.push(KeyKind::NameDob as i32);
-        assert!(matches!(
-            unpack(&set, 10),
-            Err(TokenSetError::LengthMismatch {
-                kinds: 2,
-                bytes: 32
-            })
-        ));
-        let set = TokenSet {
-            kinds: vec![42],
-            tokens: vec![0u8; 32].into(),
-        };
+        assert!(matches!(unpack(&set, 10), Err(TokenSetError::LengthMismatch { kinds: 2, bytes: 32 })));
+        let set = TokenSet { kinds: vec![42], tokens: vec![0u8; 32].into() };
         assert_eq!(unpack(&set, 10), Err(TokenSetError::UnknownKind(42)));
-        let set = TokenSet {
-            kinds: vec![0],
-            tokens: vec![0u8; 32].into(),
-        };
+        let set = TokenSet { kinds: vec![0], tokens: vec![0u8; 32].into() };
         assert_eq!(unpack(&set, 10), Err(TokenSetError::UnknownKind(0)));
         assert_eq!(unpack(&TokenSet::default(), 10), Err(TokenSetError::Empty));
         let toks: Vec<_> = (0..3).map(|i| (KeyKind::Nino, [i as u8; 32])).collect();
-        assert!(matches!(
-            unpack(&pack(&toks), 2),
-            Err(TokenSetError::TooMany { count: 3, limit: 2 })
-        ));
+        assert!(matches!(unpack(&pack(&toks), 2), Err(TokenSetError::TooMany { count: 3, limit: 2 })));
     }
 }

@@ -419,30 +419,27 @@ pub const FEMALE: &[(&str, u32)] = &[
 
 /// Syllables for the long tail of generated surnames.
 pub const SYLLABLES: &[&str] = &[
-    "ash", "bar", "ber", "bright", "brook", "burn", "by", "cal", "car", "cliff", "cot", "crom",
-    "dale", "den", "ding", "dun", "ell", "en", "es", "far", "ford", "gar", "gate", "ham", "har",
-    "hurst", "ing", "kel", "ker", "land", "ley", "lin", "low", "man", "mar", "mer", "mont", "mor",
-    "nell", "ney", "ock", "pen", "ridge", "row", "sey", "shaw", "son", "stan", "ston", "ter",
-    "thorn", "ton", "vell", "wick", "win", "worth", "wood",
+    "ash", "bar", "ber", "bright", "brook", "burn", "by", "cal", "car", "cliff", "cot", "crom", "dale", "den", "ding",
+    "dun", "ell", "en", "es", "far", "ford", "gar", "gate", "ham", "har", "hurst", "ing", "kel", "ker", "land", "ley",
+    "lin", "low", "man", "mar", "mer", "mont", "mor", "nell", "ney", "ock", "pen", "ridge", "row", "sey", "shaw",
+    "son", "stan", "ston", "ter", "thorn", "ton", "vell", "wick", "win", "worth", "wood",
 ];
 
 /// UK postcode areas (first letters of a postcode).
 pub const AREAS: &[&str] = &[
-    "AB", "AL", "B", "BA", "BB", "BD", "BH", "BL", "BN", "BR", "BS", "CA", "CB", "CF", "CH", "CM",
-    "CO", "CR", "CT", "CV", "CW", "DA", "DE", "DH", "DL", "DN", "DT", "DY", "E", "EN", "EX", "FY",
-    "GL", "GU", "HA", "HD", "HG", "HP", "HR", "HU", "HX", "IG", "IP", "KT", "L", "LA", "LD", "LE",
-    "LL", "LN", "LS", "LU", "M", "ME", "MK", "N", "NE", "NG", "NN", "NP", "NR", "NW", "OL", "OX",
-    "PE", "PL", "PO", "PR", "RG", "RH", "RM", "S", "SA", "SE", "SG", "SK", "SL", "SM", "SN", "SO",
-    "SP", "SR", "SS", "ST", "SW", "SY", "TA", "TF", "TN", "TQ", "TR", "TS", "TW", "UB", "W", "WA",
-    "WD", "WF", "WN", "WR", "WS", "WV", "YO",
+    "AB", "AL", "B", "BA", "BB", "BD", "BH", "BL", "BN", "BR", "BS", "CA", "CB", "CF", "CH", "CM", "CO", "CR", "CT",
+    "CV", "CW", "DA", "DE", "DH", "DL", "DN", "DT", "DY", "E", "EN", "EX", "FY", "GL", "GU", "HA", "HD", "HG", "HP",
+    "HR", "HU", "HX", "IG", "IP", "KT", "L", "LA", "LD", "LE", "LL", "LN", "LS", "LU", "M", "ME", "MK", "N", "NE",
+    "NG", "NN", "NP", "NR", "NW", "OL", "OX", "PE", "PL", "PO", "PR", "RG", "RH", "RM", "S", "SA", "SE", "SG", "SK",
+    "SL", "SM", "SN", "SO", "SP", "SR", "SS", "ST", "SW", "SY", "TA", "TF", "TN", "TQ", "TR", "TS", "TW", "UB", "W",
+    "WA", "WD", "WF", "WN", "WR", "WS", "WV", "YO",
 ];
 
 /// The 43 territorial police forces of England and Wales, by short code.
 pub const FORCES: &[&str] = &[
-    "met", "gmp", "wmp", "wyp", "mer", "tvp", "ken", "ham", "ess", "lan", "nbr", "syp", "dc",
-    "avs", "sus", "sur", "her", "swp", "wmc", "cle", "hum", "not", "der", "lei", "stf", "nor",
-    "che", "lin", "nfk", "suf", "cam", "bed", "nyp", "dur", "cum", "glo", "wil", "dor", "war",
-    "nwp", "gwe", "dp", "col",
+    "met", "gmp", "wmp", "wyp", "mer", "tvp", "ken", "ham", "ess", "lan", "nbr", "syp", "dc", "avs", "sus", "sur",
+    "her", "swp", "wmc", "cle", "hum", "not", "der", "lei", "stf", "nor", "che", "lin", "nfk", "suf", "cam", "bed",
+    "nyp", "dur", "cum", "glo", "wil", "dor", "war", "nwp", "gwe", "dp", "col",
 ];
 
 /// Letters allowed in the inward code of a postcode.

@@ -173,10 +173,7 @@ impl<T: Copy> Weighted<T> {
             total += u64::from(*w);
             cum.push(total);
         }
-        Weighted {
-            items: table.iter().map(|(t, _)| *t).collect(),
-            cum,
-        }
+        Weighted { items: table.iter().map(|(t, _)| *t).collect(), cum }
     }
 
     fn pick(&self, rng: &mut Rng) -> T {
@@ -210,14 +207,7 @@ struct Postcode {
 
 impl Postcode {
     fn render(&self) -> String {
-        format!(
-            "{}{} {}{}{}",
-            AREAS[self.area],
-            self.district,
-            self.sector,
-            self.unit[0] as char,
-            self.unit[1] as char
-        )
+        format!("{}{} {}{}{}", AREAS[self.area], self.district, self.sector, self.unit[0] as char, self.unit[1] as char)
     }
 }
 
@@ -274,11 +264,7 @@ struct Gen {
 /// Surnames counted as common (the most frequent in the table).
 const COMMON_SURNAMES: usize = 100;
 
-const TODAY: Date = Date {
-    year: 2026,
-    month: 11,
-    day: 1,
-};
+const TODAY: Date = Date { year: 2026, month: 11, day: 1 };
 
 impl Gen {
     fn new(seed: u64) -> Gen {
@@ -316,12 +302,7 @@ impl Gen {
     }
 
     fn forename(&mut self, female: bool) -> String {
-        if female {
-            self.female.pick(&mut self.rng)
-        } else {
-            self.male.pick(&mut self.rng)
-        }
-        .to_string()
+        if female { self.female.pick(&mut self.rng) } else { self.male.pick(&mut self.rng) }.to_string()
     }
 
     fn forenames(&mut self, female: bool) -> Vec<String> {
@@ -370,10 +351,7 @@ impl Gen {
             area,
             district: 1 + self.rng.below(max) as u8,
             sector: self.rng.below(10) as u8,
-            unit: [
-                *self.rng.pick(INWARD_LETTERS),
-                *self.rng.pick(INWARD_LETTERS),
-            ],
+            unit: [*self.rng.pick(INWARD_LETTERS), *self.rng.pick(INWARD_LETTERS)],
         }
     }
 
@@ -447,10 +425,8 @@ impl Gen {
         let folded = crate::normalize::fold(forename);
         let canon = nicknames::canonical(&folded)?;
         let group = nicknames::GROUPS.iter().find(|(c, _)| *c == canon)?;
-        let options: Vec<&str> = std::iter::once(group.0)
-            .chain(group.1.iter().copied())
-            .filter(|n| *n != folded)
-            .collect();
+        let options: Vec<&str> =
+            std::iter::once(group.0).chain(group.1.iter().copied()).filter(|n| *n != folded).collect();
         if options.is_empty() {
             return None;
         }
@@ -463,11 +439,7 @@ impl Gen {
             return String::new();
         }
         let s = String::from_utf8_lossy(n).into_owned();
-        let s = if self.rng.chance(0.1) {
-            s[..8].to_string()
-        } else {
-            s
-        };
+        let s = if self.rng.chance(0.1) { s[..8].to_string() } else { s };
         if self.rng.chance(0.3) {
             let b = s.as_bytes();
             let mut out = String::new();
@@ -485,11 +457,7 @@ impl Gen {
 
     fn render_postcode(&mut self, p: &Postcode) -> String {
         let s = p.render();
-        if self.rng.chance(0.2) {
-            s.replace(' ', "").to_lowercase()
-        } else {
-            s
-        }
+        if self.rng.chance(0.2) { s.replace(' ', "").to_lowercase() } else { s }
     }
 
     fn roster_row(&mut self, id: &str, p: &Person, role_extra: Option<&str>) -> Vec<String> {
@@ -506,20 +474,9 @@ impl Gen {
             _ => String::new(),
         };
         let nino = self.render_nino(&p.nino, 0.01);
-        let postcode = if self.rng.chance(0.02) {
-            String::new()
-        } else {
-            self.render_postcode(&p.postcode)
-        };
-        let mut row = vec![
-            id.to_string(),
-            p.forenames.join(" "),
-            p.surname.clone(),
-            prev,
-            p.dob.to_string(),
-            nino,
-            postcode,
-        ];
+        let postcode = if self.rng.chance(0.02) { String::new() } else { self.render_postcode(&p.postcode) };
+        let mut row =
+            vec![id.to_string(), p.forenames.join(" "), p.surname.clone(), prev, p.dob.to_string(), nino, postcode];
         if role_extra != Some("") {
             row.push(role);
         }
@@ -529,11 +486,7 @@ impl Gen {
     /// A national record of `p`: a noisy view of the person.
     fn national_row(&mut self, p: &Person) -> NationalRow {
         let rng_ch = |g: &mut Gen, x: f64| g.rng.chance(x);
-        let mut fore: Vec<String> = if rng_ch(self, 0.6) {
-            vec![p.forenames[0].clone()]
-        } else {
-            p.forenames.clone()
-        };
+        let mut fore: Vec<String> = if rng_ch(self, 0.6) { vec![p.forenames[0].clone()] } else { p.forenames.clone() };
         if rng_ch(self, 0.08)
             && let Some(n) = self.nickname(&fore[0])
         {
@@ -573,11 +526,7 @@ impl Gen {
         let mut dob = p.dob;
         let mut alt_dobs = Vec::new();
         if rng_ch(self, 0.02) && dob.day <= 12 && dob.day != dob.month {
-            dob = Date {
-                year: dob.year,
-                month: dob.day,
-                day: dob.month,
-            };
+            dob = Date { year: dob.year, month: dob.day, day: dob.month };
         } else if rng_ch(self, 0.01) {
             let d = (dob.day + 1 + self.rng.below(3) as u8).min(days_in_month(dob.year, dob.month));
             if d != dob.day {
@@ -588,11 +537,7 @@ impl Gen {
             }
         }
         if rng_ch(self, 0.04) {
-            let y = if rng_ch(self, 0.5) {
-                dob.year + 1
-            } else {
-                dob.year - 1
-            };
+            let y = if rng_ch(self, 0.5) { dob.year + 1 } else { dob.year - 1 };
             if let Some(d) = Date::new(y, dob.month, dob.day.min(days_in_month(y, dob.month))) {
                 alt_dobs.push(d.to_string());
             }
@@ -617,11 +562,7 @@ impl Gen {
             self.render_postcode(&p.postcode)
         };
         if rng_ch(self, 0.03) {
-            let t = if p.female {
-                *self.rng.pick(&["Mrs", "Ms", "Miss", "Dr"])
-            } else {
-                *self.rng.pick(&["Mr", "Dr"])
-            };
+            let t = if p.female { *self.rng.pick(&["Mrs", "Ms", "Miss", "Dr"]) } else { *self.rng.pick(&["Mr", "Dr"]) };
             forenames = format!("{t} {forenames}");
         }
         let shout = rng_ch(self, 0.3);
@@ -643,11 +584,7 @@ impl Gen {
     /// A twin, sibling or namesake of `p`: someone else.
     fn relative(&mut self, p: &Person, relation: Relation, force: usize) -> Person {
         let birth_surname = p.maiden.clone().unwrap_or_else(|| p.surname.clone());
-        let female = if relation == Relation::Namesake {
-            p.female
-        } else {
-            self.rng.chance(0.5)
-        };
+        let female = if relation == Relation::Namesake { p.female } else { self.rng.chance(0.5) };
         let other_name = |g: &mut Gen| loop {
             let f = g.forename(female);
             let canon = |s: &str| {
@@ -689,19 +626,11 @@ impl Gen {
                     maiden: None,
                     dob,
                     nino,
-                    postcode: if self.rng.chance(0.6) {
-                        p.postcode
-                    } else {
-                        self.postcode_in(p.postcode.area)
-                    },
+                    postcode: if self.rng.chance(0.6) { p.postcode } else { self.postcode_in(p.postcode.area) },
                 }
             }
             Relation::Namesake | Relation::SamePerson => {
-                let area = if self.rng.chance(0.2) {
-                    self.force_area(force)
-                } else {
-                    self.rng.below(AREAS.len())
-                };
+                let area = if self.rng.chance(0.2) { self.force_area(force) } else { self.rng.below(AREAS.len()) };
                 Person {
                     female,
                     forenames: vec![p.forenames[0].clone()],
@@ -732,37 +661,22 @@ struct Out {
 impl Out {
     fn create(dir: &Path, name: &str, header: &[&str]) -> Result<Out, SynthError> {
         let path = dir.join(name);
-        let f = File::create(&path).map_err(|source| SynthError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let mut o = Out {
-            path,
-            w: csv::Writer::from_writer(BufWriter::with_capacity(1 << 16, f)),
-        };
+        let f = File::create(&path).map_err(|source| SynthError::Io { path: path.clone(), source })?;
+        let mut o = Out { path, w: csv::Writer::from_writer(BufWriter::with_capacity(1 << 16, f)) };
         o.row(header)?;
         Ok(o)
     }
 
     fn row<S: AsRef<[u8]>>(&mut self, fields: &[S]) -> Result<(), SynthError> {
-        self.w.write_record(fields).map_err(|e| SynthError::Io {
-            path: self.path.clone(),
-            source: e.into(),
-        })
+        self.w.write_record(fields).map_err(|e| SynthError::Io { path: self.path.clone(), source: e.into() })
     }
 
     fn finish(self) -> Result<(), SynthError> {
         let path = self.path;
-        let inner = self.w.into_inner().map_err(|e| SynthError::Io {
-            path: path.clone(),
-            source: e.into_error(),
-        })?;
+        let inner = self.w.into_inner().map_err(|e| SynthError::Io { path: path.clone(), source: e.into_error() })?;
         inner
             .into_inner()
-            .map_err(|e| SynthError::Io {
-                path: path.clone(),
-                source: e.into_error(),
-            })?
+            .map_err(|e| SynthError::Io { path: path.clone(), source: e.into_error() })?
             .sync_all()
             .map_err(|source| SynthError::Io { path, source })
     }
@@ -788,44 +702,25 @@ fn national_fields(id: &str, r: &NationalRow) -> [String; 10] {
 /// `applicants.csv` (for the first force) and `truth.csv`.
 pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
     if params.forces == 0 || params.forces > FORCES.len() {
-        return Err(SynthError::Params(format!(
-            "--forces must be 1 to {}",
-            FORCES.len()
-        )));
+        return Err(SynthError::Params(format!("--forces must be 1 to {}", FORCES.len())));
     }
     if params.staff_per_force == 0 {
-        return Err(SynthError::Params(
-            "--staff-per-force must be at least 1".into(),
-        ));
+        return Err(SynthError::Params("--staff-per-force must be at least 1".into()));
     }
     if !(0.0..=1.0).contains(&params.overlap) || !(0.0..=1.0).contains(&params.hard_negatives) {
-        return Err(SynthError::Params(
-            "--overlap and --hard-negatives must be between 0 and 1".into(),
-        ));
+        return Err(SynthError::Params("--overlap and --hard-negatives must be between 0 and 1".into()));
     }
-    std::fs::create_dir_all(dir).map_err(|source| SynthError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for (name, v) in [
-        ("--nino-missing", params.nino_missing),
-        ("--moved", params.moved),
-    ] {
+    std::fs::create_dir_all(dir).map_err(|source| SynthError::Io { path: dir.to_path_buf(), source })?;
+    for (name, v) in [("--nino-missing", params.nino_missing), ("--moved", params.moved)] {
         if !(0.0..=1.0).contains(&v) {
-            return Err(SynthError::Params(format!(
-                "{name} must be between 0 and 1"
-            )));
+            return Err(SynthError::Params(format!("{name} must be between 0 and 1")));
         }
     }
     let mut g = Gen::new(params.seed);
     g.nino_missing = params.nino_missing;
     g.moved = params.moved;
     let mut summary = Summary::default();
-    let mut truth = Out::create(
-        dir,
-        "truth.csv",
-        &["force", "employee_id", "record_id", "relation"],
-    )?;
+    let mut truth = Out::create(dir, "truth.csv", &["force", "employee_id", "record_id", "relation"])?;
 
     // Staff, one roster per force. Specials (records about staff) are kept.
     let mut specials: Vec<Special> = Vec::new();
@@ -833,11 +728,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
     let total_staff = params.forces * params.staff_per_force;
     let with_records = ((total_staff as f64) * params.overlap).round() as usize;
     let hard = ((total_staff as f64) * params.hard_negatives).round() as usize;
-    let delta_true = if params.delta == 0 {
-        0
-    } else {
-        (params.delta / 5).max(3).min(params.delta)
-    };
+    let delta_true = if params.delta == 0 { 0 } else { (params.delta / 5).max(3).min(params.delta) };
     // Choose which staff (by global index) get records, hard negatives, delta records.
     let mut order: Vec<usize> = (0..total_staff).collect();
     for i in (1..order.len()).rev() {
@@ -873,10 +764,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
                 };
                 for _ in 0..n {
                     let row = g.national_row(&p);
-                    specials.push(Special {
-                        row,
-                        truth: (code.into(), id.clone(), Relation::SamePerson),
-                    });
+                    specials.push(Special { row, truth: (code.into(), id.clone(), Relation::SamePerson) });
                 }
             }
             if role[global] & 2 != 0 {
@@ -887,27 +775,17 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
                 };
                 // Namesakes share a *common* name: a rare name and date of
                 // birth shared by an unrelated person is vanishingly unlikely.
-                if rel == Relation::Namesake
-                    && !SURNAMES[..COMMON_SURNAMES]
-                        .iter()
-                        .any(|(s, _)| *s == p.surname)
-                {
+                if rel == Relation::Namesake && !SURNAMES[..COMMON_SURNAMES].iter().any(|(s, _)| *s == p.surname) {
                     rel = Relation::Sibling;
                 }
                 hard_count += 1;
                 let other = g.relative(&p, rel, f);
                 let row = g.national_row(&other);
-                specials.push(Special {
-                    row,
-                    truth: (code.into(), id.clone(), rel),
-                });
+                specials.push(Special { row, truth: (code.into(), id.clone(), rel) });
             }
             if role[global] & 4 != 0 {
                 let row = g.national_row(&p);
-                delta_specials.push(Special {
-                    row,
-                    truth: (code.into(), id.clone(), Relation::SamePerson),
-                });
+                delta_specials.push(Special { row, truth: (code.into(), id.clone(), Relation::SamePerson) });
             }
         }
         roster.finish()?;
@@ -925,10 +803,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
         if a % 5 == 0 {
             summary.applicants_with_records += 1;
             let row = g.national_row(&p);
-            specials.push(Special {
-                row,
-                truth: (FORCES[0].into(), id, Relation::SamePerson),
-            });
+            specials.push(Special { row, truth: (FORCES[0].into(), id, Relation::SamePerson) });
         }
     }
     applicants.finish()?;
@@ -1008,10 +883,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
     File::create(&manifest)
         .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|source| SynthError::Io {
-            path: manifest,
-            source,
-        })?;
+        .map_err(|source| SynthError::Io { path: manifest, source })?;
     Ok(summary)
 }
 
@@ -1030,10 +902,7 @@ mod tests {
         for _ in 0..100_000 {
             counts[a.below(10)] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
     }
 
     #[test]
@@ -1052,22 +921,10 @@ mod tests {
     fn same_seed_same_files() {
         let d1 = tempfile::tempdir().unwrap();
         let d2 = tempfile::tempdir().unwrap();
-        let p = Params {
-            staff_per_force: 200,
-            national: 2000,
-            forces: 2,
-            ..Params::default()
-        };
+        let p = Params { staff_per_force: 200, national: 2000, forces: 2, ..Params::default() };
         let s1 = generate(&p, d1.path()).unwrap();
         generate(&p, d2.path()).unwrap();
-        for f in [
-            "roster-met.csv",
-            "roster-gmp.csv",
-            "extract.csv",
-            "delta.csv",
-            "truth.csv",
-            "applicants.csv",
-        ] {
+        for f in ["roster-met.csv", "roster-gmp.csv", "extract.csv", "delta.csv", "truth.csv", "applicants.csv"] {
             let a = std::fs::read(d1.path().join(f)).unwrap();
             let b = std::fs::read(d2.path().join(f)).unwrap();
             assert_eq!(a, b, "{f} differs");
