@@ -10,6 +10,8 @@
 //! - [`hex`]: lowercase hex for key files and references.
 //! - [`kinds`]: the match-key kinds of scheme v1, their stable short names and
 //!   bit positions.
+//! - [`tlog`]: the transparency log: RFC 6962 Merkle trees, C2SP signed
+//!   notes and checkpoints, proof verification.
 //! - [`tokens`]: packing and checked unpacking of [`v1::TokenSet`].
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 //!
@@ -18,6 +20,7 @@
 
 pub mod hex;
 pub mod kinds;
+pub mod tlog;
 pub mod tokens;
 
 /// Generated messages and services of package `vigil.v1`.
