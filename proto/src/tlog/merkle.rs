@@ -86,7 +86,7 @@ impl Tree {
         self.levels[0].push(leaf);
         let index = self.size() - 1;
         let mut level = 0;
-        while self.levels[level].len() % 2 == 0 {
+        while self.levels[level].len().is_multiple_of(2) {
             let n = self.levels[level].len();
             let h = node_hash(&self.levels[level][n - 2], &self.levels[level][n - 1]);
             if self.levels.len() == level + 1 {
@@ -108,7 +108,7 @@ impl Tree {
         let n = end - start;
         if n.is_power_of_two() {
             let level = n.trailing_zeros() as usize;
-            if start % n == 0
+            if start.is_multiple_of(n)
                 && let Some(h) = self.levels.get(level).and_then(|l| l.get((start >> level) as usize))
             {
                 return *h;
