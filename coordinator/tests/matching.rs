@@ -1,6 +1,8 @@
 //! Matching end to end in one process: the real normaliser, tokeniser,
 //! pepper, index and default policy.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use vigil_coordinator::eval;
 use vigil_coordinator::matcher::{Hit, Matcher};

@@ -2,6 +2,8 @@
 //! `tests/vectors/tlog-vectors.json` (a copy of the project's shared
 //! vectors; each group cites its upstream source and commit).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
