@@ -9,13 +9,23 @@
 //! - [`matcher`]: both indexes, probed in both directions into evidence.
 //! - [`pepper`]: re-keying tokens before they are stored.
 //!
+//! - [`engine`]: continuous matching, disclosures, retractions and the audit
+//!   log as one state machine; returns what to commit.
+//!
+//! I/O:
+//! - [`store`]: the `Store` trait and its embedded redb backend.
+//! - [`config`]: `coordinator.toml`.
+//!
 //! Offline tools:
 //! - [`eval`]: tokenisation and matching in one process, scored against the
 //!   synthetic ground truth.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod engine;
 pub mod eval;
 pub mod index;
 pub mod matcher;
 pub mod pepper;
 pub mod policy;
+pub mod store;

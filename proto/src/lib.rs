@@ -7,9 +7,12 @@
 //! # Layout
 //! - [`v1`]: the generated protobuf messages and gRPC clients and servers of
 //!   `proto/vigil/v1/*.proto` (compiled by protox at build time, no `protoc`).
+//! - [`audit`]: transparency-log entries and batch commitments.
 //! - [`hex`]: lowercase hex for key files and references.
 //! - [`kinds`]: the match-key kinds of scheme v1, their stable short names and
 //!   bit positions.
+//! - [`spiffe`]: caller identities from certificate URI SANs.
+//! - [`time`]: RFC 3339 formatting.
 //! - [`tlog`]: the transparency log: RFC 6962 Merkle trees, C2SP signed
 //!   notes and checkpoints, proof verification.
 //! - [`tokens`]: packing and checked unpacking of [`v1::TokenSet`].
@@ -18,8 +21,11 @@
 //! Nothing here does I/O.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod hex;
 pub mod kinds;
+pub mod spiffe;
+pub mod time;
 pub mod tlog;
 pub mod tokens;
 

@@ -1,0 +1,261 @@
+//! `coordinator.toml`: the coordinator's configuration. This struct is the
+//! reference: every key has its meaning beside it, unknown keys are refused,
+//! and relative paths are taken from the directory of the config file.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or unknown or missing keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve gRPC on, e.g. `"127.0.0.1:7443"`. Port 0 picks a free
+    /// port; the chosen address is printed as `listening on <addr>`.
+    pub listen: SocketAddr,
+    /// SPIFFE trust domain of every client certificate, e.g. `"vigil.example"`.
+    /// A certificate from this CA naming another trust domain is refused.
+    pub trust_domain: String,
+    /// Directory of the coordinator's store (created if missing).
+    pub data_dir: PathBuf,
+    /// Mutual TLS. There is no plaintext mode.
+    pub tls: TlsConfig,
+    /// Secret keys.
+    pub keys: KeysConfig,
+    /// Matching.
+    #[serde(default)]
+    pub matching: MatchingConfig,
+    /// Bounds on every input.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The transparency log.
+    pub audit: AuditConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Prometheus metrics endpoint (omit to disable).
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the coordinator (its SAN must include the
+    /// DNS name nodes dial, and `spiffe://<trust-domain>/coordinator`).
+    pub cert: PathBuf,
+    /// PEM private key of the coordinator.
+    pub key: PathBuf,
+    /// PEM CA certificate(s) that issue client certificates.
+    pub client_ca: PathBuf,
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The pepper (`secret = "<64 hex>"`): every token is re-keyed with it
+    /// before it is stored. Losing it makes the store useless; changing it
+    /// needs every roster and extract sent again.
+    pub pepper: PathBuf,
+    /// The audit-log signing key (C2SP signer key `PRIVATE+KEY+...`).
+    pub audit_signing_key: PathBuf,
+}
+
+/// `[matching]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingConfig {
+    /// Policy file; the shipped default policy when absent.
+    pub policy: Option<PathBuf>,
+    /// The linkage-key epoch accepted; batches of any other epoch are refused.
+    pub epoch: u32,
+}
+
+impl Default for MatchingConfig {
+    fn default() -> Self {
+        MatchingConfig { policy: None, epoch: 1 }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest gRPC message accepted, bytes.
+    pub max_message_bytes: usize,
+    /// Most upserts plus removes in one batch.
+    pub max_batch_items: usize,
+    /// Most tokens for one subject, record or applicant.
+    pub max_tokens_per_item: usize,
+    /// Most subjects one force may have enrolled.
+    pub max_roster_size: u64,
+    /// Pre-employment checks one force may make per minute.
+    pub checks_per_minute: u32,
+    /// Most applicants in one check.
+    pub max_applicants: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 32 * 1024 * 1024,
+            max_batch_items: 20_000,
+            max_tokens_per_item: 512,
+            max_roster_size: 60_000,
+            checks_per_minute: 30,
+            max_applicants: 1_000,
+        }
+    }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The log's origin line, naming the deployment, e.g.
+    /// `"vigil.example/audit"`. It is also the signing key's name.
+    pub origin: String,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `"text"` (human-readable) or `"json"`.
+    pub format: String,
+    /// A tracing filter, e.g. `"info"` or `"vigil_coordinator=debug,info"`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into(), level: "info".into() }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint (plain HTTP, `/metrics`); keep it on
+    /// loopback or an internal network.
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    /// Reads, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks config text; relative paths are resolved against
+    /// the directory of `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut c: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let invalid = |message: &str| ConfigError::Invalid { path: path.into(), message: message.to_string() };
+        if c.trust_domain.is_empty() || c.trust_domain.contains('/') {
+            return Err(invalid("trust_domain must be a bare domain such as vigil.example"));
+        }
+        if !vigil_proto::tlog::note::is_valid_name(&c.audit.origin) {
+            return Err(invalid("audit.origin must be non-empty with no spaces or '+'"));
+        }
+        if c.matching.epoch == 0 {
+            return Err(invalid("matching.epoch must be at least 1"));
+        }
+        let l = &c.limits;
+        if l.max_message_bytes < 1024 || l.max_batch_items == 0 || l.max_tokens_per_item == 0 || l.max_applicants == 0 {
+            return Err(invalid("limits must be positive (max_message_bytes at least 1024)"));
+        }
+        if !matches!(c.log.format.as_str(), "text" | "json") {
+            return Err(invalid("log.format must be \"text\" or \"json\""));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut c.data_dir);
+        fix(&mut c.tls.cert);
+        fix(&mut c.tls.key);
+        fix(&mut c.tls.client_ca);
+        fix(&mut c.keys.pepper);
+        fix(&mut c.keys.audit_signing_key);
+        if let Some(p) = c.matching.policy.as_mut() {
+            fix(p);
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:0"
+trust_domain = "vigil.test"
+data_dir = "data"
+[tls]
+cert = "coordinator.crt"
+key = "coordinator.key"
+client_ca = "ca.crt"
+[keys]
+pepper = "pepper.key"
+audit_signing_key = "audit.key"
+[audit]
+origin = "vigil.test/audit"
+"#;
+
+    #[test]
+    fn parses_and_resolves_paths() {
+        let c = Config::parse(GOOD, Path::new("/etc/vigil/coordinator.toml")).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/vigil/data"));
+        assert_eq!(c.matching.epoch, 1);
+        assert_eq!(c.limits.max_batch_items, 20_000);
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values() {
+        let e = Config::parse(&format!("{GOOD}\nplaintext = true\n"), Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("plaintext"), "{e}");
+        let e = Config::parse(&GOOD.replace("[audit]", "[audit]\nretention = 1"), Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("retention"), "{e}");
+        let e = Config::parse(&GOOD.replace("vigil.test/audit", "bad name"), Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("audit.origin"), "{e}");
+    }
+}

@@ -1,0 +1,1082 @@
+//! The coordinator's engine: continuous matching, disclosures, retractions
+//! and the audit log, as one state machine. No network; the store is only
+//! read. Each `apply_*` call changes the in-memory state and returns the
+//! [`Commit`] that makes the change durable. The caller commits it, then
+//! publishes the new log state. If the commit fails, the caller rebuilds the
+//! engine from the store ([`Engine::load`]), so memory never runs ahead of
+//! disk.
+//!
+//! The in-memory state is derived: the matcher's two indexes, id maps,
+//! disclosures in force, per-force sequence counters, and the Merkle tree of
+//! the log. All of it is rebuilt from the store at start-up. The tree is
+//! checked against the latest signed checkpoint.
+
+use prost::Message;
+use std::collections::HashMap;
+use vigil_proto::audit::Entry;
+use vigil_proto::hex;
+use vigil_proto::kinds::KindSet;
+use vigil_proto::tlog::{Checkpoint, Hash, Signer, Tree, leaf_hash};
+use vigil_proto::v1::{AuditProof, BatchReceipt, CheckMatch, Disclosure, DisclosureType, SealedDetails};
+
+use crate::index::IndexKey;
+use crate::matcher::{Hit, Matcher};
+use crate::pepper::index_key;
+use crate::policy::{Decision, Evidence, Policy};
+use crate::store::{ActiveRow, Commit, DisclosureRow, RecordRow, Ref, Store, StoreError, StoredToken, SubjectRow};
+
+/// Settings the engine needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Linkage-key epoch accepted.
+    pub epoch: u32,
+    /// The policy in force.
+    pub policy: Policy,
+    /// SHA-256 (hex) of the policy text.
+    pub policy_sha256: String,
+    /// The log's origin.
+    pub origin: String,
+    /// Most subjects per force.
+    pub max_roster_size: u64,
+}
+
+/// Why the engine refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed; the engine must be reloaded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bound was exceeded (nothing was changed).
+    #[error("{0}")]
+    Limit(String),
+    /// The request is inconsistent (nothing was changed).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store does not match the configuration or its own checkpoint.
+    #[error("{0}")]
+    Integrity(String),
+}
+
+/// One subject of a roster batch, tokens already peppered.
+#[derive(Debug, Clone)]
+pub struct SubjectIn {
+    /// Pseudonym.
+    pub pseudonym: Ref,
+    /// Stored tokens.
+    pub tokens: Vec<StoredToken>,
+}
+
+/// One record of a national batch, tokens already peppered.
+#[derive(Debug, Clone)]
+pub struct RecordIn {
+    /// Reference.
+    pub record_ref: Ref,
+    /// Stored tokens.
+    pub tokens: Vec<StoredToken>,
+    /// Encoded `SealedDetails`.
+    pub sealed: Vec<u8>,
+}
+
+/// A batch (roster or national) after checking and peppering.
+#[derive(Debug, Clone)]
+pub struct BatchIn<T> {
+    /// The node's batch id.
+    pub batch_id: String,
+    /// Upserts.
+    pub upserts: Vec<T>,
+    /// Removes.
+    pub removes: Vec<Ref>,
+    /// Commitment to the batch as received.
+    pub commitment: String,
+}
+
+/// One applicant of a check.
+#[derive(Debug, Clone)]
+pub struct ApplicantIn {
+    /// The force's opaque applicant reference, echoed back.
+    pub applicant: Vec<u8>,
+    /// Stored tokens (never stored).
+    pub tokens: Vec<StoredToken>,
+}
+
+/// The result of applying a batch.
+#[derive(Debug)]
+pub enum Applied {
+    /// The batch changed state: commit `commit`, then publish.
+    Fresh {
+        /// The receipt to return once committed.
+        receipt: BatchReceipt,
+        /// What to commit.
+        commit: Commit,
+        /// Log leaves appended (to publish after the commit).
+        leaves: Vec<Hash>,
+        /// Forces that have new disclosures.
+        forces: Vec<String>,
+    },
+    /// The batch id was applied before; nothing changed.
+    Replayed(BatchReceipt),
+}
+
+/// What a check returns.
+#[derive(Debug)]
+pub struct Checked {
+    /// Confirmed matches (only these are returned).
+    pub matches: Vec<CheckMatch>,
+    /// Candidates counted.
+    pub candidates: u64,
+    /// The log entry's index.
+    pub log_index: u64,
+    /// What to commit (the log entry and checkpoint only).
+    pub commit: Commit,
+    /// Log leaves appended.
+    pub leaves: Vec<Hash>,
+}
+
+/// The published state of the log, read by delivery and audit queries.
+#[derive(Debug, Clone, Default)]
+pub struct LogView {
+    /// Tree over every committed entry.
+    pub tree: Tree,
+    /// The latest signed checkpoint (covers `tree.size()` leaves).
+    pub checkpoint: String,
+}
+
+/// Interned force and source codes.
+#[derive(Default)]
+struct Names {
+    codes: Vec<String>,
+    ix: HashMap<String, u16>,
+}
+
+impl Names {
+    fn intern(&mut self, code: &str) -> u16 {
+        if let Some(i) = self.ix.get(code) {
+            return *i;
+        }
+        let i = self.codes.len() as u16;
+        self.codes.push(code.to_string());
+        self.ix.insert(code.to_string(), i);
+        i
+    }
+
+    fn get(&self, code: &str) -> Option<u16> {
+        self.ix.get(code).copied()
+    }
+
+    fn name(&self, i: u16) -> &str {
+        &self.codes[i as usize]
+    }
+}
+
+/// Dense ids for (name, reference) pairs, reused after removal.
+#[derive(Default)]
+struct Ids {
+    map: HashMap<(u16, Ref), u32>,
+    info: Vec<Option<(u16, Ref)>>,
+    free: Vec<u32>,
+    count: HashMap<u16, u64>,
+}
+
+impl Ids {
+    fn get(&self, name: u16, r: &Ref) -> Option<u32> {
+        self.map.get(&(name, *r)).copied()
+    }
+
+    fn insert(&mut self, name: u16, r: Ref) -> u32 {
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.info[id as usize] = Some((name, r));
+                id
+            }
+            None => {
+                self.info.push(Some((name, r)));
+                (self.info.len() - 1) as u32
+            }
+        };
+        self.map.insert((name, r), id);
+        *self.count.entry(name).or_default() += 1;
+        id
+    }
+
+    fn remove(&mut self, name: u16, r: &Ref) -> Option<u32> {
+        let id = self.map.remove(&(name, *r))?;
+        self.info[id as usize] = None;
+        self.free.push(id);
+        if let Some(c) = self.count.get_mut(&name) {
+            *c -= 1;
+        }
+        Some(id)
+    }
+
+    fn info(&self, id: u32) -> Option<(u16, Ref)> {
+        self.info.get(id as usize).copied().flatten()
+    }
+
+    fn count(&self, name: u16) -> u64 {
+        self.count.get(&name).copied().unwrap_or(0)
+    }
+}
+
+/// Work in progress for one batch.
+struct Batch {
+    now_ms: i64,
+    time: String,
+    entries: Vec<Entry>,
+    messages: Vec<(String, Disclosure)>,
+    commit: Commit,
+    disclosed: u64,
+    retracted: u64,
+    candidates: u64,
+}
+
+impl Batch {
+    fn new(now_ms: i64) -> Batch {
+        Batch {
+            now_ms,
+            time: vigil_proto::time::rfc3339(now_ms),
+            entries: Vec::new(),
+            messages: Vec::new(),
+            commit: Commit::default(),
+            disclosed: 0,
+            retracted: 0,
+            candidates: 0,
+        }
+    }
+}
+
+/// The engine.
+pub struct Engine {
+    settings: Settings,
+    signer: Signer,
+    matcher: Matcher,
+    names: Names,
+    subjects: Ids,
+    records: Ids,
+    active: HashMap<(u32, u32), String>,
+    subject_active: HashMap<u32, Vec<u32>>,
+    record_active: HashMap<u32, Vec<u32>>,
+    next_seq: HashMap<u16, u64>,
+    tree: Tree,
+    hits: Vec<Hit>,
+}
+
+fn keys(tokens: &[StoredToken]) -> Vec<(vigil_proto::KeyKind, IndexKey)> {
+    tokens.iter().map(|(k, t)| (*k, index_key(t))).collect()
+}
+
+fn kind_names(k: KindSet) -> Vec<String> {
+    k.iter().map(|k| k.short_name().to_string()).collect()
+}
+
+fn decode_sealed(b: &[u8]) -> Option<SealedDetails> {
+    SealedDetails::decode(b).ok()
+}
+
+impl Engine {
+    /// Rebuilds the engine from the store, checks the log against its latest
+    /// checkpoint, and appends policy and epoch entries if they changed.
+    /// Returns the engine, the published log view, and a commit to apply
+    /// before serving (empty when nothing changed).
+    pub fn load(
+        store: &dyn Store,
+        settings: Settings,
+        signer: Signer,
+        now_ms: i64,
+    ) -> Result<(Engine, LogView, Commit), EngineError> {
+        let mut e = Engine {
+            settings,
+            signer,
+            matcher: Matcher::default(),
+            names: Names::default(),
+            subjects: Ids::default(),
+            records: Ids::default(),
+            active: HashMap::new(),
+            subject_active: HashMap::new(),
+            record_active: HashMap::new(),
+            next_seq: HashMap::new(),
+            tree: Tree::new(),
+            hits: Vec::new(),
+        };
+        if let Some(origin) = store.meta("origin")? {
+            if origin != e.settings.origin.as_bytes() {
+                return Err(EngineError::Integrity(format!(
+                    "this store's log has origin {:?}, the configuration says {:?}",
+                    String::from_utf8_lossy(&origin),
+                    e.settings.origin
+                )));
+            }
+        }
+        if let Some(vkey) = store.meta("vkey")? {
+            if vkey != e.signer.verifier().vkey().as_bytes() {
+                return Err(EngineError::Integrity(
+                    "the audit signing key is not the one this log was signed with".into(),
+                ));
+            }
+        }
+        let mut err: Option<StoreError> = None;
+        store.for_each_subject(&mut |row: SubjectRow| {
+            let f = e.names.intern(&row.force);
+            let id = e.subjects.insert(f, row.pseudonym);
+            e.matcher.add_subject(id, &keys(&row.tokens));
+        })?;
+        store.for_each_record(&mut |row: RecordRow| {
+            let s = e.names.intern(&row.source);
+            let id = e.records.insert(s, row.record_ref);
+            e.matcher.add_record(id, &keys(&row.tokens));
+        })?;
+        store.for_each_active(&mut |row: ActiveRow| {
+            let f = e.names.intern(&row.force);
+            let s = e.names.intern(&row.source);
+            match (e.subjects.get(f, &row.pseudonym), e.records.get(s, &row.record_ref)) {
+                (Some(sid), Some(rid)) => e.add_active(sid, rid, row.disclosure_id),
+                _ => err = Some(StoreError("a disclosure in force names a missing subject or record".into())),
+            }
+        })?;
+        if let Some(x) = err {
+            return Err(x.into());
+        }
+        for (force, seq) in store.last_sequences()? {
+            let f = e.names.intern(&force);
+            e.next_seq.insert(f, seq + 1);
+        }
+        store.for_each_log_entry(&mut |_, entry| {
+            e.tree.push(leaf_hash(entry));
+        })?;
+        let mut view = LogView { tree: e.tree.clone(), checkpoint: String::new() };
+        if let Some((size, note)) = store.latest_checkpoint()? {
+            let cp = Checkpoint::open(&note, &e.settings.origin, &e.signer.verifier())
+                .map_err(|x| EngineError::Integrity(format!("latest checkpoint does not verify: {x}")))?;
+            if cp.size != size || cp.size != e.tree.size() || Some(cp.root) != e.tree.root(cp.size) {
+                return Err(EngineError::Integrity(
+                    "the stored log does not match its latest signed checkpoint".into(),
+                ));
+            }
+            view.checkpoint = note;
+        }
+        // Policy and epoch entries when they changed (or on first start).
+        let mut b = Batch::new(now_ms);
+        let policy_changed = store.meta("policy_sha256")?.as_deref() != Some(e.settings.policy_sha256.as_bytes());
+        if policy_changed {
+            b.entries.push(Entry::Policy {
+                time: b.time.clone(),
+                version: e.settings.policy.version.clone(),
+                sha256: e.settings.policy_sha256.clone(),
+            });
+            b.commit.meta.push(("policy_sha256".into(), e.settings.policy_sha256.clone().into_bytes()));
+        }
+        let epoch_changed = store.meta("epoch")?.as_deref() != Some(&e.settings.epoch.to_be_bytes()[..]);
+        if epoch_changed {
+            b.entries.push(Entry::Epoch { time: b.time.clone(), epoch: e.settings.epoch });
+            b.commit.meta.push(("epoch".into(), e.settings.epoch.to_be_bytes().to_vec()));
+        }
+        let mut commit = Commit::default();
+        if !b.entries.is_empty() || view.checkpoint.is_empty() {
+            b.commit.meta.push(("origin".into(), e.settings.origin.clone().into_bytes()));
+            b.commit.meta.push(("vkey".into(), e.signer.verifier().vkey().into_bytes()));
+            let entries = std::mem::take(&mut b.entries);
+            let (c, leaves) = e.finish(b, entries)?;
+            for l in leaves {
+                view.tree.push(l);
+            }
+            view.checkpoint = c.checkpoint.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
+            commit = c;
+        }
+        Ok((e, view, commit))
+    }
+
+    /// Subjects a force has enrolled.
+    pub fn enrolled(&self, force: &str) -> u64 {
+        self.names.get(force).map_or(0, |f| self.subjects.count(f))
+    }
+
+    /// Records a source holds.
+    pub fn held(&self, source: &str) -> u64 {
+        self.names.get(source).map_or(0, |s| self.records.count(s))
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// National and roster tokens indexed.
+    pub fn token_counts(&self) -> (usize, usize) {
+        (self.matcher.national_tokens(), self.matcher.roster_tokens())
+    }
+
+    fn add_active(&mut self, sid: u32, rid: u32, id: String) {
+        self.active.insert((sid, rid), id);
+        self.subject_active.entry(sid).or_default().push(rid);
+        self.record_active.entry(rid).or_default().push(sid);
+    }
+
+    fn remove_active(&mut self, sid: u32, rid: u32) -> Option<String> {
+        let id = self.active.remove(&(sid, rid))?;
+        if let Some(v) = self.subject_active.get_mut(&sid) {
+            v.retain(|r| *r != rid);
+        }
+        if let Some(v) = self.record_active.get_mut(&rid) {
+            v.retain(|s| *s != sid);
+        }
+        Some(id)
+    }
+
+    fn next_id(&mut self, f: u16) -> (u64, String) {
+        let seq = self.next_seq.entry(f).or_insert(1);
+        let s = *seq;
+        *seq += 1;
+        (s, format!("{}-{s:010}", self.names.name(f)))
+    }
+
+    /// Queues a disclosure of (subject, record).
+    fn disclose(
+        &mut self,
+        b: &mut Batch,
+        sid: u32,
+        rid: u32,
+        evidence: &Evidence,
+        score: f64,
+        sealed: Option<SealedDetails>,
+    ) {
+        let (Some((f, pseud)), Some((s, rref))) = (self.subjects.info(sid), self.records.info(rid)) else {
+            return;
+        };
+        let (seq, id) = self.next_id(f);
+        let force = self.names.name(f).to_string();
+        let source = self.names.name(s).to_string();
+        let agreeing = kind_names(evidence.agreeing);
+        b.entries.push(Entry::Disclosure {
+            time: b.time.clone(),
+            id: id.clone(),
+            force: force.clone(),
+            subject: hex::encode(&pseud),
+            source: source.clone(),
+            record_ref: hex::encode(&rref),
+            agreeing,
+            score,
+            policy_version: self.settings.policy.version.clone(),
+        });
+        let msg = Disclosure {
+            id: id.clone(),
+            sequence: seq,
+            r#type: DisclosureType::Disclosure as i32,
+            subject: pseud.to_vec().into(),
+            source: source.clone(),
+            record_ref: rref.to_vec().into(),
+            agreeing: evidence.agreeing.iter().map(|k| k as i32).collect(),
+            policy_version: self.settings.policy.version.clone(),
+            sealed,
+            created_unix_ms: b.now_ms,
+            retracts: String::new(),
+            audit: None,
+        };
+        b.messages.push((force.clone(), msg));
+        b.commit.active_put.push(ActiveRow {
+            force,
+            pseudonym: pseud,
+            source,
+            record_ref: rref,
+            disclosure_id: id.clone(),
+        });
+        self.add_active(sid, rid, id);
+        b.disclosed += 1;
+    }
+
+    /// Queues a retraction of the disclosure in force for (subject, record).
+    fn retract(&mut self, b: &mut Batch, sid: u32, rid: u32, reason: &str) {
+        let (Some((f, pseud)), Some((s, rref))) = (self.subjects.info(sid), self.records.info(rid)) else {
+            return;
+        };
+        let Some(retracts) = self.remove_active(sid, rid) else {
+            return;
+        };
+        let (seq, id) = self.next_id(f);
+        let force = self.names.name(f).to_string();
+        let source = self.names.name(s).to_string();
+        b.entries.push(Entry::Retraction {
+            time: b.time.clone(),
+            id: id.clone(),
+            retracts: retracts.clone(),
+            force: force.clone(),
+            subject: hex::encode(&pseud),
+            source: source.clone(),
+            record_ref: hex::encode(&rref),
+            reason: reason.to_string(),
+        });
+        let msg = Disclosure {
+            id,
+            sequence: seq,
+            r#type: DisclosureType::Retraction as i32,
+            subject: pseud.to_vec().into(),
+            source: source.clone(),
+            record_ref: rref.to_vec().into(),
+            agreeing: Vec::new(),
+            policy_version: self.settings.policy.version.clone(),
+            sealed: None,
+            created_unix_ms: b.now_ms,
+            retracts,
+            audit: None,
+        };
+        b.messages.push((force.clone(), msg));
+        b.commit.active_del.push((force, pseud, source, rref));
+        b.retracted += 1;
+    }
+
+    /// Appends `head` then the batch's disclosure entries to the log, fills
+    /// in each message's audit proof, and signs a checkpoint.
+    fn finish(&mut self, mut b: Batch, head: Vec<Entry>) -> Result<(Commit, Vec<Hash>), EngineError> {
+        let mut leaves = Vec::new();
+        let mut push = |tree: &mut Tree, commit: &mut Commit, bytes: Vec<u8>| -> u64 {
+            let h = leaf_hash(&bytes);
+            let i = tree.push(h);
+            leaves.push(h);
+            commit.log.push((i, bytes));
+            i
+        };
+        for e in head {
+            push(&mut self.tree, &mut b.commit, e.to_bytes());
+        }
+        let entries = std::mem::take(&mut b.entries);
+        for ((force, mut msg), entry) in std::mem::take(&mut b.messages).into_iter().zip(entries) {
+            let bytes = entry.to_bytes();
+            let index = push(&mut self.tree, &mut b.commit, bytes.clone());
+            msg.audit = Some(AuditProof {
+                entry: bytes.into(),
+                leaf_index: index,
+                inclusion: Vec::new(),
+                checkpoint: String::new(),
+            });
+            b.commit.disclosures.push(DisclosureRow { force, seq: msg.sequence, message: msg.encode_to_vec() });
+        }
+        let size = self.tree.size();
+        let root = self.tree.root(size).ok_or_else(|| EngineError::Integrity("log tree is inconsistent".into()))?;
+        let cp = Checkpoint { origin: self.settings.origin.clone(), size, root, extensions: Vec::new() };
+        let note = cp.sign(&self.signer).map_err(|x| EngineError::Integrity(format!("cannot sign checkpoint: {x}")))?;
+        b.commit.checkpoint = Some((size, note));
+        Ok((b.commit, leaves))
+    }
+
+    fn replayed(store: &dyn Store, caller: &str, batch_id: &str) -> Result<Option<BatchReceipt>, EngineError> {
+        Ok(match store.batch_receipt(caller, batch_id)? {
+            Some(bytes) => {
+                let mut r =
+                    BatchReceipt::decode(bytes.as_slice()).map_err(|_| StoreError("corrupt batch receipt".into()))?;
+                r.replayed = true;
+                Some(r)
+            }
+            None => None,
+        })
+    }
+
+    fn check_unique(upserts: impl Iterator<Item = Ref>, removes: &[Ref]) -> Result<(), EngineError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in upserts.enumerate() {
+            if !seen.insert(r) {
+                return Err(EngineError::Invalid(format!("upsert {i} repeats a reference already in this batch")));
+            }
+        }
+        for (i, r) in removes.iter().enumerate() {
+            if !seen.insert(*r) {
+                return Err(EngineError::Invalid(format!(
+                    "remove {i} names a reference that this batch also upserts or removes"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a force's roster batch.
+    pub fn apply_roster(
+        &mut self,
+        store: &dyn Store,
+        force: &str,
+        batch: BatchIn<SubjectIn>,
+        now_ms: i64,
+    ) -> Result<Applied, EngineError> {
+        let caller = format!("force/{force}");
+        if let Some(r) = Self::replayed(store, &caller, &batch.batch_id)? {
+            return Ok(Applied::Replayed(r));
+        }
+        Self::check_unique(batch.upserts.iter().map(|u| u.pseudonym), &batch.removes)?;
+        let f = self.names.intern(force);
+        let mut after = self.subjects.count(f) as i64;
+        for u in &batch.upserts {
+            if self.subjects.get(f, &u.pseudonym).is_none() {
+                after += 1;
+            }
+        }
+        for r in &batch.removes {
+            if self.subjects.get(f, r).is_some() {
+                after -= 1;
+            }
+        }
+        if after as u64 > self.settings.max_roster_size {
+            return Err(EngineError::Limit(format!(
+                "this batch would enrol {after} subjects, more than the limit of {} per force",
+                self.settings.max_roster_size
+            )));
+        }
+        let mut b = Batch::new(now_ms);
+        let mut removes_unknown = 0;
+        for r in &batch.removes {
+            let Some(sid) = self.subjects.get(f, r) else {
+                removes_unknown += 1;
+                continue;
+            };
+            for rid in self.subject_active.get(&sid).cloned().unwrap_or_default() {
+                self.retract(&mut b, sid, rid, "subject_left");
+            }
+            let old = store.subject(force, r)?.unwrap_or_default();
+            self.matcher.remove_subject(sid, &keys(&old));
+            self.subjects.remove(f, r);
+            self.subject_active.remove(&sid);
+            b.commit.subjects_del.push((force.to_string(), *r));
+        }
+        let policy = self.settings.policy.clone();
+        for u in batch.upserts {
+            let sid = match self.subjects.get(f, &u.pseudonym) {
+                Some(sid) => {
+                    let old = store.subject(force, &u.pseudonym)?.unwrap_or_default();
+                    self.matcher.remove_subject(sid, &keys(&old));
+                    sid
+                }
+                None => self.subjects.insert(f, u.pseudonym),
+            };
+            let k = keys(&u.tokens);
+            self.matcher.add_subject(sid, &k);
+            let mut hits = std::mem::take(&mut self.hits);
+            self.matcher.probe_national(&k, &mut hits);
+            let mut confirmed: Vec<(u32, Evidence, f64)> = Vec::new();
+            for h in &hits {
+                let score = policy.score(&h.evidence);
+                match policy.decide(score) {
+                    Decision::Confirmed => confirmed.push((h.id, h.evidence, score)),
+                    Decision::Candidate => b.candidates += 1,
+                    Decision::NoMatch => {}
+                }
+            }
+            self.hits = hits;
+            let before = self.subject_active.get(&sid).cloned().unwrap_or_default();
+            for rid in &before {
+                if !confirmed.iter().any(|c| c.0 == *rid) {
+                    self.retract(&mut b, sid, *rid, "subject_changed");
+                }
+            }
+            for (rid, ev, score) in confirmed {
+                if before.contains(&rid) {
+                    continue;
+                }
+                let Some((s, rref)) = self.records.info(rid) else { continue };
+                let sealed = store.record(self.names.name(s), &rref)?.and_then(|r| decode_sealed(&r.sealed));
+                self.disclose(&mut b, sid, rid, &ev, score, sealed);
+            }
+            b.commit.subjects_put.push(SubjectRow {
+                force: force.to_string(),
+                pseudonym: u.pseudonym,
+                tokens: u.tokens,
+            });
+        }
+        let enrolled = self.subjects.count(f);
+        let upserts = b.commit.subjects_put.len() as u64;
+        let removes = batch.removes.len() as u64 - removes_unknown;
+        let head = Entry::RosterBatch {
+            time: b.time.clone(),
+            force: force.to_string(),
+            batch_id: batch.batch_id.clone(),
+            upserts,
+            removes,
+            removes_unknown,
+            enrolled,
+            disclosures: b.disclosed,
+            retractions: b.retracted,
+            candidates: b.candidates,
+            commitment: batch.commitment,
+        };
+        self.complete(b, head, caller, batch.batch_id, upserts, removes, removes_unknown, enrolled)
+    }
+
+    /// Applies a source's national batch.
+    pub fn apply_national(
+        &mut self,
+        store: &dyn Store,
+        source: &str,
+        batch: BatchIn<RecordIn>,
+        now_ms: i64,
+    ) -> Result<Applied, EngineError> {
+        let caller = format!("source/{source}");
+        if let Some(r) = Self::replayed(store, &caller, &batch.batch_id)? {
+            return Ok(Applied::Replayed(r));
+        }
+        Self::check_unique(batch.upserts.iter().map(|u| u.record_ref), &batch.removes)?;
+        let s = self.names.intern(source);
+        let mut b = Batch::new(now_ms);
+        let mut removes_unknown = 0;
+        for r in &batch.removes {
+            let Some(rid) = self.records.get(s, r) else {
+                removes_unknown += 1;
+                continue;
+            };
+            for sid in self.record_active.get(&rid).cloned().unwrap_or_default() {
+                self.retract(&mut b, sid, rid, "record_withdrawn");
+            }
+            let old = store.record(source, r)?.map(|x| x.tokens).unwrap_or_default();
+            self.matcher.remove_record(rid, &keys(&old));
+            self.records.remove(s, r);
+            self.record_active.remove(&rid);
+            b.commit.records_del.push((source.to_string(), *r));
+        }
+        let policy = self.settings.policy.clone();
+        for u in batch.upserts {
+            let rid = match self.records.get(s, &u.record_ref) {
+                Some(rid) => {
+                    // A changed record: what was disclosed about it is withdrawn,
+                    // and whatever confirms now is disclosed afresh, with the
+                    // new details.
+                    for sid in self.record_active.get(&rid).cloned().unwrap_or_default() {
+                        self.retract(&mut b, sid, rid, "record_changed");
+                    }
+                    let old = store.record(source, &u.record_ref)?.map(|x| x.tokens).unwrap_or_default();
+                    self.matcher.remove_record(rid, &keys(&old));
+                    rid
+                }
+                None => self.records.insert(s, u.record_ref),
+            };
+            let k = keys(&u.tokens);
+            self.matcher.add_record(rid, &k);
+            let mut hits = std::mem::take(&mut self.hits);
+            self.matcher.probe_roster(&k, &mut hits);
+            let sealed = decode_sealed(&u.sealed);
+            for h in &hits {
+                let score = policy.score(&h.evidence);
+                match policy.decide(score) {
+                    Decision::Confirmed => self.disclose(&mut b, h.id, rid, &h.evidence, score, sealed.clone()),
+                    Decision::Candidate => b.candidates += 1,
+                    Decision::NoMatch => {}
+                }
+            }
+            self.hits = hits;
+            b.commit.records_put.push(RecordRow {
+                source: source.to_string(),
+                record_ref: u.record_ref,
+                tokens: u.tokens,
+                sealed: u.sealed,
+            });
+        }
+        let held = self.records.count(s);
+        let upserts = b.commit.records_put.len() as u64;
+        let removes = batch.removes.len() as u64 - removes_unknown;
+        let head = Entry::NationalBatch {
+            time: b.time.clone(),
+            source: source.to_string(),
+            batch_id: batch.batch_id.clone(),
+            upserts,
+            removes,
+            removes_unknown,
+            records: held,
+            disclosures: b.disclosed,
+            retractions: b.retracted,
+            candidates: b.candidates,
+            commitment: batch.commitment,
+        };
+        self.complete(b, head, caller, batch.batch_id, upserts, removes, removes_unknown, held)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn complete(
+        &mut self,
+        b: Batch,
+        head: Entry,
+        caller: String,
+        batch_id: String,
+        upserts: u64,
+        removes: u64,
+        removes_unknown: u64,
+        total: u64,
+    ) -> Result<Applied, EngineError> {
+        let log_index = self.tree.size();
+        let forces: Vec<String> = {
+            let mut f: Vec<String> = b.messages.iter().map(|(f, _)| f.clone()).collect();
+            f.sort();
+            f.dedup();
+            f
+        };
+        let (mut commit, leaves) = self.finish(b, vec![head])?;
+        let receipt = BatchReceipt {
+            batch_id: batch_id.clone(),
+            replayed: false,
+            upserts,
+            removes,
+            removes_unknown,
+            total,
+            log_index,
+        };
+        commit.batch = Some((caller, batch_id, receipt.encode_to_vec()));
+        Ok(Applied::Fresh { receipt, commit, leaves, forces })
+    }
+
+    /// A pre-employment check: applicants are matched against national
+    /// tokens and forgotten. Only the log entry (counts) is committed.
+    pub fn check(
+        &mut self,
+        store: &dyn Store,
+        force: &str,
+        request_id: &str,
+        applicants: Vec<ApplicantIn>,
+        now_ms: i64,
+    ) -> Result<Checked, EngineError> {
+        let policy = self.settings.policy.clone();
+        let mut b = Batch::new(now_ms);
+        let mut matches = Vec::new();
+        for a in &applicants {
+            let mut hits = std::mem::take(&mut self.hits);
+            self.matcher.probe_national(&keys(&a.tokens), &mut hits);
+            for h in &hits {
+                match policy.decide(policy.score(&h.evidence)) {
+                    Decision::Confirmed => {
+                        let Some((s, rref)) = self.records.info(h.id) else { continue };
+                        let source = self.names.name(s).to_string();
+                        let sealed = store.record(&source, &rref)?.and_then(|r| decode_sealed(&r.sealed));
+                        matches.push(CheckMatch {
+                            applicant: a.applicant.clone().into(),
+                            source,
+                            record_ref: rref.to_vec().into(),
+                            agreeing: h.evidence.agreeing.iter().map(|k| k as i32).collect(),
+                            sealed,
+                        });
+                    }
+                    Decision::Candidate => b.candidates += 1,
+                    Decision::NoMatch => {}
+                }
+            }
+            self.hits = hits;
+        }
+        let candidates = b.candidates;
+        let head = Entry::Check {
+            time: b.time.clone(),
+            force: force.to_string(),
+            request_id: request_id.to_string(),
+            applicants: applicants.len() as u64,
+            confirmed: matches.len() as u64,
+            candidates,
+            policy_version: policy.version.clone(),
+        };
+        let log_index = self.tree.size();
+        let (commit, leaves) = self.finish(b, vec![head])?;
+        Ok(Checked { matches, candidates, log_index, commit, leaves })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::redb::RedbStore;
+    use vigil_proto::KeyKind;
+    use vigil_proto::tlog::verify_inclusion;
+
+    fn settings() -> Settings {
+        Settings {
+            epoch: 1,
+            policy: Policy::default_policy(),
+            policy_sha256: "p1".into(),
+            origin: "vigil.test/audit".into(),
+            max_roster_size: 100,
+        }
+    }
+
+    fn signer() -> Signer {
+        Signer::from_seed("vigil.test/audit", &[3; 32]).unwrap().0
+    }
+
+    fn t(n: u8) -> [u8; 16] {
+        [n; 16]
+    }
+
+    /// Tokens of a person `p`: NINO and name/date kinds all agree.
+    fn person(p: u8) -> Vec<StoredToken> {
+        vec![
+            (KeyKind::Nino, t(p)),
+            (KeyKind::NameDob, t(p.wrapping_add(100))),
+            (KeyKind::CanonNameDob, t(p.wrapping_add(200))),
+        ]
+    }
+
+    fn commit(store: &RedbStore, a: Applied) -> BatchReceipt {
+        match a {
+            Applied::Fresh { receipt, commit, .. } => {
+                store.commit(&commit).unwrap();
+                receipt
+            }
+            Applied::Replayed(r) => r,
+        }
+    }
+
+    fn roster(id: &str, upserts: Vec<(u8, Vec<StoredToken>)>, removes: Vec<u8>) -> BatchIn<SubjectIn> {
+        BatchIn {
+            batch_id: id.into(),
+            upserts: upserts.into_iter().map(|(p, tokens)| SubjectIn { pseudonym: [p; 16], tokens }).collect(),
+            removes: removes.into_iter().map(|p| [p; 16]).collect(),
+            commitment: "c".into(),
+        }
+    }
+
+    fn national(id: &str, upserts: Vec<(u8, Vec<StoredToken>)>, removes: Vec<u8>) -> BatchIn<RecordIn> {
+        BatchIn {
+            batch_id: id.into(),
+            upserts: upserts
+                .into_iter()
+                .map(|(r, tokens)| RecordIn { record_ref: [r; 16], tokens, sealed: vec![] })
+                .collect(),
+            removes: removes.into_iter().map(|r| [r; 16]).collect(),
+            commitment: "c".into(),
+        }
+    }
+
+    fn pending(store: &RedbStore, force: &str) -> Vec<Disclosure> {
+        store
+            .pending(force, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| Disclosure::decode(m.as_slice()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn continuous_matching_disclosures_retractions_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let (mut e, _, c) = Engine::load(&store, settings(), signer(), 0).unwrap();
+        store.commit(&c).unwrap();
+
+        // Two forces enrol; person 1 works for gmp, person 2 for wmp.
+        let r = commit(
+            &store,
+            e.apply_roster(&store, "gmp", roster("g1", vec![(1, person(1)), (3, person(3))], vec![]), 1).unwrap(),
+        );
+        assert_eq!((r.upserts, r.total, r.replayed), (2, 2, false));
+        let a = e.apply_roster(&store, "wmp", roster("w1", vec![(2, person(2))], vec![]), 2).unwrap();
+        commit(&store, a);
+        // The national feed names persons 1 and 2, and someone else.
+        let a = e
+            .apply_national(
+                &store,
+                "pnc",
+                national("n1", vec![(10, person(1)), (20, person(2)), (30, person(9))], vec![]),
+                3,
+            )
+            .unwrap();
+        let Applied::Fresh { ref forces, .. } = a else { panic!() };
+        assert_eq!(forces, &vec!["gmp".to_string(), "wmp".to_string()]);
+        commit(&store, a);
+        let gmp = pending(&store, "gmp");
+        assert_eq!(gmp.len(), 1);
+        assert_eq!(gmp[0].subject.as_ref(), &[1; 16]);
+        assert_eq!(gmp[0].record_ref.as_ref(), &[10; 16]);
+        assert_eq!(pending(&store, "wmp")[0].record_ref.as_ref(), &[20; 16]);
+
+        // Replaying a batch id changes nothing.
+        let r =
+            commit(&store, e.apply_national(&store, "pnc", national("n1", vec![(40, person(3))], vec![]), 4).unwrap());
+        assert!(r.replayed);
+        assert_eq!(pending(&store, "gmp").len(), 1);
+
+        // A delta naming person 3 reaches gmp only.
+        let a = e.apply_national(&store, "pnc", national("n2", vec![(40, person(3))], vec![]), 5).unwrap();
+        commit(&store, a);
+        assert_eq!(pending(&store, "gmp").len(), 2);
+        assert_eq!(pending(&store, "wmp").len(), 1);
+
+        // A leaver: person 1 leaves gmp, the disclosure is retracted.
+        let a = e.apply_roster(&store, "gmp", roster("g2", vec![], vec![1, 99]), 6).unwrap();
+        let r = commit(&store, a);
+        assert_eq!((r.removes, r.removes_unknown, r.total), (1, 1, 1));
+        let g = pending(&store, "gmp");
+        assert_eq!(g.len(), 3);
+        assert_eq!(g[2].r#type, DisclosureType::Retraction as i32);
+        assert_eq!(g[2].retracts, g[0].id);
+        // Withdrawing record 20 retracts wmp's disclosure.
+        commit(&store, e.apply_national(&store, "pnc", national("n3", vec![], vec![20]), 7).unwrap());
+        assert_eq!(pending(&store, "wmp").len(), 2);
+
+        // Every disclosure's entry is in the log, and the log matches its checkpoint.
+        let (_, view, c) = Engine::load(&store, settings(), signer(), 8).unwrap();
+        assert!(c.is_empty(), "restart with the same policy and epoch appends nothing");
+        let root = view.tree.root(view.tree.size()).unwrap();
+        for d in pending(&store, "gmp") {
+            let a = d.audit.unwrap();
+            let proof = view.tree.inclusion_proof(a.leaf_index, view.tree.size()).unwrap();
+            verify_inclusion(&leaf_hash(&a.entry), a.leaf_index, view.tree.size(), &proof, &root).unwrap();
+            let entry = Entry::parse(&a.entry).unwrap();
+            assert!(matches!(entry, Entry::Disclosure { .. } | Entry::Retraction { .. }));
+        }
+        // After a restart the engine knows what is in force: re-sending
+        // person 3 unchanged discloses nothing new.
+        let (mut e2, _, _) = Engine::load(&store, settings(), signer(), 9).unwrap();
+        let a = e2.apply_roster(&store, "gmp", roster("g3", vec![(3, person(3))], vec![]), 10).unwrap();
+        let Applied::Fresh { commit: c, .. } = a else { panic!() };
+        assert!(c.disclosures.is_empty());
+    }
+
+    #[test]
+    fn limits_and_inconsistent_batches_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let mut s = settings();
+        s.max_roster_size = 2;
+        let (mut e, _, c) = Engine::load(&store, s, signer(), 0).unwrap();
+        store.commit(&c).unwrap();
+        let err = e.apply_roster(
+            &store,
+            "gmp",
+            roster("g1", vec![(1, person(1)), (2, person(2)), (3, person(3))], vec![]),
+            1,
+        );
+        assert!(matches!(err, Err(EngineError::Limit(_))));
+        let err = e.apply_roster(&store, "gmp", roster("g1", vec![(1, person(1)), (1, person(1))], vec![]), 1);
+        assert!(matches!(err, Err(EngineError::Invalid(_))));
+        let err = e.apply_roster(&store, "gmp", roster("g1", vec![(1, person(1))], vec![1]), 1);
+        assert!(matches!(err, Err(EngineError::Invalid(_))));
+        assert_eq!(e.enrolled("gmp"), 0);
+    }
+
+    #[test]
+    fn refuses_a_store_signed_with_another_key_or_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let (_, _, c) = Engine::load(&store, settings(), signer(), 0).unwrap();
+        store.commit(&c).unwrap();
+        let other = Signer::from_seed("vigil.test/audit", &[4; 32]).unwrap().0;
+        assert!(matches!(Engine::load(&store, settings(), other, 1), Err(EngineError::Integrity(_))));
+        let mut s = settings();
+        s.origin = "elsewhere/audit".into();
+        assert!(matches!(Engine::load(&store, s, signer(), 1), Err(EngineError::Integrity(_))));
+    }
+
+    #[test]
+    fn checks_return_confirmed_matches_and_keep_no_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let (mut e, _, c) = Engine::load(&store, settings(), signer(), 0).unwrap();
+        store.commit(&c).unwrap();
+        commit(&store, e.apply_national(&store, "pnc", national("n1", vec![(10, person(1))], vec![]), 1).unwrap());
+        let (nat, ros) = e.token_counts();
+        let checked = e
+            .check(
+                &store,
+                "gmp",
+                "req-1",
+                vec![
+                    ApplicantIn { applicant: vec![1], tokens: person(1) },
+                    ApplicantIn { applicant: vec![2], tokens: person(2) },
+                ],
+                2,
+            )
+            .unwrap();
+        assert_eq!(checked.matches.len(), 1);
+        assert_eq!(checked.matches[0].applicant.as_ref(), &[1]);
+        assert_eq!(e.token_counts(), (nat, ros), "applicant tokens are not kept");
+        assert!(checked.commit.subjects_put.is_empty() && checked.commit.disclosures.is_empty());
+        let entry = Entry::parse(&checked.commit.log[0].1).unwrap();
+        assert!(matches!(entry, Entry::Check { applicants: 2, confirmed: 1, .. }));
+    }
+}

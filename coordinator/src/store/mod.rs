@@ -1,0 +1,186 @@
+//! The coordinator's durable state, behind a trait so that backends can be
+//! swapped (the embedded redb default here; PostgreSQL for production).
+//!
+//! The contract every backend keeps:
+//! - [`Store::commit`] applies a [`Commit`] atomically and durably: when it
+//!   returns `Ok`, everything in it survives `kill -9` and power loss, and if
+//!   it fails, nothing of it is visible. The engine puts one whole batch (its
+//!   token changes, its receipt, the disclosures and retractions it caused,
+//!   their log entries and the new signed checkpoint) into one commit.
+//! - Reads see only committed state.
+//! - Keys are opaque references and codes; values are tokens already
+//!   re-keyed with the pepper, sealed boxes the coordinator cannot open,
+//!   encoded protobuf messages and log entries. Nothing here is reversible to
+//!   personal data.
+
+pub mod redb;
+
+use vigil_proto::KeyKind;
+
+use crate::pepper::Stored;
+
+/// A 16-byte opaque reference (subject pseudonym or record reference).
+pub type Ref = [u8; 16];
+
+/// A stored token with its kind.
+pub type StoredToken = (KeyKind, Stored);
+
+/// Why the store failed. Never carries a token or a key.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+/// A force's enrolled subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRow {
+    /// Force code.
+    pub force: String,
+    /// The force's pseudonym.
+    pub pseudonym: Ref,
+    /// Its tokens.
+    pub tokens: Vec<StoredToken>,
+}
+
+/// A source's national record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRow {
+    /// Source code.
+    pub source: String,
+    /// The source's reference.
+    pub record_ref: Ref,
+    /// Its tokens.
+    pub tokens: Vec<StoredToken>,
+    /// Its sealed details (an encoded `SealedDetails`).
+    pub sealed: Vec<u8>,
+}
+
+/// A disclosure that is in force (not retracted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveRow {
+    /// Force code.
+    pub force: String,
+    /// Subject pseudonym.
+    pub pseudonym: Ref,
+    /// Source code.
+    pub source: String,
+    /// Record reference.
+    pub record_ref: Ref,
+    /// Id of the disclosure.
+    pub disclosure_id: String,
+}
+
+/// A disclosure or retraction queued for a force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisclosureRow {
+    /// Force code.
+    pub force: String,
+    /// Position in the force's sequence.
+    pub seq: u64,
+    /// The encoded `Disclosure` (its audit proof carries the entry and leaf
+    /// index; inclusion proof and checkpoint are added at delivery).
+    pub message: Vec<u8>,
+}
+
+/// Everything one batch changes, applied atomically.
+#[derive(Debug, Default, Clone)]
+pub struct Commit {
+    /// Subjects enrolled or replaced.
+    pub subjects_put: Vec<SubjectRow>,
+    /// Subjects removed: (force, pseudonym).
+    pub subjects_del: Vec<(String, Ref)>,
+    /// Records added or replaced.
+    pub records_put: Vec<RecordRow>,
+    /// Records removed: (source, reference).
+    pub records_del: Vec<(String, Ref)>,
+    /// The batch's receipt: (caller key, batch id, encoded `BatchReceipt`).
+    pub batch: Option<(String, String, Vec<u8>)>,
+    /// New disclosures and retractions, each pending delivery.
+    pub disclosures: Vec<DisclosureRow>,
+    /// Disclosures now in force.
+    pub active_put: Vec<ActiveRow>,
+    /// Disclosures no longer in force: (force, pseudonym, source, reference).
+    pub active_del: Vec<(String, Ref, String, Ref)>,
+    /// Log entries: (leaf index, bytes), contiguous from the log's size.
+    pub log: Vec<(u64, Vec<u8>)>,
+    /// The checkpoint signed over the log after this commit: (size, note).
+    pub checkpoint: Option<(u64, String)>,
+    /// Settings remembered across restarts.
+    pub meta: Vec<(String, Vec<u8>)>,
+}
+
+impl Commit {
+    /// Whether the commit changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.subjects_put.is_empty()
+            && self.subjects_del.is_empty()
+            && self.records_put.is_empty()
+            && self.records_del.is_empty()
+            && self.batch.is_none()
+            && self.disclosures.is_empty()
+            && self.active_put.is_empty()
+            && self.active_del.is_empty()
+            && self.log.is_empty()
+            && self.checkpoint.is_none()
+            && self.meta.is_empty()
+    }
+}
+
+/// The coordinator's store.
+pub trait Store: Send + Sync + 'static {
+    /// Applies a commit atomically and durably.
+    fn commit(&self, c: &Commit) -> Result<(), StoreError>;
+    /// Visits every enrolled subject.
+    fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError>;
+    /// Visits every national record (without its sealed details).
+    fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError>;
+    /// Visits every disclosure in force.
+    fn for_each_active(&self, f: &mut dyn FnMut(ActiveRow)) -> Result<(), StoreError>;
+    /// Visits every log entry in order.
+    fn for_each_log_entry(&self, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError>;
+    /// Log entries `start..end`.
+    fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The latest checkpoint: (size, signed note).
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError>;
+    /// A remembered setting.
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The receipt of a batch already applied.
+    fn batch_receipt(&self, caller: &str, batch_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A subject's tokens.
+    fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError>;
+    /// A record, with its sealed details.
+    fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError>;
+    /// Up to `limit` undelivered-or-unacknowledged disclosures of a force
+    /// with sequence above `after`, in order: (sequence, encoded message).
+    fn pending(&self, force: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Marks disclosures acknowledged; returns how many were pending.
+    fn acknowledge(&self, force: &str, seqs: &[u64]) -> Result<u64, StoreError>;
+    /// Number of disclosures a force has not acknowledged.
+    fn pending_count(&self, force: &str) -> Result<u64, StoreError>;
+    /// The highest sequence number used for each force.
+    fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError>;
+}
+
+/// Packs tokens for storage: one kind byte and 16 token bytes each.
+pub fn pack_tokens(tokens: &[StoredToken]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(tokens.len() * 17);
+    for (k, t) in tokens {
+        v.push(*k as u8);
+        v.extend_from_slice(t);
+    }
+    v
+}
+
+/// Unpacks stored tokens.
+pub fn unpack_tokens(b: &[u8]) -> Result<Vec<StoredToken>, StoreError> {
+    if b.len() % 17 != 0 {
+        return Err(StoreError("corrupt token list".into()));
+    }
+    b.chunks(17)
+        .map(|c| {
+            let k = KeyKind::from_wire(i32::from(c[0])).ok_or_else(|| StoreError("corrupt token kind".into()))?;
+            let mut t = [0u8; 16];
+            t.copy_from_slice(&c[1..]);
+            Ok((k, t))
+        })
+        .collect()
+}

@@ -1,0 +1,384 @@
+//! The embedded store: one redb file in the data directory. redb commits
+//! are copy-on-write with fsync (durability `Immediate`), so a commit is
+//! either wholly on disk or not at all, whenever the process dies.
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::Path;
+
+use super::{
+    ActiveRow, Commit, RecordRow, Ref, Store, StoreError, StoredToken, SubjectRow, pack_tokens, unpack_tokens,
+};
+
+/// name 0x00 pseudonym → packed tokens
+const SUBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("subjects");
+/// name 0x00 ref → u32 token-bytes length, packed tokens, sealed
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+/// caller 0x00 batch id → encoded receipt
+const BATCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("batches");
+/// force 0x00 seq (8 bytes BE) → encoded disclosure
+const DISCLOSURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("disclosures");
+/// force 0x00 seq → (empty): not yet acknowledged
+const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
+/// force 0x00 pseudonym source 0x00 ref → disclosure id
+const ACTIVE: TableDefinition<&[u8], &str> = TableDefinition::new("active");
+/// leaf index → entry
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// tree size → signed checkpoint
+const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
+/// name → value
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn key(name: &str, tail: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 1 + tail.len());
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(tail);
+    k
+}
+
+fn split_key(k: &[u8]) -> Result<(String, &[u8]), StoreError> {
+    let i = k.iter().position(|b| *b == 0).ok_or_else(|| err("corrupt key"))?;
+    Ok((String::from_utf8_lossy(&k[..i]).into_owned(), &k[i + 1..]))
+}
+
+fn to_ref(b: &[u8]) -> Result<Ref, StoreError> {
+    b.try_into().map_err(|_| err("corrupt reference"))
+}
+
+fn active_key(force: &str, pseudonym: &Ref, source: &str, record_ref: &Ref) -> Vec<u8> {
+    let mut k = key(force, pseudonym);
+    k.extend_from_slice(&key(source, record_ref));
+    k
+}
+
+fn record_value(tokens: &[StoredToken], sealed: &[u8]) -> Vec<u8> {
+    let t = pack_tokens(tokens);
+    let mut v = Vec::with_capacity(4 + t.len() + sealed.len());
+    v.extend_from_slice(&(t.len() as u32).to_be_bytes());
+    v.extend_from_slice(&t);
+    v.extend_from_slice(sealed);
+    v
+}
+
+fn parse_record(source: String, record_ref: Ref, v: &[u8], with_sealed: bool) -> Result<RecordRow, StoreError> {
+    if v.len() < 4 {
+        return Err(err("corrupt record"));
+    }
+    let n = u32::from_be_bytes([v[0], v[1], v[2], v[3]]) as usize;
+    let t = v.get(4..4 + n).ok_or_else(|| err("corrupt record"))?;
+    let sealed = if with_sealed { v[4 + n..].to_vec() } else { Vec::new() };
+    Ok(RecordRow { source, record_ref, tokens: unpack_tokens(t)?, sealed })
+}
+
+/// The redb-backed store.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens (or creates) `dir/coordinator.redb`.
+    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join("coordinator.redb");
+        let db = Database::builder()
+            .set_cache_size(256 * 1024 * 1024)
+            .create(&path)
+            .map_err(|e| err(format!("opening {}: {e}", path.display())))?;
+        let w = db.begin_write().map_err(err)?;
+        {
+            w.open_table(SUBJECTS).map_err(err)?;
+            w.open_table(RECORDS).map_err(err)?;
+            w.open_table(BATCHES).map_err(err)?;
+            w.open_table(DISCLOSURES).map_err(err)?;
+            w.open_table(PENDING).map_err(err)?;
+            w.open_table(ACTIVE).map_err(err)?;
+            w.open_table(LOG).map_err(err)?;
+            w.open_table(CHECKPOINTS).map_err(err)?;
+            w.open_table(META).map_err(err)?;
+        }
+        w.commit().map_err(err)?;
+        Ok(RedbStore { db })
+    }
+}
+
+impl Store for RedbStore {
+    fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = w.open_table(SUBJECTS).map_err(err)?;
+            for (force, p) in &c.subjects_del {
+                t.remove(key(force, p).as_slice()).map_err(err)?;
+            }
+            for s in &c.subjects_put {
+                t.insert(key(&s.force, &s.pseudonym).as_slice(), pack_tokens(&s.tokens).as_slice()).map_err(err)?;
+            }
+            let mut t = w.open_table(RECORDS).map_err(err)?;
+            for (source, r) in &c.records_del {
+                t.remove(key(source, r).as_slice()).map_err(err)?;
+            }
+            for r in &c.records_put {
+                t.insert(key(&r.source, &r.record_ref).as_slice(), record_value(&r.tokens, &r.sealed).as_slice())
+                    .map_err(err)?;
+            }
+            if let Some((caller, id, receipt)) = &c.batch {
+                let mut t = w.open_table(BATCHES).map_err(err)?;
+                t.insert(key(caller, id.as_bytes()).as_slice(), receipt.as_slice()).map_err(err)?;
+            }
+            let mut d = w.open_table(DISCLOSURES).map_err(err)?;
+            let mut p = w.open_table(PENDING).map_err(err)?;
+            for row in &c.disclosures {
+                let k = key(&row.force, &row.seq.to_be_bytes());
+                d.insert(k.as_slice(), row.message.as_slice()).map_err(err)?;
+                p.insert(k.as_slice(), [].as_slice()).map_err(err)?;
+            }
+            let mut a = w.open_table(ACTIVE).map_err(err)?;
+            for (f, s, src, r) in &c.active_del {
+                a.remove(active_key(f, s, src, r).as_slice()).map_err(err)?;
+            }
+            for row in &c.active_put {
+                a.insert(
+                    active_key(&row.force, &row.pseudonym, &row.source, &row.record_ref).as_slice(),
+                    row.disclosure_id.as_str(),
+                )
+                .map_err(err)?;
+            }
+            let mut l = w.open_table(LOG).map_err(err)?;
+            let size = l.len().map_err(err)?;
+            for (i, (index, entry)) in c.log.iter().enumerate() {
+                if *index != size + i as u64 {
+                    return Err(err(format!("log entry {index} does not follow the log's size {size}")));
+                }
+                l.insert(*index, entry.as_slice()).map_err(err)?;
+            }
+            if let Some((size, note)) = &c.checkpoint {
+                let mut t = w.open_table(CHECKPOINTS).map_err(err)?;
+                t.insert(*size, note.as_str()).map_err(err)?;
+            }
+            let mut m = w.open_table(META).map_err(err)?;
+            for (k, v) in &c.meta {
+                m.insert(k.as_str(), v.as_slice()).map_err(err)?;
+            }
+        }
+        w.commit().map_err(err)
+    }
+
+    fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(SUBJECTS).map_err(err)?;
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            let (force, p) = split_key(k.value())?;
+            f(SubjectRow { force, pseudonym: to_ref(p)?, tokens: unpack_tokens(v.value())? });
+        }
+        Ok(())
+    }
+
+    fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(RECORDS).map_err(err)?;
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            let (source, rr) = split_key(k.value())?;
+            f(parse_record(source, to_ref(rr)?, v.value(), false)?);
+        }
+        Ok(())
+    }
+
+    fn for_each_active(&self, f: &mut dyn FnMut(ActiveRow)) -> Result<(), StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(ACTIVE).map_err(err)?;
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            let (force, rest) = split_key(k.value())?;
+            let pseudonym = to_ref(rest.get(..16).ok_or_else(|| err("corrupt active key"))?)?;
+            let (source, rr) = split_key(&rest[16..])?;
+            f(ActiveRow { force, pseudonym, source, record_ref: to_ref(rr)?, disclosure_id: v.value().to_string() });
+        }
+        Ok(())
+    }
+
+    fn for_each_log_entry(&self, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(LOG).map_err(err)?;
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            f(k.value(), v.value());
+        }
+        Ok(())
+    }
+
+    fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(LOG).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.range(start..end).map_err(err)? {
+            let (_, v) = item.map_err(err)?;
+            out.push(v.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(CHECKPOINTS).map_err(err)?;
+        Ok(t.last().map_err(err)?.map(|(k, v)| (k.value(), v.value().to_string())))
+    }
+
+    fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(META).map_err(err)?;
+        Ok(t.get(k).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    fn batch_receipt(&self, caller: &str, batch_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(BATCHES).map_err(err)?;
+        Ok(t.get(key(caller, batch_id.as_bytes()).as_slice()).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(SUBJECTS).map_err(err)?;
+        t.get(key(force, pseudonym).as_slice()).map_err(err)?.map(|v| unpack_tokens(v.value())).transpose()
+    }
+
+    fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(RECORDS).map_err(err)?;
+        t.get(key(source, record_ref).as_slice())
+            .map_err(err)?
+            .map(|v| parse_record(source.to_string(), *record_ref, v.value(), true))
+            .transpose()
+    }
+
+    fn pending(&self, force: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let p = r.open_table(PENDING).map_err(err)?;
+        let d = r.open_table(DISCLOSURES).map_err(err)?;
+        let start = key(force, &(after.saturating_add(1)).to_be_bytes());
+        let end = key(force, &u64::MAX.to_be_bytes());
+        let mut out = Vec::new();
+        for item in p.range(start.as_slice()..=end.as_slice()).map_err(err)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = item.map_err(err)?;
+            let (_, seq) = split_key(k.value())?;
+            let seq = u64::from_be_bytes(seq.try_into().map_err(|_| err("corrupt sequence"))?);
+            let msg = d.get(k.value()).map_err(err)?.ok_or_else(|| err("pending disclosure without its message"))?;
+            out.push((seq, msg.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn acknowledge(&self, force: &str, seqs: &[u64]) -> Result<u64, StoreError> {
+        let w = self.db.begin_write().map_err(err)?;
+        let mut n = 0;
+        {
+            let mut p = w.open_table(PENDING).map_err(err)?;
+            for s in seqs {
+                if p.remove(key(force, &s.to_be_bytes()).as_slice()).map_err(err)?.is_some() {
+                    n += 1;
+                }
+            }
+        }
+        w.commit().map_err(err)?;
+        Ok(n)
+    }
+
+    fn pending_count(&self, force: &str) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let p = r.open_table(PENDING).map_err(err)?;
+        let start = key(force, &0u64.to_be_bytes());
+        let end = key(force, &u64::MAX.to_be_bytes());
+        Ok(p.range(start.as_slice()..=end.as_slice()).map_err(err)?.count() as u64)
+    }
+
+    fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let d = r.open_table(DISCLOSURES).map_err(err)?;
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for item in d.iter().map_err(err)? {
+            let (k, _) = item.map_err(err)?;
+            let (force, seq) = split_key(k.value())?;
+            let seq = u64::from_be_bytes(seq.try_into().map_err(|_| err("corrupt sequence"))?);
+            match out.last_mut() {
+                Some((f, s)) if *f == force => *s = (*s).max(seq),
+                _ => out.push((force, seq)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DisclosureRow;
+    use vigil_proto::KeyKind;
+
+    #[test]
+    fn commit_read_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RedbStore::open(dir.path()).unwrap();
+        let c = Commit {
+            subjects_put: vec![SubjectRow {
+                force: "gmp".into(),
+                pseudonym: [1; 16],
+                tokens: vec![(KeyKind::Nino, [9; 16])],
+            }],
+            records_put: vec![RecordRow {
+                source: "pnc".into(),
+                record_ref: [2; 16],
+                tokens: vec![(KeyKind::NameDob, [8; 16])],
+                sealed: vec![5, 5, 5],
+            }],
+            batch: Some(("force/gmp".into(), "b1".into(), vec![1, 2])),
+            disclosures: vec![
+                DisclosureRow { force: "gmp".into(), seq: 1, message: vec![7] },
+                DisclosureRow { force: "gmp".into(), seq: 2, message: vec![8] },
+            ],
+            active_put: vec![ActiveRow {
+                force: "gmp".into(),
+                pseudonym: [1; 16],
+                source: "pnc".into(),
+                record_ref: [2; 16],
+                disclosure_id: "gmp-1".into(),
+            }],
+            log: vec![(0, b"e0".to_vec()), (1, b"e1".to_vec())],
+            checkpoint: Some((2, "cp".into())),
+            meta: vec![("epoch".into(), vec![1])],
+            ..Default::default()
+        };
+        s.commit(&c).unwrap();
+        drop(s);
+        let s = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(s.subject("gmp", &[1; 16]).unwrap().unwrap(), vec![(KeyKind::Nino, [9; 16])]);
+        assert_eq!(s.record("pnc", &[2; 16]).unwrap().unwrap().sealed, vec![5, 5, 5]);
+        assert_eq!(s.batch_receipt("force/gmp", "b1").unwrap(), Some(vec![1, 2]));
+        assert_eq!(s.batch_receipt("force/wmp", "b1").unwrap(), None);
+        assert_eq!(s.pending("gmp", 0, 10).unwrap(), vec![(1, vec![7]), (2, vec![8])]);
+        assert_eq!(s.pending("gmp", 1, 10).unwrap(), vec![(2, vec![8])]);
+        assert_eq!(s.acknowledge("gmp", &[1, 1, 9]).unwrap(), 1);
+        assert_eq!(s.pending_count("gmp").unwrap(), 1);
+        assert_eq!(s.last_sequences().unwrap(), vec![("gmp".into(), 2)]);
+        let mut active = Vec::new();
+        s.for_each_active(&mut |a| active.push(a)).unwrap();
+        assert_eq!(active[0].disclosure_id, "gmp-1");
+        assert_eq!(s.log_entries(0, 5).unwrap(), vec![b"e0".to_vec(), b"e1".to_vec()]);
+        assert_eq!(s.latest_checkpoint().unwrap(), Some((2, "cp".into())));
+        // a log entry that does not follow the log is refused, and nothing of
+        // that commit is applied
+        let bad = Commit {
+            subjects_del: vec![("gmp".into(), [1; 16])],
+            log: vec![(5, b"gap".to_vec())],
+            ..Default::default()
+        };
+        assert!(s.commit(&bad).is_err());
+        assert!(s.subject("gmp", &[1; 16]).unwrap().is_some());
+    }
+}

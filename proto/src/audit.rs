@@ -1,0 +1,278 @@
+//! Entries of the transparency log. Each entry is one line of JSON (UTF-8,
+//! no trailing newline) with a `type` field; the leaf is
+//! SHA-256(0x00 || entry bytes). docs/audit.md is the reference. No entry
+//! carries personal data: subjects and records appear only as opaque
+//! references, batches only as counts and a commitment.
+
+use ring::digest::{Context, SHA256};
+use serde::{Deserialize, Serialize};
+
+use crate::hex;
+use crate::v1::{NationalBatch, RosterBatch, TokenSet};
+
+/// One log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Entry {
+    /// A roster sync batch applied for a force.
+    RosterBatch {
+        /// RFC 3339 UTC time.
+        time: String,
+        /// Force code.
+        force: String,
+        /// The node's batch id.
+        batch_id: String,
+        /// Subjects enrolled or re-enrolled.
+        upserts: u64,
+        /// Subjects removed.
+        removes: u64,
+        /// Removes naming no enrolled subject.
+        removes_unknown: u64,
+        /// Subjects enrolled for the force after the batch.
+        enrolled: u64,
+        /// Disclosures this batch created.
+        disclosures: u64,
+        /// Retractions this batch created.
+        retractions: u64,
+        /// Pairs that reached candidate (counted, never disclosed).
+        candidates: u64,
+        /// SHA-256 commitment to the batch's tokens (hex), see [`roster_commitment`].
+        commitment: String,
+    },
+    /// A national batch applied for a source.
+    NationalBatch {
+        /// RFC 3339 UTC time.
+        time: String,
+        /// Source code.
+        source: String,
+        /// The node's batch id.
+        batch_id: String,
+        /// Records added or changed.
+        upserts: u64,
+        /// Records withdrawn.
+        removes: u64,
+        /// Withdrawals naming no known record.
+        removes_unknown: u64,
+        /// Records held for the source after the batch.
+        records: u64,
+        /// Disclosures this batch created.
+        disclosures: u64,
+        /// Retractions this batch created.
+        retractions: u64,
+        /// Pairs that reached candidate.
+        candidates: u64,
+        /// SHA-256 commitment to the batch's tokens and sealed details (hex).
+        commitment: String,
+    },
+    /// A confirmed match disclosed to a force.
+    Disclosure {
+        /// RFC 3339 UTC time.
+        time: String,
+        /// Disclosure id.
+        id: String,
+        /// Force it was disclosed to.
+        force: String,
+        /// The force's pseudonym of the subject (hex).
+        subject: String,
+        /// Source of the record.
+        source: String,
+        /// The source's opaque record reference (hex).
+        record_ref: String,
+        /// Key kinds that agreed.
+        agreeing: Vec<String>,
+        /// Score under the policy.
+        score: f64,
+        /// Policy version.
+        policy_version: String,
+    },
+    /// A disclosure withdrawn.
+    Retraction {
+        /// RFC 3339 UTC time.
+        time: String,
+        /// Retraction id.
+        id: String,
+        /// The disclosure it withdraws.
+        retracts: String,
+        /// Force it was sent to.
+        force: String,
+        /// Subject pseudonym (hex).
+        subject: String,
+        /// Source.
+        source: String,
+        /// Record reference (hex).
+        record_ref: String,
+        /// `record_withdrawn`, `record_changed`, `subject_left` or `subject_changed`.
+        reason: String,
+    },
+    /// A pre-employment check (counts only; applicants are not recorded).
+    Check {
+        /// RFC 3339 UTC time.
+        time: String,
+        /// Force that asked.
+        force: String,
+        /// The force's request id.
+        request_id: String,
+        /// Applicants checked.
+        applicants: u64,
+        /// Confirmed matches returned.
+        confirmed: u64,
+        /// Candidates counted.
+        candidates: u64,
+        /// Policy version.
+        policy_version: String,
+    },
+    /// The policy in force changed (or the log started).
+    Policy {
+        /// RFC 3339 UTC time.
+        time: String,
+        /// Policy version.
+        version: String,
+        /// SHA-256 of the policy file text (hex).
+        sha256: String,
+    },
+    /// The linkage-key epoch changed (or the log started).
+    Epoch {
+        /// RFC 3339 UTC time.
+        time: String,
+        /// Epoch now accepted.
+        epoch: u32,
+    },
+}
+
+impl Entry {
+    /// The entry's bytes in the log.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses an entry.
+    pub fn parse(bytes: &[u8]) -> Result<Entry, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The `type` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Entry::RosterBatch { .. } => "roster_batch",
+            Entry::NationalBatch { .. } => "national_batch",
+            Entry::Disclosure { .. } => "disclosure",
+            Entry::Retraction { .. } => "retraction",
+            Entry::Check { .. } => "check",
+            Entry::Policy { .. } => "policy",
+            Entry::Epoch { .. } => "epoch",
+        }
+    }
+
+    /// The entry's time.
+    pub fn time(&self) -> &str {
+        match self {
+            Entry::RosterBatch { time, .. }
+            | Entry::NationalBatch { time, .. }
+            | Entry::Disclosure { time, .. }
+            | Entry::Retraction { time, .. }
+            | Entry::Check { time, .. }
+            | Entry::Policy { time, .. }
+            | Entry::Epoch { time, .. } => time,
+        }
+    }
+}
+
+fn put_set(c: &mut Context, set: Option<&TokenSet>) {
+    match set {
+        None => c.update(&0u32.to_be_bytes()),
+        Some(s) => {
+            c.update(&(s.kinds.len() as u32).to_be_bytes());
+            for k in &s.kinds {
+                c.update(&[(*k & 0xff) as u8]);
+            }
+            c.update(&s.tokens);
+        }
+    }
+}
+
+fn put_bytes(c: &mut Context, b: &[u8]) {
+    c.update(&(b.len() as u32).to_be_bytes());
+    c.update(b);
+}
+
+/// The commitment to a roster batch: SHA-256 over, for each upsert in order,
+/// `len(subject) || subject || n || kinds (one byte each) || tokens`, then
+/// `0xff`, then `len || subject` of each remove (lengths and `n` as 4-byte
+/// big-endian). A node can recompute it from what it sent; nobody can
+/// recover a token from it.
+pub fn roster_commitment(b: &RosterBatch) -> String {
+    let mut c = Context::new(&SHA256);
+    c.update(b"vigil roster batch v1");
+    for u in &b.upserts {
+        put_bytes(&mut c, &u.subject);
+        put_set(&mut c, u.tokens.as_ref());
+    }
+    c.update(&[0xff]);
+    for r in &b.removes {
+        put_bytes(&mut c, r);
+    }
+    hex::encode(c.finish().as_ref())
+}
+
+/// The commitment to a national batch: as [`roster_commitment`], with each
+/// record's sealed nonce and ciphertext after its tokens.
+pub fn national_commitment(b: &NationalBatch) -> String {
+    let mut c = Context::new(&SHA256);
+    c.update(b"vigil national batch v1");
+    for u in &b.upserts {
+        put_bytes(&mut c, &u.record_ref);
+        put_set(&mut c, u.tokens.as_ref());
+        let (n, ct) = u.sealed.as_ref().map(|s| (&s.nonce[..], &s.ciphertext[..])).unwrap_or((&[], &[]));
+        put_bytes(&mut c, n);
+        put_bytes(&mut c, ct);
+    }
+    c.update(&[0xff]);
+    for r in &b.removes {
+        put_bytes(&mut c, r);
+    }
+    hex::encode(c.finish().as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_as_one_json_line() {
+        let e = Entry::Disclosure {
+            time: "2026-11-22T00:00:00.000Z".into(),
+            id: "gmp-00000001".into(),
+            force: "gmp".into(),
+            subject: "00ff".into(),
+            source: "pnc".into(),
+            record_ref: "abcd".into(),
+            agreeing: vec!["nino".into(), "name_dob".into()],
+            score: 11.0,
+            policy_version: "default-2026-11.1".into(),
+        };
+        let b = e.to_bytes();
+        assert!(!b.contains(&b'\n'));
+        assert!(b.starts_with(br#"{"type":"disclosure","time":"#));
+        assert_eq!(Entry::parse(&b).unwrap(), e);
+        assert_eq!(e.kind(), "disclosure");
+    }
+
+    #[test]
+    fn commitments_depend_on_every_token() {
+        let mut b = RosterBatch {
+            batch_id: "b".into(),
+            epoch: 1,
+            upserts: vec![crate::v1::EnrolSubject {
+                subject: vec![1; 16].into(),
+                tokens: Some(TokenSet { kinds: vec![1], tokens: vec![7; 32].into() }),
+            }],
+            removes: vec![vec![2; 16].into()],
+        };
+        let c1 = roster_commitment(&b);
+        b.batch_id = "other id".into();
+        assert_eq!(roster_commitment(&b), c1, "the id is not committed, the content is");
+        b.upserts[0].tokens = Some(TokenSet { kinds: vec![1], tokens: vec![8; 32].into() });
+        assert_ne!(roster_commitment(&b), c1);
+        assert_eq!(c1.len(), 64);
+    }
+}
