@@ -15,6 +15,9 @@
 //! I/O:
 //! - [`store`]: the `Store` trait and its embedded redb backend.
 //! - [`config`]: `coordinator.toml`.
+//! - [`service`]: the gRPC services (authorisation, checks, conversion).
+//! - [`server`]: mutual TLS, health, reflection, graceful shutdown.
+//! - [`metrics`]: Prometheus metrics.
 //!
 //! Offline tools:
 //! - [`eval`]: tokenisation and matching in one process, scored against the
@@ -26,6 +29,9 @@ pub mod engine;
 pub mod eval;
 pub mod index;
 pub mod matcher;
+pub mod metrics;
 pub mod pepper;
 pub mod policy;
+pub mod server;
+pub mod service;
 pub mod store;

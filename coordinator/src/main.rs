@@ -1,9 +1,12 @@
 //! The `vigil-coordinator` command: thin dispatch to the library.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use vigil_coordinator::config::Config;
+use vigil_coordinator::server::{self, ServeError};
 use vigil_coordinator::{eval, policy::Policy};
 use vigil_node::exit::{self, Exit};
 
@@ -18,6 +21,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the coordinator over mutual TLS until SIGTERM or SIGINT.
+    Serve {
+        /// Configuration file (docs/operations.md describes every key).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log as JSON lines instead of text (overrides `[log] format`).
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Load a configuration file and its keys, report problems, and exit.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Create the coordinator's secrets: the pepper, and the audit-log
+    /// signing key with its published verifier key.
+    Keygen {
+        /// Directory to write `pepper.key`, `audit.key` and `audit.vkey` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// The log's origin (also the key's name), e.g. `vigil.example/audit`.
+        #[arg(long)]
+        origin: String,
+    },
     /// Offline evaluation: tokenise and match in one process, then print
     /// precision, recall and F1 of confirmed matches against a ground truth.
     Eval {
@@ -47,6 +75,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,8 +95,109 @@ fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
     }
 }
 
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| Exit::new(exit::CONFIG, e.to_string()).into())
+}
+
+fn serve_error(e: ServeError) -> anyhow::Error {
+    match e {
+        ServeError::Config(m) => Exit::new(exit::CONFIG, m).into(),
+        other => other.into(),
+    }
+}
+
+fn init_logs(json: bool, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve { config, json_logs } => {
+            let cfg = load_config(&config)?;
+            init_logs(json_logs || cfg.log.format == "json", &cfg.log.level);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                if let Some(m) = &cfg.metrics {
+                    metrics_exporter_prometheus::PrometheusBuilder::new()
+                        .with_http_listener(m.listen)
+                        .install()
+                        .map_err(|e| Exit::new(exit::CONFIG, format!("metrics listener {}: {e}", m.listen)))?;
+                }
+                let listen = cfg.listen;
+                let prepared = tokio::task::spawn_blocking(move || server::prepare(cfg)).await?.map_err(serve_error)?;
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| Exit::new(exit::CONFIG, format!("cannot listen on {listen}: {e}")))?;
+                let addr = listener.local_addr()?;
+                tracing::info!(%addr, "serving");
+                println!("listening on {addr}");
+                server::serve(prepared, listener, shutdown_signal(), Duration::from_secs(10))
+                    .await
+                    .map_err(serve_error)?;
+                tracing::info!("stopped");
+                Ok(())
+            })
+        }
+        Command::CheckConfig { config } => {
+            let cfg = load_config(&config)?;
+            server::read_signing_key(&cfg.keys.audit_signing_key).map_err(serve_error)?;
+            vigil_node::keyfile::read_secret(&cfg.keys.pepper).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
+            load_policy(cfg.matching.policy.as_ref())?;
+            for (what, p) in
+                [("TLS certificate", &cfg.tls.cert), ("TLS key", &cfg.tls.key), ("client CA", &cfg.tls.client_ca)]
+            {
+                std::fs::metadata(p).map_err(|e| Exit::new(exit::CONFIG, format!("{what} {}: {e}", p.display())))?;
+            }
+            println!("{}: configuration and keys load", config.display());
+            Ok(())
+        }
+        Command::Keygen { out, origin } => {
+            if !vigil_proto::tlog::note::is_valid_name(&origin) {
+                return Err(Exit::new(exit::CONFIG, "--origin must be non-empty with no spaces or '+'").into());
+            }
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let pepper = out.join("pepper.key");
+            vigil_node::keyfile::write_secret(
+                &pepper,
+                "Vigil coordinator pepper. SECRET: only the coordinator holds it.",
+                &vigil_node::keyfile::random_key()?,
+            )?;
+            let (signer, skey) = vigil_proto::tlog::Signer::from_seed(&origin, &vigil_node::keyfile::random_key()?)
+                .map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
+            let audit = out.join("audit.key");
+            vigil_node::keyfile::write_new(&audit, &format!("# Vigil audit-log signing key. SECRET.\n{skey}\n"))?;
+            let vkey = out.join("audit.vkey");
+            vigil_node::keyfile::write_new(&vkey, &format!("{}\n", signer.verifier().vkey()))?;
+            println!(
+                "wrote {} (secret), {} (secret) and {} (publish it: nodes and auditors verify the log with it)",
+                pepper.display(),
+                audit.display(),
+                vkey.display()
+            );
+            Ok(())
+        }
         Command::Eval { rosters, extracts, truth, policy, json, reports } => {
             let policy = load_policy(policy.as_ref())?;
             let r = eval::run(&rosters, &extracts, &truth, &policy).map_err(|e| match e {

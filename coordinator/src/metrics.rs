@@ -1,0 +1,28 @@
+//! Metrics, through the `metrics` facade: free until an exporter is
+//! installed (`[metrics] listen` in the config serves them for Prometheus).
+//! Names and labels never carry a token, a reference or personal data.
+
+use std::time::Duration;
+
+/// Tokens held in the two indexes.
+pub fn set_tokens(national: usize, roster: usize) {
+    metrics::gauge!("vigil_tokens", "side" => "national").set(national as f64);
+    metrics::gauge!("vigil_tokens", "side" => "roster").set(roster as f64);
+}
+
+/// A batch was committed with `disclosures` new disclosures or retractions.
+pub fn batch_committed(disclosures: usize) {
+    metrics::counter!("vigil_batches_committed_total").increment(1);
+    metrics::counter!("vigil_disclosures_created_total").increment(disclosures as u64);
+}
+
+/// Time to apply and commit one batch of `kind` (`roster` or `national`).
+pub fn ingest(kind: &'static str, took: Duration) {
+    metrics::counter!("vigil_batches_total", "kind" => kind).increment(1);
+    metrics::histogram!("vigil_batch_seconds", "kind" => kind).record(took.as_secs_f64());
+}
+
+/// A disclosure was sent to a subscriber.
+pub fn delivered() {
+    metrics::counter!("vigil_disclosures_delivered_total").increment(1);
+}

@@ -1,0 +1,167 @@
+//! Serving: mutual TLS (rustls with the ring provider; there is no
+//! plaintext mode), the Vigil services, gRPC health and reflection, and a
+//! graceful shutdown that ends subscription streams so connections close.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use vigil_proto::v1::{
+    audit_service_server::AuditServiceServer, check_service_server::CheckServiceServer,
+    disclosure_service_server::DisclosureServiceServer, feed_service_server::FeedServiceServer,
+    roster_service_server::RosterServiceServer,
+};
+
+use crate::config::Config;
+use crate::engine::Settings;
+use crate::pepper::Pepper;
+use crate::policy::{DEFAULT_POLICY, Policy};
+use crate::service::{self, AuditService, CheckService, DisclosureService, FeedService, RosterService};
+use crate::store::redb::RedbStore;
+
+/// Why the coordinator could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Bad configuration or key material (exit code 64).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store or its contents failed (exit code 1).
+    #[error("{0}")]
+    State(String),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|e| ServeError::Config(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+/// Reads the audit signing key file (a C2SP signer key, `PRIVATE+KEY+...`).
+pub fn read_signing_key(path: &Path) -> Result<String, ServeError> {
+    let text = String::from_utf8(read(path, "audit signing key")?)
+        .map_err(|_| ServeError::Config(format!("{} is not text", path.display())))?;
+    let key = text.lines().map(str::trim).find(|l| l.starts_with("PRIVATE+KEY+")).unwrap_or("").to_string();
+    vigil_proto::tlog::Signer::from_skey(&key)
+        .map_err(|e| ServeError::Config(format!("{}: not a signer key ({e})", path.display())))?;
+    Ok(key)
+}
+
+/// Everything the server needs, loaded and checked.
+pub struct Prepared {
+    config: Config,
+    core: Arc<service::Core>,
+    stop: watch::Sender<bool>,
+}
+
+/// Loads keys, policy and store, and rebuilds the engine.
+pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
+    let pepper =
+        vigil_node::keyfile::read_secret(&config.keys.pepper).map_err(|e| ServeError::Config(e.to_string()))?;
+    let signer_key = read_signing_key(&config.keys.audit_signing_key)?;
+    let signer = vigil_proto::tlog::Signer::from_skey(&signer_key).map_err(|e| ServeError::Config(e.to_string()))?;
+    if signer.name() != config.audit.origin {
+        return Err(ServeError::Config(format!(
+            "the audit signing key is named {:?} but audit.origin is {:?}; they must be the same",
+            signer.name(),
+            config.audit.origin
+        )));
+    }
+    let policy_text = match &config.matching.policy {
+        Some(p) => String::from_utf8(read(p, "policy")?)
+            .map_err(|_| ServeError::Config(format!("{} is not text", p.display())))?,
+        None => DEFAULT_POLICY.to_string(),
+    };
+    let policy = Policy::from_toml(&policy_text).map_err(|e| ServeError::Config(e.to_string()))?;
+    let sha = ring::digest::digest(&ring::digest::SHA256, policy_text.as_bytes());
+    let settings = Settings {
+        epoch: config.matching.epoch,
+        policy,
+        policy_sha256: vigil_proto::hex::encode(sha.as_ref()),
+        origin: config.audit.origin.clone(),
+        max_roster_size: config.limits.max_roster_size,
+    };
+    let store = RedbStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?;
+    let (stop, stop_rx) = watch::channel(false);
+    let core = service::core(
+        Arc::new(store),
+        settings,
+        signer_key,
+        Pepper::new(pepper),
+        config.limits.clone(),
+        config.trust_domain.clone(),
+        stop_rx,
+    )
+    .map_err(|e| ServeError::State(e.to_string()))?;
+    Ok(Prepared { config, core, stop })
+}
+
+/// Serves until `shutdown` completes, then ends streams and waits (at most
+/// `grace`) for connections to close.
+pub async fn serve(
+    p: Prepared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    let c = &p.config;
+    let cert = read(&c.tls.cert, "TLS certificate")?;
+    let key = read(&c.tls.key, "TLS key")?;
+    let ca = read(&c.tls.client_ca, "client CA")?;
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).client_ca_root(Certificate::from_pem(ca));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let max = c.limits.max_message_bytes;
+    let roster = RosterServiceServer::new(RosterService(p.core.clone())).max_decoding_message_size(max);
+    let feed = FeedServiceServer::new(FeedService(p.core.clone())).max_decoding_message_size(max);
+    let disclosure = DisclosureServiceServer::new(DisclosureService(p.core.clone())).max_decoding_message_size(max);
+    let check = CheckServiceServer::new(CheckService(p.core.clone())).max_decoding_message_size(max);
+    let audit = AuditServiceServer::new(AuditService(p.core.clone())).max_decoding_message_size(max);
+    health.set_serving::<RosterServiceServer<RosterService>>().await;
+    health.set_serving::<FeedServiceServer<FeedService>>().await;
+    health.set_serving::<DisclosureServiceServer<DisclosureService>>().await;
+    health.set_serving::<CheckServiceServer<CheckService>>().await;
+    health.set_serving::<AuditServiceServer<AuditService>>().await;
+    health.set_service_status("", ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::State(format!("reflection: {e}")))?;
+
+    let stop = p.stop;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending streams and closing connections");
+        health.set_service_status("", ServingStatus::NotServing).await;
+        let _ = stop.send(true);
+        let _ = done_tx.send(());
+    };
+    let server = Server::builder()
+        .tls_config(tls)
+        .map_err(|e| ServeError::Config(format!("TLS: {e}")))?
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(roster)
+        .add_service(feed)
+        .add_service(disclosure)
+        .add_service(check)
+        .add_service(audit)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r.map_err(|e| ServeError::Transport(e.to_string())),
+        _ = async { let _ = done_rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "connections did not close within the grace period; stopping anyway");
+            Ok(())
+        }
+    }
+}
