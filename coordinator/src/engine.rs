@@ -102,6 +102,7 @@ pub struct ApplicantIn {
 
 /// The result of applying a batch.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // built once per batch, moved once
 pub enum Applied {
     /// The batch changed state: commit `commit`, then publish.
     Fresh {
@@ -298,21 +299,19 @@ impl Engine {
             tree: Tree::new(),
             hits: Vec::new(),
         };
-        if let Some(origin) = store.meta("origin")? {
-            if origin != e.settings.origin.as_bytes() {
-                return Err(EngineError::Integrity(format!(
-                    "this store's log has origin {:?}, the configuration says {:?}",
-                    String::from_utf8_lossy(&origin),
-                    e.settings.origin
-                )));
-            }
+        if let Some(origin) = store.meta("origin")?
+            && origin != e.settings.origin.as_bytes()
+        {
+            return Err(EngineError::Integrity(format!(
+                "this store's log has origin {:?}, the configuration says {:?}",
+                String::from_utf8_lossy(&origin),
+                e.settings.origin
+            )));
         }
-        if let Some(vkey) = store.meta("vkey")? {
-            if vkey != e.signer.verifier().vkey().as_bytes() {
-                return Err(EngineError::Integrity(
-                    "the audit signing key is not the one this log was signed with".into(),
-                ));
-            }
+        if let Some(vkey) = store.meta("vkey")?
+            && vkey != e.signer.verifier().vkey().as_bytes()
+        {
+            return Err(EngineError::Integrity("the audit signing key is not the one this log was signed with".into()));
         }
         let mut err: Option<StoreError> = None;
         store.for_each_subject(&mut |row: SubjectRow| {

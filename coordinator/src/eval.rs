@@ -87,6 +87,9 @@ pub struct EvalResult {
     /// The full input reports, naming every refused row and field.
     #[serde(skip)]
     pub reports: Vec<Report>,
+    /// Every confirmed pair: (force, employee id, record id).
+    #[serde(skip)]
+    pub confirmed_pairs: Vec<(String, String, String)>,
     /// Seconds spent tokenising, indexing and matching.
     pub seconds: f64,
 }
@@ -268,6 +271,16 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
         hard_negatives: hard,
         per_force,
         inputs: reports.iter().map(Report::summary).collect(),
+        confirmed_pairs: {
+            let mut v: Vec<(String, String, String)> = confirmed
+                .iter()
+                .map(|(s, r)| {
+                    (subjects[*s as usize].0.clone(), subjects[*s as usize].1.clone(), records[*r as usize].clone())
+                })
+                .collect();
+            v.sort();
+            v
+        },
         reports,
         seconds,
     })

@@ -14,10 +14,11 @@
 //!
 //! I/O:
 //! - [`store`]: the `Store` trait and its embedded redb backend.
-//! - [`config`]: `coordinator.toml`.
+//! - [`config`]: the `coordinator.toml` configuration.
 //! - [`service`]: the gRPC services (authorisation, checks, conversion).
 //! - [`server`]: mutual TLS, health, reflection, graceful shutdown.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`pki`]: a private CA issuing SPIFFE-identity certificates.
 //!
 //! Offline tools:
 //! - [`eval`]: tokenisation and matching in one process, scored against the
@@ -31,6 +32,7 @@ pub mod index;
 pub mod matcher;
 pub mod metrics;
 pub mod pepper;
+pub mod pki;
 pub mod policy;
 pub mod server;
 pub mod service;

@@ -255,7 +255,8 @@ struct Csv<R: Read> {
 
 enum Next {
     Row(Pos),
-    Refused,
+    /// A refused row, with its id (first documented column) when readable.
+    Refused(Option<String>),
     End,
 }
 
@@ -333,6 +334,7 @@ impl<R: Read> Csv<R> {
         report.rows += 1;
         let line = self.record.position().map_or(0, |p| p.line());
         let pos = Pos { row: report.rows, line };
+        let id = self.record.get(self.map[0]).and_then(|b| std::str::from_utf8(b).ok()).map(|s| s.trim().to_string());
         if self.record.len() != self.width {
             report.error(Issue {
                 row: pos.row,
@@ -340,7 +342,7 @@ impl<R: Read> Csv<R> {
                 field: None,
                 reason: format!("row has {} fields, the header has {}", self.record.len(), self.width),
             });
-            return Ok(Next::Refused);
+            return Ok(Next::Refused(id));
         }
         for (slot, &i) in self.map.iter().enumerate() {
             let raw = &self.record[i];
@@ -353,7 +355,7 @@ impl<R: Read> Csv<R> {
                     field: Some(columns[slot].to_string()),
                     reason: format!("longer than {} bytes", MAX_FIELD_LEN * 4),
                 });
-                return Ok(Next::Refused);
+                return Ok(Next::Refused(id));
             }
             match std::str::from_utf8(raw) {
                 Ok(s) => field.push_str(s.trim()),
@@ -364,7 +366,7 @@ impl<R: Read> Csv<R> {
                         field: Some(columns[slot].to_string()),
                         reason: "not valid UTF-8".into(),
                     });
-                    return Ok(Next::Refused);
+                    return Ok(Next::Refused(id));
                 }
             }
         }
@@ -440,7 +442,21 @@ pub fn read_roster<R: Read>(
     inner: R,
     file: &str,
     report: &mut Report,
+    on_row: impl FnMut(RosterRow),
+) -> Result<(), InputError> {
+    read_roster_with(inner, file, report, on_row, |_| {})
+}
+
+/// As [`read_roster`], also calling `on_refused(employee_id)` for every
+/// refused row whose id could be read (a duplicate id is reported each
+/// time it repeats), so a sync can keep those employees' previous
+/// enrolment. The id is given to the caller only, never to the report.
+pub fn read_roster_with<R: Read>(
+    inner: R,
+    file: &str,
+    report: &mut Report,
     mut on_row: impl FnMut(RosterRow),
+    mut on_refused: impl FnMut(&str),
 ) -> Result<(), InputError> {
     let mut csv = Csv::open(inner, file, "roster", ROSTER_COLUMNS)?;
     let mut ph = Phonetic::default();
@@ -449,11 +465,19 @@ pub fn read_roster<R: Read>(
     loop {
         let pos = match csv.next(ROSTER_COLUMNS, report)? {
             Next::End => return Ok(()),
-            Next::Refused => continue,
+            Next::Refused(id) => {
+                if let Some(id) = id.filter(|i| !i.is_empty()) {
+                    on_refused(&id);
+                }
+                continue;
+            }
             Next::Row(p) => p,
         };
         let f = &csv.fields;
         if !check_id(&f[0], "employee_id", pos, &mut seen, report) {
+            if !f[0].is_empty() {
+                on_refused(&f[0]);
+            }
             continue;
         }
         issues.clear();
@@ -468,6 +492,7 @@ pub fn read_roster<R: Read>(
         };
         let identity = Identity::from_raw(&raw, &mut ph, &mut issues);
         if !keyable(&identity, &issues, pos, report) {
+            on_refused(&f[0]);
             continue;
         }
         push_field_issues(&issues, pos, report);
@@ -488,7 +513,20 @@ pub fn read_extract<R: Read>(
     inner: R,
     file: &str,
     report: &mut Report,
+    on_row: impl FnMut(ExtractRow),
+) -> Result<(), InputError> {
+    read_extract_with(inner, file, report, on_row, |_| {})
+}
+
+/// As [`read_extract`], also calling `on_refused(record_id)` for every
+/// refused row whose id could be read, so a full feed does not withdraw a
+/// record just because this extract's row for it is broken.
+pub fn read_extract_with<R: Read>(
+    inner: R,
+    file: &str,
+    report: &mut Report,
     mut on_row: impl FnMut(ExtractRow),
+    mut on_refused: impl FnMut(&str),
 ) -> Result<(), InputError> {
     let mut csv = Csv::open(inner, file, "extract", EXTRACT_COLUMNS)?;
     let mut ph = Phonetic::default();
@@ -497,11 +535,19 @@ pub fn read_extract<R: Read>(
     loop {
         let pos = match csv.next(EXTRACT_COLUMNS, report)? {
             Next::End => return Ok(()),
-            Next::Refused => continue,
+            Next::Refused(id) => {
+                if let Some(id) = id.filter(|i| !i.is_empty()) {
+                    on_refused(&id);
+                }
+                continue;
+            }
             Next::Row(p) => p,
         };
         let f = &csv.fields;
         if !check_id(&f[0], "record_id", pos, &mut seen, report) {
+            if !f[0].is_empty() {
+                on_refused(&f[0]);
+            }
             continue;
         }
         if !category::is_known(&f[1]) {
@@ -511,6 +557,7 @@ pub fn read_extract<R: Read>(
                 "not in the category vocabulary (docs/formats.md)".to_string()
             };
             report.error(Issue { row: pos.row, line: pos.line, field: Some("category".into()), reason });
+            on_refused(&f[0]);
             continue;
         }
         issues.clear();
@@ -537,6 +584,7 @@ pub fn read_extract<R: Read>(
         };
         let identity = Identity::from_raw(&raw, &mut ph, &mut issues);
         if !keyable(&identity, &issues, pos, report) {
+            on_refused(&f[0]);
             continue;
         }
         push_field_issues(&issues, pos, report);
@@ -559,7 +607,7 @@ pub fn read_applicants<R: Read>(
     loop {
         let pos = match csv.next(APPLICANT_COLUMNS, report)? {
             Next::End => return Ok(()),
-            Next::Refused => continue,
+            Next::Refused(_) => continue,
             Next::Row(p) => p,
         };
         let f = &csv.fields;
@@ -590,6 +638,43 @@ pub fn read_applicants<R: Read>(
             identity,
         });
     }
+}
+
+/// The ids (first documented column) of every row of a roster or extract
+/// file, hashed to 64 bits, without normalising anything: a cheap first
+/// pass that tells a full sync or feed what the file still contains. The
+/// header and line lengths are checked as in the full readers.
+pub fn read_ids<R: Read>(
+    inner: R,
+    file: &str,
+    kind: &'static str,
+) -> Result<std::collections::HashSet<u64>, InputError> {
+    let columns = match kind {
+        "roster" => ROSTER_COLUMNS,
+        "extract" => EXTRACT_COLUMNS,
+        _ => APPLICANT_COLUMNS,
+    };
+    let mut csv = Csv::open(inner, file, kind, columns)?;
+    let mut report = Report::new(file, kind);
+    let mut ids = std::collections::HashSet::new();
+    loop {
+        match csv.next(columns, &mut report)? {
+            Next::End => return Ok(ids),
+            Next::Refused(Some(id)) => {
+                ids.insert(id_hash(&id));
+            }
+            Next::Refused(None) => {}
+            Next::Row(_) => {
+                ids.insert(id_hash(&csv.fields[0]));
+            }
+        }
+    }
+}
+
+/// The 64-bit hash used for id sets.
+pub fn id_hash(id: &str) -> u64 {
+    let h = blake3::hash(id.trim().as_bytes());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or_default())
 }
 
 /// Opens a file for one of the readers above.
@@ -653,6 +738,18 @@ mod tests {
         for secret in ["NOTANINO", "nowhere", "not-a-date", "Dup", "Licate"] {
             assert!(!json.contains(secret), "report repeats a value");
         }
+    }
+
+    #[test]
+    fn refused_ids_reach_the_caller_but_not_the_report() {
+        let text =
+            format!("{HEADER}E1,John,Smith,,1980-01-02,,,x\nE2,Ann,Lee,,bad,,,x\nE1,J,S,,1980-01-02,,,x\nE4,Short\n");
+        let mut report = Report::new("r", "roster");
+        let mut refused = Vec::new();
+        read_roster_with(text.as_bytes(), "r", &mut report, |_| {}, |id| refused.push(id.to_string())).unwrap();
+        assert_eq!(refused, vec!["E2", "E1", "E4"]);
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(!json.contains("E2") && !json.contains("E4"));
     }
 
     #[test]

@@ -16,15 +16,31 @@
 //! - [`input`]: streaming CSV readers for rosters, extracts and applicants,
 //!   with the machine-readable report of what was refused.
 //! - [`synth`]: the synthetic data generator.
+//! - [`config`]: the `node.toml` configuration.
+//! - [`local`]: the node's local store (enrolment, inbox, checkpoints).
+//! - [`client`]: the mutual-TLS connection to the coordinator.
+//! - [`sync`]: roster sync and national feed.
+//! - [`watch`]: the disclosure subscription into the inbox.
+//! - [`verify`]: checkpoints, consistency and inclusion against the audit log.
+//! - [`inbox`]: the ranked inbox, joined with the roster locally.
+//! - [`check`]: pre-employment checks.
 #![forbid(unsafe_code)]
 
 pub mod category;
+pub mod check;
+pub mod client;
+pub mod config;
 pub mod exit;
+pub mod inbox;
 pub mod input;
 pub mod keyfile;
 pub mod keys;
+pub mod local;
 pub mod nicknames;
 pub mod normalize;
 pub mod seal;
+pub mod sync;
 pub mod synth;
 pub mod tokens;
+pub mod verify;
+pub mod watch;

@@ -4,8 +4,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+use vigil_node::config::{NodeConfig, NodeRole};
 use vigil_node::exit::{self, Exit};
-use vigil_node::{keyfile, synth, tokens::LinkageKey};
+use vigil_node::local::{LocalStore, Status};
+use vigil_node::sync::{FeedInput, Keys};
+use vigil_node::{check, client, inbox, keyfile, synth, tokens::LinkageKey, watch};
 
 /// Vigil node: runs on a force's or a national source's own machine.
 /// Identity data stays here; only tokens, opaque references and sealed
@@ -17,8 +21,105 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args, Clone)]
+struct ConfigArg {
+    /// The node's configuration file.
+    #[arg(long, short, env = "VIGIL_NODE_CONFIG", default_value = "node.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum InboxCommand {
+    /// List the force's disclosures, ranked: in force first, then by
+    /// category severity, patterns (several records for one person) first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+        format: String,
+        /// Only disclosures with this review status.
+        #[arg(long, value_parser = ["new", "under_review", "closed"])]
+        status: Option<String>,
+    },
+    /// Set the review status of a disclosure.
+    Set {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Disclosure id (as listed).
+        id: String,
+        /// New status.
+        #[arg(long, value_parser = ["new", "under_review", "closed"])]
+        status: String,
+        /// A note for the record.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Force: send the HR roster's changes (adds, changes, leavers) to the
+    /// coordinator in idempotent batches.
+    Sync {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The roster CSV (docs/formats.md).
+        #[arg(long)]
+        roster: PathBuf,
+        /// Allow a sync that removes more than the configured share of staff.
+        #[arg(long)]
+        allow_removals: bool,
+        /// Where to write the JSON report of refused rows (default: the
+        /// node's data directory, reports/).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Source: send national records added, changed or withdrawn.
+    Feed {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A full extract, diffed against the last one fed (records no
+        /// longer in it are withdrawn).
+        #[arg(long, conflicts_with = "delta")]
+        extract: Option<PathBuf>,
+        /// A delta: records added or changed since the last feed.
+        #[arg(long)]
+        delta: Option<PathBuf>,
+        /// Record ids to withdraw (CSV with one column, record_id).
+        #[arg(long)]
+        withdraw: Option<PathBuf>,
+        /// Allow withdrawing more than the configured share of records.
+        #[arg(long)]
+        allow_removals: bool,
+        /// Where to write the JSON report of refused rows.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Force: receive disclosures continuously into the local inbox, verified
+    /// against the audit log; runs until SIGTERM or SIGINT.
+    Watch {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Force: the inbox of disclosures (names appear only here, on the
+    /// force's own machine).
+    Inbox {
+        #[command(subcommand)]
+        command: InboxCommand,
+    },
+    /// Force: a pre-employment check of applicants, answered only to this
+    /// force; the coordinator keeps nothing of the applicants.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Applicants CSV (docs/formats.md).
+        #[arg(long)]
+        applicants: PathBuf,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+        format: String,
+    },
     /// Create key files: the linkage key of an epoch (one per deployment,
     /// given to every node) and this node's local secret.
     Keygen {
@@ -73,6 +174,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -82,8 +184,236 @@ fn main() -> ExitCode {
     }
 }
 
+fn load(c: &ConfigArg, role: Option<NodeRole>) -> anyhow::Result<NodeConfig> {
+    let cfg = NodeConfig::load(&c.config).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
+    if let Some(r) = role
+        && cfg.role != r
+    {
+        return Err(Exit::new(
+            exit::CONFIG,
+            format!(
+                "{}: this command is for a {} node, but this node is a {}",
+                c.config.display(),
+                r.as_str(),
+                cfg.role.as_str()
+            ),
+        )
+        .into());
+    }
+    Ok(cfg)
+}
+
+fn init_logs(cfg: &NodeConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log.format == "json" {
+        let _ = b.json().try_init();
+    } else {
+        let _ = b.try_init();
+    }
+}
+
+fn open_store(cfg: &NodeConfig) -> anyhow::Result<LocalStore> {
+    LocalStore::open(&cfg.data_dir).map_err(|e| Exit::new(exit::FAILURE, e.to_string()).into())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+fn refused_exit(refused: u64, report: &str) -> anyhow::Result<()> {
+    if refused > 0 {
+        return Err(Exit::new(
+            exit::INPUT,
+            format!(
+                "{refused} rows were refused and keep their previous state; the report {report} says which and why"
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Sync { config, roster, allow_removals, report } => {
+            let cfg = load(&config, Some(NodeRole::Force))?;
+            init_logs(&cfg);
+            let keys = Keys::load(&cfg)?;
+            let store = open_store(&cfg)?;
+            let s = runtime()?.block_on(async {
+                let ch = client::connect(&cfg).await?;
+                vigil_node::sync::sync_roster(&cfg, &keys, &store, ch, &roster, allow_removals, report.as_deref()).await
+            })?;
+            println!(
+                "sync {}: {} rows read, {} refused; {} added, {} changed, {} removed, {} unchanged; {} batches ({} already applied); {} enrolled at the coordinator",
+                cfg.code, s.rows, s.refused, s.added, s.changed, s.removed, s.unchanged, s.batches, s.replayed, s.total
+            );
+            println!("report: {}", s.report);
+            refused_exit(s.refused, &s.report)
+        }
+        Command::Feed { config, extract, delta, withdraw, allow_removals, report } => {
+            let cfg = load(&config, Some(NodeRole::Source))?;
+            init_logs(&cfg);
+            if extract.is_none() && delta.is_none() && withdraw.is_none() {
+                return Err(Exit::new(exit::CONFIG, "give --extract, --delta or --withdraw").into());
+            }
+            let keys = Arc::new(Keys::load(&cfg)?);
+            let store = Arc::new(open_store(&cfg)?);
+            let s = runtime()?.block_on(async {
+                let ch = client::connect(&cfg).await?;
+                let input = FeedInput {
+                    extract: extract.as_deref(),
+                    delta: delta.as_deref(),
+                    withdraw: withdraw.as_deref(),
+                    allow_removals,
+                    report: report.as_deref(),
+                };
+                vigil_node::sync::feed(&cfg, keys, store, ch, input).await
+            })?;
+            println!(
+                "feed {}: {} rows read, {} refused; {} added, {} changed, {} withdrawn, {} unchanged; {} batches ({} already applied); {} records at the coordinator",
+                cfg.code, s.rows, s.refused, s.added, s.changed, s.removed, s.unchanged, s.batches, s.replayed, s.total
+            );
+            if !s.report.is_empty() {
+                println!("report: {}", s.report);
+            }
+            refused_exit(s.refused, &s.report)
+        }
+        Command::Watch { config } => {
+            let cfg = load(&config, Some(NodeRole::Force))?;
+            init_logs(&cfg);
+            let store = Arc::new(open_store(&cfg)?);
+            runtime()?.block_on(async {
+                if let Some(m) = &cfg.metrics {
+                    metrics_exporter_prometheus::PrometheusBuilder::new()
+                        .with_http_listener(m.listen)
+                        .install()
+                        .map_err(|e| Exit::new(exit::CONFIG, format!("metrics listener {}: {e}", m.listen)))?;
+                }
+                tracing::info!(force = %cfg.code, "watching for disclosures");
+                watch::watch(&cfg, store, shutdown_signal()).await?;
+                tracing::info!("stopped");
+                Ok::<(), anyhow::Error>(())
+            })
+        }
+        Command::Inbox { command } => match command {
+            InboxCommand::List { config, format, status } => {
+                let cfg = load(&config, Some(NodeRole::Force))?;
+                let keys = Keys::load(&cfg)?;
+                let store = open_store(&cfg)?;
+                let mut items = inbox::build(&store, &keys)?;
+                if let Some(st) = status {
+                    items.retain(|i| i.status == st);
+                }
+                print!("{}", inbox::render(&items, &format)?);
+                Ok(())
+            }
+            InboxCommand::Set { config, id, status, note } => {
+                let cfg = load(&config, Some(NodeRole::Force))?;
+                let store = open_store(&cfg)?;
+                let st = Status::parse(&status).ok_or_else(|| Exit::new(exit::CONFIG, "unknown status"))?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                if !store
+                    .set_status(&id, st, note.as_deref(), now)
+                    .map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?
+                {
+                    return Err(Exit::new(exit::INPUT, format!("no disclosure {id} in this inbox")).into());
+                }
+                println!("{id}: {}", st.as_str());
+                Ok(())
+            }
+        },
+        Command::Check { config, applicants, format } => {
+            let cfg = load(&config, Some(NodeRole::Force))?;
+            init_logs(&cfg);
+            let keys = Keys::load(&cfg)?;
+            let out = runtime()?.block_on(async {
+                let ch = client::connect(&cfg).await?;
+                check::check(&keys, ch, &applicants).await
+            })?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&out)?),
+                "csv" => {
+                    let mut w = csv::Writer::from_writer(std::io::stdout());
+                    w.write_record([
+                        "applicant_id",
+                        "name",
+                        "source",
+                        "record_id",
+                        "category",
+                        "event_date",
+                        "evidence",
+                    ])?;
+                    for m in &out.matches {
+                        w.write_record([
+                            &m.applicant_id,
+                            &m.name,
+                            &m.source,
+                            &m.record_id,
+                            &m.category,
+                            &m.event_date,
+                            &m.evidence.join(";"),
+                        ])?;
+                    }
+                    w.flush()?;
+                }
+                _ => {
+                    println!(
+                        "check {}: {} applicants checked, {} confirmed matches, {} candidates counted (not shown), policy {}",
+                        out.request_id,
+                        out.applicants,
+                        out.matches.len(),
+                        out.candidates,
+                        out.policy_version
+                    );
+                    let rows: Vec<Vec<String>> = out
+                        .matches
+                        .iter()
+                        .map(|m| {
+                            vec![
+                                m.applicant_id.clone(),
+                                m.name.clone(),
+                                m.category.clone(),
+                                m.source.clone(),
+                                m.record_id.clone(),
+                                m.event_date.clone(),
+                                m.evidence.join(","),
+                            ]
+                        })
+                        .collect();
+                    if !rows.is_empty() {
+                        print!(
+                            "{}",
+                            inbox::table(
+                                &["APPLICANT", "NAME", "CATEGORY", "SOURCE", "RECORD", "EVENT", "EVIDENCE"],
+                                &rows
+                            )
+                        );
+                    }
+                }
+            }
+            refused_exit(out.refused, &out.report.summary())
+        }
         Command::Keygen { out, epoch, only } => {
             if epoch == 0 {
                 return Err(Exit::new(exit::CONFIG, "--epoch must be at least 1").into());

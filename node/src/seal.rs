@@ -58,6 +58,11 @@ impl Sealer {
         a
     }
 
+    /// The epoch this sealer belongs to.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
     /// Seals `details` for the record named `record_ref`.
     pub fn seal(&self, record_ref: &[u8], details: &RecordDetails) -> Result<SealedDetails, SealError> {
         let mut nonce = [0u8; NONCE_LEN];

@@ -1,1 +1,406 @@
-//! End-to-end tests of Vigil (see `tests/e2e`).
+//! The end-to-end harness: a world of real `vigil-coordinator` and
+//! `vigil-node` processes in a temporary directory, with a private CA and
+//! SPIFFE certificates generated at test time, talking mutual TLS on
+//! loopback.
+//!
+//! # Layout
+//! - [`World`]: the temporary directory, the CA, the shared keys, the
+//!   coordinator's configuration.
+//! - [`Coordinator`]: a running coordinator: started, waited for through
+//!   its gRPC health service, killed or stopped.
+//! - [`Node`]: a force, source or auditor node: its configuration, its
+//!   commands, its `watch` process.
+//! - [`wait_until`]: polls a condition until a deadline (never a bare sleep
+//!   standing in for readiness).
+//!
+//! Every child process is killed when its handle is dropped, so a failing
+//! test leaves nothing running.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use vigil_coordinator::pki::{Ca, Leaf};
+
+pub const TRUST_DOMAIN: &str = "vigil.test";
+pub const ORIGIN: &str = "vigil.test/audit";
+pub const SERVER_NAME: &str = "coordinator.vigil.test";
+
+/// A built binary of the workspace (`target/<profile>/<name>`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is not built: run `cargo build --bins` (cargo test --workspace builds it)", p.display());
+    p
+}
+
+/// Polls `f` every 25 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Runs a command and returns its output, failing the test if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A temporary deployment.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+    pub coordinator_config: PathBuf,
+    pub vkey: PathBuf,
+    pub linkage: PathBuf,
+    port: u16,
+}
+
+fn write(path: &Path, text: &str) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+impl World {
+    /// A CA, coordinator certificate and keys, and the shared linkage key.
+    pub fn new() -> World {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (ca, _) = Ca::create("Vigil test CA", 30).unwrap();
+        write(&d.join("ca.crt"), ca.cert_pem());
+        let mut leaf = Leaf::valid_for(&format!("spiffe://{TRUST_DOMAIN}/coordinator"), 30);
+        leaf.dns = vec![SERVER_NAME.into()];
+        leaf.server = true;
+        leaf.client = false;
+        let (cert, key) = ca.issue(&leaf).unwrap();
+        write(&d.join("coordinator/coordinator.crt"), &cert);
+        write(&d.join("coordinator/coordinator.key"), &key);
+        ok(run(Command::new(bin("vigil-coordinator"))
+            .args(["keygen", "--origin", ORIGIN, "--out"])
+            .arg(d.join("coordinator"))));
+        ok(run(Command::new(bin("vigil-node")).args(["keygen", "--only", "linkage", "--out"]).arg(d.join("shared"))));
+        let w = World {
+            coordinator_config: d.join("coordinator/coordinator.toml"),
+            vkey: d.join("coordinator/audit.vkey"),
+            linkage: d.join("shared/linkage.key"),
+            ca,
+            dir,
+            port: 0,
+        };
+        w.write_coordinator_config("");
+        w
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes the coordinator's config; `extra` is appended (e.g. `[limits]`).
+    pub fn write_coordinator_config(&self, extra: &str) {
+        let text = format!(
+            r#"listen = "127.0.0.1:{port}"
+trust_domain = "{TRUST_DOMAIN}"
+data_dir = "data"
+[tls]
+cert = "coordinator.crt"
+key = "coordinator.key"
+client_ca = "../ca.crt"
+[keys]
+pepper = "pepper.key"
+audit_signing_key = "audit.key"
+[audit]
+origin = "{ORIGIN}"
+{extra}
+"#,
+            port = self.port
+        );
+        write(&self.coordinator_config, &text);
+    }
+
+    /// Starts the coordinator and waits until its health service answers.
+    /// After the first start the port is pinned, so restarts reuse it.
+    pub fn start_coordinator(&mut self) -> Coordinator {
+        let log = self.path().join("coordinator/coordinator.log");
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut child = Command::new(bin("vigil-coordinator"))
+            .args(["serve", "--config"])
+            .arg(&self.coordinator_config)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(a.parse::<SocketAddr>().ok());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(a)) => a,
+            _ => {
+                let _ = child.kill();
+                panic!("coordinator did not start; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        if self.port == 0 {
+            self.port = addr.port();
+            let text = std::fs::read_to_string(&self.coordinator_config).unwrap();
+            std::fs::write(
+                &self.coordinator_config,
+                text.replacen("127.0.0.1:0", &format!("127.0.0.1:{}", self.port), 1),
+            )
+            .unwrap();
+        }
+        let c = Coordinator { child, addr, log };
+        let probe = self.client_identity("auditor", "harness");
+        let ready = wait_until(Duration::from_secs(30), || health(&c.addr, self.path(), &probe));
+        assert!(ready, "coordinator never became healthy; log:\n{}", c.log_text());
+        c
+    }
+
+    /// Issues a client certificate (`spiffe://vigil.test/<role>/<code>`) and
+    /// returns the (cert, key) paths.
+    pub fn client_identity(&self, role: &str, code: &str) -> (PathBuf, PathBuf) {
+        let dir = self.path().join("certs");
+        let cert = dir.join(format!("{role}-{code}.crt"));
+        let key = dir.join(format!("{role}-{code}.key"));
+        if !cert.exists() {
+            let (c, k) =
+                self.ca.issue(&Leaf::valid_for(&format!("spiffe://{TRUST_DOMAIN}/{role}/{code}"), 30)).unwrap();
+            write(&cert, &c);
+            write(&key, &k);
+        }
+        (cert, key)
+    }
+
+    /// A node of `role` with `code`, with its own certificate and local secret.
+    pub fn node(&self, role: &str, code: &str) -> Node {
+        let dir = self.path().join("nodes").join(code);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = self.client_identity(role, code);
+        std::fs::copy(&cert, dir.join("node.crt")).unwrap();
+        std::fs::copy(&key, dir.join("node.key")).unwrap();
+        let keys = if role == "auditor" {
+            String::new()
+        } else {
+            ok(run(Command::new(bin("vigil-node")).args(["keygen", "--only", "local", "--out"]).arg(&dir)));
+            format!("[keys]\nlinkage = \"{}\"\nlocal = \"local.key\"\n", self.linkage.display())
+        };
+        let config = dir.join("node.toml");
+        write(
+            &config,
+            &format!(
+                r#"role = "{role}"
+code = "{code}"
+coordinator = "https://127.0.0.1:{port}"
+server_name = "{SERVER_NAME}"
+data_dir = "data"
+[tls]
+cert = "node.crt"
+key = "node.key"
+ca = "{ca}"
+{keys}
+[audit]
+origin = "{ORIGIN}"
+vkey = "{vkey}"
+[sync]
+batch_size = 200
+retry_seconds = 2
+[watch]
+backoff_initial_ms = 50
+backoff_max_ms = 500
+"#,
+                port = self.port,
+                ca = self.path().join("ca.crt").display(),
+                vkey = self.vkey.display()
+            ),
+        );
+        Node { code: code.to_string(), dir, config }
+    }
+
+    /// A gRPC channel presenting the given certificate (or none).
+    pub async fn channel(
+        &self,
+        identity: Option<(&Path, &Path)>,
+        ca: Option<&Path>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        channel(&self.addr(), self.path(), identity, ca).await
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+async fn channel(
+    addr: &SocketAddr,
+    root: &Path,
+    identity: Option<(&Path, &Path)>,
+    ca: Option<&Path>,
+) -> Result<Channel, tonic::transport::Error> {
+    let ca_pem = std::fs::read(ca.map(Path::to_path_buf).unwrap_or_else(|| root.join("ca.crt"))).unwrap();
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(SERVER_NAME);
+    if let Some((c, k)) = identity {
+        tls = tls.identity(Identity::from_pem(std::fs::read(c).unwrap(), std::fs::read(k).unwrap()));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+fn health(addr: &SocketAddr, root: &Path, id: &(PathBuf, PathBuf)) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let Ok(ch) = channel(addr, root, Some((&id.0, &id.1)), None).await else { return false };
+        let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+        match h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
+            Ok(r) => r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            Err(_) => false,
+        }
+    })
+}
+
+/// A running coordinator. Killed (SIGKILL) if dropped while running.
+pub struct Coordinator {
+    child: Child,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Coordinator {
+    /// `kill -9`.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) {
+        terminate(&mut self.child, "coordinator");
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn terminate(child: &mut Child, what: &str) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let done = wait_until(Duration::from_secs(20), || matches!(child.try_wait(), Ok(Some(_))));
+    assert!(done, "{what} did not stop within 20 s of SIGTERM");
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{what} exited with {st} after SIGTERM");
+}
+
+/// A node.
+pub struct Node {
+    pub code: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Node {
+    /// `vigil-node <args> --config <node.toml>`.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("vigil-node"));
+        c.args(args).arg("--config").arg(&self.config);
+        c
+    }
+
+    /// Runs a command and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run(&mut self.cmd(args))
+    }
+
+    /// Starts `watch` in the background.
+    pub fn watch(&self) -> Watcher {
+        let log = self.dir.join("watch.log");
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = self.cmd(&["watch"]).stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
+        Watcher { child, log }
+    }
+
+    /// The inbox as JSON.
+    pub fn inbox(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["inbox", "list", "--format", "json"]);
+        let text = ok(out);
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// A running `vigil-node watch`. Killed if dropped.
+pub struct Watcher {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Watcher {
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) {
+        terminate(&mut self.child, "watch");
+    }
+
+    /// Whether it has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -172,7 +172,7 @@ pub fn pack_tokens(tokens: &[StoredToken]) -> Vec<u8> {
 
 /// Unpacks stored tokens.
 pub fn unpack_tokens(b: &[u8]) -> Result<Vec<StoredToken>, StoreError> {
-    if b.len() % 17 != 0 {
+    if !b.len().is_multiple_of(17) {
         return Err(StoreError("corrupt token list".into()));
     }
     b.chunks(17)

@@ -1,0 +1,129 @@
+//! `vigil-node check`: a pre-employment check of applicants. The answer
+//! goes only to the asking force, and the coordinator keeps no applicant
+//! tokens. Applicants are named to the coordinator by one-off references
+//! that change with every check.
+
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+use tonic::transport::Channel;
+use vigil_proto::v1::check_service_client::CheckServiceClient;
+use vigil_proto::v1::{Applicant, CheckRequest};
+use vigil_proto::{hex, tokens as wire};
+
+use crate::client::{self, MAX_MESSAGE};
+use crate::exit::{self, Exit};
+use crate::input::{self, Report};
+use crate::sync::Keys;
+
+/// One confirmed match of an applicant.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckHit {
+    /// The force's applicant id.
+    pub applicant_id: String,
+    /// Name from the applicants file.
+    pub name: String,
+    /// Source.
+    pub source: String,
+    /// Record id.
+    pub record_id: String,
+    /// Category.
+    pub category: String,
+    /// Event date.
+    pub event_date: String,
+    /// Kinds that agreed.
+    pub evidence: Vec<String>,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckOutcome {
+    /// The request id (also in the audit log).
+    pub request_id: String,
+    /// Applicants checked.
+    pub applicants: u64,
+    /// Rows refused in the file.
+    pub refused: u64,
+    /// Candidates counted by the coordinator (not shown).
+    pub candidates: u64,
+    /// Policy version.
+    pub policy_version: String,
+    /// Confirmed matches.
+    pub matches: Vec<CheckHit>,
+    /// The input report.
+    #[serde(skip)]
+    pub report: Report,
+}
+
+/// Checks the applicants in `path`.
+pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOutcome, Exit> {
+    let name = path.display().to_string();
+    let mut report = Report::new(&name, "applicants");
+    let mut rows = Vec::new();
+    input::read_applicants(
+        input::open(path).map_err(|e| Exit::new(exit::INPUT, e.to_string()))?,
+        &name,
+        &mut report,
+        |r| rows.push(r),
+    )
+    .map_err(|e| Exit::new(exit::INPUT, e.to_string()))?;
+    if rows.is_empty() {
+        return Err(Exit::new(exit::INPUT, format!("{name}: no usable applicant rows ({})", report.summary())));
+    }
+    let mut nonce = [0u8; 8];
+    SystemRandom::new().fill(&mut nonce).map_err(|_| Exit::new(exit::FAILURE, "random generator failed"))?;
+    let request_id = format!("c-{}", hex::encode(&nonce));
+    let mut by_ref: HashMap<Vec<u8>, (String, String)> = HashMap::new();
+    let mut toks = Vec::new();
+    let mut applicants = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let aref = keys.local.applicant_ref(&request_id, &r.applicant_id);
+        keys.tokenizer.tokens(&r.identity, &mut toks);
+        by_ref.insert(aref.to_vec(), (r.applicant_id.clone(), format!("{} {}", r.forenames, r.surname)));
+        applicants.push(Applicant { applicant: aref.to_vec().into(), tokens: Some(wire::pack(&toks)) });
+    }
+    let mut c =
+        CheckServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
+    let resp = c
+        .check(CheckRequest { request_id: request_id.clone(), epoch: keys.epoch, applicants })
+        .await
+        .map_err(|s| client::status_exit(&s, "pre-employment check"))?
+        .into_inner();
+    let mut matches = Vec::new();
+    for m in resp.matches {
+        let Some((applicant_id, name)) = by_ref.get(m.applicant.as_ref()).cloned() else { continue };
+        let (record_id, category, event_date) =
+            match (m.sealed.as_ref(), m.sealed.as_ref().and_then(|s| keys.sealer(s.epoch))) {
+                (Some(s), Some(sealer)) => match sealer.open(&m.record_ref, s) {
+                    Ok(d) => (d.record_id, d.category, d.event_date),
+                    Err(_) => ("(cannot be opened)".into(), "other".into(), String::new()),
+                },
+                _ => ("(no key for its epoch)".into(), "other".into(), String::new()),
+            };
+        matches.push(CheckHit {
+            applicant_id,
+            name,
+            source: m.source,
+            record_id,
+            category,
+            event_date,
+            evidence: m
+                .agreeing
+                .iter()
+                .filter_map(|k| vigil_proto::KeyKind::from_wire(*k))
+                .map(|k| k.short_name().to_string())
+                .collect(),
+        });
+    }
+    matches.sort_by_key(|m| (crate::category::rank(&m.category).unwrap_or(99), m.applicant_id.clone()));
+    Ok(CheckOutcome {
+        request_id,
+        applicants: resp.applicants,
+        refused: report.refused,
+        candidates: resp.candidates,
+        policy_version: resp.policy_version,
+        matches,
+        report,
+    })
+}

@@ -1,0 +1,258 @@
+//! `node.toml`: one per force, source or auditor. This struct is the
+//! reference: every key has its meaning beside it, unknown keys are refused,
+//! and relative paths are taken from the directory of the config file.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// File.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// A police force: syncs its roster, watches for disclosures.
+    Force,
+    /// A national data custodian: feeds its extract.
+    Source,
+    /// A data protection officer: audits the log.
+    Auditor,
+}
+
+impl NodeRole {
+    /// The SPIFFE path element.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Force => "force",
+            NodeRole::Source => "source",
+            NodeRole::Auditor => "auditor",
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `"force"`, `"source"` or `"auditor"`; must match the certificate.
+    pub role: NodeRole,
+    /// This node's code, e.g. `"gmp"` or `"pnc"`; must match the certificate.
+    pub code: String,
+    /// The coordinator's address, e.g. `"https://vigil.example:7443"`.
+    pub coordinator: String,
+    /// The name the coordinator's certificate is checked against (a DNS SAN
+    /// of its certificate), e.g. `"coordinator.vigil.example"`.
+    pub server_name: String,
+    /// Directory for this node's local store (enrolment state, inbox,
+    /// checkpoints, reports). It holds personal data: protect it.
+    pub data_dir: PathBuf,
+    /// Mutual TLS.
+    pub tls: NodeTls,
+    /// Keys (not needed by an auditor).
+    #[serde(default)]
+    pub keys: Option<NodeKeys>,
+    /// The transparency log this node verifies.
+    pub audit: NodeAudit,
+    /// Roster sync and national feed.
+    #[serde(default)]
+    pub sync: SyncConfig,
+    /// The disclosure subscription.
+    #[serde(default)]
+    pub watch: WatchConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Prometheus metrics endpoint for `watch` (omit to disable).
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeTls {
+    /// PEM client certificate whose URI SAN is `spiffe://<domain>/<role>/<code>`.
+    pub cert: PathBuf,
+    /// PEM private key of the certificate.
+    pub key: PathBuf,
+    /// PEM CA certificate that issued the coordinator's certificate.
+    pub ca: PathBuf,
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeKeys {
+    /// The linkage key file of the current epoch (`vigil-node keygen`).
+    pub linkage: PathBuf,
+    /// Linkage key files of earlier epochs, to open older disclosures.
+    #[serde(default)]
+    pub previous_linkage: Vec<PathBuf>,
+    /// This node's local secret (`vigil-node keygen`).
+    pub local: PathBuf,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAudit {
+    /// The log's origin line, e.g. `"vigil.example/audit"`.
+    pub origin: String,
+    /// File holding the log's verifier key (`audit.vkey`).
+    pub vkey: PathBuf,
+}
+
+/// `[sync]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Subjects or records per batch.
+    pub batch_size: usize,
+    /// A sync or full feed that would remove more than this share of what is
+    /// enrolled is refused unless `--allow-removals` is given.
+    pub max_removal_share: f64,
+    /// How long `sync` and `feed` keep retrying an unreachable coordinator.
+    pub retry_seconds: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig { batch_size: 2000, max_removal_share: 0.10, retry_seconds: 30 }
+    }
+}
+
+/// `[watch]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// First reconnection delay, milliseconds.
+    pub backoff_initial_ms: u64,
+    /// Longest reconnection delay, milliseconds.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig { backoff_initial_ms: 200, backoff_max_ms: 30_000 }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `"text"` or `"json"`.
+    pub format: String,
+    /// A tracing filter, e.g. `"info"`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into(), level: "info".into() }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint (`/metrics`), loopback or internal.
+    pub listen: SocketAddr,
+}
+
+impl NodeConfig {
+    /// Reads, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { path: path.into(), message: format!("cannot read: {e}") })?;
+        NodeConfig::parse(&text, path)
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let err = |message: String| ConfigError { path: path.into(), message };
+        let mut c: NodeConfig = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        if !vigil_proto::spiffe::is_valid_code(&c.code) {
+            return Err(err("code must be 1 to 32 of a-z, 0-9 and -".into()));
+        }
+        if !c.coordinator.starts_with("https://") {
+            return Err(err("coordinator must be an https:// address (there is no plaintext mode)".into()));
+        }
+        if c.role != NodeRole::Auditor && c.keys.is_none() {
+            return Err(err(format!("a {} node needs a [keys] section", c.role.as_str())));
+        }
+        if !(0.0..=1.0).contains(&c.sync.max_removal_share) || c.sync.batch_size == 0 {
+            return Err(err("sync.max_removal_share must be 0 to 1 and sync.batch_size positive".into()));
+        }
+        if !matches!(c.log.format.as_str(), "text" | "json") {
+            return Err(err("log.format must be \"text\" or \"json\"".into()));
+        }
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut c.data_dir);
+        fix(&mut c.tls.cert);
+        fix(&mut c.tls.key);
+        fix(&mut c.tls.ca);
+        fix(&mut c.audit.vkey);
+        if let Some(k) = c.keys.as_mut() {
+            fix(&mut k.linkage);
+            fix(&mut k.local);
+            k.previous_linkage.iter_mut().for_each(fix);
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+role = "force"
+code = "gmp"
+coordinator = "https://127.0.0.1:7443"
+server_name = "coordinator.vigil.test"
+data_dir = "data"
+[tls]
+cert = "gmp.crt"
+key = "gmp.key"
+ca = "ca.crt"
+[keys]
+linkage = "linkage.key"
+local = "local.key"
+[audit]
+origin = "vigil.test/audit"
+vkey = "audit.vkey"
+"#;
+
+    #[test]
+    fn parses_and_checks() {
+        let c = NodeConfig::parse(GOOD, Path::new("/srv/gmp/node.toml")).unwrap();
+        assert_eq!(c.role, NodeRole::Force);
+        assert_eq!(c.tls.cert, PathBuf::from("/srv/gmp/gmp.crt"));
+        assert_eq!(c.sync.max_removal_share, 0.10);
+        for (bad, want) in [
+            (GOOD.replace("https://", "http://"), "plaintext"),
+            (GOOD.replace("[keys]\nlinkage = \"linkage.key\"\nlocal = \"local.key\"\n", ""), "[keys]"),
+            (format!("{GOOD}\n[sync]\nbatch_sise = 3\n"), "batch_sise"),
+            (GOOD.replace("code = \"gmp\"", "code = \"GMP\""), "code"),
+        ] {
+            let e = NodeConfig::parse(&bad, Path::new("n.toml")).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}

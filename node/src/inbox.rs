@@ -1,0 +1,249 @@
+//! The professional standards department's inbox: disclosures opened and
+//! joined with the force's own roster, on the force's own machine.
+//!
+//! Ranking: disclosures in force before retracted ones; then by category
+//! severity (docs/formats.md); then people with several distinct records in
+//! force (a *pattern*) first; then newest first.
+
+use prost::Message;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use vigil_proto::audit::Entry;
+use vigil_proto::v1::{Disclosure, DisclosureType};
+
+use crate::category;
+use crate::exit::{self, Exit};
+use crate::local::{LocalStore, ReviewState};
+use crate::sync::Keys;
+
+/// One disclosure as the inbox shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    /// Disclosure id.
+    pub id: String,
+    /// Review status: new, under_review, closed.
+    pub status: String,
+    /// `active`, or `retracted` when the coordinator withdrew it.
+    pub state: String,
+    /// Why it was retracted, if it was.
+    pub retraction_reason: String,
+    /// Employee number.
+    pub employee_id: String,
+    /// Name from the roster.
+    pub name: String,
+    /// Role from the roster.
+    pub role: String,
+    /// Source of the record.
+    pub source: String,
+    /// The source's record id.
+    pub record_id: String,
+    /// Category.
+    pub category: String,
+    /// Event date.
+    pub event_date: String,
+    /// Key kinds that agreed.
+    pub evidence: Vec<String>,
+    /// Several distinct records in force for this person.
+    pub pattern: bool,
+    /// Policy version.
+    pub policy_version: String,
+    /// When it arrived (RFC 3339).
+    pub received: String,
+    /// Reviewer's note.
+    pub note: String,
+    #[serde(skip)]
+    rank: (u8, usize, u8, i64),
+}
+
+fn unseal(keys: &Keys, d: &Disclosure) -> (String, String, String) {
+    let Some(s) = d.sealed.as_ref() else {
+        return ("(none)".into(), "other".into(), String::new());
+    };
+    match keys.sealer(s.epoch).map(|x| x.open(&d.record_ref, s)) {
+        Some(Ok(det)) => (det.record_id, det.category, det.event_date),
+        Some(Err(_)) => ("(cannot be opened)".into(), "other".into(), String::new()),
+        None => (format!("(sealed under epoch {}; no key)", s.epoch), "other".into(), String::new()),
+    }
+}
+
+/// Builds the ranked inbox.
+pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, Exit> {
+    let fail = |e: crate::local::LocalError| Exit::new(exit::FAILURE, e.to_string());
+    let raw = store.inbox().map_err(fail)?;
+    let mut disclosures: Vec<(Disclosure, ReviewState)> = Vec::new();
+    let mut retracted: HashMap<String, String> = HashMap::new();
+    for (_, bytes, st) in raw {
+        let d = Disclosure::decode(bytes.as_slice()).map_err(|_| Exit::new(exit::FAILURE, "corrupt inbox entry"))?;
+        if d.r#type == DisclosureType::Retraction as i32 {
+            let reason = d
+                .audit
+                .as_ref()
+                .and_then(|a| Entry::parse(&a.entry).ok())
+                .and_then(|e| match e {
+                    Entry::Retraction { reason, .. } => Some(reason),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            retracted.insert(d.retracts.clone(), reason);
+        } else {
+            disclosures.push((d, st));
+        }
+    }
+    // Patterns: distinct records in force per subject.
+    let mut per_subject: HashMap<Vec<u8>, HashSet<(String, Vec<u8>)>> = HashMap::new();
+    for (d, _) in &disclosures {
+        if !retracted.contains_key(&d.id) {
+            per_subject.entry(d.subject.to_vec()).or_default().insert((d.source.clone(), d.record_ref.to_vec()));
+        }
+    }
+    let mut items = Vec::with_capacity(disclosures.len());
+    for (d, st) in disclosures {
+        let (record_id, cat, event_date) = unseal(keys, &d);
+        let (employee_id, name, role) = match store.employee_of(&d.subject).map_err(fail)? {
+            Some((emp, e)) => (emp, format!("{} {}", e.forenames, e.surname), e.role),
+            None => ("(not enrolled)".into(), String::new(), String::new()),
+        };
+        let reason = retracted.get(&d.id).cloned();
+        let active = reason.is_none();
+        let pattern = active && per_subject.get(d.subject.as_ref()).is_some_and(|s| s.len() >= 2);
+        let severity = category::rank(&cat).unwrap_or(category::CATEGORIES.len());
+        items.push(Item {
+            id: d.id.clone(),
+            status: st.status.as_str().to_string(),
+            state: if active { "active".into() } else { "retracted".into() },
+            retraction_reason: reason.unwrap_or_default(),
+            employee_id,
+            name,
+            role,
+            source: d.source.clone(),
+            record_id,
+            category: cat,
+            event_date,
+            evidence: d
+                .agreeing
+                .iter()
+                .filter_map(|k| vigil_proto::KeyKind::from_wire(*k))
+                .map(|k| k.short_name().to_string())
+                .collect(),
+            pattern,
+            policy_version: d.policy_version.clone(),
+            received: vigil_proto::time::rfc3339(st.received_ms),
+            note: st.note,
+            rank: (u8::from(!active), severity, u8::from(!pattern), -st.received_ms),
+        });
+    }
+    items.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+    Ok(items)
+}
+
+/// Renders the inbox as `table`, `csv` or `json`.
+pub fn render(items: &[Item], format: &str) -> Result<String, Exit> {
+    match format {
+        "json" => serde_json::to_string_pretty(items).map_err(|e| Exit::new(exit::FAILURE, e.to_string())),
+        "csv" => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let header = [
+                "id",
+                "status",
+                "state",
+                "retraction_reason",
+                "employee_id",
+                "name",
+                "role",
+                "source",
+                "record_id",
+                "category",
+                "event_date",
+                "evidence",
+                "pattern",
+                "policy_version",
+                "received",
+                "note",
+            ];
+            let err = |e: csv::Error| Exit::new(exit::FAILURE, e.to_string());
+            w.write_record(header).map_err(err)?;
+            for i in items {
+                w.write_record([
+                    i.id.as_str(),
+                    &i.status,
+                    &i.state,
+                    &i.retraction_reason,
+                    &i.employee_id,
+                    &i.name,
+                    &i.role,
+                    &i.source,
+                    &i.record_id,
+                    &i.category,
+                    &i.event_date,
+                    &i.evidence.join(";"),
+                    if i.pattern { "yes" } else { "no" },
+                    &i.policy_version,
+                    &i.received,
+                    &i.note,
+                ])
+                .map_err(err)?;
+            }
+            let bytes = w.into_inner().map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        "table" => {
+            let header = [
+                "ID", "STATUS", "STATE", "EMPLOYEE", "NAME", "ROLE", "CATEGORY", "SOURCE", "RECORD", "EVENT",
+                "PATTERN", "EVIDENCE",
+            ];
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.id.clone(),
+                        i.status.clone(),
+                        if i.state == "active" {
+                            "active".into()
+                        } else {
+                            format!("retracted ({})", i.retraction_reason)
+                        },
+                        i.employee_id.clone(),
+                        i.name.clone(),
+                        i.role.clone(),
+                        i.category.clone(),
+                        i.source.clone(),
+                        i.record_id.clone(),
+                        i.event_date.clone(),
+                        if i.pattern { "PATTERN".into() } else { String::new() },
+                        i.evidence.join(","),
+                    ]
+                })
+                .collect();
+            Ok(table(&header, &rows))
+        }
+        other => Err(Exit::new(exit::CONFIG, format!("unknown format {other:?}: use table, csv or json"))),
+    }
+}
+
+/// A plain text table with aligned columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(widths[i] - c.chars().count()));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}

@@ -1,0 +1,400 @@
+//! The node's local store: one SQLite database (WAL mode) in the node's
+//! data directory, shared by its processes: `watch` writes disclosures while
+//! an officer runs `inbox list` and the HR job runs `sync`.
+//!
+//! - A force keeps what it enrolled (employee → pseudonym, a digest of the
+//!   row, and the names it shows in its inbox), the reverse pseudonym map,
+//!   its inbox of disclosures with their review status, and the latest
+//!   checkpoint it verified.
+//! - A source keeps, for each record it fed, its reference and a digest, to
+//!   diff the next full extract against.
+//!
+//! This store holds personal data (names, employee numbers) and stays on
+//! the node's own machine. Commits are durable (`synchronous = FULL`) before
+//! a batch or a disclosure is acknowledged.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::tokens::Ref;
+
+/// Why the local store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("local store: {0}")]
+pub struct LocalError(pub String);
+
+fn err(e: impl std::fmt::Display) -> LocalError {
+    LocalError(e.to_string())
+}
+
+/// What a force enrolled for one employee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// Pseudonym (hex).
+    pub pseudonym: String,
+    /// Digest of the row as sent (hex).
+    pub digest: String,
+    /// Forenames, for the inbox.
+    pub forenames: String,
+    /// Surname, for the inbox.
+    pub surname: String,
+    /// Role, for the inbox.
+    pub role: String,
+}
+
+/// Review status of a disclosure in the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Not looked at yet.
+    New,
+    /// Being reviewed by the professional standards department.
+    UnderReview,
+    /// Review finished.
+    Closed,
+}
+
+impl Status {
+    /// Parses `new`, `under_review` (or `under-review`) or `closed`.
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "new" => Some(Status::New),
+            "under_review" | "under-review" => Some(Status::UnderReview),
+            "closed" => Some(Status::Closed),
+            _ => None,
+        }
+    }
+
+    /// The status's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::UnderReview => "under_review",
+            Status::Closed => "closed",
+        }
+    }
+}
+
+/// The review state of a disclosure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewState {
+    /// Status.
+    pub status: Status,
+    /// When it arrived (Unix ms).
+    pub received_ms: i64,
+    /// When the status last changed (Unix ms).
+    pub updated_ms: i64,
+    /// Free-text note by the reviewer.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// A change to a force's enrolment.
+#[derive(Debug, Clone)]
+pub enum EnrolChange {
+    /// Enrolled or re-enrolled.
+    Put(String, Enrolled),
+    /// Removed: (employee id, pseudonym).
+    Remove(String, Ref),
+}
+
+/// The local store.
+pub struct LocalStore {
+    db: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS enrolled (
+    employee_id TEXT PRIMARY KEY,
+    row TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pseudonyms (
+    pseudonym BLOB PRIMARY KEY,
+    employee_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    record_id TEXT PRIMARY KEY,
+    ref BLOB NOT NULL,
+    digest BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    id TEXT PRIMARY KEY,
+    message BLOB NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+";
+
+impl LocalStore {
+    /// Opens (or creates) `dir/node.sqlite`.
+    pub fn open(dir: &Path) -> Result<LocalStore, LocalError> {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join("node.sqlite");
+        let db = Connection::open(&path).map_err(|e| err(format!("opening {}: {e}", path.display())))?;
+        db.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        db.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        db.execute_batch(SCHEMA).map_err(err)?;
+        Ok(LocalStore { db: Mutex::new(db) })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, LocalError> {
+        self.db.lock().map_err(|_| err("local store lock poisoned"))
+    }
+
+    /// Every enrolled employee.
+    pub fn enrolled(&self) -> Result<Vec<(String, Enrolled)>, LocalError> {
+        let db = self.conn()?;
+        let mut st = db.prepare("SELECT employee_id, row FROM enrolled").map_err(err)?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (emp, json) = row.map_err(err)?;
+            out.push((emp, serde_json::from_str(&json).map_err(err)?));
+        }
+        Ok(out)
+    }
+
+    /// Number of enrolled employees.
+    pub fn enrolled_count(&self) -> Result<u64, LocalError> {
+        let db = self.conn()?;
+        db.query_row("SELECT COUNT(*) FROM enrolled", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(err)
+    }
+
+    /// The employee behind a pseudonym (also after they left).
+    pub fn employee_of(&self, pseudonym: &[u8]) -> Result<Option<(String, Enrolled)>, LocalError> {
+        let db = self.conn()?;
+        let emp: Option<String> = db
+            .query_row("SELECT employee_id FROM pseudonyms WHERE pseudonym = ?1", [pseudonym], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        let Some(emp) = emp else { return Ok(None) };
+        let row: Option<String> = db
+            .query_row("SELECT row FROM enrolled WHERE employee_id = ?1", [&emp], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        let row: Option<String> = match row {
+            Some(r) => Some(r),
+            None => db
+                .query_row("SELECT value FROM meta WHERE key = ?1", [format!("left:{emp}")], |r| {
+                    r.get::<_, Vec<u8>>(0).map(|b| String::from_utf8_lossy(&b).into_owned())
+                })
+                .optional()
+                .map_err(err)?,
+        };
+        Ok(match row {
+            Some(r) => Some((emp, serde_json::from_str(&r).map_err(err)?)),
+            None => None,
+        })
+    }
+
+    /// Applies enrolment changes in one durable transaction.
+    pub fn apply_enrolment(&self, changes: &[EnrolChange]) -> Result<(), LocalError> {
+        let mut db = self.conn()?;
+        let tx = db.transaction().map_err(err)?;
+        for c in changes {
+            match c {
+                EnrolChange::Put(emp, row) => {
+                    let ps = vigil_proto::hex::decode(&row.pseudonym).ok_or_else(|| err("bad pseudonym"))?;
+                    let json = serde_json::to_string(row).map_err(err)?;
+                    tx.execute(
+                        "INSERT OR REPLACE INTO enrolled (employee_id, row) VALUES (?1, ?2)",
+                        params![emp, json],
+                    )
+                    .map_err(err)?;
+                    tx.execute(
+                        "INSERT OR REPLACE INTO pseudonyms (pseudonym, employee_id) VALUES (?1, ?2)",
+                        params![ps, emp],
+                    )
+                    .map_err(err)?;
+                    tx.execute("DELETE FROM meta WHERE key = ?1", [format!("left:{emp}")]).map_err(err)?;
+                }
+                EnrolChange::Remove(emp, _) => {
+                    // Keep the leaver's name so disclosures about them (and
+                    // their retractions) can still be shown.
+                    let row: Option<String> = tx
+                        .query_row("SELECT row FROM enrolled WHERE employee_id = ?1", [emp], |r| r.get(0))
+                        .optional()
+                        .map_err(err)?;
+                    if let Some(r) = row {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                            params![format!("left:{emp}"), r.into_bytes()],
+                        )
+                        .map_err(err)?;
+                    }
+                    tx.execute("DELETE FROM enrolled WHERE employee_id = ?1", [emp]).map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Every record a source fed: (record id, reference, digest).
+    pub fn for_each_record(&self, f: &mut dyn FnMut(&str, Ref, [u8; 32])) -> Result<(), LocalError> {
+        let db = self.conn()?;
+        let mut st = db.prepare("SELECT record_id, ref, digest FROM records").map_err(err)?;
+        let mut rows = st.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let id: String = r.get(0).map_err(err)?;
+            let rf: Vec<u8> = r.get(1).map_err(err)?;
+            let dg: Vec<u8> = r.get(2).map_err(err)?;
+            f(&id, to_ref(&rf)?, to_digest(&dg)?);
+        }
+        Ok(())
+    }
+
+    /// A fed record: (reference, digest).
+    pub fn record(&self, record_id: &str) -> Result<Option<(Ref, [u8; 32])>, LocalError> {
+        let db = self.conn()?;
+        let row: Option<(Vec<u8>, Vec<u8>)> = db
+            .query_row("SELECT ref, digest FROM records WHERE record_id = ?1", [record_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(err)?;
+        row.map(|(r, d)| Ok((to_ref(&r)?, to_digest(&d)?))).transpose()
+    }
+
+    /// Number of fed records.
+    pub fn record_count(&self) -> Result<u64, LocalError> {
+        let db = self.conn()?;
+        db.query_row("SELECT COUNT(*) FROM records", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(err)
+    }
+
+    /// Records fed (put) and withdrawn (remove), in one durable transaction.
+    pub fn apply_records(&self, put: &[(String, Ref, [u8; 32])], remove: &[String]) -> Result<(), LocalError> {
+        let mut db = self.conn()?;
+        let tx = db.transaction().map_err(err)?;
+        {
+            let mut ins = tx
+                .prepare_cached("INSERT OR REPLACE INTO records (record_id, ref, digest) VALUES (?1, ?2, ?3)")
+                .map_err(err)?;
+            for (id, rf, dg) in put {
+                ins.execute(params![id, &rf[..], &dg[..]]).map_err(err)?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM records WHERE record_id = ?1").map_err(err)?;
+            for id in remove {
+                del.execute([id]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Stores a disclosure unless it is already there; returns whether it was new.
+    pub fn store_disclosure(&self, id: &str, message: &[u8], now_ms: i64) -> Result<bool, LocalError> {
+        let db = self.conn()?;
+        let st = ReviewState { status: Status::New, received_ms: now_ms, updated_ms: now_ms, note: String::new() };
+        let n = db
+            .execute(
+                "INSERT OR IGNORE INTO inbox (id, message, state) VALUES (?1, ?2, ?3)",
+                params![id, message, serde_json::to_string(&st).map_err(err)?],
+            )
+            .map_err(err)?;
+        Ok(n == 1)
+    }
+
+    /// Every disclosure in the inbox: (id, encoded message, review state).
+    pub fn inbox(&self) -> Result<Vec<(String, Vec<u8>, ReviewState)>, LocalError> {
+        let db = self.conn()?;
+        let mut st = db.prepare("SELECT id, message, state FROM inbox ORDER BY id").map_err(err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?)))
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, m, s) = row.map_err(err)?;
+            out.push((id, m, serde_json::from_str(&s).map_err(err)?));
+        }
+        Ok(out)
+    }
+
+    /// Sets the review status (and note) of a disclosure; false if unknown.
+    pub fn set_status(&self, id: &str, status: Status, note: Option<&str>, now_ms: i64) -> Result<bool, LocalError> {
+        let mut db = self.conn()?;
+        let tx = db.transaction().map_err(err)?;
+        let cur: Option<String> =
+            tx.query_row("SELECT state FROM inbox WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(err)?;
+        let Some(cur) = cur else { return Ok(false) };
+        let mut st: ReviewState = serde_json::from_str(&cur).map_err(err)?;
+        st.status = status;
+        st.updated_ms = now_ms;
+        if let Some(n) = note {
+            st.note = n.to_string();
+        }
+        tx.execute("UPDATE inbox SET state = ?2 WHERE id = ?1", params![id, serde_json::to_string(&st).map_err(err)?])
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(true)
+    }
+
+    /// A remembered value.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, LocalError> {
+        let db = self.conn()?;
+        db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(err)
+    }
+
+    /// Remembers a value durably.
+    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), LocalError> {
+        let db = self.conn()?;
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value]).map_err(err)?;
+        Ok(())
+    }
+
+    /// Forgets a value.
+    pub fn clear_meta(&self, key: &str) -> Result<(), LocalError> {
+        let db = self.conn()?;
+        db.execute("DELETE FROM meta WHERE key = ?1", [key]).map_err(err)?;
+        Ok(())
+    }
+}
+
+fn to_ref(v: &[u8]) -> Result<Ref, LocalError> {
+    v.try_into().map_err(|_| err("corrupt record reference"))
+}
+
+fn to_digest(v: &[u8]) -> Result<[u8; 32], LocalError> {
+    v.try_into().map_err(|_| err("corrupt record digest"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enrolment_inbox_and_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let row = Enrolled {
+            pseudonym: vigil_proto::hex::encode(&[1; 16]),
+            digest: "d".into(),
+            forenames: "Ann".into(),
+            surname: "Lee".into(),
+            role: "officer".into(),
+        };
+        s.apply_enrolment(&[EnrolChange::Put("E1".into(), row.clone())]).unwrap();
+        assert_eq!(s.employee_of(&[1; 16]).unwrap().unwrap().0, "E1");
+        assert_eq!(s.enrolled_count().unwrap(), 1);
+        s.apply_enrolment(&[EnrolChange::Remove("E1".into(), [1; 16])]).unwrap();
+        assert_eq!(s.enrolled_count().unwrap(), 0);
+        assert_eq!(s.employee_of(&[1; 16]).unwrap().unwrap().1.surname, "Lee", "a leaver keeps a name in the inbox");
+        // a second process (here: a second connection) can read while one writes
+        let other = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(other.enrolled_count().unwrap(), 0);
+        assert!(s.store_disclosure("gmp-1", b"m", 5).unwrap());
+        assert!(!s.store_disclosure("gmp-1", b"other", 6).unwrap(), "a redelivery is not stored twice");
+        assert!(s.set_status("gmp-1", Status::UnderReview, Some("called in"), 7).unwrap());
+        assert!(!s.set_status("gmp-9", Status::Closed, None, 7).unwrap());
+        let inbox = s.inbox().unwrap();
+        assert_eq!((inbox.len(), inbox[0].1.as_slice(), inbox[0].2.status), (1, &b"m"[..], Status::UnderReview));
+        s.apply_records(&[("R1".into(), [2; 16], [3; 32])], &[]).unwrap();
+        assert_eq!(s.record("R1").unwrap(), Some(([2; 16], [3; 32])));
+        s.apply_records(&[], &["R1".into()]).unwrap();
+        assert_eq!(s.record_count().unwrap(), 0);
+    }
+}

@@ -1,0 +1,124 @@
+//! `vigil-node watch`: the force's long-running subscription.
+//!
+//! It connects, receives every disclosure the force has not acknowledged,
+//! verifies each against the transparency log, stores it durably in the
+//! inbox (a redelivered id is stored once), and only then acknowledges it.
+//! When the stream breaks it reconnects with exponential backoff and jitter.
+//! Delivery is at least once, deduplicated here, and nothing is lost while
+//! the node is offline. A split view in the audit log stops it (exit 70).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+use vigil_proto::v1::audit_service_client::AuditServiceClient;
+use vigil_proto::v1::disclosure_service_client::DisclosureServiceClient;
+use vigil_proto::v1::{AcknowledgeRequest, SubscribeRequest};
+
+use crate::client::{self, MAX_MESSAGE};
+use crate::config::NodeConfig;
+use crate::exit::{self, Exit};
+use crate::local::LocalStore;
+use crate::verify::{self, LogKey};
+
+/// Why a stream ended.
+enum Ended {
+    /// Retry after a pause.
+    Transient(String),
+    /// Stop watching.
+    Fatal(Exit),
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, delivered: &mut u64) -> Ended {
+    let channel: Channel = match client::connect(cfg).await {
+        Ok(c) => c,
+        Err(e) => return Ended::Transient(e.message),
+    };
+    let mut disclosures = DisclosureServiceClient::new(channel.clone())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let mut audit = AuditServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    let mut stream = match disclosures.subscribe(SubscribeRequest {}).await {
+        Ok(s) => s.into_inner(),
+        Err(s) if client::transient(&s) => return Ended::Transient(s.message().to_string()),
+        Err(s) => return Ended::Fatal(client::status_exit(&s, "subscribe")),
+    };
+    tracing::info!(force = %cfg.code, "subscribed to disclosures");
+    loop {
+        let d = match stream.message().await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ended::Transient("the coordinator closed the stream".into()),
+            Err(s) if client::transient(&s) || s.code() == tonic::Code::Cancelled => {
+                return Ended::Transient(s.message().to_string());
+            }
+            Err(s) => return Ended::Fatal(client::status_exit(&s, "disclosure stream")),
+        };
+        if let Err(e) = verify::verify_disclosure(store, key, &mut audit, &cfg.code, &d).await {
+            if e.is_alarm() {
+                tracing::error!(id = %d.id, error = %e, "disclosure refused");
+                return Ended::Fatal(verify::exit_of(e));
+            }
+            return Ended::Transient(e.to_string());
+        }
+        let bytes = prost::Message::encode_to_vec(&d);
+        match store.store_disclosure(&d.id, &bytes, now_ms()) {
+            Ok(fresh) => {
+                metrics::counter!("vigil_node_disclosures_received_total", "new" => if fresh { "yes" } else { "no" })
+                    .increment(1);
+                tracing::info!(id = %d.id, new = fresh, "disclosure stored");
+            }
+            Err(e) => return Ended::Fatal(Exit::new(exit::FAILURE, e.to_string())),
+        }
+        match disclosures.acknowledge(AcknowledgeRequest { ids: vec![d.id.clone()] }).await {
+            Ok(_) => *delivered += 1,
+            Err(s) if client::transient(&s) => return Ended::Transient(s.message().to_string()),
+            Err(s) => return Ended::Fatal(client::status_exit(&s, "acknowledge")),
+        }
+    }
+}
+
+/// Watches until `shutdown` completes or a fatal error.
+pub async fn watch(cfg: &NodeConfig, store: Arc<LocalStore>, shutdown: impl Future<Output = ()>) -> Result<(), Exit> {
+    let key = LogKey::load(cfg)?;
+    if let Some(a) = verify::alarm(&store).map_err(verify::exit_of)? {
+        return Err(Exit::new(
+            exit::AUDIT,
+            format!("refusing to accept disclosures: a split view was recorded earlier ({a}). See docs/operations.md"),
+        ));
+    }
+    tokio::pin!(shutdown);
+    let initial = Duration::from_millis(cfg.watch.backoff_initial_ms.max(10));
+    let max = Duration::from_millis(cfg.watch.backoff_max_ms.max(cfg.watch.backoff_initial_ms));
+    let mut delay = initial;
+    let mut jitter_seed = now_ms() as u64;
+    loop {
+        let mut delivered = 0u64;
+        let ended = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            e = stream_once(cfg, &key, &store, &mut delivered) => e,
+        };
+        match ended {
+            Ended::Fatal(e) => return Err(e),
+            Ended::Transient(why) => {
+                if delivered > 0 {
+                    delay = initial;
+                }
+                // xorshift jitter: up to a quarter of the delay
+                jitter_seed ^= jitter_seed << 13;
+                jitter_seed ^= jitter_seed >> 7;
+                jitter_seed ^= jitter_seed << 17;
+                let jitter = Duration::from_millis(jitter_seed % (delay.as_millis() as u64 / 4 + 1));
+                tracing::warn!(reason = %why, retry_in_ms = (delay + jitter).as_millis() as u64, "disconnected; reconnecting");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(delay + jitter) => {}
+                }
+                delay = (delay * 2).min(max);
+            }
+        }
+    }
+}

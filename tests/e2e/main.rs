@@ -1,0 +1,6 @@
+//! End-to-end tests: real binaries, mutual TLS, certificates generated at
+//! test time, readiness by health check. One binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+mod system;
