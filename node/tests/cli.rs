@@ -1,0 +1,44 @@
+//! The `vigil-node` command as a user meets it (this file also makes
+//! `cargo test` build the binary the end-to-end tests run).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn node() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vigil-node"))
+}
+
+#[test]
+fn help_names_every_command() {
+    let out = node().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["keygen", "synth", "sync", "feed", "watch", "inbox", "check"] {
+        assert!(text.contains(cmd), "--help does not mention {cmd}:\n{text}");
+    }
+}
+
+#[test]
+fn keygen_writes_private_files_and_refuses_to_overwrite() {
+    let d = tempfile::tempdir().unwrap();
+    let out = node().args(["keygen", "--epoch", "2", "--out"]).arg(d.path()).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(d.path().join("linkage.key")).unwrap();
+    assert!(text.contains("epoch = 2"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(d.path().join("local.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    let again = node().args(["keygen", "--out"]).arg(d.path()).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn bad_arguments_and_configuration_exit_64() {
+    let d = tempfile::tempdir().unwrap();
+    let out = node().args(["synth", "--forces", "99", "--out"]).arg(d.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    std::fs::write(d.path().join("node.toml"), "role = \"force\"\nplaintext = true\n").unwrap();
+    let out = node().args(["sync", "--roster", "x.csv", "--config"]).arg(d.path().join("node.toml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plaintext"));
+}

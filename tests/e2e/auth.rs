@@ -1,0 +1,202 @@
+//! Who may do what, and the bounds on every input: each refusal is checked
+//! against the real coordinator with a real certificate.
+
+use std::path::PathBuf;
+use tonic::Code;
+use vigil_coordinator::pki::{Ca, Leaf};
+use vigil_proto::v1::audit_service_client::AuditServiceClient;
+use vigil_proto::v1::check_service_client::CheckServiceClient;
+use vigil_proto::v1::disclosure_service_client::DisclosureServiceClient;
+use vigil_proto::v1::feed_service_client::FeedServiceClient;
+use vigil_proto::v1::roster_service_client::RosterServiceClient;
+use vigil_proto::v1::*;
+use vigil_tests::World;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn token_set(n: usize) -> TokenSet {
+    TokenSet { kinds: vec![KeyKind::NameDob as i32; n], tokens: vec![7u8; 32 * n].into() }
+}
+
+fn roster_batch(id: &str, subjects: usize) -> RosterBatch {
+    RosterBatch {
+        batch_id: id.into(),
+        epoch: 1,
+        upserts: (0..subjects)
+            .map(|i| EnrolSubject { subject: vec![i as u8; 16].into(), tokens: Some(token_set(1)) })
+            .collect(),
+        removes: vec![],
+    }
+}
+
+fn national_batch(id: &str) -> NationalBatch {
+    NationalBatch {
+        batch_id: id.into(),
+        epoch: 1,
+        upserts: vec![NationalRecord {
+            record_ref: vec![1; 16].into(),
+            tokens: Some(token_set(1)),
+            sealed: Some(SealedDetails { epoch: 1, nonce: vec![0; 12].into(), ciphertext: vec![1; 40].into() }),
+        }],
+        removes: vec![],
+    }
+}
+
+fn write_identity(w: &World, name: &str, ca: &Ca, leaf: &Leaf) -> (PathBuf, PathBuf) {
+    let (c, k) = ca.issue(leaf).unwrap();
+    let (cp, kp) = (w.path().join(format!("{name}.crt")), w.path().join(format!("{name}.key")));
+    std::fs::write(&cp, c).unwrap();
+    std::fs::write(&kp, k).unwrap();
+    (cp, kp)
+}
+
+#[test]
+fn every_rpc_is_authorised_by_role() {
+    let mut w = World::new();
+    let _c = w.start_coordinator();
+    let force = w.client_identity("force", "gmp");
+    let other_force = w.client_identity("force", "met");
+    let source = w.client_identity("source", "pnc");
+    let auditor = w.client_identity("auditor", "ico");
+    rt().block_on(async {
+        let f = w.channel(Some((&force.0, &force.1)), None).await.unwrap();
+        let s = w.channel(Some((&source.0, &source.1)), None).await.unwrap();
+        let a = w.channel(Some((&auditor.0, &auditor.1)), None).await.unwrap();
+        let denied = |r: Result<(), tonic::Status>, what: &str| {
+            let e = r.expect_err(what);
+            assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
+        };
+        // A source cannot sync a roster, subscribe or check.
+        denied(RosterServiceClient::new(s.clone()).sync(roster_batch("b", 1)).await.map(|_| ()), "source sync");
+        denied(
+            DisclosureServiceClient::new(s.clone()).subscribe(SubscribeRequest {}).await.map(|_| ()),
+            "source subscribe",
+        );
+        denied(
+            CheckServiceClient::new(s.clone())
+                .check(CheckRequest { request_id: "c".into(), epoch: 1, applicants: vec![] })
+                .await
+                .map(|_| ()),
+            "source check",
+        );
+        // A force cannot feed national data or read log entries.
+        denied(FeedServiceClient::new(f.clone()).feed(national_batch("n")).await.map(|_| ()), "force feed");
+        denied(
+            AuditServiceClient::new(f.clone()).entries(EntriesRequest { start: 0, end: 1 }).await.map(|_| ()),
+            "force entries",
+        );
+        // An auditor can only read audit data.
+        denied(RosterServiceClient::new(a.clone()).sync(roster_batch("b", 1)).await.map(|_| ()), "auditor sync");
+        denied(FeedServiceClient::new(a.clone()).feed(national_batch("n")).await.map(|_| ()), "auditor feed");
+        denied(
+            DisclosureServiceClient::new(a.clone()).subscribe(SubscribeRequest {}).await.map(|_| ()),
+            "auditor subscribe",
+        );
+        let entries = AuditServiceClient::new(a.clone())
+            .entries(EntriesRequest { start: 0, end: 10 })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!entries.entries.is_empty(), "the log starts with policy and epoch entries");
+        let cp = AuditServiceClient::new(a.clone()).checkpoint(CheckpointRequest {}).await.unwrap().into_inner();
+        assert!(cp.checkpoint.starts_with("vigil.test/audit\n"));
+        // Checkpoints and proofs are open to every role (nodes verify them).
+        AuditServiceClient::new(f.clone()).checkpoint(CheckpointRequest {}).await.unwrap();
+        AuditServiceClient::new(s.clone()).checkpoint(CheckpointRequest {}).await.unwrap();
+
+        // A force cannot acknowledge another force's disclosures: ids of
+        // another force are not its own, so nothing is acknowledged.
+        let m = w.channel(Some((&other_force.0, &other_force.1)), None).await.unwrap();
+        let r = DisclosureServiceClient::new(m)
+            .acknowledge(AcknowledgeRequest { ids: vec!["gmp-0000000001".into()] })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.acknowledged, 0);
+        // The receipt a source gets carries counts only.
+        let r = FeedServiceClient::new(s.clone()).feed(national_batch("n1")).await.unwrap().into_inner();
+        assert_eq!((r.upserts, r.total), (1, 1));
+    });
+}
+
+#[test]
+fn certificates_that_are_missing_foreign_expired_or_from_another_domain_are_refused() {
+    let mut w = World::new();
+    let _c = w.start_coordinator();
+    let (other_ca, _) = Ca::create("Another CA", 30).unwrap();
+    let foreign = write_identity(&w, "foreign", &other_ca, &Leaf::valid_for("spiffe://vigil.test/force/gmp", 30));
+    let mut expired_leaf = Leaf::valid_for("spiffe://vigil.test/force/gmp", 30);
+    expired_leaf.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(60);
+    expired_leaf.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    let expired = write_identity(&w, "expired", &w.ca, &expired_leaf);
+    let domain = write_identity(&w, "domain", &w.ca, &Leaf::valid_for("spiffe://elsewhere.test/force/gmp", 30));
+    rt().block_on(async {
+        // Under TLS 1.3 a refused client certificate shows on the first call.
+        let first_call = |ch: Result<tonic::transport::Channel, tonic::transport::Error>| async move {
+            match ch {
+                Err(_) => Err(()),
+                Ok(ch) => RosterServiceClient::new(ch).status(StatusRequest {}).await.map(|_| ()).map_err(|_| ()),
+            }
+        };
+        assert!(first_call(w.channel(None, None).await).await.is_err(), "no certificate");
+        assert!(first_call(w.channel(Some((&foreign.0, &foreign.1)), None).await).await.is_err(), "another CA");
+        assert!(first_call(w.channel(Some((&expired.0, &expired.1)), None).await).await.is_err(), "expired");
+        let ch = w.channel(Some((&domain.0, &domain.1)), None).await.unwrap();
+        let e = RosterServiceClient::new(ch).status(StatusRequest {}).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        // A good certificate works.
+        let good = w.client_identity("force", "gmp");
+        assert!(first_call(w.channel(Some((&good.0, &good.1)), None).await).await.is_ok());
+    });
+}
+
+#[test]
+fn inputs_are_bounded() {
+    let mut w = World::new();
+    w.write_coordinator_config(
+        "[limits]\nmax_batch_items = 5\nmax_tokens_per_item = 4\nmax_roster_size = 3\nchecks_per_minute = 2\nmax_message_bytes = 65536\n",
+    );
+    let _c = w.start_coordinator();
+    let force = w.client_identity("force", "gmp");
+    rt().block_on(async {
+        let ch = w.channel(Some((&force.0, &force.1)), None).await.unwrap();
+        let mut r = RosterServiceClient::new(ch.clone());
+        let code = |res: Result<tonic::Response<BatchReceipt>, tonic::Status>| res.map(|_| ()).unwrap_err();
+        assert_eq!(code(r.sync(roster_batch("too-many", 6)).await).code(), Code::ResourceExhausted);
+        assert_eq!(code(r.sync(roster_batch("roster-limit", 4)).await).code(), Code::ResourceExhausted);
+        let mut fat = roster_batch("fat", 1);
+        fat.upserts[0].tokens = Some(token_set(5));
+        let e = code(r.sync(fat).await);
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("upsert 0") && e.message().contains("limit of 4"), "{}", e.message());
+        let mut bad = roster_batch("bad", 1);
+        bad.upserts[0].tokens = Some(TokenSet { kinds: vec![1, 2], tokens: vec![0; 32].into() });
+        let e = code(r.sync(bad).await);
+        assert!(
+            e.message().contains("upsert 0") && e.message().contains("2 kinds but 32 token bytes"),
+            "{}",
+            e.message()
+        );
+        let mut epoch = roster_batch("epoch", 1);
+        epoch.epoch = 2;
+        assert_eq!(code(r.sync(epoch).await).code(), Code::FailedPrecondition);
+        let mut big = roster_batch("big", 1);
+        big.upserts[0].subject = vec![0; 100_000].into();
+        assert!(r.sync(big).await.is_err(), "a message over the size limit is refused");
+        // Nothing above changed anything; a valid batch applies.
+        let ok = r.sync(roster_batch("ok", 3)).await.unwrap().into_inner();
+        assert_eq!(ok.total, 3);
+        // Checks are rate limited per force.
+        let mut c = CheckServiceClient::new(ch.clone());
+        let req = || CheckRequest {
+            request_id: "c1".into(),
+            epoch: 1,
+            applicants: vec![Applicant { applicant: vec![1].into(), tokens: Some(token_set(1)) }],
+        };
+        c.check(req()).await.unwrap();
+        c.check(req()).await.unwrap();
+        assert_eq!(c.check(req()).await.unwrap_err().code(), Code::ResourceExhausted);
+    });
+}

@@ -1,0 +1,81 @@
+//! Crash safety: `kill -9` of the coordinator mid-feed and mid-delivery,
+//! then a restart. Nothing acknowledged is lost and nothing is duplicated.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::Duration;
+use vigil_proto::v1::StatusRequest;
+use vigil_proto::v1::feed_service_client::FeedServiceClient;
+use vigil_tests::{World, ok, wait_until};
+
+use crate::common::{active_pairs, expected, synth_set};
+
+fn records_at_coordinator(w: &World) -> Option<u64> {
+    let id = w.client_identity("source", "pnc");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ch = w.channel(Some((&id.0, &id.1)), None).await.ok()?;
+        FeedServiceClient::new(ch).status(StatusRequest {}).await.ok().map(|r| r.into_inner().total)
+    })
+}
+
+#[test]
+fn kill_9_mid_feed_and_mid_delivery_loses_and_duplicates_nothing() {
+    let mut w = World::new();
+    let data = w.path().join("synth");
+    let s = synth_set(&data, 9, 1, 600, 20_000);
+    let force = s.forces[0].clone();
+    let want = expected(&data, &s.forces, &["extract.csv"]);
+    let coordinator = w.start_coordinator();
+    let node = w.node("force", &force);
+    let pnc = w.node("source", "pnc");
+    ok(node.run(&["sync", "--roster", data.join(format!("roster-{force}.csv")).to_str().unwrap()]));
+
+    // Mid-feed: 20,000 records in batches of 200; kill the coordinator once
+    // some batches are in.
+    let mut feed = pnc
+        .cmd(&["feed", "--extract", data.join("extract.csv").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    assert!(wait_until(Duration::from_secs(60), || {
+        seen = records_at_coordinator(&w).unwrap_or(0);
+        seen >= 1000
+    }));
+    coordinator.kill9();
+    println!("killed mid-feed with {seen} of 20000 records acknowledged");
+    let interrupted = wait_until(Duration::from_secs(30), || feed.try_wait().unwrap().is_some());
+    assert!(interrupted, "the feed should give up once the coordinator is gone");
+    let status = feed.wait().unwrap();
+
+    // Restart: everything the coordinator acknowledged is still there.
+    let coordinator = w.start_coordinator();
+    let held = records_at_coordinator(&w).unwrap();
+    assert!(held >= seen, "acknowledged batches were lost: {held} records after restart, {seen} before");
+    if !status.success() {
+        assert!(held < 20_000);
+    }
+    // Feeding again completes the load; already-applied batches are not re-sent.
+    let out = ok(pnc.run(&["feed", "--extract", data.join("extract.csv").to_str().unwrap()]));
+    assert_eq!(records_at_coordinator(&w), Some(20_000), "{out}");
+
+    // Mid-delivery: start the watcher, kill the coordinator while the inbox
+    // is filling, restart; the watcher reconnects by itself.
+    let expect = &want[&force];
+    assert!(expect.len() >= 20, "need enough disclosures to interrupt: {}", expect.len());
+    let watcher = node.watch();
+    assert!(wait_until(Duration::from_secs(60), || !node.inbox().is_empty()));
+    coordinator.kill9();
+    println!("killed with {} of {} disclosures in the inbox", node.inbox().len(), expect.len());
+    let coordinator = w.start_coordinator();
+    let converged = wait_until(Duration::from_secs(60), || &active_pairs(&node.inbox()) == expect);
+    assert!(converged, "inbox did not converge after restart; watch log:\n{}", watcher.log_text());
+    let inbox = node.inbox();
+    let ids: HashSet<&str> = inbox.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), inbox.len(), "an id appears twice in the inbox");
+    assert_eq!(inbox.len(), expect.len(), "a disclosure was duplicated");
+    watcher.stop();
+    coordinator.stop();
+}
