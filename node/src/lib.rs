@@ -24,8 +24,11 @@
 //! - [`verify`]: checkpoints, consistency and inclusion against the audit log.
 //! - [`inbox`]: the ranked inbox, joined with the roster locally.
 //! - [`check`]: pre-employment checks.
+//! - [`audit`]: `audit verify`, `report` and `export`; [`report_html`]
+//!   renders the report as one self-contained page.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod category;
 pub mod check;
 pub mod client;
@@ -38,6 +41,7 @@ pub mod keys;
 pub mod local;
 pub mod nicknames;
 pub mod normalize;
+pub mod report_html;
 pub mod seal;
 pub mod sync;
 pub mod synth;

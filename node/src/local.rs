@@ -346,6 +346,18 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Every remembered value whose key starts with `prefix`, in key order.
+    pub fn meta_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, LocalError> {
+        let db = self.conn()?;
+        let mut st =
+            db.prepare("SELECT key, value FROM meta WHERE key >= ?1 AND key < ?2 ORDER BY key").map_err(err)?;
+        let end = format!("{prefix}\u{10FFFF}");
+        let rows = st
+            .query_map(params![prefix, end], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
     /// Forgets a value.
     pub fn clear_meta(&self, key: &str) -> Result<(), LocalError> {
         let db = self.conn()?;

@@ -58,6 +58,42 @@ enum InboxCommand {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the log: signature, consistency with the last checkpoint this
+    /// node verified (a split view is an alarm), and for an auditor every
+    /// entry and the log's invariants; for a force every inbox disclosure.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// What was shared with whom, when and under which policy.
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this force.
+        #[arg(long)]
+        force: Option<String>,
+        /// Only entries from this date (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Output format (html: one self-contained page).
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json", "html"])]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Export the checkpoint, entries and proofs as plain files for
+    /// independent verification (auditor).
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Directory to write into.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Force: send the HR roster's changes (adds, changes, leavers) to the
     /// coordinator in idempotent batches.
@@ -107,6 +143,11 @@ enum Command {
     Inbox {
         #[command(subcommand)]
         command: InboxCommand,
+    },
+    /// Audit the transparency log (auditor or force).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Force: a pre-employment check of applicants, answered only to this
     /// force; the coordinator keeps nothing of the applicants.
@@ -340,6 +381,82 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     return Err(Exit::new(exit::INPUT, format!("no disclosure {id} in this inbox")).into());
                 }
                 println!("{id}: {}", st.as_str());
+                Ok(())
+            }
+        },
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { config } => {
+                let cfg = load(&config, None)?;
+                init_logs(&cfg);
+                let store = open_store(&cfg)?;
+                let v = runtime()?.block_on(async {
+                    let ch = client::connect(&cfg).await?;
+                    vigil_node::audit::verify(&cfg, &store, ch).await
+                })?;
+                let counts: Vec<String> = v.entries.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                if cfg.role == NodeRole::Auditor {
+                    println!(
+                        "log verified at size {}: signature, consistency and root hold; entries: {}",
+                        v.size,
+                        counts.join(", ")
+                    );
+                } else {
+                    println!(
+                        "log verified at size {}: {} disclosures in this inbox are in the log ({})",
+                        v.size,
+                        v.inbox_proven,
+                        counts.join(", ")
+                    );
+                }
+                if !v.problems.is_empty() {
+                    for p in &v.problems {
+                        eprintln!("PROBLEM: {p}");
+                    }
+                    return Err(
+                        Exit::new(exit::AUDIT, format!("{} problems found in the log", v.problems.len())).into()
+                    );
+                }
+                Ok(())
+            }
+            AuditCommand::Report { config, force, since, format, out } => {
+                let cfg = load(&config, None)?;
+                init_logs(&cfg);
+                if let Some(s) = &since {
+                    vigil_node::normalize::Date::parse(s)
+                        .map_err(|e| Exit::new(exit::CONFIG, format!("--since: {e}")))?;
+                }
+                let store = open_store(&cfg)?;
+                let r = runtime()?.block_on(async {
+                    let ch = client::connect(&cfg).await?;
+                    vigil_node::audit::build_report(&cfg, &store, ch, force.as_deref(), since.as_deref()).await
+                })?;
+                let text = vigil_node::audit::render(&r, &format)?;
+                match out {
+                    Some(p) => {
+                        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+                        println!("wrote {}", p.display());
+                    }
+                    None => print!("{text}"),
+                }
+                if !r.problems.is_empty() {
+                    return Err(
+                        Exit::new(exit::AUDIT, format!("{} problems found in the log", r.problems.len())).into()
+                    );
+                }
+                Ok(())
+            }
+            AuditCommand::Export { config, dir } => {
+                let cfg = load(&config, Some(NodeRole::Auditor))?;
+                init_logs(&cfg);
+                let store = open_store(&cfg)?;
+                let size = runtime()?.block_on(async {
+                    let ch = client::connect(&cfg).await?;
+                    vigil_node::audit::export(&cfg, &store, ch, &dir).await
+                })?;
+                println!(
+                    "exported the log at size {size} to {} (formats: README.txt there, docs/audit.md)",
+                    dir.display()
+                );
                 Ok(())
             }
         },

@@ -21,6 +21,7 @@ use crate::local::LocalStore;
 
 const CHECKPOINT: &str = "checkpoint";
 const ALARM: &str = "split_view";
+const HISTORY: &str = "checkpoint-history:";
 
 /// Why verification failed.
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +130,14 @@ pub async fn accept_checkpoint(
 ) -> Result<Checkpoint, VerifyError> {
     let cp = key.open(note)?;
     let Some((held, _)) = held_checkpoint(store, key)? else {
-        store.set_meta(CHECKPOINT, note.as_bytes())?;
+        keep(store, &cp, note)?;
         return Ok(cp);
     };
-    let (small, large) = if cp.size >= held.size { (&held, &cp) } else { (&cp, &held) };
-    let result = if small.size == 0 {
+    let (small, large) = (&held, &cp);
+    let result = if cp.size < held.size {
+        // A log never shrinks: an older or different history is presented.
+        Err(format!("the log shrank from {} to {} entries", held.size, cp.size))
+    } else if small.size == 0 {
         Ok(())
     } else if small.size == large.size {
         if small.root == large.root { Ok(()) } else { Err("two different roots for the same size".to_string()) }
@@ -154,9 +158,27 @@ pub async fn accept_checkpoint(
         return Err(e);
     }
     if cp.size > held.size {
-        store.set_meta(CHECKPOINT, note.as_bytes())?;
+        keep(store, &cp, note)?;
     }
     Ok(cp)
+}
+
+/// Remembers a verified checkpoint: as the latest, and in the history of
+/// every checkpoint this node has seen.
+fn keep(store: &LocalStore, cp: &Checkpoint, note: &str) -> Result<(), VerifyError> {
+    store.set_meta(&format!("{HISTORY}{:020}", cp.size), note.as_bytes())?;
+    store.set_meta(CHECKPOINT, note.as_bytes())?;
+    Ok(())
+}
+
+/// Every checkpoint this node has verified, oldest first.
+pub fn history(store: &LocalStore, key: &LogKey) -> Result<Vec<(Checkpoint, String)>, VerifyError> {
+    let mut out = Vec::new();
+    for (_, v) in store.meta_prefix(HISTORY)? {
+        let note = String::from_utf8_lossy(&v).into_owned();
+        out.push((key.open(&note)?, note));
+    }
+    Ok(out)
 }
 
 /// Checks that a log entry describes disclosure `d` sent to `force`.

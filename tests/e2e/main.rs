@@ -2,6 +2,7 @@
 //! test time, readiness by health check. One binary, one module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod audit;
 mod auth;
 mod common;
 mod crash;

@@ -1,0 +1,535 @@
+//! `vigil-node audit`: verify the transparency log, report what was shared
+//! with whom, and export the log for independent verification.
+//!
+//! - An **auditor** node fetches every entry, recomputes the tree, checks it
+//!   against the signed checkpoint and the checkpoint against the last one
+//!   it verified, and checks the log's invariants.
+//! - A **force** node checks that every disclosure in its inbox is in the
+//!   current log (an inclusion proof per disclosure) and that the log is
+//!   consistent with what it verified before.
+//!
+//! Categories travel sealed: the log cannot count by category. An
+//! auditor's report counts by force, source, month and policy. A force's
+//! report also counts its own disclosures by category, opened locally.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use tonic::transport::Channel;
+use vigil_proto::audit::Entry;
+use vigil_proto::tlog::{Checkpoint, Hash, Tree, leaf_hash, verify_inclusion};
+use vigil_proto::v1::audit_service_client::AuditServiceClient;
+use vigil_proto::v1::{CheckpointRequest, Disclosure, DisclosureType, EntriesRequest, InclusionProofRequest};
+
+use crate::client::{self, MAX_MESSAGE};
+use crate::config::{NodeConfig, NodeRole};
+use crate::exit::{self, Exit};
+use crate::local::LocalStore;
+use crate::verify::{self, LogKey};
+
+/// The verified log: checkpoint and every entry.
+pub struct Log {
+    /// The verified checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Its signed note.
+    pub note: String,
+    /// Every entry, in order.
+    pub entries: Vec<Vec<u8>>,
+}
+
+fn audit_client(channel: Channel) -> AuditServiceClient<Channel> {
+    AuditServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
+}
+
+/// Fetches the latest checkpoint and verifies it against the one held.
+pub async fn latest(store: &LocalStore, key: &LogKey, channel: Channel) -> Result<(Checkpoint, String), Exit> {
+    let mut c = audit_client(channel);
+    let note = c
+        .checkpoint(CheckpointRequest {})
+        .await
+        .map_err(|s| client::status_exit(&s, "checkpoint"))?
+        .into_inner()
+        .checkpoint;
+    let cp = verify::accept_checkpoint(store, key, &mut c, &note).await.map_err(verify::exit_of)?;
+    Ok((cp, note))
+}
+
+/// Fetches every entry (auditor only) and checks them against the checkpoint.
+pub async fn fetch(store: &LocalStore, key: &LogKey, channel: Channel) -> Result<Log, Exit> {
+    let (cp, note) = latest(store, key, channel.clone()).await?;
+    let mut c = audit_client(channel);
+    let mut entries = Vec::with_capacity(cp.size as usize);
+    while (entries.len() as u64) < cp.size {
+        let start = entries.len() as u64;
+        let r = c
+            .entries(EntriesRequest { start, end: cp.size })
+            .await
+            .map_err(|s| client::status_exit(&s, "log entries"))?
+            .into_inner();
+        if r.entries.is_empty() {
+            return Err(Exit::new(exit::AUDIT, format!("the coordinator returned no entries from {start}")));
+        }
+        entries.extend(r.entries.into_iter().map(|b| b.to_vec()));
+    }
+    entries.truncate(cp.size as usize);
+    let mut tree = Tree::new();
+    for e in &entries {
+        tree.push(leaf_hash(e));
+    }
+    if tree.root(cp.size) != Some(cp.root) {
+        return Err(Exit::new(exit::AUDIT, "the entries served do not hash to the signed checkpoint's root"));
+    }
+    Ok(Log { checkpoint: cp, note, entries })
+}
+
+/// What `audit verify` found.
+#[derive(Debug, Default, Serialize)]
+pub struct Verified {
+    /// Tree size verified.
+    pub size: u64,
+    /// Entries by type.
+    pub entries: BTreeMap<String, u64>,
+    /// Disclosures in this force's inbox proven to be in the log.
+    pub inbox_proven: u64,
+    /// Problems found (empty when everything holds).
+    pub problems: Vec<String>,
+}
+
+/// Checks the log's invariants over all entries.
+pub fn invariants(entries: &[Vec<u8>]) -> (BTreeMap<String, u64>, Vec<String>) {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut disclosures: HashMap<String, (String, String, String, String)> = HashMap::new();
+    let mut retracted: HashSet<String> = HashSet::new();
+    let mut ids: HashSet<String> = HashSet::new();
+    // (expected disclosure entries, expected retraction entries) after a batch
+    let mut expect: Option<(usize, u64, u64, u64, u64)> = None;
+    for (i, bytes) in entries.iter().enumerate() {
+        let e = match Entry::parse(bytes) {
+            Ok(e) => e,
+            Err(err) => {
+                problems.push(format!("entry {i} is not a valid entry: {err}"));
+                continue;
+            }
+        };
+        *counts.entry(e.kind().to_string()).or_default() += 1;
+        let in_batch = matches!(e, Entry::Disclosure { .. } | Entry::Retraction { .. });
+        if let Some((at, d, r, seen_d, seen_r)) = expect.as_mut() {
+            if in_batch {
+                match e {
+                    Entry::Disclosure { .. } => *seen_d += 1,
+                    _ => *seen_r += 1,
+                }
+            } else {
+                if seen_d != d || seen_r != r {
+                    problems.push(format!("batch at entry {at} announces {d} disclosures and {r} retractions; {seen_d} and {seen_r} follow"));
+                }
+                expect = None;
+            }
+        } else if in_batch {
+            problems.push(format!("entry {i} ({}) does not follow a batch entry", e.kind()));
+        }
+        match &e {
+            Entry::RosterBatch { disclosures, retractions, .. }
+            | Entry::NationalBatch { disclosures, retractions, .. } => {
+                expect = Some((i, *disclosures, *retractions, 0, 0));
+            }
+            Entry::Disclosure { id, force, subject, source, record_ref, .. } => {
+                if !ids.insert(id.clone()) {
+                    problems.push(format!("entry {i}: disclosure id {id} appears twice"));
+                }
+                disclosures.insert(id.clone(), (force.clone(), subject.clone(), source.clone(), record_ref.clone()));
+            }
+            Entry::Retraction { id, retracts, force, subject, source, record_ref, .. } => {
+                if !ids.insert(id.clone()) {
+                    problems.push(format!("entry {i}: retraction id {id} appears twice"));
+                }
+                match disclosures.get(retracts) {
+                    None => problems.push(format!(
+                        "entry {i}: retraction {id} withdraws {retracts}, which is not an earlier disclosure"
+                    )),
+                    Some(d) if d != &(force.clone(), subject.clone(), source.clone(), record_ref.clone()) => {
+                        problems.push(format!("entry {i}: retraction {id} names another pair than {retracts}"))
+                    }
+                    Some(_) => {
+                        if !retracted.insert(retracts.clone()) {
+                            problems.push(format!("entry {i}: {retracts} is retracted twice"));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((at, d, r, seen_d, seen_r)) = expect
+        && (seen_d != d || seen_r != r)
+    {
+        problems.push(format!(
+            "batch at entry {at} announces {d} disclosures and {r} retractions; {seen_d} and {seen_r} follow"
+        ));
+    }
+    (counts, problems)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// `audit verify`.
+pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> Result<Verified, Exit> {
+    let key = LogKey::load(cfg)?;
+    let mut v = Verified::default();
+    match cfg.role {
+        NodeRole::Auditor => {
+            let log = fetch(store, &key, channel).await?;
+            v.size = log.checkpoint.size;
+            let (counts, problems) = invariants(&log.entries);
+            v.entries = counts;
+            v.problems = problems;
+        }
+        _ => {
+            let (cp, _) = latest(store, &key, channel.clone()).await?;
+            v.size = cp.size;
+            let mut c = audit_client(channel);
+            for (id, bytes, _) in store.inbox().map_err(|e| Exit::new(exit::FAILURE, e.to_string()))? {
+                let d: Disclosure = prost::Message::decode(bytes.as_slice())
+                    .map_err(|_| Exit::new(exit::FAILURE, "corrupt inbox entry"))?;
+                let Some(a) = d.audit.as_ref() else {
+                    v.problems.push(format!("{id}: stored without its log entry"));
+                    continue;
+                };
+                if a.leaf_index >= cp.size {
+                    v.problems.push(format!("{id}: leaf {} is beyond the log's size {}", a.leaf_index, cp.size));
+                    continue;
+                }
+                let proof = c
+                    .inclusion_proof(InclusionProofRequest { leaf_index: a.leaf_index, tree_size: cp.size })
+                    .await
+                    .map_err(|s| client::status_exit(&s, "inclusion proof"))?
+                    .into_inner()
+                    .proof;
+                let proof: Result<Vec<Hash>, _> = proof.iter().map(|h| <Hash>::try_from(h.as_ref())).collect();
+                let ok = proof
+                    .is_ok_and(|p| verify_inclusion(&leaf_hash(&a.entry), a.leaf_index, cp.size, &p, &cp.root).is_ok());
+                if !ok {
+                    v.problems.push(format!("{id}: not in the log at size {}", cp.size));
+                    continue;
+                }
+                match Entry::parse(&a.entry)
+                    .map_err(|e| e.to_string())
+                    .and_then(|e| verify::entry_matches(&d, &cfg.code, &e))
+                {
+                    Ok(()) => v.inbox_proven += 1,
+                    Err(why) => v.problems.push(format!("{id}: {why}")),
+                }
+                *v.entries
+                    .entry(
+                        if d.r#type == DisclosureType::Retraction as i32 { "retraction" } else { "disclosure" }.into(),
+                    )
+                    .or_default() += 1;
+            }
+        }
+    }
+    let _ = now_ms();
+    Ok(v)
+}
+
+/// One row of the report's detail: one disclosure or retraction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shared {
+    /// RFC 3339 time.
+    pub time: String,
+    /// `disclosure` or `retraction`.
+    pub kind: String,
+    /// Id.
+    pub id: String,
+    /// Force it went to.
+    pub force: String,
+    /// Source of the record.
+    pub source: String,
+    /// Category (a force's own report only; `sealed` otherwise).
+    pub category: String,
+    /// Evidence kinds (disclosures).
+    pub evidence: String,
+    /// Policy version (disclosures) or reason (retractions).
+    pub policy_or_reason: String,
+}
+
+/// The report.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Who produced it: `auditor <code>` or `force <code>`.
+    pub produced_by: String,
+    /// Log size covered.
+    pub log_size: u64,
+    /// Filters applied.
+    pub filters: String,
+    /// Totals by entry type.
+    pub totals: BTreeMap<String, u64>,
+    /// Disclosures by force.
+    pub by_force: BTreeMap<String, u64>,
+    /// Disclosures by source.
+    pub by_source: BTreeMap<String, u64>,
+    /// Disclosures by category (force reports only).
+    pub by_category: BTreeMap<String, u64>,
+    /// Disclosures by month (YYYY-MM).
+    pub by_month: BTreeMap<String, u64>,
+    /// Disclosures by policy version.
+    pub by_policy: BTreeMap<String, u64>,
+    /// Retractions by reason.
+    pub retractions_by_reason: BTreeMap<String, u64>,
+    /// Roster sync batches by force.
+    pub roster_batches_by_force: BTreeMap<String, u64>,
+    /// National batches by source.
+    pub national_batches_by_source: BTreeMap<String, u64>,
+    /// Pre-employment checks by force (applicants checked).
+    pub checks_by_force: BTreeMap<String, u64>,
+    /// Candidates counted (never disclosed).
+    pub candidates: u64,
+    /// Policy and epoch changes.
+    pub changes: Vec<String>,
+    /// Every disclosure and retraction.
+    pub shared: Vec<Shared>,
+    /// Problems found while verifying.
+    pub problems: Vec<String>,
+}
+
+/// Builds a report from verified entries (and, for a force, categories
+/// opened from its inbox: id → category).
+pub fn report(
+    entries: &[Vec<u8>],
+    force: Option<&str>,
+    since: Option<&str>,
+    categories: &HashMap<String, String>,
+) -> Report {
+    let mut r = Report::default();
+    let keep_force = |f: &str| force.is_none_or(|x| x == f);
+    let keep_time = |t: &str| since.is_none_or(|s| t >= s);
+    for bytes in entries {
+        let Ok(e) = Entry::parse(bytes) else { continue };
+        if !keep_time(e.time()) {
+            continue;
+        }
+        match &e {
+            Entry::Disclosure { time, id, force: f, source, agreeing, policy_version, .. } if keep_force(f) => {
+                *r.totals.entry("disclosure".into()).or_default() += 1;
+                *r.by_force.entry(f.clone()).or_default() += 1;
+                *r.by_source.entry(source.clone()).or_default() += 1;
+                *r.by_month.entry(time.get(..7).unwrap_or("").to_string()).or_default() += 1;
+                *r.by_policy.entry(policy_version.clone()).or_default() += 1;
+                let category = categories.get(id).cloned().unwrap_or_else(|| "sealed".into());
+                if force.is_some() {
+                    *r.by_category.entry(category.clone()).or_default() += 1;
+                }
+                r.shared.push(Shared {
+                    time: time.clone(),
+                    kind: "disclosure".into(),
+                    id: id.clone(),
+                    force: f.clone(),
+                    source: source.clone(),
+                    category,
+                    evidence: agreeing.join(","),
+                    policy_or_reason: policy_version.clone(),
+                });
+            }
+            Entry::Retraction { time, id, force: f, source, reason, .. } if keep_force(f) => {
+                *r.totals.entry("retraction".into()).or_default() += 1;
+                *r.retractions_by_reason.entry(reason.clone()).or_default() += 1;
+                r.shared.push(Shared {
+                    time: time.clone(),
+                    kind: "retraction".into(),
+                    id: id.clone(),
+                    force: f.clone(),
+                    source: source.clone(),
+                    category: String::new(),
+                    evidence: String::new(),
+                    policy_or_reason: reason.clone(),
+                });
+            }
+            Entry::RosterBatch { force: f, candidates, .. } if keep_force(f) => {
+                *r.totals.entry("roster_batch".into()).or_default() += 1;
+                *r.roster_batches_by_force.entry(f.clone()).or_default() += 1;
+                r.candidates += candidates;
+            }
+            Entry::NationalBatch { source, candidates, .. } if force.is_none() => {
+                *r.totals.entry("national_batch".into()).or_default() += 1;
+                *r.national_batches_by_source.entry(source.clone()).or_default() += 1;
+                r.candidates += candidates;
+            }
+            Entry::Check { force: f, applicants, candidates, .. } if keep_force(f) => {
+                *r.totals.entry("check".into()).or_default() += 1;
+                *r.checks_by_force.entry(f.clone()).or_default() += applicants;
+                r.candidates += candidates;
+            }
+            Entry::Policy { time, version, sha256 } => {
+                r.changes.push(format!("{time}: policy {version} (sha256 {})", sha256.get(..16).unwrap_or("")));
+            }
+            Entry::Epoch { time, epoch } => r.changes.push(format!("{time}: linkage-key epoch {epoch}")),
+            _ => {}
+        }
+    }
+    r.filters = format!("force: {}; since: {}", force.unwrap_or("all"), since.unwrap_or("the start"));
+    r
+}
+
+/// Renders a report as `table`, `csv`, `json` or `html`.
+pub fn render(r: &Report, format: &str) -> Result<String, Exit> {
+    match format {
+        "json" => serde_json::to_string_pretty(r).map_err(|e| Exit::new(exit::FAILURE, e.to_string())),
+        "csv" => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let err = |e: csv::Error| Exit::new(exit::FAILURE, e.to_string());
+            w.write_record(["time", "kind", "id", "force", "source", "category", "evidence", "policy_or_reason"])
+                .map_err(err)?;
+            for s in &r.shared {
+                w.write_record([
+                    &s.time,
+                    &s.kind,
+                    &s.id,
+                    &s.force,
+                    &s.source,
+                    &s.category,
+                    &s.evidence,
+                    &s.policy_or_reason,
+                ])
+                .map_err(err)?;
+            }
+            let bytes = w.into_inner().map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        "table" => {
+            let mut s = format!("Vigil audit report ({}), log size {}, {}\n", r.produced_by, r.log_size, r.filters);
+            let section = |s: &mut String, title: &str, m: &BTreeMap<String, u64>| {
+                if m.is_empty() {
+                    return;
+                }
+                s.push_str(&format!("\n{title}\n"));
+                let rows: Vec<Vec<String>> = m.iter().map(|(k, v)| vec![k.clone(), v.to_string()]).collect();
+                s.push_str(&crate::inbox::table(&["", "COUNT"], &rows));
+            };
+            section(&mut s, "Entries", &r.totals);
+            section(&mut s, "Disclosures by force", &r.by_force);
+            section(&mut s, "Disclosures by source", &r.by_source);
+            section(&mut s, "Disclosures by category", &r.by_category);
+            section(&mut s, "Disclosures by month", &r.by_month);
+            section(&mut s, "Disclosures by policy", &r.by_policy);
+            section(&mut s, "Retractions by reason", &r.retractions_by_reason);
+            section(&mut s, "Roster batches by force", &r.roster_batches_by_force);
+            section(&mut s, "National batches by source", &r.national_batches_by_source);
+            section(&mut s, "Applicants checked by force", &r.checks_by_force);
+            s.push_str(&format!("\nCandidates counted (never disclosed): {}\n", r.candidates));
+            for c in &r.changes {
+                s.push_str(&format!("change: {c}\n"));
+            }
+            for p in &r.problems {
+                s.push_str(&format!("PROBLEM: {p}\n"));
+            }
+            Ok(s)
+        }
+        "html" => Ok(crate::report_html::render(r)),
+        other => Err(Exit::new(exit::CONFIG, format!("unknown format {other:?}: use table, csv, json or html"))),
+    }
+}
+
+/// Builds a report for this node: all forces for an auditor, its own for a force.
+pub async fn build_report(
+    cfg: &NodeConfig,
+    store: &LocalStore,
+    channel: Channel,
+    force: Option<&str>,
+    since: Option<&str>,
+) -> Result<Report, Exit> {
+    let key = LogKey::load(cfg)?;
+    match cfg.role {
+        NodeRole::Auditor => {
+            let log = fetch(store, &key, channel).await?;
+            let mut r = report(&log.entries, force, since, &HashMap::new());
+            r.problems = invariants(&log.entries).1;
+            r.produced_by = format!("auditor {}", cfg.code);
+            r.log_size = log.checkpoint.size;
+            Ok(r)
+        }
+        NodeRole::Force => {
+            if force.is_some_and(|f| f != cfg.code) {
+                return Err(Exit::new(exit::CONFIG, "a force's report covers only that force"));
+            }
+            let (cp, _) = latest(store, &key, channel).await?;
+            let keys = crate::sync::Keys::load(cfg)?;
+            let items = crate::inbox::build(store, &keys)?;
+            let categories: HashMap<String, String> =
+                items.iter().map(|i| (i.id.clone(), i.category.clone())).collect();
+            let entries: Vec<Vec<u8>> = store
+                .inbox()
+                .map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?
+                .into_iter()
+                .filter_map(|(_, b, _)| prost::Message::decode(b.as_slice()).ok())
+                .filter_map(|d: Disclosure| d.audit.map(|a| a.entry.to_vec()))
+                .collect();
+            let mut r = report(&entries, Some(&cfg.code), since, &categories);
+            r.produced_by = format!("force {}", cfg.code);
+            r.log_size = cp.size;
+            Ok(r)
+        }
+        NodeRole::Source => {
+            Err(Exit::new(exit::CONFIG, "a source node has no audit report; use an auditor or force node"))
+        }
+    }
+}
+
+/// Writes the log for third-party verification (auditor only): see
+/// docs/audit.md for the formats.
+pub async fn export(cfg: &NodeConfig, store: &LocalStore, channel: Channel, dir: &Path) -> Result<u64, Exit> {
+    let key = LogKey::load(cfg)?;
+    let log = fetch(store, &key, channel.clone()).await?;
+    let seen = verify::history(store, &key).map_err(verify::exit_of)?;
+    let io = |e: std::io::Error| Exit::new(exit::FAILURE, format!("writing {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir.join("inclusion")).map_err(io)?;
+    std::fs::create_dir_all(dir.join("consistency")).map_err(io)?;
+    std::fs::write(dir.join("checkpoint"), &log.note).map_err(io)?;
+    std::fs::write(dir.join("vkey"), format!("{}\n", key.verifier.vkey())).map_err(io)?;
+    std::fs::write(dir.join("origin"), format!("{}\n", key.origin)).map_err(io)?;
+    let mut jsonl = Vec::new();
+    for e in &log.entries {
+        jsonl.extend_from_slice(e);
+        jsonl.push(b'\n');
+    }
+    std::fs::write(dir.join("entries.jsonl"), jsonl).map_err(io)?;
+    let mut tree = Tree::new();
+    for e in &log.entries {
+        tree.push(leaf_hash(e));
+    }
+    let b64 = |h: &Hash| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, h);
+    let size = log.checkpoint.size;
+    for (i, e) in log.entries.iter().enumerate() {
+        let kind = Entry::parse(e).map(|x| x.kind()).unwrap_or("");
+        if kind == "disclosure" || kind == "retraction" {
+            let proof = tree.inclusion_proof(i as u64, size).unwrap_or_default();
+            let text: String = proof.iter().map(|h| format!("{}\n", b64(h))).collect();
+            std::fs::write(dir.join("inclusion").join(format!("{i}")), text).map_err(io)?;
+        }
+    }
+    for (old, old_note) in seen.iter().filter(|(c, _)| c.size > 0 && c.size < size) {
+        let proof = tree.consistency_proof(old.size, size).unwrap_or_default();
+        let text: String = proof.iter().map(|h| format!("{}\n", b64(h))).collect();
+        std::fs::write(dir.join("consistency").join(format!("{}-{size}", old.size)), text).map_err(io)?;
+        std::fs::write(dir.join("consistency").join(format!("checkpoint-{}", old.size)), old_note).map_err(io)?;
+    }
+    std::fs::write(dir.join("README.txt"), EXPORT_README).map_err(io)?;
+    Ok(size)
+}
+
+const EXPORT_README: &str = "Vigil transparency-log export. Formats: docs/audit.md in the Vigil repository.
+
+checkpoint            the signed checkpoint (C2SP signed-note around a C2SP tlog-checkpoint)
+vkey                  the log's verifier key (C2SP vkey: <name>+<hex key id>+<base64(0x01 || Ed25519 key)>)
+origin                the checkpoint's expected origin line
+entries.jsonl         every entry, one JSON object per line; line N (from 0) is leaf N
+inclusion/<N>         for each disclosure and retraction leaf N: its inclusion proof in the
+                      checkpoint's tree, one base64 SHA-256 hash per line (RFC 9162 order)
+consistency/<A>-<B>   for every earlier checkpoint this auditor verified (size A, saved as
+                      consistency/checkpoint-<A>): a consistency proof to this one (size B)
+
+To verify: check the checkpoint's Ed25519 signature with vkey; hash each line of entries.jsonl
+(without its newline) as SHA-256(0x00 || line) and compute the RFC 6962 Merkle root; compare
+it with the checkpoint's root hash and tree size.
+";

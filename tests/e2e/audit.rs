@@ -1,0 +1,221 @@
+//! The transparency log end to end: invariants after every step, the
+//! reports, the export verified independently, no personal data anywhere
+//! on the coordinator's side, and a split view stopping a node.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+use vigil_proto::audit::Entry;
+use vigil_tests::{Node, World, ok, wait_until};
+
+use crate::common::{active_pairs, expected, synth_set};
+
+/// Exports the log with the auditor and checks it independently: the root
+/// of entries.jsonl equals the signed checkpoint's. Returns the entries.
+fn export_and_check(auditor: &Node, dir: &Path) -> Vec<Entry> {
+    ok(auditor.run(&["audit", "export", dir.to_str().unwrap()]));
+    let note = std::fs::read_to_string(dir.join("checkpoint")).unwrap();
+    let vkey = std::fs::read_to_string(dir.join("vkey")).unwrap();
+    let origin = std::fs::read_to_string(dir.join("origin")).unwrap();
+    let v = vigil_proto::tlog::Verifier::from_vkey(vkey.trim()).unwrap();
+    let cp = vigil_proto::tlog::Checkpoint::open(&note, origin.trim(), &v).unwrap();
+    let text = std::fs::read_to_string(dir.join("entries.jsonl")).unwrap();
+    let mut tree = vigil_proto::tlog::Tree::new();
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        tree.push(vigil_proto::tlog::leaf_hash(line.as_bytes()));
+        entries.push(Entry::parse(line.as_bytes()).unwrap());
+    }
+    assert_eq!(tree.size(), cp.size);
+    assert_eq!(tree.root(cp.size), Some(cp.root), "the exported entries do not hash to the checkpoint");
+    entries
+}
+
+/// Exactly one disclosure entry per disclosure delivered, one retraction
+/// entry per retraction, for each force.
+fn one_entry_per_delivery(entries: &[Entry], nodes: &[Node]) {
+    for n in nodes {
+        let inbox = n.inbox();
+        let delivered = inbox.len();
+        let retracted = inbox.iter().filter(|i| i["state"] == "retracted").count();
+        let logged =
+            entries.iter().filter(|e| matches!(e, Entry::Disclosure { force, .. } if force == &n.code)).count();
+        let logged_r =
+            entries.iter().filter(|e| matches!(e, Entry::Retraction { force, .. } if force == &n.code)).count();
+        assert_eq!(logged, delivered, "{}: {logged} disclosure entries, {delivered} disclosures delivered", n.code);
+        assert_eq!(logged_r, retracted, "{}: {logged_r} retraction entries, {retracted} retractions", n.code);
+        ok(n.run(&["audit", "verify"]));
+    }
+}
+
+#[test]
+fn log_invariants_reports_export_and_privacy() {
+    let mut w = World::new();
+    let data = w.path().join("synth");
+    let s = synth_set(&data, 21, 2, 300, 4000);
+    let want = expected(&data, &s.forces, &["extract.csv"]);
+    let coordinator = w.start_coordinator();
+    let nodes: Vec<_> = s.forces.iter().map(|f| w.node("force", f)).collect();
+    let pnc = w.node("source", "pnc");
+    let dpo = w.node("auditor", "ico");
+    let step = |name: &str| {
+        let out = ok(dpo.run(&["audit", "verify"]));
+        assert!(out.contains("log verified"), "{name}: {out}");
+    };
+    step("start");
+    for n in &nodes {
+        ok(n.run(&["sync", "--roster", data.join(format!("roster-{}.csv", n.code)).to_str().unwrap()]));
+    }
+    step("after sync");
+    let watchers: Vec<_> = nodes.iter().map(|n| n.watch()).collect();
+    ok(pnc.run(&["feed", "--extract", data.join("extract.csv").to_str().unwrap()]));
+    for n in &nodes {
+        assert!(wait_until(Duration::from_secs(60), || active_pairs(&n.inbox()) == want[&n.code]));
+    }
+    step("after feed");
+    let entries = export_and_check(&dpo, &w.path().join("export1"));
+    one_entry_per_delivery(&entries, &nodes);
+
+    // A pre-employment check is logged as counts only.
+    let out = ok(nodes[0].run(&["check", "--applicants", data.join("applicants.csv").to_str().unwrap()]));
+    assert!(out.contains("30 applicants checked"), "{out}");
+    step("after check");
+
+    // Withdraw a disclosed record: a retraction, logged and delivered.
+    let (emp, record) = want[&nodes[0].code].iter().next().unwrap().clone();
+    let withdraw = w.path().join("withdraw.csv");
+    std::fs::write(&withdraw, format!("record_id\n{record}\n")).unwrap();
+    ok(pnc.run(&["feed", "--withdraw", withdraw.to_str().unwrap()]));
+    assert!(wait_until(Duration::from_secs(30), || nodes[0]
+        .inbox()
+        .iter()
+        .any(|i| i["employee_id"] == emp.as_str() && i["record_id"] == record.as_str() && i["state"] == "retracted")));
+    step("after withdrawal");
+    let entries = export_and_check(&dpo, &w.path().join("export2"));
+    one_entry_per_delivery(&entries, &nodes);
+    assert!(
+        w.path().join("export2/consistency").read_dir().unwrap().next().is_some(),
+        "a consistency proof from the earlier checkpoint"
+    );
+    assert!(entries.iter().any(|e| matches!(e, Entry::Check { applicants: 30, .. })));
+    assert!(
+        entries.iter().any(|e| matches!(e, Entry::Policy { .. }))
+            && entries.iter().any(|e| matches!(e, Entry::Epoch { epoch: 1, .. }))
+    );
+
+    // Reports: the auditor's (all forces) and a force's own (with categories).
+    let html = w.path().join("report.html");
+    ok(dpo.run(&["audit", "report", "--format", "html", "--out", html.to_str().unwrap()]));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.starts_with("<!doctype html>")
+            && page.contains("<svg")
+            && !page.contains("<script")
+            && !page.contains("http")
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(dpo.run(&["audit", "report", "--format", "json"]))).unwrap();
+    let total_disclosures: u64 = want.values().map(|p| p.len() as u64).sum();
+    assert_eq!(json["totals"]["disclosure"], total_disclosures);
+    assert_eq!(json["totals"]["retraction"], 1);
+    let own: serde_json::Value =
+        serde_json::from_str(&ok(nodes[0].run(&["audit", "report", "--format", "json"]))).unwrap();
+    assert!(own["by_category"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>() > 0);
+    assert!(own["by_force"].as_object().unwrap().keys().all(|k| k == &nodes[0].code));
+    let csv = ok(dpo.run(&["audit", "report", "--format", "csv", "--force", &nodes[1].code]));
+    assert!(csv.lines().skip(1).all(|l| l.contains(&format!(",{},", nodes[1].code))));
+
+    for wt in watchers {
+        wt.stop();
+    }
+    coordinator.stop();
+
+    // No name, date of birth, NI number or postcode from the inputs appears
+    // in the coordinator's data directory, its logs, or an audit export.
+    let mut needles: Vec<String> = Vec::new();
+    for f in std::fs::read_dir(&data).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "csv") && !p.ends_with("truth.csv") {
+            let mut rdr = csv::Reader::from_path(&p).unwrap();
+            let h = rdr.headers().unwrap().clone();
+            for row in rdr.records() {
+                let row = row.unwrap();
+                for (k, v) in h.iter().zip(row.iter()) {
+                    let v = v.trim();
+                    let keep = match k {
+                        "forenames" | "surname" | "previous_surnames" => v.len() >= 7,
+                        "date_of_birth" | "ni_number" => v.len() >= 8,
+                        "postcode" => v.contains(' '),
+                        _ => false,
+                    };
+                    if keep {
+                        needles.push(v.to_string());
+                    }
+                }
+            }
+        }
+    }
+    needles.sort();
+    needles.dedup();
+    assert!(needles.len() > 1000, "enough identity values to look for: {}", needles.len());
+    let mut haystacks: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut add_dir = |dir: &Path| {
+        for e in walk(dir) {
+            haystacks.insert(e.display().to_string(), std::fs::read(&e).unwrap());
+        }
+    };
+    add_dir(&w.path().join("coordinator"));
+    add_dir(&w.path().join("export2"));
+    add_dir(&w.path().join("nodes/ico"));
+    let page_bytes = std::fs::read(&html).unwrap();
+    haystacks.insert("report.html".into(), page_bytes);
+    // One pass per needle length, looking each window up in a set.
+    let mut by_len: HashMap<usize, std::collections::HashSet<&[u8]>> = HashMap::new();
+    for n in &needles {
+        by_len.entry(n.len()).or_default().insert(n.as_bytes());
+    }
+    for (name, bytes) in &haystacks {
+        for (len, set) in &by_len {
+            if let Some(w) = bytes.windows(*len).find(|w| set.contains(w)) {
+                panic!("{name} contains an identity value from the inputs ({} bytes)", w.len());
+            }
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_split_view_stops_the_node() {
+    let mut w = World::new();
+    let data = w.path().join("synth");
+    let s = synth_set(&data, 3, 1, 200, 2000);
+    let coordinator = w.start_coordinator();
+    let node = w.node("force", &s.forces[0]);
+    ok(node.run(&["sync", "--roster", data.join(format!("roster-{}.csv", s.forces[0])).to_str().unwrap()]));
+    ok(node.run(&["audit", "verify"]));
+    // The coordinator loses its history and starts a new log with the same
+    // key: what it shows now is not an extension of what the node verified.
+    coordinator.stop();
+    std::fs::remove_dir_all(w.path().join("coordinator/data")).unwrap();
+    let _coordinator = w.start_coordinator();
+    let out = node.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(70), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SPLIT VIEW"));
+    // The alarm is durable: watch refuses to accept disclosures.
+    let out = node.run(&["watch"]);
+    assert_eq!(out.status.code(), Some(70), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("split view"));
+}
