@@ -46,6 +46,12 @@ enum Command {
         #[arg(long)]
         origin: String,
     },
+    /// The deployment's private CA: create it, issue and renew certificates
+    /// carrying SPIFFE identities (docs/operations.md, "Key ceremony").
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
     /// Offline evaluation: tokenise and match in one process, then print
     /// precision, recall and F1 of confirmed matches against a ground truth.
     Eval {
@@ -71,6 +77,103 @@ enum Command {
     },
     /// Print the default confirmation policy.
     DefaultPolicy,
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create the CA: `ca.crt` (give to every node) and `ca.key` (keep offline).
+    Init {
+        /// Directory for the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "Vigil deployment CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issue (or, with --replace, renew with a fresh key) a certificate.
+    Issue {
+        /// Directory of the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The deployment's trust domain, e.g. vigil.example.
+        #[arg(long)]
+        trust_domain: String,
+        /// force, source, auditor or coordinator.
+        #[arg(long, value_parser = ["force", "source", "auditor", "coordinator"])]
+        role: String,
+        /// The force, source or auditor code (not for the coordinator).
+        #[arg(long)]
+        code: Option<String>,
+        /// DNS names (the coordinator's server certificate).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 397)]
+        days: i64,
+        /// Writes OUT.crt and OUT.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace existing files (renewal).
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+fn pki(command: PkiCommand) -> anyhow::Result<()> {
+    use vigil_coordinator::pki::{Ca, Leaf};
+    let cfg_err = |m: String| anyhow::Error::from(Exit::new(exit::CONFIG, m));
+    match command {
+        PkiCommand::Init { dir, name, days } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let (ca, key) = Ca::create(&name, days).map_err(|e| cfg_err(e.to_string()))?;
+            vigil_node::keyfile::write_new(&dir.join("ca.key"), &key)?;
+            vigil_node::keyfile::write_new(&dir.join("ca.crt"), ca.cert_pem())?;
+            println!(
+                "wrote {}/ca.crt (give to every node) and {}/ca.key (secret: keep offline)",
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
+        PkiCommand::Issue { dir, trust_domain, role, code, dns, days, out, replace } => {
+            let read = |f: &str| {
+                std::fs::read_to_string(dir.join(f)).with_context(|| format!("reading {}", dir.join(f).display()))
+            };
+            let ca = Ca::load(&read("ca.crt")?, &read("ca.key")?).map_err(|e| cfg_err(e.to_string()))?;
+            let id = match (role.as_str(), code) {
+                ("coordinator", None) => format!("spiffe://{trust_domain}/coordinator"),
+                ("coordinator", Some(_)) => return Err(cfg_err("the coordinator has no --code".into())),
+                (r, Some(c)) => format!("spiffe://{trust_domain}/{r}/{c}"),
+                (_, None) => return Err(cfg_err("--code is required for force, source and auditor".into())),
+            };
+            vigil_proto::spiffe::parse(&id).map_err(|e| cfg_err(e.to_string()))?;
+            let mut leaf = Leaf::valid_for(&id, days);
+            if role == "coordinator" {
+                if dns.is_empty() {
+                    return Err(cfg_err("the coordinator's certificate needs at least one --dns name".into()));
+                }
+                leaf.dns = dns;
+                leaf.server = true;
+                leaf.client = false;
+            }
+            let (cert, key) = ca.issue(&leaf).map_err(|e| cfg_err(e.to_string()))?;
+            let (cp, kp) = (out.with_extension("crt"), out.with_extension("key"));
+            if replace {
+                for p in [&cp, &kp] {
+                    if p.exists() {
+                        std::fs::remove_file(p).with_context(|| format!("replacing {}", p.display()))?;
+                    }
+                }
+            }
+            vigil_node::keyfile::write_new(&kp, &key)?;
+            vigil_node::keyfile::write_new(&cp, &cert)?;
+            println!("issued {id}: {} and {} (valid {days} days)", cp.display(), kp.display());
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -220,6 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Pki { command } => pki(command),
         Command::DefaultPolicy => {
             print!("{}", vigil_coordinator::policy::DEFAULT_POLICY);
             Ok(())

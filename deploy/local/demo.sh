@@ -1,13 +1,207 @@
 #!/usr/bin/env bash
-# Vigil local demo: build, synthesise a data set, tokenise and match it
-# offline, and print precision and recall against the synthetic truth.
+# Vigil, the whole job, on one machine, in one command.
+#
+# Builds release binaries; creates a private CA and SPIFFE certificates for a
+# coordinator, three forces, one national source and one auditor, plus the
+# linkage key, the pepper and the audit signing key; writes every config;
+# starts the coordinator and the force watchers on loopback; synthesises
+# data; syncs the rosters; feeds the national extract; waits for the
+# disclosures; feeds a delta and shows the new alerts arriving at the right
+# force; verifies the audit log and writes the HTML report; prints a summary
+# and stops everything.
+#
+# Environment (all optional):
+#   VIGIL_DEMO_OUT       output directory (default: demo-out)
+#   VIGIL_BIN            directory of already-built binaries (skips the build)
+#   VIGIL_DEMO_STAFF     staff per force (default 3000)
+#   VIGIL_DEMO_NATIONAL  national records (default 100000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
 OUT=${VIGIL_DEMO_OUT:-demo-out}
-echo "== building release binaries"
-cargo build --release --bins --quiet
+STAFF=${VIGIL_DEMO_STAFF:-3000}
+NATIONAL=${VIGIL_DEMO_NATIONAL:-100000}
+TD=vigil.demo
+ORIGIN=vigil.demo/audit
+SERVER=coordinator.vigil.demo
+START=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - START ))"; }
+command -v python3 >/dev/null || { echo "demo.sh needs python3 for its summary" >&2; exit 1; }
+
+if [ -n "${VIGIL_BIN:-}" ]; then
+  BIN=$VIGIL_BIN
+else
+  step "building release binaries"
+  cargo build --release --bins --quiet
+  BIN=$ROOT/target/release
+fi
+NODE=$BIN/vigil-node
+COORD=$BIN/vigil-coordinator
+
 rm -rf "$OUT" && mkdir -p "$OUT"
-echo "== synthesising 3 forces x 3,000 staff and 100,000 national records in $OUT/data"
-target/release/vigil-node synth --out "$OUT/data" --seed 1 --forces 3 --staff-per-force 3000 --national 100000 --overlap 0.05
-echo "== offline evaluation with the default policy"
-target/release/vigil-coordinator eval --roster "$OUT"/data/roster-*.csv --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv"
+OUT=$(cd "$OUT" && pwd)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+step "keys and certificates"
+"$COORD" pki init --dir "$OUT/pki" --name "Vigil demo CA" >/dev/null
+mkdir -p "$OUT/coordinator" "$OUT/shared"
+"$COORD" pki issue --dir "$OUT/pki" --trust-domain $TD --role coordinator --dns $SERVER --out "$OUT/coordinator/coordinator" >/dev/null
+"$COORD" keygen --out "$OUT/coordinator" --origin $ORIGIN >/dev/null
+"$NODE" keygen --out "$OUT/shared" --only linkage >/dev/null
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+METRICS=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$OUT/coordinator/coordinator.toml" <<EOF
+listen = "127.0.0.1:$PORT"
+trust_domain = "$TD"
+data_dir = "data"
+[tls]
+cert = "coordinator.crt"
+key = "coordinator.key"
+client_ca = "../pki/ca.crt"
+[keys]
+pepper = "pepper.key"
+audit_signing_key = "audit.key"
+[audit]
+origin = "$ORIGIN"
+[metrics]
+listen = "127.0.0.1:$METRICS"
+EOF
+
+FORCES=(met gmp wmp)
+node_config() { # role code
+  local dir="$OUT/nodes/$2"
+  mkdir -p "$dir"
+  "$COORD" pki issue --dir "$OUT/pki" --trust-domain $TD --role "$1" --code "$2" --out "$dir/node" >/dev/null
+  local keys=""
+  if [ "$1" != auditor ]; then
+    "$NODE" keygen --out "$dir" --only local >/dev/null
+    keys=$'[keys]\nlinkage = "../../shared/linkage.key"\nlocal = "local.key"'
+  fi
+  cat > "$dir/node.toml" <<EOF
+role = "$1"
+code = "$2"
+coordinator = "https://127.0.0.1:$PORT"
+server_name = "$SERVER"
+data_dir = "data"
+[tls]
+cert = "node.crt"
+key = "node.key"
+ca = "../../pki/ca.crt"
+$keys
+[audit]
+origin = "$ORIGIN"
+vkey = "../../coordinator/audit.vkey"
+EOF
+}
+for f in "${FORCES[@]}"; do node_config force "$f"; done
+node_config source pnc
+node_config auditor ico
+
+step "starting the coordinator on 127.0.0.1:$PORT"
+"$COORD" serve --config "$OUT/coordinator/coordinator.toml" >"$OUT/coordinator/stdout.log" 2>"$OUT/coordinator/coordinator.log" &
+PIDS+=($!)
+"$NODE" health --config "$OUT/nodes/ico/node.toml" --wait 60
+for f in "${FORCES[@]}"; do
+  "$NODE" watch --config "$OUT/nodes/$f/node.toml" 2>"$OUT/nodes/$f/watch.log" &
+  PIDS+=($!)
+done
+
+step "synthesising ${#FORCES[@]} forces x $STAFF staff and $NATIONAL national records"
+"$NODE" synth --out "$OUT/data" --seed 1 --forces ${#FORCES[@]} --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05
+
+expected() { # extracts... -> per-force confirmed counts as JSON, computed offline with the same policy
+  local args=()
+  for e in "$@"; do args+=(--extract "$OUT/data/$e"); done
+  "$COORD" eval --json --roster "$OUT"/data/roster-*.csv "${args[@]}" --truth "$OUT/data/truth.csv" \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({f:v["confirmed"] for f,v in r["per_force"].items()}))'
+}
+wait_inboxes() { # expected-json
+  python3 - "$1" "$NODE" "$OUT" <<'PY'
+import json, subprocess, sys, time
+want = json.loads(sys.argv[1]); node, out = sys.argv[2], sys.argv[3]
+deadline = time.time() + 300
+while True:
+    got = {}
+    for f in want:
+        inbox = json.loads(subprocess.check_output([node, "inbox", "list", "--format", "json", "--config", f"{out}/nodes/{f}/node.toml"]))
+        got[f] = sum(1 for i in inbox if i["state"] == "active")
+    if got == want:
+        print("   inboxes:", ", ".join(f"{f} {n}" for f, n in sorted(got.items())))
+        break
+    if time.time() > deadline:
+        sys.exit(f"disclosures did not all arrive: got {got}, expected {want}")
+    time.sleep(0.2)
+PY
+}
+
+step "syncing rosters"
+for f in "${FORCES[@]}"; do "$NODE" sync --config "$OUT/nodes/$f/node.toml" --roster "$OUT/data/roster-$f.csv" | head -1; done
+
+step "feeding the national extract"
+WANT=$(expected extract.csv)
+"$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv" | sed -n 1p
+step "waiting for the disclosures to reach each force"
+wait_inboxes "$WANT"
+
+step "feeding a delta: new records, some about serving staff"
+for f in "${FORCES[@]}"; do "$NODE" inbox list --config "$OUT/nodes/$f/node.toml" --format json > "$OUT/nodes/$f/before-delta.json"; done
+WANT2=$(expected extract.csv delta.csv)
+"$NODE" feed --config "$OUT/nodes/pnc/node.toml" --delta "$OUT/data/delta.csv" | sed -n 1p
+wait_inboxes "$WANT2"
+python3 - "$NODE" "$OUT" "${FORCES[@]}" <<'PY'
+import json, subprocess, sys
+node, out, forces = sys.argv[1], sys.argv[2], sys.argv[3:]
+for f in forces:
+    before = {i["id"] for i in json.load(open(f"{out}/nodes/{f}/before-delta.json"))}
+    inbox = json.loads(subprocess.check_output([node, "inbox", "list", "--format", "json", "--config", f"{out}/nodes/{f}/node.toml"]))
+    new = [i for i in inbox if i["id"] not in before]
+    for i in new:
+        print(f"   new alert at {f}: {i['id']}  {i['category']:<15} {i['name']} ({i['employee_id']}, {i['role']})  record {i['record_id']}  in {i['latency_ms']} ms")
+PY
+
+step "auditing the log"
+"$NODE" audit verify --config "$OUT/nodes/ico/node.toml"
+for f in "${FORCES[@]}"; do "$NODE" audit verify --config "$OUT/nodes/$f/node.toml"; done
+"$NODE" audit report --config "$OUT/nodes/ico/node.toml" --format html --out "$OUT/audit-report.html"
+"$NODE" audit export --config "$OUT/nodes/ico/node.toml" "$OUT/audit-export" >/dev/null
+
+step "summary"
+python3 - "$NODE" "$OUT" "$STAFF" "$(( $(date +%s) - START ))" "${FORCES[@]}" <<'PY'
+import csv, json, subprocess, sys
+node, out, staff, secs, forces = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+fed = set()
+for name in ("extract.csv", "delta.csv"):
+    with open(f"{out}/data/{name}") as fh:
+        fed |= {r["record_id"] for r in csv.DictReader(fh)}
+truth = {}
+with open(f"{out}/data/truth.csv") as fh:
+    for r in csv.DictReader(fh):
+        if r["relation"] == "same_person" and r["record_id"] in fed and not r["employee_id"].startswith("APP"):
+            truth.setdefault(r["force"], set()).add((r["employee_id"], r["record_id"]))
+print(f"{'force':<6} {'staff':>6} {'confirmed':>10} {'precision':>10} {'recall':>7} {'patterns':>9} {'p99 ms':>7}")
+for f in forces:
+    inbox = json.loads(subprocess.check_output([node, "inbox", "list", "--format", "json", "--config", f"{out}/nodes/{f}/node.toml"]))
+    got = {(i["employee_id"], i["record_id"]) for i in inbox if i["state"] == "active"}
+    t = truth.get(f, set())
+    tp = len(got & t)
+    prec = tp / len(got) if got else 1.0
+    rec = tp / len(t) if t else 1.0
+    lat = sorted(i["latency_ms"] for i in inbox)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0
+    patterns = len({i["employee_id"] for i in inbox if i["pattern"]})
+    print(f"{f:<6} {staff:>6} {len(got):>10} {prec:>10.4f} {rec:>7.4f} {patterns:>9} {p99:>7}")
+print(f"\nDone in {secs} s. Where to look next:")
+print(f"  {out}/audit-report.html              the data protection officer's report (open in a browser)")
+print(f"  vigil-node inbox list --config {out}/nodes/met/node.toml   a force's inbox (names appear only there)")
+print(f"  {out}/audit-export/                  the log as plain files for independent verification")
+print(f"  {out}/coordinator/coordinator.log    the coordinator's log (no personal data)")
+PY
+step "stopping"
+cleanup
+trap - EXIT
+echo "stopped cleanly"

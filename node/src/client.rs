@@ -49,3 +49,24 @@ pub fn status_exit(s: &Status, what: &str) -> Exit {
     };
     Exit::new(code, format!("{what}: {} ({:?})", s.message(), s.code()))
 }
+
+/// Waits until the coordinator's gRPC health service says SERVING, for at
+/// most `wait` (zero: ask once).
+pub async fn health(cfg: &NodeConfig, wait: Duration) -> Result<(), Exit> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let last = match connect(cfg).await {
+            Ok(ch) => match HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await {
+                Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => return Ok(()),
+                Ok(r) => Exit::new(exit::UNAVAILABLE, format!("the coordinator reports status {}", r.get_ref().status)),
+                Err(s) => status_exit(&s, "health check"),
+            },
+            Err(e) => e,
+        };
+        if std::time::Instant::now() >= deadline || last.code == exit::CONFIG {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

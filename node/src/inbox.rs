@@ -47,8 +47,12 @@ pub struct Item {
     pub pattern: bool,
     /// Policy version.
     pub policy_version: String,
+    /// When the coordinator created it (RFC 3339).
+    pub created: String,
     /// When it arrived (RFC 3339).
     pub received: String,
+    /// Milliseconds from creation at the coordinator to storage here.
+    pub latency_ms: i64,
     /// Reviewer's note.
     pub note: String,
     #[serde(skip)]
@@ -127,7 +131,9 @@ pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, Exit> {
                 .collect(),
             pattern,
             policy_version: d.policy_version.clone(),
+            created: vigil_proto::time::rfc3339(d.created_unix_ms),
             received: vigil_proto::time::rfc3339(st.received_ms),
+            latency_ms: st.received_ms - d.created_unix_ms,
             note: st.note,
             rank: (u8::from(!active), severity, u8::from(!pattern), -st.received_ms),
         });

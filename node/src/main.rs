@@ -144,6 +144,21 @@ enum Command {
         #[command(subcommand)]
         command: InboxCommand,
     },
+    /// Ask the coordinator's health service whether it is serving (over
+    /// mutual TLS with this node's certificate); exit 0 if it is, 69 if not.
+    Health {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Keep asking for up to this many seconds.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+    /// Load the configuration and every key and certificate it names,
+    /// report problems, and exit.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Audit the transparency log (auditor or force).
     Audit {
         #[command(subcommand)]
@@ -384,6 +399,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Health { config, wait } => {
+            let cfg = load(&config, None)?;
+            runtime()?.block_on(client::health(&cfg, std::time::Duration::from_secs(wait)))?;
+            println!("coordinator {} is serving", cfg.coordinator);
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let cfg = load(&config, None)?;
+            for (what, p) in [("certificate", &cfg.tls.cert), ("key", &cfg.tls.key), ("CA certificate", &cfg.tls.ca)] {
+                std::fs::metadata(p).map_err(|e| Exit::new(exit::CONFIG, format!("{what} {}: {e}", p.display())))?;
+            }
+            vigil_node::verify::LogKey::load(&cfg)?;
+            if cfg.role != NodeRole::Auditor {
+                Keys::load(&cfg)?;
+            }
+            println!("{}: configuration and keys load ({} {})", config.config.display(), cfg.role.as_str(), cfg.code);
+            Ok(())
+        }
         Command::Audit { command } => match command {
             AuditCommand::Verify { config } => {
                 let cfg = load(&config, None)?;

@@ -6,4 +6,5 @@ mod audit;
 mod auth;
 mod common;
 mod crash;
+mod demo;
 mod system;
