@@ -140,7 +140,7 @@ PY
 }
 
 step "syncing rosters"
-for f in "${FORCES[@]}"; do "$NODE" sync --config "$OUT/nodes/$f/node.toml" --roster "$OUT/data/roster-$f.csv" | head -1; done
+for f in "${FORCES[@]}"; do "$NODE" sync --config "$OUT/nodes/$f/node.toml" --roster "$OUT/data/roster-$f.csv" | sed -n 1p; done
 
 step "feeding the national extract"
 WANT=$(expected extract.csv)
