@@ -35,81 +35,17 @@ else
   cargo build --release --bins --quiet
   BIN=$ROOT/target/release
 fi
-NODE=$BIN/vigil-node
-COORD=$BIN/vigil-coordinator
 
-rm -rf "$OUT" && mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-step "keys and certificates"
-"$COORD" pki init --dir "$OUT/pki" --name "Vigil demo CA" >/dev/null
-mkdir -p "$OUT/coordinator" "$OUT/shared"
-"$COORD" pki issue --dir "$OUT/pki" --trust-domain $TD --role coordinator --dns $SERVER --out "$OUT/coordinator/coordinator" >/dev/null
-"$COORD" keygen --out "$OUT/coordinator" --origin $ORIGIN >/dev/null
-"$NODE" keygen --out "$OUT/shared" --only linkage >/dev/null
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-METRICS=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$OUT/coordinator/coordinator.toml" <<EOF
-listen = "127.0.0.1:$PORT"
-trust_domain = "$TD"
-data_dir = "data"
-[tls]
-cert = "coordinator.crt"
-key = "coordinator.key"
-client_ca = "../pki/ca.crt"
-[keys]
-pepper = "pepper.key"
-audit_signing_key = "audit.key"
-[audit]
-origin = "$ORIGIN"
-[metrics]
-listen = "127.0.0.1:$METRICS"
-EOF
-
+source "$ROOT/deploy/local/lib.sh"
+trap vigil_cleanup EXIT
 FORCES=(met gmp wmp)
-node_config() { # role code
-  local dir="$OUT/nodes/$2"
-  mkdir -p "$dir"
-  "$COORD" pki issue --dir "$OUT/pki" --trust-domain $TD --role "$1" --code "$2" --out "$dir/node" >/dev/null
-  local keys=""
-  if [ "$1" != auditor ]; then
-    "$NODE" keygen --out "$dir" --only local >/dev/null
-    keys=$'[keys]\nlinkage = "../../shared/linkage.key"\nlocal = "local.key"'
-  fi
-  cat > "$dir/node.toml" <<EOF
-role = "$1"
-code = "$2"
-coordinator = "https://127.0.0.1:$PORT"
-server_name = "$SERVER"
-data_dir = "data"
-[tls]
-cert = "node.crt"
-key = "node.key"
-ca = "../../pki/ca.crt"
-$keys
-[audit]
-origin = "$ORIGIN"
-vkey = "../../coordinator/audit.vkey"
-EOF
-}
-for f in "${FORCES[@]}"; do node_config force "$f"; done
-node_config source pnc
-node_config auditor ico
 
-step "starting the coordinator on 127.0.0.1:$PORT"
-"$COORD" serve --config "$OUT/coordinator/coordinator.toml" >"$OUT/coordinator/stdout.log" 2>"$OUT/coordinator/coordinator.log" &
-PIDS+=($!)
-"$NODE" health --config "$OUT/nodes/ico/node.toml" --wait 60
-for f in "${FORCES[@]}"; do
-  "$NODE" watch --config "$OUT/nodes/$f/node.toml" 2>"$OUT/nodes/$f/watch.log" &
-  PIDS+=($!)
-done
+step "keys, certificates and configs"
+vigil_setup "${FORCES[@]}"
+
+step "starting the coordinator and the force watchers on loopback"
+vigil_start "${FORCES[@]}"
+echo "   coordinator on 127.0.0.1:$PORT (metrics on 127.0.0.1:$METRICS/metrics)"
 
 step "synthesising ${#FORCES[@]} forces x $STAFF staff and $NATIONAL national records"
 "$NODE" synth --out "$OUT/data" --seed 1 --forces ${#FORCES[@]} --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05
@@ -156,12 +92,17 @@ wait_inboxes "$WANT2"
 python3 - "$NODE" "$OUT" "${FORCES[@]}" <<'PY'
 import json, subprocess, sys
 node, out, forces = sys.argv[1], sys.argv[2], sys.argv[3:]
+lat = []
 for f in forces:
     before = {i["id"] for i in json.load(open(f"{out}/nodes/{f}/before-delta.json"))}
     inbox = json.loads(subprocess.check_output([node, "inbox", "list", "--format", "json", "--config", f"{out}/nodes/{f}/node.toml"]))
     new = [i for i in inbox if i["id"] not in before]
+    lat.extend(i["latency_ms"] for i in new)
     for i in new:
         print(f"   new alert at {f}: {i['id']}  {i['category']:<15} {i['name']} ({i['employee_id']}, {i['role']})  record {i['record_id']}  in {i['latency_ms']} ms")
+if lat:
+    lat.sort()
+    print(f"   {len(lat)} new alerts; from the coordinator accepting the delta to the force's inbox: median {lat[len(lat)//2]} ms, slowest {lat[-1]} ms")
 PY
 
 step "auditing the log"
@@ -183,7 +124,7 @@ with open(f"{out}/data/truth.csv") as fh:
     for r in csv.DictReader(fh):
         if r["relation"] == "same_person" and r["record_id"] in fed and not r["employee_id"].startswith("APP"):
             truth.setdefault(r["force"], set()).add((r["employee_id"], r["record_id"]))
-print(f"{'force':<6} {'staff':>6} {'confirmed':>10} {'precision':>10} {'recall':>7} {'patterns':>9} {'p99 ms':>7}")
+print(f"{'force':<6} {'staff':>6} {'confirmed':>10} {'precision':>10} {'recall':>7} {'patterns':>9}")
 for f in forces:
     inbox = json.loads(subprocess.check_output([node, "inbox", "list", "--format", "json", "--config", f"{out}/nodes/{f}/node.toml"]))
     got = {(i["employee_id"], i["record_id"]) for i in inbox if i["state"] == "active"}
@@ -191,10 +132,8 @@ for f in forces:
     tp = len(got & t)
     prec = tp / len(got) if got else 1.0
     rec = tp / len(t) if t else 1.0
-    lat = sorted(i["latency_ms"] for i in inbox)
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0
     patterns = len({i["employee_id"] for i in inbox if i["pattern"]})
-    print(f"{f:<6} {staff:>6} {len(got):>10} {prec:>10.4f} {rec:>7.4f} {patterns:>9} {p99:>7}")
+    print(f"{f:<6} {staff:>6} {len(got):>10} {prec:>10.4f} {rec:>7.4f} {patterns:>9}")
 print(f"\nDone in {secs} s. Where to look next:")
 print(f"  {out}/audit-report.html              the data protection officer's report (open in a browser)")
 print(f"  vigil-node inbox list --config {out}/nodes/met/node.toml   a force's inbox (names appear only there)")
@@ -202,6 +141,6 @@ print(f"  {out}/audit-export/                  the log as plain files for indepe
 print(f"  {out}/coordinator/coordinator.log    the coordinator's log (no personal data)")
 PY
 step "stopping"
-cleanup
+vigil_cleanup
 trap - EXIT
 echo "stopped cleanly"

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# System benchmark (issue 3): real binaries over mutual TLS on loopback.
+#
+#   deploy/bench/system.sh            43 forces x 7000 staff, 1,000,000 national records
+#   FORCES=3 STAFF=2000 NATIONAL=100000 deploy/bench/system.sh    a smaller run
+#
+# Measures: sync and feed times, token ingest (end to end, and the
+# coordinator's own apply rate from its metrics), time until every
+# disclosure is in the right inbox, coordinator memory, and the latency from
+# the coordinator accepting a delta to the disclosure stored in the force's
+# inbox (p50/p99 over many small deltas). Prints a Markdown block for
+# docs/BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+FORCES_N=${FORCES:-43}
+STAFF=${STAFF:-7000}
+NATIONAL=${NATIONAL:-1000000}
+DELTAS=${DELTAS:-50}
+OUT=${OUT:-/tmp/vigil-bench}
+TD=vigil.bench
+ORIGIN=vigil.bench/audit
+SERVER=coordinator.vigil.bench
+if [ -z "${VIGIL_BIN:-}" ]; then cargo build --release --bins --quiet; BIN=$ROOT/target/release; else BIN=$VIGIL_BIN; fi
+source "$ROOT/deploy/local/lib.sh"
+trap vigil_cleanup EXIT
+t() { date +%s.%N; }
+since() { python3 -c "print(f'{$(t) - $1:.1f}')"; }
+
+ALL=(met gmp wmp wyp mer tvp ken ham ess lan nbr syp dc avs sus sur her swp wmc cle hum not der lei stf nor che lin nfk suf cam bed nyp dur cum glo wil dor war nwp gwe dp col)
+FORCES=("${ALL[@]:0:$FORCES_N}")
+vigil_setup "${FORCES[@]}"
+T=$(t)
+"$NODE" synth --out "$OUT/data" --seed 7 --forces "$FORCES_N" --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05 --delta $((DELTAS * 10)) >/dev/null
+SYNTH=$(since "$T")
+rosters=(); for f in "${FORCES[@]}"; do rosters+=("$OUT/data/roster-$f.csv"); done
+T=$(t)
+EXPECTED=$("$COORD" eval --json --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" \
+  | python3 -c 'import json,sys; r=json.load(sys.stdin); print(sum(v["confirmed"] for v in r["per_force"].values()))')
+EVAL=$(since "$T")
+vigil_start "${FORCES[@]}"
+
+metric() { # name (first sample, label filter optional)
+  python3 - "$METRICS" "$1" <<'PY'
+import sys, urllib.request
+port, name = sys.argv[1], sys.argv[2]
+text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+for line in text.splitlines():
+    if line.startswith(name + " ") or line.startswith(name + "{"):
+        print(line.rsplit(" ", 1)[1]); break
+else:
+    print(0)
+PY
+}
+inbox_total() {
+  local n=0 f
+  for f in "${FORCES[@]}"; do
+    n=$((n + $("$NODE" inbox list --config "$OUT/nodes/$f/node.toml" --format csv | python3 -c 'import csv,sys; print(sum(1 for r in csv.DictReader(sys.stdin) if r["state"]=="active"))')))
+  done
+  echo $n
+}
+
+T=$(t)
+for f in "${FORCES[@]}"; do "$NODE" sync --config "$OUT/nodes/$f/node.toml" --roster "$OUT/data/roster-$f.csv" >/dev/null; done
+SYNC=$(since "$T")
+ROSTER_TOKENS=$(metric 'vigil_tokens{side="roster"}')
+
+T=$(t)
+"$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv" >/dev/null
+FEED=$(since "$T")
+NAT_TOKENS=$(metric 'vigil_tokens{side="national"}')
+APPLY=$(metric 'vigil_batch_seconds_sum{kind="national"}')
+T=$(t)
+while [ "$(inbox_total)" -lt "$EXPECTED" ]; do sleep 1; done
+DRAIN=$(since "$T")
+HWM=$(awk '/VmHWM/ {print $2}' "/proc/$COORD_PID/status")
+RSS=$(awk '/VmRSS/ {print $2}' "/proc/$COORD_PID/status")
+DISK=$(du -sk "$OUT/coordinator/data" | cut -f1)
+
+# Delta latency: many small deltas while every watcher is connected.
+python3 - "$OUT/data/delta.csv" "$OUT/deltas" "$DELTAS" <<'PY'
+import csv, os, sys
+src, dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+os.makedirs(dir, exist_ok=True)
+rows = list(csv.reader(open(src)))
+head, body = rows[0], rows[1:]
+size = max(1, len(body) // n)
+for i in range(n):
+    with open(f"{dir}/delta-{i:03}.csv", "w", newline="") as fh:
+        w = csv.writer(fh); w.writerow(head); w.writerows(body[i * size:(i + 1) * size])
+PY
+for f in "${FORCES[@]}"; do "$NODE" inbox list --config "$OUT/nodes/$f/node.toml" --format json > "$OUT/nodes/$f/before.json"; done
+for d in "$OUT"/deltas/delta-*.csv; do "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --delta "$d" >/dev/null; done
+sleep 2 # let the last deltas' disclosures land before reading the inboxes (a measurement, not readiness)
+LAT=$(python3 - "$NODE" "$OUT" "${FORCES[@]}" <<'PY'
+import json, subprocess, sys
+node, out, forces = sys.argv[1], sys.argv[2], sys.argv[3:]
+lat = []
+for f in forces:
+    before = {i["id"] for i in json.load(open(f"{out}/nodes/{f}/before.json"))}
+    inbox = json.loads(subprocess.check_output([node, "inbox", "list", "--format", "json", "--config", f"{out}/nodes/{f}/node.toml"]))
+    lat += [i["latency_ms"] for i in inbox if i["id"] not in before]
+lat.sort()
+q = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] if lat else 0
+print(f"{len(lat)} disclosures: p50 {q(0.5)} ms, p99 {q(0.99)} ms, max {lat[-1] if lat else 0} ms")
+PY
+)
+python3 - <<PY
+nat, ros, feed, apply_s = float("$NAT_TOKENS"), float("$ROSTER_TOKENS"), float("$FEED"), float("$APPLY")
+print(f"""
+| measure | value |
+|---|---|
+| set | $FORCES_N forces x $STAFF staff, $NATIONAL national records (synth seed 7, 5% overlap) |
+| synth / offline eval | ${SYNTH} s / ${EVAL} s |
+| roster sync, all forces | ${SYNC} s ({ros:.0f} roster tokens) |
+| national feed, end to end (read, tokenise, seal, send, apply, commit) | {feed:.1f} s: {$NATIONAL / feed:,.0f} records/s, {nat / feed:,.0f} tokens/s |
+| coordinator apply + commit time for the feed (metrics) | {apply_s:.1f} s: {nat / apply_s if apply_s else 0:,.0f} tokens/s |
+| disclosures expected (offline eval) / time until all were in the inboxes after the feed | $EXPECTED / ${DRAIN} s |
+| coordinator memory after the run: peak / current RSS | $((HWM / 1024)) MiB / $((RSS / 1024)) MiB |
+| coordinator store on disk | $((DISK / 1024)) MiB |
+| delta latency, accept to inbox ($DELTAS deltas) | $LAT |
+""")
+PY
