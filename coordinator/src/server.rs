@@ -102,6 +102,18 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     Ok(Prepared { config, core, stop })
 }
 
+/// Accepted connections with Nagle's algorithm off: disclosures are small
+/// messages, and Nagle with delayed acknowledgements would hold each one
+/// back by tens of milliseconds.
+fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
+}
+
 /// Serves until `shutdown` completes, then ends streams and waits (at most
 /// `grace`) for connections to close.
 pub async fn serve(
@@ -155,7 +167,7 @@ pub async fn serve(
         .add_service(disclosure)
         .add_service(check)
         .add_service(audit)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming(listener), signal);
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r.map_err(|e| ServeError::Transport(e.to_string())),

@@ -159,13 +159,21 @@ impl Core {
         f: impl FnOnce(&mut Engine, &dyn Store) -> Result<Applied, EngineError>,
     ) -> Result<BatchReceipt, Status> {
         let mut engine = self.engine.lock().map_err(|_| Status::internal("engine lock poisoned"))?;
-        match f(&mut engine, &*self.store) {
+        let t0 = Instant::now();
+        let applied = f(&mut engine, &*self.store);
+        let t1 = Instant::now();
+        match applied {
             Ok(Applied::Replayed(r)) => Ok(r),
             Ok(Applied::Fresh { receipt, commit, leaves, forces }) => {
                 if let Err(e) = self.store.commit(&commit) {
                     self.reload(&mut engine);
                     return Err(e.into());
                 }
+                tracing::debug!(
+                    apply_ms = (t1 - t0).as_secs_f64() * 1e3,
+                    commit_ms = t1.elapsed().as_secs_f64() * 1e3,
+                    "batch applied and committed"
+                );
                 metrics::batch_committed(commit.disclosures.len());
                 let (nat, ros) = engine.token_counts();
                 metrics::set_tokens(nat, ros);
@@ -332,6 +340,7 @@ impl feed_service_server::FeedService for FeedService {
         let commitment = audit::national_commitment(&batch);
         let source = id.code.clone();
         let receipt = blocking(move || {
+            let t = Instant::now();
             let mut upserts = Vec::with_capacity(batch.upserts.len());
             for (i, u) in batch.upserts.iter().enumerate() {
                 let what = format!("batch {} upsert {i}", batch.batch_id);
@@ -356,6 +365,7 @@ impl feed_service_server::FeedService for FeedService {
                 .map(|(i, r)| to_ref(r, &format!("batch {} remove {i}", batch.batch_id)))
                 .collect::<Result<Vec<_>, _>>()?;
             let input = BatchIn { batch_id: batch.batch_id.clone(), upserts, removes, commitment };
+            tracing::debug!(prepare_ms = t.elapsed().as_secs_f64() * 1e3, "national batch checked and peppered");
             core.apply(|e, s| e.apply_national(s, &source, input, now_ms()))
         })
         .await?;

@@ -26,6 +26,7 @@ pub async fn connect(cfg: &NodeConfig) -> Result<Channel, Exit> {
         .tls_config(tls)
         .map_err(|e| Exit::new(exit::CONFIG, format!("TLS configuration: {e}")))?
         .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_while_idle(true);
     endpoint

@@ -126,7 +126,7 @@ pub struct SyncConfig {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        SyncConfig { batch_size: 2000, max_removal_share: 0.10, retry_seconds: 30 }
+        SyncConfig { batch_size: 10_000, max_removal_share: 0.10, retry_seconds: 30 }
     }
 }
 

@@ -358,6 +358,16 @@ impl LocalStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
+    /// Remembers several values in one durable transaction.
+    pub fn set_metas(&self, values: &[(String, Vec<u8>)]) -> Result<(), LocalError> {
+        let mut db = self.conn()?;
+        let tx = db.transaction().map_err(err)?;
+        for (k, v) in values {
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![k, v]).map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
     /// Forgets a value.
     pub fn clear_meta(&self, key: &str) -> Result<(), LocalError> {
         let db = self.conn()?;

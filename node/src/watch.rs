@@ -48,8 +48,40 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
         Err(s) => return Ended::Fatal(client::status_exit(&s, "subscribe")),
     };
     tracing::info!(force = %cfg.code, "subscribed to disclosures");
+    let mut seen = verify::Seen::default();
+    // Acknowledgements go out from their own task, batching whatever is
+    // queued, so the next disclosure is verified and stored meanwhile. Only
+    // stored ids are ever queued, so delivery stays at least once.
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut acker = {
+        let mut client = disclosures.clone();
+        tokio::spawn(async move {
+            let mut acked = 0u64;
+            while let Some(first) = ack_rx.recv().await {
+                let mut ids = vec![first];
+                while let Ok(more) = ack_rx.try_recv() {
+                    ids.push(more);
+                }
+                match client.acknowledge(AcknowledgeRequest { ids }).await {
+                    Ok(_) => acked += 1,
+                    Err(s) => return Err(s),
+                }
+            }
+            Ok(acked)
+        })
+    };
     loop {
-        let d = match stream.message().await {
+        let next = tokio::select! {
+            m = stream.message() => m,
+            r = &mut acker => {
+                return match r {
+                    Ok(Err(s)) if !client::transient(&s) => Ended::Fatal(client::status_exit(&s, "acknowledge")),
+                    Ok(Err(s)) => Ended::Transient(s.message().to_string()),
+                    _ => Ended::Transient("acknowledgements stopped".into()),
+                };
+            }
+        };
+        let d = match next {
             Ok(Some(d)) => d,
             Ok(None) => return Ended::Transient("the coordinator closed the stream".into()),
             Err(s) if client::transient(&s) || s.code() == tonic::Code::Cancelled => {
@@ -57,7 +89,7 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
             }
             Err(s) => return Ended::Fatal(client::status_exit(&s, "disclosure stream")),
         };
-        if let Err(e) = verify::verify_disclosure(store, key, &mut audit, &cfg.code, &d).await {
+        if let Err(e) = verify::verify_disclosure(store, key, &mut audit, &mut seen, &cfg.code, &d).await {
             if e.is_alarm() {
                 tracing::error!(id = %d.id, error = %e, "disclosure refused");
                 return Ended::Fatal(verify::exit_of(e));
@@ -73,11 +105,10 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
             }
             Err(e) => return Ended::Fatal(Exit::new(exit::FAILURE, e.to_string())),
         }
-        match disclosures.acknowledge(AcknowledgeRequest { ids: vec![d.id.clone()] }).await {
-            Ok(_) => *delivered += 1,
-            Err(s) if client::transient(&s) => return Ended::Transient(s.message().to_string()),
-            Err(s) => return Ended::Fatal(client::status_exit(&s, "acknowledge")),
+        if ack_tx.send(d.id.clone()).is_err() {
+            return Ended::Transient("acknowledgements stopped".into());
         }
+        *delivered += 1;
     }
 }
 

@@ -11,8 +11,12 @@ use super::{
 
 /// name 0x00 pseudonym → packed tokens
 const SUBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("subjects");
-/// name 0x00 ref → u32 token-bytes length, packed tokens, sealed
-const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+/// name 0x00 ref → record sequence number (8 bytes BE)
+const RECORDS: TableDefinition<&[u8], u64> = TableDefinition::new("records");
+/// record sequence number → name 0x00 ref, u32 token-bytes length, packed
+/// tokens, sealed. Keyed by a counter so that a batch's records append to
+/// fresh pages instead of rewriting pages all over a tree of random keys.
+const RECORD_DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("record_data");
 /// caller 0x00 batch id → encoded receipt
 const BATCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("batches");
 /// force 0x00 seq (8 bytes BE) → encoded disclosure
@@ -55,16 +59,26 @@ fn active_key(force: &str, pseudonym: &Ref, source: &str, record_ref: &Ref) -> V
     k
 }
 
-fn record_value(tokens: &[StoredToken], sealed: &[u8]) -> Vec<u8> {
+fn record_value(k: &[u8], tokens: &[StoredToken], sealed: &[u8]) -> Vec<u8> {
     let t = pack_tokens(tokens);
-    let mut v = Vec::with_capacity(4 + t.len() + sealed.len());
+    let mut v = Vec::with_capacity(2 + k.len() + 4 + t.len() + sealed.len());
+    v.extend_from_slice(&(k.len() as u16).to_be_bytes());
+    v.extend_from_slice(k);
     v.extend_from_slice(&(t.len() as u32).to_be_bytes());
     v.extend_from_slice(&t);
     v.extend_from_slice(sealed);
     v
 }
 
-fn parse_record(source: String, record_ref: Ref, v: &[u8], with_sealed: bool) -> Result<RecordRow, StoreError> {
+fn parse_record(v: &[u8], with_sealed: bool) -> Result<RecordRow, StoreError> {
+    let kl = u16::from_be_bytes([
+        *v.first().ok_or_else(|| err("corrupt record"))?,
+        *v.get(1).ok_or_else(|| err("corrupt record"))?,
+    ]) as usize;
+    let k = v.get(2..2 + kl).ok_or_else(|| err("corrupt record"))?;
+    let (source, rr) = split_key(k)?;
+    let record_ref = to_ref(rr)?;
+    let v = &v[2 + kl..];
     if v.len() < 4 {
         return Err(err("corrupt record"));
     }
@@ -92,6 +106,7 @@ impl RedbStore {
         {
             w.open_table(SUBJECTS).map_err(err)?;
             w.open_table(RECORDS).map_err(err)?;
+            w.open_table(RECORD_DATA).map_err(err)?;
             w.open_table(BATCHES).map_err(err)?;
             w.open_table(DISCLOSURES).map_err(err)?;
             w.open_table(PENDING).map_err(err)?;
@@ -113,16 +128,28 @@ impl Store for RedbStore {
             for (force, p) in &c.subjects_del {
                 t.remove(key(force, p).as_slice()).map_err(err)?;
             }
-            for s in &c.subjects_put {
-                t.insert(key(&s.force, &s.pseudonym).as_slice(), pack_tokens(&s.tokens).as_slice()).map_err(err)?;
+            // Inserting in key order touches each B-tree page once.
+            let mut rows: Vec<(Vec<u8>, Vec<u8>)> =
+                c.subjects_put.iter().map(|s| (key(&s.force, &s.pseudonym), pack_tokens(&s.tokens))).collect();
+            rows.sort_unstable();
+            for (k, v) in &rows {
+                t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
             }
             let mut t = w.open_table(RECORDS).map_err(err)?;
+            let mut data = w.open_table(RECORD_DATA).map_err(err)?;
             for (source, r) in &c.records_del {
-                t.remove(key(source, r).as_slice()).map_err(err)?;
+                if let Some(seq) = t.remove(key(source, r).as_slice()).map_err(err)? {
+                    data.remove(seq.value()).map_err(err)?;
+                }
             }
+            let mut next = data.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1);
             for r in &c.records_put {
-                t.insert(key(&r.source, &r.record_ref).as_slice(), record_value(&r.tokens, &r.sealed).as_slice())
-                    .map_err(err)?;
+                let k = key(&r.source, &r.record_ref);
+                if let Some(old) = t.insert(k.as_slice(), next).map_err(err)? {
+                    data.remove(old.value()).map_err(err)?;
+                }
+                data.insert(next, record_value(&k, &r.tokens, &r.sealed).as_slice()).map_err(err)?;
+                next += 1;
             }
             if let Some((caller, id, receipt)) = &c.batch {
                 let mut t = w.open_table(BATCHES).map_err(err)?;
@@ -179,11 +206,10 @@ impl Store for RedbStore {
 
     fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
         let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(RECORDS).map_err(err)?;
+        let t = r.open_table(RECORD_DATA).map_err(err)?;
         for item in t.iter().map_err(err)? {
-            let (k, v) = item.map_err(err)?;
-            let (source, rr) = split_key(k.value())?;
-            f(parse_record(source, to_ref(rr)?, v.value(), false)?);
+            let (_, v) = item.map_err(err)?;
+            f(parse_record(v.value(), false)?);
         }
         Ok(())
     }
@@ -249,10 +275,11 @@ impl Store for RedbStore {
     fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
         let r = self.db.begin_read().map_err(err)?;
         let t = r.open_table(RECORDS).map_err(err)?;
-        t.get(key(source, record_ref).as_slice())
-            .map_err(err)?
-            .map(|v| parse_record(source.to_string(), *record_ref, v.value(), true))
-            .transpose()
+        let Some(seq) = t.get(key(source, record_ref).as_slice()).map_err(err)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let data = r.open_table(RECORD_DATA).map_err(err)?;
+        data.get(seq).map_err(err)?.map(|v| parse_record(v.value(), true)).transpose()
     }
 
     fn pending(&self, force: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -359,6 +386,12 @@ mod tests {
         let s = RedbStore::open(dir.path()).unwrap();
         assert_eq!(s.subject("gmp", &[1; 16]).unwrap().unwrap(), vec![(KeyKind::Nino, [9; 16])]);
         assert_eq!(s.record("pnc", &[2; 16]).unwrap().unwrap().sealed, vec![5, 5, 5]);
+        // a changed record replaces the old one; a removed one is gone
+        let change = RecordRow { source: "pnc".into(), record_ref: [2; 16], tokens: vec![], sealed: vec![6] };
+        s.commit(&Commit { records_put: vec![change], ..Default::default() }).unwrap();
+        let mut n = 0;
+        s.for_each_record(&mut |_| n += 1).unwrap();
+        assert_eq!((n, s.record("pnc", &[2; 16]).unwrap().unwrap().sealed), (1, vec![6]));
         assert_eq!(s.batch_receipt("force/gmp", "b1").unwrap(), Some(vec![1, 2]));
         assert_eq!(s.batch_receipt("force/wmp", "b1").unwrap(), None);
         assert_eq!(s.pending("gmp", 0, 10).unwrap(), vec![(1, vec![7]), (2, vec![8])]);
