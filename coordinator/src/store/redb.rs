@@ -142,14 +142,13 @@ impl Store for RedbStore {
                     data.remove(seq.value()).map_err(err)?;
                 }
             }
-            let mut next = data.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1);
-            for r in &c.records_put {
+            let first = data.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1);
+            for (next, r) in (first..).zip(&c.records_put) {
                 let k = key(&r.source, &r.record_ref);
                 if let Some(old) = t.insert(k.as_slice(), next).map_err(err)? {
                     data.remove(old.value()).map_err(err)?;
                 }
                 data.insert(next, record_value(&k, &r.tokens, &r.sealed).as_slice()).map_err(err)?;
-                next += 1;
             }
             if let Some((caller, id, receipt)) = &c.batch {
                 let mut t = w.open_table(BATCHES).map_err(err)?;
