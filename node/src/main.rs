@@ -83,6 +83,16 @@ enum AuditCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// After investigating a split-view alarm: archive the checkpoints this
+    /// node held (to its data directory, alarms/) and trust the coordinator's
+    /// current log from the next verification on.
+    ClearAlarm {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Required: confirms that the alarm was investigated.
+        #[arg(long)]
+        confirm: bool,
+    },
     /// Export the checkpoint, entries and proofs as plain files for
     /// independent verification (auditor).
     Export {
@@ -476,6 +486,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         Exit::new(exit::AUDIT, format!("{} problems found in the log", r.problems.len())).into()
                     );
                 }
+                Ok(())
+            }
+            AuditCommand::ClearAlarm { config, confirm } => {
+                let cfg = load(&config, None)?;
+                if !confirm {
+                    return Err(Exit::new(exit::CONFIG, "give --confirm once the alarm has been investigated").into());
+                }
+                let store = open_store(&cfg)?;
+                let dir = cfg.data_dir.join("alarms");
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+                let archive = dir.join(format!("cleared-{ms}.txt"));
+                let n = vigil_node::verify::clear_alarm(&store, &archive).map_err(vigil_node::verify::exit_of)?;
+                println!("alarm cleared; {n} checkpoints archived in {}", archive.display());
                 Ok(())
             }
             AuditCommand::Export { config, dir } => {

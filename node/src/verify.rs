@@ -111,6 +111,28 @@ pub fn held_checkpoint(store: &LocalStore, key: &LogKey) -> Result<Option<(Check
     }
 }
 
+/// Clears a split-view alarm after an operator's investigation: the alarm
+/// and every checkpoint held are written to `archive` (for the record) and
+/// forgotten, so the next checkpoint seen is trusted afresh.
+pub fn clear_alarm(store: &LocalStore, archive: &std::path::Path) -> Result<usize, VerifyError> {
+    let mut text = String::new();
+    if let Some(a) = alarm(store)? {
+        text.push_str(&format!("alarm: {a}\n\n"));
+    }
+    let held = store.meta_prefix(HISTORY)?;
+    for (_, v) in &held {
+        text.push_str(&String::from_utf8_lossy(v));
+        text.push('\n');
+    }
+    std::fs::write(archive, text).map_err(|e| VerifyError::Local(crate::local::LocalError(format!("writing {}: {e}", archive.display()))))?;
+    for (k, _) in &held {
+        store.clear_meta(k)?;
+    }
+    store.clear_meta(CHECKPOINT)?;
+    store.clear_meta(ALARM)?;
+    Ok(held.len())
+}
+
 /// The split-view alarm, if one was raised.
 pub fn alarm(store: &LocalStore) -> Result<Option<String>, VerifyError> {
     Ok(store.meta(ALARM)?.map(|b| String::from_utf8_lossy(&b).into_owned()))

@@ -218,4 +218,9 @@ fn a_split_view_stops_the_node() {
     let out = node.run(&["watch"]);
     assert_eq!(out.status.code(), Some(70), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("split view"));
+    // After investigation the operator clears it; the old checkpoints are kept on file.
+    assert_eq!(node.run(&["audit", "clear-alarm"]).status.code(), Some(64), "needs --confirm");
+    let out = ok(node.run(&["audit", "clear-alarm", "--confirm"]));
+    assert!(out.contains("alarm cleared"), "{out}");
+    ok(node.run(&["audit", "verify"]));
 }
