@@ -66,6 +66,19 @@ pub struct Config {
     /// Prometheus metrics endpoint (omit to disable).
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// A plaintext listener serving only the gRPC health service, for
+    /// orchestrators whose probes cannot present a client certificate
+    /// (omit to disable). It reveals nothing but serving status.
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+}
+
+/// `[health]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Address of the health-only listener, e.g. `"0.0.0.0:7444"`.
+    pub listen: SocketAddr,
 }
 
 /// `[tls]`

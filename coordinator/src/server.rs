@@ -147,6 +147,23 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| ServeError::State(format!("reflection: {e}")))?;
 
+    // The optional plaintext health-only listener, for probes.
+    if let Some(h) = &c.health {
+        let l = TcpListener::bind(h.listen)
+            .await
+            .map_err(|e| ServeError::Config(format!("cannot listen on {} for health: {e}", h.listen)))?;
+        let hs = health_service.clone();
+        let mut stop_rx = p.stop.subscribe();
+        tokio::spawn(async move {
+            let _ = Server::builder()
+                .add_service(hs)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                    let _ = stop_rx.changed().await;
+                })
+                .await;
+        });
+        tracing::info!(addr = %h.listen, "serving health checks (plaintext, health only)");
+    }
     let stop = p.stop;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {

@@ -496,7 +496,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let store = open_store(&cfg)?;
                 let dir = cfg.data_dir.join("alarms");
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
                 let archive = dir.join(format!("cleared-{ms}.txt"));
                 let n = vigil_node::verify::clear_alarm(&store, &archive).map_err(vigil_node::verify::exit_of)?;
                 println!("alarm cleared; {n} checkpoints archived in {}", archive.display());

@@ -124,7 +124,8 @@ pub fn clear_alarm(store: &LocalStore, archive: &std::path::Path) -> Result<usiz
         text.push_str(&String::from_utf8_lossy(v));
         text.push('\n');
     }
-    std::fs::write(archive, text).map_err(|e| VerifyError::Local(crate::local::LocalError(format!("writing {}: {e}", archive.display()))))?;
+    std::fs::write(archive, text)
+        .map_err(|e| VerifyError::Local(crate::local::LocalError(format!("writing {}: {e}", archive.display()))))?;
     for (k, _) in &held {
         store.clear_meta(k)?;
     }

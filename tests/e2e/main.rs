@@ -7,4 +7,5 @@ mod auth;
 mod common;
 mod crash;
 mod demo;
+mod deploy;
 mod system;

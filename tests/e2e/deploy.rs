@@ -1,0 +1,168 @@
+//! The deployment files: every YAML and TOML file parses, the example
+//! configurations load in the real binaries (with real key files behind
+//! them), the systemd units call real commands, and the plaintext
+//! health-only listener serves health and nothing else.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vigil_tests::{World, bin, ok, run};
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("deploy")
+}
+
+fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files(&p, ext, out);
+        } else if p.extension().is_some_and(|x| x == ext) {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_yaml_and_toml_file_parses() {
+    let mut yaml = Vec::new();
+    files(&deploy(), "yaml", &mut yaml);
+    assert!(yaml.len() >= 2);
+    for p in &yaml {
+        let text = std::fs::read_to_string(p).unwrap();
+        let docs = yaml_rust2::YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        for d in &docs {
+            for key in ["apiVersion", "kind", "metadata"] {
+                assert!(!d[key].is_badvalue(), "{}: a document has no {key}", p.display());
+            }
+            // Configs embedded in ConfigMaps parse too.
+            if d["kind"].as_str() == Some("ConfigMap") {
+                for (_, v) in d["data"].as_hash().unwrap() {
+                    toml::from_str::<toml::Table>(v.as_str().unwrap())
+                        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                }
+            }
+        }
+    }
+    let mut tomls = Vec::new();
+    files(&deploy(), "toml", &mut tomls);
+    assert!(tomls.len() >= 5);
+    for p in &tomls {
+        toml::from_str::<toml::Table>(&std::fs::read_to_string(p).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+}
+
+/// Places the files an example config names (relative to its directory)
+/// and returns the config path with its data_dir moved into `dir`.
+fn stage(dir: &Path, config_text: &str, name: &str) -> PathBuf {
+    let mut cfg: toml::Table = toml::from_str(config_text).unwrap();
+    cfg.insert("data_dir".into(), toml::Value::String(dir.join("data").display().to_string()));
+    let path = dir.join(name);
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn example_configurations_load_in_the_binaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let coord = bin("vigil-coordinator");
+    let node = bin("vigil-node");
+    // The files the examples name, made by the real commands.
+    ok(run(Command::new(&coord).args(["pki", "init", "--dir"]).arg(d.join("tls"))));
+    ok(run(Command::new(&coord)
+        .args([
+            "pki",
+            "issue",
+            "--trust-domain",
+            "vigil.example",
+            "--role",
+            "coordinator",
+            "--dns",
+            "coordinator.vigil.example",
+            "--dir",
+        ])
+        .arg(d.join("tls"))
+        .arg("--out")
+        .arg(d.join("tls/coordinator"))));
+    for (role, code) in [("force", "gmp"), ("source", "pnc"), ("auditor", "ico")] {
+        ok(run(Command::new(&coord)
+            .args(["pki", "issue", "--trust-domain", "vigil.example", "--role", role, "--code", code, "--dir"])
+            .arg(d.join("tls"))
+            .arg("--out")
+            .arg(d.join(format!("tls/{code}")))));
+    }
+    ok(run(Command::new(&coord).args(["keygen", "--origin", "vigil.example/audit", "--out"]).arg(d.join("keys"))));
+    ok(run(Command::new(&node).args(["keygen", "--out"]).arg(d.join("keys"))));
+    std::fs::copy(deploy().join("config/policy.toml"), d.join("policy.toml")).unwrap();
+
+    let c = stage(d, &std::fs::read_to_string(deploy().join("config/coordinator.toml")).unwrap(), "coordinator.toml");
+    let out = ok(run(Command::new(&coord).args(["check-config", "--config"]).arg(&c)));
+    assert!(out.contains("configuration and keys load"), "{out}");
+    for n in ["node-force.toml", "node-source.toml", "node-auditor.toml"] {
+        let p = stage(d, &std::fs::read_to_string(deploy().join("config").join(n)).unwrap(), n);
+        let out = ok(run(Command::new(&node).args(["check-config", "--config"]).arg(&p)));
+        assert!(out.contains("configuration and keys load"), "{n}: {out}");
+    }
+    // The coordinator config in the Kubernetes ConfigMap loads too.
+    let k8s = std::fs::read_to_string(deploy().join("k8s/coordinator.yaml")).unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&k8s).unwrap();
+    let cm = docs.iter().find(|d| d["kind"].as_str() == Some("ConfigMap")).unwrap();
+    let p = stage(d, cm["data"]["coordinator.toml"].as_str().unwrap(), "k8s-coordinator.toml");
+    ok(run(Command::new(&coord).args(["check-config", "--config"]).arg(&p)));
+    // The shipped policy is the default policy.
+    let shipped = std::fs::read_to_string(deploy().join("config/policy.toml")).unwrap();
+    assert_eq!(shipped, vigil_coordinator::policy::DEFAULT_POLICY);
+}
+
+#[test]
+fn systemd_units_call_real_commands() {
+    let mut units = Vec::new();
+    for ext in ["service", "timer"] {
+        files(&deploy().join("systemd"), ext, &mut units);
+    }
+    assert!(units.len() >= 4);
+    for u in &units {
+        let text = std::fs::read_to_string(u).unwrap();
+        assert!(text.contains("[Unit]"), "{}", u.display());
+        for line in text.lines().filter(|l| l.starts_with("ExecStart")) {
+            let cmd = line.split_once('=').unwrap().1;
+            let mut words = cmd.split_whitespace();
+            let prog = words.next().unwrap().rsplit('/').next().unwrap();
+            let sub = words.next().unwrap();
+            let out = run(Command::new(bin(prog)).args([sub, "--help"]));
+            assert!(out.status.success(), "{}: {prog} {sub} is not a command", u.display());
+        }
+        if u.extension().is_some_and(|e| e == "service") && !text.contains("Type=oneshot") {
+            for h in ["NoNewPrivileges=yes", "ProtectSystem=strict", "User=vigil"] {
+                assert!(text.contains(h), "{}: missing {h}", u.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_plaintext_listener_serves_health_and_nothing_else() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut w = World::new();
+    w.write_coordinator_config(&format!("[health]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let _c = w.start_coordinator();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let r = tonic_health::pb::health_client::HealthClient::new(ch.clone())
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .unwrap();
+        assert_eq!(r.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        let e = vigil_proto::v1::roster_service_client::RosterServiceClient::new(ch)
+            .status(vigil_proto::v1::StatusRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented);
+    });
+}
