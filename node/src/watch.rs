@@ -99,6 +99,10 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
         let bytes = prost::Message::encode_to_vec(&d);
         match store.store_disclosure(&d.id, &bytes, now_ms()) {
             Ok(fresh) => {
+                if fresh {
+                    let ms = (now_ms() - d.created_unix_ms).max(0) as f64;
+                    metrics::histogram!("vigil_node_delivery_latency_seconds").record(ms / 1000.0);
+                }
                 metrics::counter!("vigil_node_disclosures_received_total", "new" => if fresh { "yes" } else { "no" })
                     .increment(1);
                 tracing::info!(id = %d.id, new = fresh, "disclosure stored");

@@ -166,3 +166,48 @@ fn the_plaintext_listener_serves_health_and_nothing_else() {
         assert_eq!(e.code(), tonic::Code::Unimplemented);
     });
 }
+
+#[test]
+fn reflection_lists_the_api_and_an_unreachable_coordinator_exits_69() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut w = World::new();
+    let auditor = w.client_identity("auditor", "ico");
+    // Before the coordinator runs: a node cannot reach it.
+    let node = w.node("auditor", "ico");
+    let out = node.run(&["health"]);
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let _c = w.start_coordinator();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let services = rt.block_on(async {
+        let ch = w.channel(Some((&auditor.0, &auditor.1)), None).await.unwrap();
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(ch)
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        match stream.message().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => l.service.into_iter().map(|s| s.name).collect::<Vec<_>>(),
+            other => panic!("unexpected reflection answer {other:?}"),
+        }
+    });
+    for s in [
+        "vigil.v1.RosterService",
+        "vigil.v1.FeedService",
+        "vigil.v1.DisclosureService",
+        "vigil.v1.CheckService",
+        "vigil.v1.AuditService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.iter().any(|x| x == s), "reflection does not list {s}: {services:?}");
+    }
+    let node = w.node("auditor", "ico"); // now with the coordinator's port
+    let out = node.run(&["health"]);
+    assert!(out.status.success(), "{out:?}");
+}
