@@ -209,37 +209,11 @@ fn serve_error(e: ServeError) -> anyhow::Error {
     }
 }
 
-fn init_logs(json: bool, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, json_logs } => {
             let cfg = load_config(&config)?;
-            init_logs(json_logs || cfg.log.format == "json", &cfg.log.level);
+            vigil_node::cli::init_logs(json_logs || cfg.log.format == "json", &cfg.log.level);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 if let Some(m) = &cfg.metrics {
@@ -256,7 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let addr = listener.local_addr()?;
                 tracing::info!(%addr, "serving");
                 println!("listening on {addr}");
-                server::serve(prepared, listener, shutdown_signal(), Duration::from_secs(10))
+                server::serve(prepared, listener, vigil_node::cli::shutdown_signal(), Duration::from_secs(10))
                     .await
                     .map_err(serve_error)?;
                 tracing::info!("stopped");

@@ -437,33 +437,37 @@ fn keyable(id: &Identity, issues: &[FieldIssue], pos: Pos, report: &mut Report) 
     false
 }
 
-/// Reads a force roster, calling `on_row` for every usable row.
-pub fn read_roster<R: Read>(
-    inner: R,
-    file: &str,
-    report: &mut Report,
-    on_row: impl FnMut(RosterRow),
-) -> Result<(), InputError> {
-    read_roster_with(inner, file, report, on_row, |_| {})
+/// What differs between the three kinds of file.
+struct Layout<T> {
+    kind: &'static str,
+    columns: &'static [&'static str],
+    /// Checks that refuse a row before its identity is read (the
+    /// documented column and reason).
+    precheck: fn(&[String]) -> Option<(&'static str, String)>,
+    /// The identity fields of a row.
+    raw: fn(&[String]) -> RawIdentity<'_>,
+    /// Builds the row; may add field issues (warnings).
+    make: fn(&[String], Pos, Identity, &mut Vec<FieldIssue>) -> T,
 }
 
-/// As [`read_roster`], also calling `on_refused(employee_id)` for every
-/// refused row whose id could be read (a duplicate id is reported each
-/// time it repeats), so a sync can keep those employees' previous
-/// enrolment. The id is given to the caller only, never to the report.
-pub fn read_roster_with<R: Read>(
+/// The one reading loop: header, line and field checks, ids, prechecks,
+/// identity, keys, warnings, then `on_row`; refusals go to the report and
+/// their ids (when readable) to `on_refused`.
+fn read_rows<R: Read, T>(
     inner: R,
     file: &str,
     report: &mut Report,
-    mut on_row: impl FnMut(RosterRow),
+    layout: &Layout<T>,
+    mut on_row: impl FnMut(T),
     mut on_refused: impl FnMut(&str),
 ) -> Result<(), InputError> {
-    let mut csv = Csv::open(inner, file, "roster", ROSTER_COLUMNS)?;
+    let columns = layout.columns;
+    let mut csv = Csv::open(inner, file, layout.kind, columns)?;
     let mut ph = Phonetic::default();
     let mut seen = Seen::default();
     let mut issues = Vec::new();
     loop {
-        let pos = match csv.next(ROSTER_COLUMNS, report)? {
+        let pos = match csv.next(columns, report)? {
             Next::End => return Ok(()),
             Next::Refused(id) => {
                 if let Some(id) = id.filter(|i| !i.is_empty()) {
@@ -474,93 +478,98 @@ pub fn read_roster_with<R: Read>(
             Next::Row(p) => p,
         };
         let f = &csv.fields;
-        if !check_id(&f[0], "employee_id", pos, &mut seen, report) {
+        if !check_id(&f[0], columns[0], pos, &mut seen, report) {
             if !f[0].is_empty() {
                 on_refused(&f[0]);
             }
             continue;
         }
+        if let Some((field, reason)) = (layout.precheck)(f) {
+            report.error(Issue { row: pos.row, line: pos.line, field: Some(field.into()), reason });
+            on_refused(&f[0]);
+            continue;
+        }
         issues.clear();
-        let raw = RawIdentity {
-            forenames: &f[1],
-            surname: &f[2],
-            previous_surnames: &f[3],
-            date_of_birth: &f[4],
-            ni_number: &f[5],
-            postcode: &f[6],
-            ..Default::default()
-        };
-        let identity = Identity::from_raw(&raw, &mut ph, &mut issues);
+        let identity = Identity::from_raw(&(layout.raw)(f), &mut ph, &mut issues);
         if !keyable(&identity, &issues, pos, report) {
             on_refused(&f[0]);
             continue;
         }
+        let row = (layout.make)(f, pos, identity, &mut issues);
         push_field_issues(&issues, pos, report);
         report.accepted += 1;
-        on_row(RosterRow {
-            pos,
-            employee_id: f[0].clone(),
-            forenames: f[1].clone(),
-            surname: f[2].clone(),
-            role: f[7].clone(),
-            identity,
-        });
+        on_row(row);
     }
 }
 
-/// Reads a national extract, calling `on_row` for every usable row.
-pub fn read_extract<R: Read>(
-    inner: R,
-    file: &str,
-    report: &mut Report,
-    on_row: impl FnMut(ExtractRow),
-) -> Result<(), InputError> {
-    read_extract_with(inner, file, report, on_row, |_| {})
+fn no_precheck(_: &[String]) -> Option<(&'static str, String)> {
+    None
 }
 
-/// As [`read_extract`], also calling `on_refused(record_id)` for every
-/// refused row whose id could be read, so a full feed does not withdraw a
-/// record just because this extract's row for it is broken.
-pub fn read_extract_with<R: Read>(
-    inner: R,
-    file: &str,
-    report: &mut Report,
-    mut on_row: impl FnMut(ExtractRow),
-    mut on_refused: impl FnMut(&str),
-) -> Result<(), InputError> {
-    let mut csv = Csv::open(inner, file, "extract", EXTRACT_COLUMNS)?;
-    let mut ph = Phonetic::default();
-    let mut seen = Seen::default();
-    let mut issues = Vec::new();
-    loop {
-        let pos = match csv.next(EXTRACT_COLUMNS, report)? {
-            Next::End => return Ok(()),
-            Next::Refused(id) => {
-                if let Some(id) = id.filter(|i| !i.is_empty()) {
-                    on_refused(&id);
-                }
-                continue;
-            }
-            Next::Row(p) => p,
-        };
-        let f = &csv.fields;
-        if !check_id(&f[0], "record_id", pos, &mut seen, report) {
-            if !f[0].is_empty() {
-                on_refused(&f[0]);
-            }
-            continue;
+fn person_fields(f: &[String]) -> RawIdentity<'_> {
+    RawIdentity {
+        forenames: &f[1],
+        surname: &f[2],
+        previous_surnames: &f[3],
+        date_of_birth: &f[4],
+        ni_number: &f[5],
+        postcode: &f[6],
+        ..Default::default()
+    }
+}
+
+const ROSTER: Layout<RosterRow> = Layout {
+    kind: "roster",
+    columns: ROSTER_COLUMNS,
+    precheck: no_precheck,
+    raw: person_fields,
+    make: |f, pos, identity, _| RosterRow {
+        pos,
+        employee_id: f[0].clone(),
+        forenames: f[1].clone(),
+        surname: f[2].clone(),
+        role: f[7].clone(),
+        identity,
+    },
+};
+
+const APPLICANTS: Layout<ApplicantRow> = Layout {
+    kind: "applicants",
+    columns: APPLICANT_COLUMNS,
+    precheck: no_precheck,
+    raw: person_fields,
+    make: |f, pos, identity, _| ApplicantRow {
+        pos,
+        applicant_id: f[0].clone(),
+        forenames: f[1].clone(),
+        surname: f[2].clone(),
+        identity,
+    },
+};
+
+const EXTRACT: Layout<ExtractRow> = Layout {
+    kind: "extract",
+    columns: EXTRACT_COLUMNS,
+    precheck: |f| {
+        if category::is_known(&f[1]) {
+            None
+        } else if f[1].is_empty() {
+            Some(("category", "required but empty".to_string()))
+        } else {
+            Some(("category", "not in the category vocabulary (docs/formats.md)".to_string()))
         }
-        if !category::is_known(&f[1]) {
-            let reason = if f[1].is_empty() {
-                "required but empty".to_string()
-            } else {
-                "not in the category vocabulary (docs/formats.md)".to_string()
-            };
-            report.error(Issue { row: pos.row, line: pos.line, field: Some("category".into()), reason });
-            on_refused(&f[0]);
-            continue;
-        }
-        issues.clear();
+    },
+    raw: |f| RawIdentity {
+        forenames: &f[3],
+        surname: &f[4],
+        aliases: &f[5],
+        date_of_birth: &f[6],
+        alt_dates_of_birth: &f[7],
+        ni_number: &f[8],
+        postcode: &f[9],
+        ..Default::default()
+    },
+    make: |f, pos, identity, issues| {
         let event_date = if f[2].is_empty() {
             None
         } else {
@@ -572,25 +581,55 @@ pub fn read_extract_with<R: Read>(
                 }
             }
         };
-        let raw = RawIdentity {
-            forenames: &f[3],
-            surname: &f[4],
-            aliases: &f[5],
-            date_of_birth: &f[6],
-            alt_dates_of_birth: &f[7],
-            ni_number: &f[8],
-            postcode: &f[9],
-            ..Default::default()
-        };
-        let identity = Identity::from_raw(&raw, &mut ph, &mut issues);
-        if !keyable(&identity, &issues, pos, report) {
-            on_refused(&f[0]);
-            continue;
-        }
-        push_field_issues(&issues, pos, report);
-        report.accepted += 1;
-        on_row(ExtractRow { pos, record_id: f[0].clone(), category: f[1].clone(), event_date, identity });
-    }
+        ExtractRow { pos, record_id: f[0].clone(), category: f[1].clone(), event_date, identity }
+    },
+};
+
+/// Reads a force roster, calling `on_row` for every usable row.
+pub fn read_roster<R: Read>(
+    inner: R,
+    file: &str,
+    report: &mut Report,
+    on_row: impl FnMut(RosterRow),
+) -> Result<(), InputError> {
+    read_rows(inner, file, report, &ROSTER, on_row, |_| {})
+}
+
+/// As [`read_roster`], also calling `on_refused(employee_id)` for every
+/// refused row whose id could be read (a duplicate id is reported each
+/// time it repeats), so a sync can keep those employees' previous
+/// enrolment. The id is given to the caller only, never to the report.
+pub fn read_roster_with<R: Read>(
+    inner: R,
+    file: &str,
+    report: &mut Report,
+    on_row: impl FnMut(RosterRow),
+    on_refused: impl FnMut(&str),
+) -> Result<(), InputError> {
+    read_rows(inner, file, report, &ROSTER, on_row, on_refused)
+}
+
+/// Reads a national extract, calling `on_row` for every usable row.
+pub fn read_extract<R: Read>(
+    inner: R,
+    file: &str,
+    report: &mut Report,
+    on_row: impl FnMut(ExtractRow),
+) -> Result<(), InputError> {
+    read_rows(inner, file, report, &EXTRACT, on_row, |_| {})
+}
+
+/// As [`read_extract`], also calling `on_refused(record_id)` for every
+/// refused row whose id could be read, so a full feed does not withdraw a
+/// record just because this extract's row for it is broken.
+pub fn read_extract_with<R: Read>(
+    inner: R,
+    file: &str,
+    report: &mut Report,
+    on_row: impl FnMut(ExtractRow),
+    on_refused: impl FnMut(&str),
+) -> Result<(), InputError> {
+    read_rows(inner, file, report, &EXTRACT, on_row, on_refused)
 }
 
 /// Reads an applicants file, calling `on_row` for every usable row.
@@ -598,46 +637,9 @@ pub fn read_applicants<R: Read>(
     inner: R,
     file: &str,
     report: &mut Report,
-    mut on_row: impl FnMut(ApplicantRow),
+    on_row: impl FnMut(ApplicantRow),
 ) -> Result<(), InputError> {
-    let mut csv = Csv::open(inner, file, "applicants", APPLICANT_COLUMNS)?;
-    let mut ph = Phonetic::default();
-    let mut seen = Seen::default();
-    let mut issues = Vec::new();
-    loop {
-        let pos = match csv.next(APPLICANT_COLUMNS, report)? {
-            Next::End => return Ok(()),
-            Next::Refused(_) => continue,
-            Next::Row(p) => p,
-        };
-        let f = &csv.fields;
-        if !check_id(&f[0], "applicant_id", pos, &mut seen, report) {
-            continue;
-        }
-        issues.clear();
-        let raw = RawIdentity {
-            forenames: &f[1],
-            surname: &f[2],
-            previous_surnames: &f[3],
-            date_of_birth: &f[4],
-            ni_number: &f[5],
-            postcode: &f[6],
-            ..Default::default()
-        };
-        let identity = Identity::from_raw(&raw, &mut ph, &mut issues);
-        if !keyable(&identity, &issues, pos, report) {
-            continue;
-        }
-        push_field_issues(&issues, pos, report);
-        report.accepted += 1;
-        on_row(ApplicantRow {
-            pos,
-            applicant_id: f[0].clone(),
-            forenames: f[1].clone(),
-            surname: f[2].clone(),
-            identity,
-        });
-    }
+    read_rows(inner, file, report, &APPLICANTS, on_row, |_| {})
 }
 
 /// The ids (first documented column) of every row of a roster or extract

@@ -19,6 +19,7 @@
 //! - [`config`]: the `node.toml` configuration.
 //! - [`local`]: the node's local store (enrolment, inbox, checkpoints).
 //! - [`client`]: the mutual-TLS connection to the coordinator.
+//! - [`cli`]: logging and signal handling shared by both binaries.
 //! - [`sync`]: roster sync and national feed.
 //! - [`watch`]: the disclosure subscription into the inbox.
 //! - [`verify`]: checkpoints, consistency and inclusion against the audit log.
@@ -31,6 +32,7 @@
 pub mod audit;
 pub mod category;
 pub mod check;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod exit;

@@ -205,36 +205,8 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
-        /// Random seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Number of forces (1 to 43).
-        #[arg(long, default_value_t = 3)]
-        forces: usize,
-        /// Staff per force.
-        #[arg(long, default_value_t = 2000)]
-        staff_per_force: usize,
-        /// National records in the main extract.
-        #[arg(long, default_value_t = 50_000)]
-        national: usize,
-        /// Share of staff with national records (0 to 1).
-        #[arg(long, default_value_t = 0.05)]
-        overlap: f64,
-        /// Hard negatives (twins, siblings, namesakes) as a share of staff.
-        #[arg(long, default_value_t = 0.02)]
-        hard_negatives: f64,
-        /// Records in the delta file.
-        #[arg(long, default_value_t = 100)]
-        delta: usize,
-        /// Applicants in the pre-employment check file.
-        #[arg(long, default_value_t = 50)]
-        applicants: usize,
-        /// Share of national records without an NI number.
-        #[arg(long, default_value_t = 0.05)]
-        nino_missing: f64,
-        /// Share of national records with an old postcode (the person moved).
-        #[arg(long, default_value_t = 0.15)]
-        moved: f64,
+        #[command(flatten)]
+        params: synth::Params,
     },
 }
 
@@ -270,14 +242,7 @@ fn load(c: &ConfigArg, role: Option<NodeRole>) -> anyhow::Result<NodeConfig> {
 }
 
 fn init_logs(cfg: &NodeConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cfg.log.format == "json" {
-        let _ = b.json().try_init();
-    } else {
-        let _ = b.try_init();
-    }
+    vigil_node::cli::init_logs(cfg.log.format == "json", &cfg.log.level);
 }
 
 fn open_store(cfg: &NodeConfig) -> anyhow::Result<LocalStore> {
@@ -286,21 +251,6 @@ fn open_store(cfg: &NodeConfig) -> anyhow::Result<LocalStore> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
 }
 
 fn refused_exit(refused: u64, report: &str) -> anyhow::Result<()> {
@@ -374,7 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|e| Exit::new(exit::CONFIG, format!("metrics listener {}: {e}", m.listen)))?;
                 }
                 tracing::info!(force = %cfg.code, "watching for disclosures");
-                watch::watch(&cfg, store, shutdown_signal()).await?;
+                watch::watch(&cfg, store, vigil_node::cli::shutdown_signal()).await?;
                 tracing::info!("stopped");
                 Ok::<(), anyhow::Error>(())
             })
@@ -615,31 +565,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Synth {
-            out,
-            seed,
-            forces,
-            staff_per_force,
-            national,
-            overlap,
-            hard_negatives,
-            delta,
-            applicants,
-            nino_missing,
-            moved,
-        } => {
-            let params = synth::Params {
-                seed,
-                forces,
-                staff_per_force,
-                national,
-                overlap,
-                hard_negatives,
-                delta,
-                applicants,
-                nino_missing,
-                moved,
-            };
+        Command::Synth { out, params } => {
             let s = synth::generate(&params, &out).map_err(|e| match e {
                 synth::SynthError::Params(m) => anyhow::Error::from(Exit::new(exit::CONFIG, m)),
                 other => other.into(),

@@ -29,28 +29,38 @@ use crate::nicknames;
 use crate::normalize::{Date, days_in_month};
 use data::*;
 
-/// What to generate.
-#[derive(Debug, Clone)]
+/// What to generate (also the `vigil-node synth` options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Params {
-    /// Seed of the random stream.
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Number of forces (at most 43).
+    /// Number of forces (1 to 43).
+    #[arg(long, default_value_t = 3)]
     pub forces: usize,
     /// Staff per force.
+    #[arg(long, default_value_t = 2000)]
     pub staff_per_force: usize,
     /// National records in the main extract.
+    #[arg(long, default_value_t = 50_000)]
     pub national: usize,
-    /// Share of staff with at least one national record.
+    /// Share of staff with at least one national record (0 to 1).
+    #[arg(long, default_value_t = 0.05)]
     pub overlap: f64,
     /// Hard negatives (twins, siblings, namesakes) as a share of all staff.
+    #[arg(long, default_value_t = 0.02)]
     pub hard_negatives: f64,
     /// National records in the delta file.
+    #[arg(long, default_value_t = 100)]
     pub delta: usize,
     /// Applicants in the pre-employment check file.
+    #[arg(long, default_value_t = 50)]
     pub applicants: usize,
     /// Share of national records without an NI number.
+    #[arg(long, default_value_t = 0.05)]
     pub nino_missing: f64,
     /// Share of national records whose postcode is not the person's current one.
+    #[arg(long, default_value_t = 0.15)]
     pub moved: f64,
 }
 
