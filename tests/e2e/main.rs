@@ -8,4 +8,5 @@ mod common;
 mod crash;
 mod demo;
 mod deploy;
+mod rosters;
 mod system;
