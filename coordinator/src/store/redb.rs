@@ -11,11 +11,13 @@ use super::{
 
 /// name 0x00 pseudonym → packed tokens
 const SUBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("subjects");
-/// name 0x00 ref → record sequence number (8 bytes BE)
-const RECORDS: TableDefinition<&[u8], u64> = TableDefinition::new("records");
 /// record sequence number → name 0x00 ref, u32 token-bytes length, packed
 /// tokens, sealed. Keyed by a counter so that a batch's records append to
 /// fresh pages instead of rewriting pages all over a tree of random keys.
+/// Which sequence holds a given (source, reference) is kept in memory
+/// ([`RefMap`]), rebuilt from this table when the store opens: an on-disk
+/// index of random references would bring back the page rewriting (at a
+/// million records, 10,000 random inserts touch most of its pages).
 const RECORD_DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("record_data");
 /// caller 0x00 batch id → encoded receipt
 const BATCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("batches");
@@ -88,9 +90,34 @@ fn parse_record(v: &[u8], with_sealed: bool) -> Result<RecordRow, StoreError> {
     Ok(RecordRow { source, record_ref, tokens: unpack_tokens(t)?, sealed })
 }
 
+/// (source, reference) → sequence of the record's row in `RECORD_DATA`.
+#[derive(Default)]
+struct RefMap {
+    sources: Vec<String>,
+    map: std::collections::HashMap<(u16, Ref), u64>,
+}
+
+impl RefMap {
+    fn source(&mut self, s: &str) -> u16 {
+        match self.sources.iter().position(|x| x == s) {
+            Some(i) => i as u16,
+            None => {
+                self.sources.push(s.to_string());
+                (self.sources.len() - 1) as u16
+            }
+        }
+    }
+
+    fn get(&self, s: &str, r: &Ref) -> Option<u64> {
+        let i = self.sources.iter().position(|x| x == s)? as u16;
+        self.map.get(&(i, *r)).copied()
+    }
+}
+
 /// The redb-backed store.
 pub struct RedbStore {
     db: Database,
+    refs: std::sync::RwLock<RefMap>,
 }
 
 impl RedbStore {
@@ -105,7 +132,6 @@ impl RedbStore {
         let w = db.begin_write().map_err(err)?;
         {
             w.open_table(SUBJECTS).map_err(err)?;
-            w.open_table(RECORDS).map_err(err)?;
             w.open_table(RECORD_DATA).map_err(err)?;
             w.open_table(BATCHES).map_err(err)?;
             w.open_table(DISCLOSURES).map_err(err)?;
@@ -116,12 +142,24 @@ impl RedbStore {
             w.open_table(META).map_err(err)?;
         }
         w.commit().map_err(err)?;
-        Ok(RedbStore { db })
+        let mut refs = RefMap::default();
+        {
+            let r = db.begin_read().map_err(err)?;
+            let t = r.open_table(RECORD_DATA).map_err(err)?;
+            for item in t.iter().map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                let row = parse_record(v.value(), false)?;
+                let s = refs.source(&row.source);
+                refs.map.insert((s, row.record_ref), k.value());
+            }
+        }
+        Ok(RedbStore { db, refs: std::sync::RwLock::new(refs) })
     }
 }
 
 impl Store for RedbStore {
     fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        let mut staged: std::collections::HashMap<(String, Ref), Option<u64>> = std::collections::HashMap::new();
         let w = self.db.begin_write().map_err(err)?;
         {
             let mut t = w.open_table(SUBJECTS).map_err(err)?;
@@ -135,20 +173,29 @@ impl Store for RedbStore {
             for (k, v) in &rows {
                 t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
             }
-            let mut t = w.open_table(RECORDS).map_err(err)?;
             let mut data = w.open_table(RECORD_DATA).map_err(err)?;
+            let refs = self.refs.read().map_err(|_| err("reference map lock poisoned"))?;
+            // Changes to the reference map, applied once the commit succeeds.
             for (source, r) in &c.records_del {
-                if let Some(seq) = t.remove(key(source, r).as_slice()).map_err(err)? {
-                    data.remove(seq.value()).map_err(err)?;
+                if let Some(seq) = staged.get(&(source.clone(), *r)).copied().flatten().or_else(|| refs.get(source, r))
+                {
+                    data.remove(seq).map_err(err)?;
                 }
+                staged.insert((source.clone(), *r), None);
             }
             let first = data.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1);
             for (next, r) in (first..).zip(&c.records_put) {
                 let k = key(&r.source, &r.record_ref);
-                if let Some(old) = t.insert(k.as_slice(), next).map_err(err)? {
-                    data.remove(old.value()).map_err(err)?;
+                let id = (r.source.clone(), r.record_ref);
+                let old = match staged.get(&id) {
+                    Some(s) => *s,
+                    None => refs.get(&r.source, &r.record_ref),
+                };
+                if let Some(old) = old {
+                    data.remove(old).map_err(err)?;
                 }
                 data.insert(next, record_value(&k, &r.tokens, &r.sealed).as_slice()).map_err(err)?;
+                staged.insert(id, Some(next));
             }
             if let Some((caller, id, receipt)) = &c.batch {
                 let mut t = w.open_table(BATCHES).map_err(err)?;
@@ -189,7 +236,16 @@ impl Store for RedbStore {
                 m.insert(k.as_str(), v.as_slice()).map_err(err)?;
             }
         }
-        w.commit().map_err(err)
+        w.commit().map_err(err)?;
+        let mut refs = self.refs.write().map_err(|_| err("reference map lock poisoned"))?;
+        for ((source, r), seq) in staged {
+            let s = refs.source(&source);
+            match seq {
+                Some(q) => refs.map.insert((s, r), q),
+                None => refs.map.remove(&(s, r)),
+            };
+        }
+        Ok(())
     }
 
     fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError> {
@@ -272,11 +328,11 @@ impl Store for RedbStore {
     }
 
     fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(RECORDS).map_err(err)?;
-        let Some(seq) = t.get(key(source, record_ref).as_slice()).map_err(err)?.map(|v| v.value()) else {
+        let Some(seq) = self.refs.read().map_err(|_| err("reference map lock poisoned"))?.get(source, record_ref)
+        else {
             return Ok(None);
         };
+        let r = self.db.begin_read().map_err(err)?;
         let data = r.open_table(RECORD_DATA).map_err(err)?;
         data.get(seq).map_err(err)?.map(|v| parse_record(v.value(), true)).transpose()
     }
