@@ -171,9 +171,6 @@ pub fn invariants(entries: &[Vec<u8>]) -> (BTreeMap<String, u64>, Vec<String>) {
     (counts, problems)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// `audit verify`.
 pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> Result<Verified, Exit> {
@@ -230,7 +227,6 @@ pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> R
             }
         }
     }
-    let _ = now_ms();
     Ok(v)
 }
 

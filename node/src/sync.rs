@@ -286,7 +286,6 @@ pub async fn sync_roster(
             async move { c.sync(b).await.map(|r| r.into_inner()) }
         })
         .await?;
-        let _ = &mut client;
         let mut changes = Vec::with_capacity(chunk_ups.len() + chunk_rm.len());
         for u in chunk_ups {
             if u.fresh {
