@@ -171,7 +171,6 @@ pub fn invariants(entries: &[Vec<u8>]) -> (BTreeMap<String, u64>, Vec<String>) {
     (counts, problems)
 }
 
-
 /// `audit verify`.
 pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> Result<Verified, Exit> {
     let key = LogKey::load(cfg)?;

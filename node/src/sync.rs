@@ -262,7 +262,7 @@ pub async fn sync_roster(
     s.report = write_report(cfg, &report, "sync", report_path)?;
     store.apply_enrolment(&display_only).map_err(local_exit)?;
 
-    let mut client =
+    let client =
         RosterServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
     let retry = Duration::from_secs(cfg.sync.retry_seconds);
     let pb = progress((ups.len() + removes.len()) as u64, &format!("sync {}", cfg.code));
