@@ -711,6 +711,7 @@ impl Engine {
         let s = self.names.intern(source);
         let mut b = Batch::new(now_ms);
         let mut removes_unknown = 0;
+        let mut unchanged = 0u64;
         for r in &batch.removes {
             let Some(rid) = self.records.get(s, r) else {
                 removes_unknown += 1;
@@ -729,14 +730,20 @@ impl Engine {
         for u in batch.upserts {
             let rid = match self.records.get(s, &u.record_ref) {
                 Some(rid) => {
+                    let old = store.record(source, &u.record_ref)?;
+                    // The same tokens and the same sealed box (sealing is
+                    // deterministic): a re-sent, unchanged record. Nothing to do.
+                    if old.as_ref().is_some_and(|o| o.tokens == u.tokens && o.sealed == u.sealed) {
+                        unchanged += 1;
+                        continue;
+                    }
                     // A changed record: what was disclosed about it is withdrawn,
                     // and whatever confirms now is disclosed afresh, with the
                     // new details.
                     for sid in self.record_active.get(&rid).cloned().unwrap_or_default() {
                         self.retract(&mut b, sid, rid, "record_changed");
                     }
-                    let old = store.record(source, &u.record_ref)?.map(|x| x.tokens).unwrap_or_default();
-                    self.matcher.remove_record(rid, &keys(&old));
+                    self.matcher.remove_record(rid, &keys(&old.map(|x| x.tokens).unwrap_or_default()));
                     rid
                 }
                 None => self.records.insert(s, u.record_ref),
@@ -763,7 +770,7 @@ impl Engine {
             });
         }
         let held = self.records.count(s);
-        let upserts = b.commit.records_put.len() as u64;
+        let upserts = b.commit.records_put.len() as u64 + unchanged;
         let removes = batch.removes.len() as u64 - removes_unknown;
         let head = Entry::NationalBatch {
             time: b.time.clone(),
@@ -978,6 +985,13 @@ mod tests {
             commit(&store, e.apply_national(&store, "pnc", national("n1", vec![(40, person(3))], vec![]), 4).unwrap());
         assert!(r.replayed);
         assert_eq!(pending(&store, "gmp").len(), 1);
+
+        // Re-sending an unchanged record in another batch changes nothing:
+        // no retraction, no second disclosure.
+        let a = e.apply_national(&store, "pnc", national("n1-again", vec![(10, person(1))], vec![]), 4).unwrap();
+        let Applied::Fresh { commit: c, .. } = a else { panic!() };
+        assert!(c.disclosures.is_empty() && c.records_put.is_empty());
+        store.commit(&c).unwrap();
 
         // A delta naming person 3 reaches gmp only.
         let a = e.apply_national(&store, "pnc", national("n2", vec![(40, person(3))], vec![]), 5).unwrap();

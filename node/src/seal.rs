@@ -1,10 +1,17 @@
 //! Sealing record details for forces only: ChaCha20-Poly1305 (ring) under a
 //! key derived from the epoch's linkage key, with the record reference as
 //! associated data so a sealed box cannot be moved to another record.
+//!
+//! The nonce is synthetic: the first 12 bytes of a keyed BLAKE3 of the
+//! reference and the plaintext, under a second key derived from the linkage
+//! key (as in SIV modes). Different details always get different nonces.
+//! The same details for the same record seal to the same box, so re-sending
+//! an unchanged record is recognised as unchanged. The only thing this
+//! reveals is whether a record's details changed, and the coordinator learns
+//! that from its tokens anyway.
 
 use prost::Message;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 use vigil_proto::v1::{RecordDetails, SealedDetails};
 
 use crate::tokens::LinkageKey;
@@ -19,16 +26,16 @@ pub enum SealError {
     /// The box is malformed, was tampered with, or belongs to another record.
     #[error("sealed details do not open (tampered, or not for this record)")]
     Open,
-    /// The system random generator failed.
-    #[error("random generator failed")]
-    Random,
+    /// Sealing failed (should not happen with a valid key).
+    #[error("sealing failed")]
+    Seal,
 }
 
 /// Seals and opens record details under one epoch's linkage key.
 pub struct Sealer {
     epoch: u32,
     key: LessSafeKey,
-    rng: SystemRandom,
+    nonce_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Sealer {
@@ -49,7 +56,8 @@ impl Sealer {
             Ok(k) => k,
             Err(_) => unreachable!("ChaCha20-Poly1305 takes 32-byte keys"),
         };
-        Sealer { epoch: key.epoch, key: key_obj, rng: SystemRandom::new() }
+        let nonce_key = key.derive(&format!("vigil record-details nonce v1 epoch {}", key.epoch));
+        Sealer { epoch: key.epoch, key: key_obj, nonce_key }
     }
 
     fn aad(record_ref: &[u8]) -> Vec<u8> {
@@ -65,12 +73,14 @@ impl Sealer {
 
     /// Seals `details` for the record named `record_ref`.
     pub fn seal(&self, record_ref: &[u8], details: &RecordDetails) -> Result<SealedDetails, SealError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
         let mut buf = details.encode_to_vec();
+        let mut h = blake3::Hasher::new_keyed(&self.nonce_key);
+        h.update(&(record_ref.len() as u32).to_be_bytes()).update(record_ref).update(&buf);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&h.finalize().as_bytes()[..NONCE_LEN]);
         self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(Self::aad(record_ref)), &mut buf)
-            .map_err(|_| SealError::Random)?;
+            .map_err(|_| SealError::Seal)?;
         Ok(SealedDetails { epoch: self.epoch, nonce: nonce.to_vec().into(), ciphertext: buf.into() })
     }
 
@@ -108,6 +118,14 @@ mod tests {
         let box_ = s.seal(b"ref-a", &details()).unwrap();
         assert_eq!(s.open(b"ref-a", &box_).unwrap(), details());
         assert!(!box_.ciphertext.windows(3).any(|w| w == b"R-1"));
+        // Unchanged details seal to the same box; changed ones do not, and
+        // get a different nonce.
+        assert_eq!(s.seal(b"ref-a", &details()).unwrap(), box_);
+        let mut d2 = details();
+        d2.category = "drugs".into();
+        let other = s.seal(b"ref-a", &d2).unwrap();
+        assert_ne!(other.nonce, box_.nonce);
+        assert_ne!(s.seal(b"ref-b", &details()).unwrap().nonce, box_.nonce);
     }
 
     #[test]
