@@ -16,7 +16,8 @@ pub fn batch_committed(disclosures: usize) {
     metrics::counter!("vigil_disclosures_created_total").increment(disclosures as u64);
 }
 
-/// Time to apply and commit one batch of `kind` (`roster` or `national`).
+/// Time to handle one batch of `kind` (`roster` or `national`): check and
+/// pepper its tokens, apply it and commit it durably (not decoding).
 pub fn ingest(kind: &'static str, took: Duration) {
     metrics::counter!("vigil_batches_total", "kind" => kind).increment(1);
     metrics::histogram!("vigil_batch_seconds", "kind" => kind).record(took.as_secs_f64());

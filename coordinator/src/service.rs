@@ -292,8 +292,8 @@ impl roster_service_server::RosterService for RosterService {
         let started = Instant::now();
         let batch = req.into_inner();
         core.check_batch_header(&batch.batch_id, batch.epoch, batch.upserts.len() + batch.removes.len())?;
-        let commitment = audit::roster_commitment(&batch);
         let receipt = blocking(move || {
+            let commitment = audit::roster_commitment(&batch);
             let mut upserts = Vec::with_capacity(batch.upserts.len());
             for (i, u) in batch.upserts.iter().enumerate() {
                 let what = format!("batch {} upsert {i}", batch.batch_id);
@@ -337,10 +337,10 @@ impl feed_service_server::FeedService for FeedService {
         let started = Instant::now();
         let batch = req.into_inner();
         core.check_batch_header(&batch.batch_id, batch.epoch, batch.upserts.len() + batch.removes.len())?;
-        let commitment = audit::national_commitment(&batch);
         let source = id.code.clone();
         let receipt = blocking(move || {
             let t = Instant::now();
+            let commitment = audit::national_commitment(&batch);
             let mut upserts = Vec::with_capacity(batch.upserts.len());
             for (i, u) in batch.upserts.iter().enumerate() {
                 let what = format!("batch {} upsert {i}", batch.batch_id);

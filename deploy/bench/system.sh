@@ -114,7 +114,7 @@ print(f"""
 | synth / offline eval | ${SYNTH} s / ${EVAL} s |
 | roster sync, all forces | ${SYNC} s ({ros:.0f} roster tokens) |
 | national feed, end to end (read, tokenise, seal, send, apply, commit) | {feed:.1f} s: {$NATIONAL / feed:,.0f} records/s, {nat / feed:,.0f} tokens/s |
-| coordinator apply + commit time for the feed (metrics) | {apply_s:.1f} s: {nat / apply_s if apply_s else 0:,.0f} tokens/s |
+| coordinator time for the feed: check, pepper, apply, commit (metrics) | {apply_s:.1f} s: {nat / apply_s if apply_s else 0:,.0f} tokens/s |
 | disclosures expected (offline eval) / time until all were in the inboxes after the feed | $EXPECTED / ${DRAIN} s |
 | coordinator memory after the run: peak / current RSS | $((HWM / 1024)) MiB / $((RSS / 1024)) MiB |
 | coordinator store on disk | $((DISK / 1024)) MiB |

@@ -1,8 +1,6 @@
 //! Process exit codes shared by both binaries (documented in
 //! docs/operations.md), so scripts can tell failures apart.
 
-/// Everything worked.
-pub const OK: u8 = 0;
 /// Something else failed.
 pub const FAILURE: u8 = 1;
 /// Bad command line or configuration (sysexits EX_USAGE).

@@ -144,13 +144,6 @@ impl Report {
         }
     }
 
-    /// Refuses a row that was read successfully but cannot be applied (used
-    /// by callers that find a problem after reading, such as a sync).
-    pub fn refuse(&mut self, row: u64, line: u64, field: Option<&str>, reason: impl Into<String>) {
-        self.accepted = self.accepted.saturating_sub(1);
-        self.error(Issue { row, line, field: field.map(str::to_string), reason: reason.into() });
-    }
-
     /// One line for a person: rows read, used, refused, fields left out.
     pub fn summary(&self) -> String {
         format!(

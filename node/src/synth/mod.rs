@@ -65,19 +65,14 @@ pub struct Params {
 }
 
 impl Default for Params {
+    /// The defaults of the `vigil-node synth` options (declared once, above).
     fn default() -> Self {
-        Params {
-            seed: 1,
-            forces: 3,
-            staff_per_force: 2000,
-            national: 50_000,
-            overlap: 0.05,
-            hard_negatives: 0.02,
-            delta: 100,
-            applicants: 50,
-            nino_missing: 0.05,
-            moved: 0.15,
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            params: Params,
         }
+        <Defaults as clap::Parser>::parse_from(["synth"]).params
     }
 }
 
@@ -900,6 +895,16 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_options() {
+        let p = Params::default();
+        assert_eq!(
+            (p.seed, p.forces, p.staff_per_force, p.national, p.delta, p.applicants),
+            (1, 3, 2000, 50_000, 100, 50)
+        );
+        assert_eq!((p.overlap, p.hard_negatives, p.nino_missing, p.moved), (0.05, 0.02, 0.05, 0.15));
+    }
 
     #[test]
     fn rng_is_deterministic_and_uniformish() {
