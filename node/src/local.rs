@@ -196,7 +196,7 @@ impl LocalStore {
     /// Applies enrolment changes in one durable transaction.
     pub fn apply_enrolment(&self, changes: &[EnrolChange]) -> Result<(), LocalError> {
         let mut db = self.conn()?;
-        let tx = db.transaction().map_err(err)?;
+        let tx = write_tx(&mut db)?;
         for c in changes {
             match c {
                 EnrolChange::Put(emp, row) => {
@@ -270,7 +270,7 @@ impl LocalStore {
     /// Records fed (put) and withdrawn (remove), in one durable transaction.
     pub fn apply_records(&self, put: &[(String, Ref, [u8; 32])], remove: &[String]) -> Result<(), LocalError> {
         let mut db = self.conn()?;
-        let tx = db.transaction().map_err(err)?;
+        let tx = write_tx(&mut db)?;
         {
             let mut ins = tx
                 .prepare_cached("INSERT OR REPLACE INTO records (record_id, ref, digest) VALUES (?1, ?2, ?3)")
@@ -317,7 +317,7 @@ impl LocalStore {
     /// Sets the review status (and note) of a disclosure; false if unknown.
     pub fn set_status(&self, id: &str, status: Status, note: Option<&str>, now_ms: i64) -> Result<bool, LocalError> {
         let mut db = self.conn()?;
-        let tx = db.transaction().map_err(err)?;
+        let tx = write_tx(&mut db)?;
         let cur: Option<String> =
             tx.query_row("SELECT state FROM inbox WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(err)?;
         let Some(cur) = cur else { return Ok(false) };
@@ -361,7 +361,7 @@ impl LocalStore {
     /// Remembers several values in one durable transaction.
     pub fn set_metas(&self, values: &[(String, Vec<u8>)]) -> Result<(), LocalError> {
         let mut db = self.conn()?;
-        let tx = db.transaction().map_err(err)?;
+        let tx = write_tx(&mut db)?;
         for (k, v) in values {
             tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![k, v]).map_err(err)?;
         }
@@ -376,6 +376,17 @@ impl LocalStore {
     }
 }
 
+/// Begins a write transaction that takes the write lock at once.
+///
+/// `watch`, `sync`, `inbox set` and `feed` are separate processes sharing
+/// this file. A deferred transaction that reads first and writes later
+/// cannot wait for the lock: if another process committed in between, SQLite
+/// fails it at once with "database is locked" (the busy timeout does not
+/// apply). Taking the lock up front makes it wait its turn instead.
+fn write_tx(db: &mut Connection) -> Result<rusqlite::Transaction<'_>, LocalError> {
+    db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)
+}
+
 fn to_ref(v: &[u8]) -> Result<Ref, LocalError> {
     v.try_into().map_err(|_| err("corrupt record reference"))
 }
@@ -387,6 +398,40 @@ fn to_digest(v: &[u8]) -> Result<[u8; 32], LocalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `watch` stores disclosures while `sync` removes leavers (a read, then
+    /// writes) from another process. Neither may fail with "database is
+    /// locked"; before write transactions took the lock up front, this failed
+    /// within a few rounds.
+    #[test]
+    fn concurrent_writers_from_two_connections_wait_their_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = LocalStore::open(dir.path()).unwrap();
+        let watch = LocalStore::open(dir.path()).unwrap();
+        let row = |i: u8| Enrolled {
+            pseudonym: vigil_proto::hex::encode(&[i; 16]),
+            digest: "d".into(),
+            forenames: "Ann".into(),
+            surname: "Lee".into(),
+            role: "officer".into(),
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..300 {
+                    watch.store_disclosure(&format!("d-{i}"), b"m", i).unwrap();
+                }
+            });
+            for i in 0..150u8 {
+                sync.apply_enrolment(&[
+                    EnrolChange::Remove(format!("E{i}"), [i; 16]),
+                    EnrolChange::Put(format!("E{i}"), row(i)),
+                ])
+                .unwrap();
+                sync.apply_enrolment(&[EnrolChange::Remove(format!("E{i}"), [i; 16])]).unwrap();
+            }
+        });
+        assert_eq!(watch.inbox().unwrap().len(), 300);
+    }
 
     #[test]
     fn enrolment_inbox_and_records() {
