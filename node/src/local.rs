@@ -346,6 +346,19 @@ impl LocalStore {
         Ok(())
     }
 
+    /// The remembered value with the greatest key starting with `prefix`.
+    pub fn meta_last(&self, prefix: &str) -> Result<Option<Vec<u8>>, LocalError> {
+        let db = self.conn()?;
+        let end = format!("{prefix}\u{10FFFF}");
+        db.query_row(
+            "SELECT value FROM meta WHERE key >= ?1 AND key < ?2 ORDER BY key DESC LIMIT 1",
+            params![prefix, end],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(err)
+    }
+
     /// Every remembered value whose key starts with `prefix`, in key order.
     pub fn meta_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, LocalError> {
         let db = self.conn()?;
@@ -356,16 +369,6 @@ impl LocalStore {
             .query_map(params![prefix, end], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
             .map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
-    }
-
-    /// Remembers several values in one durable transaction.
-    pub fn set_metas(&self, values: &[(String, Vec<u8>)]) -> Result<(), LocalError> {
-        let mut db = self.conn()?;
-        let tx = write_tx(&mut db)?;
-        for (k, v) in values {
-            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![k, v]).map_err(err)?;
-        }
-        tx.commit().map_err(err)
     }
 
     /// Forgets a value.

@@ -19,7 +19,6 @@ use crate::config::NodeConfig;
 use crate::exit::{self, Exit};
 use crate::local::LocalStore;
 
-const CHECKPOINT: &str = "checkpoint";
 const ALARM: &str = "split_view";
 const HISTORY: &str = "checkpoint-history:";
 
@@ -100,9 +99,13 @@ impl LogKey {
     }
 }
 
-/// The checkpoint this node verified last, if any.
+/// The largest checkpoint this node has verified, if any.
+///
+/// It is the last of the history (keyed by zero-padded size), not a value
+/// overwritten by each process: `watch` and `audit verify` run side by side,
+/// and the held checkpoint must never go back to a smaller one.
 pub fn held_checkpoint(store: &LocalStore, key: &LogKey) -> Result<Option<(Checkpoint, String)>, VerifyError> {
-    match store.meta(CHECKPOINT)? {
+    match store.meta_last(HISTORY)? {
         Some(b) => {
             let note = String::from_utf8_lossy(&b).into_owned();
             Ok(Some((key.open(&note)?, note)))
@@ -129,7 +132,6 @@ pub fn clear_alarm(store: &LocalStore, archive: &std::path::Path) -> Result<usiz
     for (k, _) in &held {
         store.clear_meta(k)?;
     }
-    store.clear_meta(CHECKPOINT)?;
     store.clear_meta(ALARM)?;
     Ok(held.len())
 }
@@ -145,6 +147,13 @@ fn hashes(v: &[prost::bytes::Bytes]) -> Result<Vec<Hash>, String> {
 
 /// Verifies a checkpoint and its consistency with the one held; stores it
 /// if it is newer. A split view raises the alarm durably.
+///
+/// A checkpoint smaller than the one held is not in itself a split view:
+/// another process on this node (`watch` beside `audit verify`) may have
+/// verified a newer one in the meantime. It is accepted only if the
+/// coordinator proves it is a prefix of the held one; a coordinator that
+/// cannot (a log rolled back to a backup) or whose proof fails raises the
+/// alarm.
 pub async fn accept_checkpoint(
     store: &LocalStore,
     key: &LogKey,
@@ -156,23 +165,16 @@ pub async fn accept_checkpoint(
         keep(store, &cp, note)?;
         return Ok(cp);
     };
-    let (small, large) = (&held, &cp);
-    let result = if cp.size < held.size {
-        // A log never shrinks: an older or different history is presented.
-        Err(format!("the log shrank from {} to {} entries", held.size, cp.size))
-    } else if small.size == 0 {
-        Ok(())
-    } else if small.size == large.size {
-        if small.root == large.root { Ok(()) } else { Err("two different roots for the same size".to_string()) }
-    } else {
-        let proof = client
-            .consistency_proof(ConsistencyProofRequest { size1: small.size, size2: large.size })
-            .await?
-            .into_inner()
-            .proof;
-        hashes(&proof).and_then(|p| {
-            verify_consistency(small.size, large.size, &p, &small.root, &large.root).map_err(|e| e.to_string())
-        })
+    let result = match compare(&held, &cp) {
+        Comparison::Agree => Ok(()),
+        Comparison::Split(why) => Err(why),
+        Comparison::Prove { size1, size2 } => {
+            match client.consistency_proof(ConsistencyProofRequest { size1, size2 }).await {
+                Ok(r) => judge(&held, &cp, Some(&r.into_inner().proof)),
+                Err(s) if s.code() == tonic::Code::OutOfRange => judge(&held, &cp, None),
+                Err(s) => return Err(s.into()),
+            }
+        }
     };
     if let Err(why) = result {
         let e = VerifyError::SplitView { old: held.size, new: cp.size, why };
@@ -186,13 +188,57 @@ pub async fn accept_checkpoint(
     Ok(cp)
 }
 
-/// Remembers a verified checkpoint: as the latest, and in the history of
-/// every checkpoint this node has seen.
+/// What it takes to accept a checkpoint beside the one held.
+#[derive(Debug, PartialEq, Eq)]
+enum Comparison {
+    /// Nothing to prove.
+    Agree,
+    /// A consistency proof between the two sizes, smaller first.
+    Prove { size1: u64, size2: u64 },
+    /// A split view, whatever the coordinator says.
+    Split(String),
+}
+
+fn compare(held: &Checkpoint, cp: &Checkpoint) -> Comparison {
+    let (small, large) = if cp.size < held.size { (cp, held) } else { (held, cp) };
+    if small.size == large.size {
+        if small.root == large.root {
+            Comparison::Agree
+        } else {
+            Comparison::Split("two different roots for the same size".into())
+        }
+    } else if cp.size == 0 {
+        Comparison::Split(format!("the log shrank from {} entries to none", held.size))
+    } else if small.size == 0 {
+        Comparison::Agree
+    } else {
+        Comparison::Prove { size1: small.size, size2: large.size }
+    }
+}
+
+/// Checks the coordinator's consistency proof between `held` and `cp`
+/// (`None`: it said it has no such proof).
+fn judge(held: &Checkpoint, cp: &Checkpoint, proof: Option<&[prost::bytes::Bytes]>) -> Result<(), String> {
+    let (small, large) = if cp.size < held.size { (cp, held) } else { (held, cp) };
+    match proof {
+        Some(p) => hashes(p).and_then(|p| {
+            verify_consistency(small.size, large.size, &p, &small.root, &large.root).map_err(|e| e.to_string())
+        }),
+        None if cp.size < held.size => Err(format!(
+            "the log shrank: the coordinator cannot prove its {} entries are a prefix of the {} verified before",
+            cp.size, held.size
+        )),
+        None => Err(format!(
+            "the coordinator cannot prove its {} entries extend the {} verified before",
+            cp.size, held.size
+        )),
+    }
+}
+
+/// Remembers a verified checkpoint in the history of every checkpoint this
+/// node has seen; the largest is the one held.
 fn keep(store: &LocalStore, cp: &Checkpoint, note: &str) -> Result<(), VerifyError> {
-    store.set_metas(&[
-        (format!("{HISTORY}{:020}", cp.size), note.as_bytes().to_vec()),
-        (CHECKPOINT.to_string(), note.as_bytes().to_vec()),
-    ])?;
+    store.set_meta(&format!("{HISTORY}{:020}", cp.size), note.as_bytes())?;
     Ok(())
 }
 
@@ -302,5 +348,62 @@ pub fn exit_of(e: VerifyError) -> Exit {
         VerifyError::Rpc(s) => crate::client::status_exit(&s, "audit"),
         other if other.is_alarm() => Exit::new(exit::AUDIT, other.to_string()),
         other => Exit::new(exit::FAILURE, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::tlog::merkle::{Tree, leaf_hash};
+
+    fn log(n: u64) -> Tree {
+        let mut t = Tree::new();
+        for i in 0..n {
+            t.push(leaf_hash(format!("entry {i}").as_bytes()));
+        }
+        t
+    }
+
+    fn cp(t: &Tree, size: u64) -> Checkpoint {
+        Checkpoint { origin: "test/log".into(), size, root: t.root(size).unwrap(), extensions: vec![] }
+    }
+
+    fn bytes(p: Vec<Hash>) -> Vec<prost::bytes::Bytes> {
+        p.into_iter().map(|h| prost::bytes::Bytes::copy_from_slice(&h)).collect()
+    }
+
+    /// `audit verify` fetched checkpoint 100 while `watch` verified and
+    /// kept 110: the older one is a prefix of the held one, not a split view.
+    #[test]
+    fn an_older_checkpoint_is_accepted_when_proved_a_prefix() {
+        let t = log(110);
+        let (held, older) = (cp(&t, 110), cp(&t, 100));
+        assert_eq!(compare(&held, &older), Comparison::Prove { size1: 100, size2: 110 });
+        let proof = bytes(t.consistency_proof(100, 110).unwrap());
+        assert_eq!(judge(&held, &older, Some(&proof)), Ok(()));
+        // ... and the usual direction still works.
+        assert_eq!(compare(&older, &held), Comparison::Prove { size1: 100, size2: 110 });
+        assert_eq!(judge(&older, &held, Some(&proof)), Ok(()));
+    }
+
+    #[test]
+    fn a_rolled_back_or_forked_log_is_a_split_view() {
+        let t = log(110);
+        let held = cp(&t, 110);
+        // restored from a backup: it cannot prove a prefix of what was seen
+        let why = judge(&held, &cp(&t, 100), None).unwrap_err();
+        assert!(why.contains("shrank"), "{why}");
+        // a different history of the same size
+        let mut forked = cp(&t, 110);
+        forked.root[0] ^= 1;
+        assert!(matches!(compare(&held, &forked), Comparison::Split(_)));
+        // an older checkpoint whose proof does not check out
+        let mut bad = bytes(t.consistency_proof(100, 110).unwrap());
+        bad[0] = prost::bytes::Bytes::from(vec![0u8; 32]);
+        assert!(judge(&held, &cp(&t, 100), Some(&bad)).is_err());
+        // an empty log after a non-empty one
+        assert!(matches!(compare(&held, &cp(&Tree::new(), 0)), Comparison::Split(_)));
+        // the same checkpoint twice needs no proof
+        assert_eq!(compare(&held, &held.clone()), Comparison::Agree);
     }
 }
