@@ -80,6 +80,7 @@ impl Matcher {
     /// Indexes a national record's tokens.
     pub fn add_record(&mut self, id: u32, tokens: &[(KeyKind, IndexKey)]) {
         self.national.reserve(tokens.len());
+        self.national.warm(tokens.iter().map(|(_, k)| k));
         for (_, key) in tokens {
             self.national.insert(*key, id);
         }
@@ -97,6 +98,7 @@ impl Matcher {
     /// Indexes a roster subject's tokens.
     pub fn add_subject(&mut self, id: u32, tokens: &[(KeyKind, IndexKey)]) {
         self.roster.reserve(tokens.len());
+        self.roster.warm(tokens.iter().map(|(_, k)| k));
         for (_, key) in tokens {
             self.roster.insert(*key, id);
         }
@@ -115,6 +117,7 @@ impl Matcher {
     pub fn probe_national(&mut self, tokens: &[(KeyKind, IndexKey)], out: &mut Vec<Hit>) {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
+        self.national.warm(tokens.iter().map(|(_, k)| k));
         for (kind, key) in tokens {
             let start = scratch.len();
             let n = self.national.for_each(*key, |rid| scratch.push((rid, kind.index() as u8, 0)));
@@ -137,6 +140,7 @@ impl Matcher {
     pub fn probe_roster(&mut self, tokens: &[(KeyKind, IndexKey)], out: &mut Vec<Hit>) {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
+        self.roster.warm(tokens.iter().map(|(_, k)| k));
         for (kind, key) in tokens {
             let start = scratch.len();
             self.roster.for_each(*key, |sid| scratch.push((sid, kind.index() as u8, 0)));
