@@ -123,6 +123,7 @@ pub async fn serve(
     grace: Duration,
 ) -> Result<(), ServeError> {
     let c = &p.config;
+    let core = p.core.clone();
     let cert = read(&c.tls.cert, "TLS certificate")?;
     let key = read(&c.tls.key, "TLS key")?;
     let ca = read(&c.tls.client_ca, "client CA")?;
@@ -186,11 +187,15 @@ pub async fn serve(
         .add_service(audit)
         .serve_with_incoming_shutdown(incoming(listener), signal);
     tokio::pin!(server);
-    tokio::select! {
+    let result = tokio::select! {
         r = &mut server => r.map_err(|e| ServeError::Transport(e.to_string())),
         _ = async { let _ = done_rx.await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_secs = grace.as_secs(), "connections did not close within the grace period; stopping anyway");
             Ok(())
         }
+    };
+    if let Err(e) = core.flush() {
+        tracing::warn!(error = %e, "acknowledgements not written at shutdown: they will be delivered again");
     }
+    result
 }

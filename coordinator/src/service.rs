@@ -110,6 +110,12 @@ pub fn core(
 }
 
 impl Core {
+    /// Makes every acknowledgement durable (they may lag commits); called
+    /// when the server stops.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+
     /// The caller's identity, if its certificate names one of `roles`.
     fn auth<T>(&self, req: &Request<T>, roles: &[Role], what: &str) -> Result<SpiffeId, Status> {
         if self.broken.load(Ordering::Relaxed) {

@@ -153,7 +153,14 @@ pub trait Store: Send + Sync + 'static {
     /// with sequence above `after`, in order: (sequence, encoded message).
     fn pending(&self, force: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// Marks disclosures acknowledged; returns how many were pending.
+    ///
+    /// Unlike [`Store::commit`], this need not be durable at once: it may
+    /// reach the disk with the next commit or [`Store::flush`]. A lost
+    /// acknowledgement only means the disclosure is delivered again, and
+    /// nodes store a disclosure id once.
     fn acknowledge(&self, force: &str, seqs: &[u64]) -> Result<u64, StoreError>;
+    /// Makes everything applied so far durable, acknowledgements included.
+    fn flush(&self) -> Result<(), StoreError>;
     /// Number of disclosures a force has not acknowledged.
     fn pending_count(&self, force: &str) -> Result<u64, StoreError>;
     /// The highest sequence number used for each force.
