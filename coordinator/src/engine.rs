@@ -752,11 +752,15 @@ impl Engine {
             self.matcher.add_record(rid, &k);
             let mut hits = std::mem::take(&mut self.hits);
             self.matcher.probe_roster(&k, &mut hits);
-            let sealed = decode_sealed(&u.sealed);
+            // Decoded only for a disclosure: most records match no one.
+            let mut sealed = None;
             for h in &hits {
                 let score = policy.score(&h.evidence);
                 match policy.decide(score) {
-                    Decision::Confirmed => self.disclose(&mut b, h.id, rid, &h.evidence, score, sealed.clone()),
+                    Decision::Confirmed => {
+                        let details = sealed.get_or_insert_with(|| decode_sealed(&u.sealed)).clone();
+                        self.disclose(&mut b, h.id, rid, &h.evidence, score, details)
+                    }
                     Decision::Candidate => b.candidates += 1,
                     Decision::NoMatch => {}
                 }
