@@ -121,13 +121,15 @@ pub fn render(r: &Report) -> String {
         .iter()
         .map(|s| {
             vec![
-                s.time.clone(),
+                // "2026-11-23 01:13:20.283Z" and "nino, name_dob": so that
+                // the page wraps at spaces, not mid-word or off the screen.
+                s.time.replacen('T', " ", 1),
                 s.kind.clone(),
                 s.id.clone(),
                 s.force.clone(),
                 s.source.clone(),
                 s.category.clone(),
-                s.evidence.clone(),
+                s.evidence.replace(',', ", "),
                 s.policy_or_reason.clone(),
             ]
         })
@@ -150,6 +152,7 @@ h1{{font-size:1.6rem;margin-bottom:.2rem}} h2{{font-size:1.15rem;margin-top:2rem
 .charts{{display:flex;flex-wrap:wrap;gap:1rem}} figure{{margin:0}} figcaption{{font-weight:600;margin:.5rem 0}}
 svg .l{{font-size:12px;fill:#333}} svg .v{{font-size:12px;fill:#333}}
 table{{border-collapse:collapse;width:100%;font-size:.85rem}} th,td{{border-bottom:1px solid #eee;text-align:left;padding:.25rem .4rem}} th{{background:#f4f6f8}}
+td{{overflow-wrap:break-word}} td:first-child,td:nth-child(2),td:nth-child(3){{white-space:nowrap}}
 </style></head><body>
 {body}
 <p class="note">No personal data appears in this report: subjects and records are opaque references in the log; names stay on each force's machine.</p>
