@@ -162,30 +162,9 @@ pub struct AuditConfig {
     pub origin: String,
 }
 
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `"text"` (human-readable) or `"json"`.
-    pub format: String,
-    /// A tracing filter, e.g. `"info"` or `"vigil_coordinator=debug,info"`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig { format: "text".into(), level: "info".into() }
-    }
-}
-
-/// `[metrics]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// Address of the Prometheus endpoint (plain HTTP, `/metrics`); keep it on
-    /// loopback or an internal network.
-    pub listen: SocketAddr,
-}
+/// `[log]` and `[metrics]`: the same tables, with the same meaning, as in
+/// `node.toml`.
+pub use vigil_node::config::{LogConfig, MetricsConfig};
 
 impl Config {
     /// Reads, parses and checks a config file.
