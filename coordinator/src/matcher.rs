@@ -7,6 +7,12 @@
 //! token ([`Matcher::probe_national`]); a national batch against every
 //! enrolled roster ([`Matcher::probe_roster`]). Each probe returns, per
 //! agreeing counterpart, the [`Evidence`] the policy needs.
+//!
+//! Evidence includes how many national records share each agreeing token,
+//! so that the policy can weaken values many people hold. National records
+//! that hold every token a pair agrees on, the NI number and a name among
+//! them, are one person recorded again (several allegations), and count as
+//! one: see [`discount_alike`] and docs/matching.md.
 
 use vigil_proto::KeyKind;
 use vigil_proto::kinds::{ALL, KindSet};
@@ -30,8 +36,14 @@ pub struct Matcher {
     roster: TokenIndex,
     record_kinds: Vec<KindSet>,
     subject_kinds: Vec<KindSet>,
-    scratch: Vec<(u32, u8, u32)>,
+    scratch: Vec<Agreement>,
+    holders: Vec<u32>,
+    holders_next: Vec<u32>,
 }
+
+/// One agreeing token of a probe: (counterpart id, kind index, national
+/// records holding the token, the token's position in the probe).
+type Agreement = (u32, u8, u32, u16);
 
 fn kinds_of(tokens: &[(KeyKind, IndexKey)]) -> KindSet {
     tokens.iter().map(|(k, _)| *k).collect()
@@ -118,20 +130,30 @@ impl Matcher {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         self.national.warm(tokens.iter().map(|(_, k)| k));
-        for (kind, key) in tokens {
+        for (pos, (kind, key)) in tokens.iter().enumerate() {
             let start = scratch.len();
-            let n = self.national.for_each(*key, |rid| scratch.push((rid, kind.index() as u8, 0)));
+            let pos = position(pos);
+            let n = self.national.for_each(*key, |rid| scratch.push((rid, kind.index() as u8, 0, pos)));
             for s in &mut scratch[start..] {
                 s.2 = n;
             }
         }
         let subject_kinds = kinds_of(tokens);
-        group(&mut scratch, out, |rid| Evidence {
+        let ranges = group(&mut scratch, out, |rid| Evidence {
             agreeing: KindSet::EMPTY,
             shares: [u32::MAX; ALL.len()],
             subject_kinds,
             record_kinds: self.record_kinds.get(rid as usize).copied().unwrap_or_default(),
         });
+        // Records holding every token a pair agrees on are exactly the hits
+        // whose agreeing tokens include that pair's.
+        for i in 0..out.len() {
+            if needs_alike(&out[i].evidence) {
+                let mine = &scratch[ranges[i].clone()];
+                let alike = ranges.iter().filter(|r| holds_all(&scratch[(*r).clone()], mine)).count() as u32;
+                discount_alike(&mut out[i].evidence, alike);
+            }
+        }
         self.scratch = scratch;
     }
 
@@ -141,9 +163,10 @@ impl Matcher {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         self.roster.warm(tokens.iter().map(|(_, k)| k));
-        for (kind, key) in tokens {
+        for (pos, (kind, key)) in tokens.iter().enumerate() {
             let start = scratch.len();
-            self.roster.for_each(*key, |sid| scratch.push((sid, kind.index() as u8, 0)));
+            let pos = position(pos);
+            self.roster.for_each(*key, |sid| scratch.push((sid, kind.index() as u8, 0, pos)));
             if scratch.len() > start {
                 let n = self.national.count(*key).max(1);
                 for s in &mut scratch[start..] {
@@ -152,23 +175,102 @@ impl Matcher {
             }
         }
         let record_kinds = kinds_of(tokens);
-        group(&mut scratch, out, |sid| Evidence {
+        let ranges = group(&mut scratch, out, |sid| Evidence {
             agreeing: KindSet::EMPTY,
             shares: [u32::MAX; ALL.len()],
             subject_kinds: self.subject_kinds.get(sid as usize).copied().unwrap_or_default(),
             record_kinds,
         });
+        for i in 0..out.len() {
+            if needs_alike(&out[i].evidence) {
+                let alike = self.holders_of_all(tokens, &scratch[ranges[i].clone()]);
+                discount_alike(&mut out[i].evidence, alike);
+            }
+        }
         self.scratch = scratch;
+    }
+
+    /// How many national records hold every token of `tokens` named in
+    /// `agreements` (the record itself included).
+    fn holders_of_all(&mut self, tokens: &[(KeyKind, IndexKey)], agreements: &[Agreement]) -> u32 {
+        let Some(first) = agreements.iter().min_by_key(|a| a.2) else { return 0 };
+        let (mut have, mut next) = (std::mem::take(&mut self.holders), std::mem::take(&mut self.holders_next));
+        have.clear();
+        self.national.for_each(tokens[usize::from(first.3)].1, |rid| have.push(rid));
+        have.sort_unstable();
+        have.dedup();
+        for a in agreements {
+            if have.is_empty() {
+                break;
+            }
+            if a.3 == first.3 {
+                continue;
+            }
+            next.clear();
+            self.national.for_each(tokens[usize::from(a.3)].1, |rid| next.push(rid));
+            next.sort_unstable();
+            have.retain(|r| next.binary_search(r).is_ok());
+        }
+        let n = have.len() as u32;
+        (self.holders, self.holders_next) = (have, next);
+        n
     }
 }
 
-/// Groups `(id, kind index, share)` triples by id into hits.
-fn group(scratch: &mut [(u32, u8, u32)], out: &mut Vec<Hit>, fresh: impl Fn(u32) -> Evidence) {
+/// A token's position in a probe (records and subjects hold at most a few
+/// hundred tokens: the coordinator's `max_tokens_per_item`).
+fn position(pos: usize) -> u16 {
+    u16::try_from(pos).unwrap_or(u16::MAX)
+}
+
+/// Whether records alike may count as one for this pair: only when the NI
+/// number agrees together with a name-and-date kind (an identity, not just
+/// a number), and the number is held by other records too.
+fn needs_alike(e: &Evidence) -> bool {
+    e.agreeing.contains(KeyKind::Nino)
+        && e.shares[KeyKind::Nino.index()] > 1
+        && e.agreeing.iter().any(|k| !matches!(k, KeyKind::Nino | KeyKind::ForenameDob))
+}
+
+/// Whether the agreements `other` include every token position in `mine`
+/// (both sorted by position).
+fn holds_all(other: &[Agreement], mine: &[Agreement]) -> bool {
+    let mut o = other.iter().map(|a| a.3).peekable();
+    mine.iter().all(|m| {
+        while o.next_if(|p| *p < m.3).is_some() {}
+        o.next_if_eq(&m.3).is_some()
+    })
+}
+
+/// Counts the `alike` national records that hold every token this pair
+/// agrees on, the NI number included, as one: they are the same person
+/// recorded again (several allegations about one officer), not different
+/// people sharing common values, so they must not weaken each other.
+fn discount_alike(e: &mut Evidence, alike: u32) {
+    let extra = alike.saturating_sub(1);
+    for k in e.agreeing.iter() {
+        let s = &mut e.shares[k.index()];
+        *s = s.saturating_sub(extra).max(1);
+    }
+}
+
+/// Groups agreements by id into hits; returns, for each hit, the range of
+/// `scratch` holding its agreements (sorted by token position).
+fn group(
+    scratch: &mut [Agreement],
+    out: &mut Vec<Hit>,
+    fresh: impl Fn(u32) -> Evidence,
+) -> Vec<std::ops::Range<usize>> {
     out.clear();
-    scratch.sort_unstable_by_key(|s| s.0);
-    for &(id, kind, share) in scratch.iter() {
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    scratch.sort_unstable_by_key(|s| (s.0, s.3));
+    for (i, &(id, kind, share, _)) in scratch.iter().enumerate() {
         if out.last().is_none_or(|h| h.id != id) {
             out.push(Hit { id, evidence: fresh(id) });
+            ranges.push(i..i);
+        }
+        if let Some(r) = ranges.last_mut() {
+            r.end = i + 1;
         }
         if let Some(h) = out.last_mut() {
             let k = ALL[kind as usize];
@@ -177,6 +279,7 @@ fn group(scratch: &mut [(u32, u8, u32)], out: &mut Vec<Hit>, fresh: impl Fn(u32)
             *slot = (*slot).min(share);
         }
     }
+    ranges
 }
 
 #[cfg(test)]

@@ -68,6 +68,115 @@ fn an_identifier_alone_is_a_candidate_against_itself() {
     assert_eq!(decide_self(&raw).1, Some(Decision::Candidate));
 }
 
+fn keys_of(raw: &RawIdentity<'_>) -> Vec<(vigil_proto::KeyKind, vigil_coordinator::index::IndexKey)> {
+    let mut issues = Vec::new();
+    let id = Identity::from_raw(raw, &mut Phonetic::default(), &mut issues);
+    let tk = Tokenizer::new(&LinkageKey::new(1, [3; 32]));
+    let pepper = Pepper::new([4; 32]);
+    let mut toks = Vec::new();
+    tk.tokens(&id, &mut toks);
+    toks.iter().map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect()
+}
+
+/// Decisions for subject 0 against every record, from both directions: the
+/// subject enrolled after the records, and the records arriving after it.
+fn decisions(subject: &RawIdentity<'_>, records: &[RawIdentity<'_>]) -> (Vec<Decision>, Vec<Decision>) {
+    let policy = Policy::default_policy();
+    let decide = |h: &Hit| policy.decide(policy.score(&h.evidence));
+    let s = keys_of(subject);
+    let rs: Vec<_> = records.iter().map(keys_of).collect();
+    let mut hits: Vec<Hit> = Vec::new();
+    // Records first, then the subject enrols.
+    let mut m = Matcher::default();
+    for (i, r) in rs.iter().enumerate() {
+        m.add_record(i as u32, r);
+    }
+    m.probe_national(&s, &mut hits);
+    let mut by_record = vec![Decision::NoMatch; rs.len()];
+    for h in &hits {
+        by_record[h.id as usize] = decide(h);
+    }
+    // The subject first, then the records arrive one by one.
+    let mut m = Matcher::default();
+    m.add_subject(0, &s);
+    let mut arriving = Vec::new();
+    for (i, r) in rs.iter().enumerate() {
+        m.add_record(i as u32, r);
+        m.probe_roster(r, &mut hits);
+        arriving.push(hits.first().map(decide).unwrap_or(Decision::NoMatch));
+    }
+    (by_record, arriving)
+}
+
+/// An officer with a long record: twelve allegations, each a national record
+/// with the same name, date of birth and NI number. Sharing a token with
+/// other records weakens it only when those are other people; twelve records
+/// of one person must all confirm, whichever side arrives first.
+#[test]
+fn a_person_with_many_records_confirms_against_every_one() {
+    let officer = RawIdentity {
+        forenames: "John",
+        surname: "Smith",
+        date_of_birth: "1980-03-04",
+        ni_number: "AB123456C",
+        postcode: "M1 2AB",
+        ..Default::default()
+    };
+    let records = vec![officer; 12];
+    let (enrolled_later, arriving_later) = decisions(&officer, &records);
+    assert_eq!(enrolled_later, vec![Decision::Confirmed; 12]);
+    assert_eq!(arriving_later, vec![Decision::Confirmed; 12]);
+    // The same with the postcode on only some records.
+    let mut mixed = records.clone();
+    for r in mixed.iter_mut().step_by(3) {
+        r.postcode = "";
+    }
+    let (a, b) = decisions(&officer, &mixed);
+    assert_eq!((a, b), (vec![Decision::Confirmed; 12], vec![Decision::Confirmed; 12]));
+}
+
+/// An NI number held by several different people (misused, or mistyped at
+/// entry) stays weakened: only the records that also agree on everything
+/// else count as the same person.
+#[test]
+fn an_ni_number_shared_by_different_people_stays_weakened() {
+    let officer = RawIdentity {
+        forenames: "John",
+        surname: "Smith",
+        date_of_birth: "1980-03-04",
+        ni_number: "AB123456C",
+        ..Default::default()
+    };
+    let others: Vec<RawIdentity<'_>> = ["Adam Jones", "Priya Shah", "Tom Baker", "Li Wei", "Sara Khan", "Ola Nowak"]
+        .iter()
+        .map(|n| {
+            let (f, s) = n.split_once(' ').unwrap();
+            RawIdentity {
+                forenames: f,
+                surname: s,
+                date_of_birth: "1991-07-08",
+                ni_number: "AB123456C",
+                ..Default::default()
+            }
+        })
+        .collect();
+    let policy = Policy::default_policy();
+    let s = keys_of(&officer);
+    let mut m = Matcher::default();
+    for (i, r) in others.iter().enumerate() {
+        m.add_record(i as u32, &keys_of(r));
+    }
+    m.add_record(99, &keys_of(&officer));
+    let mut hits: Vec<Hit> = Vec::new();
+    m.probe_national(&s, &mut hits);
+    let own = hits.iter().find(|h| h.id == 99).unwrap();
+    assert_eq!(own.evidence.shares[vigil_proto::KeyKind::Nino.index()], 7, "six other people hold the number");
+    assert_eq!(policy.decide(policy.score(&own.evidence)), Decision::Confirmed, "the name and date still agree");
+    for h in hits.iter().filter(|h| h.id != 99) {
+        assert_eq!(policy.decide(policy.score(&h.evidence)), Decision::NoMatch, "another person with the number");
+    }
+}
+
 /// The floors the default policy must meet on a synthetic set with hard
 /// negatives: precision at least 0.995 and recall at least 0.97.
 #[test]
