@@ -12,7 +12,7 @@
 //! so that the policy can weaken values many people hold. National records
 //! that hold every token a pair agrees on, the NI number and a name among
 //! them, are one person recorded again (several allegations), and count as
-//! one: see [`discount_alike`] and docs/matching.md.
+//! one (`discount_alike`; docs/matching.md).
 
 use vigil_proto::KeyKind;
 use vigil_proto::kinds::{ALL, KindSet};
