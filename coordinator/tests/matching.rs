@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 use vigil_coordinator::eval;
+use vigil_coordinator::index::IndexKey;
 use vigil_coordinator::matcher::{Hit, Matcher};
 use vigil_coordinator::pepper::{Pepper, index_key};
 use vigil_coordinator::policy::{Decision, Policy};
@@ -12,14 +13,23 @@ use vigil_node::keys::{Identity, Phonetic, RawIdentity};
 use vigil_node::synth;
 use vigil_node::tokens::{LinkageKey, Tokenizer};
 
-fn decide_self(raw: &RawIdentity<'_>) -> (Identity, Option<Decision>) {
+fn identity_and_keys(raw: &RawIdentity<'_>) -> (Identity, Vec<(vigil_proto::KeyKind, IndexKey)>) {
     let mut issues = Vec::new();
     let id = Identity::from_raw(raw, &mut Phonetic::default(), &mut issues);
     let tk = Tokenizer::new(&LinkageKey::new(1, [3; 32]));
     let pepper = Pepper::new([4; 32]);
     let mut toks = Vec::new();
     tk.tokens(&id, &mut toks);
-    let keys: Vec<_> = toks.iter().map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect();
+    let keys = toks.iter().map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect();
+    (id, keys)
+}
+
+fn keys_of(raw: &RawIdentity<'_>) -> Vec<(vigil_proto::KeyKind, IndexKey)> {
+    identity_and_keys(raw).1
+}
+
+fn decide_self(raw: &RawIdentity<'_>) -> (Identity, Option<Decision>) {
+    let (id, keys) = identity_and_keys(raw);
     let mut m = Matcher::default();
     m.add_record(0, &keys);
     let mut hits: Vec<Hit> = Vec::new();
@@ -66,16 +76,6 @@ proptest! {
 fn an_identifier_alone_is_a_candidate_against_itself() {
     let raw = RawIdentity { ni_number: "AB123456C", ..Default::default() };
     assert_eq!(decide_self(&raw).1, Some(Decision::Candidate));
-}
-
-fn keys_of(raw: &RawIdentity<'_>) -> Vec<(vigil_proto::KeyKind, vigil_coordinator::index::IndexKey)> {
-    let mut issues = Vec::new();
-    let id = Identity::from_raw(raw, &mut Phonetic::default(), &mut issues);
-    let tk = Tokenizer::new(&LinkageKey::new(1, [3; 32]));
-    let pepper = Pepper::new([4; 32]);
-    let mut toks = Vec::new();
-    tk.tokens(&id, &mut toks);
-    toks.iter().map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect()
 }
 
 /// Decisions for subject 0 against every record, from both directions: the
