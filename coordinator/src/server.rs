@@ -187,6 +187,7 @@ pub async fn serve(
         .add_service(audit)
         .serve_with_incoming_shutdown(incoming(listener), signal);
     tokio::pin!(server);
+    let flusher = spawn_flusher(core.clone());
     let result = tokio::select! {
         r = &mut server => r.map_err(|e| ServeError::Transport(e.to_string())),
         _ = async { let _ = done_rx.await; tokio::time::sleep(grace).await } => {
@@ -194,8 +195,28 @@ pub async fn serve(
             Ok(())
         }
     };
+    flusher.abort();
     if let Err(e) = core.flush() {
         tracing::warn!(error = %e, "acknowledgements not written at shutdown: they will be delivered again");
     }
     result
+}
+
+/// Acknowledgements are committed without an fsync; this puts them on disk
+/// within about a second even when nothing else is written (a no-op when
+/// nothing is pending).
+fn spawn_flusher(core: Arc<service::Core>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let c = core.clone();
+            match tokio::task::spawn_blocking(move || c.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not write acknowledgements to disk; retrying"),
+                Err(e) => tracing::warn!(error = %e, "acknowledgement flush task failed"),
+            }
+        }
+    })
 }

@@ -5,7 +5,8 @@
 //! Acknowledgements are the one exception. They are committed without an
 //! fsync (durability `None`) and reach the disk with the next batch, with
 //! the first acknowledgement more than [`ACK_SYNC_INTERVAL`] after the last
-//! durable commit, or when the store closes. A crash loses at most that
+//! durable commit, with [`Store::flush`] (the server calls it every second
+//! and as it stops), or when the store closes. A crash loses at most that
 //! window of acknowledgements, and the lost ones are simply delivered again:
 //! delivery is at-least-once and nodes store a disclosure id once. Without
 //! this, 43 watchers acknowledging during a national feed queued an fsync
