@@ -9,10 +9,10 @@
 //! agreeing counterpart, the [`Evidence`] the policy needs.
 //!
 //! Evidence includes how many national records share each agreeing token,
-//! so that the policy can weaken values many people hold. National records
-//! that hold every token a pair agrees on, the NI number and a name among
-//! them, are one person recorded again (several allegations), and count as
-//! one (`discount_alike`; docs/matching.md).
+//! so that the policy can weaken values many people hold. The subject's own
+//! other records (holding its NI number and every token the pair agrees on)
+//! are one person recorded again (several allegations) and are left out
+//! (`discount_own`; docs/matching.md).
 
 use vigil_proto::KeyKind;
 use vigil_proto::kinds::{ALL, KindSet};
@@ -36,6 +36,9 @@ pub struct Matcher {
     roster: TokenIndex,
     record_kinds: Vec<KindSet>,
     subject_kinds: Vec<KindSet>,
+    /// Each subject's NI-number token, to recognise the subject's own
+    /// records when a record arrives.
+    subject_nino: Vec<Option<IndexKey>>,
     scratch: Vec<Agreement>,
     holders: Vec<u32>,
     holders_next: Vec<u32>,
@@ -47,6 +50,14 @@ type Agreement = (u32, u8, u32, u16);
 
 fn kinds_of(tokens: &[(KeyKind, IndexKey)]) -> KindSet {
     tokens.iter().map(|(k, _)| *k).collect()
+}
+
+fn set_nino(table: &mut Vec<Option<IndexKey>>, id: u32, key: Option<IndexKey>) {
+    let i = id as usize;
+    if table.len() <= i {
+        table.resize(i + 1, None);
+    }
+    table[i] = key;
 }
 
 fn set_kinds(table: &mut Vec<KindSet>, id: u32, kinds: KindSet) {
@@ -115,6 +126,7 @@ impl Matcher {
             self.roster.insert(*key, id);
         }
         set_kinds(&mut self.subject_kinds, id, kinds_of(tokens));
+        set_nino(&mut self.subject_nino, id, tokens.iter().find(|(k, _)| *k == KeyKind::Nino).map(|(_, key)| *key));
     }
 
     /// Removes a roster subject's tokens (the ones it was added with).
@@ -123,6 +135,7 @@ impl Matcher {
             self.roster.remove(*key, id);
         }
         set_kinds(&mut self.subject_kinds, id, KindSet::EMPTY);
+        set_nino(&mut self.subject_nino, id, None);
     }
 
     /// National records agreeing with a subject's (or an applicant's) tokens.
@@ -145,13 +158,19 @@ impl Matcher {
             subject_kinds,
             record_kinds: self.record_kinds.get(rid as usize).copied().unwrap_or_default(),
         });
-        // Records holding every token a pair agrees on are exactly the hits
-        // whose agreeing tokens include that pair's.
+        // The subject's own other records are the hits that agree on its NI
+        // number and on every token this pair agrees on.
         for i in 0..out.len() {
-            if needs_alike(&out[i].evidence) {
+            if needs_own(&out[i].evidence) {
                 let mine = &scratch[ranges[i].clone()];
-                let alike = ranges.iter().filter(|r| holds_all(&scratch[(*r).clone()], mine)).count() as u32;
-                discount_alike(&mut out[i].evidence, alike);
+                let own = (0..out.len())
+                    .filter(|&j| {
+                        j != i
+                            && out[j].evidence.agreeing.contains(KeyKind::Nino)
+                            && holds_all(&scratch[ranges[j].clone()], mine)
+                    })
+                    .count() as u32;
+                discount_own(&mut out[i].evidence, own);
             }
         }
         self.scratch = scratch;
@@ -182,32 +201,36 @@ impl Matcher {
             record_kinds,
         });
         for i in 0..out.len() {
-            if needs_alike(&out[i].evidence) {
-                let alike = self.holders_of_all(tokens, &scratch[ranges[i].clone()]);
-                discount_alike(&mut out[i].evidence, alike);
+            if needs_own(&out[i].evidence)
+                && let Some(nino) = self.subject_nino.get(out[i].id as usize).copied().flatten()
+            {
+                let mut keys: Vec<IndexKey> =
+                    scratch[ranges[i].clone()].iter().map(|a| tokens[usize::from(a.3)].1).collect();
+                keys.push(nino);
+                let holders = self.holders_of_all(&keys);
+                // This record is among them when it holds the NI number too.
+                let own = holders.saturating_sub(u32::from(out[i].evidence.agreeing.contains(KeyKind::Nino)));
+                discount_own(&mut out[i].evidence, own);
             }
         }
         self.scratch = scratch;
     }
 
-    /// How many national records hold every token of `tokens` named in
-    /// `agreements` (the record itself included).
-    fn holders_of_all(&mut self, tokens: &[(KeyKind, IndexKey)], agreements: &[Agreement]) -> u32 {
-        let Some(first) = agreements.iter().min_by_key(|a| a.2) else { return 0 };
+    /// How many national records hold every one of `keys`.
+    fn holders_of_all(&mut self, keys: &[IndexKey]) -> u32 {
         let (mut have, mut next) = (std::mem::take(&mut self.holders), std::mem::take(&mut self.holders_next));
         have.clear();
-        self.national.for_each(tokens[usize::from(first.3)].1, |rid| have.push(rid));
-        have.sort_unstable();
-        have.dedup();
-        for a in agreements {
+        if let Some(first) = keys.first() {
+            self.national.for_each(*first, |rid| have.push(rid));
+            have.sort_unstable();
+            have.dedup();
+        }
+        for key in keys.iter().skip(1) {
             if have.is_empty() {
                 break;
             }
-            if a.3 == first.3 {
-                continue;
-            }
             next.clear();
-            self.national.for_each(tokens[usize::from(a.3)].1, |rid| next.push(rid));
+            self.national.for_each(*key, |rid| next.push(rid));
             next.sort_unstable();
             have.retain(|r| next.binary_search(r).is_ok());
         }
@@ -223,13 +246,13 @@ fn position(pos: usize) -> u16 {
     u16::try_from(pos).unwrap_or(u16::MAX)
 }
 
-/// Whether records alike may count as one for this pair: only when the NI
-/// number agrees together with a name-and-date kind (an identity, not just
-/// a number), and the number is held by other records too.
-fn needs_alike(e: &Evidence) -> bool {
-    e.agreeing.contains(KeyKind::Nino)
-        && e.shares[KeyKind::Nino.index()] > 1
+/// Whether the subject's own other records may be weakening this pair: the
+/// subject has an NI number, the pair agrees on a name-and-date kind (an
+/// identity, not just a number), and every agreeing token is shared.
+fn needs_own(e: &Evidence) -> bool {
+    e.subject_kinds.contains(KeyKind::Nino)
         && e.agreeing.iter().any(|k| !matches!(k, KeyKind::Nino | KeyKind::ForenameDob))
+        && e.agreeing.iter().all(|k| e.shares[k.index()] > 1)
 }
 
 /// Whether the agreements `other` include every token position in `mine`
@@ -242,15 +265,14 @@ fn holds_all(other: &[Agreement], mine: &[Agreement]) -> bool {
     })
 }
 
-/// Counts the `alike` national records that hold every token this pair
-/// agrees on, the NI number included, as one: they are the same person
-/// recorded again (several allegations about one officer), not different
-/// people sharing common values, so they must not weaken each other.
-fn discount_alike(e: &mut Evidence, alike: u32) {
-    let extra = alike.saturating_sub(1);
+/// Leaves out of the shares the `own` other national records of this
+/// subject (they hold its NI number and every token this pair agrees on):
+/// several allegations about one officer are one person recorded again, not
+/// different people sharing common values, and must not weaken each other.
+fn discount_own(e: &mut Evidence, own: u32) {
     for k in e.agreeing.iter() {
         let s = &mut e.shares[k.index()];
-        *s = s.saturating_sub(extra).max(1);
+        *s = s.saturating_sub(own).max(1);
     }
 }
 

@@ -100,9 +100,9 @@ pub struct Evidence {
     /// Kinds whose tokens agree.
     pub agreeing: KindSet,
     /// For each agreeing kind, the fewest national records holding one of its
-    /// agreeing tokens (by `KeyKind::index`). When the NI number and a
-    /// name-and-date kind agree, the other records holding every token the
-    /// pair agrees on are the same person recorded again and are not counted
+    /// agreeing tokens (by `KeyKind::index`), leaving out the subject's own
+    /// other records (holding its NI number and every token the pair agrees
+    /// on, when a name-and-date kind agrees): one person recorded again
     /// (see `matcher`).
     pub shares: [u32; ALL.len()],
     /// Kinds the subject has.

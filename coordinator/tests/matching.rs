@@ -133,6 +133,34 @@ fn a_person_with_many_records_confirms_against_every_one() {
     }
     let (a, b) = decisions(&officer, &mixed);
     assert_eq!((a, b), (vec![Decision::Confirmed; 12], vec![Decision::Confirmed; 12]));
+    // And with the NI number missing from a third of the records (their
+    // name, date of birth and postcode district still agree): the officer's
+    // other records, which carry the number, do not weaken them.
+    let mut no_nino = records.clone();
+    for r in no_nino.iter_mut().step_by(3) {
+        r.ni_number = "";
+    }
+    let (a, b) = decisions(&officer, &no_nino);
+    assert_eq!((a, b), (vec![Decision::Confirmed; 12], vec![Decision::Confirmed; 12]));
+}
+
+/// Namesakes without NI numbers in the officer's district still weaken each
+/// other: only records that carry the officer's own number are left out.
+#[test]
+fn namesakes_without_ni_numbers_still_weaken_each_other() {
+    let officer = RawIdentity {
+        forenames: "John",
+        surname: "Smith",
+        date_of_birth: "1980-03-04",
+        ni_number: "AB123456C",
+        postcode: "M1 2AB",
+        ..Default::default()
+    };
+    let namesake = RawIdentity { ni_number: "", postcode: "M1 9ZZ", ..officer };
+    let (a, b) = decisions(&officer, &[namesake; 6]);
+    // With all six held, none confirms; arriving one by one, the fifth and
+    // sixth find the value shared by five and six records.
+    assert!(a.iter().chain(&b[4..]).all(|d| *d == Decision::Candidate), "{a:?} {b:?}");
 }
 
 /// An NI number held by several different people (misused, or mistyped at
