@@ -38,6 +38,8 @@ pub struct Settings {
     pub origin: String,
     /// Most subjects per force.
     pub max_roster_size: u64,
+    /// National and roster tokens to size the indexes for at start.
+    pub index_capacity: (usize, usize),
 }
 
 /// Why the engine refused or failed.
@@ -285,10 +287,11 @@ impl Engine {
         signer: Signer,
         now_ms: i64,
     ) -> Result<(Engine, LogView, Commit), EngineError> {
+        let (national_tokens, roster_tokens) = settings.index_capacity;
         let mut e = Engine {
             settings,
             signer,
-            matcher: Matcher::default(),
+            matcher: Matcher::with_capacity(national_tokens, roster_tokens),
             names: Names::default(),
             subjects: Ids::default(),
             records: Ids::default(),
@@ -891,6 +894,7 @@ mod tests {
             policy_sha256: "p1".into(),
             origin: "vigil.test/audit".into(),
             max_roster_size: 100,
+            index_capacity: (64, 64),
         }
     }
 

@@ -86,6 +86,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         policy_sha256: vigil_proto::hex::encode(sha.as_ref()),
         origin: config.audit.origin.clone(),
         max_roster_size: config.limits.max_roster_size,
+        index_capacity: (config.capacity.national_tokens, config.capacity.roster_tokens),
     };
     let store = RedbStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?;
     let (stop, stop_rx) = watch::channel(false);

@@ -3,6 +3,7 @@
 #
 #   deploy/bench/system.sh            43 forces x 7000 staff, 1,000,000 national records
 #   FORCES=3 STAFF=2000 NATIONAL=100000 deploy/bench/system.sh    a smaller run
+#   CAPACITY=0 deploy/bench/system.sh    without sizing the indexes up front
 #
 # Measures: sync and feed times, token ingest (end to end, and the
 # coordinator's own apply rate from its metrics), time until every
@@ -29,6 +30,12 @@ since() { python3 -c "print(f'{$(t) - $1:.1f}')"; }
 
 ALL=(met gmp wmp wyp mer tvp ken ham ess lan nbr syp dc avs sus sur her swp wmc cle hum not der lei stf nor che lin nfk suf cam bed nyp dur cum glo wil dor war nwp gwe dp col)
 FORCES=("${ALL[@]:0:$FORCES_N}")
+# Size the indexes as an operator would ([capacity] in coordinator.toml):
+# about 10.3 tokens per national record, 10.5 per member of staff. Set
+# CAPACITY=0 to measure with growing indexes.
+if [ "${CAPACITY:-1}" != 0 ]; then
+  export CAPACITY_NATIONAL=$((NATIONAL * 11)) CAPACITY_ROSTER=$((FORCES_N * STAFF * 11))
+fi
 vigil_setup "${FORCES[@]}"
 T=$(t)
 "$NODE" synth --out "$OUT/data" --seed 7 --forces "$FORCES_N" --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05 --delta $((DELTAS * 10)) >/dev/null
@@ -110,7 +117,7 @@ nat, ros, feed, apply_s = float("$NAT_TOKENS"), float("$ROSTER_TOKENS"), float("
 print(f"""
 | measure | value |
 |---|---|
-| set | $FORCES_N forces x $STAFF staff, $NATIONAL national records (synth seed 7, 5% overlap) |
+| set | $FORCES_N forces x $STAFF staff, $NATIONAL national records (synth seed 7, 5% overlap); index capacity ${CAPACITY_NATIONAL:-0} national, ${CAPACITY_ROSTER:-0} roster tokens |
 | synth / offline eval | ${SYNTH} s / ${EVAL} s |
 | roster sync, all forces | ${SYNC} s ({ros:.0f} roster tokens) |
 | national feed, end to end (read, tokenise, seal, send, apply, commit) | {feed:.1f} s: {$NATIONAL / feed:,.0f} records/s, {nat / feed:,.0f} tokens/s |

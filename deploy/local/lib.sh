@@ -63,6 +63,9 @@ client_ca = "../pki/ca.crt"
 [keys]
 pepper = "pepper.key"
 audit_signing_key = "audit.key"
+[capacity]
+national_tokens = ${CAPACITY_NATIONAL:-0}
+roster_tokens = ${CAPACITY_ROSTER:-0}
 [audit]
 origin = "$ORIGIN"
 [metrics]
