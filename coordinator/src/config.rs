@@ -172,6 +172,9 @@ pub struct Capacity {
     pub roster_tokens: usize,
 }
 
+/// Largest `[capacity]` figure accepted: 2^31 tokens, about 45 GB of index.
+pub const MAX_CAPACITY_TOKENS: usize = 1 << 31;
+
 /// `[audit]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +213,16 @@ impl Config {
         let l = &c.limits;
         if l.max_message_bytes < 1024 || l.max_batch_items == 0 || l.max_tokens_per_item == 0 || l.max_applicants == 0 {
             return Err(invalid("limits must be positive (max_message_bytes at least 1024)"));
+        }
+        // An index slot is 16 bytes at 75% load: about 21 bytes a token,
+        // allocated at start. Refuse a figure no machine could hold rather
+        // than abort on allocation.
+        let cap = &c.capacity;
+        if cap.national_tokens.max(cap.roster_tokens) > MAX_CAPACITY_TOKENS {
+            return Err(invalid(&format!(
+                "capacity.national_tokens and roster_tokens must each be at most {MAX_CAPACITY_TOKENS} \
+                 (about 21 bytes of memory a token, allocated at start)"
+            )));
         }
         if !matches!(c.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format must be \"text\" or \"json\""));
@@ -268,5 +281,10 @@ origin = "vigil.test/audit"
         assert!(e.to_string().contains("retention"), "{e}");
         let e = Config::parse(&GOOD.replace("vigil.test/audit", "bad name"), Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("audit.origin"), "{e}");
+        let huge = format!("{GOOD}\n[capacity]\nnational_tokens = 100000000000\n");
+        let e = Config::parse(&huge, Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("capacity.national_tokens"), "{e}");
+        let sized = format!("{GOOD}\n[capacity]\nnational_tokens = 11000000\nroster_tokens = 3300000\n");
+        assert_eq!(Config::parse(&sized, Path::new("c.toml")).unwrap().capacity.national_tokens, 11_000_000);
     }
 }
