@@ -108,20 +108,25 @@ fn decisions(subject: &RawIdentity<'_>, records: &[RawIdentity<'_>]) -> (Vec<Dec
     (by_record, arriving)
 }
 
+/// The officer of the tests below (synthetic).
+const OFFICER: RawIdentity<'static> = RawIdentity {
+    forenames: "John",
+    surname: "Smith",
+    date_of_birth: "1980-03-04",
+    ni_number: "AB123456C",
+    postcode: "M1 2AB",
+    previous_surnames: "",
+    aliases: "",
+    alt_dates_of_birth: "",
+};
+
 /// An officer with a long record: twelve allegations, each a national record
 /// with the same name, date of birth and NI number. Sharing a token with
 /// other records weakens it only when those are other people; twelve records
 /// of one person must all confirm, whichever side arrives first.
 #[test]
 fn a_person_with_many_records_confirms_against_every_one() {
-    let officer = RawIdentity {
-        forenames: "John",
-        surname: "Smith",
-        date_of_birth: "1980-03-04",
-        ni_number: "AB123456C",
-        postcode: "M1 2AB",
-        ..Default::default()
-    };
+    let officer = OFFICER;
     let records = vec![officer; 12];
     let (enrolled_later, arriving_later) = decisions(&officer, &records);
     assert_eq!(enrolled_later, vec![Decision::Confirmed; 12]);
@@ -148,14 +153,7 @@ fn a_person_with_many_records_confirms_against_every_one() {
 /// other: only records that carry the officer's own number are left out.
 #[test]
 fn namesakes_without_ni_numbers_still_weaken_each_other() {
-    let officer = RawIdentity {
-        forenames: "John",
-        surname: "Smith",
-        date_of_birth: "1980-03-04",
-        ni_number: "AB123456C",
-        postcode: "M1 2AB",
-        ..Default::default()
-    };
+    let officer = OFFICER;
     let namesake = RawIdentity { ni_number: "", postcode: "M1 9ZZ", ..officer };
     let (a, b) = decisions(&officer, &[namesake; 6]);
     // With all six held, none confirms; arriving one by one, the fifth and
@@ -168,13 +166,7 @@ fn namesakes_without_ni_numbers_still_weaken_each_other() {
 /// else count as the same person.
 #[test]
 fn an_ni_number_shared_by_different_people_stays_weakened() {
-    let officer = RawIdentity {
-        forenames: "John",
-        surname: "Smith",
-        date_of_birth: "1980-03-04",
-        ni_number: "AB123456C",
-        ..Default::default()
-    };
+    let officer = RawIdentity { postcode: "", ..OFFICER };
     let others: Vec<RawIdentity<'_>> = ["Adam Jones", "Priya Shah", "Tom Baker", "Li Wei", "Sara Khan", "Ola Nowak"]
         .iter()
         .map(|n| {
