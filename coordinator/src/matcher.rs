@@ -40,6 +40,7 @@ pub struct Matcher {
     /// records when a record arrives.
     subject_nino: Vec<Option<IndexKey>>,
     scratch: Vec<Agreement>,
+    ranges: Vec<std::ops::Range<usize>>,
     holders: Vec<u32>,
     holders_next: Vec<u32>,
 }
@@ -152,7 +153,8 @@ impl Matcher {
             }
         }
         let subject_kinds = kinds_of(tokens);
-        let ranges = group(&mut scratch, out, |rid| Evidence {
+        let mut ranges = std::mem::take(&mut self.ranges);
+        group(&mut scratch, &mut ranges, out, |rid| Evidence {
             agreeing: KindSet::EMPTY,
             shares: [u32::MAX; ALL.len()],
             subject_kinds,
@@ -174,6 +176,7 @@ impl Matcher {
             }
         }
         self.scratch = scratch;
+        self.ranges = ranges;
     }
 
     /// Subjects agreeing with a national record's tokens. The record should
@@ -194,7 +197,8 @@ impl Matcher {
             }
         }
         let record_kinds = kinds_of(tokens);
-        let ranges = group(&mut scratch, out, |sid| Evidence {
+        let mut ranges = std::mem::take(&mut self.ranges);
+        group(&mut scratch, &mut ranges, out, |sid| Evidence {
             agreeing: KindSet::EMPTY,
             shares: [u32::MAX; ALL.len()],
             subject_kinds: self.subject_kinds.get(sid as usize).copied().unwrap_or_default(),
@@ -214,6 +218,7 @@ impl Matcher {
             }
         }
         self.scratch = scratch;
+        self.ranges = ranges;
     }
 
     /// How many national records hold every one of `keys`.
@@ -276,15 +281,16 @@ fn discount_own(e: &mut Evidence, own: u32) {
     }
 }
 
-/// Groups agreements by id into hits; returns, for each hit, the range of
-/// `scratch` holding its agreements (sorted by token position).
+/// Groups agreements by id into hits; fills `ranges` with, for each hit,
+/// the range of `scratch` holding its agreements (sorted by token position).
 fn group(
     scratch: &mut [Agreement],
+    ranges: &mut Vec<std::ops::Range<usize>>,
     out: &mut Vec<Hit>,
     fresh: impl Fn(u32) -> Evidence,
-) -> Vec<std::ops::Range<usize>> {
+) {
     out.clear();
-    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    ranges.clear();
     scratch.sort_unstable_by_key(|s| (s.0, s.3));
     for (i, &(id, kind, share, _)) in scratch.iter().enumerate() {
         if out.last().is_none_or(|h| h.id != id) {
@@ -301,7 +307,6 @@ fn group(
             *slot = (*slot).min(share);
         }
     }
-    ranges
 }
 
 #[cfg(test)]
