@@ -23,7 +23,9 @@ use crate::index::IndexKey;
 use crate::matcher::{Hit, Matcher};
 use crate::pepper::index_key;
 use crate::policy::{Decision, Evidence, Policy};
-use crate::store::{ActiveRow, Commit, DisclosureRow, RecordRow, Ref, Store, StoreError, StoredToken, SubjectRow};
+use crate::store::{
+    ActiveRow, Commit, DisclosureRow, RecordRow, Ref, SenderState, Store, StoreError, StoredToken, SubjectRow,
+};
 
 /// Settings the engine needs.
 #[derive(Debug, Clone)]
@@ -58,6 +60,10 @@ pub enum EngineError {
     /// The store does not match the configuration or its own checkpoint.
     #[error("{0}")]
     Integrity(String),
+    /// The batch's sequence number is not the sender's next one, nor a
+    /// retry of its last (nothing was changed).
+    #[error("{0}")]
+    Sequence(String),
 }
 
 /// One subject of a roster batch, tokens already peppered.
@@ -83,8 +89,8 @@ pub struct RecordIn {
 /// A batch (roster or national) after checking and peppering.
 #[derive(Debug, Clone)]
 pub struct BatchIn<T> {
-    /// The node's batch id.
-    pub batch_id: String,
+    /// The sender's batch sequence number.
+    pub sequence: u64,
     /// Upserts.
     pub upserts: Vec<T>,
     /// Removes.
@@ -117,7 +123,7 @@ pub enum Applied {
         /// Forces that have new disclosures.
         forces: Vec<String>,
     },
-    /// The batch id was applied before; nothing changed.
+    /// A retry of the sender's last batch; nothing changed.
     Replayed(BatchReceipt),
 }
 
@@ -143,6 +149,14 @@ pub struct LogView {
     pub tree: Tree,
     /// The latest signed checkpoint (covers `tree.size()` leaves).
     pub checkpoint: String,
+}
+
+/// What a batch's receipt counts.
+struct Counts {
+    upserts: u64,
+    removes: u64,
+    removes_unknown: u64,
+    total: u64,
 }
 
 /// Interned force and source codes.
@@ -221,6 +235,17 @@ impl Ids {
     }
 }
 
+/// A disclosure in force: the case its amendments and retraction refer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Case {
+    /// The disclosure's id.
+    id: String,
+    /// 1, then one more for each amendment.
+    version: u32,
+    /// Kinds that agreed in the latest version.
+    agreeing: KindSet,
+}
+
 /// Work in progress for one batch.
 struct Batch {
     now_ms: i64,
@@ -229,6 +254,7 @@ struct Batch {
     messages: Vec<(String, Disclosure)>,
     commit: Commit,
     disclosed: u64,
+    amended: u64,
     retracted: u64,
     candidates: u64,
 }
@@ -242,6 +268,7 @@ impl Batch {
             messages: Vec::new(),
             commit: Commit::default(),
             disclosed: 0,
+            amended: 0,
             retracted: 0,
             candidates: 0,
         }
@@ -256,7 +283,7 @@ pub struct Engine {
     names: Names,
     subjects: Ids,
     records: Ids,
-    active: HashMap<(u32, u32), String>,
+    active: HashMap<(u32, u32), Case>,
     subject_active: HashMap<u32, Vec<u32>>,
     record_active: HashMap<u32, Vec<u32>>,
     next_seq: HashMap<u16, u64>,
@@ -274,6 +301,18 @@ fn kind_names(k: KindSet) -> Vec<String> {
 
 fn decode_sealed(b: &[u8]) -> Option<SealedDetails> {
     SealedDetails::decode(b).ok()
+}
+
+fn active_row(force: &str, pseudonym: Ref, source: &str, record_ref: Ref, case: &Case) -> ActiveRow {
+    ActiveRow {
+        force: force.to_string(),
+        pseudonym,
+        source: source.to_string(),
+        record_ref,
+        disclosure_id: case.id.clone(),
+        version: case.version,
+        agreeing: case.agreeing,
+    }
 }
 
 impl Engine {
@@ -331,7 +370,9 @@ impl Engine {
             let f = e.names.intern(&row.force);
             let s = e.names.intern(&row.source);
             match (e.subjects.get(f, &row.pseudonym), e.records.get(s, &row.record_ref)) {
-                (Some(sid), Some(rid)) => e.add_active(sid, rid, row.disclosure_id),
+                (Some(sid), Some(rid)) => {
+                    e.add_active(sid, rid, Case { id: row.disclosure_id, version: row.version, agreeing: row.agreeing })
+                }
                 _ => err = Some(StoreError("a disclosure in force names a missing subject or record".into())),
             }
         })?;
@@ -407,21 +448,22 @@ impl Engine {
         (self.matcher.national_tokens(), self.matcher.roster_tokens())
     }
 
-    fn add_active(&mut self, sid: u32, rid: u32, id: String) {
-        self.active.insert((sid, rid), id);
-        self.subject_active.entry(sid).or_default().push(rid);
-        self.record_active.entry(rid).or_default().push(sid);
+    fn add_active(&mut self, sid: u32, rid: u32, case: Case) {
+        if self.active.insert((sid, rid), case).is_none() {
+            self.subject_active.entry(sid).or_default().push(rid);
+            self.record_active.entry(rid).or_default().push(sid);
+        }
     }
 
-    fn remove_active(&mut self, sid: u32, rid: u32) -> Option<String> {
-        let id = self.active.remove(&(sid, rid))?;
+    fn remove_active(&mut self, sid: u32, rid: u32) -> Option<Case> {
+        let case = self.active.remove(&(sid, rid))?;
         if let Some(v) = self.subject_active.get_mut(&sid) {
             v.retain(|r| *r != rid);
         }
         if let Some(v) = self.record_active.get_mut(&rid) {
             v.retain(|s| *s != sid);
         }
-        Some(id)
+        Some(case)
     }
 
     fn next_id(&mut self, f: u16) -> (u64, String) {
@@ -431,7 +473,7 @@ impl Engine {
         (s, format!("{}-{s:010}", self.names.name(f)))
     }
 
-    /// Queues a disclosure of (subject, record).
+    /// Queues a disclosure of (subject, record): a new case, version 1.
     fn disclose(
         &mut self,
         b: &mut Batch,
@@ -447,7 +489,6 @@ impl Engine {
         let (seq, id) = self.next_id(f);
         let force = self.names.name(f).to_string();
         let source = self.names.name(s).to_string();
-        let agreeing = kind_names(evidence.agreeing);
         b.entries.push(Entry::Disclosure {
             time: b.time.clone(),
             id: id.clone(),
@@ -455,7 +496,7 @@ impl Engine {
             subject: hex::encode(&pseud),
             source: source.clone(),
             record_ref: hex::encode(&rref),
-            agreeing,
+            agreeing: kind_names(evidence.agreeing),
             score,
             policy_version: self.settings.policy.version.clone(),
         });
@@ -470,27 +511,82 @@ impl Engine {
             policy_version: self.settings.policy.version.clone(),
             sealed,
             created_unix_ms: b.now_ms,
-            retracts: String::new(),
-            audit: None,
+            version: 1,
+            ..Default::default()
         };
         b.messages.push((force.clone(), msg));
-        b.commit.active_put.push(ActiveRow {
-            force,
-            pseudonym: pseud,
-            source,
-            record_ref: rref,
-            disclosure_id: id.clone(),
-        });
-        self.add_active(sid, rid, id);
+        let case = Case { id, version: 1, agreeing: evidence.agreeing };
+        b.commit.active_put.push(active_row(&force, pseud, &source, rref, &case));
+        self.add_active(sid, rid, case);
         b.disclosed += 1;
     }
 
-    /// Queues a retraction of the disclosure in force for (subject, record).
+    /// Queues an amendment of the case in force for (subject, record): the
+    /// same case, its next version, with the record's current details and
+    /// the evidence as it stands now.
+    #[allow(clippy::too_many_arguments)]
+    fn amend(
+        &mut self,
+        b: &mut Batch,
+        sid: u32,
+        rid: u32,
+        evidence: &Evidence,
+        score: f64,
+        sealed: Option<SealedDetails>,
+        reason: &str,
+    ) {
+        let (Some((f, pseud)), Some((s, rref))) = (self.subjects.info(sid), self.records.info(rid)) else {
+            return;
+        };
+        let Some(case) = self.active.get(&(sid, rid)).cloned() else {
+            return;
+        };
+        let (seq, id) = self.next_id(f);
+        let force = self.names.name(f).to_string();
+        let source = self.names.name(s).to_string();
+        let version = case.version + 1;
+        b.entries.push(Entry::Amendment {
+            time: b.time.clone(),
+            id: id.clone(),
+            amends: case.id.clone(),
+            version,
+            force: force.clone(),
+            subject: hex::encode(&pseud),
+            source: source.clone(),
+            record_ref: hex::encode(&rref),
+            agreeing: kind_names(evidence.agreeing),
+            score,
+            policy_version: self.settings.policy.version.clone(),
+            reason: reason.to_string(),
+        });
+        let msg = Disclosure {
+            id,
+            sequence: seq,
+            r#type: DisclosureType::Amendment as i32,
+            subject: pseud.to_vec().into(),
+            source: source.clone(),
+            record_ref: rref.to_vec().into(),
+            agreeing: evidence.agreeing.iter().map(|k| k as i32).collect(),
+            policy_version: self.settings.policy.version.clone(),
+            sealed,
+            created_unix_ms: b.now_ms,
+            amends: case.id.clone(),
+            version,
+            ..Default::default()
+        };
+        b.messages.push((force.clone(), msg));
+        let case = Case { id: case.id, version, agreeing: evidence.agreeing };
+        b.commit.active_put.push(active_row(&force, pseud, &source, rref, &case));
+        self.add_active(sid, rid, case);
+        b.amended += 1;
+    }
+
+    /// Queues a retraction of the case in force for (subject, record).
     fn retract(&mut self, b: &mut Batch, sid: u32, rid: u32, reason: &str) {
         let (Some((f, pseud)), Some((s, rref))) = (self.subjects.info(sid), self.records.info(rid)) else {
             return;
         };
-        let Some(retracts) = self.remove_active(sid, rid) else {
+        let Some(case) = self.remove_active(sid, rid) else {
             return;
         };
         let (seq, id) = self.next_id(f);
@@ -499,7 +595,7 @@ impl Engine {
         b.entries.push(Entry::Retraction {
             time: b.time.clone(),
             id: id.clone(),
-            retracts: retracts.clone(),
+            retracts: case.id.clone(),
             force: force.clone(),
             subject: hex::encode(&pseud),
             source: source.clone(),
@@ -513,16 +609,55 @@ impl Engine {
             subject: pseud.to_vec().into(),
             source: source.clone(),
             record_ref: rref.to_vec().into(),
-            agreeing: Vec::new(),
             policy_version: self.settings.policy.version.clone(),
-            sealed: None,
             created_unix_ms: b.now_ms,
-            retracts,
-            audit: None,
+            retracts: case.id,
+            ..Default::default()
         };
         b.messages.push((force.clone(), msg));
         b.commit.active_del.push((force, pseud, source, rref));
         b.retracted += 1;
+    }
+
+    /// Re-decides the cases of a subject whose tokens were (re)sent:
+    /// `before` are the records with a case in force, `confirmed` those that
+    /// confirm now. A case that still confirms is amended when its evidence
+    /// changed; one that no longer confirms is retracted; a new confirmed
+    /// pair is disclosed.
+    fn redecide_subject(
+        &mut self,
+        b: &mut Batch,
+        store: &dyn Store,
+        sid: u32,
+        before: &[u32],
+        confirmed: Vec<(u32, Evidence, f64)>,
+    ) -> Result<(), EngineError> {
+        for rid in before {
+            if !confirmed.iter().any(|c| c.0 == *rid) {
+                self.retract(b, sid, *rid, "subject_changed");
+            }
+        }
+        for (rid, ev, score) in confirmed {
+            match self.active.get(&(sid, rid)) {
+                Some(c) if c.agreeing == ev.agreeing => {}
+                Some(_) => {
+                    let sealed = self.sealed_of(store, rid)?;
+                    self.amend(b, sid, rid, &ev, score, sealed, "subject_changed");
+                }
+                None => {
+                    let sealed = self.sealed_of(store, rid)?;
+                    self.disclose(b, sid, rid, &ev, score, sealed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A record's sealed details, read from the store (decoded only when
+    /// something is disclosed: most records match no one).
+    fn sealed_of(&self, store: &dyn Store, rid: u32) -> Result<Option<SealedDetails>, EngineError> {
+        let Some((s, rref)) = self.records.info(rid) else { return Ok(None) };
+        Ok(store.record(self.names.name(s), &rref)?.and_then(|r| decode_sealed(&r.sealed)))
     }
 
     /// Appends `head` then the batch's disclosure entries to the log, fills
@@ -559,16 +694,44 @@ impl Engine {
         Ok((b.commit, leaves))
     }
 
-    fn replayed(store: &dyn Store, caller: &str, batch_id: &str) -> Result<Option<BatchReceipt>, EngineError> {
-        Ok(match store.batch_receipt(caller, batch_id)? {
-            Some(bytes) => {
-                let mut r =
-                    BatchReceipt::decode(bytes.as_slice()).map_err(|_| StoreError("corrupt batch receipt".into()))?;
+    /// Tells a retry of the sender's last batch from its next batch:
+    /// `Ok(None)` for the next batch (apply it), `Ok(Some(receipt))` for a
+    /// retry (the first receipt again, marked replayed), and an error for
+    /// anything else (another process sent in between, or the content of a
+    /// retry differs).
+    fn sequence(
+        store: &dyn Store,
+        caller: &str,
+        sequence: u64,
+        commitment: &str,
+    ) -> Result<Option<BatchReceipt>, EngineError> {
+        let last = store.sender(caller)?;
+        let last_seq = last.as_ref().map_or(0, |l| l.sequence);
+        if sequence == last_seq + 1 {
+            return Ok(None);
+        }
+        match last {
+            Some(l) if l.sequence == sequence && l.commitment == commitment => {
+                let mut r = BatchReceipt::decode(l.receipt.as_slice())
+                    .map_err(|_| StoreError("corrupt batch receipt".into()))?;
                 r.replayed = true;
-                Some(r)
+                Ok(Some(r))
             }
-            None => None,
-        })
+            Some(l) if l.sequence == sequence => Err(EngineError::Sequence(format!(
+                "batch {sequence} was already applied with other content; nothing was changed. \
+                 Another process is sending for {caller}: let it finish, then run again"
+            ))),
+            _ => Err(EngineError::Sequence(format!(
+                "batch {sequence} is out of order: the last batch applied for {caller} is {last_seq}, so the next \
+                 must be {}; nothing was changed. Another process may have sent meanwhile: run again",
+                last_seq + 1
+            ))),
+        }
+    }
+
+    /// The last batch sequence applied for `caller`.
+    pub fn last_sequence(store: &dyn Store, caller: &str) -> Result<u64, EngineError> {
+        Ok(store.sender(caller)?.map_or(0, |s| s.sequence))
     }
 
     fn check_unique(upserts: impl Iterator<Item = Ref>, removes: &[Ref]) -> Result<(), EngineError> {
@@ -588,6 +751,29 @@ impl Engine {
         Ok(())
     }
 
+    /// Probes the matcher and keeps the confirmed counterparts; counts
+    /// candidates into the batch.
+    fn confirmed(
+        &mut self,
+        b: &mut Batch,
+        probe: impl FnOnce(&mut Matcher, &mut Vec<Hit>),
+    ) -> Vec<(u32, Evidence, f64)> {
+        let policy = &self.settings.policy;
+        let mut hits = std::mem::take(&mut self.hits);
+        probe(&mut self.matcher, &mut hits);
+        let mut confirmed = Vec::new();
+        for h in &hits {
+            let score = policy.score(&h.evidence);
+            match policy.decide(score) {
+                Decision::Confirmed => confirmed.push((h.id, h.evidence, score)),
+                Decision::Candidate => b.candidates += 1,
+                Decision::NoMatch => {}
+            }
+        }
+        self.hits = hits;
+        confirmed
+    }
+
     /// Applies a force's roster batch.
     pub fn apply_roster(
         &mut self,
@@ -597,7 +783,7 @@ impl Engine {
         now_ms: i64,
     ) -> Result<Applied, EngineError> {
         let caller = format!("force/{force}");
-        if let Some(r) = Self::replayed(store, &caller, &batch.batch_id)? {
+        if let Some(r) = Self::sequence(store, &caller, batch.sequence, &batch.commitment)? {
             return Ok(Applied::Replayed(r));
         }
         Self::check_unique(batch.upserts.iter().map(|u| u.pseudonym), &batch.removes)?;
@@ -635,7 +821,6 @@ impl Engine {
             self.subject_active.remove(&sid);
             b.commit.subjects_del.push((force.to_string(), *r));
         }
-        let policy = self.settings.policy.clone();
         for u in batch.upserts {
             let sid = match self.subjects.get(f, &u.pseudonym) {
                 Some(sid) => {
@@ -647,32 +832,9 @@ impl Engine {
             };
             let k = keys(&u.tokens);
             self.matcher.add_subject(sid, &k);
-            let mut hits = std::mem::take(&mut self.hits);
-            self.matcher.probe_national(&k, &mut hits);
-            let mut confirmed: Vec<(u32, Evidence, f64)> = Vec::new();
-            for h in &hits {
-                let score = policy.score(&h.evidence);
-                match policy.decide(score) {
-                    Decision::Confirmed => confirmed.push((h.id, h.evidence, score)),
-                    Decision::Candidate => b.candidates += 1,
-                    Decision::NoMatch => {}
-                }
-            }
-            self.hits = hits;
+            let confirmed = self.confirmed(&mut b, |m, hits| m.probe_national(&k, hits));
             let before = self.subject_active.get(&sid).cloned().unwrap_or_default();
-            for rid in &before {
-                if !confirmed.iter().any(|c| c.0 == *rid) {
-                    self.retract(&mut b, sid, *rid, "subject_changed");
-                }
-            }
-            for (rid, ev, score) in confirmed {
-                if before.contains(&rid) {
-                    continue;
-                }
-                let Some((s, rref)) = self.records.info(rid) else { continue };
-                let sealed = store.record(self.names.name(s), &rref)?.and_then(|r| decode_sealed(&r.sealed));
-                self.disclose(&mut b, sid, rid, &ev, score, sealed);
-            }
+            self.redecide_subject(&mut b, store, sid, &before, confirmed)?;
             b.commit.subjects_put.push(SubjectRow {
                 force: force.to_string(),
                 pseudonym: u.pseudonym,
@@ -685,17 +847,19 @@ impl Engine {
         let head = Entry::RosterBatch {
             time: b.time.clone(),
             force: force.to_string(),
-            batch_id: batch.batch_id.clone(),
+            sequence: batch.sequence,
             upserts,
             removes,
             removes_unknown,
             enrolled,
             disclosures: b.disclosed,
+            amendments: b.amended,
             retractions: b.retracted,
             candidates: b.candidates,
-            commitment: batch.commitment,
+            commitment: batch.commitment.clone(),
         };
-        self.complete(b, head, caller, batch.batch_id, upserts, removes, removes_unknown, enrolled)
+        let counts = Counts { upserts, removes, removes_unknown, total: enrolled };
+        self.complete(b, head, caller, batch.sequence, batch.commitment, counts)
     }
 
     /// Applies a source's national batch.
@@ -707,7 +871,7 @@ impl Engine {
         now_ms: i64,
     ) -> Result<Applied, EngineError> {
         let caller = format!("source/{source}");
-        if let Some(r) = Self::replayed(store, &caller, &batch.batch_id)? {
+        if let Some(r) = Self::sequence(store, &caller, batch.sequence, &batch.commitment)? {
             return Ok(Applied::Replayed(r));
         }
         Self::check_unique(batch.upserts.iter().map(|u| u.record_ref), &batch.removes)?;
@@ -729,9 +893,9 @@ impl Engine {
             self.record_active.remove(&rid);
             b.commit.records_del.push((source.to_string(), *r));
         }
-        let policy = self.settings.policy.clone();
+        let removes = batch.removes.len() as u64 - removes_unknown;
         for u in batch.upserts {
-            let rid = match self.records.get(s, &u.record_ref) {
+            let (rid, details_changed) = match self.records.get(s, &u.record_ref) {
                 Some(rid) => {
                     let old = store.record(source, &u.record_ref)?;
                     // The same tokens and the same sealed box (sealing is
@@ -740,35 +904,19 @@ impl Engine {
                         unchanged += 1;
                         continue;
                     }
-                    // A changed record: what was disclosed about it is withdrawn,
-                    // and whatever confirms now is disclosed afresh, with the
-                    // new details.
-                    for sid in self.record_active.get(&rid).cloned().unwrap_or_default() {
-                        self.retract(&mut b, sid, rid, "record_changed");
-                    }
+                    let details_changed = old.as_ref().is_none_or(|o| o.sealed != u.sealed);
                     self.matcher.remove_record(rid, &keys(&old.map(|x| x.tokens).unwrap_or_default()));
-                    rid
+                    (rid, details_changed)
                 }
-                None => self.records.insert(s, u.record_ref),
+                None => (self.records.insert(s, u.record_ref), false),
             };
             let k = keys(&u.tokens);
             self.matcher.add_record(rid, &k);
-            let mut hits = std::mem::take(&mut self.hits);
-            self.matcher.probe_roster(&k, &mut hits);
+            let confirmed = self.confirmed(&mut b, |m, hits| m.probe_roster(&k, hits));
             // Decoded only for a disclosure: most records match no one.
-            let mut sealed = None;
-            for h in &hits {
-                let score = policy.score(&h.evidence);
-                match policy.decide(score) {
-                    Decision::Confirmed => {
-                        let details = sealed.get_or_insert_with(|| decode_sealed(&u.sealed)).clone();
-                        self.disclose(&mut b, h.id, rid, &h.evidence, score, details)
-                    }
-                    Decision::Candidate => b.candidates += 1,
-                    Decision::NoMatch => {}
-                }
-            }
-            self.hits = hits;
+            let sealed = if confirmed.is_empty() { None } else { decode_sealed(&u.sealed) };
+            let before = self.record_active.get(&rid).cloned().unwrap_or_default();
+            self.redecide_record(&mut b, rid, &before, confirmed, sealed, details_changed);
             b.commit.records_put.push(RecordRow {
                 source: source.to_string(),
                 record_ref: u.record_ref,
@@ -778,34 +926,58 @@ impl Engine {
         }
         let held = self.records.count(s);
         let upserts = b.commit.records_put.len() as u64 + unchanged;
-        let removes = batch.removes.len() as u64 - removes_unknown;
         let head = Entry::NationalBatch {
             time: b.time.clone(),
             source: source.to_string(),
-            batch_id: batch.batch_id.clone(),
+            sequence: batch.sequence,
             upserts,
             removes,
             removes_unknown,
             records: held,
             disclosures: b.disclosed,
+            amendments: b.amended,
             retractions: b.retracted,
             candidates: b.candidates,
-            commitment: batch.commitment,
+            commitment: batch.commitment.clone(),
         };
-        self.complete(b, head, caller, batch.batch_id, upserts, removes, removes_unknown, held)
+        let counts = Counts { upserts, removes, removes_unknown, total: held };
+        self.complete(b, head, caller, batch.sequence, batch.commitment, counts)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// As [`Engine::redecide_subject`] for a record that was added or
+    /// changed, whose new details are at hand: a case is also amended when
+    /// the details changed.
+    fn redecide_record(
+        &mut self,
+        b: &mut Batch,
+        rid: u32,
+        before: &[u32],
+        confirmed: Vec<(u32, Evidence, f64)>,
+        sealed: Option<SealedDetails>,
+        details_changed: bool,
+    ) {
+        for sid in before {
+            if !confirmed.iter().any(|c| c.0 == *sid) {
+                self.retract(b, *sid, rid, "record_changed");
+            }
+        }
+        for (sid, ev, score) in confirmed {
+            match self.active.get(&(sid, rid)) {
+                Some(c) if c.agreeing == ev.agreeing && !details_changed => {}
+                Some(_) => self.amend(b, sid, rid, &ev, score, sealed.clone(), "record_changed"),
+                None => self.disclose(b, sid, rid, &ev, score, sealed.clone()),
+            }
+        }
+    }
+
     fn complete(
         &mut self,
         b: Batch,
         head: Entry,
         caller: String,
-        batch_id: String,
-        upserts: u64,
-        removes: u64,
-        removes_unknown: u64,
-        total: u64,
+        sequence: u64,
+        commitment: String,
+        counts: Counts,
     ) -> Result<Applied, EngineError> {
         let log_index = self.tree.size();
         let forces: Vec<String> = {
@@ -816,15 +988,15 @@ impl Engine {
         };
         let (mut commit, leaves) = self.finish(b, vec![head])?;
         let receipt = BatchReceipt {
-            batch_id: batch_id.clone(),
+            sequence,
             replayed: false,
-            upserts,
-            removes,
-            removes_unknown,
-            total,
+            upserts: counts.upserts,
+            removes: counts.removes,
+            removes_unknown: counts.removes_unknown,
+            total: counts.total,
             log_index,
         };
-        commit.batch = Some((caller, batch_id, receipt.encode_to_vec()));
+        commit.batch = Some(SenderState { caller, sequence, commitment, receipt: receipt.encode_to_vec() });
         Ok(Applied::Fresh { receipt, commit, leaves, forces })
     }
 
@@ -849,7 +1021,7 @@ impl Engine {
                     Decision::Confirmed => {
                         let Some((s, rref)) = self.records.info(h.id) else { continue };
                         let source = self.names.name(s).to_string();
-                        let sealed = store.record(&source, &rref)?.and_then(|r| decode_sealed(&r.sealed));
+                        let sealed = self.sealed_of(store, h.id)?;
                         matches.push(CheckMatch {
                             applicant: a.applicant.clone().into(),
                             source,
@@ -925,25 +1097,34 @@ mod tests {
         }
     }
 
-    fn roster(id: &str, upserts: Vec<(u8, Vec<StoredToken>)>, removes: Vec<u8>) -> BatchIn<SubjectIn> {
+    /// A commitment that differs whenever the content does.
+    fn commitment<T: std::fmt::Debug>(upserts: &T, removes: &[u8]) -> String {
+        format!("{upserts:?}{removes:?}")
+    }
+
+    fn roster(seq: u64, upserts: Vec<(u8, Vec<StoredToken>)>, removes: Vec<u8>) -> BatchIn<SubjectIn> {
         BatchIn {
-            batch_id: id.into(),
+            sequence: seq,
+            commitment: commitment(&upserts, &removes),
             upserts: upserts.into_iter().map(|(p, tokens)| SubjectIn { pseudonym: [p; 16], tokens }).collect(),
             removes: removes.into_iter().map(|p| [p; 16]).collect(),
-            commitment: "c".into(),
         }
     }
 
-    fn national(id: &str, upserts: Vec<(u8, Vec<StoredToken>)>, removes: Vec<u8>) -> BatchIn<RecordIn> {
+    fn national_with(seq: u64, upserts: Vec<(u8, Vec<StoredToken>, Vec<u8>)>, removes: Vec<u8>) -> BatchIn<RecordIn> {
         BatchIn {
-            batch_id: id.into(),
+            sequence: seq,
+            commitment: commitment(&upserts, &removes),
             upserts: upserts
                 .into_iter()
-                .map(|(r, tokens)| RecordIn { record_ref: [r; 16], tokens, sealed: vec![] })
+                .map(|(r, tokens, sealed)| RecordIn { record_ref: [r; 16], tokens, sealed })
                 .collect(),
             removes: removes.into_iter().map(|r| [r; 16]).collect(),
-            commitment: "c".into(),
         }
+    }
+
+    fn national(seq: u64, upserts: Vec<(u8, Vec<StoredToken>)>, removes: Vec<u8>) -> BatchIn<RecordIn> {
+        national_with(seq, upserts.into_iter().map(|(r, t)| (r, t, vec![])).collect(), removes)
     }
 
     fn pending(store: &RedbStore, force: &str) -> Vec<Disclosure> {
@@ -955,68 +1136,75 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn continuous_matching_disclosures_retractions_and_restart() {
+    fn fresh() -> (tempfile::TempDir, RedbStore, Engine) {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path()).unwrap();
-        let (mut e, _, c) = Engine::load(&store, settings(), signer(), 0).unwrap();
+        let (e, _, c) = Engine::load(&store, settings(), signer(), 0).unwrap();
         store.commit(&c).unwrap();
+        (dir, store, e)
+    }
+
+    fn sealed(category: u8) -> Vec<u8> {
+        SealedDetails { epoch: 1, nonce: vec![category; 12].into(), ciphertext: vec![category; 20].into() }
+            .encode_to_vec()
+    }
+
+    #[test]
+    fn continuous_matching_disclosures_retractions_and_restart() {
+        let (_dir, store, mut e) = fresh();
 
         // Two forces enrol; person 1 works for gmp, person 2 for wmp.
         let r = commit(
             &store,
-            e.apply_roster(&store, "gmp", roster("g1", vec![(1, person(1)), (3, person(3))], vec![]), 1).unwrap(),
+            e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1)), (3, person(3))], vec![]), 1).unwrap(),
         );
-        assert_eq!((r.upserts, r.total, r.replayed), (2, 2, false));
-        let a = e.apply_roster(&store, "wmp", roster("w1", vec![(2, person(2))], vec![]), 2).unwrap();
-        commit(&store, a);
+        assert_eq!((r.upserts, r.total, r.replayed, r.sequence), (2, 2, false, 1));
+        commit(&store, e.apply_roster(&store, "wmp", roster(1, vec![(2, person(2))], vec![]), 2).unwrap());
         // The national feed names persons 1 and 2, and someone else.
-        let a = e
-            .apply_national(
-                &store,
-                "pnc",
-                national("n1", vec![(10, person(1)), (20, person(2)), (30, person(9))], vec![]),
-                3,
-            )
-            .unwrap();
+        let first = national(1, vec![(10, person(1)), (20, person(2)), (30, person(9))], vec![]);
+        let a = e.apply_national(&store, "pnc", first.clone(), 3).unwrap();
         let Applied::Fresh { ref forces, .. } = a else { panic!() };
         assert_eq!(forces, &vec!["gmp".to_string(), "wmp".to_string()]);
         commit(&store, a);
         let gmp = pending(&store, "gmp");
         assert_eq!(gmp.len(), 1);
-        assert_eq!(gmp[0].subject.as_ref(), &[1; 16]);
+        assert_eq!((gmp[0].subject.as_ref(), gmp[0].version), (&[1; 16][..], 1));
         assert_eq!(gmp[0].record_ref.as_ref(), &[10; 16]);
         assert_eq!(pending(&store, "wmp")[0].record_ref.as_ref(), &[20; 16]);
 
-        // Replaying a batch id changes nothing.
-        let r =
-            commit(&store, e.apply_national(&store, "pnc", national("n1", vec![(40, person(3))], vec![]), 4).unwrap());
+        // A retry of batch 1 (same sequence, same content) changes nothing
+        // and gets the first receipt back.
+        let r = commit(&store, e.apply_national(&store, "pnc", first, 4).unwrap());
         assert!(r.replayed);
+        assert_eq!((r.upserts, r.total), (3, 3));
         assert_eq!(pending(&store, "gmp").len(), 1);
+        // The same sequence with other content, or a gap, is refused.
+        let other = national(1, vec![(40, person(3))], vec![]);
+        assert!(matches!(e.apply_national(&store, "pnc", other, 4), Err(EngineError::Sequence(_))));
+        let gap = national(3, vec![(40, person(3))], vec![]);
+        assert!(matches!(e.apply_national(&store, "pnc", gap, 4), Err(EngineError::Sequence(_))));
 
-        // Re-sending an unchanged record in another batch changes nothing:
+        // Re-sending an unchanged record in a later batch changes nothing:
         // no retraction, no second disclosure.
-        let a = e.apply_national(&store, "pnc", national("n1-again", vec![(10, person(1))], vec![]), 4).unwrap();
+        let a = e.apply_national(&store, "pnc", national(2, vec![(10, person(1))], vec![]), 4).unwrap();
         let Applied::Fresh { commit: c, .. } = a else { panic!() };
         assert!(c.disclosures.is_empty() && c.records_put.is_empty());
         store.commit(&c).unwrap();
 
         // A delta naming person 3 reaches gmp only.
-        let a = e.apply_national(&store, "pnc", national("n2", vec![(40, person(3))], vec![]), 5).unwrap();
-        commit(&store, a);
+        commit(&store, e.apply_national(&store, "pnc", national(3, vec![(40, person(3))], vec![]), 5).unwrap());
         assert_eq!(pending(&store, "gmp").len(), 2);
         assert_eq!(pending(&store, "wmp").len(), 1);
 
         // A leaver: person 1 leaves gmp, the disclosure is retracted.
-        let a = e.apply_roster(&store, "gmp", roster("g2", vec![], vec![1, 99]), 6).unwrap();
-        let r = commit(&store, a);
+        let r = commit(&store, e.apply_roster(&store, "gmp", roster(2, vec![], vec![1, 99]), 6).unwrap());
         assert_eq!((r.removes, r.removes_unknown, r.total), (1, 1, 1));
         let g = pending(&store, "gmp");
         assert_eq!(g.len(), 3);
         assert_eq!(g[2].r#type, DisclosureType::Retraction as i32);
         assert_eq!(g[2].retracts, g[0].id);
         // Withdrawing record 20 retracts wmp's disclosure.
-        commit(&store, e.apply_national(&store, "pnc", national("n3", vec![], vec![20]), 7).unwrap());
+        commit(&store, e.apply_national(&store, "pnc", national(4, vec![], vec![20]), 7).unwrap());
         assert_eq!(pending(&store, "wmp").len(), 2);
 
         // Every disclosure's entry is in the log, and the log matches its checkpoint.
@@ -1030,12 +1218,61 @@ mod tests {
             let entry = Entry::parse(&a.entry).unwrap();
             assert!(matches!(entry, Entry::Disclosure { .. } | Entry::Retraction { .. }));
         }
-        // After a restart the engine knows what is in force: re-sending
-        // person 3 unchanged discloses nothing new.
+        // After a restart the engine knows what is in force and which
+        // sequence comes next: re-sending person 3 unchanged discloses
+        // nothing new.
         let (mut e2, _, _) = Engine::load(&store, settings(), signer(), 9).unwrap();
-        let a = e2.apply_roster(&store, "gmp", roster("g3", vec![(3, person(3))], vec![]), 10).unwrap();
+        assert_eq!(Engine::last_sequence(&store, "force/gmp").unwrap(), 2);
+        let a = e2.apply_roster(&store, "gmp", roster(3, vec![(3, person(3))], vec![]), 10).unwrap();
         let Applied::Fresh { commit: c, .. } = a else { panic!() };
         assert!(c.disclosures.is_empty());
+    }
+
+    /// The cases the integrity issue found: the same content sent again in
+    /// a later batch is applied again. A withdrawn record fed again is
+    /// disclosed again; a leaver who rejoins and leaves again is gone; a
+    /// category changed A → B → A amends the case twice and ends at A.
+    #[test]
+    fn the_same_content_sent_again_later_is_applied() {
+        let (_dir, store, mut e) = fresh();
+        commit(&store, e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1))], vec![]), 1).unwrap());
+        let feed = |seq| national_with(seq, vec![(10, person(1), sealed(1))], vec![]);
+        commit(&store, e.apply_national(&store, "pnc", feed(1), 2).unwrap());
+        commit(&store, e.apply_national(&store, "pnc", national(2, vec![], vec![10]), 3).unwrap());
+        let r = commit(&store, e.apply_national(&store, "pnc", feed(3), 4).unwrap());
+        assert!(!r.replayed);
+        assert_eq!(r.total, 1, "the re-instated record is held again");
+        let g = pending(&store, "gmp");
+        let types: Vec<i32> = g.iter().map(|d| d.r#type).collect();
+        let (d, x) = (DisclosureType::Disclosure as i32, DisclosureType::Retraction as i32);
+        assert_eq!(types, vec![d, x, d], "disclosed, retracted, disclosed again");
+        assert_ne!(g[0].id, g[2].id);
+
+        // A → B → A: two amendments of the same case, versions 2 and 3.
+        let change = |seq, cat| national_with(seq, vec![(10, person(1), sealed(cat))], vec![]);
+        commit(&store, e.apply_national(&store, "pnc", change(4, 2), 5).unwrap());
+        commit(&store, e.apply_national(&store, "pnc", change(5, 1), 6).unwrap());
+        let g = pending(&store, "gmp");
+        let amendments: Vec<&Disclosure> = g.iter().filter(|d| d.r#type == DisclosureType::Amendment as i32).collect();
+        assert_eq!(amendments.len(), 2);
+        assert!(amendments.iter().all(|a| a.amends == g[2].id));
+        assert_eq!(amendments.iter().map(|a| a.version).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(amendments[1].sealed.as_ref().unwrap().encode_to_vec(), sealed(1));
+        assert_eq!(store.record("pnc", &[10; 16]).unwrap().unwrap().sealed, sealed(1));
+        let mut active = Vec::new();
+        store.for_each_active(&mut |a| active.push(a)).unwrap();
+        assert_eq!((active.len(), active[0].version, active[0].disclosure_id.clone()), (1, 3, g[2].id.clone()));
+
+        // Leave, rejoin, leave: enrolled 0, and the rejoiner's case is
+        // retracted again.
+        commit(&store, e.apply_roster(&store, "gmp", roster(2, vec![], vec![1]), 7).unwrap());
+        commit(&store, e.apply_roster(&store, "gmp", roster(3, vec![(1, person(1))], vec![]), 8).unwrap());
+        let r = commit(&store, e.apply_roster(&store, "gmp", roster(4, vec![], vec![1]), 9).unwrap());
+        assert_eq!((r.removes, r.total, r.replayed), (1, 0, false));
+        assert_eq!(e.enrolled("gmp"), 0);
+        let mut active = Vec::new();
+        store.for_each_active(&mut |a| active.push(a)).unwrap();
+        assert!(active.is_empty());
     }
 
     #[test]
@@ -1046,18 +1283,15 @@ mod tests {
         s.max_roster_size = 2;
         let (mut e, _, c) = Engine::load(&store, s, signer(), 0).unwrap();
         store.commit(&c).unwrap();
-        let err = e.apply_roster(
-            &store,
-            "gmp",
-            roster("g1", vec![(1, person(1)), (2, person(2)), (3, person(3))], vec![]),
-            1,
-        );
+        let err =
+            e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1)), (2, person(2)), (3, person(3))], vec![]), 1);
         assert!(matches!(err, Err(EngineError::Limit(_))));
-        let err = e.apply_roster(&store, "gmp", roster("g1", vec![(1, person(1)), (1, person(1))], vec![]), 1);
+        let err = e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1)), (1, person(1))], vec![]), 1);
         assert!(matches!(err, Err(EngineError::Invalid(_))));
-        let err = e.apply_roster(&store, "gmp", roster("g1", vec![(1, person(1))], vec![1]), 1);
+        let err = e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1))], vec![1]), 1);
         assert!(matches!(err, Err(EngineError::Invalid(_))));
         assert_eq!(e.enrolled("gmp"), 0);
+        assert_eq!(Engine::last_sequence(&store, "force/gmp").unwrap(), 0);
     }
 
     #[test]
@@ -1075,11 +1309,8 @@ mod tests {
 
     #[test]
     fn checks_return_confirmed_matches_and_keep_no_tokens() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        let (mut e, _, c) = Engine::load(&store, settings(), signer(), 0).unwrap();
-        store.commit(&c).unwrap();
-        commit(&store, e.apply_national(&store, "pnc", national("n1", vec![(10, person(1))], vec![]), 1).unwrap());
+        let (_dir, store, mut e) = fresh();
+        commit(&store, e.apply_national(&store, "pnc", national(1, vec![(10, person(1))], vec![]), 1).unwrap());
         let (nat, ros) = e.token_counts();
         let checked = e
             .check(

@@ -147,10 +147,18 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
         let force = force_of(path);
         let name = path.display().to_string();
         let mut report = Report::new(&name, "roster");
-        input::read_roster(input::open(path)?, &name, &mut report, |row| {
-            subject_keys.push(peppered(&tk, &pepper, &row.identity, &mut buf));
-            subjects.push((force.clone(), row.employee_id));
-        })?;
+        let scan = input::scan_path(path, input::Kind::Roster)?;
+        input::read_roster(
+            input::open(path)?,
+            &name,
+            &scan,
+            &mut report,
+            |row| {
+                subject_keys.push(peppered(&tk, &pepper, &row.identity, &mut buf));
+                subjects.push((force.clone(), row.employee_id));
+            },
+            |_| {},
+        )?;
         reports.push(report);
     }
     let roster_tokens: usize = subject_keys.iter().map(Vec::len).sum();
@@ -161,11 +169,19 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
     for path in extracts {
         let name = path.display().to_string();
         let mut report = Report::new(&name, "extract");
-        input::read_extract(input::open(path)?, &name, &mut report, |row| {
-            let keys = peppered(&tk, &pepper, &row.identity, &mut buf);
-            matcher.add_record(records.len() as u32, &keys);
-            records.push(row.record_id);
-        })?;
+        let scan = input::scan_path(path, input::Kind::Extract)?;
+        input::read_extract(
+            input::open(path)?,
+            &name,
+            &scan,
+            &mut report,
+            |row| {
+                let keys = peppered(&tk, &pepper, &row.identity, &mut buf);
+                matcher.add_record(records.len() as u32, &keys);
+                records.push(row.record_id);
+            },
+            |_| {},
+        )?;
         reports.push(report);
     }
     for (sid, keys) in subject_keys.iter().enumerate() {

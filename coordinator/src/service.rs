@@ -37,6 +37,7 @@ impl From<EngineError> for Status {
         match e {
             EngineError::Limit(m) => Status::resource_exhausted(m),
             EngineError::Invalid(m) => Status::invalid_argument(m),
+            EngineError::Sequence(m) => Status::aborted(m),
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 Status::unavailable("the coordinator's store failed; the batch was not applied, retry later")
@@ -140,23 +141,32 @@ impl Core {
         Ok(toks.iter().map(|(k, t)| (*k, self.pepper.rekey(t))).collect())
     }
 
-    fn check_batch_header(&self, batch_id: &str, epoch: u32, items: usize) -> Result<(), Status> {
-        if batch_id.is_empty() || batch_id.len() > 64 || !batch_id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Status::invalid_argument("batch_id must be 1 to 64 printable ASCII characters"));
-        }
+    /// Checks what every batch and check names: `what` is how errors name
+    /// it (`batch 7`, `check c-…`).
+    fn check_header(&self, what: &str, epoch: u32, items: usize) -> Result<(), Status> {
         if epoch != self.settings.epoch {
             return Err(Status::failed_precondition(format!(
-                "batch {batch_id} is for linkage-key epoch {epoch}; the coordinator accepts epoch {}",
+                "{what} is for linkage-key epoch {epoch}; the coordinator accepts epoch {}",
                 self.settings.epoch
             )));
         }
         if items > self.limits.max_batch_items {
             return Err(Status::resource_exhausted(format!(
-                "batch {batch_id} has {items} items, more than the limit of {}",
+                "{what} has {items} items, more than the limit of {}",
                 self.limits.max_batch_items
             )));
         }
         Ok(())
+    }
+
+    /// A batch's name in errors, after checking its sequence is given.
+    fn batch_name(sequence: u64) -> Result<String, Status> {
+        if sequence == 0 {
+            return Err(Status::invalid_argument(
+                "sequence must be given: the last applied sequence (Status) plus one",
+            ));
+        }
+        Ok(format!("batch {sequence}"))
     }
 
     /// Runs `f` against the engine, commits what it returns, publishes.
@@ -229,6 +239,30 @@ impl Core {
         }
     }
 
+    /// A caller's status: its total (`total` reads it from the engine), the
+    /// epoch, the policy, its last batch sequence and, for a force, its
+    /// enrolment bound. Read off the async executor.
+    async fn status(
+        self: &Arc<Self>,
+        caller: String,
+        total: impl FnOnce(&Engine) -> u64 + Send + 'static,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let core = self.clone();
+        let max_total = if caller.starts_with("force/") { self.settings.max_roster_size } else { 0 };
+        blocking(move || {
+            let total = total(&*core.engine.lock().map_err(|_| Status::internal("engine lock poisoned"))?);
+            let last_sequence = Engine::last_sequence(&*core.store, &caller)?;
+            Ok(Response::new(StatusResponse {
+                total,
+                epoch: core.settings.epoch,
+                policy_version: core.settings.policy.version.clone(),
+                last_sequence,
+                max_total,
+            }))
+        })
+        .await
+    }
+
     /// The disclosure with its inclusion proof and the latest checkpoint.
     fn with_proof(&self, mut d: Disclosure) -> Result<Disclosure, Status> {
         let v = self.view.read().map_err(|_| Status::internal("log view lock poisoned"))?;
@@ -297,12 +331,13 @@ impl roster_service_server::RosterService for RosterService {
         let force = id.code.clone();
         let started = Instant::now();
         let batch = req.into_inner();
-        core.check_batch_header(&batch.batch_id, batch.epoch, batch.upserts.len() + batch.removes.len())?;
+        let name = Core::batch_name(batch.sequence)?;
+        core.check_header(&name, batch.epoch, batch.upserts.len() + batch.removes.len())?;
         let receipt = blocking(move || {
             let commitment = audit::roster_commitment(&batch);
             let mut upserts = Vec::with_capacity(batch.upserts.len());
             for (i, u) in batch.upserts.iter().enumerate() {
-                let what = format!("batch {} upsert {i}", batch.batch_id);
+                let what = format!("{name} upsert {i}");
                 upserts.push(SubjectIn {
                     pseudonym: to_ref(&u.subject, &what)?,
                     tokens: core.pepper_set(u.tokens.as_ref(), &what)?,
@@ -312,26 +347,21 @@ impl roster_service_server::RosterService for RosterService {
                 .removes
                 .iter()
                 .enumerate()
-                .map(|(i, r)| to_ref(r, &format!("batch {} remove {i}", batch.batch_id)))
+                .map(|(i, r)| to_ref(r, &format!("{name} remove {i}")))
                 .collect::<Result<Vec<_>, _>>()?;
-            let input = BatchIn { batch_id: batch.batch_id.clone(), upserts, removes, commitment };
+            let input = BatchIn { sequence: batch.sequence, upserts, removes, commitment };
             core.apply(|e, s| e.apply_roster(s, &id.code, input, now_ms()))
         })
         .await?;
         metrics::ingest("roster", started.elapsed());
-        tracing::info!(force = %force, batch = %receipt.batch_id, upserts = receipt.upserts,
+        tracing::info!(force = %force, sequence = receipt.sequence, upserts = receipt.upserts,
             removes = receipt.removes, enrolled = receipt.total, replayed = receipt.replayed, "roster batch");
         Ok(Response::new(receipt))
     }
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let id = self.0.auth(&req, &[Role::Force], "read roster status")?;
-        let e = self.0.engine.lock().map_err(|_| Status::internal("engine lock poisoned"))?;
-        Ok(Response::new(StatusResponse {
-            total: e.enrolled(&id.code),
-            epoch: e.settings().epoch,
-            policy_version: e.settings().policy.version.clone(),
-        }))
+        self.0.status(format!("force/{}", id.code), move |e| e.enrolled(&id.code)).await
     }
 }
 
@@ -342,14 +372,15 @@ impl feed_service_server::FeedService for FeedService {
         let id = core.auth(&req, &[Role::Source], "feed national records")?;
         let started = Instant::now();
         let batch = req.into_inner();
-        core.check_batch_header(&batch.batch_id, batch.epoch, batch.upserts.len() + batch.removes.len())?;
+        let name = Core::batch_name(batch.sequence)?;
+        core.check_header(&name, batch.epoch, batch.upserts.len() + batch.removes.len())?;
         let source = id.code.clone();
         let receipt = blocking(move || {
             let t = Instant::now();
             let commitment = audit::national_commitment(&batch);
             let mut upserts = Vec::with_capacity(batch.upserts.len());
             for (i, u) in batch.upserts.iter().enumerate() {
-                let what = format!("batch {} upsert {i}", batch.batch_id);
+                let what = format!("{name} upsert {i}");
                 let sealed =
                     u.sealed.as_ref().ok_or_else(|| Status::invalid_argument(format!("{what}: no sealed details")))?;
                 if sealed.epoch != core.settings.epoch || sealed.nonce.len() != 12 || sealed.ciphertext.len() > 4096 {
@@ -368,27 +399,22 @@ impl feed_service_server::FeedService for FeedService {
                 .removes
                 .iter()
                 .enumerate()
-                .map(|(i, r)| to_ref(r, &format!("batch {} remove {i}", batch.batch_id)))
+                .map(|(i, r)| to_ref(r, &format!("{name} remove {i}")))
                 .collect::<Result<Vec<_>, _>>()?;
-            let input = BatchIn { batch_id: batch.batch_id.clone(), upserts, removes, commitment };
+            let input = BatchIn { sequence: batch.sequence, upserts, removes, commitment };
             tracing::debug!(prepare_ms = t.elapsed().as_secs_f64() * 1e3, "national batch checked and peppered");
             core.apply(|e, s| e.apply_national(s, &source, input, now_ms()))
         })
         .await?;
         metrics::ingest("national", started.elapsed());
-        tracing::info!(source = %id.code, batch = %receipt.batch_id, upserts = receipt.upserts, removes = receipt.removes,
+        tracing::info!(source = %id.code, sequence = receipt.sequence, upserts = receipt.upserts, removes = receipt.removes,
             records = receipt.total, replayed = receipt.replayed, "national batch");
         Ok(Response::new(receipt))
     }
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let id = self.0.auth(&req, &[Role::Source], "read feed status")?;
-        let e = self.0.engine.lock().map_err(|_| Status::internal("engine lock poisoned"))?;
-        Ok(Response::new(StatusResponse {
-            total: e.held(&id.code),
-            epoch: e.settings().epoch,
-            policy_version: e.settings().policy.version.clone(),
-        }))
+        self.0.status(format!("source/{}", id.code), move |e| e.held(&id.code)).await
     }
 }
 
@@ -467,6 +493,17 @@ impl check_service_server::CheckService for CheckService {
     async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
         let core = self.0.clone();
         let id = core.auth(&req, &[Role::Force], "run pre-employment checks")?;
+        let r = req.into_inner();
+        if r.request_id.is_empty() || r.request_id.len() > 64 || !r.request_id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Status::invalid_argument("request_id must be 1 to 64 printable ASCII characters"));
+        }
+        core.check_header(&format!("check {}", r.request_id), r.epoch, 0)?;
+        if r.applicants.is_empty() || r.applicants.len() > core.limits.max_applicants {
+            return Err(Status::invalid_argument(format!(
+                "check {}: 1 to {} applicants per check",
+                r.request_id, core.limits.max_applicants
+            )));
+        }
         {
             let mut w = core.check_windows.lock().map_err(|_| Status::internal("lock poisoned"))?;
             let now = Instant::now();
@@ -481,14 +518,6 @@ impl check_service_server::CheckService for CheckService {
                 )));
             }
             e.1 += 1;
-        }
-        let r = req.into_inner();
-        core.check_batch_header(&r.request_id, r.epoch, 0)?;
-        if r.applicants.is_empty() || r.applicants.len() > core.limits.max_applicants {
-            return Err(Status::invalid_argument(format!(
-                "check {}: 1 to {} applicants per check",
-                r.request_id, core.limits.max_applicants
-            )));
         }
         let resp = blocking(move || {
             let mut applicants = Vec::with_capacity(r.applicants.len());

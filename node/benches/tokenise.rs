@@ -55,15 +55,27 @@ fn bench(c: &mut Criterion) {
             black_box(n)
         })
     });
+    // The first pass every file gets before anything is sent.
+    g.bench_function("csv_scan", |b| {
+        b.iter(|| black_box(input::scan(&csv_bytes[..], "bench", input::Kind::Extract).expect("scan").rows))
+    });
+    let scan = input::scan(&csv_bytes[..], "bench", input::Kind::Extract).expect("scan");
     g.bench_function("csv_to_tokens", |b| {
         let mut out = Vec::new();
         b.iter(|| {
             let mut report = Report::new("bench", "extract");
             let mut n = 0;
-            input::read_extract(&csv_bytes[..], "bench", &mut report, |row| {
-                tk.tokens(&row.identity, &mut out);
-                n += out.len();
-            })
+            input::read_extract(
+                &csv_bytes[..],
+                "bench",
+                &scan,
+                &mut report,
+                |row| {
+                    tk.tokens(&row.identity, &mut out);
+                    n += out.len();
+                },
+                |_| {},
+            )
             .expect("read");
             black_box(n)
         })

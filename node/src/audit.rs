@@ -95,15 +95,33 @@ pub struct Verified {
     pub problems: Vec<String>,
 }
 
-/// Checks the log's invariants over all entries.
+/// (force, subject, source, record reference) of a log entry.
+type Pair = (String, String, String, String);
+
+/// Checks the log's invariants over all entries:
+/// - every entry parses;
+/// - a batch entry is followed by exactly the disclosures, amendments and
+///   retractions it announces, and those appear nowhere else;
+/// - ids are unique;
+/// - an amendment or retraction names an earlier disclosure of the same
+///   pair that is still in force; an amendment's version is one more than
+///   the case's last.
 pub fn invariants(entries: &[Vec<u8>]) -> (BTreeMap<String, u64>, Vec<String>) {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut problems = Vec::new();
-    let mut disclosures: HashMap<String, (String, String, String, String)> = HashMap::new();
-    let mut retracted: HashSet<String> = HashSet::new();
+    // Cases in force: id → (pair, version).
+    let mut cases: HashMap<String, (Pair, u32)> = HashMap::new();
+    let mut disclosed: HashSet<String> = HashSet::new();
     let mut ids: HashSet<String> = HashSet::new();
-    // (expected disclosure entries, expected retraction entries) after a batch
-    let mut expect: Option<(usize, u64, u64, u64, u64)> = None;
+    // After a batch entry: (its index, announced [disclosures, amendments,
+    // retractions], seen so far).
+    let mut expect: Option<(usize, [u64; 3], [u64; 3])> = None;
+    let announced = |at: usize, want: [u64; 3], seen: [u64; 3]| {
+        format!(
+            "batch at entry {at} announces {} disclosures, {} amendments and {} retractions; {}, {} and {} follow",
+            want[0], want[1], want[2], seen[0], seen[1], seen[2]
+        )
+    };
     for (i, bytes) in entries.iter().enumerate() {
         let e = match Entry::parse(bytes) {
             Ok(e) => e,
@@ -113,60 +131,83 @@ pub fn invariants(entries: &[Vec<u8>]) -> (BTreeMap<String, u64>, Vec<String>) {
             }
         };
         *counts.entry(e.kind().to_string()).or_default() += 1;
-        let in_batch = matches!(e, Entry::Disclosure { .. } | Entry::Retraction { .. });
-        if let Some((at, d, r, seen_d, seen_r)) = expect.as_mut() {
-            if in_batch {
-                match e {
-                    Entry::Disclosure { .. } => *seen_d += 1,
-                    _ => *seen_r += 1,
-                }
-            } else {
-                if seen_d != d || seen_r != r {
-                    problems.push(format!("batch at entry {at} announces {d} disclosures and {r} retractions; {seen_d} and {seen_r} follow"));
+        let slot = match e {
+            Entry::Disclosure { .. } => Some(0),
+            Entry::Amendment { .. } => Some(1),
+            Entry::Retraction { .. } => Some(2),
+            _ => None,
+        };
+        match (expect.as_mut(), slot) {
+            (Some((_, _, seen)), Some(k)) => seen[k] += 1,
+            (Some((at, want, seen)), None) => {
+                if want != seen {
+                    problems.push(announced(*at, *want, *seen));
                 }
                 expect = None;
             }
-        } else if in_batch {
-            problems.push(format!("entry {i} ({}) does not follow a batch entry", e.kind()));
+            (None, Some(_)) => problems.push(format!("entry {i} ({}) does not follow a batch entry", e.kind())),
+            (None, None) => {}
         }
         match &e {
-            Entry::RosterBatch { disclosures, retractions, .. }
-            | Entry::NationalBatch { disclosures, retractions, .. } => {
-                expect = Some((i, *disclosures, *retractions, 0, 0));
+            Entry::RosterBatch { disclosures, amendments, retractions, .. }
+            | Entry::NationalBatch { disclosures, amendments, retractions, .. } => {
+                expect = Some((i, [*disclosures, *amendments, *retractions], [0; 3]));
             }
             Entry::Disclosure { id, force, subject, source, record_ref, .. } => {
                 if !ids.insert(id.clone()) {
                     problems.push(format!("entry {i}: disclosure id {id} appears twice"));
                 }
-                disclosures.insert(id.clone(), (force.clone(), subject.clone(), source.clone(), record_ref.clone()));
+                disclosed.insert(id.clone());
+                cases.insert(id.clone(), ((force.clone(), subject.clone(), source.clone(), record_ref.clone()), 1));
+            }
+            Entry::Amendment { id, amends, version, force, subject, source, record_ref, .. } => {
+                if !ids.insert(id.clone()) {
+                    problems.push(format!("entry {i}: amendment id {id} appears twice"));
+                }
+                let pair = (force.clone(), subject.clone(), source.clone(), record_ref.clone());
+                match cases.get_mut(amends) {
+                    None => problems
+                        .push(format!("entry {i}: amendment {id} amends {amends}, which is not a disclosure in force")),
+                    Some((p, _)) if *p != pair => {
+                        problems.push(format!("entry {i}: amendment {id} names another pair than {amends}"))
+                    }
+                    Some((_, v)) => {
+                        if *version != *v + 1 {
+                            problems.push(format!(
+                                "entry {i}: amendment {id} is version {version} of {amends}, whose last version is {v}"
+                            ));
+                        }
+                        *v = *version;
+                    }
+                }
             }
             Entry::Retraction { id, retracts, force, subject, source, record_ref, .. } => {
                 if !ids.insert(id.clone()) {
                     problems.push(format!("entry {i}: retraction id {id} appears twice"));
                 }
-                match disclosures.get(retracts) {
+                let pair = (force.clone(), subject.clone(), source.clone(), record_ref.clone());
+                match cases.get(retracts) {
+                    None if disclosed.contains(retracts) => {
+                        problems.push(format!("entry {i}: {retracts} is retracted twice"))
+                    }
                     None => problems.push(format!(
                         "entry {i}: retraction {id} withdraws {retracts}, which is not an earlier disclosure"
                     )),
-                    Some(d) if d != &(force.clone(), subject.clone(), source.clone(), record_ref.clone()) => {
+                    Some((p, _)) if *p != pair => {
                         problems.push(format!("entry {i}: retraction {id} names another pair than {retracts}"))
                     }
                     Some(_) => {
-                        if !retracted.insert(retracts.clone()) {
-                            problems.push(format!("entry {i}: {retracts} is retracted twice"));
-                        }
+                        cases.remove(retracts);
                     }
                 }
             }
             _ => {}
         }
     }
-    if let Some((at, d, r, seen_d, seen_r)) = expect
-        && (seen_d != d || seen_r != r)
+    if let Some((at, want, seen)) = expect
+        && want != seen
     {
-        problems.push(format!(
-            "batch at entry {at} announces {d} disclosures and {r} retractions; {seen_d} and {seen_r} follow"
-        ));
+        problems.push(announced(at, want, seen));
     }
     (counts, problems)
 }
@@ -218,23 +259,24 @@ pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> R
                     Ok(()) => v.inbox_proven += 1,
                     Err(why) => v.problems.push(format!("{id}: {why}")),
                 }
-                *v.entries
-                    .entry(
-                        if d.r#type == DisclosureType::Retraction as i32 { "retraction" } else { "disclosure" }.into(),
-                    )
-                    .or_default() += 1;
+                let kind = match DisclosureType::try_from(d.r#type) {
+                    Ok(DisclosureType::Retraction) => "retraction",
+                    Ok(DisclosureType::Amendment) => "amendment",
+                    _ => "disclosure",
+                };
+                *v.entries.entry(kind.into()).or_default() += 1;
             }
         }
     }
     Ok(v)
 }
 
-/// One row of the report's detail: one disclosure or retraction.
+/// One row of the report's detail: one disclosure, amendment or retraction.
 #[derive(Debug, Clone, Serialize)]
 pub struct Shared {
     /// RFC 3339 time.
     pub time: String,
-    /// `disclosure` or `retraction`.
+    /// `disclosure`, `amendment` or `retraction`.
     pub kind: String,
     /// Id.
     pub id: String,
@@ -273,6 +315,8 @@ pub struct Report {
     pub by_policy: BTreeMap<String, u64>,
     /// Retractions by reason.
     pub retractions_by_reason: BTreeMap<String, u64>,
+    /// Amendments by reason.
+    pub amendments_by_reason: BTreeMap<String, u64>,
     /// Roster sync batches by force.
     pub roster_batches_by_force: BTreeMap<String, u64>,
     /// National batches by source.
@@ -283,7 +327,7 @@ pub struct Report {
     pub candidates: u64,
     /// Policy and epoch changes.
     pub changes: Vec<String>,
-    /// Every disclosure and retraction.
+    /// Every disclosure, amendment and retraction.
     pub shared: Vec<Shared>,
     /// Problems found while verifying.
     pub problems: Vec<String>,
@@ -325,6 +369,20 @@ pub fn report(
                     category,
                     evidence: agreeing.join(","),
                     policy_or_reason: policy_version.clone(),
+                });
+            }
+            Entry::Amendment { time, id, amends, force: f, source, agreeing, reason, .. } if keep_force(f) => {
+                *r.totals.entry("amendment".into()).or_default() += 1;
+                *r.amendments_by_reason.entry(reason.clone()).or_default() += 1;
+                r.shared.push(Shared {
+                    time: time.clone(),
+                    kind: "amendment".into(),
+                    id: format!("{id} (amends {amends})"),
+                    force: f.clone(),
+                    source: source.clone(),
+                    category: categories.get(id).cloned().unwrap_or_else(|| "sealed".into()),
+                    evidence: agreeing.join(","),
+                    policy_or_reason: reason.clone(),
                 });
             }
             Entry::Retraction { time, id, force: f, source, reason, .. } if keep_force(f) => {
@@ -409,6 +467,7 @@ pub fn render(r: &Report, format: &str) -> Result<String, Exit> {
             section(&mut s, "Disclosures by month", &r.by_month);
             section(&mut s, "Disclosures by policy", &r.by_policy);
             section(&mut s, "Retractions by reason", &r.retractions_by_reason);
+            section(&mut s, "Amendments by reason", &r.amendments_by_reason);
             section(&mut s, "Roster batches by force", &r.roster_batches_by_force);
             section(&mut s, "National batches by source", &r.national_batches_by_source);
             section(&mut s, "Applicants checked by force", &r.checks_by_force);

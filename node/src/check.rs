@@ -61,13 +61,10 @@ pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOu
     let name = path.display().to_string();
     let mut report = Report::new(&name, "applicants");
     let mut rows = Vec::new();
-    input::read_applicants(
-        input::open(path).map_err(|e| Exit::new(exit::INPUT, e.to_string()))?,
-        &name,
-        &mut report,
-        |r| rows.push(r),
-    )
-    .map_err(|e| Exit::new(exit::INPUT, e.to_string()))?;
+    let bad = |e: input::InputError| Exit::new(exit::INPUT, format!("{e}. Nothing was checked"));
+    let scan = input::scan_path(path, input::Kind::Applicants).map_err(bad)?;
+    input::read_applicants(input::open(path).map_err(bad)?, &name, &scan, &mut report, |r| rows.push(r))
+        .map_err(bad)?;
     if rows.is_empty() {
         return Err(Exit::new(exit::INPUT, format!("{name}: no usable applicant rows ({})", report.summary())));
     }

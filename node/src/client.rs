@@ -37,7 +37,7 @@ pub async fn connect(cfg: &NodeConfig) -> Result<Channel, Exit> {
 
 /// Whether a failure is worth retrying.
 pub fn transient(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Unknown)
+    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown)
 }
 
 /// The exit code and message for a failed call.

@@ -1,6 +1,11 @@
 //! The professional standards department's inbox: disclosures opened and
 //! joined with the force's own roster, on the force's own machine.
 //!
+//! One item per case: a disclosure and its amendments (a record's details
+//! or the evidence changed and the pair still confirms) are one case with
+//! one review status and note; the item shows the latest version and what
+//! each amendment changed. A retraction ends the case.
+//!
 //! Ranking: disclosures in force before retracted ones; then by category
 //! severity (docs/formats.md); then people with several distinct records in
 //! force (a *pattern*) first; then newest first.
@@ -41,8 +46,12 @@ pub struct Item {
     pub category: String,
     /// Event date.
     pub event_date: String,
-    /// Key kinds that agreed.
+    /// Key kinds that agree (latest version).
     pub evidence: Vec<String>,
+    /// The case's version: 1, then one more for each amendment.
+    pub version: u32,
+    /// What each amendment changed, oldest first (empty if none).
+    pub changes: Vec<String>,
     /// Several distinct records in force for this person.
     pub pattern: bool,
     /// Policy version.
@@ -57,6 +66,48 @@ pub struct Item {
     pub note: String,
     #[serde(skip)]
     rank: (u8, usize, u8, i64),
+}
+
+fn kinds(d: &Disclosure) -> Vec<String> {
+    d.agreeing.iter().filter_map(|k| vigil_proto::KeyKind::from_wire(*k)).map(|k| k.short_name().to_string()).collect()
+}
+
+/// What changed from one version of a case to the next, in words (the
+/// details are opened here, on the force's machine).
+fn describe_change(
+    before: &(String, String, String),
+    after: &(String, String, String),
+    ev: (&[String], &[String]),
+) -> String {
+    let mut parts = Vec::new();
+    if before.0 != after.0 {
+        parts.push(format!("record id {} → {}", before.0, after.0));
+    }
+    if before.1 != after.1 {
+        parts.push(format!("category {} → {}", before.1, after.1));
+    }
+    if before.2 != after.2 {
+        let show = |d: &str| if d.is_empty() { "(none)".to_string() } else { d.to_string() };
+        parts.push(format!("event date {} → {}", show(&before.2), show(&after.2)));
+    }
+    let added: Vec<&String> = ev.1.iter().filter(|k| !ev.0.contains(k)).collect();
+    let dropped: Vec<&String> = ev.0.iter().filter(|k| !ev.1.contains(k)).collect();
+    if !added.is_empty() || !dropped.is_empty() {
+        let mut e = Vec::new();
+        e.extend(added.iter().map(|k| format!("+{k}")));
+        e.extend(dropped.iter().map(|k| format!("-{k}")));
+        parts.push(format!("evidence {}", e.join(" ")));
+    }
+    if parts.is_empty() { "no visible change".into() } else { parts.join("; ") }
+}
+
+/// The case a disclosure id belongs to: itself, or for an amendment the
+/// disclosure it amends. `None` if the id is not in the inbox.
+pub fn case_of(store: &LocalStore, id: &str) -> Result<Option<String>, Exit> {
+    let fail = |e: crate::local::LocalError| Exit::new(exit::FAILURE, e.to_string());
+    let Some(bytes) = store.inbox_message(id).map_err(fail)? else { return Ok(None) };
+    let d = Disclosure::decode(bytes.as_slice()).map_err(|_| Exit::new(exit::FAILURE, "corrupt inbox entry"))?;
+    Ok(Some(if d.r#type == DisclosureType::Amendment as i32 { d.amends } else { d.id }))
 }
 
 fn unseal(keys: &Keys, d: &Disclosure) -> (String, String, String) {
@@ -76,9 +127,13 @@ pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, Exit> {
     let raw = store.inbox().map_err(fail)?;
     let mut disclosures: Vec<(Disclosure, ReviewState)> = Vec::new();
     let mut retracted: HashMap<String, String> = HashMap::new();
+    // Amendments by the case they amend, received in any order.
+    let mut amendments: HashMap<String, Vec<(Disclosure, ReviewState)>> = HashMap::new();
     for (_, bytes, st) in raw {
         let d = Disclosure::decode(bytes.as_slice()).map_err(|_| Exit::new(exit::FAILURE, "corrupt inbox entry"))?;
-        if d.r#type == DisclosureType::Retraction as i32 {
+        if d.r#type == DisclosureType::Amendment as i32 {
+            amendments.entry(d.amends.clone()).or_default().push((d, st));
+        } else if d.r#type == DisclosureType::Retraction as i32 {
             let reason = d
                 .audit
                 .as_ref()
@@ -101,18 +156,38 @@ pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, Exit> {
         }
     }
     let mut items = Vec::with_capacity(disclosures.len());
-    for (d, st) in disclosures {
-        let (record_id, cat, event_date) = unseal(keys, &d);
+    for (first, st) in disclosures {
+        let mut versions = amendments.remove(&first.id).unwrap_or_default();
+        versions.sort_by_key(|(a, _)| a.version);
+        let mut details = unseal(keys, &first);
+        let mut evidence = kinds(&first);
+        let mut changes = Vec::new();
+        let mut latest_ms = st.received_ms;
+        for (a, ast) in &versions {
+            let next = unseal(keys, a);
+            let next_ev = kinds(a);
+            changes.push(format!(
+                "v{} {}: {}",
+                a.version,
+                vigil_proto::time::rfc3339(a.created_unix_ms),
+                describe_change(&details, &next, (&evidence, &next_ev))
+            ));
+            details = next;
+            evidence = next_ev;
+            latest_ms = latest_ms.max(ast.received_ms);
+        }
+        let d = versions.pop().map(|(a, _)| a).unwrap_or(first.clone());
+        let (record_id, cat, event_date) = details;
         let (employee_id, name, role) = match store.employee_of(&d.subject).map_err(fail)? {
             Some((emp, e)) => (emp, format!("{} {}", e.forenames, e.surname), e.role),
             None => ("(not enrolled)".into(), String::new(), String::new()),
         };
-        let reason = retracted.get(&d.id).cloned();
+        let reason = retracted.get(&first.id).cloned();
         let active = reason.is_none();
         let pattern = active && per_subject.get(d.subject.as_ref()).is_some_and(|s| s.len() >= 2);
         let severity = category::rank(&cat).unwrap_or(category::CATEGORIES.len());
         items.push(Item {
-            id: d.id.clone(),
+            id: first.id.clone(),
             status: st.status.as_str().to_string(),
             state: if active { "active".into() } else { "retracted".into() },
             retraction_reason: reason.unwrap_or_default(),
@@ -123,19 +198,16 @@ pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, Exit> {
             record_id,
             category: cat,
             event_date,
-            evidence: d
-                .agreeing
-                .iter()
-                .filter_map(|k| vigil_proto::KeyKind::from_wire(*k))
-                .map(|k| k.short_name().to_string())
-                .collect(),
+            evidence,
+            version: d.version.max(1),
+            changes,
             pattern,
             policy_version: d.policy_version.clone(),
-            created: vigil_proto::time::rfc3339(d.created_unix_ms),
+            created: vigil_proto::time::rfc3339(first.created_unix_ms),
             received: vigil_proto::time::rfc3339(st.received_ms),
-            latency_ms: st.received_ms - d.created_unix_ms,
+            latency_ms: st.received_ms - first.created_unix_ms,
             note: st.note,
-            rank: (u8::from(!active), severity, u8::from(!pattern), -st.received_ms),
+            rank: (u8::from(!active), severity, u8::from(!pattern), -latest_ms),
         });
     }
     items.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
@@ -161,6 +233,8 @@ pub fn render(items: &[Item], format: &str) -> Result<String, Exit> {
                 "category",
                 "event_date",
                 "evidence",
+                "version",
+                "changes",
                 "pattern",
                 "policy_version",
                 "received",
@@ -182,6 +256,8 @@ pub fn render(items: &[Item], format: &str) -> Result<String, Exit> {
                     &i.category,
                     &i.event_date,
                     &i.evidence.join(";"),
+                    &i.version.to_string(),
+                    &i.changes.join(" | "),
                     if i.pattern { "yes" } else { "no" },
                     &i.policy_version,
                     &i.received,
@@ -203,7 +279,9 @@ pub fn render(items: &[Item], format: &str) -> Result<String, Exit> {
                     vec![
                         i.id.clone(),
                         i.status.clone(),
-                        if i.state == "active" {
+                        if i.state == "active" && i.version > 1 {
+                            format!("active (v{}, amended)", i.version)
+                        } else if i.state == "active" {
                             "active".into()
                         } else {
                             format!("retracted ({})", i.retraction_reason)

@@ -1,27 +1,36 @@
 //! Streaming readers for the CSV inputs (docs/formats.md), and the report of
 //! what was refused.
 //!
-//! Files are read a row at a time, so a 13M-row extract needs no more memory
-//! than one row plus a duplicate-id set; a line longer than [`MAX_LINE`]
-//! bytes stops the read (a file without line breaks is not a CSV file).
+//! Every file is read twice, a row at a time, so a 13M-row extract needs no
+//! more memory than one row plus a set of 64-bit id hashes:
+//!
+//! 1. [`scan`] checks the file as a whole (readable, the documented header,
+//!    no record longer than [`MAX_RECORD`] bytes, quoted newlines included)
+//!    and notes which ids occur more than once. A file that fails here is
+//!    refused before anything is sent.
+//! 2. The readers ([`read_roster`], [`read_extract`], [`read_applicants`])
+//!    normalise each row. A row whose id occurs more than once is held back
+//!    to the end of the file; every occurrence of a duplicated id is then
+//!    refused, and none is used.
 //!
 //! A problem with one field is a *warning*: the value is left out and the
 //! row is used without it. A row that cannot be used at all (missing id,
 //! duplicate id, unknown category, wrong number of fields, no match key) is
 //! an *error*: the row is refused. Both land in the [`Report`], which names
-//! row, line and field and never repeats a value. A problem with the file as
-//! a whole (unreadable, wrong header, an overlong line) is an [`InputError`].
+//! row, physical line and field and never repeats a value. A problem with
+//! the file as a whole is an [`InputError`].
 
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 
 use crate::category;
 use crate::keys::{FieldIssue, Identity, Phonetic, RawIdentity};
 use crate::normalize::{Date, MAX_FIELD_LEN};
 
-/// Longest line accepted, in bytes.
-pub const MAX_LINE: usize = 64 * 1024;
+/// Longest record accepted, in bytes (newlines inside quoted fields
+/// included).
+pub const MAX_RECORD: usize = 64 * 1024;
 /// Most issues listed in a report; beyond this they are counted only.
 pub const MAX_LISTED_ISSUES: usize = 100_000;
 
@@ -67,15 +76,25 @@ pub enum InputError {
         /// The documented columns.
         expected: String,
     },
-    /// A line is too long to be a row of this file.
-    #[error("{file}: line {line} is longer than {MAX_LINE} bytes; this is not a {kind} CSV file")]
-    LineTooLong {
+    /// A record is too long to be a row of this file.
+    #[error(
+        "{file}: the record starting at line {line} is longer than {MAX_RECORD} bytes; this is not a {kind} CSV file"
+    )]
+    RecordTooLong {
         /// File name.
         file: String,
-        /// Line number.
+        /// Physical line (1 is the header) where the record starts.
         line: u64,
         /// What the file should have been.
         kind: &'static str,
+    },
+    /// The file changed between the check and the read (rows or ids differ).
+    #[error("{file} changed while it was being read (at line {line}); read it again from a file nobody is writing")]
+    Changed {
+        /// File name.
+        file: String,
+        /// Physical line where the difference was seen.
+        line: u64,
     },
 }
 
@@ -114,6 +133,10 @@ pub struct Report {
     pub unlisted_issues: u64,
     /// Number of warnings in all.
     pub warning_count: u64,
+    /// Why the file was refused as a whole (nothing of it was used), or why
+    /// reading stopped part-way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Report {
@@ -142,6 +165,13 @@ impl Report {
         } else {
             self.unlisted_issues += 1;
         }
+    }
+
+    /// Puts warnings and errors in row order (held-back rows are judged
+    /// at the end of the file).
+    fn sort(&mut self) {
+        self.warnings.sort_by_key(|i| i.row);
+        self.errors.sort_by_key(|i| i.row);
     }
 
     /// One line for a person: rows read, used, refused, fields left out.
@@ -209,25 +239,88 @@ pub struct ApplicantRow {
     pub identity: Identity,
 }
 
-/// A reader that refuses lines longer than [`MAX_LINE`] bytes, so that a
-/// file without line breaks cannot be buffered whole.
-struct LineLimit<R> {
+/// Where the bytes of a CSV file are, as the CSV parser will see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CsvState {
+    /// At the start of a field.
+    FieldStart,
+    /// Inside a field that did not start with a quote.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Just after a quote inside a quoted field (its end, or the first of
+    /// an escaped pair).
+    AfterQuote,
+}
+
+/// A reader that refuses any record longer than [`MAX_RECORD`] bytes, so
+/// that neither a file without line breaks nor a huge quoted field with
+/// newlines inside can be buffered whole. It follows quoting as the CSV
+/// parser does (a quote is special only at the start of a field) and
+/// counts physical lines, to name the line where the long record starts.
+struct RecordLimit<R> {
     inner: R,
+    state: CsvState,
+    /// Bytes of the current record so far.
     run: usize,
+    /// Physical line being read (1 is the first).
+    line: u64,
+    /// Physical line where the current record started.
+    record_line: u64,
     tripped: bool,
 }
 
-impl<R: Read> Read for LineLimit<R> {
+impl<R> RecordLimit<R> {
+    fn new(inner: R) -> Self {
+        RecordLimit { inner, state: CsvState::FieldStart, run: 0, line: 1, record_line: 1, tripped: false }
+    }
+}
+
+impl<R: Read> Read for RecordLimit<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.tripped {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "record too long"));
+        }
         let n = self.inner.read(buf)?;
         for &b in &buf[..n] {
+            let end_of_record = match (self.state, b) {
+                (CsvState::Quoted, b'"') => {
+                    self.state = CsvState::AfterQuote;
+                    false
+                }
+                (CsvState::Quoted, _) => false,
+                (CsvState::AfterQuote, b'"') => {
+                    self.state = CsvState::Quoted;
+                    false
+                }
+                (CsvState::FieldStart, b'"') => {
+                    self.state = CsvState::Quoted;
+                    false
+                }
+                (_, b',') => {
+                    self.state = CsvState::FieldStart;
+                    false
+                }
+                (_, b'\n' | b'\r') => {
+                    self.state = CsvState::FieldStart;
+                    true
+                }
+                _ => {
+                    self.state = CsvState::Unquoted;
+                    false
+                }
+            };
             if b == b'\n' {
+                self.line += 1;
+            }
+            if end_of_record {
                 self.run = 0;
+                self.record_line = self.line;
             } else {
                 self.run += 1;
-                if self.run > MAX_LINE {
+                if self.run > MAX_RECORD {
                     self.tripped = true;
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "record too long"));
                 }
             }
         }
@@ -236,7 +329,7 @@ impl<R: Read> Read for LineLimit<R> {
 }
 
 struct Csv<R: Read> {
-    rdr: csv::Reader<LineLimit<R>>,
+    rdr: csv::Reader<RecordLimit<R>>,
     file: String,
     kind: &'static str,
     /// Column index in the file of each documented column.
@@ -255,11 +348,7 @@ enum Next {
 
 impl<R: Read> Csv<R> {
     fn open(inner: R, file: &str, kind: &'static str, columns: &[&str]) -> Result<Self, InputError> {
-        let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(LineLimit {
-            inner,
-            run: 0,
-            tripped: false,
-        });
+        let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(RecordLimit::new(inner));
         let mut header = csv::ByteRecord::new();
         let expected = columns.join(",");
         let bad = |problem: String| InputError::Header { file: file.to_string(), problem, expected: expected.clone() };
@@ -299,10 +388,10 @@ impl<R: Read> Csv<R> {
         })
     }
 
-    fn fatal(rdr: &csv::Reader<LineLimit<R>>, e: csv::Error, file: &str, kind: &'static str) -> InputError {
-        let line = e.position().map_or(0, |p| p.line());
-        if rdr.get_ref().tripped {
-            return InputError::LineTooLong { file: file.to_string(), line: line.max(1), kind };
+    fn fatal(rdr: &csv::Reader<RecordLimit<R>>, e: csv::Error, file: &str, kind: &'static str) -> InputError {
+        let limit = rdr.get_ref();
+        if limit.tripped {
+            return InputError::RecordTooLong { file: file.to_string(), line: limit.record_line, kind };
         }
         let source = match e.into_kind() {
             csv::ErrorKind::Io(io) => io,
@@ -316,13 +405,7 @@ impl<R: Read> Csv<R> {
         match self.rdr.read_byte_record(&mut self.record) {
             Ok(true) => {}
             Ok(false) => return Ok(Next::End),
-            Err(e) => {
-                if self.rdr.get_ref().tripped {
-                    let line = self.rdr.position().line() + 1;
-                    return Err(InputError::LineTooLong { file: self.file.clone(), line, kind: self.kind });
-                }
-                return Err(Self::fatal(&self.rdr, e, &self.file, self.kind));
-            }
+            Err(e) => return Err(Self::fatal(&self.rdr, e, &self.file, self.kind)),
         }
         report.rows += 1;
         let line = self.record.position().map_or(0, |p| p.line());
@@ -367,34 +450,67 @@ impl<R: Read> Csv<R> {
     }
 }
 
-/// Tracks ids seen in a file, to refuse duplicates.
-#[derive(Default)]
-struct Seen(HashMap<u64, u64>);
+/// What the first pass over a file found: its rows, the hash of every id
+/// (first documented column, as [`id_hash`]) and the ids that occur more
+/// than once.
+#[derive(Debug, Default, Clone)]
+pub struct Scan {
+    /// Data rows.
+    pub rows: u64,
+    ids: HashSet<u64>,
+    repeated: HashSet<u64>,
+}
 
-impl Seen {
-    /// The row where `id` was first seen, or `None` (and records it).
-    fn first(&mut self, id: &str, row: u64) -> Option<u64> {
-        let h = blake3::hash(id.as_bytes());
-        let k = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or_default());
-        match self.0.entry(k) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(row);
-                None
+impl Scan {
+    /// Whether the file holds a row with this id (usable or not).
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.contains(&id_hash(id))
+    }
+
+    /// Whether this id may occur more than once (a 64-bit hash collision
+    /// is resolved by the second pass, which compares the ids themselves).
+    fn maybe_repeated(&self, id: &str) -> bool {
+        self.repeated.contains(&id_hash(id))
+    }
+}
+
+/// The first pass: checks the file as a whole and notes every id and the
+/// ids that repeat. An error here means the file must not be used at all.
+pub fn scan<R: Read>(inner: R, file: &str, kind: Kind) -> Result<Scan, InputError> {
+    let columns = kind.columns();
+    let mut csv = Csv::open(inner, file, kind.name(), columns)?;
+    let mut report = Report::new(file, kind.name());
+    let mut s = Scan::default();
+    loop {
+        let id = match csv.next(columns, &mut report)? {
+            Next::End => {
+                s.rows = report.rows;
+                return Ok(s);
+            }
+            Next::Refused(id) => id,
+            Next::Row(_) => Some(csv.fields[0].clone()),
+        };
+        if let Some(id) = id.filter(|i| !i.is_empty()) {
+            let h = id_hash(&id);
+            if !s.ids.insert(h) {
+                s.repeated.insert(h);
             }
         }
     }
 }
 
-fn check_id(id: &str, column: &str, pos: Pos, seen: &mut Seen, report: &mut Report) -> bool {
+/// [`scan`] of a file on disk.
+pub fn scan_path(path: &std::path::Path, kind: Kind) -> Result<Scan, InputError> {
+    scan(open(path)?, &path.display().to_string(), kind)
+}
+
+fn check_id(id: &str, column: &str, pos: Pos, report: &mut Report) -> bool {
     let reason = if id.is_empty() {
         "required but empty".to_string()
     } else if id.len() > 64 {
         "longer than 64 bytes".to_string()
     } else if id.chars().any(char::is_control) {
         "contains control characters".to_string()
-    } else if let Some(first) = seen.first(id, pos.row) {
-        format!("duplicate {column}; first used at row {first}")
     } else {
         return true;
     };
@@ -443,12 +559,55 @@ struct Layout<T> {
     make: fn(&[String], Pos, Identity, &mut Vec<FieldIssue>) -> T,
 }
 
-/// The one reading loop: header, line and field checks, ids, prechecks,
+/// The kinds of input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A force roster.
+    Roster,
+    /// A national extract or delta.
+    Extract,
+    /// Applicants for a pre-employment check.
+    Applicants,
+}
+
+impl Kind {
+    /// The documented columns, in order (the id first).
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            Kind::Roster => ROSTER_COLUMNS,
+            Kind::Extract => EXTRACT_COLUMNS,
+            Kind::Applicants => APPLICANT_COLUMNS,
+        }
+    }
+
+    /// `roster`, `extract` or `applicants`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Roster => "roster",
+            Kind::Extract => "extract",
+            Kind::Applicants => "applicants",
+        }
+    }
+}
+
+/// A usable row whose id may occur more than once, held to the end of the
+/// file.
+struct Held<T> {
+    id: String,
+    pos: Pos,
+    row: T,
+    warnings: Vec<FieldIssue>,
+}
+
+/// The one reading loop: header, record and field checks, ids, prechecks,
 /// identity, keys, warnings, then `on_row`; refusals go to the report and
-/// their ids (when readable) to `on_refused`.
+/// their ids (when readable) to `on_refused`. Rows whose id `scan` saw more
+/// than once are held back; at the end, every occurrence of an id that
+/// really repeats is refused and the others are used.
 fn read_rows<R: Read, T>(
     inner: R,
     file: &str,
+    scan: &Scan,
     report: &mut Report,
     layout: &Layout<T>,
     mut on_row: impl FnMut(T),
@@ -457,42 +616,101 @@ fn read_rows<R: Read, T>(
     let columns = layout.columns;
     let mut csv = Csv::open(inner, file, layout.kind, columns)?;
     let mut ph = Phonetic::default();
-    let mut seen = Seen::default();
     let mut issues = Vec::new();
+    let mut held: Vec<Held<T>> = Vec::new();
+    // Rows already refused whose id also occurs elsewhere: (id, row).
+    let mut refused_repeats: Vec<(String, u64)> = Vec::new();
     loop {
         let pos = match csv.next(columns, report)? {
-            Next::End => return Ok(()),
+            Next::End => break,
             Next::Refused(id) => {
                 if let Some(id) = id.filter(|i| !i.is_empty()) {
+                    if scan.maybe_repeated(&id) {
+                        refused_repeats.push((id.clone(), report.rows));
+                    }
                     on_refused(&id);
                 }
                 continue;
             }
             Next::Row(p) => p,
         };
+        if report.rows > scan.rows {
+            return Err(InputError::Changed { file: file.to_string(), line: pos.line });
+        }
         let f = &csv.fields;
-        if !check_id(&f[0], columns[0], pos, &mut seen, report) {
+        if !check_id(&f[0], columns[0], pos, report) {
             if !f[0].is_empty() {
                 on_refused(&f[0]);
             }
             continue;
         }
+        if !scan.contains(&f[0]) {
+            return Err(InputError::Changed { file: file.to_string(), line: pos.line });
+        }
+        let repeated = scan.maybe_repeated(&f[0]);
         if let Some((field, reason)) = (layout.precheck)(f) {
             report.error(Issue { row: pos.row, line: pos.line, field: Some(field.into()), reason });
+            if repeated {
+                refused_repeats.push((f[0].clone(), pos.row));
+            }
             on_refused(&f[0]);
             continue;
         }
         issues.clear();
         let identity = Identity::from_raw(&(layout.raw)(f), &mut ph, &mut issues);
         if !keyable(&identity, &issues, pos, report) {
+            if repeated {
+                refused_repeats.push((f[0].clone(), pos.row));
+            }
             on_refused(&f[0]);
             continue;
         }
         let row = (layout.make)(f, pos, identity, &mut issues);
+        if repeated {
+            held.push(Held { id: f[0].clone(), pos, row, warnings: issues.clone() });
+            continue;
+        }
         push_field_issues(&issues, pos, report);
         report.accepted += 1;
         on_row(row);
     }
+    if report.rows != scan.rows {
+        return Err(InputError::Changed { file: file.to_string(), line: csv.rdr.position().line() });
+    }
+    // Every row of each id, usable or refused, in row order.
+    let mut rows_of: HashMap<String, Vec<u64>> = HashMap::new();
+    for h in &held {
+        rows_of.entry(h.id.clone()).or_default().push(h.pos.row);
+    }
+    for (id, row) in &refused_repeats {
+        rows_of.entry(id.clone()).or_default().push(*row);
+    }
+    for rows in rows_of.values_mut() {
+        rows.sort_unstable();
+    }
+    for h in held {
+        let rows = &rows_of[&h.id];
+        if rows.len() == 1 {
+            push_field_issues(&h.warnings, h.pos, report);
+            report.accepted += 1;
+            on_row(h.row);
+            continue;
+        }
+        let all: Vec<String> = rows.iter().map(u64::to_string).collect();
+        report.error(Issue {
+            row: h.pos.row,
+            line: h.pos.line,
+            field: Some(columns[0].to_string()),
+            reason: format!(
+                "duplicate {}: rows {} hold the same id, so none of them is used",
+                columns[0],
+                all.join(", ")
+            ),
+        });
+        on_refused(&h.id);
+    }
+    report.sort();
+    Ok(())
 }
 
 fn no_precheck(_: &[String]) -> Option<(&'static str, String)> {
@@ -578,92 +796,44 @@ const EXTRACT: Layout<ExtractRow> = Layout {
     },
 };
 
-/// Reads a force roster, calling `on_row` for every usable row.
+/// Reads a force roster (second pass, after [`scan`]), calling `on_row`
+/// for every usable row and `on_refused(employee_id)` for every refused row
+/// whose id could be read, so a sync can keep those employees' previous
+/// enrolment. The id is given to the caller only, never to the report.
 pub fn read_roster<R: Read>(
     inner: R,
     file: &str,
-    report: &mut Report,
-    on_row: impl FnMut(RosterRow),
-) -> Result<(), InputError> {
-    read_rows(inner, file, report, &ROSTER, on_row, |_| {})
-}
-
-/// As [`read_roster`], also calling `on_refused(employee_id)` for every
-/// refused row whose id could be read (a duplicate id is reported each
-/// time it repeats), so a sync can keep those employees' previous
-/// enrolment. The id is given to the caller only, never to the report.
-pub fn read_roster_with<R: Read>(
-    inner: R,
-    file: &str,
+    scan: &Scan,
     report: &mut Report,
     on_row: impl FnMut(RosterRow),
     on_refused: impl FnMut(&str),
 ) -> Result<(), InputError> {
-    read_rows(inner, file, report, &ROSTER, on_row, on_refused)
+    read_rows(inner, file, scan, report, &ROSTER, on_row, on_refused)
 }
 
-/// Reads a national extract, calling `on_row` for every usable row.
+/// Reads a national extract (second pass, after [`scan`]), as
+/// [`read_roster`]: a full feed does not withdraw a record just because
+/// this extract's row for it is broken.
 pub fn read_extract<R: Read>(
     inner: R,
     file: &str,
-    report: &mut Report,
-    on_row: impl FnMut(ExtractRow),
-) -> Result<(), InputError> {
-    read_rows(inner, file, report, &EXTRACT, on_row, |_| {})
-}
-
-/// As [`read_extract`], also calling `on_refused(record_id)` for every
-/// refused row whose id could be read, so a full feed does not withdraw a
-/// record just because this extract's row for it is broken.
-pub fn read_extract_with<R: Read>(
-    inner: R,
-    file: &str,
+    scan: &Scan,
     report: &mut Report,
     on_row: impl FnMut(ExtractRow),
     on_refused: impl FnMut(&str),
 ) -> Result<(), InputError> {
-    read_rows(inner, file, report, &EXTRACT, on_row, on_refused)
+    read_rows(inner, file, scan, report, &EXTRACT, on_row, on_refused)
 }
 
-/// Reads an applicants file, calling `on_row` for every usable row.
+/// Reads an applicants file (second pass, after [`scan`]).
 pub fn read_applicants<R: Read>(
     inner: R,
     file: &str,
+    scan: &Scan,
     report: &mut Report,
     on_row: impl FnMut(ApplicantRow),
 ) -> Result<(), InputError> {
-    read_rows(inner, file, report, &APPLICANTS, on_row, |_| {})
-}
-
-/// The ids (first documented column) of every row of a roster or extract
-/// file, hashed to 64 bits, without normalising anything: a cheap first
-/// pass that tells a full sync or feed what the file still contains. The
-/// header and line lengths are checked as in the full readers.
-pub fn read_ids<R: Read>(
-    inner: R,
-    file: &str,
-    kind: &'static str,
-) -> Result<std::collections::HashSet<u64>, InputError> {
-    let columns = match kind {
-        "roster" => ROSTER_COLUMNS,
-        "extract" => EXTRACT_COLUMNS,
-        _ => APPLICANT_COLUMNS,
-    };
-    let mut csv = Csv::open(inner, file, kind, columns)?;
-    let mut report = Report::new(file, kind);
-    let mut ids = std::collections::HashSet::new();
-    loop {
-        match csv.next(columns, &mut report)? {
-            Next::End => return Ok(ids),
-            Next::Refused(Some(id)) => {
-                ids.insert(id_hash(&id));
-            }
-            Next::Refused(None) => {}
-            Next::Row(_) => {
-                ids.insert(id_hash(&csv.fields[0]));
-            }
-        }
-    }
+    read_rows(inner, file, scan, report, &APPLICANTS, on_row, |_| {})
 }
 
 /// The 64-bit hash used for id sets.
@@ -685,10 +855,18 @@ mod tests {
 
     const HEADER: &str = "employee_id,forenames,surname,previous_surnames,date_of_birth,ni_number,postcode,role\n";
 
-    fn roster(text: &str) -> (Result<(), InputError>, Report, Vec<RosterRow>) {
+    fn roster_with(text: &str) -> (Result<(), InputError>, Report, Vec<RosterRow>, Vec<String>) {
         let mut report = Report::new("r.csv", "roster");
         let mut rows = Vec::new();
-        let res = read_roster(text.as_bytes(), "r.csv", &mut report, |r| rows.push(r));
+        let mut refused = Vec::new();
+        let res = scan(text.as_bytes(), "r.csv", Kind::Roster).and_then(|sc| {
+            read_roster(text.as_bytes(), "r.csv", &sc, &mut report, |r| rows.push(r), |id| refused.push(id.to_string()))
+        });
+        (res, report, rows, refused)
+    }
+
+    fn roster(text: &str) -> (Result<(), InputError>, Report, Vec<RosterRow>) {
+        let (res, report, rows, _) = roster_with(text);
         (res, report, rows)
     }
 
@@ -716,19 +894,21 @@ mod tests {
         let (res, report, rows) = roster(&text);
         res.unwrap();
         assert_eq!(report.rows, 6);
-        assert_eq!(report.accepted, 2, "{report:#?}");
-        assert_eq!(report.refused, 4);
-        assert_eq!(rows.iter().map(|r| r.employee_id.as_str()).collect::<Vec<_>>(), vec!["E1", "E6"]);
+        assert_eq!(report.accepted, 1, "{report:#?}");
+        assert_eq!(report.refused, 5);
+        assert_eq!(rows.iter().map(|r| r.employee_id.as_str()).collect::<Vec<_>>(), vec!["E6"]);
         let w: Vec<_> = report.warnings.iter().map(|i| (i.row, i.field.clone().unwrap_or_default())).collect();
-        assert!(w.contains(&(1, "ni_number".into())) && w.contains(&(1, "postcode".into())));
         assert!(w.contains(&(6, "forenames".into())));
+        assert!(!w.iter().any(|(r, _)| *r == 1), "a refused row's warnings are not listed: {w:?}");
         let e: Vec<_> = report.errors.iter().map(|i| (i.row, i.line, i.reason.clone())).collect();
         assert!(e.iter().any(|(r, l, why)| *r == 2 && *l == 3 && why.contains("required")));
         assert!(e.iter().any(|(r, _, why)| *r == 3
             && why.contains("no match key")
             && why.contains("date_of_birth (not a date in the form YYYY-MM-DD)")));
-        assert!(e.iter().any(|(r, _, why)| *r == 4 && why.contains("first used at row 1")));
+        assert!(e.iter().any(|(r, _, why)| *r == 1 && why.contains("rows 1, 4")));
+        assert!(e.iter().any(|(r, _, why)| *r == 4 && why.contains("rows 1, 4")));
         assert!(e.iter().any(|(r, _, why)| *r == 5 && why.contains("3 fields")));
+        assert!(report.errors.windows(2).all(|w| w[0].row <= w[1].row), "errors are in row order");
         let json = serde_json::to_string(&report).unwrap();
         for secret in ["NOTANINO", "nowhere", "not-a-date", "Dup", "Licate"] {
             assert!(!json.contains(secret), "report repeats a value");
@@ -739,12 +919,23 @@ mod tests {
     fn refused_ids_reach_the_caller_but_not_the_report() {
         let text =
             format!("{HEADER}E1,John,Smith,,1980-01-02,,,x\nE2,Ann,Lee,,bad,,,x\nE1,J,S,,1980-01-02,,,x\nE4,Short\n");
-        let mut report = Report::new("r", "roster");
-        let mut refused = Vec::new();
-        read_roster_with(text.as_bytes(), "r", &mut report, |_| {}, |id| refused.push(id.to_string())).unwrap();
-        assert_eq!(refused, vec!["E2", "E1", "E4"]);
+        let (res, report, rows, refused) = roster_with(&text);
+        res.unwrap();
+        assert!(rows.is_empty());
+        assert_eq!(refused, vec!["E2", "E4", "E1", "E1"]);
+        assert_eq!((report.accepted, report.refused), (0, 4));
         let json = serde_json::to_string(&report).unwrap();
         assert!(!json.contains("E2") && !json.contains("E4"));
+    }
+
+    #[test]
+    fn a_duplicate_is_refused_even_when_its_twin_is_refused_for_another_reason() {
+        let text = format!("{HEADER}E1,John,Smith,,1980-01-02,,,x\nE1,Ann,Lee,,bad,,,x\nE3,J,S,,1980-01-02,,,x\n");
+        let (res, report, rows, refused) = roster_with(&text);
+        res.unwrap();
+        assert_eq!(rows.iter().map(|r| r.employee_id.as_str()).collect::<Vec<_>>(), vec!["E3"]);
+        assert_eq!(refused, vec!["E1", "E1"]);
+        assert_eq!((report.accepted, report.refused), (1, 2));
     }
 
     #[test]
@@ -770,32 +961,84 @@ mod tests {
 
     #[test]
     fn garbage_does_not_exhaust_memory_or_panic() {
-        let garbage: Vec<u8> = (0..(MAX_LINE * 3)).map(|i| (i * 7919 % 251) as u8).filter(|b| *b != b'\n').collect();
-        let mut report = Report::new("g", "roster");
-        let res = read_roster(&garbage[..], "g", &mut report, |_| {});
-        assert!(res.is_err());
+        let garbage: Vec<u8> = (0..(MAX_RECORD * 3)).map(|i| (i * 7919 % 251) as u8).filter(|b| *b != b'\n').collect();
+        assert!(scan(&garbage[..], "g", Kind::Roster).is_err());
         let mut text = HEADER.as_bytes().to_vec();
         text.extend_from_slice(b"E1,\xff\xfe,Smith,,1980-01-02,,,x\n");
+        let sc = scan(&text[..], "g", Kind::Roster).unwrap();
         let mut report = Report::new("g", "roster");
-        read_roster(&text[..], "g", &mut report, |_| {}).unwrap();
+        read_roster(&text[..], "g", &sc, &mut report, |_| {}, |_| {}).unwrap();
         assert_eq!(report.errors[0].field.as_deref(), Some("forenames"));
         assert_eq!(report.errors[0].reason, "not valid UTF-8");
     }
 
+    /// The over-long record is named by the physical line where it starts
+    /// (it was one too high), and a huge quoted field with newlines inside
+    /// is refused within [`MAX_RECORD`] bytes, not buffered whole.
     #[test]
-    fn extract_rows_and_categories() {
+    fn an_overlong_record_is_named_by_its_physical_line_in_bounded_memory() {
+        let mut text = HEADER.to_string();
+        for i in 0..5 {
+            text.push_str(&format!("E{i},John,Smith,,1980-01-02,,,x\n"));
+        }
+        let mut long = text.clone();
+        long.push_str(&"x".repeat(MAX_RECORD + 10));
+        long.push('\n');
+        let err = scan(long.as_bytes(), "r.csv", Kind::Roster).unwrap_err().to_string();
+        assert!(err.contains("starting at line 7 "), "{err}");
+        let mut quoted = text.clone();
+        quoted.push_str("E9,\"");
+        for _ in 0..100 {
+            quoted.push_str(&"y".repeat(1000));
+            quoted.push('\n');
+        }
+        quoted.push_str("\",Smith,,1980-01-02,,,x\n");
+        let err = scan(quoted.as_bytes(), "r.csv", Kind::Roster).unwrap_err().to_string();
+        assert!(err.contains("starting at line 7 "), "{err}");
+        // A stray quote inside an unquoted field is only a character, and a
+        // short quoted field with a newline is one record.
+        let mut fine = text;
+        fine.push_str("E7,Jo\"hn,Smith,,1980-01-02,,,x\nE8,\"Ann\nMarie\",Lee,,1980-01-02,,,x\n");
+        for i in 0..2000 {
+            fine.push_str(&format!("F{i},John,Smith,,1980-01-02,,,x\n"));
+        }
+        let (res, report, _) = roster(&fine);
+        res.unwrap();
+        assert_eq!(report.rows, 2007);
+    }
+
+    #[test]
+    fn a_file_that_changes_between_the_passes_is_refused() {
+        let a = format!("{HEADER}E1,John,Smith,,1980-01-02,,,x\n");
+        let b = format!("{HEADER}E1,John,Smith,,1980-01-02,,,x\nE2,Ann,Lee,,1980-01-02,,,x\n");
+        let sc = scan(a.as_bytes(), "r", Kind::Roster).unwrap();
+        let mut report = Report::new("r", "roster");
+        let err = read_roster(b.as_bytes(), "r", &sc, &mut report, |_| {}, |_| {}).unwrap_err();
+        assert!(matches!(err, InputError::Changed { line: 3, .. }), "{err}");
+    }
+
+    #[test]
+    fn extract_rows_categories_and_duplicates() {
         let text = "record_id,category,event_date,forenames,surname,alias_names,date_of_birth,alt_dates_of_birth,ni_number,postcode\n\
             R1,violence,2020-01-01,John,Smith,Jon/Smyth,1980-01-02,1980-02-01,,\n\
             R2,parking,2020-01-01,John,Smith,,1980-01-02,,,\n\
-            R3,drugs,someday,John,Smith,,1980-01-02,,,\n";
+            R3,drugs,someday,John,Smith,,1980-01-02,,,\n\
+            R4,drugs,,Ann,Lee,,1980-01-02,,,\n\
+            R4,violence,,Ann,Lee,,1980-01-02,,,\n";
+        let sc = scan(text.as_bytes(), "x", Kind::Extract).unwrap();
+        assert!(sc.contains("R2") && sc.contains("R4") && !sc.contains("R9"));
         let mut report = Report::new("x", "extract");
         let mut rows = Vec::new();
-        read_extract(text.as_bytes(), "x", &mut report, |r| rows.push(r)).unwrap();
+        let mut refused = Vec::new();
+        read_extract(text.as_bytes(), "x", &sc, &mut report, |r| rows.push(r), |id| refused.push(id.to_string()))
+            .unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].identity.names.len(), 2);
         assert_eq!(rows[0].identity.dobs.len(), 2);
         assert_eq!(report.errors[0].field.as_deref(), Some("category"));
         assert_eq!(report.warnings[0].field.as_deref(), Some("event_date"));
         assert!(rows[1].event_date.is_none());
+        assert_eq!(refused, vec!["R2", "R4", "R4"]);
+        assert_eq!((report.accepted, report.refused), (2, 3));
     }
 }

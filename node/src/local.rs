@@ -314,6 +314,12 @@ impl LocalStore {
         Ok(out)
     }
 
+    /// One inbox message by id.
+    pub fn inbox_message(&self, id: &str) -> Result<Option<Vec<u8>>, LocalError> {
+        let db = self.conn()?;
+        db.query_row("SELECT message FROM inbox WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(err)
+    }
+
     /// Sets the review status (and note) of a disclosure; false if unknown.
     pub fn set_status(&self, id: &str, status: Status, note: Option<&str>, now_ms: i64) -> Result<bool, LocalError> {
         let mut db = self.conn()?;

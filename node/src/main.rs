@@ -253,6 +253,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// Rows refused by a sync or feed that applied the rest: said on standard
+/// error, but not a failure (exit 0 means every usable row was applied; a
+/// non-zero exit means nothing, or exactly what the message says, was).
+fn refused_warning(refused: u64, kept: &str, report: &str) {
+    if refused > 0 {
+        eprintln!("vigil-node: {refused} rows were refused and {kept}; the report {report} says which and why");
+    }
+}
+
 fn refused_exit(refused: u64, report: &str) -> anyhow::Result<()> {
     if refused > 0 {
         return Err(Exit::new(
@@ -278,11 +287,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 vigil_node::sync::sync_roster(&cfg, &keys, &store, ch, &roster, allow_removals, report.as_deref()).await
             })?;
             println!(
-                "sync {}: {} rows read, {} refused; {} added, {} changed, {} removed, {} unchanged; {} batches ({} already applied); {} enrolled at the coordinator",
+                "sync {}: {} rows read, {} refused; {} added, {} changed, {} removed, {} unchanged; {} batches ({} retries already applied); {} enrolled at the coordinator",
                 cfg.code, s.rows, s.refused, s.added, s.changed, s.removed, s.unchanged, s.batches, s.replayed, s.total
             );
             println!("report: {}", s.report);
-            refused_exit(s.refused, &s.report)
+            refused_warning(s.refused, "keep their previous enrolment", &s.report);
+            Ok(())
         }
         Command::Feed { config, extract, delta, withdraw, allow_removals, report } => {
             let cfg = load(&config, Some(NodeRole::Source))?;
@@ -304,13 +314,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 vigil_node::sync::feed(&cfg, keys, store, ch, input).await
             })?;
             println!(
-                "feed {}: {} rows read, {} refused; {} added, {} changed, {} withdrawn, {} unchanged; {} batches ({} already applied); {} records at the coordinator",
+                "feed {}: {} rows read, {} refused; {} added, {} changed, {} withdrawn, {} unchanged; {} batches ({} retries already applied); {} records at the coordinator",
                 cfg.code, s.rows, s.refused, s.added, s.changed, s.removed, s.unchanged, s.batches, s.replayed, s.total
             );
             if !s.report.is_empty() {
                 println!("report: {}", s.report);
             }
-            refused_exit(s.refused, &s.report)
+            if s.unknown_withdrawals > 0 {
+                eprintln!(
+                    "vigil-node: {} withdrawals name records this node never fed or already withdrew; they change nothing",
+                    s.unknown_withdrawals
+                );
+            }
+            refused_warning(s.refused, "keep their previous state at the coordinator", &s.report);
+            Ok(())
         }
         Command::Watch { config } => {
             let cfg = load(&config, Some(NodeRole::Force))?;
@@ -345,6 +362,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let cfg = load(&config, Some(NodeRole::Force))?;
                 let store = open_store(&cfg)?;
                 let st = Status::parse(&status).ok_or_else(|| Exit::new(exit::CONFIG, "unknown status"))?;
+                // An amendment's id stands for its case.
+                let id = inbox::case_of(&store, &id)?.unwrap_or(id);
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as i64)

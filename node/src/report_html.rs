@@ -96,7 +96,7 @@ pub fn render(r: &Report) -> String {
         }
         body.push_str("</ul></div>");
     } else {
-        body.push_str("<p class=\"ok\">The log's invariants hold: every disclosure and retraction follows the batch that caused it, ids are unique, and every retraction withdraws an earlier disclosure.</p>");
+        body.push_str("<p class=\"ok\">The log's invariants hold: every disclosure, amendment and retraction follows the batch that caused it, ids are unique, and every amendment or retraction names an earlier disclosure still in force.</p>");
     }
     body.push_str("<h2>What was shared</h2><div class=\"charts\">");
     body.push_str(&chart("Disclosures by month", &r.by_month));
@@ -107,6 +107,7 @@ pub fn render(r: &Report) -> String {
     }
     body.push_str(&chart("Disclosures by policy version", &r.by_policy));
     body.push_str(&chart("Retractions by reason", &r.retractions_by_reason));
+    body.push_str(&chart("Amendments by reason", &r.amendments_by_reason));
     body.push_str(&chart("Roster sync batches by force", &r.roster_batches_by_force));
     body.push_str(&chart("National batches by source", &r.national_batches_by_source));
     body.push_str(&chart("Applicants checked by force", &r.checks_by_force));

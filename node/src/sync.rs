@@ -1,16 +1,29 @@
 //! Roster sync (force) and national feed (source): diff the file against
 //! what this node sent before, then send adds, changes and removes in
-//! idempotent batches.
+//! numbered batches.
 //!
-//! - Each batch's id is derived from its content, so a batch retried after
-//!   a lost reply is recognised by the coordinator and applied once.
-//! - The local store is updated after each acknowledged batch. An
-//!   interrupted sync resumes where it stopped when it is run again.
-//! - Rows with errors keep their previous enrolment: they are neither
-//!   re-sent nor removed. The report says which rows, and why.
+//! - **The file is checked whole before anything is sent** ([`input::scan`]:
+//!   header, record lengths, duplicate ids). A file refused there changes
+//!   nothing at the coordinator. Rows with errors are refused one by one and
+//!   keep their previous enrolment or record: they are neither re-sent nor
+//!   removed. The report says which rows, and why; every occurrence of a
+//!   duplicated id is refused.
+//! - **Batches are numbered per sender.** The node asks the coordinator for
+//!   the last sequence it applied for this sender and numbers its batches
+//!   from there. A batch retried after a lost reply carries the same number
+//!   and content and is applied once; later sends of the same content are
+//!   new batches and are applied (a withdrawn record fed again, a leaver who
+//!   rejoins).
+//! - The local store is updated after each acknowledged batch. If a run
+//!   stops half-way (the coordinator unreachable beyond `retry_seconds`, the
+//!   file changed while being read), the error says how many batches were
+//!   applied; running the same command again is safe and sends only what is
+//!   left, because every upsert and removal states the final state rather
+//!   than a change.
 //! - A sync or full feed that would remove more than `max_removal_share` of
-//!   what is enrolled (a truncated file) is refused before anything is sent,
-//!   unless `--allow-removals` is given.
+//!   what is enrolled (a truncated file), or enrol more staff than the
+//!   coordinator allows a force, is refused before anything is sent (the
+//!   removal share unless `--allow-removals` is given).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{HashMap, HashSet};
@@ -18,10 +31,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use vigil_proto::hex;
+use vigil_proto::tokens as wire;
 use vigil_proto::v1::feed_service_client::FeedServiceClient;
 use vigil_proto::v1::roster_service_client::RosterServiceClient;
-use vigil_proto::v1::{BatchReceipt, EnrolSubject, NationalBatch, NationalRecord, RecordDetails, RosterBatch};
-use vigil_proto::{audit, tokens as wire};
+use vigil_proto::v1::{
+    BatchReceipt, EnrolSubject, NationalBatch, NationalRecord, RecordDetails, RosterBatch, StatusRequest,
+};
 
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::NodeConfig;
@@ -75,6 +90,8 @@ pub struct Summary {
     pub rows: u64,
     /// Rows refused (previous state kept).
     pub refused: u64,
+    /// Withdrawals naming a record this node never fed (nothing to do).
+    pub unknown_withdrawals: u64,
     /// Subjects or records new to the coordinator.
     pub added: u64,
     /// Subjects or records changed.
@@ -85,7 +102,7 @@ pub struct Summary {
     pub unchanged: u64,
     /// Batches sent.
     pub batches: u64,
-    /// Batches the coordinator had already applied (retries).
+    /// Retried batches the coordinator had already applied (a lost reply).
     pub replayed: u64,
     /// Total held at the coordinator after the last batch.
     pub total: u64,
@@ -126,6 +143,17 @@ fn write_report(cfg: &NodeConfig, report: &Report, name: &str, explicit: Option<
     let text = serde_json::to_vec_pretty(report).map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?;
     std::fs::write(&path, text).map_err(|e| Exit::new(exit::FAILURE, format!("writing {}: {e}", path.display())))?;
     Ok(path.display().to_string())
+}
+
+/// Writes the report of a file refused as a whole, and returns the error
+/// naming it.
+fn refuse_file(cfg: &NodeConfig, mut report: Report, e: InputError, name: &str, explicit: Option<&Path>) -> Exit {
+    report.error = Some(e.to_string());
+    let msg = match write_report(cfg, &report, name, explicit) {
+        Ok(path) => format!("{e}. Nothing was sent. Report: {path}"),
+        Err(_) => format!("{e}. Nothing was sent"),
+    };
+    Exit::new(exit::INPUT, msg)
 }
 
 /// Calls `f` until it succeeds, retrying transient failures for `retry`.
@@ -177,6 +205,44 @@ fn removal_guard(removes: usize, enrolled: u64, share: f64, allow: bool, what: &
     Ok(())
 }
 
+/// Numbers a sender's batches: the coordinator's last applied sequence
+/// plus one, then one more for each batch it acknowledges.
+struct Sequence {
+    next: u64,
+    first: u64,
+}
+
+impl Sequence {
+    fn after(last: u64) -> Sequence {
+        Sequence { next: last + 1, first: last + 1 }
+    }
+
+    /// Batches acknowledged in this run.
+    fn sent(&self) -> u64 {
+        self.next - self.first
+    }
+}
+
+/// Adds to a failure that stopped a run half-way what had been applied, and
+/// that running again is safe.
+fn stopped_after(e: Exit, seq: &Sequence, s: &Summary, what: &str) -> Exit {
+    if seq.sent() == 0 {
+        return Exit::new(e.code, format!("{}. Nothing was applied", e.message));
+    }
+    Exit::new(
+        e.code,
+        format!(
+            "{}. Before it stopped, {} batches were applied ({} added, {} changed, {} removed) and are recorded on \
+             this node; running the same {what} again is safe and sends only what is left",
+            e.message,
+            seq.sent(),
+            s.added,
+            s.changed,
+            s.removed
+        ),
+    )
+}
+
 struct PendingUp {
     employee: String,
     subject: EnrolSubject,
@@ -196,30 +262,28 @@ pub async fn sync_roster(
 ) -> Result<Summary, Exit> {
     let name = roster.display().to_string();
     let mut report = Report::new(&name, "roster");
+    let scan = match input::scan_path(roster, input::Kind::Roster) {
+        Ok(s) => s,
+        Err(e) => return Err(refuse_file(cfg, report, e, "sync", report_path)),
+    };
     let mut rows = Vec::new();
-    let mut refused: HashSet<String> = HashSet::new();
-    input::read_roster_with(
+    let read = input::read_roster(
         input::open(roster).map_err(input_exit)?,
         &name,
+        &scan,
         &mut report,
         |r| rows.push(r),
-        |id| {
-            refused.insert(id.to_string());
-        },
-    )
-    .map_err(input_exit)?;
+        |_| {},
+    );
+    if let Err(e) = read {
+        return Err(refuse_file(cfg, report, e, "sync", report_path));
+    }
     let enrolled: HashMap<String, Enrolled> = store.enrolled().map_err(local_exit)?.into_iter().collect();
     let mut ups: Vec<PendingUp> = Vec::new();
     let mut display_only: Vec<EnrolChange> = Vec::new();
     let mut s = Summary { rows: report.rows, refused: report.refused, ..Default::default() };
-    let mut present: HashSet<&str> = HashSet::new();
     let mut toks = Vec::new();
     for r in &rows {
-        present.insert(&r.employee_id);
-        if refused.contains(&r.employee_id) {
-            // A duplicated id: neither occurrence is applied.
-            continue;
-        }
         keys.tokenizer.tokens(&r.identity, &mut toks);
         let set = wire::pack(&toks);
         let digest = hex::encode(&row_digest(keys.epoch, &[&set.tokens]));
@@ -251,7 +315,7 @@ pub async fn sync_roster(
     // Employees no longer in the file leave; refused rows keep their enrolment.
     let mut removes: Vec<(String, Ref)> = Vec::new();
     for (emp, e) in &enrolled {
-        if !present.contains(emp.as_str()) && !refused.contains(emp) {
+        if !scan.contains(emp) {
             let p = hex::decode_array::<16>(&e.pseudonym)
                 .ok_or_else(|| Exit::new(exit::FAILURE, "corrupt local pseudonym"))?;
             removes.push((emp.clone(), p));
@@ -260,11 +324,30 @@ pub async fn sync_roster(
     removes.sort();
     removal_guard(removes.len(), enrolled.len() as u64, cfg.sync.max_removal_share, allow_removals, "enrolled staff")?;
     s.report = write_report(cfg, &report, "sync", report_path)?;
-    store.apply_enrolment(&display_only).map_err(local_exit)?;
 
     let client =
         RosterServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
     let retry = Duration::from_secs(cfg.sync.retry_seconds);
+    let status = retrying(retry, "roster status", || {
+        let mut c = client.clone();
+        async move { c.status(StatusRequest {}).await.map(|r| r.into_inner()) }
+    })
+    .await?;
+    let fresh = ups.iter().filter(|u| u.fresh).count() as u64;
+    let projected = (status.total + fresh).saturating_sub(removes.len() as u64);
+    if status.max_total > 0 && projected > status.max_total {
+        return Err(Exit::new(
+            exit::INPUT,
+            format!(
+                "this roster would enrol {projected} staff, more than the coordinator allows one force ({}). \
+                 Nothing was sent",
+                status.max_total
+            ),
+        ));
+    }
+    store.apply_enrolment(&display_only).map_err(local_exit)?;
+
+    let mut seq = Sequence::after(status.last_sequence);
     let pb = progress((ups.len() + removes.len()) as u64, &format!("sync {}", cfg.code));
     let bs = cfg.sync.batch_size;
     let mut ups = ups.into_iter().peekable();
@@ -273,19 +356,26 @@ pub async fn sync_roster(
         let chunk_ups: Vec<PendingUp> = ups.by_ref().take(bs).collect();
         let room = bs - chunk_ups.len();
         let chunk_rm: Vec<(String, Ref)> = removes.by_ref().take(room).collect();
-        let mut batch = RosterBatch {
-            batch_id: String::new(),
+        let batch = RosterBatch {
+            sequence: seq.next,
             epoch: keys.epoch,
             upserts: chunk_ups.iter().map(|u| u.subject.clone()).collect(),
             removes: chunk_rm.iter().map(|(_, p)| p.to_vec().into()).collect(),
         };
-        batch.batch_id = format!("r-{}", &audit::roster_commitment(&batch)[..32]);
-        let receipt: BatchReceipt = retrying(retry, "roster sync", || {
+        let sent = retrying(retry, "roster sync", || {
             let mut c = client.clone();
             let b = batch.clone();
             async move { c.sync(b).await.map(|r| r.into_inner()) }
         })
-        .await?;
+        .await;
+        let receipt: BatchReceipt = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                pb.finish_and_clear();
+                return Err(stopped_after(e, &seq, &s, "sync"));
+            }
+        };
+        seq.next += 1;
         let mut changes = Vec::with_capacity(chunk_ups.len() + chunk_rm.len());
         for u in chunk_ups {
             if u.fresh {
@@ -307,7 +397,7 @@ pub async fn sync_roster(
     }
     pb.finish_and_clear();
     if s.batches == 0 {
-        s.total = store.enrolled_count().map_err(local_exit)?;
+        s.total = status.total;
     }
     Ok(s)
 }
@@ -326,19 +416,32 @@ pub struct FeedInput<'a> {
     pub report: Option<&'a Path>,
 }
 
+/// Reads a withdrawals file whole: any problem refuses the file, naming
+/// the physical line.
 fn read_withdrawals(path: &Path) -> Result<Vec<String>, Exit> {
-    let bad = |m: String| Exit::new(exit::INPUT, format!("{}: {m}", path.display()));
-    let mut rdr = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
+    let bad = |m: String| Exit::new(exit::INPUT, format!("{}: {m}. Nothing was sent", path.display()));
+    let file = input::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut rdr = csv::Reader::from_reader(file);
     let h = rdr.headers().map_err(|e| bad(e.to_string()))?.clone();
     if h.iter().map(str::trim).collect::<Vec<_>>() != ["record_id"] {
         return Err(bad("header must be exactly: record_id".into()));
     }
     let mut ids = Vec::new();
-    for (i, r) in rdr.records().enumerate() {
-        let r = r.map_err(|e| bad(format!("row {}: {e}", i + 1)))?;
-        let id = r.get(0).unwrap_or("").trim();
-        if id.is_empty() {
-            return Err(bad(format!("row {}: empty record_id", i + 1)));
+    let mut seen = HashSet::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match rdr.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(bad(e.to_string())),
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        let id = record.get(0).unwrap_or("").trim();
+        if id.is_empty() || id.len() > 64 {
+            return Err(bad(format!("line {line}: record_id must be 1 to 64 characters")));
+        }
+        if !seen.insert(id.to_string()) {
+            return Err(bad(format!("line {line}: this record_id is already listed")));
         }
         ids.push(id.to_string());
     }
@@ -347,28 +450,31 @@ fn read_withdrawals(path: &Path) -> Result<Vec<String>, Exit> {
 
 type Up = (String, NationalRecord, Ref, [u8; 32], bool);
 
+/// Sends one national batch under the next sequence and records it locally.
+#[allow(clippy::too_many_arguments)]
 async fn send_national(
     client: &mut FeedServiceClient<Channel>,
     retry: Duration,
     epoch: u32,
+    seq: &mut Sequence,
     ups: Vec<Up>,
     rms: Vec<(String, Ref)>,
     store: &LocalStore,
     s: &mut Summary,
 ) -> Result<(), Exit> {
-    let mut batch = NationalBatch {
-        batch_id: String::new(),
+    let batch = NationalBatch {
+        sequence: seq.next,
         epoch,
         upserts: ups.iter().map(|u| u.1.clone()).collect(),
         removes: rms.iter().map(|r| r.1.to_vec().into()).collect(),
     };
-    batch.batch_id = format!("n-{}", &audit::national_commitment(&batch)[..32]);
     let receipt: BatchReceipt = retrying(retry, "national feed", || {
         let mut c = client.clone();
         let b = batch.clone();
         async move { c.feed(b).await.map(|r| r.into_inner()) }
     })
     .await?;
+    seq.next += 1;
     let put: Vec<(String, Ref, [u8; 32])> = ups.iter().map(|u| (u.0.clone(), u.2, u.3)).collect();
     let rm: Vec<String> = rms.iter().map(|r| r.0.clone()).collect();
     store.apply_records(&put, &rm).map_err(local_exit)?;
@@ -386,18 +492,22 @@ async fn send_national(
     Ok(())
 }
 
-/// Reads an extract or delta on a blocking thread, handing batches of
-/// changed records to `tx` (bounded, so memory stays at a few batches).
+/// Reads an extract or delta (after its scan) on a blocking thread,
+/// handing batches of changed records to `tx` (bounded, so memory stays at
+/// a few batches). Returns the report and the number of unchanged rows; a
+/// failure to read comes back with the report as it stood.
+#[allow(clippy::too_many_arguments)]
 fn read_changes(
     path: PathBuf,
+    scan: &input::Scan,
     source: String,
     keys: std::sync::Arc<Keys>,
     store: std::sync::Arc<LocalStore>,
     batch_size: usize,
     tx: tokio::sync::mpsc::Sender<Vec<Up>>,
-) -> Result<(Report, u64), Exit> {
+    report: &mut Report,
+) -> Result<u64, Exit> {
     let name = path.display().to_string();
-    let mut report = Report::new(&name, "extract");
     let sealer =
         keys.sealer(keys.epoch).ok_or_else(|| Exit::new(exit::CONFIG, "no sealing key for the current epoch"))?;
     let mut pending: Vec<Up> = Vec::with_capacity(batch_size);
@@ -405,10 +515,11 @@ fn read_changes(
     let mut unchanged = 0u64;
     let mut err: Option<Exit> = None;
     let mut stopped = false;
-    input::read_extract_with(
+    input::read_extract(
         input::open(&path).map_err(input_exit)?,
         &name,
-        &mut report,
+        scan,
+        report,
         |row| {
             if err.is_some() || stopped {
                 return;
@@ -457,10 +568,10 @@ fn read_changes(
     if let Some(e) = err {
         return Err(e);
     }
-    if !pending.is_empty() {
+    if !pending.is_empty() && !stopped {
         let _ = tx.blocking_send(pending);
     }
-    Ok((report, unchanged))
+    Ok(unchanged)
 }
 
 /// Feeds a source's national records.
@@ -480,14 +591,23 @@ pub async fn feed(
         (None, None) => (None, false),
         (Some(_), Some(_)) => return Err(Exit::new(exit::CONFIG, "give either --extract or --delta, not both")),
     };
+    // The whole file is checked before anything is sent.
+    let scan = match path {
+        Some(p) => {
+            let report = Report::new(&p.display().to_string(), "extract");
+            match input::scan_path(p, input::Kind::Extract) {
+                Ok(sc) => Some(sc),
+                Err(e) => return Err(refuse_file(cfg, report, e, "feed", input_files.report)),
+            }
+        }
+        None => None,
+    };
     // Withdrawals: records the full extract no longer holds, and --withdraw.
     let mut removes: Vec<String> = Vec::new();
-    if full && let Some(p) = path {
-        let name = p.display().to_string();
-        let ids = input::read_ids(input::open(p).map_err(input_exit)?, &name, "extract").map_err(input_exit)?;
+    if full && let Some(sc) = &scan {
         store
             .for_each_record(&mut |id, _, _| {
-                if !ids.contains(&input::id_hash(id)) {
+                if !sc.contains(id) {
                     removes.push(id.to_string());
                 }
             })
@@ -498,11 +618,14 @@ pub async fn feed(
             if store.record(&id).map_err(local_exit)?.is_some() {
                 removes.push(id);
             } else {
-                s.refused += 1;
+                s.unknown_withdrawals += 1;
             }
         }
-        if s.refused > 0 {
-            tracing::warn!(unknown = s.refused, "withdrawals naming records this node never fed were ignored");
+        if s.unknown_withdrawals > 0 {
+            tracing::warn!(
+                unknown = s.unknown_withdrawals,
+                "withdrawals naming records this node never fed (or already withdrew) change nothing"
+            );
         }
     }
     removes.sort();
@@ -512,19 +635,31 @@ pub async fn feed(
     let mut client =
         FeedServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
     let retry = Duration::from_secs(cfg.sync.retry_seconds);
-    if let Some(p) = path {
+    let status = retrying(retry, "feed status", || {
+        let mut c = client.clone();
+        async move { c.status(StatusRequest {}).await.map(|r| r.into_inner()) }
+    })
+    .await?;
+    let mut seq = Sequence::after(status.last_sequence);
+    if let (Some(p), Some(sc)) = (path, scan) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Up>>(4);
         let reader = tokio::task::spawn_blocking({
             let (p, source, keys, store, bs) =
                 (p.to_path_buf(), source.clone(), keys.clone(), store.clone(), cfg.sync.batch_size);
-            move || read_changes(p, source, keys, store, bs, tx)
+            move || {
+                let mut report = Report::new(&p.display().to_string(), "extract");
+                let r = read_changes(p, &sc, source, keys, store, bs, tx, &mut report);
+                (report, r)
+            }
         });
         let pb = progress(0, &format!("feed {source}"));
         let mut failure = None;
         while let Some(batch) = rx.recv().await {
             let n = batch.len() as u64;
             pb.inc_length(n);
-            if let Err(e) = send_national(&mut client, retry, keys.epoch, batch, Vec::new(), &store, &mut s).await {
+            if let Err(e) =
+                send_national(&mut client, retry, keys.epoch, &mut seq, batch, Vec::new(), &store, &mut s).await
+            {
                 failure = Some(e);
                 break;
             }
@@ -532,14 +667,25 @@ pub async fn feed(
         }
         drop(rx);
         pb.finish_and_clear();
-        let (report, unchanged) = reader.await.map_err(|e| Exit::new(exit::FAILURE, e.to_string()))??;
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        let (mut report, read) = reader.await.map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?;
         s.rows = report.rows;
-        s.unchanged = unchanged;
-        s.refused += report.refused;
+        s.refused = report.refused;
+        let failure = match (failure, read) {
+            (Some(e), _) => Some(e),
+            (None, Err(e)) => {
+                report.error = Some(e.message.clone());
+                Some(e)
+            }
+            (None, Ok(unchanged)) => {
+                s.unchanged = unchanged;
+                None
+            }
+        };
         s.report = write_report(cfg, &report, "feed", input_files.report)?;
+        if let Some(e) = failure {
+            let e = Exit::new(e.code, format!("{} (report: {})", e.message, s.report));
+            return Err(stopped_after(e, &seq, &s, "feed"));
+        }
     }
     let mut rms: Vec<(String, Ref)> = Vec::new();
     for id in removes {
@@ -548,10 +694,12 @@ pub async fn feed(
         }
     }
     for chunk in rms.chunks(cfg.sync.batch_size) {
-        send_national(&mut client, retry, keys.epoch, Vec::new(), chunk.to_vec(), &store, &mut s).await?;
+        send_national(&mut client, retry, keys.epoch, &mut seq, Vec::new(), chunk.to_vec(), &store, &mut s)
+            .await
+            .map_err(|e| stopped_after(e, &seq, &s, "feed"))?;
     }
     if s.batches == 0 {
-        s.total = store.record_count().map_err(local_exit)?;
+        s.total = status.total;
     }
     Ok(s)
 }

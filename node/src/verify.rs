@@ -307,6 +307,36 @@ pub fn entry_matches(d: &Disclosure, force: &str, entry: &Entry) -> Result<(), S
             Ok(())
         }
         (
+            Ok(DisclosureType::Amendment),
+            Entry::Amendment {
+                id,
+                amends,
+                version,
+                force: f,
+                subject: s,
+                source,
+                record_ref: r,
+                agreeing: a,
+                policy_version,
+                ..
+            },
+        ) => {
+            same("id", id, &d.id)?;
+            same("amended id", amends, &d.amends)?;
+            same("force", f, force)?;
+            same("subject", s, &subject)?;
+            same("source", source, &d.source)?;
+            same("record reference", r, &record_ref)?;
+            same("policy version", policy_version, &d.policy_version)?;
+            if *version != d.version {
+                return Err("version differs".into());
+            }
+            if a != &agreeing {
+                return Err("agreeing kinds differ".into());
+            }
+            Ok(())
+        }
+        (
             Ok(DisclosureType::Retraction),
             Entry::Retraction { id, retracts, force: f, subject: s, source, record_ref: r, .. },
         ) => {

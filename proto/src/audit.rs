@@ -20,8 +20,8 @@ pub enum Entry {
         time: String,
         /// Force code.
         force: String,
-        /// The node's batch id.
-        batch_id: String,
+        /// The force's batch sequence number (1, 2, ...).
+        sequence: u64,
         /// Subjects enrolled or re-enrolled.
         upserts: u64,
         /// Subjects removed.
@@ -32,6 +32,8 @@ pub enum Entry {
         enrolled: u64,
         /// Disclosures this batch created.
         disclosures: u64,
+        /// Amendments this batch created.
+        amendments: u64,
         /// Retractions this batch created.
         retractions: u64,
         /// Pairs that reached candidate (counted, never disclosed).
@@ -45,8 +47,8 @@ pub enum Entry {
         time: String,
         /// Source code.
         source: String,
-        /// The node's batch id.
-        batch_id: String,
+        /// The source's batch sequence number (1, 2, ...).
+        sequence: u64,
         /// Records added or changed.
         upserts: u64,
         /// Records withdrawn.
@@ -57,6 +59,8 @@ pub enum Entry {
         records: u64,
         /// Disclosures this batch created.
         disclosures: u64,
+        /// Amendments this batch created.
+        amendments: u64,
         /// Retractions this batch created.
         retractions: u64,
         /// Pairs that reached candidate.
@@ -84,6 +88,34 @@ pub enum Entry {
         score: f64,
         /// Policy version.
         policy_version: String,
+    },
+    /// A new version of a disclosure in force: the record's details or the
+    /// evidence changed and the pair still confirms.
+    Amendment {
+        /// RFC 3339 UTC time.
+        time: String,
+        /// Amendment id (a delivery id, like a disclosure's).
+        id: String,
+        /// The disclosure it amends (the case).
+        amends: String,
+        /// The case's new version (2 for the first amendment).
+        version: u32,
+        /// Force it was disclosed to.
+        force: String,
+        /// Subject pseudonym (hex).
+        subject: String,
+        /// Source.
+        source: String,
+        /// Record reference (hex).
+        record_ref: String,
+        /// Key kinds that agree now.
+        agreeing: Vec<String>,
+        /// Score under the policy now.
+        score: f64,
+        /// Policy version.
+        policy_version: String,
+        /// `record_changed` or `subject_changed`.
+        reason: String,
     },
     /// A disclosure withdrawn.
     Retraction {
@@ -157,6 +189,7 @@ impl Entry {
             Entry::NationalBatch { .. } => "national_batch",
             Entry::Disclosure { .. } => "disclosure",
             Entry::Retraction { .. } => "retraction",
+            Entry::Amendment { .. } => "amendment",
             Entry::Check { .. } => "check",
             Entry::Policy { .. } => "policy",
             Entry::Epoch { .. } => "epoch",
@@ -170,6 +203,7 @@ impl Entry {
             | Entry::NationalBatch { time, .. }
             | Entry::Disclosure { time, .. }
             | Entry::Retraction { time, .. }
+            | Entry::Amendment { time, .. }
             | Entry::Check { time, .. }
             | Entry::Policy { time, .. }
             | Entry::Epoch { time, .. } => time,
@@ -260,7 +294,7 @@ mod tests {
     #[test]
     fn commitments_depend_on_every_token() {
         let mut b = RosterBatch {
-            batch_id: "b".into(),
+            sequence: 1,
             epoch: 1,
             upserts: vec![crate::v1::EnrolSubject {
                 subject: vec![1; 16].into(),
@@ -269,8 +303,8 @@ mod tests {
             removes: vec![vec![2; 16].into()],
         };
         let c1 = roster_commitment(&b);
-        b.batch_id = "other id".into();
-        assert_eq!(roster_commitment(&b), c1, "the id is not committed, the content is");
+        b.sequence = 2;
+        assert_eq!(roster_commitment(&b), c1, "the sequence is not committed, the content is");
         b.upserts[0].tokens = Some(TokenSet { kinds: vec![1], tokens: vec![8; 32].into() });
         assert_ne!(roster_commitment(&b), c1);
         assert_eq!(c1.len(), 64);

@@ -20,9 +20,9 @@ fn token_set(n: usize) -> TokenSet {
     TokenSet { kinds: vec![KeyKind::NameDob as i32; n], tokens: vec![7u8; 32 * n].into() }
 }
 
-fn roster_batch(id: &str, subjects: usize) -> RosterBatch {
+fn roster_batch(sequence: u64, subjects: usize) -> RosterBatch {
     RosterBatch {
-        batch_id: id.into(),
+        sequence,
         epoch: 1,
         upserts: (0..subjects)
             .map(|i| EnrolSubject { subject: vec![i as u8; 16].into(), tokens: Some(token_set(1)) })
@@ -31,9 +31,9 @@ fn roster_batch(id: &str, subjects: usize) -> RosterBatch {
     }
 }
 
-fn national_batch(id: &str) -> NationalBatch {
+fn national_batch(sequence: u64) -> NationalBatch {
     NationalBatch {
-        batch_id: id.into(),
+        sequence,
         epoch: 1,
         upserts: vec![NationalRecord {
             record_ref: vec![1; 16].into(),
@@ -69,7 +69,7 @@ fn every_rpc_is_authorised_by_role() {
             assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
         };
         // A source cannot sync a roster, subscribe or check.
-        denied(RosterServiceClient::new(s.clone()).sync(roster_batch("b", 1)).await.map(|_| ()), "source sync");
+        denied(RosterServiceClient::new(s.clone()).sync(roster_batch(1, 1)).await.map(|_| ()), "source sync");
         denied(
             DisclosureServiceClient::new(s.clone()).subscribe(SubscribeRequest {}).await.map(|_| ()),
             "source subscribe",
@@ -82,14 +82,14 @@ fn every_rpc_is_authorised_by_role() {
             "source check",
         );
         // A force cannot feed national data or read log entries.
-        denied(FeedServiceClient::new(f.clone()).feed(national_batch("n")).await.map(|_| ()), "force feed");
+        denied(FeedServiceClient::new(f.clone()).feed(national_batch(1)).await.map(|_| ()), "force feed");
         denied(
             AuditServiceClient::new(f.clone()).entries(EntriesRequest { start: 0, end: 1 }).await.map(|_| ()),
             "force entries",
         );
         // An auditor can only read audit data.
-        denied(RosterServiceClient::new(a.clone()).sync(roster_batch("b", 1)).await.map(|_| ()), "auditor sync");
-        denied(FeedServiceClient::new(a.clone()).feed(national_batch("n")).await.map(|_| ()), "auditor feed");
+        denied(RosterServiceClient::new(a.clone()).sync(roster_batch(1, 1)).await.map(|_| ()), "auditor sync");
+        denied(FeedServiceClient::new(a.clone()).feed(national_batch(1)).await.map(|_| ()), "auditor feed");
         denied(
             DisclosureServiceClient::new(a.clone()).subscribe(SubscribeRequest {}).await.map(|_| ()),
             "auditor subscribe",
@@ -116,7 +116,7 @@ fn every_rpc_is_authorised_by_role() {
             .into_inner();
         assert_eq!(r.acknowledged, 0);
         // The receipt a source gets carries counts only.
-        let r = FeedServiceClient::new(s.clone()).feed(national_batch("n1")).await.unwrap().into_inner();
+        let r = FeedServiceClient::new(s.clone()).feed(national_batch(1)).await.unwrap().into_inner();
         assert_eq!((r.upserts, r.total), (1, 1));
     });
 }
@@ -164,14 +164,14 @@ fn inputs_are_bounded() {
         let ch = w.channel(Some((&force.0, &force.1)), None).await.unwrap();
         let mut r = RosterServiceClient::new(ch.clone());
         let code = |res: Result<tonic::Response<BatchReceipt>, tonic::Status>| res.map(|_| ()).unwrap_err();
-        assert_eq!(code(r.sync(roster_batch("too-many", 6)).await).code(), Code::ResourceExhausted);
-        assert_eq!(code(r.sync(roster_batch("roster-limit", 4)).await).code(), Code::ResourceExhausted);
-        let mut fat = roster_batch("fat", 1);
+        assert_eq!(code(r.sync(roster_batch(1, 6)).await).code(), Code::ResourceExhausted);
+        assert_eq!(code(r.sync(roster_batch(1, 4)).await).code(), Code::ResourceExhausted);
+        let mut fat = roster_batch(1, 1);
         fat.upserts[0].tokens = Some(token_set(5));
         let e = code(r.sync(fat).await);
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("upsert 0") && e.message().contains("limit of 4"), "{}", e.message());
-        let mut bad = roster_batch("bad", 1);
+        let mut bad = roster_batch(1, 1);
         bad.upserts[0].tokens = Some(TokenSet { kinds: vec![1, 2], tokens: vec![0; 32].into() });
         let e = code(r.sync(bad).await);
         assert!(
@@ -179,17 +179,30 @@ fn inputs_are_bounded() {
             "{}",
             e.message()
         );
-        let mut epoch = roster_batch("epoch", 1);
+        let mut epoch = roster_batch(1, 1);
         epoch.epoch = 2;
         assert_eq!(code(r.sync(epoch).await).code(), Code::FailedPrecondition);
-        let mut big = roster_batch("big", 1);
+        let mut big = roster_batch(1, 1);
         big.upserts[0].subject = vec![0; 100_000].into();
         assert!(r.sync(big).await.is_err(), "a message over the size limit is refused");
         // Nothing above changed anything; a valid batch applies.
-        let ok = r.sync(roster_batch("ok", 3)).await.unwrap().into_inner();
+        let ok = r.sync(roster_batch(1, 3)).await.unwrap().into_inner();
         assert_eq!(ok.total, 3);
-        // Checks are rate limited per force.
+        // A sequence of 0, a gap or a repeat with other content is refused
+        // and changes nothing.
+        assert_eq!(code(r.sync(roster_batch(0, 1)).await).code(), Code::InvalidArgument);
+        let e = code(r.sync(roster_batch(3, 1)).await);
+        assert_eq!(e.code(), Code::Aborted);
+        assert!(e.message().contains("next must be 2"), "{}", e.message());
+        let e = code(r.sync(roster_batch(1, 1)).await);
+        assert_eq!(e.code(), Code::Aborted, "{}", e.message());
+        let again = r.sync(roster_batch(1, 3)).await.unwrap().into_inner();
+        assert!(again.replayed && again.total == 3);
+        // An empty request id is named as such.
         let mut c = CheckServiceClient::new(ch.clone());
+        let e = c.check(CheckRequest { request_id: String::new(), epoch: 1, applicants: vec![] }).await.unwrap_err();
+        assert!(e.message().starts_with("request_id must be"), "{}", e.message());
+        // Checks are rate limited per force.
         let req = || CheckRequest {
             request_id: "c1".into(),
             epoch: 1,

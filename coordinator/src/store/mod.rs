@@ -16,6 +16,7 @@
 pub mod redb;
 
 use vigil_proto::KeyKind;
+use vigil_proto::kinds::KindSet;
 
 use crate::pepper::Stored;
 
@@ -65,8 +66,26 @@ pub struct ActiveRow {
     pub source: String,
     /// Record reference.
     pub record_ref: Ref,
-    /// Id of the disclosure.
+    /// Id of the disclosure (the case; amendments keep it).
     pub disclosure_id: String,
+    /// The case's version: 1, then one more for each amendment.
+    pub version: u32,
+    /// The kinds that agreed in its latest version.
+    pub agreeing: KindSet,
+}
+
+/// The last batch applied for one sender (a force or a source): what
+/// tells a retry of that batch from a later send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderState {
+    /// `force/<code>` or `source/<code>`.
+    pub caller: String,
+    /// The batch's sequence number.
+    pub sequence: u64,
+    /// The batch's content commitment (hex SHA-256).
+    pub commitment: String,
+    /// The encoded `BatchReceipt` returned for it.
+    pub receipt: Vec<u8>,
 }
 
 /// A disclosure or retraction queued for a force.
@@ -92,8 +111,8 @@ pub struct Commit {
     pub records_put: Vec<RecordRow>,
     /// Records removed: (source, reference).
     pub records_del: Vec<(String, Ref)>,
-    /// The batch's receipt: (caller key, batch id, encoded `BatchReceipt`).
-    pub batch: Option<(String, String, Vec<u8>)>,
+    /// The sender's new last batch.
+    pub batch: Option<SenderState>,
     /// New disclosures and retractions, each pending delivery.
     pub disclosures: Vec<DisclosureRow>,
     /// Disclosures now in force.
@@ -143,8 +162,8 @@ pub trait Store: Send + Sync + 'static {
     fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError>;
     /// A remembered setting.
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// The receipt of a batch already applied.
-    fn batch_receipt(&self, caller: &str, batch_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The last batch applied for a sender (`force/<code>`, `source/<code>`).
+    fn sender(&self, caller: &str) -> Result<Option<SenderState>, StoreError>;
     /// A subject's tokens.
     fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError>;
     /// A record, with its sealed details.

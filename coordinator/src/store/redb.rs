@@ -15,8 +15,11 @@
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 
+use vigil_proto::kinds::KindSet;
+
 use super::{
-    ActiveRow, Commit, RecordRow, Ref, Store, StoreError, StoredToken, SubjectRow, pack_tokens, unpack_tokens,
+    ActiveRow, Commit, RecordRow, Ref, SenderState, Store, StoreError, StoredToken, SubjectRow, pack_tokens,
+    unpack_tokens,
 };
 
 /// name 0x00 pseudonym → packed tokens
@@ -29,20 +32,27 @@ const SUBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("subjects")
 /// index of random references would bring back the page rewriting (at a
 /// million records, 10,000 random inserts touch most of its pages).
 const RECORD_DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("record_data");
-/// caller 0x00 batch id → encoded receipt
-const BATCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("batches");
+/// caller → u64 sequence, u16 commitment length, commitment, encoded
+/// receipt: the last batch applied for each sender.
+const SENDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("senders");
 /// force 0x00 seq (8 bytes BE) → encoded disclosure
 const DISCLOSURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("disclosures");
 /// force 0x00 seq → (empty): not yet acknowledged
 const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
-/// force 0x00 pseudonym source 0x00 ref → disclosure id
-const ACTIVE: TableDefinition<&[u8], &str> = TableDefinition::new("active");
+/// force 0x00 pseudonym source 0x00 ref → u32 version, u64 agreeing kinds,
+/// disclosure id
+const ACTIVE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("active_cases");
 /// leaf index → entry
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// tree size → signed checkpoint
 const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
 /// name → value
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The `META` key of the store's format version.
+const FORMAT_KEY: &str = "store_format";
+/// The format this code reads and writes: 2 since batches carry sequence
+/// numbers and disclosures versions.
+pub const FORMAT: u32 = 2;
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
@@ -80,6 +90,23 @@ fn record_value(k: &[u8], tokens: &[StoredToken], sealed: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&t);
     v.extend_from_slice(sealed);
     v
+}
+
+fn sender_value(b: &SenderState) -> Vec<u8> {
+    let mut v = Vec::with_capacity(10 + b.commitment.len() + b.receipt.len());
+    v.extend_from_slice(&b.sequence.to_be_bytes());
+    v.extend_from_slice(&(b.commitment.len() as u16).to_be_bytes());
+    v.extend_from_slice(b.commitment.as_bytes());
+    v.extend_from_slice(&b.receipt);
+    v
+}
+
+fn parse_sender(caller: &str, v: &[u8]) -> Result<SenderState, StoreError> {
+    let bad = || err("corrupt sender state");
+    let sequence = u64::from_be_bytes(v.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let n = u16::from_be_bytes(v.get(8..10).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+    let commitment = std::str::from_utf8(v.get(10..10 + n).ok_or_else(bad)?).map_err(|_| bad())?.to_string();
+    Ok(SenderState { caller: caller.to_string(), sequence, commitment, receipt: v[10 + n..].to_vec() })
 }
 
 fn parse_record(v: &[u8], with_sealed: bool) -> Result<RecordRow, StoreError> {
@@ -148,13 +175,38 @@ impl RedbStore {
         {
             w.open_table(SUBJECTS).map_err(err)?;
             w.open_table(RECORD_DATA).map_err(err)?;
-            w.open_table(BATCHES).map_err(err)?;
+            w.open_table(SENDERS).map_err(err)?;
             w.open_table(DISCLOSURES).map_err(err)?;
             w.open_table(PENDING).map_err(err)?;
             w.open_table(ACTIVE).map_err(err)?;
             w.open_table(LOG).map_err(err)?;
             w.open_table(CHECKPOINTS).map_err(err)?;
             w.open_table(META).map_err(err)?;
+        }
+        {
+            let mut m = w.open_table(META).map_err(err)?;
+            let format = m.get(FORMAT_KEY).map_err(err)?.map(|v| v.value().to_vec());
+            match format {
+                Some(f) if f == FORMAT.to_be_bytes() => {}
+                Some(f) => {
+                    return Err(err(format!(
+                        "{} was written in store format {}; this coordinator reads format {FORMAT} only",
+                        path.display(),
+                        f.iter().fold(0u64, |a, b| a << 8 | u64::from(*b))
+                    )));
+                }
+                None if w.open_table(LOG).map_err(err)?.len().map_err(err)? > 0 => {
+                    return Err(err(format!(
+                        "{} was written by an earlier Vigil (store format 1: batches named by content, \
+                         disclosures without versions); this coordinator reads format {FORMAT}. \
+                         Start from an empty data directory and have every force and source send again",
+                        path.display()
+                    )));
+                }
+                None => {
+                    m.insert(FORMAT_KEY, FORMAT.to_be_bytes().as_slice()).map_err(err)?;
+                }
+            }
         }
         w.commit().map_err(err)?;
         let mut refs = RefMap::default();
@@ -239,9 +291,9 @@ impl Store for RedbStore {
                 data.insert(next, record_value(&k, &r.tokens, &r.sealed).as_slice()).map_err(err)?;
                 staged.insert(id, Some(next));
             }
-            if let Some((caller, id, receipt)) = &c.batch {
-                let mut t = w.open_table(BATCHES).map_err(err)?;
-                t.insert(key(caller, id.as_bytes()).as_slice(), receipt.as_slice()).map_err(err)?;
+            if let Some(b) = &c.batch {
+                let mut t = w.open_table(SENDERS).map_err(err)?;
+                t.insert(b.caller.as_str(), sender_value(b).as_slice()).map_err(err)?;
             }
             let mut d = w.open_table(DISCLOSURES).map_err(err)?;
             let mut p = w.open_table(PENDING).map_err(err)?;
@@ -255,11 +307,12 @@ impl Store for RedbStore {
                 a.remove(active_key(f, s, src, r).as_slice()).map_err(err)?;
             }
             for row in &c.active_put {
-                a.insert(
-                    active_key(&row.force, &row.pseudonym, &row.source, &row.record_ref).as_slice(),
-                    row.disclosure_id.as_str(),
-                )
-                .map_err(err)?;
+                let mut v = Vec::with_capacity(12 + row.disclosure_id.len());
+                v.extend_from_slice(&row.version.to_be_bytes());
+                v.extend_from_slice(&u64::from(row.agreeing.0).to_be_bytes());
+                v.extend_from_slice(row.disclosure_id.as_bytes());
+                a.insert(active_key(&row.force, &row.pseudonym, &row.source, &row.record_ref).as_slice(), v.as_slice())
+                    .map_err(err)?;
             }
             let mut l = w.open_table(LOG).map_err(err)?;
             let size = l.len().map_err(err)?;
@@ -320,7 +373,15 @@ impl Store for RedbStore {
             let (force, rest) = split_key(k.value())?;
             let pseudonym = to_ref(rest.get(..16).ok_or_else(|| err("corrupt active key"))?)?;
             let (source, rr) = split_key(&rest[16..])?;
-            f(ActiveRow { force, pseudonym, source, record_ref: to_ref(rr)?, disclosure_id: v.value().to_string() });
+            let v = v.value();
+            if v.len() < 12 {
+                return Err(err("corrupt disclosure in force"));
+            }
+            let version = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+            let bits = u64::from_be_bytes(v[4..12].try_into().map_err(|_| err("corrupt disclosure in force"))?);
+            let agreeing = KindSet(u16::try_from(bits).map_err(|_| err("corrupt kinds of a disclosure in force"))?);
+            let disclosure_id = String::from_utf8(v[12..].to_vec()).map_err(|_| err("corrupt disclosure id"))?;
+            f(ActiveRow { force, pseudonym, source, record_ref: to_ref(rr)?, disclosure_id, version, agreeing });
         }
         Ok(())
     }
@@ -358,10 +419,10 @@ impl Store for RedbStore {
         Ok(t.get(k).map_err(err)?.map(|v| v.value().to_vec()))
     }
 
-    fn batch_receipt(&self, caller: &str, batch_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn sender(&self, caller: &str) -> Result<Option<SenderState>, StoreError> {
         let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(BATCHES).map_err(err)?;
-        Ok(t.get(key(caller, batch_id.as_bytes()).as_slice()).map_err(err)?.map(|v| v.value().to_vec()))
+        let t = r.open_table(SENDERS).map_err(err)?;
+        t.get(caller).map_err(err)?.map(|v| parse_sender(caller, v.value())).transpose()
     }
 
     fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError> {
@@ -473,7 +534,12 @@ mod tests {
                 tokens: vec![(KeyKind::NameDob, [8; 16])],
                 sealed: vec![5, 5, 5],
             }],
-            batch: Some(("force/gmp".into(), "b1".into(), vec![1, 2])),
+            batch: Some(SenderState {
+                caller: "force/gmp".into(),
+                sequence: 1,
+                commitment: "c1".into(),
+                receipt: vec![1, 2],
+            }),
             disclosures: vec![
                 DisclosureRow { force: "gmp".into(), seq: 1, message: vec![7] },
                 DisclosureRow { force: "gmp".into(), seq: 2, message: vec![8] },
@@ -484,6 +550,8 @@ mod tests {
                 source: "pnc".into(),
                 record_ref: [2; 16],
                 disclosure_id: "gmp-1".into(),
+                version: 2,
+                agreeing: KindSet(0b101),
             }],
             log: vec![(0, b"e0".to_vec()), (1, b"e1".to_vec())],
             checkpoint: Some((2, "cp".into())),
@@ -501,8 +569,9 @@ mod tests {
         let mut n = 0;
         s.for_each_record(&mut |_| n += 1).unwrap();
         assert_eq!((n, s.record("pnc", &[2; 16]).unwrap().unwrap().sealed), (1, vec![6]));
-        assert_eq!(s.batch_receipt("force/gmp", "b1").unwrap(), Some(vec![1, 2]));
-        assert_eq!(s.batch_receipt("force/wmp", "b1").unwrap(), None);
+        let sender = s.sender("force/gmp").unwrap().unwrap();
+        assert_eq!((sender.sequence, sender.commitment.as_str(), sender.receipt), (1, "c1", vec![1, 2]));
+        assert_eq!(s.sender("force/wmp").unwrap(), None);
         assert_eq!(s.pending("gmp", 0, 10).unwrap(), vec![(1, vec![7]), (2, vec![8])]);
         assert_eq!(s.pending("gmp", 1, 10).unwrap(), vec![(2, vec![8])]);
         assert_eq!(s.acknowledge("gmp", &[1, 1, 9]).unwrap(), 1);
@@ -510,7 +579,10 @@ mod tests {
         assert_eq!(s.last_sequences().unwrap(), vec![("gmp".into(), 2)]);
         let mut active = Vec::new();
         s.for_each_active(&mut |a| active.push(a)).unwrap();
-        assert_eq!(active[0].disclosure_id, "gmp-1");
+        assert_eq!(
+            (active[0].disclosure_id.as_str(), active[0].version, active[0].agreeing),
+            ("gmp-1", 2, KindSet(0b101))
+        );
         assert_eq!(s.log_entries(0, 5).unwrap(), vec![b"e0".to_vec(), b"e1".to_vec()]);
         assert_eq!(s.latest_checkpoint().unwrap(), Some((2, "cp".into())));
         // a log entry that does not follow the log is refused, and nothing of
