@@ -16,7 +16,9 @@
 //! - [`store`]: the `Store` trait and its embedded redb backend.
 //! - [`config`]: the `coordinator.toml` configuration.
 //! - [`service`]: the gRPC services (authorisation, checks, conversion).
-//! - [`server`]: mutual TLS, health, reflection, graceful shutdown.
+//! - [`reflection`]: gRPC reflection v1 and v1alpha, files with their imports.
+//! - [`tls`]: the TLS 1.3 acceptor; refused handshakes are logged and counted.
+//! - [`server`]: serving the services, health, reflection, graceful shutdown.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`pki`]: a private CA issuing SPIFFE-identity certificates.
 //!
@@ -34,6 +36,8 @@ pub mod metrics;
 pub mod pepper;
 pub mod pki;
 pub mod policy;
+pub mod reflection;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;

@@ -9,6 +9,7 @@ use vigil_coordinator::config::Config;
 use vigil_coordinator::server::{self, ServeError};
 use vigil_coordinator::{eval, policy::Policy};
 use vigil_node::exit::{self, Exit};
+use vigil_node::{out, outln};
 
 /// Vigil coordinator: blind matching of force tokens against national
 /// tokens. It never sees a name, a date of birth or an identifier.
@@ -131,7 +132,7 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             let (ca, key) = Ca::create(&name, days).map_err(|e| cfg_err(e.to_string()))?;
             vigil_node::keyfile::write_new(&dir.join("ca.key"), &key)?;
             vigil_node::keyfile::write_new(&dir.join("ca.crt"), ca.cert_pem())?;
-            println!(
+            outln!(
                 "wrote {}/ca.crt (give to every node) and {}/ca.key (secret: keep offline)",
                 dir.display(),
                 dir.display()
@@ -170,7 +171,7 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             }
             vigil_node::keyfile::write_new(&kp, &key)?;
             vigil_node::keyfile::write_new(&cp, &cert)?;
-            println!("issued {id}: {} and {} (valid {days} days)", cp.display(), kp.display());
+            outln!("issued {id}: {} and {} (valid {days} days)", cp.display(), kp.display());
             Ok(())
         }
     }
@@ -229,7 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(|e| Exit::new(exit::CONFIG, format!("cannot listen on {listen}: {e}")))?;
                 let addr = listener.local_addr()?;
                 tracing::info!(%addr, "serving");
-                println!("listening on {addr}");
+                outln!("listening on {addr}");
                 server::serve(prepared, listener, vigil_node::cli::shutdown_signal(), Duration::from_secs(10))
                     .await
                     .map_err(serve_error)?;
@@ -247,7 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             {
                 std::fs::metadata(p).map_err(|e| Exit::new(exit::CONFIG, format!("{what} {}: {e}", p.display())))?;
             }
-            println!("{}: configuration and keys load", config.display());
+            outln!("{}: configuration and keys load", config.display());
             Ok(())
         }
         Command::Keygen { out, origin } => {
@@ -267,7 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             vigil_node::keyfile::write_new(&audit, &format!("# Vigil audit-log signing key. SECRET.\n{skey}\n"))?;
             let vkey = out.join("audit.vkey");
             vigil_node::keyfile::write_new(&vkey, &format!("{}\n", signer.verifier().vkey()))?;
-            println!(
+            outln!(
                 "wrote {} (secret), {} (secret) and {} (publish it: nodes and auditors verify the log with it)",
                 pepper.display(),
                 audit.display(),
@@ -291,15 +292,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print!("{}", r.to_text());
+                out!("{}", r.to_text());
             }
             Ok(())
         }
         Command::Pki { command } => pki(command),
         Command::DefaultPolicy => {
-            print!("{}", vigil_coordinator::policy::DEFAULT_POLICY);
+            out!("{}", vigil_coordinator::policy::DEFAULT_POLICY);
             Ok(())
         }
     }

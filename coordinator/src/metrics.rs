@@ -27,3 +27,9 @@ pub fn ingest(kind: &'static str, took: Duration) {
 pub fn delivered() {
     metrics::counter!("vigil_disclosures_delivered_total").increment(1);
 }
+
+/// A call refused by authorisation: the caller's role (`none` without a
+/// usable certificate) and a short reason.
+pub fn refused_call(role: &str, reason: &'static str) {
+    metrics::counter!("vigil_refused_calls_total", "role" => role.to_string(), "reason" => reason).increment(1);
+}

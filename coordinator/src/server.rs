@@ -1,6 +1,8 @@
-//! Serving: mutual TLS (rustls with the ring provider; there is no
-//! plaintext mode), the Vigil services, gRPC health and reflection, and a
-//! graceful shutdown that ends subscription streams so connections close.
+//! Serving: mutual TLS through the coordinator's own acceptor ([`crate::tls`]:
+//! TLS 1.3, rustls with the ring provider, every refused handshake logged;
+//! there is no plaintext mode), the Vigil services, gRPC health and
+//! reflection, and a graceful shutdown that ends subscription streams so
+//! connections close.
 
 use std::future::Future;
 use std::path::Path;
@@ -8,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use vigil_proto::v1::{
     audit_service_server::AuditServiceServer, check_service_server::CheckServiceServer,
@@ -103,18 +105,6 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     Ok(Prepared { config, core, stop })
 }
 
-/// Accepted connections with Nagle's algorithm off: disclosures are small
-/// messages, and Nagle with delayed acknowledgements would hold each one
-/// back by tens of milliseconds.
-fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|s| {
-        let s = s?;
-        s.set_nodelay(true)?;
-        Ok(s)
-    })
-}
-
 /// Serves until `shutdown` completes, then ends streams and waits (at most
 /// `grace`) for connections to close.
 pub async fn serve(
@@ -125,10 +115,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let c = &p.config;
     let core = p.core.clone();
-    let cert = read(&c.tls.cert, "TLS certificate")?;
-    let key = read(&c.tls.key, "TLS key")?;
-    let ca = read(&c.tls.client_ca, "client CA")?;
-    let tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).client_ca_root(Certificate::from_pem(ca));
+    let tls = crate::tls::server_config(&c.tls.cert, &c.tls.key, &c.tls.client_ca)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let max = c.limits.max_message_bytes;
@@ -143,11 +130,9 @@ pub async fn serve(
     health.set_serving::<CheckServiceServer<CheckService>>().await;
     health.set_serving::<AuditServiceServer<AuditService>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::State(format!("reflection: {e}")))?;
+    let (reflection, reflection_v1alpha) =
+        crate::reflection::services(&[vigil_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])
+            .map_err(|e| ServeError::State(format!("reflection descriptors: {e}")))?;
 
     // The optional plaintext health-only listener, for probes.
     if let Some(h) = &c.health {
@@ -175,18 +160,18 @@ pub async fn serve(
         let _ = stop.send(true);
         let _ = done_tx.send(());
     };
+    let (connections, acceptor) = crate::tls::accept(listener, tls);
     let server = Server::builder()
-        .tls_config(tls)
-        .map_err(|e| ServeError::Config(format!("TLS: {e}")))?
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(roster)
         .add_service(feed)
         .add_service(disclosure)
         .add_service(check)
         .add_service(audit)
-        .serve_with_incoming_shutdown(incoming(listener), signal);
+        .serve_with_incoming_shutdown(ReceiverStream::new(connections), signal);
     tokio::pin!(server);
     let flusher = spawn_flusher(core.clone());
     let result = tokio::select! {
@@ -197,6 +182,7 @@ pub async fn serve(
         }
     };
     flusher.abort();
+    acceptor.abort();
     if let Err(e) = core.flush() {
         tracing::warn!(error = %e, "acknowledgements not written at shutdown: they will be delivered again");
     }

@@ -21,7 +21,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use vigil_proto::spiffe::{self, Role, SpiffeId};
+use vigil_proto::spiffe::{Role, SpiffeId};
 use vigil_proto::tlog::{Hash, Signer};
 use vigil_proto::v1::*;
 use vigil_proto::{audit, tokens};
@@ -118,18 +118,35 @@ impl Core {
     }
 
     /// The caller's identity, if its certificate names one of `roles`.
+    /// A refusal is logged with the peer's address, role and reason (never
+    /// identity data) and counted, so operators can see probing.
     fn auth<T>(&self, req: &Request<T>, roles: &[Role], what: &str) -> Result<SpiffeId, Status> {
         if self.broken.load(Ordering::Relaxed) {
             return Err(Status::unavailable("the coordinator must be restarted after a store failure"));
         }
-        let certs = req.peer_certs().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let id = identity_of(leaf.as_ref()).map_err(Status::unauthenticated)?;
+        let refuse = |role: &str, reason: &'static str, status: Status| {
+            metrics::refused_call(role, reason);
+            let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::warn!(peer = %peer, role, reason, call = what, "call refused");
+            status
+        };
+        let Some(leaf) = req.peer_certs().and_then(|c| c.first().cloned()) else {
+            return Err(refuse("none", "no_certificate", Status::unauthenticated("no client certificate")));
+        };
+        let id = identity_of(leaf.as_ref()).map_err(|e| refuse("none", "no_identity", Status::unauthenticated(e)))?;
         if id.trust_domain != self.trust_domain {
-            return Err(Status::permission_denied(format!("certificate is for trust domain {}", id.trust_domain)));
+            return Err(refuse(
+                id.role.as_str(),
+                "trust_domain",
+                Status::permission_denied(format!("certificate is for trust domain {}", id.trust_domain)),
+            ));
         }
         if !roles.contains(&id.role) {
-            return Err(Status::permission_denied(format!("{} {} may not {what}", id.role.as_str(), id.code)));
+            return Err(refuse(
+                id.role.as_str(),
+                "role",
+                Status::permission_denied(format!("{} {} may not {what}", id.role.as_str(), id.code)),
+            ));
         }
         Ok(id)
     }
@@ -281,27 +298,7 @@ impl Core {
 
 /// The SPIFFE id in a certificate's URI SAN (exactly one is required).
 pub fn identity_of(der: &[u8]) -> Result<SpiffeId, String> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|_| "unreadable client certificate".to_string())?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|_| "malformed subject alternative name".to_string())?
-        .ok_or_else(|| "client certificate has no subject alternative name".to_string())?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|g| match g {
-            x509_parser::extensions::GeneralName::URI(u) => Some(*u),
-            _ => None,
-        })
-        .filter(|u| u.starts_with("spiffe://"))
-        .collect();
-    match uris.as_slice() {
-        [one] => spiffe::parse(one).map_err(|e| e.to_string()),
-        [] => Err("client certificate names no spiffe:// identity".into()),
-        _ => Err("client certificate names more than one spiffe:// identity".into()),
-    }
+    vigil_node::tls::spiffe_id_of(der).map_err(|e| format!("client {e}"))
 }
 
 fn to_ref(b: &[u8], what: &str) -> Result<Ref, Status> {

@@ -10,7 +10,7 @@
 //! every disclosure, amendment and retraction it was sent, must equal what
 //! a coordinator built afresh from the senders' final state holds.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,7 +92,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..FORCES.len(), prop::collection::vec(subject, 0..4), prop::collection::vec(0u8..8, 0..3))
             .prop_map(|(f, u, r)| Op::Roster(f, u, r)),
-        (prop::collection::vec(record, 0..4), prop::collection::vec(0u8..8, 0..3)).prop_map(|(u, r)| Op::National(u, r)),
+        (prop::collection::vec(record, 0..4), prop::collection::vec(0u8..8, 0..3))
+            .prop_map(|(u, r)| Op::National(u, r)),
     ]
 }
 
@@ -267,7 +268,11 @@ fn run(ops: Vec<(Op, Delivery, bool)>) {
                     commitment: commitment(&(&ups, &rms)),
                     upserts: ups
                         .iter()
-                        .map(|(r, (p, v, c))| RecordIn { record_ref: [*r; 16], tokens: tokens(*p, *v), sealed: sealed(*c) })
+                        .map(|(r, (p, v, c))| RecordIn {
+                            record_ref: [*r; 16],
+                            tokens: tokens(*p, *v),
+                            sealed: sealed(*c),
+                        })
                         .collect(),
                     removes: rms.iter().map(|r| [*r; 16]).collect(),
                 })
@@ -287,12 +292,10 @@ fn run(ops: Vec<(Op, Delivery, bool)>) {
                     panic!("a retry was applied twice")
                 };
                 assert!(again.replayed);
-                assert_eq!((again.sequence, again.upserts, again.removes, again.total), (
-                    receipt.sequence,
-                    receipt.upserts,
-                    receipt.removes,
-                    receipt.total
-                ));
+                assert_eq!(
+                    (again.sequence, again.upserts, again.removes, again.total),
+                    (receipt.sequence, receipt.upserts, receipt.removes, receipt.total)
+                );
             }
             Delivery::LostThenResent => {
                 // Applied in memory, never committed: the process dies.

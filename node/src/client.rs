@@ -1,47 +1,115 @@
-//! The connection to the coordinator: mutual TLS only, and one place that
-//! turns gRPC failures into exit codes.
+//! The connection to the coordinator: mutual TLS only (see [`crate::tls`]
+//! for what is checked), and one place that turns gRPC failures into exit
+//! codes.
 
 use std::time::Duration;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 
 use crate::config::NodeConfig;
 use crate::exit::{self, Exit};
+use crate::tls;
 
 /// Largest message the node sends or accepts.
 pub const MAX_MESSAGE: usize = 32 * 1024 * 1024;
 
-fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Exit> {
-    std::fs::read(path).map_err(|e| Exit::new(exit::CONFIG, format!("cannot read {what} {}: {e}", path.display())))
+/// The host and port of the coordinator's `https://` address.
+fn authority(cfg: &NodeConfig) -> Result<String, Exit> {
+    let bad = |why: &str| Exit::new(exit::CONFIG, format!("coordinator address {}: {why}", cfg.coordinator));
+    let uri: Uri = cfg.coordinator.parse().map_err(|_| bad("not a URI"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("must start with https:// (there is no plaintext mode)"));
+    }
+    let a = uri.authority().ok_or_else(|| bad("no host"))?;
+    Ok(format!("{}:{}", a.host(), a.port_u16().unwrap_or(443)))
 }
 
-/// Opens a mutual-TLS channel to the coordinator.
+/// Opens a mutual-TLS channel to the coordinator, after checking this
+/// node's own certificate against its configuration.
 pub async fn connect(cfg: &NodeConfig) -> Result<Channel, Exit> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&cfg.tls.ca, "CA certificate")?))
-        .identity(Identity::from_pem(read(&cfg.tls.cert, "certificate")?, read(&cfg.tls.key, "key")?))
-        .domain_name(cfg.server_name.clone());
-    let endpoint = Endpoint::from_shared(cfg.coordinator.clone())
+    let tls = tls::load(cfg)?;
+    let addr = authority(cfg)?;
+    let name = rustls::pki_types::ServerName::try_from(cfg.server_name.clone())
+        .map_err(|e| Exit::new(exit::CONFIG, format!("server_name {:?}: {e}", cfg.server_name)))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config);
+    probe(&connector, &name, &addr).await.map_err(|e| match tls::tls_problem(&e) {
+        Some(why) => Exit::new(exit::CONFIG, format!("TLS with the coordinator at {} failed: {why}", cfg.coordinator)),
+        None => Exit::new(exit::UNAVAILABLE, format!("cannot reach the coordinator at {}: {e}", cfg.coordinator)),
+    })?;
+    let dial = addr.clone();
+    let service = tower::service_fn(move |_: Uri| {
+        let (connector, name, dial) = (connector.clone(), name.clone(), dial.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&dial).await?;
+            tcp.set_nodelay(true)?;
+            let stream = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    // TLS is done by the connector above, so the endpoint itself is plain.
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Exit::new(exit::CONFIG, format!("coordinator address {}: {e}", cfg.coordinator)))?
-        .tls_config(tls)
-        .map_err(|e| Exit::new(exit::CONFIG, format!("TLS configuration: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_while_idle(true);
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| Exit::new(exit::UNAVAILABLE, format!("cannot reach the coordinator at {}: {e}", cfg.coordinator)))
+    endpoint.connect_with_connector(service).await.map_err(|e| match tls::tls_problem(&e) {
+        Some(why) => Exit::new(exit::CONFIG, format!("TLS with the coordinator at {} failed: {why}", cfg.coordinator)),
+        None => Exit::new(exit::UNAVAILABLE, format!("cannot reach the coordinator at {}: {e}", cfg.coordinator)),
+    })
 }
 
-/// Whether a failure is worth retrying.
+/// One TLS connection that proves both certificates are accepted: under
+/// TLS 1.3 the coordinator judges this node's certificate only after the
+/// client's handshake is complete, so a refusal would otherwise surface
+/// later, on some call, as a bare transport error. The node sends the
+/// HTTP/2 preface and waits (at most 5 s) for the server's first frame or
+/// its alert.
+async fn probe(
+    connector: &tokio_rustls::TlsConnector,
+    name: &rustls::pki_types::ServerName<'static>,
+    addr: &str,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut tls = connector.connect(name.clone(), tcp).await?;
+        // The client connection preface, then an empty SETTINGS frame.
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await?;
+        tls.flush().await?;
+        let mut first = [0u8; 9];
+        let n = tls.read(&mut first).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the coordinator closed the connection",
+            ));
+        }
+        let _ = tls.shutdown().await;
+        Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), io).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 5 s")),
+    }
+}
+
+/// The TLS problem behind a failed call, if that is what it was.
+fn tls_cause(s: &Status) -> Option<String> {
+    std::error::Error::source(s).and_then(tls::tls_problem)
+}
+
+/// Whether a failure is worth retrying: the coordinator unreachable or
+/// restarting, never a refused certificate.
 pub fn transient(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown)
+    tls_cause(s).is_none() && matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown)
 }
 
 /// The exit code and message for a failed call.
 pub fn status_exit(s: &Status, what: &str) -> Exit {
+    if let Some(why) = tls_cause(s) {
+        return Exit::new(exit::CONFIG, format!("{what}: TLS with the coordinator failed: {why}"));
+    }
     let code = match s.code() {
         Code::Unavailable | Code::DeadlineExceeded => exit::UNAVAILABLE,
         Code::Unauthenticated | Code::PermissionDenied => exit::CONFIG,
@@ -50,7 +118,6 @@ pub fn status_exit(s: &Status, what: &str) -> Exit {
     };
     Exit::new(code, format!("{what}: {} ({:?})", s.message(), s.code()))
 }
-
 /// Waits until the coordinator's gRPC health service says SERVING, for at
 /// most `wait` (zero: ask once).
 pub async fn health(cfg: &NodeConfig, wait: Duration) -> Result<(), Exit> {

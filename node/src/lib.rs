@@ -18,6 +18,8 @@
 //! - [`synth`]: the synthetic data generator.
 //! - [`config`]: the `node.toml` configuration.
 //! - [`local`]: the node's local store (enrolment, inbox, checkpoints).
+//! - [`tls`]: this node's certificate checked against its configuration,
+//!   and the coordinator's identity checked at every connection.
 //! - [`client`]: the mutual-TLS connection to the coordinator.
 //! - [`cli`]: logging and signal handling shared by both binaries.
 //! - [`sync`]: roster sync and national feed.
@@ -47,6 +49,7 @@ pub mod report_html;
 pub mod seal;
 pub mod sync;
 pub mod synth;
+pub mod tls;
 pub mod tokens;
 pub mod verify;
 pub mod watch;

@@ -10,6 +10,7 @@ use vigil_node::exit::{self, Exit};
 use vigil_node::local::{LocalStore, Status};
 use vigil_node::sync::{FeedInput, Keys};
 use vigil_node::{check, client, inbox, keyfile, synth, tokens::LinkageKey, watch};
+use vigil_node::{out, outln};
 
 /// Vigil node: runs on a force's or a national source's own machine.
 /// Identity data stays here; only tokens, opaque references and sealed
@@ -286,11 +287,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let ch = client::connect(&cfg).await?;
                 vigil_node::sync::sync_roster(&cfg, &keys, &store, ch, &roster, allow_removals, report.as_deref()).await
             })?;
-            println!(
+            outln!(
                 "sync {}: {} rows read, {} refused; {} added, {} changed, {} removed, {} unchanged; {} batches ({} retries already applied); {} enrolled at the coordinator",
-                cfg.code, s.rows, s.refused, s.added, s.changed, s.removed, s.unchanged, s.batches, s.replayed, s.total
+                cfg.code,
+                s.rows,
+                s.refused,
+                s.added,
+                s.changed,
+                s.removed,
+                s.unchanged,
+                s.batches,
+                s.replayed,
+                s.total
             );
-            println!("report: {}", s.report);
+            outln!("report: {}", s.report);
             refused_warning(s.refused, "keep their previous enrolment", &s.report);
             Ok(())
         }
@@ -313,12 +323,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 vigil_node::sync::feed(&cfg, keys, store, ch, input).await
             })?;
-            println!(
+            outln!(
                 "feed {}: {} rows read, {} refused; {} added, {} changed, {} withdrawn, {} unchanged; {} batches ({} retries already applied); {} records at the coordinator",
-                cfg.code, s.rows, s.refused, s.added, s.changed, s.removed, s.unchanged, s.batches, s.replayed, s.total
+                cfg.code,
+                s.rows,
+                s.refused,
+                s.added,
+                s.changed,
+                s.removed,
+                s.unchanged,
+                s.batches,
+                s.replayed,
+                s.total
             );
             if !s.report.is_empty() {
-                println!("report: {}", s.report);
+                outln!("report: {}", s.report);
             }
             if s.unknown_withdrawals > 0 {
                 eprintln!(
@@ -355,7 +374,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if let Some(st) = status {
                     items.retain(|i| i.status == st);
                 }
-                print!("{}", inbox::render(&items, &format)?);
+                out!("{}", inbox::render(&items, &format)?);
                 Ok(())
             }
             InboxCommand::Set { config, id, status, note } => {
@@ -374,26 +393,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 {
                     return Err(Exit::new(exit::INPUT, format!("no disclosure {id} in this inbox")).into());
                 }
-                println!("{id}: {}", st.as_str());
+                outln!("{id}: {}", st.as_str());
                 Ok(())
             }
         },
         Command::Health { config, wait } => {
             let cfg = load(&config, None)?;
             runtime()?.block_on(client::health(&cfg, std::time::Duration::from_secs(wait)))?;
-            println!("coordinator {} is serving", cfg.coordinator);
+            outln!("coordinator {} is serving", cfg.coordinator);
             Ok(())
         }
         Command::CheckConfig { config } => {
             let cfg = load(&config, None)?;
-            for (what, p) in [("certificate", &cfg.tls.cert), ("key", &cfg.tls.key), ("CA certificate", &cfg.tls.ca)] {
-                std::fs::metadata(p).map_err(|e| Exit::new(exit::CONFIG, format!("{what} {}: {e}", p.display())))?;
-            }
+            let tls = vigil_node::tls::load(&cfg)?;
             vigil_node::verify::LogKey::load(&cfg)?;
             if cfg.role != NodeRole::Auditor {
                 Keys::load(&cfg)?;
             }
-            println!("{}: configuration and keys load ({} {})", config.config.display(), cfg.role.as_str(), cfg.code);
+            outln!(
+                "{}: configuration and keys load; certificate {} chains to the CA and is valid until {}; \
+                 the coordinator must present {}",
+                config.config.display(),
+                tls.id,
+                tls.not_after,
+                tls.coordinator
+            );
             Ok(())
         }
         Command::Audit { command } => match command {
@@ -407,13 +431,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })?;
                 let counts: Vec<String> = v.entries.iter().map(|(k, n)| format!("{n} {k}")).collect();
                 if cfg.role == NodeRole::Auditor {
-                    println!(
+                    outln!(
                         "log verified at size {}: signature, consistency and root hold; entries: {}",
                         v.size,
                         counts.join(", ")
                     );
                 } else {
-                    println!(
+                    outln!(
                         "log verified at size {}: {} disclosures in this inbox are in the log ({})",
                         v.size,
                         v.inbox_proven,
@@ -446,9 +470,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 match out {
                     Some(p) => {
                         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-                        println!("wrote {}", p.display());
+                        outln!("wrote {}", p.display());
                     }
-                    None => print!("{text}"),
+                    None => out!("{text}"),
                 }
                 if !r.problems.is_empty() {
                     return Err(
@@ -471,7 +495,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or(0);
                 let archive = dir.join(format!("cleared-{ms}.txt"));
                 let n = vigil_node::verify::clear_alarm(&store, &archive).map_err(vigil_node::verify::exit_of)?;
-                println!("alarm cleared; {n} checkpoints archived in {}", archive.display());
+                outln!("alarm cleared; {n} checkpoints archived in {}", archive.display());
                 Ok(())
             }
             AuditCommand::Export { config, dir } => {
@@ -482,7 +506,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let ch = client::connect(&cfg).await?;
                     vigil_node::audit::export(&cfg, &store, ch, &dir).await
                 })?;
-                println!(
+                outln!(
                     "exported the log at size {size} to {} (formats: README.txt there, docs/audit.md)",
                     dir.display()
                 );
@@ -498,9 +522,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 check::check(&keys, ch, &applicants).await
             })?;
             match format.as_str() {
-                "json" => println!("{}", serde_json::to_string_pretty(&out)?),
+                "json" => outln!("{}", serde_json::to_string_pretty(&out)?),
                 "csv" => {
-                    let mut w = csv::Writer::from_writer(std::io::stdout());
+                    let mut w = csv::Writer::from_writer(Vec::new());
                     w.write_record([
                         "applicant_id",
                         "name",
@@ -521,10 +545,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             &m.evidence.join(";"),
                         ])?;
                     }
-                    w.flush()?;
+                    out!("{}", String::from_utf8_lossy(&w.into_inner()?));
                 }
                 _ => {
-                    println!(
+                    outln!(
                         "check {}: {} applicants checked, {} confirmed matches, {} candidates counted (not shown), policy {}",
                         out.request_id,
                         out.applicants,
@@ -548,7 +572,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         })
                         .collect();
                     if !rows.is_empty() {
-                        print!(
+                        out!(
                             "{}",
                             inbox::table(
                                 &["APPLICANT", "NAME", "CATEGORY", "SOURCE", "RECORD", "EVENT", "EVIDENCE"],
@@ -568,7 +592,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if only.as_deref() != Some("local") {
                 let path = out.join("linkage.key");
                 keyfile::write_linkage(&path, &LinkageKey::new(epoch, keyfile::random_key()?))?;
-                println!(
+                outln!(
                     "wrote {} (epoch {epoch}): give it to every force and source node, never the coordinator",
                     path.display()
                 );
@@ -580,7 +604,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "Vigil node-local secret. SECRET: never leaves this node.",
                     &keyfile::random_key()?,
                 )?;
-                println!("wrote {}: this node's own secret, keep it with the node's data", path.display());
+                outln!("wrote {}: this node's own secret, keep it with the node's data", path.display());
             }
             Ok(())
         }
@@ -589,7 +613,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 synth::SynthError::Params(m) => anyhow::Error::from(Exit::new(exit::CONFIG, m)),
                 other => other.into(),
             })?;
-            println!(
+            outln!(
                 "wrote {}: {} forces ({}), {} staff, {} national records ({} same-person pairs, {} hard negatives), {} delta records ({} same-person), {} applicants",
                 out.display(),
                 s.forces.len(),

@@ -213,3 +213,117 @@ fn inputs_are_bounded() {
         assert_eq!(c.check(req()).await.unwrap_err().code(), Code::ResourceExhausted);
     });
 }
+
+/// A certificate from the deployment's CA with the coordinator's DNS name
+/// but another party's SPIFFE id: a node must not send it a single token.
+#[test]
+fn a_node_sends_nothing_to_a_server_that_is_not_the_coordinator() {
+    let mut w = World::new();
+    let mut fake = Leaf::valid_for("spiffe://vigil.test/force/bb", 30);
+    fake.dns = vec![vigil_tests::SERVER_NAME.into()];
+    fake.server = true;
+    let (cert, key) = w.ca.issue(&fake).unwrap();
+    std::fs::write(w.path().join("coordinator/coordinator.crt"), cert).unwrap();
+    std::fs::write(w.path().join("coordinator/coordinator.key"), key).unwrap();
+    let c = w.start_coordinator();
+    let gmp = w.node("force", "gmp");
+    let roster = w.path().join("roster.csv");
+    std::fs::write(
+        &roster,
+        "employee_id,forenames,surname,previous_surnames,date_of_birth,ni_number,postcode,role\nE1,Ann,Lee,,1980-01-02,AB123456C,,x\n",
+    )
+    .unwrap();
+    let out = gmp.run(&["sync", "--roster", roster.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("spiffe://vigil.test/force/bb") && err.contains("not spiffe://vigil.test/coordinator"),
+        "{err}"
+    );
+    assert!(!c.log_text().contains("roster batch"), "the fake coordinator received a batch");
+}
+
+/// A node whose certificate is another party's, or expired, refuses to
+/// start, and `check-config` says why.
+#[test]
+fn a_node_checks_its_own_certificate_against_its_configuration() {
+    let w = World::new();
+    let aa = w.node("force", "aa");
+    let bb = w.client_identity("force", "bb");
+    std::fs::copy(&bb.0, aa.dir.join("node.crt")).unwrap();
+    std::fs::copy(&bb.1, aa.dir.join("node.key")).unwrap();
+    for args in [&["check-config"][..], &["health"][..]] {
+        let out = aa.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains("is for spiffe://vigil.test/force/bb") && err.contains("\"aa\""), "{err}");
+    }
+    let gmp = w.node("force", "gmp");
+    let out = gmp.run(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("spiffe://vigil.test/coordinator"), "{out:?}");
+    let mut expired = Leaf::valid_for("spiffe://vigil.test/force/gmp", 30);
+    expired.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(60);
+    expired.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    let (c, k) = w.ca.issue(&expired).unwrap();
+    std::fs::write(gmp.dir.join("node.crt"), c).unwrap();
+    std::fs::write(gmp.dir.join("node.key"), k).unwrap();
+    let out = gmp.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"), "{out:?}");
+}
+
+/// A certificate from another CA fails at once with the TLS reason and exit
+/// code 64 (it was retried for 30 s and ended as "transport error"), and
+/// the coordinator logs the refused handshake and refused calls with the
+/// peer's address.
+#[test]
+fn tls_refusals_are_reported_at_once_and_logged_by_the_coordinator() {
+    let mut w = World::new();
+    let c = w.start_coordinator();
+    let gmp = w.node("force", "gmp");
+    let (other_ca, _) = Ca::create("Another CA", 30).unwrap();
+    let foreign = write_identity(&w, "foreign", &other_ca, &Leaf::valid_for("spiffe://vigil.test/force/gmp", 30));
+    // The node's own check would refuse a certificate its CA did not issue,
+    // so point its CA at the other CA too: the coordinator must refuse it.
+    std::fs::copy(&foreign.0, gmp.dir.join("node.crt")).unwrap();
+    std::fs::copy(&foreign.1, gmp.dir.join("node.key")).unwrap();
+    let text = std::fs::read_to_string(&gmp.config).unwrap();
+    let other_ca_path = w.path().join("other-ca.crt");
+    std::fs::write(&other_ca_path, other_ca.cert_pem()).unwrap();
+    let both = w.path().join("both-ca.crt");
+    std::fs::write(
+        &both,
+        format!("{}{}", std::fs::read_to_string(w.path().join("ca.crt")).unwrap(), other_ca.cert_pem()),
+    )
+    .unwrap();
+    std::fs::write(
+        &gmp.config,
+        text.replace(&w.path().join("ca.crt").display().to_string(), &both.display().to_string()),
+    )
+    .unwrap();
+    let out = gmp.run(&["health"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("TLS") && err.contains("UnknownCA"), "{err}");
+    assert!(!err.contains("retrying"), "a refused certificate is not retried: {err}");
+    assert!(
+        vigil_tests::wait_until(std::time::Duration::from_secs(10), || c.log_text().contains("TLS handshake refused")),
+        "{}",
+        c.log_text()
+    );
+    let log = c.log_text();
+    assert!(!log.contains('\u{1b}'), "a log written to a file has no colour codes");
+    let line = log.lines().find(|l| l.contains("TLS handshake refused")).unwrap();
+    assert!(line.contains("peer=127.0.0.1:") && line.contains("unknown_ca"), "{line}");
+    // A refused call (a source asking for a force's roster status).
+    let source = w.client_identity("source", "pnc");
+    rt().block_on(async {
+        let ch = w.channel(Some((&source.0, &source.1)), None).await.unwrap();
+        RosterServiceClient::new(ch).status(StatusRequest {}).await.unwrap_err();
+    });
+    let log = c.log_text();
+    let line = log.lines().find(|l| l.contains("call refused")).unwrap_or_default();
+    assert!(line.contains("role=\"source\"") || line.contains("role=source"), "{line}");
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+}

@@ -197,6 +197,37 @@ fn reflection_lists_the_api_and_an_unreachable_coordinator_exits_69() {
             other => panic!("unexpected reflection answer {other:?}"),
         }
     });
+    // The older v1alpha protocol is served too, and a symbol's file comes
+    // with the files it imports.
+    let files = rt.block_on(async {
+        use tonic_reflection::pb::v1alpha as a;
+        let ch = w.channel(Some((&auditor.0, &auditor.1)), None).await.unwrap();
+        let req = a::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(a::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "vigil.v1.RosterService".into(),
+            )),
+        };
+        let mut stream = a::server_reflection_client::ServerReflectionClient::new(ch)
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        match stream.message().await.unwrap().unwrap().message_response {
+            Some(a::server_reflection_response::MessageResponse::FileDescriptorResponse(f)) => f
+                .file_descriptor_proto
+                .iter()
+                .map(|b| {
+                    <prost_types::FileDescriptorProto as prost::Message>::decode(b.as_slice())
+                        .unwrap()
+                        .name()
+                        .to_string()
+                })
+                .collect::<Vec<_>>(),
+            other => panic!("unexpected reflection answer {other:?}"),
+        }
+    });
+    assert_eq!(files, vec!["vigil/v1/services.proto", "vigil/v1/tokens.proto"]);
     for s in [
         "vigil.v1.RosterService",
         "vigil.v1.FeedService",

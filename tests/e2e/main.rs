@@ -8,5 +8,6 @@ mod common;
 mod crash;
 mod demo;
 mod deploy;
+mod integrity;
 mod rosters;
 mod system;

@@ -1,0 +1,127 @@
+//! The coordinator's own TLS acceptor: TLS 1.3 only, a client certificate
+//! from the configured CA required, ALPN `h2`; every refused handshake is
+//! logged with the peer address and the reason, and counted
+//! (`vigil_tls_handshake_failures_total{reason}`), so that operators can
+//! see probing. Accepted connections are handed to tonic, which reads the
+//! client certificate from them for authorisation.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::server::ServeError;
+
+/// How long a peer may take to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, ServeError> {
+    let pem =
+        std::fs::read(path).map_err(|e| ServeError::Config(format!("cannot read {what} {}: {e}", path.display())))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServeError::Config(format!("{what} {}: not PEM certificates ({e})", path.display())))?;
+    if certs.is_empty() {
+        return Err(ServeError::Config(format!("{what} {} holds no certificate", path.display())));
+    }
+    Ok(certs)
+}
+
+/// The server configuration from the coordinator's certificate chain, key
+/// and the CA that issues client certificates.
+pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in certs(client_ca, "client CA")? {
+        roots.add(c).map_err(|e| ServeError::Config(format!("client CA {}: {e}", client_ca.display())))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| ServeError::Config(format!("client CA {}: {e}", client_ca.display())))?;
+    let key_pem =
+        std::fs::read(key).map_err(|e| ServeError::Config(format!("cannot read TLS key {}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| ServeError::Config(format!("TLS key {}: not a PEM private key ({e})", key.display())))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ServeError::Config(format!("TLS: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(cert, "TLS certificate")?, key)
+        .map_err(|e| ServeError::Config(format!("TLS certificate {} and key: {e}", cert.display())))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A short, stable label for a refused handshake (a metric label) and the
+/// reason in words (a log field). Neither carries identity data.
+pub fn classify(e: &std::io::Error) -> (&'static str, String) {
+    use rustls::CertificateError as C;
+    let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return ("io", e.to_string());
+    };
+    let label = match t {
+        rustls::Error::NoCertificatesPresented => "no_certificate",
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => "unknown_ca",
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+        rustls::Error::InvalidCertificate(C::Revoked) => "revoked",
+        rustls::Error::InvalidCertificate(_) => "bad_certificate",
+        rustls::Error::AlertReceived(_) => "alert_from_client",
+        rustls::Error::PeerIncompatible(_) => "incompatible",
+        _ => "protocol",
+    };
+    (label, t.to_string())
+}
+
+fn refused(peer: SocketAddr, label: &'static str, reason: &str) {
+    metrics::counter!("vigil_tls_handshake_failures_total", "reason" => label).increment(1);
+    tracing::warn!(peer = %peer, reason = %reason, kind = label, "TLS handshake refused");
+}
+
+/// Accepts connections on `listener` and completes their handshakes
+/// concurrently (each bounded by [`HANDSHAKE_TIMEOUT`]); established
+/// streams go to the returned receiver. Dropping the receiver ends the
+/// accept loop at its next connection; abort the handle to end it at once.
+pub fn accept(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> (tokio::sync::mpsc::Receiver<std::io::Result<TlsStream<TcpStream>>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    let handle = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        let (label, reason) = classify(&e);
+                        refused(peer, label, &reason);
+                    }
+                    Err(_) => refused(peer, "timeout", "the handshake did not complete in time"),
+                }
+            });
+        }
+    });
+    (rx, handle)
+}
