@@ -467,10 +467,11 @@ impl Scan {
         self.ids.contains(&id_hash(id))
     }
 
-    /// Whether this id may occur more than once (a 64-bit hash collision
-    /// is resolved by the second pass, which compares the ids themselves).
-    fn maybe_repeated(&self, id: &str) -> bool {
-        self.repeated.contains(&id_hash(id))
+    /// Whether the id with this [`id_hash`] may occur more than once (a
+    /// 64-bit hash collision is resolved by the second pass, which compares
+    /// the ids themselves).
+    fn maybe_repeated(&self, hash: u64) -> bool {
+        self.repeated.contains(&hash)
     }
 }
 
@@ -625,7 +626,7 @@ fn read_rows<R: Read, T>(
             Next::End => break,
             Next::Refused(id) => {
                 if let Some(id) = id.filter(|i| !i.is_empty()) {
-                    if scan.maybe_repeated(&id) {
+                    if scan.maybe_repeated(id_hash(&id)) {
                         refused_repeats.push((id.clone(), report.rows));
                     }
                     on_refused(&id);
@@ -644,10 +645,11 @@ fn read_rows<R: Read, T>(
             }
             continue;
         }
-        if !scan.contains(&f[0]) {
+        let hash = id_hash(&f[0]);
+        if !scan.ids.contains(&hash) {
             return Err(InputError::Changed { file: file.to_string(), line: pos.line });
         }
-        let repeated = scan.maybe_repeated(&f[0]);
+        let repeated = scan.maybe_repeated(hash);
         if let Some((field, reason)) = (layout.precheck)(f) {
             report.error(Issue { row: pos.row, line: pos.line, field: Some(field.into()), reason });
             if repeated {
