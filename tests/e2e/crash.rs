@@ -33,10 +33,11 @@ fn kill_9_mid_feed_and_mid_delivery_loses_and_duplicates_nothing() {
 
     // Mid-feed: 20,000 records in batches of 200; kill the coordinator once
     // some batches are in.
+    let feed_err = w.path().join("feed.err");
     let mut feed = pnc
         .cmd(&["feed", "--extract", data.join("extract.csv").to_str().unwrap()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&feed_err).unwrap())
         .spawn()
         .unwrap();
     let mut seen = 0;
@@ -56,6 +57,10 @@ fn kill_9_mid_feed_and_mid_delivery_loses_and_duplicates_nothing() {
     assert!(held >= seen, "acknowledged batches were lost: {held} records after restart, {seen} before");
     if !status.success() {
         assert!(held < 20_000);
+        // The stop says what was applied, and that running again is safe.
+        let err = std::fs::read_to_string(&feed_err).unwrap();
+        assert_eq!(status.code(), Some(69), "{err}");
+        assert!(err.contains("batches were applied") && err.contains("running the same feed again is safe"), "{err}");
     }
     // Feeding again completes the load; already-applied batches are not re-sent.
     let out = ok(pnc.run(&["feed", "--extract", data.join("extract.csv").to_str().unwrap()]));
