@@ -186,7 +186,7 @@ pub struct AuditConfig {
 
 /// `[log]` and `[metrics]`: the same tables, with the same meaning, as in
 /// `node.toml`.
-pub use vigil_node::config::{LogConfig, MetricsConfig};
+pub use vigil_common::config::{LogConfig, MetricsConfig};
 
 impl Config {
     /// Reads, parses and checks a config file.

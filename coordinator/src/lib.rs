@@ -21,15 +21,11 @@
 //! - [`server`]: serving the services, health, reflection, graceful shutdown.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`pki`]: a private CA issuing SPIFFE-identity certificates.
-//!
-//! Offline tools:
-//! - [`eval`]: tokenisation and matching in one process, scored against the
-//!   synthetic ground truth.
+
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod engine;
-pub mod eval;
 pub mod index;
 pub mod matcher;
 pub mod metrics;

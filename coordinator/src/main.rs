@@ -7,9 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vigil_coordinator::config::Config;
 use vigil_coordinator::server::{self, ServeError};
-use vigil_coordinator::{eval, policy::Policy};
-use vigil_node::exit::{self, Exit};
-use vigil_node::{out, outln};
+use vigil_coordinator::policy::Policy;
+use vigil_common::exit::{self, Exit};
+use vigil_common::{out, outln};
 
 /// Vigil coordinator: blind matching of force tokens against national
 /// tokens. It never sees a name, a date of birth or an identifier.
@@ -52,29 +52,6 @@ enum Command {
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
-    },
-    /// Offline evaluation: tokenise and match in one process, then print
-    /// precision, recall and F1 of confirmed matches against a ground truth.
-    Eval {
-        /// Force roster files (`roster-<force>.csv`).
-        #[arg(long = "roster", required = true, num_args = 1..)]
-        rosters: Vec<PathBuf>,
-        /// National extract files.
-        #[arg(long = "extract", required = true, num_args = 1..)]
-        extracts: Vec<PathBuf>,
-        /// Ground truth (`force,employee_id,record_id,relation`).
-        #[arg(long)]
-        truth: PathBuf,
-        /// Policy file (default: the shipped default policy).
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Write a JSON report of refused rows and fields for every input
-        /// file into this directory (`<file name>.report.json`).
-        #[arg(long)]
-        reports: Option<PathBuf>,
     },
     /// Print the default confirmation policy.
     DefaultPolicy,
@@ -130,8 +107,8 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
         PkiCommand::Init { dir, name, days } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let (ca, key) = Ca::create(&name, days).map_err(|e| cfg_err(e.to_string()))?;
-            vigil_node::keyfile::write_new(&dir.join("ca.key"), &key)?;
-            vigil_node::keyfile::write_new(&dir.join("ca.crt"), ca.cert_pem())?;
+            vigil_common::secrets::write_new(&dir.join("ca.key"), &key)?;
+            vigil_common::secrets::write_new(&dir.join("ca.crt"), ca.cert_pem())?;
             outln!(
                 "wrote {}/ca.crt (give to every node) and {}/ca.key (secret: keep offline)",
                 dir.display(),
@@ -169,8 +146,8 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
                     }
                 }
             }
-            vigil_node::keyfile::write_new(&kp, &key)?;
-            vigil_node::keyfile::write_new(&cp, &cert)?;
+            vigil_common::secrets::write_new(&kp, &key)?;
+            vigil_common::secrets::write_new(&cp, &cert)?;
             outln!("issued {id}: {} and {} (valid {days} days)", cp.display(), kp.display());
             Ok(())
         }
@@ -214,14 +191,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, json_logs } => {
             let cfg = load_config(&config)?;
-            vigil_node::cli::init_logs(json_logs || cfg.log.format == "json", &cfg.log.level);
+            vigil_common::cli::init_logs(json_logs || cfg.log.format == "json", &cfg.log.level);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 if let Some(m) = &cfg.metrics {
-                    metrics_exporter_prometheus::PrometheusBuilder::new()
-                        .with_http_listener(m.listen)
-                        .install()
-                        .map_err(|e| Exit::new(exit::CONFIG, format!("metrics listener {}: {e}", m.listen)))?;
+                    vigil_common::metrics::serve(m.listen).map_err(|e| Exit::new(exit::CONFIG, e))?;
                 }
                 let listen = cfg.listen;
                 let prepared = tokio::task::spawn_blocking(move || server::prepare(cfg)).await?.map_err(serve_error)?;
@@ -231,7 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let addr = listener.local_addr()?;
                 tracing::info!(%addr, "serving");
                 outln!("listening on {addr}");
-                server::serve(prepared, listener, vigil_node::cli::shutdown_signal(), Duration::from_secs(10))
+                server::serve(prepared, listener, vigil_common::cli::shutdown_signal(), Duration::from_secs(10))
                     .await
                     .map_err(serve_error)?;
                 tracing::info!("stopped");
@@ -241,7 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let cfg = load_config(&config)?;
             server::read_signing_key(&cfg.keys.audit_signing_key).map_err(serve_error)?;
-            vigil_node::keyfile::read_secret(&cfg.keys.pepper).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
+            vigil_common::secrets::read_secret(&cfg.keys.pepper).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
             load_policy(cfg.matching.policy.as_ref())?;
             for (what, p) in
                 [("TLS certificate", &cfg.tls.cert), ("TLS key", &cfg.tls.key), ("client CA", &cfg.tls.client_ca)]
@@ -257,45 +231,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let pepper = out.join("pepper.key");
-            vigil_node::keyfile::write_secret(
+            vigil_common::secrets::write_secret(
                 &pepper,
                 "Vigil coordinator pepper. SECRET: only the coordinator holds it.",
-                &vigil_node::keyfile::random_key()?,
+                &vigil_common::secrets::random_key()?,
             )?;
-            let (signer, skey) = vigil_proto::tlog::Signer::from_seed(&origin, &vigil_node::keyfile::random_key()?)
+            let (signer, skey) = vigil_proto::tlog::Signer::from_seed(&origin, &vigil_common::secrets::random_key()?)
                 .map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
             let audit = out.join("audit.key");
-            vigil_node::keyfile::write_new(&audit, &format!("# Vigil audit-log signing key. SECRET.\n{skey}\n"))?;
+            vigil_common::secrets::write_new(&audit, &format!("# Vigil audit-log signing key. SECRET.\n{skey}\n"))?;
             let vkey = out.join("audit.vkey");
-            vigil_node::keyfile::write_new(&vkey, &format!("{}\n", signer.verifier().vkey()))?;
+            vigil_common::secrets::write_new(&vkey, &format!("{}\n", signer.verifier().vkey()))?;
             outln!(
                 "wrote {} (secret), {} (secret) and {} (publish it: nodes and auditors verify the log with it)",
                 pepper.display(),
                 audit.display(),
                 vkey.display()
             );
-            Ok(())
-        }
-        Command::Eval { rosters, extracts, truth, policy, json, reports } => {
-            let policy = load_policy(policy.as_ref())?;
-            let r = eval::run(&rosters, &extracts, &truth, &policy).map_err(|e| match e {
-                eval::EvalError::Input(i) => anyhow::Error::from(Exit::new(exit::INPUT, i.to_string())),
-                other => other.into(),
-            })?;
-            if let Some(dir) = reports {
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                for rep in &r.reports {
-                    let name = std::path::Path::new(&rep.file).file_name().map(|n| n.to_string_lossy().into_owned());
-                    let path = dir.join(format!("{}.report.json", name.unwrap_or_default()));
-                    std::fs::write(&path, serde_json::to_vec_pretty(rep)?)
-                        .with_context(|| format!("writing {}", path.display()))?;
-                }
-            }
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                out!("{}", r.to_text());
-            }
             Ok(())
         }
         Command::Pki { command } => pki(command),

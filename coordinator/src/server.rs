@@ -65,7 +65,7 @@ pub struct Prepared {
 /// Loads keys, policy and store, and rebuilds the engine.
 pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let pepper =
-        vigil_node::keyfile::read_secret(&config.keys.pepper).map_err(|e| ServeError::Config(e.to_string()))?;
+        vigil_common::secrets::read_secret(&config.keys.pepper).map_err(|e| ServeError::Config(e.to_string()))?;
     let signer_key = read_signing_key(&config.keys.audit_signing_key)?;
     let signer = vigil_proto::tlog::Signer::from_skey(&signer_key).map_err(|e| ServeError::Config(e.to_string()))?;
     if signer.name() != config.audit.origin {

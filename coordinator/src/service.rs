@@ -26,6 +26,8 @@ use vigil_proto::tlog::{Hash, Signer};
 use vigil_proto::v1::*;
 use vigil_proto::{audit, tokens};
 
+use vigil_common::clock::now_ms;
+
 use crate::config::Limits;
 use crate::engine::{ApplicantIn, Applied, BatchIn, Engine, EngineError, LogView, RecordIn, Settings, SubjectIn};
 use crate::metrics;
@@ -56,9 +58,6 @@ impl From<StoreError> for Status {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// Everything the services share.
 pub struct Core {
@@ -298,7 +297,7 @@ impl Core {
 
 /// The SPIFFE id in a certificate's URI SAN (exactly one is required).
 pub fn identity_of(der: &[u8]) -> Result<SpiffeId, String> {
-    vigil_node::tls::spiffe_id_of(der).map_err(|e| format!("client {e}"))
+    vigil_common::certs::spiffe_id_of(der).map_err(|e| format!("client {e}"))
 }
 
 fn to_ref(b: &[u8], what: &str) -> Result<Ref, Status> {

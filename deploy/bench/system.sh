@@ -38,11 +38,11 @@ if [ "${CAPACITY:-1}" != 0 ]; then
 fi
 vigil_setup "${FORCES[@]}"
 T=$(t)
-"$NODE" synth --out "$OUT/data" --seed 7 --forces "$FORCES_N" --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05 --delta $((DELTAS * 10)) >/dev/null
+"$LAB" synth --out "$OUT/data" --seed 7 --forces "$FORCES_N" --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05 --delta $((DELTAS * 10)) >/dev/null
 SYNTH=$(since "$T")
 rosters=(); for f in "${FORCES[@]}"; do rosters+=("$OUT/data/roster-$f.csv"); done
 T=$(t)
-EXPECTED=$("$COORD" eval --json --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" \
+EXPECTED=$("$LAB" eval --json --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" \
   | python3 -c 'import json,sys; r=json.load(sys.stdin); print(sum(v["confirmed"] for v in r["per_force"].values()))')
 EVAL=$(since "$T")
 vigil_start "${FORCES[@]}"

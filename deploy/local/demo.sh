@@ -48,12 +48,12 @@ vigil_start "${FORCES[@]}"
 echo "   coordinator on 127.0.0.1:$PORT (metrics on 127.0.0.1:$METRICS/metrics)"
 
 step "synthesising ${#FORCES[@]} forces x $STAFF staff and $NATIONAL national records"
-"$NODE" synth --out "$OUT/data" --seed 1 --forces ${#FORCES[@]} --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05
+"$LAB" synth --out "$OUT/data" --seed 1 --forces ${#FORCES[@]} --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05
 
 expected() { # extracts... -> per-force confirmed counts as JSON, computed offline with the same policy
   local args=()
   for e in "$@"; do args+=(--extract "$OUT/data/$e"); done
-  "$COORD" eval --json --roster "$OUT"/data/roster-*.csv "${args[@]}" --truth "$OUT/data/truth.csv" \
+  "$LAB" eval --json --roster "$OUT"/data/roster-*.csv "${args[@]}" --truth "$OUT/data/truth.csv" \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({f:v["confirmed"] for f,v in r["per_force"].items()}))'
 }
 wait_inboxes() { # expected-json

@@ -43,6 +43,7 @@ EOF
 vigil_setup() {
   NODE=$BIN/vigil-node
   COORD=$BIN/vigil-coordinator
+  LAB=$BIN/vigil-lab
   rm -rf "$OUT" && mkdir -p "$OUT"
   OUT=$(cd "$OUT" && pwd)
   "$COORD" pki init --dir "$OUT/pki" --name "Vigil local CA" >/dev/null

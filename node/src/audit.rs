@@ -13,7 +13,7 @@
 //! report also counts its own disclosures by category, opened locally.
 
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tonic::transport::Channel;
 use vigil_proto::audit::Entry;
@@ -23,7 +23,7 @@ use vigil_proto::v1::{CheckpointRequest, Disclosure, DisclosureType, EntriesRequ
 
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::{NodeConfig, NodeRole};
-use crate::exit::{self, Exit};
+use vigil_common::exit::{self, Exit};
 use crate::local::LocalStore;
 use crate::verify::{self, LogKey};
 
@@ -95,123 +95,6 @@ pub struct Verified {
     pub problems: Vec<String>,
 }
 
-/// (force, subject, source, record reference) of a log entry.
-type Pair = (String, String, String, String);
-
-/// Checks the log's invariants over all entries:
-/// - every entry parses;
-/// - a batch entry is followed by exactly the disclosures, amendments and
-///   retractions it announces, and those appear nowhere else;
-/// - ids are unique;
-/// - an amendment or retraction names an earlier disclosure of the same
-///   pair that is still in force; an amendment's version is one more than
-///   the case's last.
-pub fn invariants(entries: &[Vec<u8>]) -> (BTreeMap<String, u64>, Vec<String>) {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut problems = Vec::new();
-    // Cases in force: id → (pair, version).
-    let mut cases: HashMap<String, (Pair, u32)> = HashMap::new();
-    let mut disclosed: HashSet<String> = HashSet::new();
-    let mut ids: HashSet<String> = HashSet::new();
-    // After a batch entry: (its index, announced [disclosures, amendments,
-    // retractions], seen so far).
-    let mut expect: Option<(usize, [u64; 3], [u64; 3])> = None;
-    let announced = |at: usize, want: [u64; 3], seen: [u64; 3]| {
-        format!(
-            "batch at entry {at} announces {} disclosures, {} amendments and {} retractions; {}, {} and {} follow",
-            want[0], want[1], want[2], seen[0], seen[1], seen[2]
-        )
-    };
-    for (i, bytes) in entries.iter().enumerate() {
-        let e = match Entry::parse(bytes) {
-            Ok(e) => e,
-            Err(err) => {
-                problems.push(format!("entry {i} is not a valid entry: {err}"));
-                continue;
-            }
-        };
-        *counts.entry(e.kind().to_string()).or_default() += 1;
-        let slot = match e {
-            Entry::Disclosure { .. } => Some(0),
-            Entry::Amendment { .. } => Some(1),
-            Entry::Retraction { .. } => Some(2),
-            _ => None,
-        };
-        match (expect.as_mut(), slot) {
-            (Some((_, _, seen)), Some(k)) => seen[k] += 1,
-            (Some((at, want, seen)), None) => {
-                if want != seen {
-                    problems.push(announced(*at, *want, *seen));
-                }
-                expect = None;
-            }
-            (None, Some(_)) => problems.push(format!("entry {i} ({}) does not follow a batch entry", e.kind())),
-            (None, None) => {}
-        }
-        match &e {
-            Entry::RosterBatch { disclosures, amendments, retractions, .. }
-            | Entry::NationalBatch { disclosures, amendments, retractions, .. } => {
-                expect = Some((i, [*disclosures, *amendments, *retractions], [0; 3]));
-            }
-            Entry::Disclosure { id, force, subject, source, record_ref, .. } => {
-                if !ids.insert(id.clone()) {
-                    problems.push(format!("entry {i}: disclosure id {id} appears twice"));
-                }
-                disclosed.insert(id.clone());
-                cases.insert(id.clone(), ((force.clone(), subject.clone(), source.clone(), record_ref.clone()), 1));
-            }
-            Entry::Amendment { id, amends, version, force, subject, source, record_ref, .. } => {
-                if !ids.insert(id.clone()) {
-                    problems.push(format!("entry {i}: amendment id {id} appears twice"));
-                }
-                let pair = (force.clone(), subject.clone(), source.clone(), record_ref.clone());
-                match cases.get_mut(amends) {
-                    None => problems
-                        .push(format!("entry {i}: amendment {id} amends {amends}, which is not a disclosure in force")),
-                    Some((p, _)) if *p != pair => {
-                        problems.push(format!("entry {i}: amendment {id} names another pair than {amends}"))
-                    }
-                    Some((_, v)) => {
-                        if *version != *v + 1 {
-                            problems.push(format!(
-                                "entry {i}: amendment {id} is version {version} of {amends}, whose last version is {v}"
-                            ));
-                        }
-                        *v = *version;
-                    }
-                }
-            }
-            Entry::Retraction { id, retracts, force, subject, source, record_ref, .. } => {
-                if !ids.insert(id.clone()) {
-                    problems.push(format!("entry {i}: retraction id {id} appears twice"));
-                }
-                let pair = (force.clone(), subject.clone(), source.clone(), record_ref.clone());
-                match cases.get(retracts) {
-                    None if disclosed.contains(retracts) => {
-                        problems.push(format!("entry {i}: {retracts} is retracted twice"))
-                    }
-                    None => problems.push(format!(
-                        "entry {i}: retraction {id} withdraws {retracts}, which is not an earlier disclosure"
-                    )),
-                    Some((p, _)) if *p != pair => {
-                        problems.push(format!("entry {i}: retraction {id} names another pair than {retracts}"))
-                    }
-                    Some(_) => {
-                        cases.remove(retracts);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some((at, want, seen)) = expect
-        && want != seen
-    {
-        problems.push(announced(at, want, seen));
-    }
-    (counts, problems)
-}
-
 /// `audit verify`.
 pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> Result<Verified, Exit> {
     let key = LogKey::load(cfg)?;
@@ -220,7 +103,7 @@ pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> R
         NodeRole::Auditor => {
             let log = fetch(store, &key, channel).await?;
             v.size = log.checkpoint.size;
-            let (counts, problems) = invariants(&log.entries);
+            let (counts, problems) = vigil_proto::invariants::check(&log.entries);
             v.entries = counts;
             v.problems = problems;
         }
@@ -498,7 +381,7 @@ pub async fn build_report(
         NodeRole::Auditor => {
             let log = fetch(store, &key, channel).await?;
             let mut r = report(&log.entries, force, since, &HashMap::new());
-            r.problems = invariants(&log.entries).1;
+            r.problems = vigil_proto::invariants::check(&log.entries).1;
             r.produced_by = format!("auditor {}", cfg.code);
             r.log_size = log.checkpoint.size;
             Ok(r)

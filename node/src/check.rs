@@ -13,7 +13,7 @@ use vigil_proto::v1::{Applicant, CheckRequest};
 use vigil_proto::{hex, tokens as wire};
 
 use crate::client::{self, MAX_MESSAGE};
-use crate::exit::{self, Exit};
+use vigil_common::exit::{self, Exit};
 use crate::input::{self, Report};
 use crate::sync::Keys;
 
@@ -113,7 +113,7 @@ pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOu
                 .collect(),
         });
     }
-    matches.sort_by_key(|m| (crate::category::rank(&m.category).unwrap_or(99), m.applicant_id.clone()));
+    matches.sort_by_key(|m| (vigil_identity::category::rank(&m.category).unwrap_or(99), m.applicant_id.clone()));
     Ok(CheckOutcome {
         request_id,
         applicants: resp.applicants,

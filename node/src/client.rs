@@ -7,7 +7,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 
 use crate::config::NodeConfig;
-use crate::exit::{self, Exit};
+use vigil_common::exit::{self, Exit};
 use crate::tls;
 
 /// Largest message the node sends or accepts.

@@ -3,7 +3,6 @@
 //! and relative paths are taken from the directory of the config file.
 
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Why a configuration was refused.
@@ -146,29 +145,9 @@ impl Default for WatchConfig {
     }
 }
 
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `"text"` or `"json"`.
-    pub format: String,
-    /// A tracing filter, e.g. `"info"`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig { format: "text".into(), level: "info".into() }
-    }
-}
-
-/// `[metrics]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// Address of the Prometheus endpoint (`/metrics`), loopback or internal.
-    pub listen: SocketAddr,
-}
+/// `[log]` and `[metrics]`: the same tables, with the same meaning, as in
+/// `coordinator.toml`.
+pub use vigil_common::config::{LogConfig, MetricsConfig};
 
 impl NodeConfig {
     /// Reads, parses and checks a config file.
@@ -194,9 +173,7 @@ impl NodeConfig {
         if !(0.0..=1.0).contains(&c.sync.max_removal_share) || c.sync.batch_size == 0 {
             return Err(err("sync.max_removal_share must be 0 to 1 and sync.batch_size positive".into()));
         }
-        if !matches!(c.log.format.as_str(), "text" | "json") {
-            return Err(err("log.format must be \"text\" or \"json\"".into()));
-        }
+        c.log.check().map_err(err)?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {

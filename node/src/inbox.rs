@@ -16,8 +16,8 @@ use std::collections::{HashMap, HashSet};
 use vigil_proto::audit::Entry;
 use vigil_proto::v1::{Disclosure, DisclosureType};
 
-use crate::category;
-use crate::exit::{self, Exit};
+use vigil_identity::category;
+use vigil_common::exit::{self, Exit};
 use crate::local::{LocalStore, ReviewState};
 use crate::sync::Keys;
 

@@ -24,9 +24,9 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 
-use crate::category;
-use crate::keys::{FieldIssue, Identity, Phonetic, RawIdentity};
-use crate::normalize::{Date, MAX_FIELD_LEN};
+use vigil_identity::category;
+use vigil_identity::keys::{FieldIssue, Identity, Phonetic, RawIdentity};
+use vigil_identity::normalize::{Date, MAX_FIELD_LEN};
 
 /// Longest record accepted, in bytes (newlines inside quoted fields
 /// included).

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::tokens::Ref;
+use vigil_identity::tokens::Ref;
 
 /// Why the local store failed.
 #[derive(Debug, thiserror::Error)]

@@ -6,11 +6,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use vigil_node::config::{NodeConfig, NodeRole};
-use vigil_node::exit::{self, Exit};
+use vigil_common::exit::{self, Exit};
 use vigil_node::local::{LocalStore, Status};
 use vigil_node::sync::{FeedInput, Keys};
-use vigil_node::{check, client, inbox, keyfile, synth, tokens::LinkageKey, watch};
-use vigil_node::{out, outln};
+use vigil_common::secrets;
+use vigil_identity::tokens::LinkageKey;
+use vigil_node::{check, client, inbox, keyfile, watch};
+use vigil_common::{out, outln};
 
 /// Vigil node: runs on a force's or a national source's own machine.
 /// Identity data stays here; only tokens, opaque references and sealed
@@ -200,15 +202,6 @@ enum Command {
         #[arg(long, value_parser = ["linkage", "local"])]
         only: Option<String>,
     },
-    /// Write a synthetic data set: rosters, national extract, delta,
-    /// applicants and ground truth, deterministic by seed.
-    Synth {
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        params: synth::Params,
-    },
 }
 
 fn main() -> ExitCode {
@@ -243,7 +236,7 @@ fn load(c: &ConfigArg, role: Option<NodeRole>) -> anyhow::Result<NodeConfig> {
 }
 
 fn init_logs(cfg: &NodeConfig) {
-    vigil_node::cli::init_logs(cfg.log.format == "json", &cfg.log.level);
+    vigil_common::cli::init_logs(cfg.log.format == "json", &cfg.log.level);
 }
 
 fn open_store(cfg: &NodeConfig) -> anyhow::Result<LocalStore> {
@@ -354,13 +347,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Arc::new(open_store(&cfg)?);
             runtime()?.block_on(async {
                 if let Some(m) = &cfg.metrics {
-                    metrics_exporter_prometheus::PrometheusBuilder::new()
-                        .with_http_listener(m.listen)
-                        .install()
-                        .map_err(|e| Exit::new(exit::CONFIG, format!("metrics listener {}: {e}", m.listen)))?;
+                    vigil_common::metrics::serve(m.listen).map_err(|e| Exit::new(exit::CONFIG, e))?;
                 }
                 tracing::info!(force = %cfg.code, "watching for disclosures");
-                watch::watch(&cfg, store, vigil_node::cli::shutdown_signal()).await?;
+                watch::watch(&cfg, store, vigil_common::cli::shutdown_signal()).await?;
                 tracing::info!("stopped");
                 Ok::<(), anyhow::Error>(())
             })
@@ -458,7 +448,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let cfg = load(&config, None)?;
                 init_logs(&cfg);
                 if let Some(s) = &since {
-                    vigil_node::normalize::Date::parse(s)
+                    vigil_identity::normalize::Date::parse(s)
                         .map_err(|e| Exit::new(exit::CONFIG, format!("--since: {e}")))?;
                 }
                 let store = open_store(&cfg)?;
@@ -591,7 +581,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             if only.as_deref() != Some("local") {
                 let path = out.join("linkage.key");
-                keyfile::write_linkage(&path, &LinkageKey::new(epoch, keyfile::random_key()?))?;
+                keyfile::write_linkage(&path, &LinkageKey::new(epoch, secrets::random_key()?))?;
                 outln!(
                     "wrote {} (epoch {epoch}): give it to every force and source node, never the coordinator",
                     path.display()
@@ -599,33 +589,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if only.as_deref() != Some("linkage") {
                 let path = out.join("local.key");
-                keyfile::write_secret(
+                secrets::write_secret(
                     &path,
                     "Vigil node-local secret. SECRET: never leaves this node.",
-                    &keyfile::random_key()?,
+                    &secrets::random_key()?,
                 )?;
                 outln!("wrote {}: this node's own secret, keep it with the node's data", path.display());
             }
-            Ok(())
-        }
-        Command::Synth { out, params } => {
-            let s = synth::generate(&params, &out).map_err(|e| match e {
-                synth::SynthError::Params(m) => anyhow::Error::from(Exit::new(exit::CONFIG, m)),
-                other => other.into(),
-            })?;
-            outln!(
-                "wrote {}: {} forces ({}), {} staff, {} national records ({} same-person pairs, {} hard negatives), {} delta records ({} same-person), {} applicants",
-                out.display(),
-                s.forces.len(),
-                s.forces.join(", "),
-                s.staff,
-                s.national,
-                s.true_pairs,
-                s.hard_negatives,
-                s.delta,
-                s.delta_true_pairs,
-                s.applicants
-            );
             Ok(())
         }
     }

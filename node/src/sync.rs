@@ -40,12 +40,12 @@ use vigil_proto::v1::{
 
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::NodeConfig;
-use crate::exit::{self, Exit};
+use vigil_common::exit::{self, Exit};
 use crate::input::{self, InputError, Report};
 use crate::keyfile;
 use crate::local::{EnrolChange, Enrolled, LocalStore};
-use crate::seal::Sealer;
-use crate::tokens::{LinkageKey, LocalSecret, Ref, Tokenizer};
+use vigil_identity::seal::Sealer;
+use vigil_identity::tokens::{LinkageKey, LocalSecret, Ref, Tokenizer};
 
 /// A node's keys, loaded.
 pub struct Keys {
@@ -63,7 +63,7 @@ impl Keys {
     /// Loads the keys named in the config.
     pub fn load(cfg: &NodeConfig) -> Result<Keys, Exit> {
         let k = cfg.keys.as_ref().ok_or_else(|| Exit::new(exit::CONFIG, "this node has no [keys] section"))?;
-        let cfg_err = |e: keyfile::KeyFileError| Exit::new(exit::CONFIG, e.to_string());
+        let cfg_err = |e: vigil_common::secrets::SecretFileError| Exit::new(exit::CONFIG, e.to_string());
         let linkage: LinkageKey = keyfile::read_linkage(&k.linkage).map_err(cfg_err)?;
         let mut sealers = vec![Sealer::new(&linkage)];
         for p in &k.previous_linkage {

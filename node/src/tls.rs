@@ -21,10 +21,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use vigil_proto::spiffe::{self, Role, SpiffeId};
+use vigil_proto::spiffe::{Role, SpiffeId};
 
 use crate::config::NodeConfig;
-use crate::exit::{self, Exit};
+use vigil_common::exit::{self, Exit};
 
 /// What was loaded and checked of this node's TLS identity.
 pub struct NodeTls {
@@ -43,29 +43,7 @@ fn cfg_err(m: impl Into<String>) -> Exit {
     Exit::new(exit::CONFIG, m)
 }
 
-/// The single `spiffe://` URI SAN of a certificate.
-pub fn spiffe_id_of(der: &[u8]) -> Result<SpiffeId, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| "unreadable certificate".to_string())?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|_| "malformed subject alternative name".to_string())?
-        .ok_or_else(|| "the certificate has no subject alternative name".to_string())?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|g| match g {
-            x509_parser::extensions::GeneralName::URI(u) => Some(*u),
-            _ => None,
-        })
-        .filter(|u| u.starts_with("spiffe://"))
-        .collect();
-    match uris.as_slice() {
-        [one] => spiffe::parse(one).map_err(|e| e.to_string()),
-        [] => Err("the certificate names no spiffe:// identity".into()),
-        _ => Err("the certificate names more than one spiffe:// identity".into()),
-    }
-}
+pub use vigil_common::certs::spiffe_id_of;
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, Exit> {
     std::fs::read(path).map_err(|e| cfg_err(format!("cannot read {what} {}: {e}", path.display())))

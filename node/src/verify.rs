@@ -16,7 +16,7 @@ use vigil_proto::v1::audit_service_client::AuditServiceClient;
 use vigil_proto::v1::{ConsistencyProofRequest, Disclosure, DisclosureType};
 
 use crate::config::NodeConfig;
-use crate::exit::{self, Exit};
+use vigil_common::exit::{self, Exit};
 use crate::local::LocalStore;
 
 const ALARM: &str = "split_view";

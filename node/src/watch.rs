@@ -17,7 +17,7 @@ use vigil_proto::v1::{AcknowledgeRequest, SubscribeRequest};
 
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::NodeConfig;
-use crate::exit::{self, Exit};
+use vigil_common::exit::{self, Exit};
 use crate::local::LocalStore;
 use crate::verify::{self, LogKey};
 

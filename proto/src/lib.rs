@@ -9,6 +9,7 @@
 //!   `proto/vigil/v1/*.proto` (compiled by protox at build time, no `protoc`).
 //! - [`audit`]: transparency-log entries and batch commitments.
 //! - [`hex`]: lowercase hex for key files and references.
+//! - [`invariants`]: the log's invariants, checked over its entries.
 //! - [`kinds`]: the match-key kinds of scheme v1, their stable short names and
 //!   bit positions.
 //! - [`spiffe`]: caller identities from certificate URI SANs.
@@ -23,20 +24,22 @@
 
 pub mod audit;
 pub mod hex;
+pub mod invariants;
 pub mod kinds;
 pub mod spiffe;
 pub mod time;
 pub mod tlog;
 pub mod tokens;
 
-/// Generated messages and services of package `vigil.v1`.
+/// Generated messages (and, with the `grpc` feature, services) of package
+/// `vigil.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
-    tonic::include_proto!("vigil.v1");
+    include!(concat!(env!("OUT_DIR"), "/vigil.v1.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of the Vigil API, served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vigil_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vigil_descriptor.bin"));
 
 pub use kinds::KeyKind;
 pub use tokens::{TOKEN_LEN, Token, TokenSetError};

@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use vigil_coordinator::{eval, policy::Policy};
-use vigil_node::synth;
+use vigil_coordinator::policy::Policy;
+use vigil_lab::{eval, synth};
 
 /// (employee id, record id)
 pub type Pair = (String, String);

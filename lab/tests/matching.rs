@@ -4,14 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use proptest::prelude::*;
-use vigil_coordinator::eval;
 use vigil_coordinator::index::IndexKey;
 use vigil_coordinator::matcher::{Hit, Matcher};
 use vigil_coordinator::pepper::{Pepper, index_key};
 use vigil_coordinator::policy::{Decision, Policy};
-use vigil_node::keys::{Identity, Phonetic, RawIdentity};
-use vigil_node::synth;
-use vigil_node::tokens::{LinkageKey, Tokenizer};
+use vigil_identity::keys::{Identity, Phonetic, RawIdentity};
+use vigil_identity::tokens::{LinkageKey, Tokenizer};
+use vigil_lab::{eval, synth};
 
 fn identity_and_keys(raw: &RawIdentity<'_>) -> (Identity, Vec<(vigil_proto::KeyKind, IndexKey)>) {
     let mut issues = Vec::new();

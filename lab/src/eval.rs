@@ -16,13 +16,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vigil_node::input::{self, InputError, Report};
-use vigil_node::tokens::{LinkageKey, Tokenizer};
+use vigil_identity::tokens::{LinkageKey, Tokenizer};
 use vigil_proto::KeyKind;
 
-use crate::index::IndexKey;
-use crate::matcher::{Hit, Matcher};
-use crate::pepper::{Pepper, index_key};
-use crate::policy::{Decision, Policy};
+use vigil_coordinator::index::IndexKey;
+use vigil_coordinator::matcher::{Hit, Matcher};
+use vigil_coordinator::pepper::{Pepper, index_key};
+use vigil_coordinator::policy::{Decision, Policy};
 
 /// Why an evaluation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +124,7 @@ type Keys = Vec<(KeyKind, IndexKey)>;
 fn peppered(
     tk: &Tokenizer,
     pepper: &Pepper,
-    id: &vigil_node::keys::Identity,
+    id: &vigil_identity::keys::Identity,
     buf: &mut Vec<(KeyKind, [u8; 32])>,
 ) -> Keys {
     tk.tokens(id, buf);

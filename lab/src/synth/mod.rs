@@ -24,9 +24,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::input::{APPLICANT_COLUMNS, EXTRACT_COLUMNS, ROSTER_COLUMNS};
-use crate::nicknames;
-use crate::normalize::{Date, days_in_month};
+use vigil_identity::nicknames;
+use vigil_identity::normalize::{Date, days_in_month};
+use vigil_node::input::{APPLICANT_COLUMNS, EXTRACT_COLUMNS, ROSTER_COLUMNS};
 use data::*;
 
 /// What to generate (also the `vigil-node synth` options).
@@ -427,7 +427,7 @@ impl Gen {
     }
 
     fn nickname(&mut self, forename: &str) -> Option<String> {
-        let folded = crate::normalize::fold(forename);
+        let folded = vigil_identity::normalize::fold(forename);
         let canon = nicknames::canonical(&folded)?;
         let group = nicknames::GROUPS.iter().find(|(c, _)| *c == canon)?;
         let options: Vec<&str> =
@@ -593,7 +593,7 @@ impl Gen {
         let other_name = |g: &mut Gen| loop {
             let f = g.forename(female);
             let canon = |s: &str| {
-                let x = crate::normalize::fold(s);
+                let x = vigil_identity::normalize::fold(s);
                 nicknames::canonical(&x).map_or(x.clone(), str::to_string)
             };
             if canon(&f) != canon(&p.forenames[0]) {
@@ -926,8 +926,8 @@ mod tests {
         for _ in 0..2000 {
             let p = g.national_person();
             let pc = p.postcode.render();
-            crate::normalize::Postcode::parse(&pc).unwrap_or_else(|_| panic!("bad postcode {pc}"));
-            crate::normalize::Nino::parse(std::str::from_utf8(&p.nino).unwrap()).unwrap();
+            vigil_identity::normalize::Postcode::parse(&pc).unwrap_or_else(|_| panic!("bad postcode {pc}"));
+            vigil_identity::normalize::Nino::parse(std::str::from_utf8(&p.nino).unwrap()).unwrap();
             assert!(Date::new(p.dob.year, p.dob.month, p.dob.day).is_some());
         }
     }

@@ -3,9 +3,9 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use vigil_node::input::{self, Report};
-use vigil_node::keys::{Identity, Phonetic, RawIdentity};
-use vigil_node::synth;
-use vigil_node::tokens::{LinkageKey, Tokenizer};
+use vigil_identity::keys::{Identity, Phonetic, RawIdentity};
+use vigil_identity::tokens::{LinkageKey, Tokenizer};
+use vigil_lab::synth;
 
 const RECORDS: usize = 20_000;
 

@@ -1,6 +1,6 @@
 //! Keys and tokens: the linkage key of an epoch, the node-local secret, and
 //! what is computed from them. Pure: key files are read and written in
-//! [`crate::keyfile`].
+//! the node (`vigil-node`, module `keyfile`).
 //!
 //! - A token is `BLAKE3-keyed(subkey(kind, epoch), key bytes)`, 32 bytes, where
 //!   `subkey = blake3::derive_key("vigil match-key scheme v1 kind <kind> epoch <epoch>", linkage key)`.

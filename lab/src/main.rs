@@ -1,0 +1,124 @@
+//! The `vigil-lab` command: synthetic data and offline evaluation, for
+//! development and benchmarks only.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vigil_common::exit::{self, Exit};
+use vigil_common::{out, outln};
+use vigil_coordinator::policy::Policy;
+use vigil_lab::{eval, synth};
+
+/// Vigil lab tools: synthetic data and offline matching evaluation. Not
+/// part of any deployment.
+#[derive(Parser)]
+#[command(name = "vigil-lab", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a synthetic data set: rosters, national extract, delta,
+    /// applicants and ground truth, deterministic by seed.
+    Synth {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        params: synth::Params,
+    },
+    /// Offline evaluation: tokenise and match in one process, then print
+    /// precision, recall and F1 of confirmed matches against a ground truth.
+    Eval {
+        /// Force roster files (`roster-<force>.csv`).
+        #[arg(long = "roster", required = true, num_args = 1..)]
+        rosters: Vec<PathBuf>,
+        /// National extract files.
+        #[arg(long = "extract", required = true, num_args = 1..)]
+        extracts: Vec<PathBuf>,
+        /// Ground truth (`force,employee_id,record_id,relation`).
+        #[arg(long)]
+        truth: PathBuf,
+        /// Policy file (default: the shipped default policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Write a JSON report of refused rows and fields for every input
+        /// file into this directory (`<file name>.report.json`).
+        #[arg(long)]
+        reports: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil-lab: {e:#}");
+            ExitCode::from(exit::code_of(&e))
+        }
+    }
+}
+
+fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
+    match path {
+        None => Ok(Policy::default_policy()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Policy::from_toml(&text).map_err(|e| Exit::new(exit::CONFIG, format!("{}: {e}", p.display())).into())
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Synth { out, params } => {
+            let s = synth::generate(&params, &out).map_err(|e| match e {
+                synth::SynthError::Params(m) => anyhow::Error::from(Exit::new(exit::CONFIG, m)),
+                other => other.into(),
+            })?;
+            outln!(
+                "wrote {}: {} forces ({}), {} staff, {} national records ({} same-person pairs, {} hard negatives), {} delta records ({} same-person), {} applicants",
+                out.display(),
+                s.forces.len(),
+                s.forces.join(", "),
+                s.staff,
+                s.national,
+                s.true_pairs,
+                s.hard_negatives,
+                s.delta,
+                s.delta_true_pairs,
+                s.applicants
+            );
+            Ok(())
+        }
+        Command::Eval { rosters, extracts, truth, policy, json, reports } => {
+            let policy = load_policy(policy.as_ref())?;
+            let r = eval::run(&rosters, &extracts, &truth, &policy).map_err(|e| match e {
+                eval::EvalError::Input(i) => anyhow::Error::from(Exit::new(exit::INPUT, i.to_string())),
+                other => other.into(),
+            })?;
+            if let Some(dir) = reports {
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                for rep in &r.reports {
+                    let name = std::path::Path::new(&rep.file).file_name().map(|n| n.to_string_lossy().into_owned());
+                    let path = dir.join(format!("{}.report.json", name.unwrap_or_default()));
+                    std::fs::write(&path, serde_json::to_vec_pretty(rep)?)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+            }
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                out!("{}", r.to_text());
+            }
+            Ok(())
+        }
+    }
+}
