@@ -3,30 +3,38 @@
 //! and it cannot compute tokens (it has no linkage key).
 //!
 //! # Layout
-//! Pure logic:
+//! Pure logic (values in, values out; the engine reads the store through a
+//! read-only port and returns what to commit):
 //! - [`index`]: the compact token → id multimap.
-//! - [`policy`]: the versioned confirmation policy.
 //! - [`matcher`]: both indexes, probed in both directions into evidence.
+//! - [`policy`]: the versioned confirmation policy; `classify` turns
+//!   evidence into a decision.
 //! - [`pepper`]: re-keying tokens before they are stored.
+//! - [`engine`]: continuous matching, cases (disclosures, amendments,
+//!   retractions) and the audit log as one state machine.
+//! - [`limiter`]: a per-caller rate limit.
 //!
-//! - [`engine`]: continuous matching, disclosures, retractions and the audit
-//!   log as one state machine; returns what to commit.
-//!
-//! I/O:
-//! - [`store`]: the `Store` trait and its embedded redb backend.
-//! - [`config`]: the `coordinator.toml` configuration.
-//! - [`service`]: the gRPC services (authorisation, checks, conversion).
+//! I/O and the process:
+//! - [`store`]: the `Store` trait, its read-only port, the embedded redb
+//!   backend and an in-memory one for tests.
+//! - [`core`]: the application core: apply, commit, publish, rebuild.
+//! - [`delivery`]: streaming a force's disclosures.
+//! - [`service`]: the gRPC services (authorisation, checks, conversion, one
+//!   error mapping).
 //! - [`reflection`]: gRPC reflection v1 and v1alpha, files with their imports.
 //! - [`tls`]: the TLS 1.3 acceptor; refused handshakes are logged and counted.
 //! - [`server`]: serving the services, health, reflection, graceful shutdown.
+//! - [`config`]: the `coordinator.toml` configuration.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`pki`]: a private CA issuing SPIFFE-identity certificates.
-
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod core;
+pub mod delivery;
 pub mod engine;
 pub mod index;
+pub mod limiter;
 pub mod matcher;
 pub mod metrics;
 pub mod pepper;

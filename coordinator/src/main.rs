@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vigil_coordinator::config::Config;
-use vigil_coordinator::server::{self, ServeError};
-use vigil_coordinator::policy::Policy;
 use vigil_common::exit::{self, Exit};
 use vigil_common::{out, outln};
+use vigil_coordinator::config::Config;
+use vigil_coordinator::policy::Policy;
+use vigil_coordinator::server::{self, ServeError};
 
 /// Vigil coordinator: blind matching of force tokens against national
 /// tokens. It never sees a name, a date of birth or an identifier.

@@ -204,6 +204,14 @@ impl Policy {
         s
     }
 
+    /// The decision for a pair, with its score: the one place evidence
+    /// becomes a decision (roster, national, check and offline evaluation
+    /// all call it).
+    pub fn classify(&self, e: &Evidence) -> (Decision, f64) {
+        let score = self.score(e);
+        (self.decide(score), score)
+    }
+
     /// The decision for a score.
     pub fn decide(&self, score: f64) -> Decision {
         if score >= self.confirm {

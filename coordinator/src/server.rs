@@ -20,10 +20,11 @@ use vigil_proto::v1::{
 };
 
 use crate::config::Config;
+use crate::core::Core;
 use crate::engine::Settings;
 use crate::pepper::Pepper;
 use crate::policy::{DEFAULT_POLICY, Policy};
-use crate::service::{self, AuditService, CheckService, DisclosureService, FeedService, RosterService};
+use crate::service::{AuditService, CheckService, DisclosureService, FeedService, RosterService, Rpc};
 use crate::store::redb::RedbStore;
 
 /// Why the coordinator could not start or stopped.
@@ -58,7 +59,8 @@ pub fn read_signing_key(path: &Path) -> Result<String, ServeError> {
 /// Everything the server needs, loaded and checked.
 pub struct Prepared {
     config: Config,
-    core: Arc<service::Core>,
+    core: Arc<Core>,
+    rpc: Arc<Rpc>,
     stop: watch::Sender<bool>,
 }
 
@@ -92,17 +94,10 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     };
     let store = RedbStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?;
     let (stop, stop_rx) = watch::channel(false);
-    let core = service::core(
-        Arc::new(store),
-        settings,
-        signer_key,
-        Pepper::new(pepper),
-        config.limits.clone(),
-        config.trust_domain.clone(),
-        stop_rx,
-    )
-    .map_err(|e| ServeError::State(e.to_string()))?;
-    Ok(Prepared { config, core, stop })
+    let core =
+        Core::open(Arc::new(store), settings, signer_key, stop_rx).map_err(|e| ServeError::State(e.to_string()))?;
+    let rpc = Rpc::new(core.clone(), Pepper::new(pepper), config.limits.clone(), config.trust_domain.clone());
+    Ok(Prepared { config, core, rpc, stop })
 }
 
 /// Serves until `shutdown` completes, then ends streams and waits (at most
@@ -119,11 +114,11 @@ pub async fn serve(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let max = c.limits.max_message_bytes;
-    let roster = RosterServiceServer::new(RosterService(p.core.clone())).max_decoding_message_size(max);
-    let feed = FeedServiceServer::new(FeedService(p.core.clone())).max_decoding_message_size(max);
-    let disclosure = DisclosureServiceServer::new(DisclosureService(p.core.clone())).max_decoding_message_size(max);
-    let check = CheckServiceServer::new(CheckService(p.core.clone())).max_decoding_message_size(max);
-    let audit = AuditServiceServer::new(AuditService(p.core.clone())).max_decoding_message_size(max);
+    let roster = RosterServiceServer::new(RosterService(p.rpc.clone())).max_decoding_message_size(max);
+    let feed = FeedServiceServer::new(FeedService(p.rpc.clone())).max_decoding_message_size(max);
+    let disclosure = DisclosureServiceServer::new(DisclosureService(p.rpc.clone())).max_decoding_message_size(max);
+    let check = CheckServiceServer::new(CheckService(p.rpc.clone())).max_decoding_message_size(max);
+    let audit = AuditServiceServer::new(AuditService(p.rpc.clone())).max_decoding_message_size(max);
     health.set_serving::<RosterServiceServer<RosterService>>().await;
     health.set_serving::<FeedServiceServer<FeedService>>().await;
     health.set_serving::<DisclosureServiceServer<DisclosureService>>().await;
@@ -192,7 +187,7 @@ pub async fn serve(
 /// Acknowledgements are committed without an fsync; this puts them on disk
 /// within about a second even when nothing else is written (a no-op when
 /// nothing is pending).
-fn spawn_flusher(core: Arc<service::Core>) -> tokio::task::JoinHandle<()> {
+fn spawn_flusher(core: Arc<Core>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

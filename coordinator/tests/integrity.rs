@@ -19,7 +19,7 @@ use prost::Message;
 use vigil_coordinator::engine::{Applied, BatchIn, Engine, RecordIn, Settings, SubjectIn};
 use vigil_coordinator::policy::Policy;
 use vigil_coordinator::store::redb::RedbStore;
-use vigil_coordinator::store::{Store, StoredToken};
+use vigil_coordinator::store::{Store, StoreRead, StoredToken};
 use vigil_proto::KeyKind;
 use vigil_proto::tlog::Signer;
 use vigil_proto::v1::{Disclosure, DisclosureType, SealedDetails};

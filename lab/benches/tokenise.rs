@@ -2,10 +2,10 @@
 //! `cargo bench -p vigil-node --bench tokenise`
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use vigil_node::input::{self, Report};
 use vigil_identity::keys::{Identity, Phonetic, RawIdentity};
 use vigil_identity::tokens::{LinkageKey, Tokenizer};
 use vigil_lab::synth;
+use vigil_node::input::{self, Report};
 
 const RECORDS: usize = 20_000;
 

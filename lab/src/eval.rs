@@ -15,8 +15,8 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use vigil_node::input::{self, InputError, Report};
 use vigil_identity::tokens::{LinkageKey, Tokenizer};
+use vigil_node::input::{self, InputError, Report};
 use vigil_proto::KeyKind;
 
 use vigil_coordinator::index::IndexKey;
@@ -197,7 +197,7 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
         matcher.probe_national(keys, &mut hits);
         for h in &hits {
             agreement.insert((sid as u32, h.id), h.evidence.agreeing);
-            match policy.decide(policy.score(&h.evidence)) {
+            match policy.classify(&h.evidence).0 {
                 Decision::Confirmed => {
                     confirmed.insert((sid as u32, h.id));
                 }

@@ -34,7 +34,7 @@ fn decide_self(raw: &RawIdentity<'_>) -> (Identity, Option<Decision>) {
     let mut hits: Vec<Hit> = Vec::new();
     m.probe_national(&keys, &mut hits);
     let policy = Policy::default_policy();
-    (id, hits.first().map(|h| policy.decide(policy.score(&h.evidence))))
+    (id, hits.first().map(|h| policy.classify(&h.evidence).0))
 }
 
 proptest! {
@@ -81,7 +81,7 @@ fn an_identifier_alone_is_a_candidate_against_itself() {
 /// subject enrolled after the records, and the records arriving after it.
 fn decisions(subject: &RawIdentity<'_>, records: &[RawIdentity<'_>]) -> (Vec<Decision>, Vec<Decision>) {
     let policy = Policy::default_policy();
-    let decide = |h: &Hit| policy.decide(policy.score(&h.evidence));
+    let decide = |h: &Hit| policy.classify(&h.evidence).0;
     let s = keys_of(subject);
     let rs: Vec<_> = records.iter().map(keys_of).collect();
     let mut hits: Vec<Hit> = Vec::new();
@@ -190,9 +190,9 @@ fn an_ni_number_shared_by_different_people_stays_weakened() {
     m.probe_national(&s, &mut hits);
     let own = hits.iter().find(|h| h.id == 99).unwrap();
     assert_eq!(own.evidence.shares[vigil_proto::KeyKind::Nino.index()], 7, "six other people hold the number");
-    assert_eq!(policy.decide(policy.score(&own.evidence)), Decision::Confirmed, "the name and date still agree");
+    assert_eq!(policy.classify(&own.evidence).0, Decision::Confirmed, "the name and date still agree");
     for h in hits.iter().filter(|h| h.id != 99) {
-        assert_eq!(policy.decide(policy.score(&h.evidence)), Decision::NoMatch, "another person with the number");
+        assert_eq!(policy.classify(&h.evidence).0, Decision::NoMatch, "another person with the number");
     }
 }
 

@@ -23,9 +23,9 @@ use vigil_proto::v1::{CheckpointRequest, Disclosure, DisclosureType, EntriesRequ
 
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::{NodeConfig, NodeRole};
-use vigil_common::exit::{self, Exit};
 use crate::local::LocalStore;
 use crate::verify::{self, LogKey};
+use vigil_common::exit::{self, Exit};
 
 /// The verified log: checkpoint and every entry.
 pub struct Log {

@@ -13,9 +13,9 @@ use vigil_proto::v1::{Applicant, CheckRequest};
 use vigil_proto::{hex, tokens as wire};
 
 use crate::client::{self, MAX_MESSAGE};
-use vigil_common::exit::{self, Exit};
 use crate::input::{self, Report};
 use crate::sync::Keys;
+use vigil_common::exit::{self, Exit};
 
 /// One confirmed match of an applicant.
 #[derive(Debug, Clone, Serialize)]

@@ -7,8 +7,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 
 use crate::config::NodeConfig;
-use vigil_common::exit::{self, Exit};
 use crate::tls;
+use vigil_common::exit::{self, Exit};
 
 /// Largest message the node sends or accepts.
 pub const MAX_MESSAGE: usize = 32 * 1024 * 1024;

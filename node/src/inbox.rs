@@ -16,10 +16,10 @@ use std::collections::{HashMap, HashSet};
 use vigil_proto::audit::Entry;
 use vigil_proto::v1::{Disclosure, DisclosureType};
 
-use vigil_identity::category;
-use vigil_common::exit::{self, Exit};
 use crate::local::{LocalStore, ReviewState};
 use crate::sync::Keys;
+use vigil_common::exit::{self, Exit};
+use vigil_identity::category;
 
 /// One disclosure as the inbox shows it.
 #[derive(Debug, Clone, Serialize)]

@@ -5,14 +5,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
-use vigil_node::config::{NodeConfig, NodeRole};
 use vigil_common::exit::{self, Exit};
+use vigil_common::secrets;
+use vigil_common::{out, outln};
+use vigil_identity::tokens::LinkageKey;
+use vigil_node::config::{NodeConfig, NodeRole};
 use vigil_node::local::{LocalStore, Status};
 use vigil_node::sync::{FeedInput, Keys};
-use vigil_common::secrets;
-use vigil_identity::tokens::LinkageKey;
 use vigil_node::{check, client, inbox, keyfile, watch};
-use vigil_common::{out, outln};
 
 /// Vigil node: runs on a force's or a national source's own machine.
 /// Identity data stays here; only tokens, opaque references and sealed

@@ -40,10 +40,10 @@ use vigil_proto::v1::{
 
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::NodeConfig;
-use vigil_common::exit::{self, Exit};
 use crate::input::{self, InputError, Report};
 use crate::keyfile;
 use crate::local::{EnrolChange, Enrolled, LocalStore};
+use vigil_common::exit::{self, Exit};
 use vigil_identity::seal::Sealer;
 use vigil_identity::tokens::{LinkageKey, LocalSecret, Ref, Tokenizer};
 

@@ -16,8 +16,8 @@ use vigil_proto::v1::audit_service_client::AuditServiceClient;
 use vigil_proto::v1::{ConsistencyProofRequest, Disclosure, DisclosureType};
 
 use crate::config::NodeConfig;
-use vigil_common::exit::{self, Exit};
 use crate::local::LocalStore;
+use vigil_common::exit::{self, Exit};
 
 const ALARM: &str = "split_view";
 const HISTORY: &str = "checkpoint-history:";

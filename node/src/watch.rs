@@ -17,9 +17,9 @@ use vigil_proto::v1::{AcknowledgeRequest, SubscribeRequest};
 
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::NodeConfig;
-use vigil_common::exit::{self, Exit};
 use crate::local::LocalStore;
 use crate::verify::{self, LogKey};
+use vigil_common::exit::{self, Exit};
 
 /// Why a stream ended.
 enum Ended {

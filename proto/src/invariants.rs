@@ -217,7 +217,12 @@ mod tests {
             (vec![batch(1, 1, 0), disclosure("gmp-1", "r"), amendment("gmp-2", "gmp-1", 3, "r")], "version 3"),
             (vec![batch(1, 1, 0), disclosure("gmp-1", "r"), amendment("gmp-2", "gmp-1", 2, "q")], "another pair"),
             (
-                vec![batch(1, 0, 2), disclosure("gmp-1", "r"), retraction("gmp-2", "gmp-1", "r"), retraction("gmp-3", "gmp-1", "r")],
+                vec![
+                    batch(1, 0, 2),
+                    disclosure("gmp-1", "r"),
+                    retraction("gmp-2", "gmp-1", "r"),
+                    retraction("gmp-3", "gmp-1", "r"),
+                ],
                 "retracted twice",
             ),
             (vec![batch(0, 0, 1), retraction("gmp-2", "gmp-9", "r")], "not an earlier disclosure"),

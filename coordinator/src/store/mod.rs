@@ -1,5 +1,6 @@
 //! The coordinator's durable state, behind a trait so that backends can be
-//! swapped (the embedded redb default here; PostgreSQL for production).
+//! swapped: [`redb::RedbStore`] is the embedded, crash-safe store;
+//! [`memory::MemoryStore`] holds everything in memory for tests.
 //!
 //! The contract every backend keeps:
 //! - [`Store::commit`] applies a [`Commit`] atomically and durably: when it
@@ -13,6 +14,7 @@
 //!   encoded protobuf messages and log entries. Nothing here is reversible to
 //!   personal data.
 
+pub mod memory;
 pub mod redb;
 
 use vigil_proto::KeyKind;
@@ -144,10 +146,10 @@ impl Commit {
     }
 }
 
-/// The coordinator's store.
-pub trait Store: Send + Sync + 'static {
-    /// Applies a commit atomically and durably.
-    fn commit(&self, c: &Commit) -> Result<(), StoreError>;
+/// What the engine reads: its port onto the store. The engine never
+/// writes; it returns a [`Commit`] for the caller to apply. Engine unit
+/// tests run against [`memory::MemoryStore`].
+pub trait StoreRead {
     /// Visits every enrolled subject.
     fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError>;
     /// Visits every national record (without its sealed details).
@@ -156,8 +158,6 @@ pub trait Store: Send + Sync + 'static {
     fn for_each_active(&self, f: &mut dyn FnMut(ActiveRow)) -> Result<(), StoreError>;
     /// Visits every log entry in order.
     fn for_each_log_entry(&self, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError>;
-    /// Log entries `start..end`.
-    fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError>;
     /// The latest checkpoint: (size, signed note).
     fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError>;
     /// A remembered setting.
@@ -168,6 +168,17 @@ pub trait Store: Send + Sync + 'static {
     fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError>;
     /// A record, with its sealed details.
     fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError>;
+    /// The highest sequence number used for each force.
+    fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError>;
+}
+
+/// The coordinator's store: the engine's reads, plus committing, delivery
+/// and the log's entries.
+pub trait Store: StoreRead + Send + Sync + 'static {
+    /// Applies a commit atomically and durably.
+    fn commit(&self, c: &Commit) -> Result<(), StoreError>;
+    /// Log entries `start..end`.
+    fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Up to `limit` undelivered-or-unacknowledged disclosures of a force
     /// with sequence above `after`, in order: (sequence, encoded message).
     fn pending(&self, force: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
@@ -182,8 +193,6 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Number of disclosures a force has not acknowledged.
     fn pending_count(&self, force: &str) -> Result<u64, StoreError>;
-    /// The highest sequence number used for each force.
-    fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// Packs tokens for storage: one kind byte and 16 token bytes each.

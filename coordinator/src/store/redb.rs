@@ -18,7 +18,7 @@ use std::path::Path;
 use vigil_proto::kinds::KindSet;
 
 use super::{
-    ActiveRow, Commit, RecordRow, Ref, SenderState, Store, StoreError, StoredToken, SubjectRow, pack_tokens,
+    ActiveRow, Commit, RecordRow, Ref, SenderState, Store, StoreError, StoreRead, StoredToken, SubjectRow, pack_tokens,
     unpack_tokens,
 };
 
@@ -251,6 +251,110 @@ impl Drop for RedbStore {
     }
 }
 
+impl StoreRead for RedbStore {
+    fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(SUBJECTS).map_err(err)?;
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            let (force, p) = split_key(k.value())?;
+            f(SubjectRow { force, pseudonym: to_ref(p)?, tokens: unpack_tokens(v.value())? });
+        }
+        Ok(())
+    }
+
+    fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(RECORD_DATA).map_err(err)?;
+        for item in t.iter().map_err(err)? {
+            let (_, v) = item.map_err(err)?;
+            f(parse_record(v.value(), false)?);
+        }
+        Ok(())
+    }
+
+    fn for_each_active(&self, f: &mut dyn FnMut(ActiveRow)) -> Result<(), StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(ACTIVE).map_err(err)?;
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            let (force, rest) = split_key(k.value())?;
+            let pseudonym = to_ref(rest.get(..16).ok_or_else(|| err("corrupt active key"))?)?;
+            let (source, rr) = split_key(&rest[16..])?;
+            let v = v.value();
+            if v.len() < 12 {
+                return Err(err("corrupt disclosure in force"));
+            }
+            let version = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+            let bits = u64::from_be_bytes(v[4..12].try_into().map_err(|_| err("corrupt disclosure in force"))?);
+            let agreeing = KindSet(u16::try_from(bits).map_err(|_| err("corrupt kinds of a disclosure in force"))?);
+            let disclosure_id = String::from_utf8(v[12..].to_vec()).map_err(|_| err("corrupt disclosure id"))?;
+            f(ActiveRow { force, pseudonym, source, record_ref: to_ref(rr)?, disclosure_id, version, agreeing });
+        }
+        Ok(())
+    }
+
+    fn for_each_log_entry(&self, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(LOG).map_err(err)?;
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            f(k.value(), v.value());
+        }
+        Ok(())
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(CHECKPOINTS).map_err(err)?;
+        Ok(t.last().map_err(err)?.map(|(k, v)| (k.value(), v.value().to_string())))
+    }
+
+    fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(META).map_err(err)?;
+        Ok(t.get(k).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    fn sender(&self, caller: &str) -> Result<Option<SenderState>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(SENDERS).map_err(err)?;
+        t.get(caller).map_err(err)?.map(|v| parse_sender(caller, v.value())).transpose()
+    }
+
+    fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(SUBJECTS).map_err(err)?;
+        t.get(key(force, pseudonym).as_slice()).map_err(err)?.map(|v| unpack_tokens(v.value())).transpose()
+    }
+
+    fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
+        let Some(seq) = self.refs.read().map_err(|_| err("reference map lock poisoned"))?.get(source, record_ref)
+        else {
+            return Ok(None);
+        };
+        let r = self.db.begin_read().map_err(err)?;
+        let data = r.open_table(RECORD_DATA).map_err(err)?;
+        data.get(seq).map_err(err)?.map(|v| parse_record(v.value(), true)).transpose()
+    }
+
+    fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let d = r.open_table(DISCLOSURES).map_err(err)?;
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for item in d.iter().map_err(err)? {
+            let (k, _) = item.map_err(err)?;
+            let (force, seq) = split_key(k.value())?;
+            let seq = u64::from_be_bytes(seq.try_into().map_err(|_| err("corrupt sequence"))?);
+            match out.last_mut() {
+                Some((f, s)) if *f == force => *s = (*s).max(seq),
+                _ => out.push((force, seq)),
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Store for RedbStore {
     fn commit(&self, c: &Commit) -> Result<(), StoreError> {
         let mut staged: std::collections::HashMap<(String, Ref), Option<u64>> = std::collections::HashMap::new();
@@ -344,58 +448,6 @@ impl Store for RedbStore {
         Ok(())
     }
 
-    fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(SUBJECTS).map_err(err)?;
-        for item in t.iter().map_err(err)? {
-            let (k, v) = item.map_err(err)?;
-            let (force, p) = split_key(k.value())?;
-            f(SubjectRow { force, pseudonym: to_ref(p)?, tokens: unpack_tokens(v.value())? });
-        }
-        Ok(())
-    }
-
-    fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(RECORD_DATA).map_err(err)?;
-        for item in t.iter().map_err(err)? {
-            let (_, v) = item.map_err(err)?;
-            f(parse_record(v.value(), false)?);
-        }
-        Ok(())
-    }
-
-    fn for_each_active(&self, f: &mut dyn FnMut(ActiveRow)) -> Result<(), StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(ACTIVE).map_err(err)?;
-        for item in t.iter().map_err(err)? {
-            let (k, v) = item.map_err(err)?;
-            let (force, rest) = split_key(k.value())?;
-            let pseudonym = to_ref(rest.get(..16).ok_or_else(|| err("corrupt active key"))?)?;
-            let (source, rr) = split_key(&rest[16..])?;
-            let v = v.value();
-            if v.len() < 12 {
-                return Err(err("corrupt disclosure in force"));
-            }
-            let version = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-            let bits = u64::from_be_bytes(v[4..12].try_into().map_err(|_| err("corrupt disclosure in force"))?);
-            let agreeing = KindSet(u16::try_from(bits).map_err(|_| err("corrupt kinds of a disclosure in force"))?);
-            let disclosure_id = String::from_utf8(v[12..].to_vec()).map_err(|_| err("corrupt disclosure id"))?;
-            f(ActiveRow { force, pseudonym, source, record_ref: to_ref(rr)?, disclosure_id, version, agreeing });
-        }
-        Ok(())
-    }
-
-    fn for_each_log_entry(&self, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(LOG).map_err(err)?;
-        for item in t.iter().map_err(err)? {
-            let (k, v) = item.map_err(err)?;
-            f(k.value(), v.value());
-        }
-        Ok(())
-    }
-
     fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         let r = self.db.begin_read().map_err(err)?;
         let t = r.open_table(LOG).map_err(err)?;
@@ -405,40 +457,6 @@ impl Store for RedbStore {
             out.push(v.value().to_vec());
         }
         Ok(out)
-    }
-
-    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(CHECKPOINTS).map_err(err)?;
-        Ok(t.last().map_err(err)?.map(|(k, v)| (k.value(), v.value().to_string())))
-    }
-
-    fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(META).map_err(err)?;
-        Ok(t.get(k).map_err(err)?.map(|v| v.value().to_vec()))
-    }
-
-    fn sender(&self, caller: &str) -> Result<Option<SenderState>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(SENDERS).map_err(err)?;
-        t.get(caller).map_err(err)?.map(|v| parse_sender(caller, v.value())).transpose()
-    }
-
-    fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(SUBJECTS).map_err(err)?;
-        t.get(key(force, pseudonym).as_slice()).map_err(err)?.map(|v| unpack_tokens(v.value())).transpose()
-    }
-
-    fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
-        let Some(seq) = self.refs.read().map_err(|_| err("reference map lock poisoned"))?.get(source, record_ref)
-        else {
-            return Ok(None);
-        };
-        let r = self.db.begin_read().map_err(err)?;
-        let data = r.open_table(RECORD_DATA).map_err(err)?;
-        data.get(seq).map_err(err)?.map(|v| parse_record(v.value(), true)).transpose()
     }
 
     fn pending(&self, force: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -493,22 +511,6 @@ impl Store for RedbStore {
         let start = key(force, &0u64.to_be_bytes());
         let end = key(force, &u64::MAX.to_be_bytes());
         Ok(p.range(start.as_slice()..=end.as_slice()).map_err(err)?.count() as u64)
-    }
-
-    fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let d = r.open_table(DISCLOSURES).map_err(err)?;
-        let mut out: Vec<(String, u64)> = Vec::new();
-        for item in d.iter().map_err(err)? {
-            let (k, _) = item.map_err(err)?;
-            let (force, seq) = split_key(k.value())?;
-            let seq = u64::from_be_bytes(seq.try_into().map_err(|_| err("corrupt sequence"))?);
-            match out.last_mut() {
-                Some((f, s)) if *f == force => *s = (*s).max(seq),
-                _ => out.push((force, seq)),
-            }
-        }
-        Ok(out)
     }
 }
 

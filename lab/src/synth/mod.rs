@@ -24,10 +24,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use data::*;
 use vigil_identity::nicknames;
 use vigil_identity::normalize::{Date, days_in_month};
 use vigil_node::input::{APPLICANT_COLUMNS, EXTRACT_COLUMNS, ROSTER_COLUMNS};
-use data::*;
 
 /// What to generate (also the `vigil-node synth` options).
 #[derive(Debug, Clone, clap::Args)]

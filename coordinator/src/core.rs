@@ -1,0 +1,241 @@
+//! The application core: one engine behind a lock, the store, and the
+//! published log view. A batch is applied under the engine lock, committed,
+//! and only then published (the new leaves and checkpoint) and announced to
+//! subscribers. If a commit fails, the engine is rebuilt from the store, so
+//! memory never runs ahead of disk; if that fails too, the core refuses
+//! further work until restarted. No RPC types here: the RPC layer
+//! (`service`) converts requests to domain types and [`CoreError`] to
+//! status codes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+use tokio::sync::watch;
+use vigil_common::clock::now_ms;
+use vigil_proto::tlog::{Hash, Signer};
+use vigil_proto::v1::{BatchReceipt, Disclosure};
+
+use crate::engine::{ApplicantIn, Applied, Checked, Engine, EngineError, LogView, Settings};
+use crate::metrics;
+use crate::store::{Store, StoreError};
+
+/// Why the core could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A store failure could not be recovered from: restart needed.
+    #[error("the coordinator must be restarted after a store failure")]
+    Broken,
+    /// A lock was poisoned by a panic elsewhere.
+    #[error("internal lock poisoned")]
+    Poisoned,
+    /// A disclosure is not in the published log (it must wait).
+    #[error("disclosure is not in the published log")]
+    NotPublished,
+}
+
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> CoreError {
+        CoreError::Engine(EngineError::Store(e))
+    }
+}
+
+/// The engine, the store and the published log.
+pub struct Core {
+    engine: Mutex<Engine>,
+    store: Arc<dyn Store>,
+    view: RwLock<LogView>,
+    changed: watch::Sender<u64>,
+    settings: Settings,
+    signer_key: String,
+    broken: AtomicBool,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Core {
+    /// Loads the engine from the store and applies its start-up commit.
+    pub fn open(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        signer_key: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Core>, CoreError> {
+        let signer =
+            Signer::from_skey(&signer_key).map_err(|e| EngineError::Integrity(format!("audit signing key: {e}")))?;
+        let (engine, view, commit) = Engine::load(&*store, settings.clone(), signer, now_ms())?;
+        if !commit.is_empty() {
+            store.commit(&commit)?;
+        }
+        let (nat, ros) = engine.token_counts();
+        metrics::set_tokens(nat, ros);
+        Ok(Arc::new(Core {
+            engine: Mutex::new(engine),
+            store,
+            view: RwLock::new(view),
+            changed: watch::channel(0).0,
+            settings,
+            signer_key,
+            broken: AtomicBool::new(false),
+            shutdown,
+        }))
+    }
+
+    /// The settings the engine runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store (delivery and log reads go to it directly).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Changes when a batch creates something for a force to receive.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Becomes `true` when the server stops.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Refuses work once the core is broken.
+    pub fn usable(&self) -> Result<(), CoreError> {
+        if self.broken.load(Ordering::Relaxed) { Err(CoreError::Broken) } else { Ok(()) }
+    }
+
+    /// Makes every acknowledgement durable (they may lag commits); called
+    /// every second and when the server stops.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+
+    fn engine(&self) -> Result<MutexGuard<'_, Engine>, CoreError> {
+        self.engine.lock().map_err(|_| CoreError::Poisoned)
+    }
+
+    /// Runs `f` against the engine, commits what it returns, publishes.
+    /// Blocking: call it off the async executor.
+    pub fn apply(
+        &self,
+        f: impl FnOnce(&mut Engine, &dyn Store) -> Result<Applied, EngineError>,
+    ) -> Result<BatchReceipt, CoreError> {
+        self.usable()?;
+        let mut engine = self.engine()?;
+        let t0 = Instant::now();
+        let applied = f(&mut engine, &*self.store);
+        let t1 = Instant::now();
+        match applied {
+            Ok(Applied::Replayed(r)) => Ok(r),
+            Ok(Applied::Fresh { receipt, commit, leaves, forces }) => {
+                if let Err(e) = self.store.commit(&commit) {
+                    self.reload(&mut engine);
+                    return Err(e.into());
+                }
+                tracing::debug!(
+                    apply_ms = (t1 - t0).as_secs_f64() * 1e3,
+                    commit_ms = t1.elapsed().as_secs_f64() * 1e3,
+                    "batch applied and committed"
+                );
+                metrics::batch_committed(commit.disclosures.len());
+                let (nat, ros) = engine.token_counts();
+                metrics::set_tokens(nat, ros);
+                drop(engine);
+                self.publish(leaves, commit.checkpoint.map(|c| c.1));
+                if !forces.is_empty() {
+                    self.changed.send_modify(|v| *v += 1);
+                }
+                Ok(receipt)
+            }
+            Err(e @ (EngineError::Limit(_) | EngineError::Invalid(_) | EngineError::Sequence(_))) => Err(e.into()),
+            Err(e) => {
+                self.reload(&mut engine);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A pre-employment check: matched, logged (counts only), committed and
+    /// published. Blocking.
+    pub fn check(&self, force: &str, request_id: &str, applicants: Vec<ApplicantIn>) -> Result<Checked, CoreError> {
+        self.usable()?;
+        let mut engine = self.engine()?;
+        let checked = match engine.check(&*self.store, force, request_id, applicants, now_ms()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reload(&mut engine);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.store.commit(&checked.commit) {
+            self.reload(&mut engine);
+            return Err(e.into());
+        }
+        drop(engine);
+        self.publish(checked.leaves.clone(), checked.commit.checkpoint.as_ref().map(|c| c.1.clone()));
+        Ok(checked)
+    }
+
+    /// A caller's total (read from the engine by `total`) and its last
+    /// batch sequence. Blocking.
+    pub fn status(&self, caller: &str, total: impl FnOnce(&Engine) -> u64) -> Result<(u64, u64), CoreError> {
+        self.usable()?;
+        let total = total(&*self.engine()?);
+        Ok((total, Engine::last_sequence(&*self.store, caller)?))
+    }
+
+    fn publish(&self, leaves: Vec<Hash>, checkpoint: Option<String>) {
+        if let Ok(mut v) = self.view.write() {
+            for l in leaves {
+                v.tree.push(l);
+            }
+            if let Some(c) = checkpoint {
+                v.checkpoint = c;
+            }
+        }
+    }
+
+    /// Rebuilds the engine from the store after a failure mid-batch.
+    fn reload(&self, engine: &mut Engine) {
+        tracing::warn!("rebuilding the engine from the store");
+        let res = Signer::from_skey(&self.signer_key)
+            .map_err(|e| EngineError::Integrity(e.to_string()))
+            .and_then(|s| Engine::load(&*self.store, self.settings.clone(), s, now_ms()));
+        match res {
+            Ok((e, view, _)) => {
+                *engine = e;
+                if let Ok(mut v) = self.view.write() {
+                    *v = view;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot rebuild the engine; refusing further requests until restarted");
+                self.broken.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Reads the published log view.
+    pub fn view<T>(&self, f: impl FnOnce(&LogView) -> T) -> Result<T, CoreError> {
+        let v = self.view.read().map_err(|_| CoreError::Poisoned)?;
+        Ok(f(&v))
+    }
+
+    /// The disclosure with its inclusion proof in the published log and the
+    /// latest checkpoint.
+    pub fn with_proof(&self, mut d: Disclosure) -> Result<Disclosure, CoreError> {
+        self.view(|v| {
+            let size = v.tree.size();
+            if let Some(a) = d.audit.as_mut() {
+                let proof = v.tree.inclusion_proof(a.leaf_index, size).ok_or(CoreError::NotPublished)?;
+                a.inclusion = proof.into_iter().map(|h| h.to_vec().into()).collect();
+                a.checkpoint = v.checkpoint.clone();
+            }
+            Ok(d)
+        })?
+    }
+}

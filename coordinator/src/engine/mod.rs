@@ -1,0 +1,559 @@
+//! The coordinator's engine: continuous matching, disclosures, amendments,
+//! retractions and the audit log, as one state machine. No network, and
+//! the store is only read, through [`StoreRead`]. Each `apply_*` call
+//! changes the in-memory state and returns the [`Commit`] that makes the
+//! change durable. The caller commits it, then publishes the new log state.
+//! If the commit fails, the caller rebuilds the engine from the store
+//! ([`Engine::load`]), so memory never runs ahead of disk.
+//!
+//! The in-memory state is derived: the matcher's two indexes, the id
+//! registry, the cases in force, per-force delivery sequences, and the
+//! Merkle tree of the log. All of it is rebuilt from the store at start-up,
+//! and the tree is checked against the latest signed checkpoint.
+//!
+//! # Layout
+//! - [`types`]: settings, batches in, results out, errors.
+//! - `registry`: dense ids for subjects and records, interned codes.
+//! - `outbox`: cases in force; queuing disclosures, amendments and
+//!   retractions with their log entries.
+//! - `log`: the Merkle tree and signer; closing a batch into a commit.
+//! - this module: loading, and applying roster batches, national batches and
+//!   checks (probe, classify, re-decide).
+
+mod log;
+mod outbox;
+mod registry;
+pub mod types;
+
+use prost::Message;
+use vigil_proto::audit::Entry;
+use vigil_proto::tlog::Signer;
+use vigil_proto::v1::{BatchReceipt, CheckMatch, SealedDetails};
+
+use crate::index::IndexKey;
+use crate::matcher::{Hit, Matcher};
+use crate::pepper::index_key;
+use crate::policy::{Decision, Evidence};
+use crate::store::{ActiveRow, Commit, RecordRow, Ref, SenderState, StoreError, StoreRead, StoredToken, SubjectRow};
+
+pub use log::LogView;
+pub use types::{ApplicantIn, Applied, BatchIn, Checked, EngineError, RecordIn, Settings, SubjectIn};
+
+use log::AuditLog;
+use outbox::{Batch, Case, Outbox};
+use registry::Registry;
+use types::Counts;
+
+/// The engine.
+pub struct Engine {
+    settings: Settings,
+    matcher: Matcher,
+    registry: Registry,
+    outbox: Outbox,
+    log: AuditLog,
+    hits: Vec<Hit>,
+}
+
+fn keys(tokens: &[StoredToken]) -> Vec<(vigil_proto::KeyKind, IndexKey)> {
+    tokens.iter().map(|(k, t)| (*k, index_key(t))).collect()
+}
+
+fn decode_sealed(b: &[u8]) -> Option<SealedDetails> {
+    SealedDetails::decode(b).ok()
+}
+
+/// A counterpart that confirms: its id, the evidence and the score.
+type Confirmed = (u32, Evidence, f64);
+
+impl Engine {
+    /// Rebuilds the engine from the store, checks the log against its latest
+    /// checkpoint, and appends policy and epoch entries if they changed.
+    /// Returns the engine, the published log view, and a commit to apply
+    /// before serving (empty when nothing changed).
+    pub fn load(
+        store: &dyn StoreRead,
+        settings: Settings,
+        signer: Signer,
+        now_ms: i64,
+    ) -> Result<(Engine, LogView, Commit), EngineError> {
+        let (national_tokens, roster_tokens) = settings.index_capacity;
+        let log = AuditLog::new(signer, settings.origin.clone());
+        let mut e = Engine {
+            matcher: Matcher::with_capacity(national_tokens, roster_tokens),
+            registry: Registry::default(),
+            outbox: Outbox::default(),
+            log,
+            hits: Vec::new(),
+            settings,
+        };
+        if let Some(origin) = store.meta("origin")?
+            && origin != e.settings.origin.as_bytes()
+        {
+            return Err(EngineError::Integrity(format!(
+                "this store's log has origin {:?}, the configuration says {:?}",
+                String::from_utf8_lossy(&origin),
+                e.settings.origin
+            )));
+        }
+        if let Some(vkey) = store.meta("vkey")?
+            && vkey != e.log.vkey().as_bytes()
+        {
+            return Err(EngineError::Integrity("the audit signing key is not the one this log was signed with".into()));
+        }
+        store.for_each_subject(&mut |row: SubjectRow| {
+            let id = e.registry.add_subject(&row.force, row.pseudonym);
+            e.matcher.add_subject(id, &keys(&row.tokens));
+        })?;
+        store.for_each_record(&mut |row: RecordRow| {
+            let id = e.registry.add_record(&row.source, row.record_ref);
+            e.matcher.add_record(id, &keys(&row.tokens));
+        })?;
+        let mut err: Option<StoreError> = None;
+        store.for_each_active(&mut |row: ActiveRow| match (
+            e.registry.subject(&row.force, &row.pseudonym),
+            e.registry.record(&row.source, &row.record_ref),
+        ) {
+            (Some(sid), Some(rid)) => {
+                e.outbox.restore(sid, rid, Case { id: row.disclosure_id, version: row.version, agreeing: row.agreeing })
+            }
+            _ => err = Some(StoreError("a disclosure in force names a missing subject or record".into())),
+        })?;
+        if let Some(x) = err {
+            return Err(x.into());
+        }
+        for (force, seq) in store.last_sequences()? {
+            e.outbox.restore_sequence(&force, seq);
+        }
+        store.for_each_log_entry(&mut |_, entry| e.log.push_stored(entry))?;
+        let mut view = e.log.verify(store.latest_checkpoint()?)?;
+        // Policy and epoch entries when they changed (or on first start).
+        let mut b = Batch::new(now_ms);
+        let mut head = Vec::new();
+        if store.meta("policy_sha256")?.as_deref() != Some(e.settings.policy_sha256.as_bytes()) {
+            head.push(Entry::Policy {
+                time: b.time.clone(),
+                version: e.settings.policy.version.clone(),
+                sha256: e.settings.policy_sha256.clone(),
+            });
+            b.commit.meta.push(("policy_sha256".into(), e.settings.policy_sha256.clone().into_bytes()));
+        }
+        if store.meta("epoch")?.as_deref() != Some(&e.settings.epoch.to_be_bytes()[..]) {
+            head.push(Entry::Epoch { time: b.time.clone(), epoch: e.settings.epoch });
+            b.commit.meta.push(("epoch".into(), e.settings.epoch.to_be_bytes().to_vec()));
+        }
+        let mut commit = Commit::default();
+        if !head.is_empty() || view.checkpoint.is_empty() {
+            b.commit.meta.push(("origin".into(), e.settings.origin.clone().into_bytes()));
+            b.commit.meta.push(("vkey".into(), e.log.vkey().into_bytes()));
+            let (c, leaves) = e.log.close(b, head)?;
+            for l in leaves {
+                view.tree.push(l);
+            }
+            view.checkpoint = c.checkpoint.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
+            commit = c;
+        }
+        Ok((e, view, commit))
+    }
+
+    /// Subjects a force has enrolled.
+    pub fn enrolled(&self, force: &str) -> u64 {
+        self.registry.enrolled(force)
+    }
+
+    /// Records a source holds.
+    pub fn held(&self, source: &str) -> u64 {
+        self.registry.held(source)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// National and roster tokens indexed.
+    pub fn token_counts(&self) -> (usize, usize) {
+        (self.matcher.national_tokens(), self.matcher.roster_tokens())
+    }
+
+    /// A record's sealed details, read from the store (decoded only when
+    /// something is disclosed: most records match no one).
+    fn sealed_of(&self, store: &dyn StoreRead, rid: u32) -> Result<Option<SealedDetails>, EngineError> {
+        let Some((source, rref)) = self.registry.record_info(rid) else { return Ok(None) };
+        Ok(store.record(source, &rref)?.and_then(|r| decode_sealed(&r.sealed)))
+    }
+
+    /// Tells a retry of the sender's last batch from its next batch:
+    /// `Ok(None)` for the next batch (apply it), `Ok(Some(receipt))` for a
+    /// retry (the first receipt again, marked replayed), and an error for
+    /// anything else (another process sent in between, or the content of a
+    /// retry differs).
+    fn sequence(
+        store: &dyn StoreRead,
+        caller: &str,
+        sequence: u64,
+        commitment: &str,
+    ) -> Result<Option<BatchReceipt>, EngineError> {
+        let last = store.sender(caller)?;
+        let last_seq = last.as_ref().map_or(0, |l| l.sequence);
+        if sequence == last_seq + 1 {
+            return Ok(None);
+        }
+        match last {
+            Some(l) if l.sequence == sequence && l.commitment == commitment => {
+                let mut r = BatchReceipt::decode(l.receipt.as_slice())
+                    .map_err(|_| StoreError("corrupt batch receipt".into()))?;
+                r.replayed = true;
+                Ok(Some(r))
+            }
+            Some(l) if l.sequence == sequence => Err(EngineError::Sequence(format!(
+                "batch {sequence} was already applied with other content; nothing was changed. \
+                 Another process is sending for {caller}: let it finish, then run again"
+            ))),
+            _ => Err(EngineError::Sequence(format!(
+                "batch {sequence} is out of order: the last batch applied for {caller} is {last_seq}, so the next \
+                 must be {}; nothing was changed. Another process may have sent meanwhile: run again",
+                last_seq + 1
+            ))),
+        }
+    }
+
+    /// The last batch sequence applied for `caller`.
+    pub fn last_sequence(store: &dyn StoreRead, caller: &str) -> Result<u64, EngineError> {
+        Ok(store.sender(caller)?.map_or(0, |s| s.sequence))
+    }
+
+    fn check_unique(upserts: impl Iterator<Item = Ref>, removes: &[Ref]) -> Result<(), EngineError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in upserts.enumerate() {
+            if !seen.insert(r) {
+                return Err(EngineError::Invalid(format!("upsert {i} repeats a reference already in this batch")));
+            }
+        }
+        for (i, r) in removes.iter().enumerate() {
+            if !seen.insert(*r) {
+                return Err(EngineError::Invalid(format!(
+                    "remove {i} names a reference that this batch also upserts or removes"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Probes the matcher and keeps the confirmed counterparts; counts
+    /// candidates into the batch.
+    fn confirmed(&mut self, b: &mut Batch, probe: impl FnOnce(&mut Matcher, &mut Vec<Hit>)) -> Vec<Confirmed> {
+        let mut hits = std::mem::take(&mut self.hits);
+        probe(&mut self.matcher, &mut hits);
+        let mut confirmed = Vec::new();
+        for h in &hits {
+            match self.settings.policy.classify(&h.evidence) {
+                (Decision::Confirmed, score) => confirmed.push((h.id, h.evidence, score)),
+                (Decision::Candidate, _) => b.candidates += 1,
+                (Decision::NoMatch, _) => {}
+            }
+        }
+        self.hits = hits;
+        confirmed
+    }
+
+    /// Re-decides the cases of one changed subject or record. `before` are
+    /// the counterparts with a case in force, `confirmed` those that confirm
+    /// now; `pair(x)` gives (subject, record) for counterpart `x`. A case
+    /// that still confirms is amended when its evidence, or (for a changed
+    /// record) its details, changed; one that no longer confirms is
+    /// retracted; a new confirmed pair is disclosed. `sealed(rid)` gives the
+    /// record's current details.
+    #[allow(clippy::too_many_arguments)]
+    fn redecide(
+        &mut self,
+        b: &mut Batch,
+        before: &[u32],
+        confirmed: Vec<Confirmed>,
+        pair: impl Fn(u32) -> (u32, u32),
+        details_changed: bool,
+        reason: &str,
+        mut sealed: impl FnMut(&Self, u32) -> Result<Option<SealedDetails>, EngineError>,
+    ) -> Result<(), EngineError> {
+        let version = self.settings.policy.version.clone();
+        for x in before {
+            if !confirmed.iter().any(|c| c.0 == *x) {
+                let (sid, rid) = pair(*x);
+                if let Some(p) = self.registry.pair(sid, rid) {
+                    self.outbox.retract(b, &p, &version, reason);
+                }
+            }
+        }
+        for (x, ev, score) in confirmed {
+            let (sid, rid) = pair(x);
+            let amend = match self.outbox.case(sid, rid) {
+                Some(c) if c.agreeing == ev.agreeing && !details_changed => continue,
+                Some(_) => true,
+                None => false,
+            };
+            let details = sealed(self, rid)?;
+            let Some(p) = self.registry.pair(sid, rid) else { continue };
+            if amend {
+                self.outbox.amend(b, &p, &ev, score, details, &version, reason);
+            } else {
+                self.outbox.disclose(b, &p, &ev, score, details, &version);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a force's roster batch.
+    pub fn apply_roster(
+        &mut self,
+        store: &dyn StoreRead,
+        force: &str,
+        batch: BatchIn<SubjectIn>,
+        now_ms: i64,
+    ) -> Result<Applied, EngineError> {
+        let caller = format!("force/{force}");
+        if let Some(r) = Self::sequence(store, &caller, batch.sequence, &batch.commitment)? {
+            return Ok(Applied::Replayed(r));
+        }
+        Self::check_unique(batch.upserts.iter().map(|u| u.pseudonym), &batch.removes)?;
+        let mut after = self.registry.enrolled(force) as i64;
+        for u in &batch.upserts {
+            if self.registry.subject(force, &u.pseudonym).is_none() {
+                after += 1;
+            }
+        }
+        for r in &batch.removes {
+            if self.registry.subject(force, r).is_some() {
+                after -= 1;
+            }
+        }
+        if after as u64 > self.settings.max_roster_size {
+            return Err(EngineError::Limit(format!(
+                "this batch would enrol {after} subjects, more than the limit of {} per force",
+                self.settings.max_roster_size
+            )));
+        }
+        let version = self.settings.policy.version.clone();
+        let mut b = Batch::new(now_ms);
+        let mut removes_unknown = 0;
+        for r in &batch.removes {
+            let Some(sid) = self.registry.subject(force, r) else {
+                removes_unknown += 1;
+                continue;
+            };
+            for rid in self.outbox.records_of(sid) {
+                if let Some(p) = self.registry.pair(sid, rid) {
+                    self.outbox.retract(&mut b, &p, &version, "subject_left");
+                }
+            }
+            let old = store.subject(force, r)?.unwrap_or_default();
+            self.matcher.remove_subject(sid, &keys(&old));
+            self.registry.remove_subject(force, r);
+            b.commit.subjects_del.push((force.to_string(), *r));
+        }
+        for u in batch.upserts {
+            let sid = match self.registry.subject(force, &u.pseudonym) {
+                Some(sid) => {
+                    let old = store.subject(force, &u.pseudonym)?.unwrap_or_default();
+                    self.matcher.remove_subject(sid, &keys(&old));
+                    sid
+                }
+                None => self.registry.add_subject(force, u.pseudonym),
+            };
+            let k = keys(&u.tokens);
+            self.matcher.add_subject(sid, &k);
+            let confirmed = self.confirmed(&mut b, |m, hits| m.probe_national(&k, hits));
+            let before = self.outbox.records_of(sid);
+            self.redecide(
+                &mut b,
+                &before,
+                confirmed,
+                |rid| (sid, rid),
+                false,
+                "subject_changed",
+                |e, rid| e.sealed_of(store, rid),
+            )?;
+            b.commit.subjects_put.push(SubjectRow {
+                force: force.to_string(),
+                pseudonym: u.pseudonym,
+                tokens: u.tokens,
+            });
+        }
+        let enrolled = self.registry.enrolled(force);
+        let upserts = b.commit.subjects_put.len() as u64;
+        let removes = batch.removes.len() as u64 - removes_unknown;
+        let head = Entry::RosterBatch {
+            time: b.time.clone(),
+            force: force.to_string(),
+            sequence: batch.sequence,
+            upserts,
+            removes,
+            removes_unknown,
+            enrolled,
+            disclosures: b.disclosed,
+            amendments: b.amended,
+            retractions: b.retracted,
+            candidates: b.candidates,
+            commitment: batch.commitment.clone(),
+        };
+        let counts = Counts { upserts, removes, removes_unknown, total: enrolled };
+        self.complete(b, head, caller, batch.sequence, batch.commitment, counts)
+    }
+
+    /// Applies a source's national batch.
+    pub fn apply_national(
+        &mut self,
+        store: &dyn StoreRead,
+        source: &str,
+        batch: BatchIn<RecordIn>,
+        now_ms: i64,
+    ) -> Result<Applied, EngineError> {
+        let caller = format!("source/{source}");
+        if let Some(r) = Self::sequence(store, &caller, batch.sequence, &batch.commitment)? {
+            return Ok(Applied::Replayed(r));
+        }
+        Self::check_unique(batch.upserts.iter().map(|u| u.record_ref), &batch.removes)?;
+        let version = self.settings.policy.version.clone();
+        let mut b = Batch::new(now_ms);
+        let mut removes_unknown = 0;
+        let mut unchanged = 0u64;
+        for r in &batch.removes {
+            let Some(rid) = self.registry.record(source, r) else {
+                removes_unknown += 1;
+                continue;
+            };
+            for sid in self.outbox.subjects_of(rid) {
+                if let Some(p) = self.registry.pair(sid, rid) {
+                    self.outbox.retract(&mut b, &p, &version, "record_withdrawn");
+                }
+            }
+            let old = store.record(source, r)?.map(|x| x.tokens).unwrap_or_default();
+            self.matcher.remove_record(rid, &keys(&old));
+            self.registry.remove_record(source, r);
+            b.commit.records_del.push((source.to_string(), *r));
+        }
+        let removes = batch.removes.len() as u64 - removes_unknown;
+        for u in batch.upserts {
+            let (rid, details_changed) = match self.registry.record(source, &u.record_ref) {
+                Some(rid) => {
+                    let old = store.record(source, &u.record_ref)?;
+                    // The same tokens and the same sealed box (sealing is
+                    // deterministic): a re-sent, unchanged record. Nothing to do.
+                    if old.as_ref().is_some_and(|o| o.tokens == u.tokens && o.sealed == u.sealed) {
+                        unchanged += 1;
+                        continue;
+                    }
+                    let details_changed = old.as_ref().is_none_or(|o| o.sealed != u.sealed);
+                    self.matcher.remove_record(rid, &keys(&old.map(|x| x.tokens).unwrap_or_default()));
+                    (rid, details_changed)
+                }
+                None => (self.registry.add_record(source, u.record_ref), false),
+            };
+            let k = keys(&u.tokens);
+            self.matcher.add_record(rid, &k);
+            let confirmed = self.confirmed(&mut b, |m, hits| m.probe_roster(&k, hits));
+            // The new details are at hand, decoded only if something confirms.
+            let sealed = if confirmed.is_empty() { None } else { decode_sealed(&u.sealed) };
+            let before = self.outbox.subjects_of(rid);
+            self.redecide(
+                &mut b,
+                &before,
+                confirmed,
+                |sid| (sid, rid),
+                details_changed,
+                "record_changed",
+                |_, _| Ok(sealed.clone()),
+            )?;
+            b.commit.records_put.push(RecordRow {
+                source: source.to_string(),
+                record_ref: u.record_ref,
+                tokens: u.tokens,
+                sealed: u.sealed,
+            });
+        }
+        let held = self.registry.held(source);
+        let upserts = b.commit.records_put.len() as u64 + unchanged;
+        let head = Entry::NationalBatch {
+            time: b.time.clone(),
+            source: source.to_string(),
+            sequence: batch.sequence,
+            upserts,
+            removes,
+            removes_unknown,
+            records: held,
+            disclosures: b.disclosed,
+            amendments: b.amended,
+            retractions: b.retracted,
+            candidates: b.candidates,
+            commitment: batch.commitment.clone(),
+        };
+        let counts = Counts { upserts, removes, removes_unknown, total: held };
+        self.complete(b, head, caller, batch.sequence, batch.commitment, counts)
+    }
+
+    fn complete(
+        &mut self,
+        b: Batch,
+        head: Entry,
+        caller: String,
+        sequence: u64,
+        commitment: String,
+        counts: Counts,
+    ) -> Result<Applied, EngineError> {
+        let log_index = self.log.size();
+        let forces = b.forces();
+        let (mut commit, leaves) = self.log.close(b, vec![head])?;
+        let receipt = BatchReceipt {
+            sequence,
+            replayed: false,
+            upserts: counts.upserts,
+            removes: counts.removes,
+            removes_unknown: counts.removes_unknown,
+            total: counts.total,
+            log_index,
+        };
+        commit.batch = Some(SenderState { caller, sequence, commitment, receipt: receipt.encode_to_vec() });
+        Ok(Applied::Fresh { receipt, commit, leaves, forces })
+    }
+
+    /// A pre-employment check: applicants are matched against national
+    /// tokens and forgotten. Only the log entry (counts) is committed.
+    pub fn check(
+        &mut self,
+        store: &dyn StoreRead,
+        force: &str,
+        request_id: &str,
+        applicants: Vec<ApplicantIn>,
+        now_ms: i64,
+    ) -> Result<Checked, EngineError> {
+        let mut b = Batch::new(now_ms);
+        let mut matches = Vec::new();
+        for a in &applicants {
+            let k = keys(&a.tokens);
+            for (rid, ev, _) in self.confirmed(&mut b, |m, hits| m.probe_national(&k, hits)) {
+                let Some((source, rref)) = self.registry.record_info(rid) else { continue };
+                matches.push(CheckMatch {
+                    applicant: a.applicant.clone().into(),
+                    source: source.to_string(),
+                    record_ref: rref.to_vec().into(),
+                    agreeing: ev.agreeing.iter().map(|k| k as i32).collect(),
+                    sealed: self.sealed_of(store, rid)?,
+                });
+            }
+        }
+        let candidates = b.candidates;
+        let head = Entry::Check {
+            time: b.time.clone(),
+            force: force.to_string(),
+            request_id: request_id.to_string(),
+            applicants: applicants.len() as u64,
+            confirmed: matches.len() as u64,
+            candidates,
+            policy_version: self.settings.policy.version.clone(),
+        };
+        let log_index = self.log.size();
+        let (commit, leaves) = self.log.close(b, vec![head])?;
+        Ok(Checked { matches, candidates, log_index, commit, leaves })
+    }
+}
+
+#[cfg(test)]
+mod tests;

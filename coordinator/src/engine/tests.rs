@@ -1,0 +1,272 @@
+//! The engine's unit tests, against the in-memory store.
+
+use super::*;
+use crate::policy::Policy;
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+use vigil_proto::KeyKind;
+use vigil_proto::tlog::{leaf_hash, verify_inclusion};
+use vigil_proto::v1::{Disclosure, DisclosureType};
+
+fn settings() -> Settings {
+    Settings {
+        epoch: 1,
+        policy: Policy::default_policy(),
+        policy_sha256: "p1".into(),
+        origin: "vigil.test/audit".into(),
+        max_roster_size: 100,
+        index_capacity: (64, 64),
+    }
+}
+
+fn signer() -> Signer {
+    Signer::from_seed("vigil.test/audit", &[3; 32]).unwrap().0
+}
+
+fn t(n: u8) -> [u8; 16] {
+    [n; 16]
+}
+
+/// Tokens of a person `p`: NINO and name/date kinds all agree.
+fn person(p: u8) -> Vec<StoredToken> {
+    vec![
+        (KeyKind::Nino, t(p)),
+        (KeyKind::NameDob, t(p.wrapping_add(100))),
+        (KeyKind::CanonNameDob, t(p.wrapping_add(200))),
+    ]
+}
+
+fn commit(store: &MemoryStore, a: Applied) -> BatchReceipt {
+    match a {
+        Applied::Fresh { receipt, commit, .. } => {
+            store.commit(&commit).unwrap();
+            receipt
+        }
+        Applied::Replayed(r) => r,
+    }
+}
+
+/// A commitment that differs whenever the content does.
+fn commitment<T: std::fmt::Debug>(upserts: &T, removes: &[u8]) -> String {
+    format!("{upserts:?}{removes:?}")
+}
+
+fn roster(seq: u64, upserts: Vec<(u8, Vec<StoredToken>)>, removes: Vec<u8>) -> BatchIn<SubjectIn> {
+    BatchIn {
+        sequence: seq,
+        commitment: commitment(&upserts, &removes),
+        upserts: upserts.into_iter().map(|(p, tokens)| SubjectIn { pseudonym: [p; 16], tokens }).collect(),
+        removes: removes.into_iter().map(|p| [p; 16]).collect(),
+    }
+}
+
+fn national_with(seq: u64, upserts: Vec<(u8, Vec<StoredToken>, Vec<u8>)>, removes: Vec<u8>) -> BatchIn<RecordIn> {
+    BatchIn {
+        sequence: seq,
+        commitment: commitment(&upserts, &removes),
+        upserts: upserts
+            .into_iter()
+            .map(|(r, tokens, sealed)| RecordIn { record_ref: [r; 16], tokens, sealed })
+            .collect(),
+        removes: removes.into_iter().map(|r| [r; 16]).collect(),
+    }
+}
+
+fn national(seq: u64, upserts: Vec<(u8, Vec<StoredToken>)>, removes: Vec<u8>) -> BatchIn<RecordIn> {
+    national_with(seq, upserts.into_iter().map(|(r, t)| (r, t, vec![])).collect(), removes)
+}
+
+fn pending(store: &MemoryStore, force: &str) -> Vec<Disclosure> {
+    store.pending(force, 0, 1000).unwrap().into_iter().map(|(_, m)| Disclosure::decode(m.as_slice()).unwrap()).collect()
+}
+
+fn fresh() -> (MemoryStore, Engine) {
+    let store = MemoryStore::new();
+    let (e, _, c) = Engine::load(&store, settings(), signer(), 0).unwrap();
+    store.commit(&c).unwrap();
+    (store, e)
+}
+
+fn sealed(category: u8) -> Vec<u8> {
+    SealedDetails { epoch: 1, nonce: vec![category; 12].into(), ciphertext: vec![category; 20].into() }.encode_to_vec()
+}
+
+#[test]
+fn continuous_matching_disclosures_retractions_and_restart() {
+    let (store, mut e) = fresh();
+
+    // Two forces enrol; person 1 works for gmp, person 2 for wmp.
+    let r = commit(
+        &store,
+        e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1)), (3, person(3))], vec![]), 1).unwrap(),
+    );
+    assert_eq!((r.upserts, r.total, r.replayed, r.sequence), (2, 2, false, 1));
+    commit(&store, e.apply_roster(&store, "wmp", roster(1, vec![(2, person(2))], vec![]), 2).unwrap());
+    // The national feed names persons 1 and 2, and someone else.
+    let first = national(1, vec![(10, person(1)), (20, person(2)), (30, person(9))], vec![]);
+    let a = e.apply_national(&store, "pnc", first.clone(), 3).unwrap();
+    let Applied::Fresh { ref forces, .. } = a else { panic!() };
+    assert_eq!(forces, &vec!["gmp".to_string(), "wmp".to_string()]);
+    commit(&store, a);
+    let gmp = pending(&store, "gmp");
+    assert_eq!(gmp.len(), 1);
+    assert_eq!((gmp[0].subject.as_ref(), gmp[0].version), (&[1; 16][..], 1));
+    assert_eq!(gmp[0].record_ref.as_ref(), &[10; 16]);
+    assert_eq!(pending(&store, "wmp")[0].record_ref.as_ref(), &[20; 16]);
+
+    // A retry of batch 1 (same sequence, same content) changes nothing
+    // and gets the first receipt back.
+    let r = commit(&store, e.apply_national(&store, "pnc", first, 4).unwrap());
+    assert!(r.replayed);
+    assert_eq!((r.upserts, r.total), (3, 3));
+    assert_eq!(pending(&store, "gmp").len(), 1);
+    // The same sequence with other content, or a gap, is refused.
+    let other = national(1, vec![(40, person(3))], vec![]);
+    assert!(matches!(e.apply_national(&store, "pnc", other, 4), Err(EngineError::Sequence(_))));
+    let gap = national(3, vec![(40, person(3))], vec![]);
+    assert!(matches!(e.apply_national(&store, "pnc", gap, 4), Err(EngineError::Sequence(_))));
+
+    // Re-sending an unchanged record in a later batch changes nothing:
+    // no retraction, no second disclosure.
+    let a = e.apply_national(&store, "pnc", national(2, vec![(10, person(1))], vec![]), 4).unwrap();
+    let Applied::Fresh { commit: c, .. } = a else { panic!() };
+    assert!(c.disclosures.is_empty() && c.records_put.is_empty());
+    store.commit(&c).unwrap();
+
+    // A delta naming person 3 reaches gmp only.
+    commit(&store, e.apply_national(&store, "pnc", national(3, vec![(40, person(3))], vec![]), 5).unwrap());
+    assert_eq!(pending(&store, "gmp").len(), 2);
+    assert_eq!(pending(&store, "wmp").len(), 1);
+
+    // A leaver: person 1 leaves gmp, the disclosure is retracted.
+    let r = commit(&store, e.apply_roster(&store, "gmp", roster(2, vec![], vec![1, 99]), 6).unwrap());
+    assert_eq!((r.removes, r.removes_unknown, r.total), (1, 1, 1));
+    let g = pending(&store, "gmp");
+    assert_eq!(g.len(), 3);
+    assert_eq!(g[2].r#type, DisclosureType::Retraction as i32);
+    assert_eq!(g[2].retracts, g[0].id);
+    // Withdrawing record 20 retracts wmp's disclosure.
+    commit(&store, e.apply_national(&store, "pnc", national(4, vec![], vec![20]), 7).unwrap());
+    assert_eq!(pending(&store, "wmp").len(), 2);
+
+    // Every disclosure's entry is in the log, and the log matches its checkpoint.
+    let (_, view, c) = Engine::load(&store, settings(), signer(), 8).unwrap();
+    assert!(c.is_empty(), "restart with the same policy and epoch appends nothing");
+    let root = view.tree.root(view.tree.size()).unwrap();
+    for d in pending(&store, "gmp") {
+        let a = d.audit.unwrap();
+        let proof = view.tree.inclusion_proof(a.leaf_index, view.tree.size()).unwrap();
+        verify_inclusion(&leaf_hash(&a.entry), a.leaf_index, view.tree.size(), &proof, &root).unwrap();
+        let entry = Entry::parse(&a.entry).unwrap();
+        assert!(matches!(entry, Entry::Disclosure { .. } | Entry::Retraction { .. }));
+    }
+    // After a restart the engine knows what is in force and which
+    // sequence comes next: re-sending person 3 unchanged discloses
+    // nothing new.
+    let (mut e2, _, _) = Engine::load(&store, settings(), signer(), 9).unwrap();
+    assert_eq!(Engine::last_sequence(&store, "force/gmp").unwrap(), 2);
+    let a = e2.apply_roster(&store, "gmp", roster(3, vec![(3, person(3))], vec![]), 10).unwrap();
+    let Applied::Fresh { commit: c, .. } = a else { panic!() };
+    assert!(c.disclosures.is_empty());
+}
+
+/// The cases the integrity issue found: the same content sent again in
+/// a later batch is applied again. A withdrawn record fed again is
+/// disclosed again; a leaver who rejoins and leaves again is gone; a
+/// category changed A → B → A amends the case twice and ends at A.
+#[test]
+fn the_same_content_sent_again_later_is_applied() {
+    let (store, mut e) = fresh();
+    commit(&store, e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1))], vec![]), 1).unwrap());
+    let feed = |seq| national_with(seq, vec![(10, person(1), sealed(1))], vec![]);
+    commit(&store, e.apply_national(&store, "pnc", feed(1), 2).unwrap());
+    commit(&store, e.apply_national(&store, "pnc", national(2, vec![], vec![10]), 3).unwrap());
+    let r = commit(&store, e.apply_national(&store, "pnc", feed(3), 4).unwrap());
+    assert!(!r.replayed);
+    assert_eq!(r.total, 1, "the re-instated record is held again");
+    let g = pending(&store, "gmp");
+    let types: Vec<i32> = g.iter().map(|d| d.r#type).collect();
+    let (d, x) = (DisclosureType::Disclosure as i32, DisclosureType::Retraction as i32);
+    assert_eq!(types, vec![d, x, d], "disclosed, retracted, disclosed again");
+    assert_ne!(g[0].id, g[2].id);
+
+    // A → B → A: two amendments of the same case, versions 2 and 3.
+    let change = |seq, cat| national_with(seq, vec![(10, person(1), sealed(cat))], vec![]);
+    commit(&store, e.apply_national(&store, "pnc", change(4, 2), 5).unwrap());
+    commit(&store, e.apply_national(&store, "pnc", change(5, 1), 6).unwrap());
+    let g = pending(&store, "gmp");
+    let amendments: Vec<&Disclosure> = g.iter().filter(|d| d.r#type == DisclosureType::Amendment as i32).collect();
+    assert_eq!(amendments.len(), 2);
+    assert!(amendments.iter().all(|a| a.amends == g[2].id));
+    assert_eq!(amendments.iter().map(|a| a.version).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(amendments[1].sealed.as_ref().unwrap().encode_to_vec(), sealed(1));
+    assert_eq!(store.record("pnc", &[10; 16]).unwrap().unwrap().sealed, sealed(1));
+    let mut active = Vec::new();
+    store.for_each_active(&mut |a| active.push(a)).unwrap();
+    assert_eq!((active.len(), active[0].version, active[0].disclosure_id.clone()), (1, 3, g[2].id.clone()));
+
+    // Leave, rejoin, leave: enrolled 0, and the rejoiner's case is
+    // retracted again.
+    commit(&store, e.apply_roster(&store, "gmp", roster(2, vec![], vec![1]), 7).unwrap());
+    commit(&store, e.apply_roster(&store, "gmp", roster(3, vec![(1, person(1))], vec![]), 8).unwrap());
+    let r = commit(&store, e.apply_roster(&store, "gmp", roster(4, vec![], vec![1]), 9).unwrap());
+    assert_eq!((r.removes, r.total, r.replayed), (1, 0, false));
+    assert_eq!(e.enrolled("gmp"), 0);
+    let mut active = Vec::new();
+    store.for_each_active(&mut |a| active.push(a)).unwrap();
+    assert!(active.is_empty());
+}
+
+#[test]
+fn limits_and_inconsistent_batches_change_nothing() {
+    let store = MemoryStore::new();
+    let mut s = settings();
+    s.max_roster_size = 2;
+    let (mut e, _, c) = Engine::load(&store, s, signer(), 0).unwrap();
+    store.commit(&c).unwrap();
+    let err = e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1)), (2, person(2)), (3, person(3))], vec![]), 1);
+    assert!(matches!(err, Err(EngineError::Limit(_))));
+    let err = e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1)), (1, person(1))], vec![]), 1);
+    assert!(matches!(err, Err(EngineError::Invalid(_))));
+    let err = e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1))], vec![1]), 1);
+    assert!(matches!(err, Err(EngineError::Invalid(_))));
+    assert_eq!(e.enrolled("gmp"), 0);
+    assert_eq!(Engine::last_sequence(&store, "force/gmp").unwrap(), 0);
+}
+
+#[test]
+fn refuses_a_store_signed_with_another_key_or_origin() {
+    let store = MemoryStore::new();
+    let (_, _, c) = Engine::load(&store, settings(), signer(), 0).unwrap();
+    store.commit(&c).unwrap();
+    let other = Signer::from_seed("vigil.test/audit", &[4; 32]).unwrap().0;
+    assert!(matches!(Engine::load(&store, settings(), other, 1), Err(EngineError::Integrity(_))));
+    let mut s = settings();
+    s.origin = "elsewhere/audit".into();
+    assert!(matches!(Engine::load(&store, s, signer(), 1), Err(EngineError::Integrity(_))));
+}
+
+#[test]
+fn checks_return_confirmed_matches_and_keep_no_tokens() {
+    let (store, mut e) = fresh();
+    commit(&store, e.apply_national(&store, "pnc", national(1, vec![(10, person(1))], vec![]), 1).unwrap());
+    let (nat, ros) = e.token_counts();
+    let checked = e
+        .check(
+            &store,
+            "gmp",
+            "req-1",
+            vec![
+                ApplicantIn { applicant: vec![1], tokens: person(1) },
+                ApplicantIn { applicant: vec![2], tokens: person(2) },
+            ],
+            2,
+        )
+        .unwrap();
+    assert_eq!(checked.matches.len(), 1);
+    assert_eq!(checked.matches[0].applicant.as_ref(), &[1]);
+    assert_eq!(e.token_counts(), (nat, ros), "applicant tokens are not kept");
+    assert!(checked.commit.subjects_put.is_empty() && checked.commit.disclosures.is_empty());
+    let entry = Entry::parse(&checked.commit.log[0].1).unwrap();
+    assert!(matches!(entry, Entry::Check { applicants: 2, confirmed: 1, .. }));
+}

@@ -1,0 +1,131 @@
+//! What goes into the engine and what comes out: settings, batches after
+//! checking and peppering, applicants, results and errors.
+
+use vigil_proto::tlog::Hash;
+use vigil_proto::v1::{BatchReceipt, CheckMatch};
+
+use crate::policy::Policy;
+use crate::store::{Commit, Ref, StoreError, StoredToken};
+
+/// Settings the engine needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Linkage-key epoch accepted.
+    pub epoch: u32,
+    /// The policy in force.
+    pub policy: Policy,
+    /// SHA-256 (hex) of the policy text.
+    pub policy_sha256: String,
+    /// The log's origin.
+    pub origin: String,
+    /// Most subjects per force.
+    pub max_roster_size: u64,
+    /// National and roster tokens to size the indexes for at start.
+    pub index_capacity: (usize, usize),
+}
+
+/// Why the engine refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed; the engine must be reloaded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bound was exceeded (nothing was changed).
+    #[error("{0}")]
+    Limit(String),
+    /// The request is inconsistent (nothing was changed).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store does not match the configuration or its own checkpoint.
+    #[error("{0}")]
+    Integrity(String),
+    /// The batch's sequence number is not the sender's next one, nor a
+    /// retry of its last (nothing was changed).
+    #[error("{0}")]
+    Sequence(String),
+}
+
+/// One subject of a roster batch, tokens already peppered.
+#[derive(Debug, Clone)]
+pub struct SubjectIn {
+    /// Pseudonym.
+    pub pseudonym: Ref,
+    /// Stored tokens.
+    pub tokens: Vec<StoredToken>,
+}
+
+/// One record of a national batch, tokens already peppered.
+#[derive(Debug, Clone)]
+pub struct RecordIn {
+    /// Reference.
+    pub record_ref: Ref,
+    /// Stored tokens.
+    pub tokens: Vec<StoredToken>,
+    /// Encoded `SealedDetails`.
+    pub sealed: Vec<u8>,
+}
+
+/// A batch (roster or national) after checking and peppering.
+#[derive(Debug, Clone)]
+pub struct BatchIn<T> {
+    /// The sender's batch sequence number.
+    pub sequence: u64,
+    /// Upserts.
+    pub upserts: Vec<T>,
+    /// Removes.
+    pub removes: Vec<Ref>,
+    /// Commitment to the batch as received.
+    pub commitment: String,
+}
+
+/// One applicant of a check.
+#[derive(Debug, Clone)]
+pub struct ApplicantIn {
+    /// The force's opaque applicant reference, echoed back.
+    pub applicant: Vec<u8>,
+    /// Stored tokens (never stored).
+    pub tokens: Vec<StoredToken>,
+}
+
+/// The result of applying a batch.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // built once per batch, moved once
+pub enum Applied {
+    /// The batch changed state: commit `commit`, then publish.
+    Fresh {
+        /// The receipt to return once committed.
+        receipt: BatchReceipt,
+        /// What to commit.
+        commit: Commit,
+        /// Log leaves appended (to publish after the commit).
+        leaves: Vec<Hash>,
+        /// Forces that have new disclosures.
+        forces: Vec<String>,
+    },
+    /// A retry of the sender's last batch; nothing changed.
+    Replayed(BatchReceipt),
+}
+
+/// What a check returns.
+#[derive(Debug)]
+pub struct Checked {
+    /// Confirmed matches (only these are returned).
+    pub matches: Vec<CheckMatch>,
+    /// Candidates counted.
+    pub candidates: u64,
+    /// The log entry's index.
+    pub log_index: u64,
+    /// What to commit (the log entry and checkpoint only).
+    pub commit: Commit,
+    /// Log leaves appended.
+    pub leaves: Vec<Hash>,
+}
+
+/// What a batch's receipt counts.
+pub(super) struct Counts {
+    pub upserts: u64,
+    pub removes: u64,
+    pub removes_unknown: u64,
+    pub total: u64,
+}
