@@ -23,9 +23,10 @@ use vigil_proto::v1::{CheckpointRequest, Disclosure, DisclosureType, EntriesRequ
 
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::{NodeConfig, NodeRole};
+use crate::error::NodeError;
 use crate::local::LocalStore;
+use crate::report::Report;
 use crate::verify::{self, LogKey};
-use vigil_common::exit::{self, Exit};
 
 /// The verified log: checkpoint and every entry.
 pub struct Log {
@@ -42,20 +43,20 @@ fn audit_client(channel: Channel) -> AuditServiceClient<Channel> {
 }
 
 /// Fetches the latest checkpoint and verifies it against the one held.
-pub async fn latest(store: &LocalStore, key: &LogKey, channel: Channel) -> Result<(Checkpoint, String), Exit> {
+pub async fn latest(store: &LocalStore, key: &LogKey, channel: Channel) -> Result<(Checkpoint, String), NodeError> {
     let mut c = audit_client(channel);
     let note = c
         .checkpoint(CheckpointRequest {})
         .await
-        .map_err(|s| client::status_exit(&s, "checkpoint"))?
+        .map_err(|s| client::status_error(&s, "checkpoint"))?
         .into_inner()
         .checkpoint;
-    let cp = verify::accept_checkpoint(store, key, &mut c, &note).await.map_err(verify::exit_of)?;
+    let cp = verify::accept_checkpoint(store, key, &mut c, &note).await.map_err(NodeError::from)?;
     Ok((cp, note))
 }
 
 /// Fetches every entry (auditor only) and checks them against the checkpoint.
-pub async fn fetch(store: &LocalStore, key: &LogKey, channel: Channel) -> Result<Log, Exit> {
+pub async fn fetch(store: &LocalStore, key: &LogKey, channel: Channel) -> Result<Log, NodeError> {
     let (cp, note) = latest(store, key, channel.clone()).await?;
     let mut c = audit_client(channel);
     let mut entries = Vec::with_capacity(cp.size as usize);
@@ -64,10 +65,10 @@ pub async fn fetch(store: &LocalStore, key: &LogKey, channel: Channel) -> Result
         let r = c
             .entries(EntriesRequest { start, end: cp.size })
             .await
-            .map_err(|s| client::status_exit(&s, "log entries"))?
+            .map_err(|s| client::status_error(&s, "log entries"))?
             .into_inner();
         if r.entries.is_empty() {
-            return Err(Exit::new(exit::AUDIT, format!("the coordinator returned no entries from {start}")));
+            return Err(NodeError::audit(format!("the coordinator returned no entries from {start}")));
         }
         entries.extend(r.entries.into_iter().map(|b| b.to_vec()));
     }
@@ -77,7 +78,7 @@ pub async fn fetch(store: &LocalStore, key: &LogKey, channel: Channel) -> Result
         tree.push(leaf_hash(e));
     }
     if tree.root(cp.size) != Some(cp.root) {
-        return Err(Exit::new(exit::AUDIT, "the entries served do not hash to the signed checkpoint's root"));
+        return Err(NodeError::audit("the entries served do not hash to the signed checkpoint's root"));
     }
     Ok(Log { checkpoint: cp, note, entries })
 }
@@ -96,7 +97,7 @@ pub struct Verified {
 }
 
 /// `audit verify`.
-pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> Result<Verified, Exit> {
+pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> Result<Verified, NodeError> {
     let key = LogKey::load(cfg)?;
     let mut v = Verified::default();
     match cfg.role {
@@ -111,9 +112,9 @@ pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> R
             let (cp, _) = latest(store, &key, channel.clone()).await?;
             v.size = cp.size;
             let mut c = audit_client(channel);
-            for (id, bytes, _) in store.inbox().map_err(|e| Exit::new(exit::FAILURE, e.to_string()))? {
-                let d: Disclosure = prost::Message::decode(bytes.as_slice())
-                    .map_err(|_| Exit::new(exit::FAILURE, "corrupt inbox entry"))?;
+            for (id, bytes, _) in store.inbox().map_err(|e| NodeError::failed(e.to_string()))? {
+                let d: Disclosure =
+                    prost::Message::decode(bytes.as_slice()).map_err(|_| NodeError::failed("corrupt inbox entry"))?;
                 let Some(a) = d.audit.as_ref() else {
                     v.problems.push(format!("{id}: stored without its log entry"));
                     continue;
@@ -125,7 +126,7 @@ pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> R
                 let proof = c
                     .inclusion_proof(InclusionProofRequest { leaf_index: a.leaf_index, tree_size: cp.size })
                     .await
-                    .map_err(|s| client::status_exit(&s, "inclusion proof"))?
+                    .map_err(|s| client::status_error(&s, "inclusion proof"))?
                     .into_inner()
                     .proof;
                 let proof: Result<Vec<Hash>, _> = proof.iter().map(|h| <Hash>::try_from(h.as_ref())).collect();
@@ -154,220 +155,6 @@ pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> R
     Ok(v)
 }
 
-/// One row of the report's detail: one disclosure, amendment or retraction.
-#[derive(Debug, Clone, Serialize)]
-pub struct Shared {
-    /// RFC 3339 time.
-    pub time: String,
-    /// `disclosure`, `amendment` or `retraction`.
-    pub kind: String,
-    /// Id.
-    pub id: String,
-    /// Force it went to.
-    pub force: String,
-    /// Source of the record.
-    pub source: String,
-    /// Category (a force's own report only; `sealed` otherwise).
-    pub category: String,
-    /// Evidence kinds (disclosures).
-    pub evidence: String,
-    /// Policy version (disclosures) or reason (retractions).
-    pub policy_or_reason: String,
-}
-
-/// The report.
-#[derive(Debug, Default, Serialize)]
-pub struct Report {
-    /// Who produced it: `auditor <code>` or `force <code>`.
-    pub produced_by: String,
-    /// Log size covered.
-    pub log_size: u64,
-    /// Filters applied.
-    pub filters: String,
-    /// Totals by entry type.
-    pub totals: BTreeMap<String, u64>,
-    /// Disclosures by force.
-    pub by_force: BTreeMap<String, u64>,
-    /// Disclosures by source.
-    pub by_source: BTreeMap<String, u64>,
-    /// Disclosures by category (force reports only).
-    pub by_category: BTreeMap<String, u64>,
-    /// Disclosures by month (YYYY-MM).
-    pub by_month: BTreeMap<String, u64>,
-    /// Disclosures by policy version.
-    pub by_policy: BTreeMap<String, u64>,
-    /// Retractions by reason.
-    pub retractions_by_reason: BTreeMap<String, u64>,
-    /// Amendments by reason.
-    pub amendments_by_reason: BTreeMap<String, u64>,
-    /// Roster sync batches by force.
-    pub roster_batches_by_force: BTreeMap<String, u64>,
-    /// National batches by source.
-    pub national_batches_by_source: BTreeMap<String, u64>,
-    /// Pre-employment checks by force (applicants checked).
-    pub checks_by_force: BTreeMap<String, u64>,
-    /// Candidates counted (never disclosed).
-    pub candidates: u64,
-    /// Policy and epoch changes.
-    pub changes: Vec<String>,
-    /// Every disclosure, amendment and retraction.
-    pub shared: Vec<Shared>,
-    /// Problems found while verifying.
-    pub problems: Vec<String>,
-}
-
-/// Builds a report from verified entries (and, for a force, categories
-/// opened from its inbox: id → category).
-pub fn report(
-    entries: &[Vec<u8>],
-    force: Option<&str>,
-    since: Option<&str>,
-    categories: &HashMap<String, String>,
-) -> Report {
-    let mut r = Report::default();
-    let keep_force = |f: &str| force.is_none_or(|x| x == f);
-    let keep_time = |t: &str| since.is_none_or(|s| t >= s);
-    for bytes in entries {
-        let Ok(e) = Entry::parse(bytes) else { continue };
-        if !keep_time(e.time()) {
-            continue;
-        }
-        match &e {
-            Entry::Disclosure { time, id, force: f, source, agreeing, policy_version, .. } if keep_force(f) => {
-                *r.totals.entry("disclosure".into()).or_default() += 1;
-                *r.by_force.entry(f.clone()).or_default() += 1;
-                *r.by_source.entry(source.clone()).or_default() += 1;
-                *r.by_month.entry(time.get(..7).unwrap_or("").to_string()).or_default() += 1;
-                *r.by_policy.entry(policy_version.clone()).or_default() += 1;
-                let category = categories.get(id).cloned().unwrap_or_else(|| "sealed".into());
-                if force.is_some() {
-                    *r.by_category.entry(category.clone()).or_default() += 1;
-                }
-                r.shared.push(Shared {
-                    time: time.clone(),
-                    kind: "disclosure".into(),
-                    id: id.clone(),
-                    force: f.clone(),
-                    source: source.clone(),
-                    category,
-                    evidence: agreeing.join(","),
-                    policy_or_reason: policy_version.clone(),
-                });
-            }
-            Entry::Amendment { time, id, amends, force: f, source, agreeing, reason, .. } if keep_force(f) => {
-                *r.totals.entry("amendment".into()).or_default() += 1;
-                *r.amendments_by_reason.entry(reason.clone()).or_default() += 1;
-                r.shared.push(Shared {
-                    time: time.clone(),
-                    kind: "amendment".into(),
-                    id: format!("{id} (amends {amends})"),
-                    force: f.clone(),
-                    source: source.clone(),
-                    category: categories.get(id).cloned().unwrap_or_else(|| "sealed".into()),
-                    evidence: agreeing.join(","),
-                    policy_or_reason: reason.clone(),
-                });
-            }
-            Entry::Retraction { time, id, force: f, source, reason, .. } if keep_force(f) => {
-                *r.totals.entry("retraction".into()).or_default() += 1;
-                *r.retractions_by_reason.entry(reason.clone()).or_default() += 1;
-                r.shared.push(Shared {
-                    time: time.clone(),
-                    kind: "retraction".into(),
-                    id: id.clone(),
-                    force: f.clone(),
-                    source: source.clone(),
-                    category: String::new(),
-                    evidence: String::new(),
-                    policy_or_reason: reason.clone(),
-                });
-            }
-            Entry::RosterBatch { force: f, candidates, .. } if keep_force(f) => {
-                *r.totals.entry("roster_batch".into()).or_default() += 1;
-                *r.roster_batches_by_force.entry(f.clone()).or_default() += 1;
-                r.candidates += candidates;
-            }
-            Entry::NationalBatch { source, candidates, .. } if force.is_none() => {
-                *r.totals.entry("national_batch".into()).or_default() += 1;
-                *r.national_batches_by_source.entry(source.clone()).or_default() += 1;
-                r.candidates += candidates;
-            }
-            Entry::Check { force: f, applicants, candidates, .. } if keep_force(f) => {
-                *r.totals.entry("check".into()).or_default() += 1;
-                *r.checks_by_force.entry(f.clone()).or_default() += applicants;
-                r.candidates += candidates;
-            }
-            Entry::Policy { time, version, sha256 } => {
-                r.changes.push(format!("{time}: policy {version} (sha256 {})", sha256.get(..16).unwrap_or("")));
-            }
-            Entry::Epoch { time, epoch } => r.changes.push(format!("{time}: linkage-key epoch {epoch}")),
-            _ => {}
-        }
-    }
-    r.filters = format!("force: {}; since: {}", force.unwrap_or("all"), since.unwrap_or("the start"));
-    r
-}
-
-/// Renders a report as `table`, `csv`, `json` or `html`.
-pub fn render(r: &Report, format: &str) -> Result<String, Exit> {
-    match format {
-        "json" => serde_json::to_string_pretty(r).map_err(|e| Exit::new(exit::FAILURE, e.to_string())),
-        "csv" => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            let err = |e: csv::Error| Exit::new(exit::FAILURE, e.to_string());
-            w.write_record(["time", "kind", "id", "force", "source", "category", "evidence", "policy_or_reason"])
-                .map_err(err)?;
-            for s in &r.shared {
-                w.write_record([
-                    &s.time,
-                    &s.kind,
-                    &s.id,
-                    &s.force,
-                    &s.source,
-                    &s.category,
-                    &s.evidence,
-                    &s.policy_or_reason,
-                ])
-                .map_err(err)?;
-            }
-            let bytes = w.into_inner().map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?;
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
-        }
-        "table" => {
-            let mut s = format!("Vigil audit report ({}), log size {}, {}\n", r.produced_by, r.log_size, r.filters);
-            let section = |s: &mut String, title: &str, m: &BTreeMap<String, u64>| {
-                if m.is_empty() {
-                    return;
-                }
-                s.push_str(&format!("\n{title}\n"));
-                let rows: Vec<Vec<String>> = m.iter().map(|(k, v)| vec![k.clone(), v.to_string()]).collect();
-                s.push_str(&crate::inbox::table(&["", "COUNT"], &rows));
-            };
-            section(&mut s, "Entries", &r.totals);
-            section(&mut s, "Disclosures by force", &r.by_force);
-            section(&mut s, "Disclosures by source", &r.by_source);
-            section(&mut s, "Disclosures by category", &r.by_category);
-            section(&mut s, "Disclosures by month", &r.by_month);
-            section(&mut s, "Disclosures by policy", &r.by_policy);
-            section(&mut s, "Retractions by reason", &r.retractions_by_reason);
-            section(&mut s, "Amendments by reason", &r.amendments_by_reason);
-            section(&mut s, "Roster batches by force", &r.roster_batches_by_force);
-            section(&mut s, "National batches by source", &r.national_batches_by_source);
-            section(&mut s, "Applicants checked by force", &r.checks_by_force);
-            s.push_str(&format!("\nCandidates counted (never disclosed): {}\n", r.candidates));
-            for c in &r.changes {
-                s.push_str(&format!("change: {c}\n"));
-            }
-            for p in &r.problems {
-                s.push_str(&format!("PROBLEM: {p}\n"));
-            }
-            Ok(s)
-        }
-        "html" => Ok(crate::report_html::render(r)),
-        other => Err(Exit::new(exit::CONFIG, format!("unknown format {other:?}: use table, csv, json or html"))),
-    }
-}
-
 /// Builds a report for this node: all forces for an auditor, its own for a force.
 pub async fn build_report(
     cfg: &NodeConfig,
@@ -375,12 +162,12 @@ pub async fn build_report(
     channel: Channel,
     force: Option<&str>,
     since: Option<&str>,
-) -> Result<Report, Exit> {
+) -> Result<Report, NodeError> {
     let key = LogKey::load(cfg)?;
     match cfg.role {
         NodeRole::Auditor => {
             let log = fetch(store, &key, channel).await?;
-            let mut r = report(&log.entries, force, since, &HashMap::new());
+            let mut r = crate::report::report(&log.entries, force, since, &HashMap::new());
             r.problems = vigil_proto::invariants::check(&log.entries).1;
             r.produced_by = format!("auditor {}", cfg.code);
             r.log_size = log.checkpoint.size;
@@ -388,7 +175,7 @@ pub async fn build_report(
         }
         NodeRole::Force => {
             if force.is_some_and(|f| f != cfg.code) {
-                return Err(Exit::new(exit::CONFIG, "a force's report covers only that force"));
+                return Err(NodeError::config("a force's report covers only that force"));
             }
             let (cp, _) = latest(store, &key, channel).await?;
             let keys = crate::sync::Keys::load(cfg)?;
@@ -397,29 +184,27 @@ pub async fn build_report(
                 items.iter().map(|i| (i.id.clone(), i.category.clone())).collect();
             let entries: Vec<Vec<u8>> = store
                 .inbox()
-                .map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?
+                .map_err(|e| NodeError::failed(e.to_string()))?
                 .into_iter()
                 .filter_map(|(_, b, _)| prost::Message::decode(b.as_slice()).ok())
                 .filter_map(|d: Disclosure| d.audit.map(|a| a.entry.to_vec()))
                 .collect();
-            let mut r = report(&entries, Some(&cfg.code), since, &categories);
+            let mut r = crate::report::report(&entries, Some(&cfg.code), since, &categories);
             r.produced_by = format!("force {}", cfg.code);
             r.log_size = cp.size;
             Ok(r)
         }
-        NodeRole::Source => {
-            Err(Exit::new(exit::CONFIG, "a source node has no audit report; use an auditor or force node"))
-        }
+        NodeRole::Source => Err(NodeError::config("a source node has no audit report; use an auditor or force node")),
     }
 }
 
 /// Writes the log for third-party verification (auditor only): see
 /// docs/audit.md for the formats.
-pub async fn export(cfg: &NodeConfig, store: &LocalStore, channel: Channel, dir: &Path) -> Result<u64, Exit> {
+pub async fn export(cfg: &NodeConfig, store: &LocalStore, channel: Channel, dir: &Path) -> Result<u64, NodeError> {
     let key = LogKey::load(cfg)?;
     let log = fetch(store, &key, channel.clone()).await?;
-    let seen = verify::history(store, &key).map_err(verify::exit_of)?;
-    let io = |e: std::io::Error| Exit::new(exit::FAILURE, format!("writing {}: {e}", dir.display()));
+    let seen = verify::history(store, &key).map_err(NodeError::from)?;
+    let io = |e: std::io::Error| NodeError::failed(format!("writing {}: {e}", dir.display()));
     std::fs::create_dir_all(dir.join("inclusion")).map_err(io)?;
     std::fs::create_dir_all(dir.join("consistency")).map_err(io)?;
     std::fs::write(dir.join("checkpoint"), &log.note).map_err(io)?;

@@ -13,9 +13,9 @@ use vigil_proto::v1::{Applicant, CheckRequest};
 use vigil_proto::{hex, tokens as wire};
 
 use crate::client::{self, MAX_MESSAGE};
+use crate::error::NodeError;
 use crate::input::{self, Report};
 use crate::sync::Keys;
-use vigil_common::exit::{self, Exit};
 
 /// One confirmed match of an applicant.
 #[derive(Debug, Clone, Serialize)]
@@ -57,19 +57,19 @@ pub struct CheckOutcome {
 }
 
 /// Checks the applicants in `path`.
-pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOutcome, Exit> {
+pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOutcome, NodeError> {
     let name = path.display().to_string();
     let mut report = Report::new(&name, "applicants");
     let mut rows = Vec::new();
-    let bad = |e: input::InputError| Exit::new(exit::INPUT, format!("{e}. Nothing was checked"));
+    let bad = |e: input::InputError| NodeError::input(format!("{e}. Nothing was checked"));
     let scan = input::scan_path(path, input::Kind::Applicants).map_err(bad)?;
     input::read_applicants(input::open(path).map_err(bad)?, &name, &scan, &mut report, |r| rows.push(r))
         .map_err(bad)?;
     if rows.is_empty() {
-        return Err(Exit::new(exit::INPUT, format!("{name}: no usable applicant rows ({})", report.summary())));
+        return Err(NodeError::input(format!("{name}: no usable applicant rows ({})", report.summary())));
     }
     let mut nonce = [0u8; 8];
-    SystemRandom::new().fill(&mut nonce).map_err(|_| Exit::new(exit::FAILURE, "random generator failed"))?;
+    SystemRandom::new().fill(&mut nonce).map_err(|_| NodeError::failed("random generator failed"))?;
     let request_id = format!("c-{}", hex::encode(&nonce));
     let mut by_ref: HashMap<Vec<u8>, (String, String)> = HashMap::new();
     let mut toks = Vec::new();
@@ -85,7 +85,7 @@ pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOu
     let resp = c
         .check(CheckRequest { request_id: request_id.clone(), epoch: keys.epoch, applicants })
         .await
-        .map_err(|s| client::status_exit(&s, "pre-employment check"))?
+        .map_err(|s| client::status_error(&s, "pre-employment check"))?
         .into_inner();
     let mut matches = Vec::new();
     for m in resp.matches {

@@ -7,15 +7,15 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 
 use crate::config::NodeConfig;
+use crate::error::NodeError;
 use crate::tls;
-use vigil_common::exit::{self, Exit};
 
 /// Largest message the node sends or accepts.
 pub const MAX_MESSAGE: usize = 32 * 1024 * 1024;
 
 /// The host and port of the coordinator's `https://` address.
-fn authority(cfg: &NodeConfig) -> Result<String, Exit> {
-    let bad = |why: &str| Exit::new(exit::CONFIG, format!("coordinator address {}: {why}", cfg.coordinator));
+fn authority(cfg: &NodeConfig) -> Result<String, NodeError> {
+    let bad = |why: &str| NodeError::config(format!("coordinator address {}: {why}", cfg.coordinator));
     let uri: Uri = cfg.coordinator.parse().map_err(|_| bad("not a URI"))?;
     if uri.scheme_str() != Some("https") {
         return Err(bad("must start with https:// (there is no plaintext mode)"));
@@ -26,15 +26,15 @@ fn authority(cfg: &NodeConfig) -> Result<String, Exit> {
 
 /// Opens a mutual-TLS channel to the coordinator, after checking this
 /// node's own certificate against its configuration.
-pub async fn connect(cfg: &NodeConfig) -> Result<Channel, Exit> {
+pub async fn connect(cfg: &NodeConfig) -> Result<Channel, NodeError> {
     let tls = tls::load(cfg)?;
     let addr = authority(cfg)?;
     let name = rustls::pki_types::ServerName::try_from(cfg.server_name.clone())
-        .map_err(|e| Exit::new(exit::CONFIG, format!("server_name {:?}: {e}", cfg.server_name)))?;
+        .map_err(|e| NodeError::config(format!("server_name {:?}: {e}", cfg.server_name)))?;
     let connector = tokio_rustls::TlsConnector::from(tls.config);
     probe(&connector, &name, &addr).await.map_err(|e| match tls::tls_problem(&e) {
-        Some(why) => Exit::new(exit::CONFIG, format!("TLS with the coordinator at {} failed: {why}", cfg.coordinator)),
-        None => Exit::new(exit::UNAVAILABLE, format!("cannot reach the coordinator at {}: {e}", cfg.coordinator)),
+        Some(why) => NodeError::config(format!("TLS with the coordinator at {} failed: {why}", cfg.coordinator)),
+        None => NodeError::unavailable(format!("cannot reach the coordinator at {}: {e}", cfg.coordinator)),
     })?;
     let dial = addr.clone();
     let service = tower::service_fn(move |_: Uri| {
@@ -48,14 +48,14 @@ pub async fn connect(cfg: &NodeConfig) -> Result<Channel, Exit> {
     });
     // TLS is done by the connector above, so the endpoint itself is plain.
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Exit::new(exit::CONFIG, format!("coordinator address {}: {e}", cfg.coordinator)))?
+        .map_err(|e| NodeError::config(format!("coordinator address {}: {e}", cfg.coordinator)))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_while_idle(true);
     endpoint.connect_with_connector(service).await.map_err(|e| match tls::tls_problem(&e) {
-        Some(why) => Exit::new(exit::CONFIG, format!("TLS with the coordinator at {} failed: {why}", cfg.coordinator)),
-        None => Exit::new(exit::UNAVAILABLE, format!("cannot reach the coordinator at {}: {e}", cfg.coordinator)),
+        Some(why) => NodeError::config(format!("TLS with the coordinator at {} failed: {why}", cfg.coordinator)),
+        None => NodeError::unavailable(format!("cannot reach the coordinator at {}: {e}", cfg.coordinator)),
     })
 }
 
@@ -106,33 +106,35 @@ pub fn transient(s: &Status) -> bool {
 }
 
 /// The exit code and message for a failed call.
-pub fn status_exit(s: &Status, what: &str) -> Exit {
+pub fn status_error(s: &Status, what: &str) -> NodeError {
     if let Some(why) = tls_cause(s) {
-        return Exit::new(exit::CONFIG, format!("{what}: TLS with the coordinator failed: {why}"));
+        return NodeError::config(format!("{what}: TLS with the coordinator failed: {why}"));
     }
-    let code = match s.code() {
-        Code::Unavailable | Code::DeadlineExceeded => exit::UNAVAILABLE,
-        Code::Unauthenticated | Code::PermissionDenied => exit::CONFIG,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::ResourceExhausted | Code::OutOfRange => exit::INPUT,
-        _ => exit::FAILURE,
-    };
-    Exit::new(code, format!("{what}: {} ({:?})", s.message(), s.code()))
+    let message = format!("{what}: {} ({:?})", s.message(), s.code());
+    match s.code() {
+        Code::Unavailable | Code::DeadlineExceeded => NodeError::Unavailable(message),
+        Code::Unauthenticated | Code::PermissionDenied => NodeError::Config(message),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::ResourceExhausted | Code::OutOfRange => {
+            NodeError::Input(message)
+        }
+        _ => NodeError::Failed(message),
+    }
 }
 /// Waits until the coordinator's gRPC health service says SERVING, for at
 /// most `wait` (zero: ask once).
-pub async fn health(cfg: &NodeConfig, wait: Duration) -> Result<(), Exit> {
+pub async fn health(cfg: &NodeConfig, wait: Duration) -> Result<(), NodeError> {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let deadline = std::time::Instant::now() + wait;
     loop {
         let last = match connect(cfg).await {
             Ok(ch) => match HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await {
                 Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => return Ok(()),
-                Ok(r) => Exit::new(exit::UNAVAILABLE, format!("the coordinator reports status {}", r.get_ref().status)),
-                Err(s) => status_exit(&s, "health check"),
+                Ok(r) => NodeError::unavailable(format!("the coordinator reports status {}", r.get_ref().status)),
+                Err(s) => status_error(&s, "health check"),
             },
             Err(e) => e,
         };
-        if std::time::Instant::now() >= deadline || last.code == exit::CONFIG {
+        if std::time::Instant::now() >= deadline || matches!(last, NodeError::Config(_)) {
             return Err(last);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -16,9 +16,9 @@ use std::collections::{HashMap, HashSet};
 use vigil_proto::audit::Entry;
 use vigil_proto::v1::{Disclosure, DisclosureType};
 
+use crate::error::NodeError;
 use crate::local::{LocalStore, ReviewState};
 use crate::sync::Keys;
-use vigil_common::exit::{self, Exit};
 use vigil_identity::category;
 
 /// One disclosure as the inbox shows it.
@@ -103,10 +103,10 @@ fn describe_change(
 
 /// The case a disclosure id belongs to: itself, or for an amendment the
 /// disclosure it amends. `None` if the id is not in the inbox.
-pub fn case_of(store: &LocalStore, id: &str) -> Result<Option<String>, Exit> {
-    let fail = |e: crate::local::LocalError| Exit::new(exit::FAILURE, e.to_string());
+pub fn case_of(store: &LocalStore, id: &str) -> Result<Option<String>, NodeError> {
+    let fail = |e: crate::local::LocalError| NodeError::failed(e.to_string());
     let Some(bytes) = store.inbox_message(id).map_err(fail)? else { return Ok(None) };
-    let d = Disclosure::decode(bytes.as_slice()).map_err(|_| Exit::new(exit::FAILURE, "corrupt inbox entry"))?;
+    let d = Disclosure::decode(bytes.as_slice()).map_err(|_| NodeError::failed("corrupt inbox entry"))?;
     Ok(Some(if d.r#type == DisclosureType::Amendment as i32 { d.amends } else { d.id }))
 }
 
@@ -122,15 +122,15 @@ fn unseal(keys: &Keys, d: &Disclosure) -> (String, String, String) {
 }
 
 /// Builds the ranked inbox.
-pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, Exit> {
-    let fail = |e: crate::local::LocalError| Exit::new(exit::FAILURE, e.to_string());
+pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, NodeError> {
+    let fail = |e: crate::local::LocalError| NodeError::failed(e.to_string());
     let raw = store.inbox().map_err(fail)?;
     let mut disclosures: Vec<(Disclosure, ReviewState)> = Vec::new();
     let mut retracted: HashMap<String, String> = HashMap::new();
     // Amendments by the case they amend, received in any order.
     let mut amendments: HashMap<String, Vec<(Disclosure, ReviewState)>> = HashMap::new();
     for (_, bytes, st) in raw {
-        let d = Disclosure::decode(bytes.as_slice()).map_err(|_| Exit::new(exit::FAILURE, "corrupt inbox entry"))?;
+        let d = Disclosure::decode(bytes.as_slice()).map_err(|_| NodeError::failed("corrupt inbox entry"))?;
         if d.r#type == DisclosureType::Amendment as i32 {
             amendments.entry(d.amends.clone()).or_default().push((d, st));
         } else if d.r#type == DisclosureType::Retraction as i32 {
@@ -212,122 +212,4 @@ pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, Exit> {
     }
     items.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
     Ok(items)
-}
-
-/// Renders the inbox as `table`, `csv` or `json`.
-pub fn render(items: &[Item], format: &str) -> Result<String, Exit> {
-    match format {
-        "json" => serde_json::to_string_pretty(items).map_err(|e| Exit::new(exit::FAILURE, e.to_string())),
-        "csv" => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            let header = [
-                "id",
-                "status",
-                "state",
-                "retraction_reason",
-                "employee_id",
-                "name",
-                "role",
-                "source",
-                "record_id",
-                "category",
-                "event_date",
-                "evidence",
-                "version",
-                "changes",
-                "pattern",
-                "policy_version",
-                "received",
-                "note",
-            ];
-            let err = |e: csv::Error| Exit::new(exit::FAILURE, e.to_string());
-            w.write_record(header).map_err(err)?;
-            for i in items {
-                w.write_record([
-                    i.id.as_str(),
-                    &i.status,
-                    &i.state,
-                    &i.retraction_reason,
-                    &i.employee_id,
-                    &i.name,
-                    &i.role,
-                    &i.source,
-                    &i.record_id,
-                    &i.category,
-                    &i.event_date,
-                    &i.evidence.join(";"),
-                    &i.version.to_string(),
-                    &i.changes.join(" | "),
-                    if i.pattern { "yes" } else { "no" },
-                    &i.policy_version,
-                    &i.received,
-                    &i.note,
-                ])
-                .map_err(err)?;
-            }
-            let bytes = w.into_inner().map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?;
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
-        }
-        "table" => {
-            let header = [
-                "ID", "STATUS", "STATE", "EMPLOYEE", "NAME", "ROLE", "CATEGORY", "SOURCE", "RECORD", "EVENT",
-                "PATTERN", "EVIDENCE",
-            ];
-            let rows: Vec<Vec<String>> = items
-                .iter()
-                .map(|i| {
-                    vec![
-                        i.id.clone(),
-                        i.status.clone(),
-                        if i.state == "active" && i.version > 1 {
-                            format!("active (v{}, amended)", i.version)
-                        } else if i.state == "active" {
-                            "active".into()
-                        } else {
-                            format!("retracted ({})", i.retraction_reason)
-                        },
-                        i.employee_id.clone(),
-                        i.name.clone(),
-                        i.role.clone(),
-                        i.category.clone(),
-                        i.source.clone(),
-                        i.record_id.clone(),
-                        i.event_date.clone(),
-                        if i.pattern { "PATTERN".into() } else { String::new() },
-                        i.evidence.join(","),
-                    ]
-                })
-                .collect();
-            Ok(table(&header, &rows))
-        }
-        other => Err(Exit::new(exit::CONFIG, format!("unknown format {other:?}: use table, csv or json"))),
-    }
-}
-
-/// A plain text table with aligned columns.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| -> String {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            s.push_str(c);
-            if i + 1 < cells.len() {
-                s.push_str(&" ".repeat(widths[i] - c.chars().count()));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
 }

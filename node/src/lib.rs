@@ -10,6 +10,7 @@
 //! - [`keyfile`]: reading and writing key files.
 //! - [`input`]: streaming CSV readers for rosters, extracts and applicants,
 //!   with the machine-readable report of what was refused.
+//! - [`error`]: the library's error kinds (`main` maps them to exit codes).
 //! - [`config`]: the `node.toml` configuration.
 //! - [`local`]: the node's local store (enrolment, inbox, checkpoints).
 //! - [`tls`]: this node's certificate checked against its configuration,
@@ -20,18 +21,23 @@
 //! - [`verify`]: checkpoints, consistency and inclusion against the audit log.
 //! - [`inbox`]: the ranked inbox, joined with the roster locally.
 //! - [`check`]: pre-employment checks.
-//! - [`audit`]: `audit verify`, `report` and `export`; [`report_html`]
-//!   renders the report as one self-contained page.
+//! - [`audit`]: `audit verify`, building the report, `export`.
+//! - [`report`]: the audit report built from verified entries (pure).
+//! - [`report_html`]: the report as one self-contained HTML page (pure).
+//! - [`render`]: everything the command prints, as text (pure).
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod error;
 pub mod inbox;
 pub mod input;
 pub mod keyfile;
 pub mod local;
+pub mod render;
+pub mod report;
 pub mod report_html;
 pub mod sync;
 pub mod tls;

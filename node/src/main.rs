@@ -10,9 +10,10 @@ use vigil_common::secrets;
 use vigil_common::{out, outln};
 use vigil_identity::tokens::LinkageKey;
 use vigil_node::config::{NodeConfig, NodeRole};
+use vigil_node::error::NodeError;
 use vigil_node::local::{LocalStore, Status};
 use vigil_node::sync::{FeedInput, Keys};
-use vigil_node::{check, client, inbox, keyfile, watch};
+use vigil_node::{check, client, inbox, keyfile, render, watch};
 
 /// Vigil node: runs on a force's or a national source's own machine.
 /// Identity data stays here; only tokens, opaque references and sealed
@@ -211,9 +212,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigil-node: {e:#}");
-            ExitCode::from(exit::code_of(&e))
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The one mapping of errors to exit codes (docs/operations.md).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(n) = cause.downcast_ref::<NodeError>() {
+            return match n {
+                NodeError::Config(_) => exit::CONFIG,
+                NodeError::Input(_) => exit::INPUT,
+                NodeError::Unavailable(_) => exit::UNAVAILABLE,
+                NodeError::Audit(_) => exit::AUDIT,
+                _ => exit::FAILURE,
+            };
+        }
+        if let Some(x) = cause.downcast_ref::<Exit>() {
+            return x.code;
+        }
+    }
+    exit::FAILURE
 }
 
 fn load(c: &ConfigArg, role: Option<NodeRole>) -> anyhow::Result<NodeConfig> {
@@ -280,20 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let ch = client::connect(&cfg).await?;
                 vigil_node::sync::sync_roster(&cfg, &keys, &store, ch, &roster, allow_removals, report.as_deref()).await
             })?;
-            outln!(
-                "sync {}: {} rows read, {} refused; {} added, {} changed, {} removed, {} unchanged; {} batches ({} retries already applied); {} enrolled at the coordinator",
-                cfg.code,
-                s.rows,
-                s.refused,
-                s.added,
-                s.changed,
-                s.removed,
-                s.unchanged,
-                s.batches,
-                s.replayed,
-                s.total
-            );
-            outln!("report: {}", s.report);
+            out!("{}", render::sync_summary(&cfg.code, &s));
             refused_warning(s.refused, "keep their previous enrolment", &s.report);
             Ok(())
         }
@@ -316,22 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 vigil_node::sync::feed(&cfg, keys, store, ch, input).await
             })?;
-            outln!(
-                "feed {}: {} rows read, {} refused; {} added, {} changed, {} withdrawn, {} unchanged; {} batches ({} retries already applied); {} records at the coordinator",
-                cfg.code,
-                s.rows,
-                s.refused,
-                s.added,
-                s.changed,
-                s.removed,
-                s.unchanged,
-                s.batches,
-                s.replayed,
-                s.total
-            );
-            if !s.report.is_empty() {
-                outln!("report: {}", s.report);
-            }
+            out!("{}", render::feed_summary(&cfg.code, &s));
             if s.unknown_withdrawals > 0 {
                 eprintln!(
                     "vigil-node: {} withdrawals name records this node never fed or already withdrew; they change nothing",
@@ -364,7 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if let Some(st) = status {
                     items.retain(|i| i.status == st);
                 }
-                out!("{}", inbox::render(&items, &format)?);
+                out!("{}", render::inbox(&items, &format)?);
                 Ok(())
             }
             InboxCommand::Set { config, id, status, note } => {
@@ -419,21 +411,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let ch = client::connect(&cfg).await?;
                     vigil_node::audit::verify(&cfg, &store, ch).await
                 })?;
-                let counts: Vec<String> = v.entries.iter().map(|(k, n)| format!("{n} {k}")).collect();
-                if cfg.role == NodeRole::Auditor {
-                    outln!(
-                        "log verified at size {}: signature, consistency and root hold; entries: {}",
-                        v.size,
-                        counts.join(", ")
-                    );
-                } else {
-                    outln!(
-                        "log verified at size {}: {} disclosures in this inbox are in the log ({})",
-                        v.size,
-                        v.inbox_proven,
-                        counts.join(", ")
-                    );
-                }
+                out!("{}", render::verified(cfg.role, &v));
                 if !v.problems.is_empty() {
                     for p in &v.problems {
                         eprintln!("PROBLEM: {p}");
@@ -456,7 +434,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let ch = client::connect(&cfg).await?;
                     vigil_node::audit::build_report(&cfg, &store, ch, force.as_deref(), since.as_deref()).await
                 })?;
-                let text = vigil_node::audit::render(&r, &format)?;
+                let text = render::audit_report(&r, &format)?;
                 match out {
                     Some(p) => {
                         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
@@ -484,7 +462,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map(|d| d.as_millis())
                     .unwrap_or(0);
                 let archive = dir.join(format!("cleared-{ms}.txt"));
-                let n = vigil_node::verify::clear_alarm(&store, &archive).map_err(vigil_node::verify::exit_of)?;
+                let n = vigil_node::verify::clear_alarm(&store, &archive).map_err(NodeError::from)?;
                 outln!("alarm cleared; {n} checkpoints archived in {}", archive.display());
                 Ok(())
             }
@@ -511,67 +489,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let ch = client::connect(&cfg).await?;
                 check::check(&keys, ch, &applicants).await
             })?;
-            match format.as_str() {
-                "json" => outln!("{}", serde_json::to_string_pretty(&out)?),
-                "csv" => {
-                    let mut w = csv::Writer::from_writer(Vec::new());
-                    w.write_record([
-                        "applicant_id",
-                        "name",
-                        "source",
-                        "record_id",
-                        "category",
-                        "event_date",
-                        "evidence",
-                    ])?;
-                    for m in &out.matches {
-                        w.write_record([
-                            &m.applicant_id,
-                            &m.name,
-                            &m.source,
-                            &m.record_id,
-                            &m.category,
-                            &m.event_date,
-                            &m.evidence.join(";"),
-                        ])?;
-                    }
-                    out!("{}", String::from_utf8_lossy(&w.into_inner()?));
-                }
-                _ => {
-                    outln!(
-                        "check {}: {} applicants checked, {} confirmed matches, {} candidates counted (not shown), policy {}",
-                        out.request_id,
-                        out.applicants,
-                        out.matches.len(),
-                        out.candidates,
-                        out.policy_version
-                    );
-                    let rows: Vec<Vec<String>> = out
-                        .matches
-                        .iter()
-                        .map(|m| {
-                            vec![
-                                m.applicant_id.clone(),
-                                m.name.clone(),
-                                m.category.clone(),
-                                m.source.clone(),
-                                m.record_id.clone(),
-                                m.event_date.clone(),
-                                m.evidence.join(","),
-                            ]
-                        })
-                        .collect();
-                    if !rows.is_empty() {
-                        out!(
-                            "{}",
-                            inbox::table(
-                                &["APPLICANT", "NAME", "CATEGORY", "SOURCE", "RECORD", "EVENT", "EVIDENCE"],
-                                &rows
-                            )
-                        );
-                    }
-                }
-            }
+            out!("{}", render::check(&out, &format)?);
             refused_exit(out.refused, &out.report.summary())
         }
         Command::Keygen { out, epoch, only } => {

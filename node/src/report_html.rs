@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::audit::Report;
+use crate::report::Report;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")

@@ -40,10 +40,10 @@ use vigil_proto::v1::{
 
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::NodeConfig;
+use crate::error::NodeError;
 use crate::input::{self, InputError, Report};
 use crate::keyfile;
 use crate::local::{EnrolChange, Enrolled, LocalStore};
-use vigil_common::exit::{self, Exit};
 use vigil_identity::seal::Sealer;
 use vigil_identity::tokens::{LinkageKey, LocalSecret, Ref, Tokenizer};
 
@@ -61,9 +61,9 @@ pub struct Keys {
 
 impl Keys {
     /// Loads the keys named in the config.
-    pub fn load(cfg: &NodeConfig) -> Result<Keys, Exit> {
-        let k = cfg.keys.as_ref().ok_or_else(|| Exit::new(exit::CONFIG, "this node has no [keys] section"))?;
-        let cfg_err = |e: vigil_common::secrets::SecretFileError| Exit::new(exit::CONFIG, e.to_string());
+    pub fn load(cfg: &NodeConfig) -> Result<Keys, NodeError> {
+        let k = cfg.keys.as_ref().ok_or_else(|| NodeError::config("this node has no [keys] section"))?;
+        let cfg_err = |e: vigil_common::secrets::SecretFileError| NodeError::config(e.to_string());
         let linkage: LinkageKey = keyfile::read_linkage(&k.linkage).map_err(cfg_err)?;
         let mut sealers = vec![Sealer::new(&linkage)];
         for p in &k.previous_linkage {
@@ -110,14 +110,6 @@ pub struct Summary {
     pub report: String,
 }
 
-fn input_exit(e: InputError) -> Exit {
-    Exit::new(exit::INPUT, e.to_string())
-}
-
-fn local_exit(e: crate::local::LocalError) -> Exit {
-    Exit::new(exit::FAILURE, e.to_string())
-}
-
 fn progress(total: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})") {
@@ -128,36 +120,35 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 }
 
 /// Writes the input report next to the node's data (or where asked).
-fn write_report(cfg: &NodeConfig, report: &Report, name: &str, explicit: Option<&Path>) -> Result<String, Exit> {
+fn write_report(cfg: &NodeConfig, report: &Report, name: &str, explicit: Option<&Path>) -> Result<String, NodeError> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => {
             let dir = cfg.data_dir.join("reports");
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Exit::new(exit::FAILURE, format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir).map_err(|e| NodeError::failed(format!("creating {}: {e}", dir.display())))?;
             let ms =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
             dir.join(format!("{name}-{ms}.json"))
         }
     };
-    let text = serde_json::to_vec_pretty(report).map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?;
-    std::fs::write(&path, text).map_err(|e| Exit::new(exit::FAILURE, format!("writing {}: {e}", path.display())))?;
+    let text = serde_json::to_vec_pretty(report).map_err(|e| NodeError::failed(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| NodeError::failed(format!("writing {}: {e}", path.display())))?;
     Ok(path.display().to_string())
 }
 
 /// Writes the report of a file refused as a whole, and returns the error
 /// naming it.
-fn refuse_file(cfg: &NodeConfig, mut report: Report, e: InputError, name: &str, explicit: Option<&Path>) -> Exit {
+fn refuse_file(cfg: &NodeConfig, mut report: Report, e: InputError, name: &str, explicit: Option<&Path>) -> NodeError {
     report.error = Some(e.to_string());
     let msg = match write_report(cfg, &report, name, explicit) {
         Ok(path) => format!("{e}. Nothing was sent. Report: {path}"),
         Err(_) => format!("{e}. Nothing was sent"),
     };
-    Exit::new(exit::INPUT, msg)
+    NodeError::input(msg)
 }
 
 /// Calls `f` until it succeeds, retrying transient failures for `retry`.
-async fn retrying<T, F, Fut>(retry: Duration, what: &str, mut f: F) -> Result<T, Exit>
+async fn retrying<T, F, Fut>(retry: Duration, what: &str, mut f: F) -> Result<T, NodeError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -172,7 +163,7 @@ where
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(s) => return Err(client::status_exit(&s, what)),
+            Err(s) => return Err(client::status_error(&s, what)),
         }
     }
 }
@@ -186,21 +177,18 @@ fn row_digest(epoch: u32, parts: &[&[u8]]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-fn removal_guard(removes: usize, enrolled: u64, share: f64, allow: bool, what: &str) -> Result<(), Exit> {
+fn removal_guard(removes: usize, enrolled: u64, share: f64, allow: bool, what: &str) -> Result<(), NodeError> {
     if allow || enrolled == 0 {
         return Ok(());
     }
     let fraction = removes as f64 / enrolled as f64;
     if fraction > share {
-        return Err(Exit::new(
-            exit::INPUT,
-            format!(
-                "refusing to remove {removes} of {enrolled} {what} ({:.1}%, more than {:.0}%): the file may be truncated. \
+        return Err(NodeError::input(format!(
+            "refusing to remove {removes} of {enrolled} {what} ({:.1}%, more than {:.0}%): the file may be truncated. \
                  Nothing was sent. If the numbers really fell, run again with --allow-removals",
-                fraction * 100.0,
-                share * 100.0
-            ),
-        ));
+            fraction * 100.0,
+            share * 100.0
+        )));
     }
     Ok(())
 }
@@ -225,22 +213,20 @@ impl Sequence {
 
 /// Adds to a failure that stopped a run half-way what had been applied, and
 /// that running again is safe.
-fn stopped_after(e: Exit, seq: &Sequence, s: &Summary, what: &str) -> Exit {
+fn stopped_after(e: NodeError, seq: &Sequence, s: &Summary, what: &str) -> NodeError {
     if seq.sent() == 0 {
-        return Exit::new(e.code, format!("{}. Nothing was applied", e.message));
+        return e.map_message(|m| format!("{m}. Nothing was applied"));
     }
-    Exit::new(
-        e.code,
+    e.map_message(|m| {
         format!(
-            "{}. Before it stopped, {} batches were applied ({} added, {} changed, {} removed) and are recorded on \
+            "{m}. Before it stopped, {} batches were applied ({} added, {} changed, {} removed) and are recorded on \
              this node; running the same {what} again is safe and sends only what is left",
-            e.message,
             seq.sent(),
             s.added,
             s.changed,
             s.removed
-        ),
-    )
+        )
+    })
 }
 
 struct PendingUp {
@@ -259,7 +245,7 @@ pub async fn sync_roster(
     roster: &Path,
     allow_removals: bool,
     report_path: Option<&Path>,
-) -> Result<Summary, Exit> {
+) -> Result<Summary, NodeError> {
     let name = roster.display().to_string();
     let mut report = Report::new(&name, "roster");
     let scan = match input::scan_path(roster, input::Kind::Roster) {
@@ -268,7 +254,7 @@ pub async fn sync_roster(
     };
     let mut rows = Vec::new();
     let read = input::read_roster(
-        input::open(roster).map_err(input_exit)?,
+        input::open(roster).map_err(NodeError::from)?,
         &name,
         &scan,
         &mut report,
@@ -278,7 +264,7 @@ pub async fn sync_roster(
     if let Err(e) = read {
         return Err(refuse_file(cfg, report, e, "sync", report_path));
     }
-    let enrolled: HashMap<String, Enrolled> = store.enrolled().map_err(local_exit)?.into_iter().collect();
+    let enrolled: HashMap<String, Enrolled> = store.enrolled().map_err(NodeError::from)?.into_iter().collect();
     let mut ups: Vec<PendingUp> = Vec::new();
     let mut display_only: Vec<EnrolChange> = Vec::new();
     let mut s = Summary { rows: report.rows, refused: report.refused, ..Default::default() };
@@ -316,8 +302,8 @@ pub async fn sync_roster(
     let mut removes: Vec<(String, Ref)> = Vec::new();
     for (emp, e) in &enrolled {
         if !scan.contains(emp) {
-            let p = hex::decode_array::<16>(&e.pseudonym)
-                .ok_or_else(|| Exit::new(exit::FAILURE, "corrupt local pseudonym"))?;
+            let p =
+                hex::decode_array::<16>(&e.pseudonym).ok_or_else(|| NodeError::failed("corrupt local pseudonym"))?;
             removes.push((emp.clone(), p));
         }
     }
@@ -336,16 +322,13 @@ pub async fn sync_roster(
     let fresh = ups.iter().filter(|u| u.fresh).count() as u64;
     let projected = (status.total + fresh).saturating_sub(removes.len() as u64);
     if status.max_total > 0 && projected > status.max_total {
-        return Err(Exit::new(
-            exit::INPUT,
-            format!(
-                "this roster would enrol {projected} staff, more than the coordinator allows one force ({}). \
+        return Err(NodeError::input(format!(
+            "this roster would enrol {projected} staff, more than the coordinator allows one force ({}). \
                  Nothing was sent",
-                status.max_total
-            ),
-        ));
+            status.max_total
+        )));
     }
-    store.apply_enrolment(&display_only).map_err(local_exit)?;
+    store.apply_enrolment(&display_only).map_err(NodeError::from)?;
 
     let mut seq = Sequence::after(status.last_sequence);
     let pb = progress((ups.len() + removes.len()) as u64, &format!("sync {}", cfg.code));
@@ -389,7 +372,7 @@ pub async fn sync_roster(
             s.removed += 1;
             changes.push(EnrolChange::Remove(emp, p));
         }
-        store.apply_enrolment(&changes).map_err(local_exit)?;
+        store.apply_enrolment(&changes).map_err(NodeError::from)?;
         s.batches += 1;
         s.replayed += u64::from(receipt.replayed);
         s.total = receipt.total;
@@ -418,8 +401,8 @@ pub struct FeedInput<'a> {
 
 /// Reads a withdrawals file whole: any problem refuses the file, naming
 /// the physical line.
-fn read_withdrawals(path: &Path) -> Result<Vec<String>, Exit> {
-    let bad = |m: String| Exit::new(exit::INPUT, format!("{}: {m}. Nothing was sent", path.display()));
+fn read_withdrawals(path: &Path) -> Result<Vec<String>, NodeError> {
+    let bad = |m: String| NodeError::input(format!("{}: {m}. Nothing was sent", path.display()));
     let file = input::open(path).map_err(|e| bad(e.to_string()))?;
     let mut rdr = csv::Reader::from_reader(file);
     let h = rdr.headers().map_err(|e| bad(e.to_string()))?.clone();
@@ -461,7 +444,7 @@ async fn send_national(
     rms: Vec<(String, Ref)>,
     store: &LocalStore,
     s: &mut Summary,
-) -> Result<(), Exit> {
+) -> Result<(), NodeError> {
     let batch = NationalBatch {
         sequence: seq.next,
         epoch,
@@ -477,7 +460,7 @@ async fn send_national(
     seq.next += 1;
     let put: Vec<(String, Ref, [u8; 32])> = ups.iter().map(|u| (u.0.clone(), u.2, u.3)).collect();
     let rm: Vec<String> = rms.iter().map(|r| r.0.clone()).collect();
-    store.apply_records(&put, &rm).map_err(local_exit)?;
+    store.apply_records(&put, &rm).map_err(NodeError::from)?;
     for u in &ups {
         if u.4 {
             s.added += 1;
@@ -506,17 +489,16 @@ fn read_changes(
     batch_size: usize,
     tx: tokio::sync::mpsc::Sender<Vec<Up>>,
     report: &mut Report,
-) -> Result<u64, Exit> {
+) -> Result<u64, NodeError> {
     let name = path.display().to_string();
-    let sealer =
-        keys.sealer(keys.epoch).ok_or_else(|| Exit::new(exit::CONFIG, "no sealing key for the current epoch"))?;
+    let sealer = keys.sealer(keys.epoch).ok_or_else(|| NodeError::config("no sealing key for the current epoch"))?;
     let mut pending: Vec<Up> = Vec::with_capacity(batch_size);
     let mut toks = Vec::new();
     let mut unchanged = 0u64;
-    let mut err: Option<Exit> = None;
+    let mut err: Option<NodeError> = None;
     let mut stopped = false;
     input::read_extract(
-        input::open(&path).map_err(input_exit)?,
+        input::open(&path).map_err(NodeError::from)?,
         &name,
         scan,
         report,
@@ -534,7 +516,7 @@ fn read_changes(
             let previous = match store.record(&row.record_id) {
                 Ok(p) => p,
                 Err(e) => {
-                    err = Some(local_exit(e));
+                    err = Some(e.into());
                     return;
                 }
             };
@@ -559,12 +541,12 @@ fn read_changes(
                         stopped = true;
                     }
                 }
-                Err(e) => err = Some(Exit::new(exit::FAILURE, e.to_string())),
+                Err(e) => err = Some(NodeError::failed(e.to_string())),
             }
         },
         |_| {},
     )
-    .map_err(input_exit)?;
+    .map_err(NodeError::from)?;
     if let Some(e) = err {
         return Err(e);
     }
@@ -581,15 +563,15 @@ pub async fn feed(
     store: std::sync::Arc<LocalStore>,
     channel: Channel,
     input_files: FeedInput<'_>,
-) -> Result<Summary, Exit> {
+) -> Result<Summary, NodeError> {
     let source = cfg.code.clone();
     let mut s = Summary::default();
-    let known = store.record_count().map_err(local_exit)?;
+    let known = store.record_count().map_err(NodeError::from)?;
     let (path, full) = match (input_files.extract, input_files.delta) {
         (Some(p), None) => (Some(p), true),
         (None, Some(p)) => (Some(p), false),
         (None, None) => (None, false),
-        (Some(_), Some(_)) => return Err(Exit::new(exit::CONFIG, "give either --extract or --delta, not both")),
+        (Some(_), Some(_)) => return Err(NodeError::config("give either --extract or --delta, not both")),
     };
     // The whole file is checked before anything is sent.
     let scan = match path {
@@ -611,11 +593,11 @@ pub async fn feed(
                     removes.push(id.to_string());
                 }
             })
-            .map_err(local_exit)?;
+            .map_err(NodeError::from)?;
     }
     if let Some(w) = input_files.withdraw {
         for id in read_withdrawals(w)? {
-            if store.record(&id).map_err(local_exit)?.is_some() {
+            if store.record(&id).map_err(NodeError::from)?.is_some() {
                 removes.push(id);
             } else {
                 s.unknown_withdrawals += 1;
@@ -667,13 +649,13 @@ pub async fn feed(
         }
         drop(rx);
         pb.finish_and_clear();
-        let (mut report, read) = reader.await.map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?;
+        let (mut report, read) = reader.await.map_err(|e| NodeError::failed(e.to_string()))?;
         s.rows = report.rows;
         s.refused = report.refused;
         let failure = match (failure, read) {
             (Some(e), _) => Some(e),
             (None, Err(e)) => {
-                report.error = Some(e.message.clone());
+                report.error = Some(e.message().to_string());
                 Some(e)
             }
             (None, Ok(unchanged)) => {
@@ -683,13 +665,14 @@ pub async fn feed(
         };
         s.report = write_report(cfg, &report, "feed", input_files.report)?;
         if let Some(e) = failure {
-            let e = Exit::new(e.code, format!("{} (report: {})", e.message, s.report));
+            let report = s.report.clone();
+            let e = e.map_message(|m| format!("{m} (report: {report})"));
             return Err(stopped_after(e, &seq, &s, "feed"));
         }
     }
     let mut rms: Vec<(String, Ref)> = Vec::new();
     for id in removes {
-        if let Some((r, _)) = store.record(&id).map_err(local_exit)? {
+        if let Some((r, _)) = store.record(&id).map_err(NodeError::from)? {
             rms.push((id, r));
         }
     }

@@ -24,7 +24,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use vigil_proto::spiffe::{Role, SpiffeId};
 
 use crate::config::NodeConfig;
-use vigil_common::exit::{self, Exit};
+use crate::error::NodeError;
 
 /// What was loaded and checked of this node's TLS identity.
 pub struct NodeTls {
@@ -39,17 +39,17 @@ pub struct NodeTls {
     pub config: Arc<rustls::ClientConfig>,
 }
 
-fn cfg_err(m: impl Into<String>) -> Exit {
-    Exit::new(exit::CONFIG, m)
+fn cfg_err(m: impl Into<String>) -> NodeError {
+    NodeError::config(m)
 }
 
 pub use vigil_common::certs::spiffe_id_of;
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, Exit> {
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, NodeError> {
     std::fs::read(path).map_err(|e| cfg_err(format!("cannot read {what} {}: {e}", path.display())))
 }
 
-fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Exit> {
+fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, NodeError> {
     let pem = read(path, what)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
@@ -66,7 +66,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Loads this node's certificate, key and CA, checks them against the
 /// configuration (see the module docs), and builds the client config.
-pub fn load(cfg: &NodeConfig) -> Result<NodeTls, Exit> {
+pub fn load(cfg: &NodeConfig) -> Result<NodeTls, NodeError> {
     let chain = certs(&cfg.tls.cert, "certificate")?;
     let key_pem = read(&cfg.tls.key, "key")?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)

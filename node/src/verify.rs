@@ -16,8 +16,8 @@ use vigil_proto::v1::audit_service_client::AuditServiceClient;
 use vigil_proto::v1::{ConsistencyProofRequest, Disclosure, DisclosureType};
 
 use crate::config::NodeConfig;
+use crate::error::NodeError;
 use crate::local::LocalStore;
-use vigil_common::exit::{self, Exit};
 
 const ALARM: &str = "split_view";
 const HISTORY: &str = "checkpoint-history:";
@@ -84,12 +84,12 @@ pub struct LogKey {
 
 impl LogKey {
     /// Reads the log key named in the config.
-    pub fn load(cfg: &NodeConfig) -> Result<LogKey, Exit> {
+    pub fn load(cfg: &NodeConfig) -> Result<LogKey, NodeError> {
         let text = std::fs::read_to_string(&cfg.audit.vkey)
-            .map_err(|e| Exit::new(exit::CONFIG, format!("cannot read {}: {e}", cfg.audit.vkey.display())))?;
+            .map_err(|e| NodeError::config(format!("cannot read {}: {e}", cfg.audit.vkey.display())))?;
         let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
         let verifier = Verifier::from_vkey(line)
-            .map_err(|e| Exit::new(exit::CONFIG, format!("{}: not a verifier key ({e})", cfg.audit.vkey.display())))?;
+            .map_err(|e| NodeError::config(format!("{}: not a verifier key ({e})", cfg.audit.vkey.display())))?;
         Ok(LogKey { origin: cfg.audit.origin.clone(), verifier })
     }
 
@@ -372,12 +372,14 @@ pub async fn verify_disclosure(
     entry_matches(d, force, &entry).map_err(|why| VerifyError::Entry { id, why })
 }
 
-/// An alarm or verification failure as an exit.
-pub fn exit_of(e: VerifyError) -> Exit {
-    match e {
-        VerifyError::Rpc(s) => crate::client::status_exit(&s, "audit"),
-        other if other.is_alarm() => Exit::new(exit::AUDIT, other.to_string()),
-        other => Exit::new(exit::FAILURE, other.to_string()),
+impl From<VerifyError> for NodeError {
+    /// An alarm is an audit failure; a failed call keeps its kind.
+    fn from(e: VerifyError) -> NodeError {
+        match e {
+            VerifyError::Rpc(s) => crate::client::status_error(&s, "audit"),
+            other if other.is_alarm() => NodeError::audit(other.to_string()),
+            other => NodeError::failed(other.to_string()),
+        }
     }
 }
 

@@ -17,16 +17,16 @@ use vigil_proto::v1::{AcknowledgeRequest, SubscribeRequest};
 
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::NodeConfig;
+use crate::error::NodeError;
 use crate::local::LocalStore;
 use crate::verify::{self, LogKey};
-use vigil_common::exit::{self, Exit};
 
 /// Why a stream ended.
 enum Ended {
     /// Retry after a pause.
     Transient(String),
     /// Stop watching.
-    Fatal(Exit),
+    Fatal(NodeError),
 }
 
 fn now_ms() -> i64 {
@@ -36,7 +36,7 @@ fn now_ms() -> i64 {
 async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, delivered: &mut u64) -> Ended {
     let channel: Channel = match client::connect(cfg).await {
         Ok(c) => c,
-        Err(e) => return Ended::Transient(e.message),
+        Err(e) => return Ended::Transient(e.message().to_string()),
     };
     let mut disclosures = DisclosureServiceClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE)
@@ -45,7 +45,7 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
     let mut stream = match disclosures.subscribe(SubscribeRequest {}).await {
         Ok(s) => s.into_inner(),
         Err(s) if client::transient(&s) => return Ended::Transient(s.message().to_string()),
-        Err(s) => return Ended::Fatal(client::status_exit(&s, "subscribe")),
+        Err(s) => return Ended::Fatal(client::status_error(&s, "subscribe")),
     };
     tracing::info!(force = %cfg.code, "subscribed to disclosures");
     let mut seen = verify::Seen::default();
@@ -75,7 +75,7 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
             m = stream.message() => m,
             r = &mut acker => {
                 return match r {
-                    Ok(Err(s)) if !client::transient(&s) => Ended::Fatal(client::status_exit(&s, "acknowledge")),
+                    Ok(Err(s)) if !client::transient(&s) => Ended::Fatal(client::status_error(&s, "acknowledge")),
                     Ok(Err(s)) => Ended::Transient(s.message().to_string()),
                     _ => Ended::Transient("acknowledgements stopped".into()),
                 };
@@ -87,12 +87,12 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
             Err(s) if client::transient(&s) || s.code() == tonic::Code::Cancelled => {
                 return Ended::Transient(s.message().to_string());
             }
-            Err(s) => return Ended::Fatal(client::status_exit(&s, "disclosure stream")),
+            Err(s) => return Ended::Fatal(client::status_error(&s, "disclosure stream")),
         };
         if let Err(e) = verify::verify_disclosure(store, key, &mut audit, &mut seen, &cfg.code, &d).await {
             if e.is_alarm() {
                 tracing::error!(id = %d.id, error = %e, "disclosure refused");
-                return Ended::Fatal(verify::exit_of(e));
+                return Ended::Fatal(e.into());
             }
             return Ended::Transient(e.to_string());
         }
@@ -107,7 +107,7 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
                     .increment(1);
                 tracing::info!(id = %d.id, new = fresh, "disclosure stored");
             }
-            Err(e) => return Ended::Fatal(Exit::new(exit::FAILURE, e.to_string())),
+            Err(e) => return Ended::Fatal(NodeError::failed(e.to_string())),
         }
         if ack_tx.send(d.id.clone()).is_err() {
             return Ended::Transient("acknowledgements stopped".into());
@@ -117,13 +117,16 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
 }
 
 /// Watches until `shutdown` completes or a fatal error.
-pub async fn watch(cfg: &NodeConfig, store: Arc<LocalStore>, shutdown: impl Future<Output = ()>) -> Result<(), Exit> {
+pub async fn watch(
+    cfg: &NodeConfig,
+    store: Arc<LocalStore>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
     let key = LogKey::load(cfg)?;
-    if let Some(a) = verify::alarm(&store).map_err(verify::exit_of)? {
-        return Err(Exit::new(
-            exit::AUDIT,
-            format!("refusing to accept disclosures: a split view was recorded earlier ({a}). See docs/operations.md"),
-        ));
+    if let Some(a) = verify::alarm(&store).map_err(NodeError::from)? {
+        return Err(NodeError::audit(format!(
+            "refusing to accept disclosures: a split view was recorded earlier ({a}). See docs/operations.md"
+        )));
     }
     tokio::pin!(shutdown);
     let initial = Duration::from_millis(cfg.watch.backoff_initial_ms.max(10));
