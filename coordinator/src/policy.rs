@@ -53,6 +53,9 @@ pub struct PolicyFile {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read the policy {0}")]
+    Io(String),
     /// Not valid TOML, or unknown or missing keys.
     #[error("policy is not valid: {0}")]
     Parse(String),
@@ -172,6 +175,21 @@ impl Policy {
             weights,
             disagree,
         })
+    }
+
+    /// Reads and checks a policy file, or takes the shipped default when
+    /// `path` is `None`. Returns the policy and the text it came from (whose
+    /// SHA-256 the log records).
+    pub fn read(path: Option<&std::path::Path>) -> Result<(Policy, String), PolicyError> {
+        let text = match path {
+            None => DEFAULT_POLICY.to_string(),
+            Some(p) => std::fs::read_to_string(p).map_err(|e| PolicyError::Io(format!("{}: {e}", p.display())))?,
+        };
+        let policy = Policy::from_toml(&text).map_err(|e| match (path, e) {
+            (Some(p), PolicyError::Parse(m)) => PolicyError::Parse(format!("{}: {m}", p.display())),
+            (_, e) => e,
+        })?;
+        Ok((policy, text))
     }
 
     /// The default policy.

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::core::Core;
 use crate::engine::Settings;
 use crate::pepper::Pepper;
-use crate::policy::{DEFAULT_POLICY, Policy};
+use crate::policy::Policy;
 use crate::service::{AuditService, CheckService, DisclosureService, FeedService, RosterService, Rpc};
 use crate::store::redb::RedbStore;
 
@@ -77,12 +77,8 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
             config.audit.origin
         )));
     }
-    let policy_text = match &config.matching.policy {
-        Some(p) => String::from_utf8(read(p, "policy")?)
-            .map_err(|_| ServeError::Config(format!("{} is not text", p.display())))?,
-        None => DEFAULT_POLICY.to_string(),
-    };
-    let policy = Policy::from_toml(&policy_text).map_err(|e| ServeError::Config(e.to_string()))?;
+    let (policy, policy_text) =
+        Policy::read(config.matching.policy.as_deref()).map_err(|e| ServeError::Config(e.to_string()))?;
     let sha = ring::digest::digest(&ring::digest::SHA256, policy_text.as_bytes());
     let settings = Settings {
         epoch: config.matching.epoch,

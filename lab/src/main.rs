@@ -67,13 +67,7 @@ fn main() -> ExitCode {
 }
 
 fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
-    match path {
-        None => Ok(Policy::default_policy()),
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Policy::from_toml(&text).map_err(|e| Exit::new(exit::CONFIG, format!("{}: {e}", p.display())).into())
-        }
-    }
+    Ok(Policy::read(path.map(PathBuf::as_path)).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?.0)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

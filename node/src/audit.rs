@@ -178,7 +178,7 @@ pub async fn build_report(
                 return Err(NodeError::config("a force's report covers only that force"));
             }
             let (cp, _) = latest(store, &key, channel).await?;
-            let keys = crate::sync::Keys::load(cfg)?;
+            let keys = crate::keyfile::Keys::load(cfg)?;
             let items = crate::inbox::build(store, &keys)?;
             let categories: HashMap<String, String> =
                 items.iter().map(|i| (i.id.clone(), i.category.clone())).collect();

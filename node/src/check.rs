@@ -15,7 +15,7 @@ use vigil_proto::{hex, tokens as wire};
 use crate::client::{self, MAX_MESSAGE};
 use crate::error::NodeError;
 use crate::input::{self, Report};
-use crate::sync::Keys;
+use crate::keyfile::Keys;
 
 /// One confirmed match of an applicant.
 #[derive(Debug, Clone, Serialize)]
@@ -90,27 +90,15 @@ pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOu
     let mut matches = Vec::new();
     for m in resp.matches {
         let Some((applicant_id, name)) = by_ref.get(m.applicant.as_ref()).cloned() else { continue };
-        let (record_id, category, event_date) =
-            match (m.sealed.as_ref(), m.sealed.as_ref().and_then(|s| keys.sealer(s.epoch))) {
-                (Some(s), Some(sealer)) => match sealer.open(&m.record_ref, s) {
-                    Ok(d) => (d.record_id, d.category, d.event_date),
-                    Err(_) => ("(cannot be opened)".into(), "other".into(), String::new()),
-                },
-                _ => ("(no key for its epoch)".into(), "other".into(), String::new()),
-            };
+        let opened = keys.open(&m.record_ref, m.sealed.as_ref());
         matches.push(CheckHit {
             applicant_id,
             name,
             source: m.source,
-            record_id,
-            category,
-            event_date,
-            evidence: m
-                .agreeing
-                .iter()
-                .filter_map(|k| vigil_proto::KeyKind::from_wire(*k))
-                .map(|k| k.short_name().to_string())
-                .collect(),
+            record_id: opened.record_id,
+            category: opened.category,
+            event_date: opened.event_date,
+            evidence: vigil_proto::KeyKind::names_of_wire(&m.agreeing),
         });
     }
     matches.sort_by_key(|m| (vigil_identity::category::rank(&m.category).unwrap_or(99), m.applicant_id.clone()));

@@ -17,8 +17,8 @@ use vigil_proto::audit::Entry;
 use vigil_proto::v1::{Disclosure, DisclosureType};
 
 use crate::error::NodeError;
+use crate::keyfile::Keys;
 use crate::local::{LocalStore, ReviewState};
-use crate::sync::Keys;
 use vigil_identity::category;
 
 /// One disclosure as the inbox shows it.
@@ -69,7 +69,7 @@ pub struct Item {
 }
 
 fn kinds(d: &Disclosure) -> Vec<String> {
-    d.agreeing.iter().filter_map(|k| vigil_proto::KeyKind::from_wire(*k)).map(|k| k.short_name().to_string()).collect()
+    vigil_proto::KeyKind::names_of_wire(&d.agreeing)
 }
 
 /// What changed from one version of a case to the next, in words (the
@@ -111,14 +111,8 @@ pub fn case_of(store: &LocalStore, id: &str) -> Result<Option<String>, NodeError
 }
 
 fn unseal(keys: &Keys, d: &Disclosure) -> (String, String, String) {
-    let Some(s) = d.sealed.as_ref() else {
-        return ("(none)".into(), "other".into(), String::new());
-    };
-    match keys.sealer(s.epoch).map(|x| x.open(&d.record_ref, s)) {
-        Some(Ok(det)) => (det.record_id, det.category, det.event_date),
-        Some(Err(_)) => ("(cannot be opened)".into(), "other".into(), String::new()),
-        None => (format!("(sealed under epoch {}; no key)", s.epoch), "other".into(), String::new()),
-    }
+    let o = keys.open(&d.record_ref, d.sealed.as_ref());
+    (o.record_id, o.category, o.event_date)
 }
 
 /// Builds the ranked inbox.

@@ -15,8 +15,72 @@
 use serde::Deserialize;
 use std::path::Path;
 use vigil_common::secrets::{self, SecretFileError};
-use vigil_identity::tokens::{LinkageKey, LocalSecret};
+use vigil_identity::seal::Sealer;
+use vigil_identity::tokens::{LinkageKey, LocalSecret, Tokenizer};
 use vigil_proto::hex;
+use vigil_proto::v1::SealedDetails;
+
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+
+/// A node's keys, loaded.
+pub struct Keys {
+    /// Tokenizer of the current epoch.
+    pub tokenizer: Tokenizer,
+    /// Sealers: the current epoch first, then earlier ones.
+    pub sealers: Vec<Sealer>,
+    /// The node-local secret.
+    pub local: LocalSecret,
+    /// The current epoch.
+    pub epoch: u32,
+}
+
+/// A record's details as a force's node shows them: opened, or a note
+/// saying why they could not be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The custodian's record id (or why it cannot be shown).
+    pub record_id: String,
+    /// Category (`other` when it cannot be opened).
+    pub category: String,
+    /// Event date, or empty.
+    pub event_date: String,
+}
+
+impl Keys {
+    /// Loads the keys named in the config.
+    pub fn load(cfg: &NodeConfig) -> Result<Keys, NodeError> {
+        let k = cfg.keys.as_ref().ok_or_else(|| NodeError::config("this node has no [keys] section"))?;
+        let cfg_err = |e: SecretFileError| NodeError::config(e.to_string());
+        let linkage: LinkageKey = read_linkage(&k.linkage).map_err(cfg_err)?;
+        let mut sealers = vec![Sealer::new(&linkage)];
+        for p in &k.previous_linkage {
+            sealers.push(Sealer::new(&read_linkage(p).map_err(cfg_err)?));
+        }
+        Ok(Keys {
+            tokenizer: Tokenizer::new(&linkage),
+            sealers,
+            local: read_local(&k.local).map_err(cfg_err)?,
+            epoch: linkage.epoch,
+        })
+    }
+
+    /// The sealer for an epoch.
+    pub fn sealer(&self, epoch: u32) -> Option<&Sealer> {
+        self.sealers.iter().find(|s| s.epoch() == epoch)
+    }
+
+    /// Opens a record's sealed details (the one way the node does it).
+    pub fn open(&self, record_ref: &[u8], sealed: Option<&SealedDetails>) -> Opened {
+        let note = |record_id: String| Opened { record_id, category: "other".into(), event_date: String::new() };
+        let Some(s) = sealed else { return note("(none)".into()) };
+        match self.sealer(s.epoch).map(|x| x.open(record_ref, s)) {
+            Some(Ok(d)) => Opened { record_id: d.record_id, category: d.category, event_date: d.event_date },
+            Some(Err(_)) => note("(cannot be opened)".into()),
+            None => note(format!("(sealed under epoch {}; no key)", s.epoch)),
+        }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

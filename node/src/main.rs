@@ -11,8 +11,9 @@ use vigil_common::{out, outln};
 use vigil_identity::tokens::LinkageKey;
 use vigil_node::config::{NodeConfig, NodeRole};
 use vigil_node::error::NodeError;
+use vigil_node::keyfile::Keys;
 use vigil_node::local::{LocalStore, Status};
-use vigil_node::sync::{FeedInput, Keys};
+use vigil_node::sync::FeedInput;
 use vigil_node::{check, client, inbox, keyfile, render, watch};
 
 /// Vigil node: runs on a force's or a national source's own machine.
@@ -365,10 +366,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let st = Status::parse(&status).ok_or_else(|| Exit::new(exit::CONFIG, "unknown status"))?;
                 // An amendment's id stands for its case.
                 let id = inbox::case_of(&store, &id)?.unwrap_or(id);
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
+                let now = vigil_common::clock::now_ms();
                 if !store
                     .set_status(&id, st, note.as_deref(), now)
                     .map_err(|e| Exit::new(exit::FAILURE, e.to_string()))?
@@ -457,10 +455,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let store = open_store(&cfg)?;
                 let dir = cfg.data_dir.join("alarms");
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                let ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis())
-                    .unwrap_or(0);
+                let ms = vigil_common::clock::now_ms();
                 let archive = dir.join(format!("cleared-{ms}.txt"));
                 let n = vigil_node::verify::clear_alarm(&store, &archive).map_err(NodeError::from)?;
                 outln!("alarm cleared; {n} checkpoints archived in {}", archive.display());

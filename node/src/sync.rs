@@ -42,46 +42,9 @@ use crate::client::{self, MAX_MESSAGE};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::input::{self, InputError, Report};
-use crate::keyfile;
+use crate::keyfile::Keys;
 use crate::local::{EnrolChange, Enrolled, LocalStore};
-use vigil_identity::seal::Sealer;
-use vigil_identity::tokens::{LinkageKey, LocalSecret, Ref, Tokenizer};
-
-/// A node's keys, loaded.
-pub struct Keys {
-    /// Tokenizer of the current epoch.
-    pub tokenizer: Tokenizer,
-    /// Sealers: the current epoch first, then earlier ones.
-    pub sealers: Vec<Sealer>,
-    /// The node-local secret.
-    pub local: LocalSecret,
-    /// The current epoch.
-    pub epoch: u32,
-}
-
-impl Keys {
-    /// Loads the keys named in the config.
-    pub fn load(cfg: &NodeConfig) -> Result<Keys, NodeError> {
-        let k = cfg.keys.as_ref().ok_or_else(|| NodeError::config("this node has no [keys] section"))?;
-        let cfg_err = |e: vigil_common::secrets::SecretFileError| NodeError::config(e.to_string());
-        let linkage: LinkageKey = keyfile::read_linkage(&k.linkage).map_err(cfg_err)?;
-        let mut sealers = vec![Sealer::new(&linkage)];
-        for p in &k.previous_linkage {
-            sealers.push(Sealer::new(&keyfile::read_linkage(p).map_err(cfg_err)?));
-        }
-        Ok(Keys {
-            tokenizer: Tokenizer::new(&linkage),
-            sealers,
-            local: keyfile::read_local(&k.local).map_err(cfg_err)?,
-            epoch: linkage.epoch,
-        })
-    }
-
-    /// The sealer for an epoch.
-    pub fn sealer(&self, epoch: u32) -> Option<&Sealer> {
-        self.sealers.iter().find(|s| s.epoch() == epoch)
-    }
-}
+use vigil_identity::tokens::Ref;
 
 /// What a sync or feed did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -126,8 +89,7 @@ fn write_report(cfg: &NodeConfig, report: &Report, name: &str, explicit: Option<
         None => {
             let dir = cfg.data_dir.join("reports");
             std::fs::create_dir_all(&dir).map_err(|e| NodeError::failed(format!("creating {}: {e}", dir.display())))?;
-            let ms =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+            let ms = vigil_common::clock::now_ms();
             dir.join(format!("{name}-{ms}.json"))
         }
     };

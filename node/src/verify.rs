@@ -283,12 +283,7 @@ pub fn history(store: &LocalStore, key: &LogKey) -> Result<Vec<(Checkpoint, Stri
 pub fn entry_matches(d: &Disclosure, force: &str, entry: &Entry) -> Result<(), String> {
     let subject = hex::encode(&d.subject);
     let record_ref = hex::encode(&d.record_ref);
-    let agreeing: Vec<String> = d
-        .agreeing
-        .iter()
-        .filter_map(|k| vigil_proto::KeyKind::from_wire(*k))
-        .map(|k| k.short_name().to_string())
-        .collect();
+    let agreeing = vigil_proto::KeyKind::names_of_wire(&d.agreeing);
     let same = |what: &str, a: &str, b: &str| if a == b { Ok(()) } else { Err(format!("{what} differs")) };
     match (DisclosureType::try_from(d.r#type), entry) {
         (

@@ -15,6 +15,8 @@ use vigil_proto::v1::audit_service_client::AuditServiceClient;
 use vigil_proto::v1::disclosure_service_client::DisclosureServiceClient;
 use vigil_proto::v1::{AcknowledgeRequest, SubscribeRequest};
 
+use vigil_common::clock::now_ms;
+
 use crate::client::{self, MAX_MESSAGE};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
@@ -27,10 +29,6 @@ enum Ended {
     Transient(String),
     /// Stop watching.
     Fatal(NodeError),
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, delivered: &mut u64) -> Ended {

@@ -54,6 +54,12 @@ impl KeyKind {
         }
     }
 
+    /// The short names of the real kinds among wire numbers (as a message's
+    /// `agreeing` field carries them), in order; unknown numbers are left out.
+    pub fn names_of_wire(kinds: &[i32]) -> Vec<String> {
+        kinds.iter().filter_map(|k| KeyKind::from_wire(*k)).map(|k| k.short_name().to_string()).collect()
+    }
+
     /// Position of this kind in a [`KindSet`] (0 for NINO ... 8).
     pub fn index(self) -> usize {
         (self as i32 - 1).max(0) as usize

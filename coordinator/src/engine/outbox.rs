@@ -65,6 +65,28 @@ fn kind_names(k: KindSet) -> Vec<String> {
     k.iter().map(|k| k.short_name().to_string()).collect()
 }
 
+/// The fields every message about a pair carries.
+fn message(
+    p: &Pair<'_>,
+    b: &Batch,
+    sequence: u64,
+    id: String,
+    kind: DisclosureType,
+    policy_version: &str,
+) -> Disclosure {
+    Disclosure {
+        id,
+        sequence,
+        r#type: kind as i32,
+        subject: p.pseudonym.to_vec().into(),
+        source: p.source.to_string(),
+        record_ref: p.record_ref.to_vec().into(),
+        policy_version: policy_version.to_string(),
+        created_unix_ms: b.now_ms,
+        ..Default::default()
+    }
+}
+
 fn active_row(p: &Pair<'_>, case: &Case) -> ActiveRow {
     ActiveRow {
         force: p.force.to_string(),
@@ -155,23 +177,13 @@ impl Outbox {
             score,
             policy_version: policy_version.to_string(),
         });
-        b.messages.push((
-            p.force.to_string(),
-            Disclosure {
-                id: id.clone(),
-                sequence: seq,
-                r#type: DisclosureType::Disclosure as i32,
-                subject: p.pseudonym.to_vec().into(),
-                source: p.source.to_string(),
-                record_ref: p.record_ref.to_vec().into(),
-                agreeing: evidence.agreeing.iter().map(|k| k as i32).collect(),
-                policy_version: policy_version.to_string(),
-                sealed,
-                created_unix_ms: b.now_ms,
-                version: 1,
-                ..Default::default()
-            },
-        ));
+        let msg = Disclosure {
+            agreeing: evidence.agreeing.iter().map(|k| k as i32).collect(),
+            sealed,
+            version: 1,
+            ..message(p, b, seq, id.clone(), DisclosureType::Disclosure, policy_version)
+        };
+        b.messages.push((p.force.to_string(), msg));
         let case = Case { id, version: 1, agreeing: evidence.agreeing };
         b.commit.active_put.push(active_row(p, &case));
         self.restore(p.sid, p.rid, case);
@@ -209,24 +221,14 @@ impl Outbox {
             policy_version: policy_version.to_string(),
             reason: reason.to_string(),
         });
-        b.messages.push((
-            p.force.to_string(),
-            Disclosure {
-                id,
-                sequence: seq,
-                r#type: DisclosureType::Amendment as i32,
-                subject: p.pseudonym.to_vec().into(),
-                source: p.source.to_string(),
-                record_ref: p.record_ref.to_vec().into(),
-                agreeing: evidence.agreeing.iter().map(|k| k as i32).collect(),
-                policy_version: policy_version.to_string(),
-                sealed,
-                created_unix_ms: b.now_ms,
-                amends: case.id.clone(),
-                version,
-                ..Default::default()
-            },
-        ));
+        let msg = Disclosure {
+            agreeing: evidence.agreeing.iter().map(|k| k as i32).collect(),
+            sealed,
+            amends: case.id.clone(),
+            version,
+            ..message(p, b, seq, id, DisclosureType::Amendment, policy_version)
+        };
+        b.messages.push((p.force.to_string(), msg));
         let case = Case { id: case.id, version, agreeing: evidence.agreeing };
         b.commit.active_put.push(active_row(p, &case));
         self.active.insert((p.sid, p.rid), case);
@@ -247,21 +249,9 @@ impl Outbox {
             record_ref: hex::encode(&p.record_ref),
             reason: reason.to_string(),
         });
-        b.messages.push((
-            p.force.to_string(),
-            Disclosure {
-                id,
-                sequence: seq,
-                r#type: DisclosureType::Retraction as i32,
-                subject: p.pseudonym.to_vec().into(),
-                source: p.source.to_string(),
-                record_ref: p.record_ref.to_vec().into(),
-                policy_version: policy_version.to_string(),
-                created_unix_ms: b.now_ms,
-                retracts: case.id,
-                ..Default::default()
-            },
-        ));
+        let msg =
+            Disclosure { retracts: case.id, ..message(p, b, seq, id, DisclosureType::Retraction, policy_version) };
+        b.messages.push((p.force.to_string(), msg));
         b.commit.active_del.push((p.force.to_string(), p.pseudonym, p.source.to_string(), p.record_ref));
         b.retracted += 1;
     }
