@@ -2,7 +2,7 @@
 //! `cargo bench -p vigil-node --bench tokenise`
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use vigil_identity::keys::{Identity, Phonetic, RawIdentity};
+use vigil_identity::keys::{Identity, Phonetic};
 use vigil_identity::tokens::{LinkageKey, Tokenizer};
 use vigil_lab::synth;
 use vigil_node::input::{self, Report};
@@ -38,16 +38,7 @@ fn bench(c: &mut Criterion) {
             let mut n = 0;
             for f in &rows {
                 issues.clear();
-                let raw = RawIdentity {
-                    forenames: &f[3],
-                    surname: &f[4],
-                    aliases: &f[5],
-                    date_of_birth: &f[6],
-                    alt_dates_of_birth: &f[7],
-                    ni_number: &f[8],
-                    postcode: &f[9],
-                    ..Default::default()
-                };
+                let raw = input::extract_identity(f);
                 let id = Identity::from_raw(&raw, &mut ph, &mut issues);
                 tk.tokens(&id, &mut out);
                 n += out.len();

@@ -760,6 +760,21 @@ const APPLICANTS: Layout<ApplicantRow> = Layout {
     },
 };
 
+/// The identity fields of an extract row, its fields in the documented
+/// column order ([`EXTRACT_COLUMNS`]).
+pub fn extract_identity(f: &[String]) -> RawIdentity<'_> {
+    RawIdentity {
+        forenames: &f[3],
+        surname: &f[4],
+        aliases: &f[5],
+        date_of_birth: &f[6],
+        alt_dates_of_birth: &f[7],
+        ni_number: &f[8],
+        postcode: &f[9],
+        ..Default::default()
+    }
+}
+
 const EXTRACT: Layout<ExtractRow> = Layout {
     kind: "extract",
     columns: EXTRACT_COLUMNS,
@@ -772,16 +787,7 @@ const EXTRACT: Layout<ExtractRow> = Layout {
             Some(("category", "not in the category vocabulary (docs/formats.md)".to_string()))
         }
     },
-    raw: |f| RawIdentity {
-        forenames: &f[3],
-        surname: &f[4],
-        aliases: &f[5],
-        date_of_birth: &f[6],
-        alt_dates_of_birth: &f[7],
-        ni_number: &f[8],
-        postcode: &f[9],
-        ..Default::default()
-    },
+    raw: extract_identity,
     make: |f, pos, identity, issues| {
         let event_date = if f[2].is_empty() {
             None

@@ -17,9 +17,12 @@
 //! - `outbox`: cases in force; queuing disclosures, amendments and
 //!   retractions with their log entries.
 //! - `log`: the Merkle tree and signer; closing a batch into a commit.
-//! - this module: loading, and applying roster batches, national batches and
+//! - `load`: rebuilding the engine from the store at start-up and after a
+//!   failed commit.
+//! - this module: applying roster batches, national batches and
 //!   checks (probe, classify, re-decide).
 
+mod load;
 mod log;
 mod outbox;
 mod registry;
@@ -27,20 +30,19 @@ pub mod types;
 
 use prost::Message;
 use vigil_proto::audit::Entry;
-use vigil_proto::tlog::Signer;
 use vigil_proto::v1::{BatchReceipt, CheckMatch, SealedDetails};
 
 use crate::index::IndexKey;
 use crate::matcher::{Hit, Matcher};
 use crate::pepper::index_key;
 use crate::policy::{Decision, Evidence};
-use crate::store::{ActiveRow, Commit, RecordRow, Ref, SenderState, StoreError, StoreRead, StoredToken, SubjectRow};
+use crate::store::{RecordRow, Ref, SenderState, StoreError, StoreRead, StoredToken, SubjectRow};
 
 pub use log::LogView;
 pub use types::{ApplicantIn, Applied, BatchIn, Checked, EngineError, RecordIn, Settings, SubjectIn};
 
 use log::AuditLog;
-use outbox::{Batch, Case, Outbox};
+use outbox::{Batch, Outbox};
 use registry::Registry;
 use types::Counts;
 
@@ -66,95 +68,6 @@ fn decode_sealed(b: &[u8]) -> Option<SealedDetails> {
 type Confirmed = (u32, Evidence, f64);
 
 impl Engine {
-    /// Rebuilds the engine from the store, checks the log against its latest
-    /// checkpoint, and appends policy and epoch entries if they changed.
-    /// Returns the engine, the published log view, and a commit to apply
-    /// before serving (empty when nothing changed).
-    pub fn load(
-        store: &dyn StoreRead,
-        settings: Settings,
-        signer: Signer,
-        now_ms: i64,
-    ) -> Result<(Engine, LogView, Commit), EngineError> {
-        let (national_tokens, roster_tokens) = settings.index_capacity;
-        let log = AuditLog::new(signer, settings.origin.clone());
-        let mut e = Engine {
-            matcher: Matcher::with_capacity(national_tokens, roster_tokens),
-            registry: Registry::default(),
-            outbox: Outbox::default(),
-            log,
-            hits: Vec::new(),
-            settings,
-        };
-        if let Some(origin) = store.meta("origin")?
-            && origin != e.settings.origin.as_bytes()
-        {
-            return Err(EngineError::Integrity(format!(
-                "this store's log has origin {:?}, the configuration says {:?}",
-                String::from_utf8_lossy(&origin),
-                e.settings.origin
-            )));
-        }
-        if let Some(vkey) = store.meta("vkey")?
-            && vkey != e.log.vkey().as_bytes()
-        {
-            return Err(EngineError::Integrity("the audit signing key is not the one this log was signed with".into()));
-        }
-        store.for_each_subject(&mut |row: SubjectRow| {
-            let id = e.registry.add_subject(&row.force, row.pseudonym);
-            e.matcher.add_subject(id, &keys(&row.tokens));
-        })?;
-        store.for_each_record(&mut |row: RecordRow| {
-            let id = e.registry.add_record(&row.source, row.record_ref);
-            e.matcher.add_record(id, &keys(&row.tokens));
-        })?;
-        let mut err: Option<StoreError> = None;
-        store.for_each_active(&mut |row: ActiveRow| match (
-            e.registry.subject(&row.force, &row.pseudonym),
-            e.registry.record(&row.source, &row.record_ref),
-        ) {
-            (Some(sid), Some(rid)) => {
-                e.outbox.restore(sid, rid, Case { id: row.disclosure_id, version: row.version, agreeing: row.agreeing })
-            }
-            _ => err = Some(StoreError("a disclosure in force names a missing subject or record".into())),
-        })?;
-        if let Some(x) = err {
-            return Err(x.into());
-        }
-        for (force, seq) in store.last_sequences()? {
-            e.outbox.restore_sequence(&force, seq);
-        }
-        store.for_each_log_entry(&mut |_, entry| e.log.push_stored(entry))?;
-        let mut view = e.log.verify(store.latest_checkpoint()?)?;
-        // Policy and epoch entries when they changed (or on first start).
-        let mut b = Batch::new(now_ms);
-        let mut head = Vec::new();
-        if store.meta("policy_sha256")?.as_deref() != Some(e.settings.policy_sha256.as_bytes()) {
-            head.push(Entry::Policy {
-                time: b.time.clone(),
-                version: e.settings.policy.version.clone(),
-                sha256: e.settings.policy_sha256.clone(),
-            });
-            b.commit.meta.push(("policy_sha256".into(), e.settings.policy_sha256.clone().into_bytes()));
-        }
-        if store.meta("epoch")?.as_deref() != Some(&e.settings.epoch.to_be_bytes()[..]) {
-            head.push(Entry::Epoch { time: b.time.clone(), epoch: e.settings.epoch });
-            b.commit.meta.push(("epoch".into(), e.settings.epoch.to_be_bytes().to_vec()));
-        }
-        let mut commit = Commit::default();
-        if !head.is_empty() || view.checkpoint.is_empty() {
-            b.commit.meta.push(("origin".into(), e.settings.origin.clone().into_bytes()));
-            b.commit.meta.push(("vkey".into(), e.log.vkey().into_bytes()));
-            let (c, leaves) = e.log.close(b, head)?;
-            for l in leaves {
-                view.tree.push(l);
-            }
-            view.checkpoint = c.checkpoint.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
-            commit = c;
-        }
-        Ok((e, view, commit))
-    }
-
     /// Subjects a force has enrolled.
     pub fn enrolled(&self, force: &str) -> u64 {
         self.registry.enrolled(force)

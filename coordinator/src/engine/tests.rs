@@ -5,7 +5,7 @@ use crate::policy::Policy;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use vigil_proto::KeyKind;
-use vigil_proto::tlog::{leaf_hash, verify_inclusion};
+use vigil_proto::tlog::{Signer, leaf_hash, verify_inclusion};
 use vigil_proto::v1::{Disclosure, DisclosureType};
 
 fn settings() -> Settings {
