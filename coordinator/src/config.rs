@@ -111,17 +111,23 @@ pub struct KeysConfig {
 
 /// `[matching]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MatchingConfig {
     /// Policy file; the shipped default policy when absent.
     pub policy: Option<PathBuf>,
     /// The linkage-key epoch accepted; batches of any other epoch are refused.
     pub epoch: u32,
+    /// The size of the full national data (records over all sources). The
+    /// policy's prior is spread over this many records, or over the records
+    /// held when there are more; so pairs decided while the national data
+    /// is still loading are judged as strictly as they will be once it is
+    /// in. 0 (the default) uses the records held.
+    pub national_records: u32,
 }
 
 impl Default for MatchingConfig {
     fn default() -> Self {
-        MatchingConfig { policy: None, epoch: 1 }
+        MatchingConfig { policy: None, epoch: 1, national_records: 0 }
     }
 }
 

@@ -36,6 +36,12 @@ pub struct Matcher {
     roster: TokenIndex,
     record_kinds: Vec<KindSet>,
     subject_kinds: Vec<KindSet>,
+    /// National records held.
+    records: u32,
+    /// The fewest national records the policy's prior is spread over.
+    floor: u32,
+    /// National records holding each kind (by `KeyKind::index`).
+    kind_counts: [u32; ALL.len()],
     /// Each subject's NI-number token, to recognise the subject's own
     /// records when a record arrives.
     subject_nino: Vec<Option<IndexKey>>,
@@ -89,6 +95,28 @@ impl Matcher {
         self.roster.len()
     }
 
+    /// National records held.
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// Sets the fewest national records evidence reports (the size of the
+    /// full national data, so that pairs decided while it is still loading
+    /// are judged as they will be once it is in).
+    pub fn set_records_floor(&mut self, floor: u32) {
+        self.floor = floor;
+    }
+
+    /// The national records evidence reports: those held, or the floor.
+    pub fn population(&self) -> u32 {
+        self.records.max(self.floor)
+    }
+
+    /// National records holding a kind.
+    pub fn records_with(&self, k: KeyKind) -> u32 {
+        self.kind_counts[k.index()]
+    }
+
     /// Bytes held by the indexes and kind tables.
     pub fn memory_bytes(&self) -> usize {
         self.national.memory_bytes()
@@ -108,7 +136,12 @@ impl Matcher {
         for (_, key) in tokens {
             self.national.insert(*key, id);
         }
-        set_kinds(&mut self.record_kinds, id, kinds_of(tokens));
+        let kinds = kinds_of(tokens);
+        for k in kinds.iter() {
+            self.kind_counts[k.index()] += 1;
+        }
+        self.records += 1;
+        set_kinds(&mut self.record_kinds, id, kinds);
     }
 
     /// Removes a national record's tokens (the ones it was added with).
@@ -116,6 +149,12 @@ impl Matcher {
         for (_, key) in tokens {
             self.national.remove(*key, id);
         }
+        if let Some(kinds) = self.record_kinds.get(id as usize).copied() {
+            for k in kinds.iter() {
+                self.kind_counts[k.index()] = self.kind_counts[k.index()].saturating_sub(1);
+            }
+        }
+        self.records = self.records.saturating_sub(1);
         set_kinds(&mut self.record_kinds, id, KindSet::EMPTY);
     }
 
@@ -159,6 +198,7 @@ impl Matcher {
             shares: [u32::MAX; ALL.len()],
             subject_kinds,
             record_kinds: self.record_kinds.get(rid as usize).copied().unwrap_or_default(),
+            records: self.population(),
         });
         // The subject's own other records are the hits that agree on its NI
         // number and on every token this pair agrees on.
@@ -203,6 +243,7 @@ impl Matcher {
             shares: [u32::MAX; ALL.len()],
             subject_kinds: self.subject_kinds.get(sid as usize).copied().unwrap_or_default(),
             record_kinds,
+            records: self.population(),
         });
         for i in 0..out.len() {
             if needs_own(&out[i].evidence)
@@ -252,11 +293,22 @@ fn position(pos: usize) -> u16 {
 }
 
 /// Whether the subject's own other records may be weakening this pair: the
-/// subject has an NI number, the pair agrees on a name-and-date kind (an
-/// identity, not just a number), and every agreeing token is shared.
+/// subject has an NI number, the pair agrees on a kind with both names or
+/// a name and the postcode (an identity, not just a number or one name and
+/// a date), and every agreeing token is shared.
 fn needs_own(e: &Evidence) -> bool {
     e.subject_kinds.contains(KeyKind::Nino)
-        && e.agreeing.iter().any(|k| !matches!(k, KeyKind::Nino | KeyKind::ForenameDob))
+        && e.agreeing.iter().any(|k| {
+            !matches!(
+                k,
+                KeyKind::Nino
+                    | KeyKind::NinoHeadYob
+                    | KeyKind::NinoTailYob
+                    | KeyKind::ForenameDob
+                    | KeyKind::SurnameDob
+                    | KeyKind::DobPostcode
+            )
+        })
         && e.agreeing.iter().all(|k| e.shares[k.index()] > 1)
 }
 

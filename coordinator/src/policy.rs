@@ -1,52 +1,114 @@
-//! The confirmation policy: which (subject, record) pairs are disclosed.
-//! Pure: a policy is parsed from TOML text and applied to evidence.
+//! The confirmation policy: a field-level Fellegi–Sunter model that turns
+//! the evidence for a (subject, record) pair into a calibrated match
+//! probability, and the thresholds that decide what is disclosed. Pure: a
+//! policy is parsed from TOML text and applied to evidence; training
+//! (expectation–maximisation) is in [`train`].
 //!
-//! The coordinator knows, for a pair, which key kinds agree, how many
-//! national records hold each agreeing token, and which kinds each side has
-//! at all. The score is
+//! # The model
+//! The coordinator sees, for a pair, which key kinds agree, which kinds each
+//! side has, and how many national records hold each agreeing token. From
+//! the agreeing kinds it reads a *level* per field (forename, surname, date
+//! of birth, postcode, NI number; `vigil_proto::kinds`), and from the kinds
+//! both sides have, which higher levels are ruled out: had the forename
+//! agreed exactly while surname and date agree, `name_dob` would agree too.
+//! So each field is either absent on a side (no evidence), or its true level
+//! lies in a known set of *possible levels* ([`Assessment::possible`]).
 //!
-//! ```text
-//! score = Σ over agreeing kinds k: weight[k] × share_factor(k)
-//!       + Σ over kinds present on both sides that do not agree: disagreement[k]
-//! share_factor(k) = 1              if the token is held by n ≤ share(k) national records
-//!                 = share(k) / n   otherwise
-//! share(k)        = full_weight_share_by_kind[k], or else full_weight_share
-//! ```
+//! Three kinds of pair are told apart:
+//! - **same person** (`m`): the level distribution of a person recorded
+//!   twice, with keying errors, moves and missing values;
+//! - **relative** (`r`): twins, siblings, parent and child: same surname,
+//!   often the same address, seldom the same forename;
+//! - **unrelated** (`u`): chance agreement in the population.
 //!
-//! A pair with `score ≥ confirm_threshold` is **confirmed** and disclosed;
-//! `candidate_threshold ≤ score < confirm_threshold` is a **candidate**,
-//! counted and never disclosed. docs/matching.md explains the default.
+//! Each class gives a field's possible levels the sum of its probabilities,
+//! fields are independent within a class, and the class priors are
+//! `matches_per_subject / N`, `relatives_per_subject / N` and the rest,
+//! with `N` national records. The match probability is the posterior of
+//! the first class. For chance agreement the forename and surname use the
+//! frequency of the actual value when the coordinator can see it: how many
+//! other national records hold the agreeing `forename_dob` (or
+//! `surname_dob`) token, shrunk towards the population rate
+//! (`frequency_pseudo_count`). A rare name then counts for more than a
+//! common one.
+//!
+//! A pair is **confirmed** when its probability reaches
+//! `confirm_probability`, a **candidate** (counted, never disclosed) from
+//! `candidate_probability`. docs/matching.md explains the numbers.
 
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
 use vigil_proto::KeyKind;
-use vigil_proto::kinds::{ALL, KindSet};
+use vigil_proto::kinds::{ALL, FIELDS, Field, KindSet, Level, SCHEME_VERSION};
+
+pub mod train;
 
 /// The default policy shipped with Vigil.
 pub const DEFAULT_POLICY: &str = include_str!("default-policy.toml");
 
+/// Level probabilities per field, as written in a policy file: index `l` is
+/// the probability of level `l` (four levels for names and date of birth,
+/// three for postcode and NI number).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldTable {
+    /// Forename levels: none, initial, sounds alike, exact.
+    pub forename: Vec<f64>,
+    /// Surname levels: none, initial, sounds alike, exact.
+    pub surname: Vec<f64>,
+    /// Date-of-birth levels: none, year, two of three parts, exact.
+    pub dob: Vec<f64>,
+    /// Postcode levels: none, district, exact.
+    pub postcode: Vec<f64>,
+    /// NI-number levels: none, half, exact.
+    pub nino: Vec<f64>,
+}
+
+/// How a trained policy was trained (written by `vigil-coordinator calibrate`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    /// The policy version training started from.
+    pub from_version: String,
+    /// Subjects whose pairs were used.
+    pub subjects: u64,
+    /// National records held.
+    pub records: u64,
+    /// Candidate pairs (agreeing on at least one kind) used.
+    pub pairs: u64,
+    /// National record pairs used to estimate chance agreement.
+    pub chance_pairs: u64,
+    /// Expectation–maximisation rounds run.
+    pub rounds: u32,
+}
+
 /// A policy file as written (docs/matching.md documents each key).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
     /// Version string, written into every disclosure and audit entry.
     pub version: String,
-    /// Score at or above which a pair is confirmed.
-    pub confirm_threshold: f64,
-    /// Score at or above which an unconfirmed pair is counted as a candidate.
-    pub candidate_threshold: f64,
-    /// Tokens held by at most this many national records keep full weight.
-    pub full_weight_share: u32,
-    /// Per-kind overrides of `full_weight_share`, for kinds that are
-    /// expected to be shared (corroborating kinds such as `forename_dob`).
-    #[serde(default)]
-    pub full_weight_share_by_kind: BTreeMap<String, u32>,
-    /// Weight of agreement, per kind short name. Every kind must be listed.
-    pub weights: BTreeMap<String, f64>,
-    /// Score added (normally negative) when both sides have a kind and it
-    /// does not agree. Kinds not listed add nothing.
-    #[serde(default)]
-    pub disagreement: BTreeMap<String, f64>,
+    /// The match-key scheme the policy is for.
+    pub scheme: u32,
+    /// Match probability at or above which a pair is confirmed.
+    pub confirm_probability: f64,
+    /// Match probability at or above which an unconfirmed pair is a candidate.
+    pub candidate_probability: f64,
+    /// Expected national records of the same person per subject (the prior).
+    pub matches_per_subject: f64,
+    /// Expected national records of relatives per subject.
+    pub relatives_per_subject: f64,
+    /// Weight (in records) of the population rate against the observed
+    /// frequency of a forename or surname.
+    pub frequency_pseudo_count: f64,
+    /// Level probabilities for the same person.
+    pub same_person: FieldTable,
+    /// Level probabilities for relatives.
+    pub relative: FieldTable,
+    /// Level probabilities for unrelated people (chance agreement).
+    pub chance: FieldTable,
+    /// Present in a trained policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
 }
 
 /// Why a policy was refused.
@@ -59,31 +121,37 @@ pub enum PolicyError {
     /// Not valid TOML, or unknown or missing keys.
     #[error("policy is not valid: {0}")]
     Parse(String),
-    /// A kind name that scheme v1 does not define.
-    #[error("policy names unknown key kind {0:?} in [{1}]")]
-    UnknownKind(String, &'static str),
-    /// A kind without a weight.
-    #[error("policy gives no weight for key kind {0:?}")]
-    MissingWeight(&'static str),
-    /// Thresholds or numbers that make no sense.
+    /// Numbers that make no sense.
     #[error("policy is not valid: {0}")]
-    Invalid(&'static str),
+    Invalid(String),
 }
+
+/// Level probabilities of one class: `[field][level]`.
+pub type Table = [[f64; 4]; FIELDS.len()];
 
 /// A checked policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     /// Version string.
     pub version: String,
-    /// Confirmation threshold.
+    /// Confirmation threshold (a probability).
     pub confirm: f64,
-    /// Candidate threshold.
+    /// Candidate threshold (a probability).
     pub candidate: f64,
-    /// Share up to which tokens keep full weight (the default over kinds).
-    pub full_share: u32,
-    shares: [u32; ALL.len()],
-    weights: [f64; ALL.len()],
-    disagree: [f64; ALL.len()],
+    /// Expected same-person records per subject.
+    pub matches_per_subject: f64,
+    /// Expected relatives' records per subject.
+    pub relatives_per_subject: f64,
+    /// Pseudo-count of the name-frequency prior.
+    pub pseudo_count: f64,
+    /// Same person.
+    pub m: Table,
+    /// Relatives.
+    pub r: Table,
+    /// Unrelated.
+    pub u: Table,
+    /// How it was trained, if it was.
+    pub training: Option<Training>,
 }
 
 /// What the policy decides for a pair.
@@ -103,15 +171,195 @@ pub struct Evidence {
     /// Kinds whose tokens agree.
     pub agreeing: KindSet,
     /// For each agreeing kind, the fewest national records holding one of its
-    /// agreeing tokens (by `KeyKind::index`), leaving out the subject's own
-    /// other records (holding its NI number and every token the pair agrees
-    /// on, when a name-and-date kind agrees): one person recorded again
-    /// (see `matcher`).
+    /// agreeing tokens (by `KeyKind::index`), the record itself included and
+    /// the subject's own other records left out (holding its NI number and
+    /// every token the pair agrees on, when a name-and-date kind agrees):
+    /// one person recorded again (see `matcher`).
     pub shares: [u32; ALL.len()],
     /// Kinds the subject has.
     pub subject_kinds: KindSet,
     /// Kinds the record has.
     pub record_kinds: KindSet,
+    /// National records held when the pair was seen.
+    pub records: u32,
+}
+
+/// A field's level as seen for a pair: `None` when a side does not have it.
+pub type Seen = [Option<Level>; FIELDS.len()];
+
+/// The policy's reading of one pair.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assessment {
+    /// The decision.
+    pub decision: Decision,
+    /// Match probability.
+    pub probability: f64,
+    /// Level seen per field (`None`: a side does not have the field).
+    pub seen: Seen,
+}
+
+impl Assessment {
+    /// The evidence in short: `F3 S2 D3 P- N0` (level per field, `-` where a
+    /// side does not have the field). Travels in disclosures and audit entries.
+    pub fn fields(&self) -> String {
+        fields_string(&self.seen)
+    }
+}
+
+/// `F3 S2 D3 P- N0` for seen levels.
+pub fn fields_string(seen: &Seen) -> String {
+    let mut s = String::with_capacity(14);
+    for (i, f) in FIELDS.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push(f.letter());
+        match seen[i] {
+            Some(l) => s.push(char::from(b'0' + l)),
+            None => s.push('-'),
+        }
+    }
+    s
+}
+
+/// The features of one pair the model needs: possible levels per field (bit
+/// `l` set when level `l` is possible; 0 when a side lacks the field), the
+/// agreeing kinds, and for each how many other national records hold its
+/// token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// Possible levels, as bit masks, per field.
+    pub possible: [u8; FIELDS.len()],
+    /// Kinds that agree.
+    pub agreeing: KindSet,
+    /// For each agreeing kind, the other national records holding its token.
+    pub others: [u32; ALL.len()],
+    /// National records held.
+    pub records: u32,
+}
+
+impl Features {
+    fn others_of(&self, k: KeyKind) -> Option<u32> {
+        self.agreeing.contains(k).then(|| self.others[k.index()])
+    }
+}
+
+/// The level seen per field: the highest any agreeing kind implies, or
+/// `None` where either side has no kind with that field.
+pub fn seen_levels(e: &Evidence) -> Seen {
+    let levels = e.agreeing.levels();
+    let (a, b) = (e.subject_kinds.fields(), e.record_kinds.fields());
+    let mut out = [None; FIELDS.len()];
+    for i in 0..FIELDS.len() {
+        if a[i] && b[i] {
+            out[i] = Some(levels[i]);
+        }
+    }
+    out
+}
+
+/// Which levels each field may truly have, given what was seen: the level
+/// seen, and every higher level that no kind both sides hold would have
+/// revealed (a kind reveals a level of a field when the pair's other fields
+/// are seen at the levels that kind needs).
+pub fn possible_levels(seen: &Seen, common: KindSet) -> [u8; FIELDS.len()] {
+    let mut out = [0u8; FIELDS.len()];
+    for f in FIELDS {
+        let i = f.index();
+        let Some(lo) = seen[i] else { continue };
+        let mut mask = 1u8 << lo;
+        for l in lo + 1..=f.max_level() {
+            let revealed = common.iter().any(|k| {
+                let need = k.implies();
+                need.iter().any(|(g, gl)| *g == f && lo < *gl && *gl <= l)
+                    && need.iter().all(|(g, gl)| *g == f || seen[g.index()].is_some_and(|s| s >= *gl))
+            });
+            if !revealed {
+                mask |= 1 << l;
+            }
+        }
+        out[i] = mask;
+    }
+    out
+}
+
+/// The features of a pair.
+pub fn features(e: &Evidence) -> (Seen, Features) {
+    let seen = seen_levels(e);
+    let common = KindSet(e.subject_kinds.0 & e.record_kinds.0);
+    let mut others = [0u32; ALL.len()];
+    for k in e.agreeing.iter() {
+        others[k.index()] = e.shares[k.index()].max(1) - 1;
+    }
+    let f = Features { possible: possible_levels(&seen, common), agreeing: e.agreeing, others, records: e.records };
+    (seen, f)
+}
+
+fn table_of(t: &FieldTable, what: &str) -> Result<Table, PolicyError> {
+    let mut out = [[0.0; 4]; FIELDS.len()];
+    for f in FIELDS {
+        let v = match f {
+            Field::Forename => &t.forename,
+            Field::Surname => &t.surname,
+            Field::Dob => &t.dob,
+            Field::Postcode => &t.postcode,
+            Field::Nino => &t.nino,
+        };
+        let name = f.short_name();
+        if v.len() != usize::from(f.max_level()) + 1 {
+            return Err(PolicyError::Invalid(format!(
+                "[{what}] {name} needs {} probabilities (one per level), not {}",
+                f.max_level() + 1,
+                v.len()
+            )));
+        }
+        if v.iter().any(|p| !p.is_finite() || *p <= 0.0 || *p > 1.0) {
+            return Err(PolicyError::Invalid(format!("[{what}] {name}: probabilities must be in (0, 1]")));
+        }
+        let sum: f64 = v.iter().sum();
+        if (sum - 1.0).abs() > 1e-3 {
+            return Err(PolicyError::Invalid(format!("[{what}] {name}: probabilities add up to {sum:.4}, not 1")));
+        }
+        for (l, p) in v.iter().enumerate() {
+            out[f.index()][l] = p / sum;
+        }
+    }
+    Ok(out)
+}
+
+fn field_table(t: &Table) -> FieldTable {
+    let row = |f: Field| t[f.index()][..=usize::from(f.max_level())].iter().map(|p| round_sig(*p)).collect();
+    FieldTable {
+        forename: row(Field::Forename),
+        surname: row(Field::Surname),
+        dob: row(Field::Dob),
+        postcode: row(Field::Postcode),
+        nino: row(Field::Nino),
+    }
+}
+
+/// Rounds to six significant digits, so that written policies stay readable.
+fn round_sig(p: f64) -> f64 {
+    if p == 0.0 || !p.is_finite() {
+        return p;
+    }
+    let digits = 6 - p.abs().log10().ceil() as i32;
+    let scale = 10f64.powi(digits);
+    (p * scale).round() / scale
+}
+
+/// `ln Σ_{l in mask} t[l]`, or 0 when the mask is empty (field absent).
+fn log_sum(t: &[f64; 4], mask: u8) -> f64 {
+    if mask == 0 {
+        return 0.0;
+    }
+    let mut s = 0.0;
+    for (l, p) in t.iter().enumerate() {
+        if mask & (1 << l) != 0 {
+            s += p;
+        }
+    }
+    s.max(1e-300).ln()
 }
 
 impl Policy {
@@ -123,58 +371,69 @@ impl Policy {
 
     /// Checks a parsed policy file.
     pub fn from_file(file: PolicyFile) -> Result<Policy, PolicyError> {
+        let bad = |m: &str| Err(PolicyError::Invalid(m.to_string()));
         if file.version.trim().is_empty() || file.version.len() > 64 {
-            return Err(PolicyError::Invalid("version must be 1 to 64 characters"));
+            return bad("version must be 1 to 64 characters");
         }
-        if !(file.confirm_threshold.is_finite() && file.candidate_threshold.is_finite()) {
-            return Err(PolicyError::Invalid("thresholds must be finite numbers"));
+        if file.scheme != SCHEME_VERSION {
+            return Err(PolicyError::Invalid(format!(
+                "the policy is for match-key scheme {}; this coordinator uses scheme {SCHEME_VERSION}",
+                file.scheme
+            )));
         }
-        if file.candidate_threshold > file.confirm_threshold || file.confirm_threshold <= 0.0 {
-            return Err(PolicyError::Invalid(
-                "need 0 < confirm_threshold and candidate_threshold <= confirm_threshold",
-            ));
+        let prob = |p: f64| p.is_finite() && p > 0.0 && p < 1.0;
+        if !prob(file.confirm_probability) || !prob(file.candidate_probability) {
+            return bad("confirm_probability and candidate_probability must be between 0 and 1");
         }
-        if file.full_weight_share == 0 {
-            return Err(PolicyError::Invalid("full_weight_share must be at least 1"));
+        if file.candidate_probability > file.confirm_probability {
+            return bad("candidate_probability must not exceed confirm_probability");
         }
-        let mut weights = [f64::NAN; ALL.len()];
-        for (name, w) in &file.weights {
-            let k = KeyKind::from_short_name(name).ok_or_else(|| PolicyError::UnknownKind(name.clone(), "weights"))?;
-            if !w.is_finite() || *w < 0.0 {
-                return Err(PolicyError::Invalid("weights must be finite and not negative"));
-            }
-            weights[k.index()] = *w;
+        let count = |x: f64| x.is_finite() && x > 0.0 && x <= 1000.0;
+        if !count(file.matches_per_subject) || !count(file.relatives_per_subject) {
+            return bad("matches_per_subject and relatives_per_subject must be above 0 and at most 1000");
         }
-        if let Some(k) = ALL.iter().find(|k| weights[k.index()].is_nan()) {
-            return Err(PolicyError::MissingWeight(k.short_name()));
-        }
-        let mut shares = [file.full_weight_share; ALL.len()];
-        for (name, n) in &file.full_weight_share_by_kind {
-            let k = KeyKind::from_short_name(name)
-                .ok_or_else(|| PolicyError::UnknownKind(name.clone(), "full_weight_share_by_kind"))?;
-            if *n == 0 {
-                return Err(PolicyError::Invalid("full_weight_share_by_kind values must be at least 1"));
-            }
-            shares[k.index()] = *n;
-        }
-        let mut disagree = [0.0; ALL.len()];
-        for (name, w) in &file.disagreement {
-            let k =
-                KeyKind::from_short_name(name).ok_or_else(|| PolicyError::UnknownKind(name.clone(), "disagreement"))?;
-            if !w.is_finite() || *w > 0.0 {
-                return Err(PolicyError::Invalid("disagreement values must be finite and not positive"));
-            }
-            disagree[k.index()] = *w;
+        if !count(file.frequency_pseudo_count) {
+            return bad("frequency_pseudo_count must be above 0 and at most 1000");
         }
         Ok(Policy {
             version: file.version,
-            confirm: file.confirm_threshold,
-            candidate: file.candidate_threshold,
-            full_share: file.full_weight_share,
-            shares,
-            weights,
-            disagree,
+            confirm: file.confirm_probability,
+            candidate: file.candidate_probability,
+            matches_per_subject: file.matches_per_subject,
+            relatives_per_subject: file.relatives_per_subject,
+            pseudo_count: file.frequency_pseudo_count,
+            m: table_of(&file.same_person, "same_person")?,
+            r: table_of(&file.relative, "relative")?,
+            u: table_of(&file.chance, "chance")?,
+            training: file.training,
         })
+    }
+
+    /// The policy as a file.
+    pub fn to_file(&self) -> PolicyFile {
+        PolicyFile {
+            version: self.version.clone(),
+            scheme: SCHEME_VERSION,
+            confirm_probability: self.confirm,
+            candidate_probability: self.candidate,
+            matches_per_subject: round_sig(self.matches_per_subject),
+            relatives_per_subject: round_sig(self.relatives_per_subject),
+            frequency_pseudo_count: self.pseudo_count,
+            same_person: field_table(&self.m),
+            relative: field_table(&self.r),
+            chance: field_table(&self.u),
+            training: self.training.clone(),
+        }
+    }
+
+    /// The policy as TOML text, with a header saying what it is.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(&self.to_file()).unwrap_or_default();
+        format!(
+            "# Vigil confirmation policy (match-key scheme {SCHEME_VERSION}). docs/matching.md explains every number.\n\
+             # Level order: forename, surname [none, initial, sounds alike, exact]; dob [none, year, two of three, exact];\n\
+             # postcode [none, district, exact]; nino [none, half, exact].\n{body}"
+        )
     }
 
     /// Reads and checks a policy file, or takes the shipped default when
@@ -187,6 +446,7 @@ impl Policy {
         };
         let policy = Policy::from_toml(&text).map_err(|e| match (path, e) {
             (Some(p), PolicyError::Parse(m)) => PolicyError::Parse(format!("{}: {m}", p.display())),
+            (Some(p), PolicyError::Invalid(m)) => PolicyError::Invalid(format!("{}: {m}", p.display())),
             (_, e) => e,
         })?;
         Ok((policy, text))
@@ -200,41 +460,86 @@ impl Policy {
         }
     }
 
-    /// The weight of agreement of a kind.
-    pub fn weight(&self, k: KeyKind) -> f64 {
-        self.weights[k.index()]
+    /// The chance that an unrelated record has this forename (or surname),
+    /// from how many other national records share the agreeing name-and-date
+    /// token: a Gamma–Poisson estimate shrunk towards the population rate.
+    fn value_rate(&self, field: Field, others: u32, records: u32) -> f64 {
+        let prior = self.u[field.index()][3];
+        let a = self.pseudo_count;
+        let exposure = f64::from(records.saturating_sub(1)) * self.u[Field::Dob.index()][3];
+        (a + f64::from(others)) / (a / prior + exposure)
     }
 
-    /// The score of a pair.
-    pub fn score(&self, e: &Evidence) -> f64 {
-        let mut s = 0.0;
-        for k in ALL {
-            let i = k.index();
-            if e.agreeing.contains(k) {
-                let n = e.shares[i].max(1);
-                let full = self.shares[i];
-                let factor = if n <= full { 1.0 } else { f64::from(full) / f64::from(n) };
-                s += self.weights[i] * factor;
-            } else if e.subject_kinds.contains(k) && e.record_kinds.contains(k) {
-                s += self.disagree[i];
-            }
+    /// Log likelihoods of the three classes (same person, relative, unrelated),
+    /// priors included.
+    pub fn log_likelihoods(&self, x: &Features) -> [f64; 3] {
+        let n = f64::from(x.records.max(1));
+        let pm = (self.matches_per_subject / n).min(0.5);
+        let pr = (self.relatives_per_subject / n).min(0.25);
+        let pu = 1.0 - pm - pr;
+        let mut u = self.u;
+        if let Some(o) = x.others_of(KeyKind::ForenameDob) {
+            u[Field::Forename.index()][3] = self.value_rate(Field::Forename, o, x.records);
         }
-        s
+        if let Some(o) = x.others_of(KeyKind::SurnameDob) {
+            u[Field::Surname.index()][3] = self.value_rate(Field::Surname, o, x.records);
+        }
+        let mut out = [pm.ln(), pr.ln(), pu.ln()];
+        for (i, mask) in x.possible.iter().enumerate() {
+            out[0] += log_sum(&self.m[i], *mask);
+            out[1] += log_sum(&self.r[i], *mask);
+            out[2] += log_sum(&u[i], *mask);
+        }
+        out[2] += self.common_values(&u, x).ln();
+        out
     }
 
-    /// The decision for a pair, with its score: the one place evidence
-    /// becomes a decision (roster, national, check and offline evaluation
-    /// all call it).
-    pub fn classify(&self, e: &Evidence) -> (Decision, f64) {
-        let score = self.score(e);
-        (self.decide(score), score)
+    /// How much more common than the model expects the values this pair
+    /// agrees on are: for each agreeing kind, the other national records
+    /// holding its token against the number expected by chance (a
+    /// Gamma–Poisson estimate with the model's rate as prior); the largest
+    /// factor, at least 1. Six records sharing a name and date of birth are
+    /// not six chance coincidences.
+    fn common_values(&self, u: &Table, x: &Features) -> f64 {
+        let exposure = f64::from(x.records.saturating_sub(1));
+        let mut factor: f64 = 1.0;
+        for k in x.agreeing.iter() {
+            let others = x.others[k.index()];
+            if others == 0 {
+                continue;
+            }
+            let mut q = 1.0;
+            for (f, l) in k.implies() {
+                let row = &u[f.index()];
+                q *= row[usize::from(*l)..=usize::from(f.max_level())].iter().sum::<f64>();
+            }
+            let a = self.pseudo_count;
+            factor = factor.max((a + f64::from(others)) / (a + exposure * q));
+        }
+        factor
     }
 
-    /// The decision for a score.
-    pub fn decide(&self, score: f64) -> Decision {
-        if score >= self.confirm {
+    /// The match probability of a pair's features.
+    pub fn probability(&self, x: &Features) -> f64 {
+        let [lm, lr, lu] = self.log_likelihoods(x);
+        let mx = lm.max(lr).max(lu);
+        let (em, er, eu) = ((lm - mx).exp(), (lr - mx).exp(), (lu - mx).exp());
+        em / (em + er + eu)
+    }
+
+    /// The policy's reading of a pair: the one place evidence becomes a
+    /// decision (roster, national, check and offline evaluation all call it).
+    pub fn assess(&self, e: &Evidence) -> Assessment {
+        let (seen, x) = features(e);
+        let probability = self.probability(&x);
+        Assessment { decision: self.decide(probability), probability, seen }
+    }
+
+    /// The decision for a probability.
+    pub fn decide(&self, probability: f64) -> Decision {
+        if probability >= self.confirm {
             Decision::Confirmed
-        } else if score >= self.candidate {
+        } else if probability >= self.candidate {
             Decision::Candidate
         } else {
             Decision::NoMatch
@@ -243,89 +548,4 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ev(agree: &[KeyKind], both: &[KeyKind]) -> Evidence {
-        let kinds: KindSet = both.iter().chain(agree).copied().collect();
-        Evidence {
-            agreeing: agree.iter().copied().collect(),
-            shares: [1; ALL.len()],
-            subject_kinds: kinds,
-            record_kinds: kinds,
-        }
-    }
-
-    const NAME_DOB_ALL: &[KeyKind] = &[
-        KeyKind::NameDob,
-        KeyKind::CanonNameDob,
-        KeyKind::InitialSurnameDob,
-        KeyKind::PhoneticDob,
-        KeyKind::NamePairDob,
-        KeyKind::NameDobUnordered,
-    ];
-
-    #[test]
-    fn default_policy_parses() {
-        let p = Policy::default_policy();
-        assert!(p.confirm > p.candidate);
-    }
-
-    #[test]
-    fn default_policy_decisions() {
-        let p = Policy::default_policy();
-        let d = |agree: &[KeyKind], both: &[KeyKind]| p.decide(p.score(&ev(agree, both)));
-        // Same person, NI number and name agree.
-        let mut all = NAME_DOB_ALL.to_vec();
-        all.push(KeyKind::Nino);
-        assert_eq!(d(&all, &[]), Decision::Confirmed);
-        // NI number agrees and the name is only phonetically close.
-        assert_eq!(d(&[KeyKind::Nino, KeyKind::PhoneticDob], &[]), Decision::Confirmed);
-        // NI number alone, nothing else agrees: not enough.
-        assert_ne!(d(&[KeyKind::Nino], &[KeyKind::NameDob]), Decision::Confirmed);
-        // Name and date of birth agree, no NI number on one side, same district.
-        let mut nd = NAME_DOB_ALL.to_vec();
-        nd.push(KeyKind::NameYobDistrict);
-        assert_eq!(d(&nd, &[]), Decision::Confirmed);
-        // Name and date of birth alone: a namesake is as likely. Candidate.
-        assert_eq!(d(NAME_DOB_ALL, &[KeyKind::NameYobDistrict]), Decision::Candidate);
-        // Namesake with a different NI number on both sides.
-        let mut ns = nd.clone();
-        ns.retain(|k| *k != KeyKind::NameYobDistrict);
-        assert_eq!(d(&ns, &[KeyKind::Nino]), Decision::NoMatch);
-        assert_eq!(d(&nd, &[KeyKind::Nino]), Decision::NoMatch);
-        // A twin: surname, initial and date of birth.
-        assert_eq!(d(&[KeyKind::InitialSurnameDob], &[KeyKind::NameDob]), Decision::NoMatch);
-    }
-
-    #[test]
-    fn shared_tokens_are_down_weighted() {
-        let p = Policy::default_policy();
-        let mut e = ev(&[KeyKind::Nino, KeyKind::NameDob], &[]);
-        let full = p.score(&e);
-        e.shares[KeyKind::NameDob.index()] = p.full_share;
-        assert_eq!(p.score(&e), full);
-        e.shares[KeyKind::NameDob.index()] = p.full_share * 4;
-        assert!(p.score(&e) < full);
-        // forename_dob is expected to be shared: it keeps its weight longer
-        let mut f = ev(&[KeyKind::Nino, KeyKind::ForenameDob], &[]);
-        f.shares[KeyKind::ForenameDob.index()] = p.full_share * 4;
-        assert_eq!(p.decide(p.score(&f)), Decision::Confirmed);
-    }
-
-    #[test]
-    fn bad_policies_are_refused_with_the_reason() {
-        let base = DEFAULT_POLICY.to_string();
-        let cases = [
-            (base.replace("version =", "versio ="), "unknown field"),
-            (base.replace("nino = 9.0", "nino = 9.0\nshoe_size = 1.0"), "shoe_size"),
-            (base.replace("name_yob_district = 5.0", ""), "name_yob_district"),
-            (base.replace("confirm_threshold = 10.0", "confirm_threshold = 1.0"), "candidate_threshold"),
-            (format!("{base}\nextra = 1\n"), "extra"),
-        ];
-        for (text, want) in cases {
-            let err = Policy::from_toml(&text).unwrap_err().to_string();
-            assert!(err.contains(want), "{err} does not mention {want}");
-        }
-    }
-}
+mod tests;

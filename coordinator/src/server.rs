@@ -87,6 +87,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         origin: config.audit.origin.clone(),
         max_roster_size: config.limits.max_roster_size,
         index_capacity: (config.capacity.national_tokens, config.capacity.roster_tokens),
+        national_records: config.matching.national_records,
     };
     let store = RedbStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?;
     let (stop, stop_rx) = watch::channel(false);

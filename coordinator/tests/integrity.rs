@@ -35,6 +35,8 @@ fn settings() -> Settings {
         origin: "vigil.test/audit".into(),
         max_roster_size: 1000,
         index_capacity: (0, 0),
+        // National scale: a name and date of birth alone do not confirm.
+        national_records: 13_000_000,
     }
 }
 
@@ -48,7 +50,7 @@ fn signer() -> Signer {
 fn tokens(p: u8, variant: u8) -> Vec<StoredToken> {
     let t = |k: u8| [p.wrapping_mul(16).wrapping_add(k); 16];
     match variant {
-        0 => vec![(KeyKind::Nino, t(1)), (KeyKind::NameDob, t(2)), (KeyKind::CanonNameDob, t(3))],
+        0 => vec![(KeyKind::Nino, t(1)), (KeyKind::NameDob, t(2)), (KeyKind::PhoneticDob, t(3))],
         _ => vec![(KeyKind::NameDob, t(2))],
     }
 }

@@ -1,32 +1,44 @@
-//! Match keys of scheme v1: from raw identity fields to the canonical bytes
+//! Match keys of scheme v2: from raw identity fields to the canonical bytes
 //! that are hashed into tokens. Pure: no I/O, no keys.
 //!
 //! An [`Identity`] is built from the raw fields of a roster row, an extract
 //! row or an applicant ([`RawIdentity`]). Every field that cannot be used is
 //! reported as a [`FieldIssue`] naming the field (never its value); the rest
-//! of the row is still used. [`match_keys`] then derives every key:
+//! of the row is still used. [`match_keys`] then derives every key (fields
+//! joined by 0x1F; `f` is the nickname-canonical forename, `s` the surname,
+//! `{f,s}` the two in sorted order, `ph` a Double Metaphone code, `pc` the
+//! full postcode, `dist` its district):
 //!
-//! | kind | bytes (fields joined by 0x1F) |
+//! | kind | bytes |
 //! |---|---|
 //! | `nino` | NI number prefix and digits, e.g. `AB123456` |
-//! | `name_dob` | forename, surname, date of birth |
-//! | `canon_name_dob` | canonical forename, surname, date of birth |
-//! | `initial_surname_dob` | first initial, surname, date of birth |
-//! | `phonetic_dob` | Double Metaphone of canonical forename and of surname, date of birth |
-//! | `name_pair_dob` | canonical forename and surname sorted, date of birth |
-//! | `name_dob_unordered` | canonical forename, surname, year, min(day, month), max(day, month) |
-//! | `name_yob_district` | canonical forename and surname sorted, year of birth, postcode district |
-//! | `forename_dob` | canonical forename, date of birth |
+//! | `nino_head_yob` | NI prefix and first two digits, year of birth |
+//! | `nino_tail_yob` | NI last four digits, year of birth |
+//! | `name_dob` | `{f,s}`, date of birth |
+//! | `phonetic_dob` | `{ph(f),ph(s)}`, date of birth |
+//! | `initial_surname_dob` | initial of `f`, `s`, date of birth |
+//! | `name_ym` / `name_yd` | `{f,s}`, year and month / year and day |
+//! | `name_md` | `{f,s}`, day and month in either order |
+//! | `phonetic_ym` | `{ph(f),ph(s)}`, year and month |
+//! | `name_postcode` | `{f,s}`, `pc` |
+//! | `name_yob_district` | `{f,s}`, year, `dist` |
+//! | `phonetic_yob_district` | `{ph(f),ph(s)}`, year, `dist` |
+//! | `surname_dob_postcode` / `forename_dob_postcode` | `s` / `f`, date of birth, `pc` |
+//! | `surname_yob_postcode` / `forename_yob_postcode` | `s` / `f`, year, `pc` |
+//! | `dob_postcode` | date of birth, `pc` |
+//! | `forename_dob` / `surname_dob` | `f` / `s`, date of birth |
 //!
-//! Every name variant (the primary name, each part of a multi-part surname,
-//! each previous surname, each alias) is combined with every date of birth
-//! (primary and alternatives). No key is made of one low-entropy field alone.
+//! Each name variant (the primary name, each part of a multi-part surname,
+//! each previous surname, each alias) is combined with the primary date of
+//! birth, and the primary name with each alternative date. A date with an
+//! impossible part still gives the keys its valid parts allow. No key is
+//! made of one low-entropy field alone.
 
 use rphonetic::DoubleMetaphone;
 use std::collections::HashMap;
 use vigil_proto::KeyKind;
 
-use crate::normalize::{self, Date, FieldError, Name, Nino, Postcode};
+use crate::normalize::{self, DateParts, FieldError, Name, Nino, Postcode};
 
 /// Most name variants kept for one identity; more are reported and ignored.
 pub const MAX_NAMES: usize = 12;
@@ -77,6 +89,12 @@ pub enum IssueReason {
     /// More values than kept.
     #[error("more than {0} values; the first {0} were used")]
     TooMany(usize),
+    /// A date with an impossible part: the valid parts are used.
+    #[error("not a real calendar date; its valid year, month or day are used")]
+    Partial,
+    /// A postcode whose inward code is invalid: its district is used.
+    #[error("inward code not valid; the district is used")]
+    DistrictOnly,
 }
 
 /// A normalised identity: every name variant and date of birth, and the
@@ -85,11 +103,11 @@ pub enum IssueReason {
 pub struct Identity {
     /// Name variants, primary first.
     pub names: Vec<Name>,
-    /// Dates of birth, primary first.
-    pub dobs: Vec<Date>,
+    /// Dates of birth, primary first (possibly with only some parts valid).
+    pub dobs: Vec<DateParts>,
     /// National Insurance number.
     pub nino: Option<Nino>,
-    /// Postcode.
+    /// Postcode (possibly only its district).
     pub postcode: Option<Postcode>,
 }
 
@@ -119,10 +137,11 @@ impl Phonetic {
 }
 
 impl Identity {
-    /// Whether at least one match key can be formed: a NI number, or a name
-    /// and a date of birth.
+    /// Whether at least one match key can be formed.
     pub fn can_match(&self) -> bool {
-        self.nino.is_some() || (!self.names.is_empty() && !self.dobs.is_empty())
+        let mut any = false;
+        match_keys(self, |_, _| any = true);
+        any
     }
 
     /// Normalises raw fields. Unusable fields are reported in `issues` and
@@ -133,18 +152,19 @@ impl Identity {
 
         let forename = required(raw.forenames, "forenames", normalize::first_forename, &mut push_issue);
         let surnames = required(raw.surname, "surname", normalize::surnames, &mut push_issue);
+        // A missing forename or surname leaves half a name, which still
+        // forms the keys that do not need the other half.
         let mut names: Vec<(String, String)> = Vec::new();
-        if let (Some(f), Some(ss)) = (&forename, &surnames) {
-            for s in ss {
-                names.push((f.clone(), s.clone()));
-            }
+        let f0 = forename.clone().unwrap_or_default();
+        match &surnames {
+            Some(ss) => names.extend(ss.iter().map(|s| (f0.clone(), s.clone()))),
+            None if forename.is_some() => names.push((f0.clone(), String::new())),
+            None => {}
         }
-        if let Some(f) = &forename {
-            for prev in normalize::multi(raw.previous_surnames) {
-                match normalize::surnames(prev) {
-                    Ok(ss) => names.extend(ss.into_iter().map(|s| (f.clone(), s))),
-                    Err(e) => push_issue("previous_surnames", e.into()),
-                }
+        for prev in normalize::multi(raw.previous_surnames) {
+            match normalize::surnames(prev) {
+                Ok(ss) => names.extend(ss.into_iter().map(|s| (f0.clone(), s))),
+                Err(e) => push_issue("previous_surnames", e.into()),
             }
         }
         for alias in normalize::multi(raw.aliases) {
@@ -166,16 +186,19 @@ impl Identity {
         }
         for (forename, surname) in names {
             let canon = normalize::canonical_forename(&forename).to_string();
-            let forename_code = ph.code(&canon);
-            let surname_code = ph.code(&surname);
+            let forename_code = if canon.is_empty() { String::new() } else { ph.code(&canon) };
+            let surname_code = if surname.is_empty() { String::new() } else { ph.code(&surname) };
             id.names.push(Name { forename, canon, surname, forename_code, surname_code });
         }
 
-        if let Some(d) = required(raw.date_of_birth, "date_of_birth", Date::parse, &mut push_issue) {
+        if let Some(d) = required(raw.date_of_birth, "date_of_birth", DateParts::parse, &mut push_issue) {
+            if d.full().is_none() {
+                push_issue("date_of_birth", IssueReason::Partial);
+            }
             id.dobs.push(d);
         }
         for alt in normalize::multi(raw.alt_dates_of_birth) {
-            match Date::parse(alt) {
+            match DateParts::parse(alt) {
                 Ok(d) if !id.dobs.contains(&d) => id.dobs.push(d),
                 Ok(_) => {}
                 Err(e) => push_issue("alt_dates_of_birth", e.into()),
@@ -192,8 +215,13 @@ impl Identity {
             }
         }
         if !raw.postcode.trim().is_empty() {
-            match Postcode::parse(raw.postcode) {
-                Ok(p) => id.postcode = Some(p),
+            match Postcode::parse_lenient(raw.postcode) {
+                Ok(p) => {
+                    if !p.is_full() {
+                        push_issue("postcode", IssueReason::DistrictOnly);
+                    }
+                    id.postcode = Some(p);
+                }
                 Err(e) => push_issue("postcode", e.into()),
             }
         }
@@ -224,45 +252,108 @@ fn required<T>(
 /// repeats, which tokenisation removes).
 pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
     let mut buf: Vec<u8> = Vec::with_capacity(96);
+    let mut k = |kind: KeyKind, parts: &[&[u8]], emit: &mut dyn FnMut(KeyKind, &[u8])| {
+        key(&mut buf, parts);
+        emit(kind, &buf);
+    };
+    let pc = id.postcode.as_ref().filter(|p| p.is_full()).map(|p| p.to_string());
+    let district = id.postcode.as_ref().map(|p| p.district().to_string());
+    let pc = pc.as_deref().map(str::as_bytes);
+    let district = district.as_deref().map(str::as_bytes);
     if let Some(n) = &id.nino {
-        emit(KeyKind::Nino, &n.stem);
-    }
-    let district = id.postcode.as_ref().map(|p| p.district());
-    for name in &id.names {
-        let (lo, hi) =
-            if name.canon <= name.surname { (&name.canon, &name.surname) } else { (&name.surname, &name.canon) };
-        let mut years: [u16; MAX_DOBS] = [0; MAX_DOBS];
-        for (i, dob) in id.dobs.iter().enumerate() {
-            let date = dob.to_string();
-            let date = date.as_bytes();
-            key(&mut buf, &[name.forename.as_bytes(), name.surname.as_bytes(), date]);
-            emit(KeyKind::NameDob, &buf);
-            key(&mut buf, &[name.canon.as_bytes(), name.surname.as_bytes(), date]);
-            emit(KeyKind::CanonNameDob, &buf);
-            key(&mut buf, &[name.initial().as_bytes(), name.surname.as_bytes(), date]);
-            emit(KeyKind::InitialSurnameDob, &buf);
-            if !name.forename_code.is_empty() && !name.surname_code.is_empty() {
-                key(&mut buf, &[name.forename_code.as_bytes(), name.surname_code.as_bytes(), date]);
-                emit(KeyKind::PhoneticDob, &buf);
+        k(KeyKind::Nino, &[&n.stem], &mut emit);
+        for d in &id.dobs {
+            if let Some(y) = d.year {
+                let y = format!("{y:04}");
+                k(KeyKind::NinoHeadYob, &[&n.stem[..4], y.as_bytes()], &mut emit);
+                k(KeyKind::NinoTailYob, &[&n.stem[4..], y.as_bytes()], &mut emit);
             }
-            key(&mut buf, &[lo.as_bytes(), hi.as_bytes(), date]);
-            emit(KeyKind::NamePairDob, &buf);
-            let (a, b) = (dob.day.min(dob.month), dob.day.max(dob.month));
-            let unordered = format!("{:04}{}{a:02}{}{b:02}", dob.year, SEP as char, SEP as char);
-            key(&mut buf, &[name.canon.as_bytes(), name.surname.as_bytes(), unordered.as_bytes()]);
-            emit(KeyKind::NameDobUnordered, &buf);
-            key(&mut buf, &[name.canon.as_bytes(), date]);
-            emit(KeyKind::ForenameDob, &buf);
-            years[i] = dob.year;
         }
-        if let Some(district) = district {
-            for (i, year) in years.iter().take(id.dobs.len()).enumerate() {
-                if years[..i].contains(year) {
-                    continue;
+    }
+    for d in &id.dobs {
+        if let (Some(date), Some(pc)) = (d.full(), pc) {
+            k(KeyKind::DobPostcode, &[date.to_string().as_bytes(), pc], &mut emit);
+        }
+    }
+    // Every name with the primary date of birth; the primary name with every
+    // other date.
+    let primary = id.dobs.first();
+    let mut combos: Vec<(&Name, Option<&DateParts>)> = id.names.iter().map(|n| (n, primary)).collect();
+    if let Some(n0) = id.names.first() {
+        combos.extend(id.dobs.iter().skip(1).map(|d| (n0, Some(d))));
+    }
+    for (name, dob) in combos {
+        let (f, s) = (name.canon.as_bytes(), name.surname.as_bytes());
+        let (has_f, has_s) = (!f.is_empty(), !s.is_empty());
+        let both = has_f && has_s;
+        let (lo, hi) = if f <= s { (f, s) } else { (s, f) };
+        let (pf, ps) = (name.forename_code.as_bytes(), name.surname_code.as_bytes());
+        let phonetic = !pf.is_empty() && !ps.is_empty();
+        let (plo, phi) = if pf <= ps { (pf, ps) } else { (ps, pf) };
+        let initial = name.canon.chars().next().map(String::from).unwrap_or_default();
+        if let (true, Some(pc)) = (both, pc) {
+            k(KeyKind::NamePostcode, &[lo, hi, pc], &mut emit);
+        }
+        let Some(dob) = dob else { continue };
+        let year = dob.year.map(|y| format!("{y:04}"));
+        let month = dob.month.map(|m| format!("{m:02}"));
+        let day = dob.day.map(|d| format!("{d:02}"));
+        if let Some(date) = dob.full() {
+            let date = date.to_string();
+            let date = date.as_bytes();
+            if both {
+                k(KeyKind::NameDob, &[lo, hi, date], &mut emit);
+                k(KeyKind::InitialSurnameDob, &[initial.as_bytes(), s, date], &mut emit);
+            }
+            if phonetic {
+                k(KeyKind::PhoneticDob, &[plo, phi, date], &mut emit);
+            }
+            if has_f {
+                k(KeyKind::ForenameDob, &[f, date], &mut emit);
+            }
+            if has_s {
+                k(KeyKind::SurnameDob, &[s, date], &mut emit);
+            }
+            if let Some(pc) = pc {
+                if has_s {
+                    k(KeyKind::SurnameDobPostcode, &[s, date, pc], &mut emit);
                 }
-                let y = format!("{year:04}");
-                key(&mut buf, &[lo.as_bytes(), hi.as_bytes(), y.as_bytes(), district.as_bytes()]);
-                emit(KeyKind::NameYobDistrict, &buf);
+                if has_f {
+                    k(KeyKind::ForenameDobPostcode, &[f, date, pc], &mut emit);
+                }
+            }
+        }
+        if both {
+            if let (Some(y), Some(m)) = (&year, &month) {
+                k(KeyKind::NameYm, &[lo, hi, y.as_bytes(), m.as_bytes()], &mut emit);
+            }
+            if let (Some(y), Some(d)) = (&year, &day) {
+                k(KeyKind::NameYd, &[lo, hi, y.as_bytes(), d.as_bytes()], &mut emit);
+            }
+            if let (Some(m), Some(d)) = (&month, &day) {
+                let (a, b) = if m <= d { (m, d) } else { (d, m) };
+                k(KeyKind::NameMd, &[lo, hi, a.as_bytes(), b.as_bytes()], &mut emit);
+            }
+        }
+        if let (true, Some(y), Some(m)) = (phonetic, &year, &month) {
+            k(KeyKind::PhoneticYm, &[plo, phi, y.as_bytes(), m.as_bytes()], &mut emit);
+        }
+        if let Some(y) = &year {
+            if let Some(pc) = pc {
+                if has_s {
+                    k(KeyKind::SurnameYobPostcode, &[s, y.as_bytes(), pc], &mut emit);
+                }
+                if has_f {
+                    k(KeyKind::ForenameYobPostcode, &[f, y.as_bytes(), pc], &mut emit);
+                }
+            }
+            if let Some(dist) = district {
+                if both {
+                    k(KeyKind::NameYobDistrict, &[lo, hi, y.as_bytes(), dist], &mut emit);
+                }
+                if phonetic {
+                    k(KeyKind::PhoneticYobDistrict, &[plo, phi, y.as_bytes(), dist], &mut emit);
+                }
             }
         }
     }
@@ -275,127 +366,5 @@ fn key(buf: &mut Vec<u8>, parts: &[&[u8]]) {
             buf.push(SEP);
         }
         buf.extend_from_slice(p);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ident(raw: RawIdentity<'_>) -> (Identity, Vec<FieldIssue>) {
-        let mut issues = Vec::new();
-        let id = Identity::from_raw(&raw, &mut Phonetic::default(), &mut issues);
-        (id, issues)
-    }
-
-    fn keys(id: &Identity) -> Vec<(KeyKind, String)> {
-        let mut out = Vec::new();
-        match_keys(id, |k, b| out.push((k, String::from_utf8_lossy(b).replace('\u{1f}', "|"))));
-        out
-    }
-
-    fn base() -> RawIdentity<'static> {
-        RawIdentity {
-            forenames: "Robert James",
-            surname: "Smith",
-            date_of_birth: "1980-03-25",
-            ni_number: "AB123456C",
-            postcode: "SW1A 1AA",
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn keys_of_a_full_record() {
-        let (id, issues) = ident(base());
-        assert!(issues.is_empty());
-        let got = keys(&id);
-        let want = [
-            (KeyKind::Nino, "AB123456"),
-            (KeyKind::NameDob, "robert|smith|1980-03-25"),
-            (KeyKind::CanonNameDob, "robert|smith|1980-03-25"),
-            (KeyKind::InitialSurnameDob, "r|smith|1980-03-25"),
-            (KeyKind::PhoneticDob, "RPRT|SM0|1980-03-25"),
-            (KeyKind::NamePairDob, "robert|smith|1980-03-25"),
-            (KeyKind::NameDobUnordered, "robert|smith|1980|03|25"),
-            (KeyKind::ForenameDob, "robert|1980-03-25"),
-            (KeyKind::NameYobDistrict, "robert|smith|1980|SW1"),
-        ];
-        let want: Vec<_> = want.iter().map(|(k, s)| (*k, s.to_string())).collect();
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn nickname_swapped_order_and_transposed_dates_still_share_keys() {
-        let (a, _) = ident(base());
-        let (b, _) = ident(RawIdentity { forenames: "Bob", ..base() });
-        let (c, _) = ident(RawIdentity { forenames: "Smith", surname: "Robert", ..base() });
-        let (d, _) = ident(RawIdentity { date_of_birth: "1980-25-03", ..base() });
-        let ka = keys(&a);
-        let shared =
-            |x: &Identity| -> Vec<KeyKind> { keys(x).into_iter().filter(|k| ka.contains(k)).map(|(k, _)| k).collect() };
-        assert!(shared(&b).contains(&KeyKind::CanonNameDob));
-        assert!(!shared(&b).contains(&KeyKind::NameDob));
-        assert!(shared(&c).contains(&KeyKind::NamePairDob));
-        assert!(shared(&c).contains(&KeyKind::NameYobDistrict));
-        // 1980-25-03 is not a date: reported, and the NINO still keys the row
-        assert_eq!(d.dobs.len(), 0);
-        let (e, _) = ident(RawIdentity { date_of_birth: "1980-12-03", ..base() });
-        let (f, _) = ident(RawIdentity { date_of_birth: "1980-03-12", ..base() });
-        let kf = keys(&f);
-        assert!(keys(&e).iter().any(|k| k.0 == KeyKind::NameDobUnordered && kf.contains(k)));
-    }
-
-    #[test]
-    fn previous_surnames_aliases_and_alternative_dobs_expand_keys() {
-        let (id, issues) = ident(RawIdentity {
-            previous_surnames: "Jones; Brown",
-            aliases: "Bobby/Smythe",
-            alt_dates_of_birth: "1980-03-26;1980-03-25",
-            ..base()
-        });
-        assert!(issues.is_empty());
-        assert_eq!(id.names.len(), 4);
-        assert_eq!(id.dobs.len(), 2);
-        let k = keys(&id);
-        assert!(k.contains(&(KeyKind::NameDob, "robert|jones|1980-03-25".into())));
-        assert!(k.contains(&(KeyKind::NameDob, "robert|brown|1980-03-26".into())));
-        assert!(k.contains(&(KeyKind::CanonNameDob, "robert|smythe|1980-03-25".into())));
-        // one name_yob_district per name: both DOBs share a year
-        assert_eq!(k.iter().filter(|x| x.0 == KeyKind::NameYobDistrict).count(), 4);
-    }
-
-    #[test]
-    fn bad_optional_fields_are_reported_by_field_and_skipped() {
-        let (id, issues) = ident(RawIdentity { ni_number: "XX", postcode: "nowhere", aliases: "Nobody", ..base() });
-        assert!(id.nino.is_none() && id.postcode.is_none());
-        let fields: Vec<_> = issues.iter().map(|i| i.field).collect();
-        assert_eq!(fields, vec!["alias_names", "ni_number", "postcode"]);
-        assert!(!keys(&id).is_empty());
-    }
-
-    #[test]
-    fn no_key_from_a_row_without_name_date_or_nino() {
-        let (id, issues) = ident(RawIdentity { date_of_birth: "", ni_number: "", ..base() });
-        assert!(keys(&id).is_empty());
-        assert_eq!(issues, vec![FieldIssue { field: "date_of_birth", reason: IssueReason::Missing }]);
-        let (id, _) = ident(RawIdentity { forenames: "", surname: "", ni_number: "", ..base() });
-        assert!(keys(&id).is_empty());
-    }
-
-    #[test]
-    fn no_key_is_made_of_one_low_entropy_field() {
-        let (id, _) = ident(base());
-        let s = id.names[0].surname.as_bytes().to_vec();
-        match_keys(&id, |k, b| {
-            let fields = b.iter().filter(|&&c| c == SEP).count() + 1;
-            match k {
-                KeyKind::Nino => assert_eq!(fields, 1),
-                KeyKind::ForenameDob => assert_eq!(fields, 2),
-                _ => assert!(fields >= 3, "{k:?} has fewer than three fields"),
-            }
-            assert_ne!(b, s.as_slice());
-            assert_ne!(b, b"SW1");
-        });
     }
 }

@@ -1,4 +1,4 @@
-//! Normalisation of identity fields (match-key scheme v1). Pure functions.
+//! Normalisation of identity fields (match-key scheme v2). Pure functions.
 //!
 //! - Text is folded to lowercase ASCII-or-letter words: Unicode NFKD, combining
 //!   marks stripped, a few letters without a decomposition spelled out (ß → ss,
@@ -13,7 +13,12 @@
 //!   because the suffix letter is often missing or wrong.
 //! - Postcodes are validated against the UK formats and canonicalised to
 //!   `SW1A 1AA`; the district is the outward code without a trailing letter.
-//! - Dates are `YYYY-MM-DD`, real calendar dates from 1900 to 2100.
+//!   A postcode whose outward code is valid but whose inward code is not
+//!   keeps its district ([`Postcode::parse_lenient`]).
+//! - Dates are `YYYY-MM-DD` (or `YYYYMMDD`), real calendar dates from 1900 to
+//!   2100. A date with a digit error that makes it impossible (month 13, day
+//!   32) keeps the parts that are still valid ([`DateParts`]): partial-date
+//!   keys can still match on them.
 //!
 //! Every error says what was wrong with the value without repeating it.
 
@@ -263,6 +268,57 @@ impl Date {
     }
 }
 
+/// The parts of a date of birth that could be read: each of year
+/// (1900-2100), month (1-12) and day (1-31) that is valid on its own, and
+/// the whole date when it is a real calendar date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DateParts {
+    /// Year, when valid.
+    pub year: Option<u16>,
+    /// Month, when valid.
+    pub month: Option<u8>,
+    /// Day, when valid.
+    pub day: Option<u8>,
+}
+
+impl DateParts {
+    /// Reads `YYYY-MM-DD` or `YYYYMMDD` leniently. Refused only when the
+    /// shape is wrong or no part is valid; a well-formed impossible date
+    /// keeps its valid parts.
+    pub fn parse(raw: &str) -> Result<DateParts, FieldError> {
+        let t = raw.trim().as_bytes();
+        let digits: Vec<u8> = match t.len() {
+            10 if t[4] == b'-' && t[7] == b'-' => t.iter().copied().filter(|b| *b != b'-').collect(),
+            8 => t.to_vec(),
+            _ => return Err(FieldError::DateFormat),
+        };
+        if digits.len() != 8 || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(FieldError::DateFormat);
+        }
+        let num = |r: &[u8]| r.iter().fold(0u16, |acc, &b| acc * 10 + u16::from(b - b'0'));
+        let (y, m, d) = (num(&digits[0..4]), num(&digits[4..6]), num(&digits[6..8]));
+        let parts = DateParts {
+            year: (1900..=2100).contains(&y).then_some(y),
+            month: (1..=12).contains(&m).then_some(m as u8),
+            day: (1..=31).contains(&d).then_some(d as u8),
+        };
+        if parts.year.is_none() && parts.month.is_none() && parts.day.is_none() {
+            return Err(FieldError::DateRange);
+        }
+        Ok(parts)
+    }
+
+    /// The parts of a whole date.
+    pub fn of(d: Date) -> DateParts {
+        DateParts { year: Some(d.year), month: Some(d.month), day: Some(d.day) }
+    }
+
+    /// The whole date, when it is a real calendar date.
+    pub fn full(&self) -> Option<Date> {
+        Date::new(self.year?, self.month?, self.day?)
+    }
+}
+
 /// Days in a month of the Gregorian calendar.
 pub fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
@@ -383,6 +439,31 @@ impl Postcode {
         }
         let to_s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Ok(Postcode { outward: to_s(out), inward: to_s(inw) })
+    }
+
+    /// As [`Postcode::parse`], but a postcode whose inward code is invalid
+    /// (a typo in its last three characters) keeps its outward code, with
+    /// an empty inward code: its district still matches.
+    pub fn parse_lenient(raw: &str) -> Result<Postcode, FieldError> {
+        match Postcode::parse(raw) {
+            Ok(p) => Ok(p),
+            Err(FieldError::Postcode) => {
+                let s: String = raw.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
+                if !(5..=7).contains(&s.len()) {
+                    return Err(FieldError::Postcode);
+                }
+                // Validate the outward code with a stand-in inward code.
+                let outward = &s[..s.len() - 3];
+                let p = Postcode::parse(&format!("{outward} 1AA"))?;
+                Ok(Postcode { outward: p.outward, inward: String::new() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the whole postcode is known (not only its district).
+    pub fn is_full(&self) -> bool {
+        !self.inward.is_empty()
     }
 
     /// The postcode district: the outward code without a trailing letter

@@ -3,7 +3,8 @@
 //! the node (`vigil-node`, module `keyfile`).
 //!
 //! - A token is `BLAKE3-keyed(subkey(kind, epoch), key bytes)`, 32 bytes, where
-//!   `subkey = blake3::derive_key("vigil match-key scheme v1 kind <kind> epoch <epoch>", linkage key)`.
+//!   `subkey = blake3::derive_key("vigil match-key scheme v2 kind <kind> epoch <epoch>", linkage key)`
+//!   (the scheme version is `vigil_proto::kinds::SCHEME_VERSION`).
 //! - A subject pseudonym is the first 16 bytes of
 //!   `BLAKE3-keyed(derive_key("vigil subject pseudonym v1", local secret), employee_id)`:
 //!   stable across epochs, computable only by the force that holds the secret.
@@ -173,7 +174,7 @@ mod tests {
         LinkageKey::new(1, k)
     }
 
-    /// The fixed test vector of scheme v1. If this fails, normalisation,
+    /// The fixed test vector of scheme v2. If this fails, normalisation,
     /// match keys or the token format changed: every deployed token would
     /// change with it, which needs a new scheme version and a new epoch.
     #[test]
@@ -213,44 +214,71 @@ mod tests {
 
     /// `kind key-bytes (0x1F shown as |) token-hex`, linkage key 00 01 .. 1f, epoch 1.
     const TOKEN_VECTOR: &str = "
-        nino AB123456 da8ede8d7ce0bf16d4cb74217b0177da95e6786252d01fc380fa46ff3c7f04d7
-        name_dob zoe|obriensmith|1984-07-02 01261aa89525fc094ba40fc4e47588cd142c94986929cf0f87dd0ee1db241771
-        canon_name_dob zoe|obriensmith|1984-07-02 085093049c59d3fcc2b720103530016886c9ef2c5defef0b06ed3e9a14569e13
-        initial_surname_dob z|obriensmith|1984-07-02 ca4f937ede86f59fc61499fe6cf845f1d51ba1f7ff14de750efa353b8822b990
-        phonetic_dob S|APRN|1984-07-02 fda579e90a42f1d41cd2c4432816fdbae42ae5eb87d01c2c8862320c9635194b
-        name_pair_dob obriensmith|zoe|1984-07-02 6af4c698057a34400125a36e1c18c7dc8eb81afa6baed3db7718be7b5ef4da9f
-        name_dob_unordered zoe|obriensmith|1984|02|07 68135ee9df0930d3b9ecd681b0845a1b026a6eaf066533b30c6844ff99789cf4
-        forename_dob zoe|1984-07-02 e4b31bc3268cc18a2ec92f7395582d1d7debb2f5e994b885d261cf2370550a9b
-        name_yob_district obriensmith|zoe|1984|LS1 0d78b7b2b931cd70925bd0d7d8a8a29cb15d3ef18d0f2527f5bbe33a7e639703
-        name_dob zoe|obrien|1984-07-02 28642bef0acb37980de434a1e90ad39190a24dbccec57ccc49e64ede142404d4
-        canon_name_dob zoe|obrien|1984-07-02 b02ea56baf99451f363df6daaa13deb55c4774c42dd378e2d0d0465e1d6685ae
-        initial_surname_dob z|obrien|1984-07-02 f03b573a72a1bc10c92700e6f212be2f05ed9593d6f2afcdd1d45866dfbf812b
-        name_pair_dob obrien|zoe|1984-07-02 bed90dd9d63f1c1e042a5563fa2a057ad633d870b5536ec5d2bb68755f2e375e
-        name_dob_unordered zoe|obrien|1984|02|07 5cb196c25e48ba29a52fdad8eca52e4dc99d7d071c4afe528b98f198e409b3bb
-        name_yob_district obrien|zoe|1984|LS1 7b808f470bfeb0c52e7c816984e232177250523ee05efde510227a2510fb2a3f
-        name_dob zoe|smith|1984-07-02 558d335605856117d8962a57c30f89002012575f4d83220bfd1d7f184ca6ed2f
-        canon_name_dob zoe|smith|1984-07-02 f9353ae37ff06e3839d947e9a81e5caa7800408ef8d01b1ac1abd21d5102c081
-        initial_surname_dob z|smith|1984-07-02 4c16435297a04ec2277b47cfe2cad1c51dbacff83ed5ba0eee01c6af264783f6
-        phonetic_dob S|SM0|1984-07-02 13c5e4ab2a15f629c333659d0e17a0dda0a94d6cda61fbadd0fe103f99fa534a
-        name_pair_dob smith|zoe|1984-07-02 d5ee1c350c5d2b26a33ff43af03613ad67057339192ce023bf3495bcfe18dfc1
-        name_dob_unordered zoe|smith|1984|02|07 0eaabfc813549d117c7e2aab309dd73af99db88a6cd43ed8d079c40250a79a94
-        name_yob_district smith|zoe|1984|LS1 7a24331fcf252766427778f54127403f32b2085e3b1b5187c5a2a6f1fe2c8b58
-        name_dob zoe|kowalska|1984-07-02 bfc9e59aef06e60ca96e8ad7c5e74b5b97ab9b3a1e32f55dc78976cd77cfa4dc
-        canon_name_dob zoe|kowalska|1984-07-02 d319ee7e3a51d321ae24245d12c92aa1b52fe1fed55b13055c3316e728077f5c
-        initial_surname_dob z|kowalska|1984-07-02 6996726e2d26e67824ec23fcb3209b12c1d24dc37732ace6fb6b96ed26b39f5c
-        phonetic_dob S|KLSK|1984-07-02 06529aaf142d7a645c88e5ec5fef1e1a2fc02963d8ba8ae13e3c4b5402ae9edc
-        name_pair_dob kowalska|zoe|1984-07-02 0726941bad6e179db56142596ce4eeb47aa8370f4f557b5b10411d1c35f13a5c
-        name_dob_unordered zoe|kowalska|1984|02|07 52e429b77e21c4700ff23caf823c6739d84dd8411a7d543f493a488e133af841
-        name_yob_district kowalska|zoe|1984|LS1 de0864f5d5b85e51949ab8669fcf5bb6b886c340cc5810474f38c322d342f7b4
+        nino AB123456 1fc54f385cacca4359d8b4a9f5ba1390bb2b630e5e4ac8fc1e9fb589524587ab
+        nino_head_yob AB12|1984 7dd6026cd1a9aa488d976fe078109f35dd833655de0e51e8973bbd3ad255b431
+        nino_tail_yob 3456|1984 c87f448b807a60d7c0f9349afee9b0d35c03bd5b401edc7ec2064dfa2fa1eda2
+        dob_postcode 1984-07-02|LS1 4AP bc6d6c591fb11ba07071888befeb2251f1754a317de2d6c61dafefaaf53cf9b3
+        name_postcode obriensmith|zoe|LS1 4AP dfae15c169c27db9d12f2dd756c4366b92edfa14cc88ddd0175690766c30f064
+        name_dob obriensmith|zoe|1984-07-02 1179058852aee0814aef06e4d768a4b116f42284a04a24249a30fcac4e5a7c03
+        initial_surname_dob z|obriensmith|1984-07-02 874eccd59172a0be841b8e44092fbd60fdce6626eb5456b06e5afa8f60c30bba
+        phonetic_dob APRN|S|1984-07-02 3fce253c23a4d7b91eddabf35715043c6c337292fa3547739c4ca3e5b503d7b5
+        forename_dob zoe|1984-07-02 24f25c0d01258c1f2dda94dfbe23294351048e40a0e25c4ec9e3e05c684cb331
+        surname_dob obriensmith|1984-07-02 23f8fe4a6ffeda12d5d947d3acf7ce4defb7cd16b2ff6d4dc33895e1014f7c13
+        surname_dob_postcode obriensmith|1984-07-02|LS1 4AP a23fdef04d29c9f8cb80926f1856ccec2a8d937fdd048c3f430b36d7f88862a0
+        forename_dob_postcode zoe|1984-07-02|LS1 4AP 771cb9fd777cc274f8954e9828b591fa6ece47e6ff22bdf6dab14f0cf8d1f1b8
+        name_ym obriensmith|zoe|1984|07 0f81aede3539f0e7a20fa4c4af545ee1cfbf7025d6bc99388d3a8f0a483bd1da
+        name_yd obriensmith|zoe|1984|02 127945bbdcaa49976724b28e44ac60ef1f6dee04066b9932aabef11895016503
+        name_md obriensmith|zoe|02|07 cf874d78894194e5969414ec0ce87694376390e57965ba17d9ff5009d76fd1e2
+        phonetic_ym APRN|S|1984|07 8652a262fe3f9ea0a2c4dcc296625d4b459ab74fc7993b35d30f3d1dff0ddc6c
+        surname_yob_postcode obriensmith|1984|LS1 4AP 82ec7fa6c08847bce5436e1661a89404d91b4d0d2b3f7081cc3a0b7b35439b06
+        forename_yob_postcode zoe|1984|LS1 4AP f5845dc98afc932a376e6f473af211ba54551f2687ffc93aebaad0ea4250f26b
+        name_yob_district obriensmith|zoe|1984|LS1 02b5143961d2e66bc1f2cf43b7e2933fb926b2d7b1bc2e55ba92c6b15707e629
+        phonetic_yob_district APRN|S|1984|LS1 66e465b83911b0eba19e5985770f231aef04f5d471fd17bb2bf4a4d1112eb03f
+        name_postcode obrien|zoe|LS1 4AP 50245c49b8c4119f701c32a3b87aa9c1b41370ab59fa9b3a3dd358f5a1ec0b9a
+        name_dob obrien|zoe|1984-07-02 cb093cb294f969cf4e280a5c7f303ded267a49705a603661df4e2bd69867976c
+        initial_surname_dob z|obrien|1984-07-02 d1a540e9551c3117df21acfe6f579464f9e3cb8361e0717def03868d4f2597ef
+        surname_dob obrien|1984-07-02 273eba5158e2b0790f0806d3513d300cc4567ac2ab1d27aa0895ae39a299b593
+        surname_dob_postcode obrien|1984-07-02|LS1 4AP 7a9fa98bbad22b7542be650c4771c61f8bc0e2bb7e0ab6d692b794deee64f9dc
+        name_ym obrien|zoe|1984|07 1614f1e9f6532bd5cfd857f96dcd1a05dd3c01c27538f1bed679c2eac34c11e2
+        name_yd obrien|zoe|1984|02 2c7f01906a97a62fbd1dd2106cf53385d9aacf24dd9ac0e13fbe9b431f0fbeda
+        name_md obrien|zoe|02|07 9a9bbf51ff6f2f170ce4d1c4a620d54f07f3b2af91bc01830ec545390ae9fa47
+        surname_yob_postcode obrien|1984|LS1 4AP 4ad106ae94d6d541bab63e4f923b99b10bed53639aa7d4aff1005d0e20a86797
+        name_yob_district obrien|zoe|1984|LS1 cfd3e721f442c0bedd876a9d9be437db69a9c359b78358ee804829f76413d3a9
+        name_postcode smith|zoe|LS1 4AP 49e15a3689cf9af98809a4ba649c68a3079614ad385669c18c5c2512960c57fc
+        name_dob smith|zoe|1984-07-02 59f092b6e3d2d19581ff3d8948a54f57c18b757b3e4e0806326b036fe7acbd1a
+        initial_surname_dob z|smith|1984-07-02 e4db6ec279865569705406c8fae1b583cbd578ca627e88a53ed4cb99c837d306
+        phonetic_dob S|SM0|1984-07-02 b78063097af489cad0213283dda2d27d28681e15010e2280584039afe645a9b8
+        surname_dob smith|1984-07-02 4fa27d5ca47680f67c7daabcca881ac7b2e06d08d3e75bd95e20335b91f91176
+        surname_dob_postcode smith|1984-07-02|LS1 4AP b64062a7818dc8fc6fd95c44318327705cc2177162d74c0d554435475a85732d
+        name_ym smith|zoe|1984|07 e2637f13e7772dc6846900289a2c6ead39fd1396bcaf780f1332dd62bc81e583
+        name_yd smith|zoe|1984|02 6495522178dc446658bcfdd24127245fc747ebcb65b5c4a8824f4314997cbff1
+        name_md smith|zoe|02|07 d552e3faf77f21f16360d54a331898aeff294ed15b8263bab63aa325cb68adec
+        phonetic_ym S|SM0|1984|07 8c81529478c99fab3fb809b41a6358d8ed3c77903a7b979b619c5b91274b60bf
+        surname_yob_postcode smith|1984|LS1 4AP 01034e24fe823a1ea00560c367868cfcc63f5d3262a636d425b19357e8453948
+        name_yob_district smith|zoe|1984|LS1 396df34680091f87ff50dc86906f1eadc05d0deb2bd674081d17654b79c3c89e
+        phonetic_yob_district S|SM0|1984|LS1 cbc67bfd1ac84f148c6cee22364d8f97c79453a974a1311089497f2962dfb34b
+        name_postcode kowalska|zoe|LS1 4AP 1fb881c52231b643d9754fa9d29510e4a986ec96cd5ee76cd1e4350f691ce293
+        name_dob kowalska|zoe|1984-07-02 6b9b50e228ffb6bc9c71b550ce286b6148d9fb92303eb24428937957549ecc3b
+        initial_surname_dob z|kowalska|1984-07-02 57d40d65133d64800d271fb95b3561b163c8a3caa17b72d91454db1813cc3e29
+        phonetic_dob KLSK|S|1984-07-02 5df29caaec08bb19de17f361de9a665112630942e3cd3e21639f7485a21f1cc7
+        surname_dob kowalska|1984-07-02 963b03964bbb7db663614ae7c9bbfa5194387318bebbd19798247b3accf1dd78
+        surname_dob_postcode kowalska|1984-07-02|LS1 4AP 1fc6e7015741ca14f13504ed4054123e72b207e5795fb5b1940f433b9e113b20
+        name_ym kowalska|zoe|1984|07 f802d3d5abe4f80dfd4e49859f7135bf546399f976f87bcb53ab845a7b59f4e5
+        name_yd kowalska|zoe|1984|02 870666b72e56e4a333c8314299041140f5548bb204cd4badde4cd74cfcbec9d7
+        name_md kowalska|zoe|02|07 86f22172ab8dbb60ba9998f366c8ebbbe054e933e9a303d4455e1b2d316af31e
+        phonetic_ym KLSK|S|1984|07 403c4313910192255d2abe0dda6c5f9d3c83a3005eb65af009f1001f1491b8ae
+        surname_yob_postcode kowalska|1984|LS1 4AP 7dedeeef2cd1e3ca2b7e633b775953e0ad50b778014bd4cacc1c833adeb04ece
+        name_yob_district kowalska|zoe|1984|LS1 86a855429af9ff719170140f770fcb19b187f01f5b6737aa42bab9aae53834b9
+        phonetic_yob_district KLSK|S|1984|LS1 d3e1ca327b6dc6d0f92be45b1581bdebc3284134a9160ed7195a775edfeb6218
     ";
 
     #[test]
     fn subkeys_differ_by_kind_and_epoch() {
         let k1 = Tokenizer::new(&vector_key());
         let k2 = Tokenizer::new(&LinkageKey::new(2, *vector_key().expose()));
-        assert_ne!(k1.token(KeyKind::NameDob, b"x"), k1.token(KeyKind::CanonNameDob, b"x"));
+        assert_ne!(k1.token(KeyKind::NameDob, b"x"), k1.token(KeyKind::PhoneticDob, b"x"));
         assert_ne!(k1.token(KeyKind::NameDob, b"x"), k2.token(KeyKind::NameDob, b"x"));
-        assert_eq!(subkey_context(KeyKind::NameDob, 7), "vigil match-key scheme v1 kind name_dob epoch 7");
+        assert_eq!(subkey_context(KeyKind::NameDob, 7), "vigil match-key scheme v2 kind name_dob epoch 7");
     }
 
     #[test]

@@ -22,7 +22,9 @@ use vigil_proto::KeyKind;
 use vigil_coordinator::index::IndexKey;
 use vigil_coordinator::matcher::{Hit, Matcher};
 use vigil_coordinator::pepper::{Pepper, index_key};
-use vigil_coordinator::policy::{Decision, Policy};
+use vigil_coordinator::policy::train::{self, NationalPairs, SubjectPairs};
+use vigil_coordinator::policy::{Decision, Evidence, Policy};
+use vigil_proto::kinds::KindSet;
 
 /// Why an evaluation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,12 @@ pub enum EvalError {
 pub struct EvalResult {
     /// Policy version used.
     pub policy_version: String,
+    /// Whether the policy was trained on the evaluated data first (without
+    /// the truth file: as `vigil-coordinator calibrate` does on a store).
+    pub trained: bool,
+    /// The policy used, as TOML (trained or as given).
+    #[serde(skip)]
+    pub policy_toml: String,
     /// Subjects enrolled over all rosters.
     pub subjects: usize,
     /// National records indexed.
@@ -63,21 +71,28 @@ pub struct EvalResult {
     pub true_positives: usize,
     /// Confirmed pairs that are not.
     pub false_positives: usize,
-    /// Same-person pairs not confirmed.
+    /// Same-person pairs not confirmed, including those whose roster or
+    /// extract row was refused.
     pub false_negatives: usize,
-    /// Same-person pairs that were candidates.
+    /// Same-person pairs whose roster or extract row was refused.
+    pub missed_refused: usize,
+    /// Same-person pairs not confirmed that were candidates.
     pub missed_as_candidates: usize,
     /// Pairs that reached candidate but not confirmed.
     pub candidates: usize,
-    /// Same-person pairs not confirmed, by the kinds that did agree
-    /// (`-` when nothing agreed): what the policy or the keys miss.
-    pub missed_by_agreement: BTreeMap<String, usize>,
+    /// Same-person pairs not confirmed, by the evidence seen (`F3 S0 D3 P- N-`;
+    /// `none` when no kind agreed, `refused` when a row was refused).
+    pub missed_by_evidence: BTreeMap<String, usize>,
     /// true positives / confirmed.
     pub precision: f64,
     /// true positives / same-person pairs.
     pub recall: f64,
     /// Harmonic mean of precision and recall.
     pub f1: f64,
+    /// Precision and recall if the confirmation threshold were each of these.
+    pub thresholds: Vec<ThresholdResult>,
+    /// Predicted probability against the observed share of true pairs.
+    pub calibration: Vec<CalibrationBin>,
     /// Hard negatives in the truth, and how many were confirmed, per relation.
     pub hard_negatives: BTreeMap<String, (usize, usize)>,
     /// Per force: (subjects, true pairs, confirmed, true positives).
@@ -90,8 +105,36 @@ pub struct EvalResult {
     /// Every confirmed pair: (force, employee id, record id).
     #[serde(skip)]
     pub confirmed_pairs: Vec<(String, String, String)>,
-    /// Seconds spent tokenising, indexing and matching.
+    /// Seconds spent tokenising, indexing, training and matching.
     pub seconds: f64,
+}
+
+/// Precision and recall at one threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdResult {
+    /// Match probability at or above which pairs count as confirmed.
+    pub threshold: f64,
+    /// Pairs at or above it.
+    pub confirmed: usize,
+    /// Precision.
+    pub precision: f64,
+    /// Recall.
+    pub recall: f64,
+}
+
+/// One bin of the calibration table.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationBin {
+    /// Lower bound of predicted probability (inclusive).
+    pub from: f64,
+    /// Upper bound (exclusive, except 1).
+    pub to: f64,
+    /// Pairs with a prediction in the bin.
+    pub pairs: usize,
+    /// Mean predicted probability.
+    pub predicted: f64,
+    /// Share of them that are the same person.
+    pub observed: f64,
 }
 
 /// Per-force figures.
@@ -131,8 +174,32 @@ fn peppered(
     buf.iter().map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect()
 }
 
+/// Thresholds the evaluation reports precision and recall at.
+pub const THRESHOLDS: [f64; 7] = [0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999];
+/// Bounds of the calibration bins.
+const BINS: [f64; 8] = [0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0];
+/// Most national records probed against the others to estimate chance
+/// agreement while training.
+pub const TRAIN_RECORDS: usize = 200_000;
+
+/// What `run` does besides matching.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Train the policy on the data first (never on the truth).
+    pub train: bool,
+    /// Spread the prior over at least this many national records, as the
+    /// coordinator's `[matching] national_records` does (0: the records read).
+    pub national_records: u32,
+}
+
 /// Runs an evaluation.
-pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Policy) -> Result<EvalResult, EvalError> {
+pub fn run(
+    rosters: &[PathBuf],
+    extracts: &[PathBuf],
+    truth: &Path,
+    policy: &Policy,
+    opts: Options,
+) -> Result<EvalResult, EvalError> {
     let started = Instant::now();
     let rng = SystemRandom::new();
     let tk = Tokenizer::new(&LinkageKey::new(1, random32(&rng)?));
@@ -140,9 +207,10 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
     let mut reports = Vec::new();
     let mut buf = Vec::new();
 
-    // Subjects: (force, employee id) and their keys.
+    // Subjects: (force, employee id) and their keys; refused rows' ids.
     let mut subjects: Vec<(String, String)> = Vec::new();
     let mut subject_keys: Vec<Keys> = Vec::new();
+    let mut refused_subjects: HashSet<(String, String)> = HashSet::new();
     for path in rosters {
         let force = force_of(path);
         let name = path.display().to_string();
@@ -157,7 +225,9 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
                 subject_keys.push(peppered(&tk, &pepper, &row.identity, &mut buf));
                 subjects.push((force.clone(), row.employee_id));
             },
-            |_| {},
+            |id| {
+                refused_subjects.insert((force.clone(), id.trim().to_string()));
+            },
         )?;
         reports.push(report);
     }
@@ -165,7 +235,10 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
 
     // National records.
     let mut matcher = Matcher::with_capacity(0, roster_tokens);
+    matcher.set_records_floor(opts.national_records);
     let mut records: Vec<String> = Vec::new();
+    let mut record_keys: Vec<Keys> = Vec::new();
+    let mut refused_records: HashSet<String> = HashSet::new();
     for path in extracts {
         let name = path.display().to_string();
         let mut report = Report::new(&name, "extract");
@@ -178,9 +251,12 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
             |row| {
                 let keys = peppered(&tk, &pepper, &row.identity, &mut buf);
                 matcher.add_record(records.len() as u32, &keys);
+                record_keys.push(keys);
                 records.push(row.record_id);
             },
-            |_| {},
+            |id| {
+                refused_records.insert(id.trim().to_string());
+            },
         )?;
         reports.push(report);
     }
@@ -188,24 +264,56 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
         matcher.add_subject(sid as u32, keys);
     }
 
-    // Match every subject against every national token.
-    let mut confirmed: HashSet<(u32, u32)> = HashSet::new();
-    let mut agreement: HashMap<(u32, u32), vigil_proto::kinds::KindSet> = HashMap::new();
-    let mut candidate_pairs: HashSet<(u32, u32)> = HashSet::new();
+    // Every pair that agrees on something, with its evidence.
+    let mut pairs: Vec<(u32, u32, Evidence)> = Vec::new();
     let mut hits: Vec<Hit> = Vec::new();
     for (sid, keys) in subject_keys.iter().enumerate() {
         matcher.probe_national(keys, &mut hits);
-        for h in &hits {
-            agreement.insert((sid as u32, h.id), h.evidence.agreeing);
-            match policy.classify(&h.evidence).0 {
-                Decision::Confirmed => {
-                    confirmed.insert((sid as u32, h.id));
-                }
-                Decision::Candidate => {
-                    candidate_pairs.insert((sid as u32, h.id));
-                }
-                Decision::NoMatch => {}
+        pairs.extend(hits.iter().map(|h| (sid as u32, h.id, h.evidence)));
+    }
+
+    // Training, as a coordinator would on what it holds: no truth.
+    let policy = if opts.train {
+        let mut national = NationalPairs::default();
+        let step = record_keys.len().div_ceil(TRAIN_RECORDS).max(1);
+        for (rid, keys) in record_keys.iter().enumerate().step_by(step) {
+            let kinds: KindSet = keys.iter().map(|(k, _)| *k).collect();
+            national.probed(|k| kinds.contains(k), |k| matcher.records_with(k).saturating_sub(1));
+            matcher.probe_national(keys, &mut hits);
+            for h in hits.iter().filter(|h| h.id != rid as u32) {
+                national.add(&h.evidence);
             }
+        }
+        let mut subject_pairs = SubjectPairs::default();
+        for _ in &subject_keys {
+            subject_pairs.probed();
+        }
+        for (_, _, e) in &pairs {
+            subject_pairs.add(e);
+        }
+        let version = format!("{}+eval", policy.version);
+        train::train(policy, &national, &subject_pairs, u64::from(matcher.population()), &version)
+    } else {
+        policy.clone()
+    };
+
+    let mut scored: Vec<((u32, u32), f64)> = Vec::with_capacity(pairs.len());
+    let mut evidence: HashMap<(u32, u32), String> = HashMap::new();
+    let mut confirmed: HashSet<(u32, u32)> = HashSet::new();
+    let mut candidate_pairs: HashSet<(u32, u32)> = HashSet::new();
+    for (sid, rid, e) in &pairs {
+        let a = policy.assess(e);
+        let pair = (*sid, *rid);
+        scored.push((pair, a.probability));
+        evidence.insert(pair, a.fields());
+        match a.decision {
+            Decision::Confirmed => {
+                confirmed.insert(pair);
+            }
+            Decision::Candidate => {
+                candidate_pairs.insert(pair);
+            }
+            Decision::NoMatch => {}
         }
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -222,10 +330,22 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
         return Err(bad("header must be force,employee_id,record_id,relation".into()));
     }
     let mut same: HashSet<(u32, u32)> = HashSet::new();
+    let mut same_refused: Vec<String> = Vec::new();
     let mut hard: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (i, row) in rdr.records().enumerate() {
         let row = row.map_err(|e| bad(format!("row {}: {e}", i + 1)))?;
-        let (Some(s), Some(r)) = (subject_ix.get(&(&row[0], &row[1])), record_ix.get(&row[2])) else {
+        let s = subject_ix.get(&(&row[0], &row[1]));
+        let r = record_ix.get(&row[2]);
+        let subject_refused = refused_subjects.contains(&(row[0].to_string(), row[1].to_string()));
+        let record_refused = refused_records.contains(&row[2]);
+        let (Some(s), Some(r)) = (s, r) else {
+            // A refused row's true pair is a pair missed; a row in no input
+            // (another extract's, or a delta's) is not this evaluation's.
+            let known_s = s.is_some() || subject_refused;
+            let known_r = r.is_some() || record_refused;
+            if &row[3] == "same_person" && known_s && known_r {
+                same_refused.push(format!("{}/{}", &row[1], &row[2]));
+            }
             continue;
         };
         let pair = (*s, *r);
@@ -239,21 +359,48 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
             }
         }
     }
+    let truths = same.len() + same_refused.len();
     let tp = confirmed.intersection(&same).count();
     let fp = confirmed.len() - tp;
-    let fn_ = same.len() - tp;
-    let mut missed_by_agreement: BTreeMap<String, usize> = BTreeMap::new();
+    let fn_ = truths - tp;
+    let mut missed_by_evidence: BTreeMap<String, usize> = BTreeMap::new();
     for p in same.iter().filter(|p| !confirmed.contains(p)) {
-        let label = match agreement.get(p) {
-            Some(k) if !k.is_empty() => k.iter().map(|k| k.short_name()).collect::<Vec<_>>().join("+"),
-            _ => "-".to_string(),
-        };
-        *missed_by_agreement.entry(label).or_default() += 1;
+        let label = evidence.get(p).cloned().unwrap_or_else(|| "none".to_string());
+        *missed_by_evidence.entry(label).or_default() += 1;
+    }
+    if !same_refused.is_empty() {
+        missed_by_evidence.insert("refused".to_string(), same_refused.len());
     }
     let missed_as_candidates = same.iter().filter(|p| !confirmed.contains(p) && candidate_pairs.contains(p)).count();
-    let precision = if confirmed.is_empty() { 1.0 } else { tp as f64 / confirmed.len() as f64 };
-    let recall = if same.is_empty() { 1.0 } else { tp as f64 / same.len() as f64 };
+    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    let precision = ratio(tp, confirmed.len());
+    let recall = ratio(tp, truths);
     let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+    let thresholds = THRESHOLDS
+        .iter()
+        .map(|&t| {
+            let at: Vec<&((u32, u32), f64)> = scored.iter().filter(|(_, p)| *p >= t).collect();
+            let tp = at.iter().filter(|(pair, _)| same.contains(pair)).count();
+            ThresholdResult {
+                threshold: t,
+                confirmed: at.len(),
+                precision: ratio(tp, at.len()),
+                recall: ratio(tp, truths),
+            }
+        })
+        .collect();
+    let mut calibration = Vec::new();
+    let mut from = 0.0;
+    for to in BINS {
+        let inside: Vec<&((u32, u32), f64)> =
+            scored.iter().filter(|(_, p)| *p >= from && (*p < to || (to == 1.0 && *p <= 1.0))).collect();
+        if !inside.is_empty() {
+            let predicted = inside.iter().map(|(_, p)| p).sum::<f64>() / inside.len() as f64;
+            let observed = ratio(inside.iter().filter(|(pair, _)| same.contains(pair)).count(), inside.len());
+            calibration.push(CalibrationBin { from, to, pairs: inside.len(), predicted, observed });
+        }
+        from = to;
+    }
     let mut per_force: BTreeMap<String, ForceResult> = BTreeMap::new();
     for (f, _) in &subjects {
         per_force.entry(f.clone()).or_default().subjects += 1;
@@ -270,6 +417,8 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
     }
     Ok(EvalResult {
         policy_version: policy.version.clone(),
+        trained: opts.train,
+        policy_toml: policy.to_toml(),
         subjects: subjects.len(),
         records: records.len(),
         national_tokens: matcher.national_tokens(),
@@ -278,12 +427,15 @@ pub fn run(rosters: &[PathBuf], extracts: &[PathBuf], truth: &Path, policy: &Pol
         true_positives: tp,
         false_positives: fp,
         false_negatives: fn_,
+        missed_refused: same_refused.len(),
         missed_as_candidates,
         candidates: candidate_pairs.len(),
-        missed_by_agreement,
+        missed_by_evidence,
         precision,
         recall,
         f1,
+        thresholds,
+        calibration,
         hard_negatives: hard,
         per_force,
         inputs: reports.iter().map(Report::summary).collect(),
@@ -310,20 +462,48 @@ impl EvalResult {
             s.push_str(&format!("input      {i}\n"));
         }
         s.push_str(&format!(
-            "indexed    {} subjects ({} tokens), {} national records ({} tokens)\n",
-            self.subjects, self.roster_tokens, self.records, self.national_tokens
+            "indexed    {} subjects ({} tokens), {} national records ({} tokens, {:.1} a record)\n",
+            self.subjects,
+            self.roster_tokens,
+            self.records,
+            self.national_tokens,
+            self.national_tokens as f64 / self.records.max(1) as f64
         ));
-        s.push_str(&format!("policy     {}\n", self.policy_version));
+        let how = if self.trained { " (trained on this data without the truth file)" } else { "" };
+        s.push_str(&format!("policy     {}{how}\n", self.policy_version));
         s.push_str(&format!(
-            "confirmed  {} pairs: {} true, {} false; {} same-person pairs missed ({} of them candidates)\n",
-            self.confirmed, self.true_positives, self.false_positives, self.false_negatives, self.missed_as_candidates
+            "confirmed  {} pairs: {} true, {} false; {} same-person pairs missed ({} of them candidates, {} with a refused row)\n",
+            self.confirmed,
+            self.true_positives,
+            self.false_positives,
+            self.false_negatives,
+            self.missed_as_candidates,
+            self.missed_refused
         ));
         s.push_str(&format!("candidates {} pairs (counted, never disclosed)\n", self.candidates));
-        for (kinds, n) in &self.missed_by_agreement {
-            s.push_str(&format!("missed     {n} agreeing on {kinds}\n"));
+        let mut missed: Vec<(&String, &usize)> = self.missed_by_evidence.iter().collect();
+        missed.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (evidence, n) in missed.iter().take(12) {
+            s.push_str(&format!("missed     {n} seen as {evidence}\n"));
+        }
+        if missed.len() > 12 {
+            let rest: usize = missed[12..].iter().map(|(_, n)| **n).sum();
+            s.push_str(&format!("missed     {rest} seen otherwise\n"));
         }
         for (rel, (n, c)) in &self.hard_negatives {
             s.push_str(&format!("hard neg.  {rel}: {n} in truth, {c} confirmed\n"));
+        }
+        for t in &self.thresholds {
+            s.push_str(&format!(
+                "at {:<7}  {:>6} pairs  precision {:.4}  recall {:.4}\n",
+                t.threshold, t.confirmed, t.precision, t.recall
+            ));
+        }
+        for b in &self.calibration {
+            s.push_str(&format!(
+                "calibr.    [{:<6}, {:<6}) {:>7} pairs  predicted {:.4}  observed {:.4}\n",
+                b.from, b.to, b.pairs, b.predicted, b.observed
+            ));
         }
         s.push_str(&format!(
             "precision  {:.4}\nrecall     {:.4}\nF1         {:.4}\n",

@@ -45,6 +45,17 @@ enum Command {
         /// Policy file (default: the shipped default policy).
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Decide with the policy as given, without training it on the data
+        /// first (training never reads the truth file).
+        #[arg(long)]
+        no_train: bool,
+        /// Spread the policy's prior over at least this many national records,
+        /// as a coordinator with `[matching] national_records` does.
+        #[arg(long, default_value_t = 0)]
+        national_records: u32,
+        /// Write the policy used (trained, unless --no-train) to this file.
+        #[arg(long)]
+        write_policy: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -92,9 +103,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Eval { rosters, extracts, truth, policy, json, reports } => {
+        Command::Eval { rosters, extracts, truth, policy, no_train, national_records, write_policy, json, reports } => {
             let policy = load_policy(policy.as_ref())?;
-            let r = eval::run(&rosters, &extracts, &truth, &policy).map_err(|e| match e {
+            let opts = eval::Options { train: !no_train, national_records };
+            let r = eval::run(&rosters, &extracts, &truth, &policy, opts).map_err(|e| match e {
                 eval::EvalError::Input(i) => anyhow::Error::from(Exit::new(exit::INPUT, i.to_string())),
                 other => other.into(),
             })?;
@@ -106,6 +118,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     std::fs::write(&path, serde_json::to_vec_pretty(rep)?)
                         .with_context(|| format!("writing {}", path.display()))?;
                 }
+            }
+            if let Some(path) = write_policy {
+                std::fs::write(&path, &r.policy_toml).with_context(|| format!("writing {}", path.display()))?;
             }
             if json {
                 outln!("{}", serde_json::to_string_pretty(&r)?);

@@ -84,8 +84,10 @@ pub enum Entry {
         record_ref: String,
         /// Key kinds that agreed.
         agreeing: Vec<String>,
-        /// Score under the policy.
-        score: f64,
+        /// Probability of the same person under the policy.
+        probability: f64,
+        /// Evidence by field (`F3 S2 D3 P0 N-`).
+        fields: String,
         /// Policy version.
         policy_version: String,
     },
@@ -110,8 +112,10 @@ pub enum Entry {
         record_ref: String,
         /// Key kinds that agree now.
         agreeing: Vec<String>,
-        /// Score under the policy now.
-        score: f64,
+        /// Probability of the same person under the policy now.
+        probability: f64,
+        /// Evidence by field now.
+        fields: String,
         /// Policy version.
         policy_version: String,
         /// `record_changed` or `subject_changed`.
@@ -281,7 +285,8 @@ mod tests {
             source: "pnc".into(),
             record_ref: "abcd".into(),
             agreeing: vec!["nino".into(), "name_dob".into()],
-            score: 11.0,
+            probability: 0.9999,
+            fields: "F3 S3 D3 P- N2".into(),
             policy_version: "default-2026-11.1".into(),
         };
         let b = e.to_bytes();

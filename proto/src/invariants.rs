@@ -154,7 +154,8 @@ mod tests {
             source: "pnc".into(),
             record_ref: rec.into(),
             agreeing: vec![],
-            score: 10.0,
+            probability: 0.999,
+            fields: String::new(),
             policy_version: "p".into(),
         }
     }
@@ -170,7 +171,8 @@ mod tests {
             source: "pnc".into(),
             record_ref: rec.into(),
             agreeing: vec![],
-            score: 10.0,
+            probability: 0.999,
+            fields: String::new(),
             policy_version: "p".into(),
             reason: "record_changed".into(),
         }

@@ -1,43 +1,154 @@
-//! Match-key kinds of scheme v1.
+//! Match-key kinds of scheme v2, and what agreement of each shows about the
+//! five identity fields.
 //!
 //! A kind names what a match key is made of (docs/matching.md has the exact
-//! fields). Both sides refer to kinds: nodes derive one token subkey per kind,
-//! the coordinator's policy weighs agreement per kind. The short names are
-//! stable: they appear in policy files, audit entries and reports.
+//! fields and an entropy estimate for each). Nodes derive one token subkey
+//! per kind; the coordinator turns the set of kinds that agree for a pair
+//! into a *level* per field ([`Field`], [`Level`]) and weighs those. The short
+//! names are stable: they appear in audit entries, reports and key-derivation
+//! contexts.
+//!
+//! Each kind *implies* a minimum level for each field it contains
+//! ([`KeyKind::implies`]): `name_dob` agreeing means forename, surname and
+//! date of birth all agree exactly. The kinds are chosen so that any single
+//! field error, and most pairs of errors, still leave a kind that agrees, and
+//! so that a field's disagreement can be seen when enough of the others
+//! agree (see `coordinator/src/policy.rs`).
 
 pub use crate::v1::KeyKind;
 
-/// Every kind of scheme v1, in wire order.
-pub const ALL: [KeyKind; 9] = [
+/// Every kind of scheme v2, in wire order.
+pub const ALL: [KeyKind; 20] = [
     KeyKind::Nino,
+    KeyKind::NinoHeadYob,
+    KeyKind::NinoTailYob,
     KeyKind::NameDob,
-    KeyKind::CanonNameDob,
-    KeyKind::InitialSurnameDob,
     KeyKind::PhoneticDob,
-    KeyKind::NamePairDob,
-    KeyKind::NameDobUnordered,
+    KeyKind::InitialSurnameDob,
+    KeyKind::NameYm,
+    KeyKind::NameYd,
+    KeyKind::NameMd,
+    KeyKind::PhoneticYm,
+    KeyKind::NamePostcode,
     KeyKind::NameYobDistrict,
+    KeyKind::PhoneticYobDistrict,
+    KeyKind::SurnameDobPostcode,
+    KeyKind::ForenameDobPostcode,
+    KeyKind::SurnameYobPostcode,
+    KeyKind::ForenameYobPostcode,
+    KeyKind::DobPostcode,
     KeyKind::ForenameDob,
+    KeyKind::SurnameDob,
 ];
 
 /// The version of the match-key scheme these kinds belong to.
-pub const SCHEME_VERSION: u32 = 1;
+pub const SCHEME_VERSION: u32 = 2;
+
+/// The wire number of the first scheme-v2 kind (v1 used 1 to 9).
+const FIRST: i32 = KeyKind::Nino as i32;
+
+/// An identity field, as the policy weighs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    /// Forename (first forename, nickname-canonical).
+    Forename,
+    /// Surname (all surname words joined).
+    Surname,
+    /// Date of birth.
+    Dob,
+    /// Postcode.
+    Postcode,
+    /// National Insurance number.
+    Nino,
+}
+
+/// Every field, in the order policies list them.
+pub const FIELDS: [Field; 5] = [Field::Forename, Field::Surname, Field::Dob, Field::Postcode, Field::Nino];
+
+/// How well a field agrees: 0 is no agreement seen; higher is closer. The
+/// meaning of each level per field is [`Field::level_name`].
+pub type Level = u8;
+
+impl Field {
+    /// Position in [`FIELDS`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Stable short name (`forename`, ...), used in policy files.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Field::Forename => "forename",
+            Field::Surname => "surname",
+            Field::Dob => "dob",
+            Field::Postcode => "postcode",
+            Field::Nino => "nino",
+        }
+    }
+
+    /// One letter, for compact evidence strings (`F3 S2 D3 P- N0`).
+    pub fn letter(self) -> char {
+        match self {
+            Field::Forename => 'F',
+            Field::Surname => 'S',
+            Field::Dob => 'D',
+            Field::Postcode => 'P',
+            Field::Nino => 'N',
+        }
+    }
+
+    /// The highest level of this field.
+    pub fn max_level(self) -> Level {
+        match self {
+            Field::Forename | Field::Surname | Field::Dob => 3,
+            Field::Postcode | Field::Nino => 2,
+        }
+    }
+
+    /// What a level of this field means.
+    pub fn level_name(self, l: Level) -> &'static str {
+        match (self, l) {
+            (_, 0) => "no agreement seen",
+            (Field::Forename | Field::Surname, 1) => "initial",
+            (Field::Forename | Field::Surname, 2) => "sounds alike",
+            (Field::Forename | Field::Surname, _) => "exact",
+            (Field::Dob, 1) => "year",
+            (Field::Dob, 2) => "two of year, month and day",
+            (Field::Dob, _) => "exact",
+            (Field::Postcode, 1) => "district",
+            (Field::Postcode, _) => "exact",
+            (Field::Nino, 1) => "half",
+            (Field::Nino, _) => "exact",
+        }
+    }
+}
 
 impl KeyKind {
-    /// Stable short name (`nino`, `name_dob`, ...), used in policy files,
-    /// audit entries, reports and key-derivation contexts.
+    /// Stable short name (`nino`, `name_dob`, ...), used in audit entries,
+    /// reports and key-derivation contexts.
     pub fn short_name(self) -> &'static str {
         match self {
             KeyKind::Unspecified => "unspecified",
             KeyKind::Nino => "nino",
+            KeyKind::NinoHeadYob => "nino_head_yob",
+            KeyKind::NinoTailYob => "nino_tail_yob",
             KeyKind::NameDob => "name_dob",
-            KeyKind::CanonNameDob => "canon_name_dob",
-            KeyKind::InitialSurnameDob => "initial_surname_dob",
             KeyKind::PhoneticDob => "phonetic_dob",
-            KeyKind::NamePairDob => "name_pair_dob",
-            KeyKind::NameDobUnordered => "name_dob_unordered",
+            KeyKind::InitialSurnameDob => "initial_surname_dob",
+            KeyKind::NameYm => "name_ym",
+            KeyKind::NameYd => "name_yd",
+            KeyKind::NameMd => "name_md",
+            KeyKind::PhoneticYm => "phonetic_ym",
+            KeyKind::NamePostcode => "name_postcode",
             KeyKind::NameYobDistrict => "name_yob_district",
+            KeyKind::PhoneticYobDistrict => "phonetic_yob_district",
+            KeyKind::SurnameDobPostcode => "surname_dob_postcode",
+            KeyKind::ForenameDobPostcode => "forename_dob_postcode",
+            KeyKind::SurnameYobPostcode => "surname_yob_postcode",
+            KeyKind::ForenameYobPostcode => "forename_yob_postcode",
+            KeyKind::DobPostcode => "dob_postcode",
             KeyKind::ForenameDob => "forename_dob",
+            KeyKind::SurnameDob => "surname_dob",
         }
     }
 
@@ -60,31 +171,70 @@ impl KeyKind {
         kinds.iter().filter_map(|k| KeyKind::from_wire(*k)).map(|k| k.short_name().to_string()).collect()
     }
 
-    /// Position of this kind in a [`KindSet`] (0 for NINO ... 8).
+    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 19).
     pub fn index(self) -> usize {
-        (self as i32 - 1).max(0) as usize
+        (self as i32 - FIRST).max(0) as usize
+    }
+
+    /// The level each field it contains must reach for a key of this kind
+    /// to agree (so agreement shows at least that level).
+    pub fn implies(self) -> &'static [(Field, Level)] {
+        use Field::*;
+        match self {
+            KeyKind::Unspecified => &[],
+            KeyKind::Nino => &[(Nino, 2)],
+            KeyKind::NinoHeadYob | KeyKind::NinoTailYob => &[(Nino, 1), (Dob, 1)],
+            KeyKind::NameDob => &[(Forename, 3), (Surname, 3), (Dob, 3)],
+            KeyKind::PhoneticDob => &[(Forename, 2), (Surname, 2), (Dob, 3)],
+            KeyKind::InitialSurnameDob => &[(Forename, 1), (Surname, 3), (Dob, 3)],
+            KeyKind::NameYm | KeyKind::NameYd | KeyKind::NameMd => &[(Forename, 3), (Surname, 3), (Dob, 2)],
+            KeyKind::PhoneticYm => &[(Forename, 2), (Surname, 2), (Dob, 2)],
+            KeyKind::NamePostcode => &[(Forename, 3), (Surname, 3), (Postcode, 2)],
+            KeyKind::NameYobDistrict => &[(Forename, 3), (Surname, 3), (Dob, 1), (Postcode, 1)],
+            KeyKind::PhoneticYobDistrict => &[(Forename, 2), (Surname, 2), (Dob, 1), (Postcode, 1)],
+            KeyKind::SurnameDobPostcode => &[(Surname, 3), (Dob, 3), (Postcode, 2)],
+            KeyKind::ForenameDobPostcode => &[(Forename, 3), (Dob, 3), (Postcode, 2)],
+            KeyKind::SurnameYobPostcode => &[(Surname, 3), (Dob, 1), (Postcode, 2)],
+            KeyKind::ForenameYobPostcode => &[(Forename, 3), (Dob, 1), (Postcode, 2)],
+            KeyKind::DobPostcode => &[(Dob, 3), (Postcode, 2)],
+            KeyKind::ForenameDob => &[(Forename, 3), (Dob, 3)],
+            KeyKind::SurnameDob => &[(Surname, 3), (Dob, 3)],
+        }
     }
 
     /// What a key of this kind is made of, in a sentence.
     pub fn meaning(self) -> &'static str {
         match self {
             KeyKind::Unspecified => "not a kind",
-            KeyKind::Nino => "National Insurance number alone (prefix and digits)",
-            KeyKind::NameDob => "first forename, surname and date of birth, as written",
-            KeyKind::CanonNameDob => "nickname-canonical first forename, surname and date of birth",
-            KeyKind::InitialSurnameDob => "first initial, surname and date of birth",
-            KeyKind::PhoneticDob => "Double Metaphone of forename and surname, and date of birth",
-            KeyKind::NamePairDob => "forename and surname in either order, and date of birth",
-            KeyKind::NameDobUnordered => "forename, surname and date of birth with day and month unordered",
-            KeyKind::NameYobDistrict => "forename and surname in either order, year of birth, postcode district",
-            KeyKind::ForenameDob => "forename and date of birth (corroboration only)",
+            KeyKind::Nino => "NI number (prefix and six digits)",
+            KeyKind::NinoHeadYob => "NI number prefix and first two digits, year of birth",
+            KeyKind::NinoTailYob => "NI number last four digits, year of birth",
+            KeyKind::NameDob => "forename and surname (either order), date of birth",
+            KeyKind::PhoneticDob => "Double Metaphone of forename and surname (either order), date of birth",
+            KeyKind::InitialSurnameDob => "forename initial, surname, date of birth",
+            KeyKind::NameYm => "forename and surname, year and month of birth",
+            KeyKind::NameYd => "forename and surname, year and day of birth",
+            KeyKind::NameMd => "forename and surname, day and month of birth in either order",
+            KeyKind::PhoneticYm => "Double Metaphone of forename and surname, year and month of birth",
+            KeyKind::NamePostcode => "forename and surname, full postcode",
+            KeyKind::NameYobDistrict => "forename and surname, year of birth, postcode district",
+            KeyKind::PhoneticYobDistrict => {
+                "Double Metaphone of forename and surname, year of birth, postcode district"
+            }
+            KeyKind::SurnameDobPostcode => "surname, date of birth, full postcode",
+            KeyKind::ForenameDobPostcode => "forename, date of birth, full postcode",
+            KeyKind::SurnameYobPostcode => "surname, year of birth, full postcode",
+            KeyKind::ForenameYobPostcode => "forename, year of birth, full postcode",
+            KeyKind::DobPostcode => "date of birth, full postcode",
+            KeyKind::ForenameDob => "forename and date of birth",
+            KeyKind::SurnameDob => "surname and date of birth",
         }
     }
 }
 
 /// A set of kinds, as a bit mask (bit `k.index()`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct KindSet(pub u16);
+pub struct KindSet(pub u32);
 
 impl KindSet {
     /// The empty set.
@@ -114,6 +264,30 @@ impl KindSet {
     pub fn iter(self) -> impl Iterator<Item = KeyKind> {
         ALL.into_iter().filter(move |k| self.contains(*k))
     }
+
+    /// The fields any kind of the set contains (which fields a side has).
+    pub fn fields(self) -> [bool; FIELDS.len()] {
+        let mut out = [false; FIELDS.len()];
+        for k in self.iter() {
+            for (f, _) in k.implies() {
+                out[f.index()] = true;
+            }
+        }
+        out
+    }
+
+    /// The level each field is seen to reach when exactly these kinds agree:
+    /// the highest any of them implies.
+    pub fn levels(self) -> [Level; FIELDS.len()] {
+        let mut out = [0; FIELDS.len()];
+        for k in self.iter() {
+            for (f, l) in k.implies() {
+                let slot = &mut out[f.index()];
+                *slot = (*slot).max(*l);
+            }
+        }
+        out
+    }
 }
 
 impl FromIterator<KeyKind> for KindSet {
@@ -132,24 +306,39 @@ mod tests {
 
     #[test]
     fn short_names_round_trip_and_are_unique() {
-        for k in ALL {
-            assert_eq!(KeyKind::from_short_name(k.short_name()), Some(k));
-            assert_eq!(KeyKind::from_wire(k as i32), Some(k));
+        for (i, k) in ALL.iter().enumerate() {
+            assert_eq!(KeyKind::from_short_name(k.short_name()), Some(*k));
+            assert_eq!(KeyKind::from_wire(*k as i32), Some(*k));
+            assert_eq!(k.index(), i, "{k:?} is out of wire order");
+            assert!(!k.implies().is_empty());
         }
         let mut names: Vec<_> = ALL.iter().map(|k| k.short_name()).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), ALL.len());
         assert_eq!(KeyKind::from_wire(0), None);
-        assert_eq!(KeyKind::from_wire(99), None);
+        assert_eq!(KeyKind::from_wire(2), None, "scheme v1 numbers are not kinds");
+        assert!(ALL.len() <= 32, "a KindSet holds 32 kinds");
     }
 
     #[test]
-    fn kind_sets() {
-        let s: KindSet = [KeyKind::Nino, KeyKind::NameYobDistrict].into_iter().collect();
-        assert_eq!(s.len(), 2);
-        assert!(s.contains(KeyKind::Nino));
-        assert!(!s.contains(KeyKind::NameDob));
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![KeyKind::Nino, KeyKind::NameYobDistrict]);
+    fn kind_sets_give_field_presence_and_levels() {
+        let s: KindSet = [KeyKind::Nino, KeyKind::InitialSurnameDob, KeyKind::NameYm].into_iter().collect();
+        assert_eq!(s.len(), 3);
+        assert!(s.contains(KeyKind::Nino) && !s.contains(KeyKind::NameDob));
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![KeyKind::Nino, KeyKind::InitialSurnameDob, KeyKind::NameYm]);
+        // forename 3 (name_ym), surname 3, dob 3 (initial_surname_dob), no postcode, NI exact
+        assert_eq!(s.levels(), [3, 3, 3, 0, 2]);
+        assert_eq!(s.fields(), [true, true, true, false, true]);
+    }
+
+    /// No kind is made of one field alone except the NI number, which
+    /// identifies a person.
+    #[test]
+    fn no_kind_rests_on_one_low_entropy_field() {
+        for k in ALL {
+            let fields = k.implies().len();
+            assert!(fields >= 2 || k == KeyKind::Nino, "{k:?} rests on one field");
+        }
     }
 }

@@ -26,7 +26,7 @@ pub enum TokenSetError {
         /// Number of token bytes.
         bytes: usize,
     },
-    /// A kind number that scheme v1 does not define.
+    /// A kind number that the scheme does not define.
     #[error("token set names unknown key kind {0}")]
     UnknownKind(i32),
     /// More tokens than the bound allows.

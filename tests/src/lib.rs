@@ -28,6 +28,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use vigil_coordinator::pki::{Ca, Leaf};
 
 pub const TRUST_DOMAIN: &str = "vigil.test";
+/// The coordinator's `[matching] national_records` in every test world: the
+/// policy's prior is spread over this many records from the first batch, so
+/// decisions do not depend on the order records arrive in (and offline
+/// evaluation with the same floor predicts them exactly).
+pub const NATIONAL_RECORDS: u32 = 20_000;
 pub const ORIGIN: &str = "vigil.test/audit";
 pub const SERVER_NAME: &str = "coordinator.vigil.test";
 
@@ -138,6 +143,8 @@ pepper = "pepper.key"
 audit_signing_key = "audit.key"
 [audit]
 origin = "{ORIGIN}"
+[matching]
+national_records = {NATIONAL_RECORDS}
 {extra}
 "#,
             port = self.port

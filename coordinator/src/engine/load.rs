@@ -26,12 +26,15 @@ impl Engine {
     ) -> Result<(Engine, LogView, Commit), EngineError> {
         let (national_tokens, roster_tokens) = settings.index_capacity;
         let log = AuditLog::new(signer, settings.origin.clone());
+        let mut matcher = Matcher::with_capacity(national_tokens, roster_tokens);
+        matcher.set_records_floor(settings.national_records);
         let mut e = Engine {
-            matcher: Matcher::with_capacity(national_tokens, roster_tokens),
+            matcher,
             registry: Registry::default(),
             outbox: Outbox::default(),
             log,
             hits: Vec::new(),
+            decided_at: 0,
             settings,
         };
         if let Some(origin) = store.meta("origin")?
@@ -61,9 +64,16 @@ impl Engine {
             e.registry.subject(&row.force, &row.pseudonym),
             e.registry.record(&row.source, &row.record_ref),
         ) {
-            (Some(sid), Some(rid)) => {
-                e.outbox.restore(sid, rid, Case { id: row.disclosure_id, version: row.version, agreeing: row.agreeing })
-            }
+            (Some(sid), Some(rid)) => e.outbox.restore(
+                sid,
+                rid,
+                Case {
+                    id: row.disclosure_id,
+                    version: row.version,
+                    agreeing: row.agreeing,
+                    probability: row.probability,
+                },
+            ),
             _ => err = Some(StoreError("a disclosure in force names a missing subject or record".into())),
         })?;
         if let Some(x) = err {
@@ -73,11 +83,14 @@ impl Engine {
             e.outbox.restore_sequence(&force, seq);
         }
         store.for_each_log_entry(&mut |_, entry| e.log.push_stored(entry))?;
+        e.decided_at = e.matcher.population();
         let mut view = e.log.verify(store.latest_checkpoint()?)?;
         // Policy and epoch entries when they changed (or on first start).
         let mut b = Batch::new(now_ms);
         let mut head = Vec::new();
-        if store.meta("policy_sha256")?.as_deref() != Some(e.settings.policy_sha256.as_bytes()) {
+        let stored_policy = store.meta("policy_sha256")?;
+        let policy_changed = stored_policy.as_deref() != Some(e.settings.policy_sha256.as_bytes());
+        if policy_changed {
             head.push(Entry::Policy {
                 time: b.time.clone(),
                 version: e.settings.policy.version.clone(),
@@ -88,6 +101,14 @@ impl Engine {
         if store.meta("epoch")?.as_deref() != Some(&e.settings.epoch.to_be_bytes()[..]) {
             head.push(Entry::Epoch { time: b.time.clone(), epoch: e.settings.epoch });
             b.commit.meta.push(("epoch".into(), e.settings.epoch.to_be_bytes().to_vec()));
+        }
+        // A new policy decides every pair afresh: what it confirms that the
+        // last did not is disclosed, what it no longer confirms is retracted,
+        // and a case whose probability moved is amended, all logged after
+        // the policy entry.
+        if policy_changed && stored_policy.is_some() {
+            let sids = e.registry.subject_ids();
+            e.rescore(store, &mut b, sids, "policy_changed")?;
         }
         let mut commit = Commit::default();
         if !head.is_empty() || view.checkpoint.is_empty() {

@@ -35,7 +35,7 @@ use vigil_proto::v1::{BatchReceipt, CheckMatch, SealedDetails};
 use crate::index::IndexKey;
 use crate::matcher::{Hit, Matcher};
 use crate::pepper::index_key;
-use crate::policy::{Decision, Evidence};
+use crate::policy::{Assessment, Decision, Evidence};
 use crate::store::{RecordRow, Ref, SenderState, StoreError, StoreRead, StoredToken, SubjectRow};
 
 pub use log::LogView;
@@ -54,7 +54,17 @@ pub struct Engine {
     outbox: Outbox,
     log: AuditLog,
     hits: Vec<Hit>,
+    /// The population the cases in force were last all decided against
+    /// (see [`GROWTH`]).
+    decided_at: u32,
 }
+
+/// When the national records the prior is spread over grow by this factor
+/// since the cases in force were last all decided, every case in force is
+/// decided again: a pair confirmed while few records were held is judged as
+/// the grown national data would judge it. (Setting `[matching]
+/// national_records` to the full size avoids the drift altogether.)
+const GROWTH: f64 = 1.1;
 
 fn keys(tokens: &[StoredToken]) -> Vec<(vigil_proto::KeyKind, IndexKey)> {
     tokens.iter().map(|(k, t)| (*k, index_key(t))).collect()
@@ -64,8 +74,8 @@ fn decode_sealed(b: &[u8]) -> Option<SealedDetails> {
     SealedDetails::decode(b).ok()
 }
 
-/// A counterpart that confirms: its id, the evidence and the score.
-type Confirmed = (u32, Evidence, f64);
+/// A counterpart that confirms: its id, the evidence and the policy's reading.
+type Confirmed = (u32, Evidence, Assessment);
 
 impl Engine {
     /// Subjects a force has enrolled.
@@ -159,10 +169,11 @@ impl Engine {
         probe(&mut self.matcher, &mut hits);
         let mut confirmed = Vec::new();
         for h in &hits {
-            match self.settings.policy.classify(&h.evidence) {
-                (Decision::Confirmed, score) => confirmed.push((h.id, h.evidence, score)),
-                (Decision::Candidate, _) => b.candidates += 1,
-                (Decision::NoMatch, _) => {}
+            let a = self.settings.policy.assess(&h.evidence);
+            match a.decision {
+                Decision::Confirmed => confirmed.push((h.id, h.evidence, a)),
+                Decision::Candidate => b.candidates += 1,
+                Decision::NoMatch => {}
             }
         }
         self.hits = hits;
@@ -196,22 +207,67 @@ impl Engine {
                 }
             }
         }
-        for (x, ev, score) in confirmed {
+        for (x, ev, a) in confirmed {
             let (sid, rid) = pair(x);
             let amend = match self.outbox.case(sid, rid) {
-                Some(c) if c.agreeing == ev.agreeing && !details_changed => continue,
+                Some(c) if !c.differs(ev.agreeing, a.probability) && !details_changed => continue,
                 Some(_) => true,
                 None => false,
             };
             let details = sealed(self, rid)?;
             let Some(p) = self.registry.pair(sid, rid) else { continue };
             if amend {
-                self.outbox.amend(b, &p, &ev, score, details, &version, reason);
+                self.outbox.amend(b, &p, &ev, &a, details, &version, reason);
             } else {
-                self.outbox.disclose(b, &p, &ev, score, details, &version);
+                self.outbox.disclose(b, &p, &ev, &a, details, &version);
             }
         }
         Ok(())
+    }
+
+    /// Re-decides every case of the given subjects: their pairs may score
+    /// differently now (a policy change, or national records that share
+    /// their tokens came or went). Candidates found again are not counted
+    /// twice.
+    fn rescore(
+        &mut self,
+        store: &dyn StoreRead,
+        b: &mut Batch,
+        mut sids: Vec<u32>,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        sids.sort_unstable();
+        sids.dedup();
+        if sids.is_empty() {
+            return Ok(());
+        }
+        // Records of this batch are not in the store yet.
+        let pending: std::collections::HashMap<(String, Ref), Vec<u8>> =
+            b.commit.records_put.iter().map(|r| ((r.source.clone(), r.record_ref), r.sealed.clone())).collect();
+        let sealed = |e: &Self, rid: u32| -> Result<Option<SealedDetails>, EngineError> {
+            let Some((source, rref)) = e.registry.record_info(rid) else { return Ok(None) };
+            match pending.get(&(source.to_string(), rref)) {
+                Some(bytes) => Ok(decode_sealed(bytes)),
+                None => e.sealed_of(store, rid),
+            }
+        };
+        let candidates = b.candidates;
+        for sid in sids {
+            let Some((force, pseudonym)) = self.registry.subject_info(sid) else { continue };
+            let tokens = store.subject(force, &pseudonym)?.unwrap_or_default();
+            let k = keys(&tokens);
+            let confirmed = self.confirmed(b, |m, hits| m.probe_national(&k, hits));
+            let before = self.outbox.records_of(sid);
+            self.redecide(b, &before, confirmed, |rid| (sid, rid), false, reason, sealed)?;
+        }
+        b.candidates = candidates;
+        Ok(())
+    }
+
+    /// Subjects the last probe found, all of them or only those with a case
+    /// in force.
+    fn hit_subjects(&self, with_case_only: bool) -> impl Iterator<Item = u32> + '_ {
+        self.hits.iter().map(|h| h.id).filter(move |sid| !with_case_only || !self.outbox.records_of(*sid).is_empty())
     }
 
     /// Applies a force's roster batch.
@@ -328,6 +384,11 @@ impl Engine {
         let mut b = Batch::new(now_ms);
         let mut removes_unknown = 0;
         let mut unchanged = 0u64;
+        // Subjects whose other pairs may score differently once this batch's
+        // records are in: a record that comes makes the tokens it shares more
+        // common (cases in force may weaken); one that goes or changes makes
+        // them rarer (any pair may strengthen).
+        let mut touched: Vec<u32> = Vec::new();
         for r in &batch.removes {
             let Some(rid) = self.registry.record(source, r) else {
                 removes_unknown += 1;
@@ -338,8 +399,12 @@ impl Engine {
                     self.outbox.retract(&mut b, &p, &version, "record_withdrawn");
                 }
             }
-            let old = store.record(source, r)?.map(|x| x.tokens).unwrap_or_default();
-            self.matcher.remove_record(rid, &keys(&old));
+            let old = keys(&store.record(source, r)?.map(|x| x.tokens).unwrap_or_default());
+            let mut hits = std::mem::take(&mut self.hits);
+            self.matcher.probe_roster(&old, &mut hits);
+            touched.extend(hits.iter().map(|h| h.id));
+            self.hits = hits;
+            self.matcher.remove_record(rid, &old);
             self.registry.remove_record(source, r);
             b.commit.records_del.push((source.to_string(), *r));
         }
@@ -355,7 +420,12 @@ impl Engine {
                         continue;
                     }
                     let details_changed = old.as_ref().is_none_or(|o| o.sealed != u.sealed);
-                    self.matcher.remove_record(rid, &keys(&old.map(|x| x.tokens).unwrap_or_default()));
+                    let old = keys(&old.map(|x| x.tokens).unwrap_or_default());
+                    let mut hits = std::mem::take(&mut self.hits);
+                    self.matcher.probe_roster(&old, &mut hits);
+                    touched.extend(hits.iter().map(|h| h.id));
+                    self.hits = hits;
+                    self.matcher.remove_record(rid, &old);
                     (rid, details_changed)
                 }
                 None => (self.registry.add_record(source, u.record_ref), false),
@@ -363,6 +433,7 @@ impl Engine {
             let k = keys(&u.tokens);
             self.matcher.add_record(rid, &k);
             let confirmed = self.confirmed(&mut b, |m, hits| m.probe_roster(&k, hits));
+            touched.extend(self.hit_subjects(true));
             // The new details are at hand, decoded only if something confirms.
             let sealed = if confirmed.is_empty() { None } else { decode_sealed(&u.sealed) };
             let before = self.outbox.subjects_of(rid);
@@ -382,6 +453,12 @@ impl Engine {
                 sealed: u.sealed,
             });
         }
+        let population = self.matcher.population();
+        if f64::from(population) > f64::from(self.decided_at) * GROWTH {
+            touched.extend(self.outbox.subjects_with_cases());
+            self.decided_at = population;
+        }
+        self.rescore(store, &mut b, touched, "scores_changed")?;
         let held = self.registry.held(source);
         let upserts = b.commit.records_put.len() as u64 + unchanged;
         let head = Entry::NationalBatch {
@@ -441,7 +518,7 @@ impl Engine {
         let mut matches = Vec::new();
         for a in &applicants {
             let k = keys(&a.tokens);
-            for (rid, ev, _) in self.confirmed(&mut b, |m, hits| m.probe_national(&k, hits)) {
+            for (rid, ev, found) in self.confirmed(&mut b, |m, hits| m.probe_national(&k, hits)) {
                 let Some((source, rref)) = self.registry.record_info(rid) else { continue };
                 matches.push(CheckMatch {
                     applicant: a.applicant.clone().into(),
@@ -449,6 +526,8 @@ impl Engine {
                     record_ref: rref.to_vec().into(),
                     agreeing: ev.agreeing.iter().map(|k| k as i32).collect(),
                     sealed: self.sealed_of(store, rid)?,
+                    probability: found.probability,
+                    fields: found.fields(),
                 });
             }
         }

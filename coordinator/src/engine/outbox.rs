@@ -9,11 +9,11 @@ use vigil_proto::kinds::KindSet;
 use vigil_proto::v1::{Disclosure, DisclosureType, SealedDetails};
 
 use super::registry::Pair;
-use crate::policy::Evidence;
+use crate::policy::{Assessment, Evidence};
 use crate::store::{ActiveRow, Commit};
 
 /// A disclosure in force: the case its amendments and retraction refer to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Case {
     /// The disclosure's id.
     pub id: String,
@@ -21,7 +21,22 @@ pub(super) struct Case {
     pub version: u32,
     /// Kinds that agreed in the latest version.
     pub agreeing: KindSet,
+    /// Match probability in the latest version.
+    pub probability: f64,
 }
+
+impl Case {
+    /// Whether a pair's reading differs enough from this case's latest
+    /// version to be told to the force: other agreeing kinds, or a match
+    /// probability that moved by at least [`MATERIAL`].
+    pub fn differs(&self, agreeing: KindSet, probability: f64) -> bool {
+        self.agreeing != agreeing || (self.probability - probability).abs() >= MATERIAL
+    }
+}
+
+/// The smallest change of probability that amends a case (smaller changes,
+/// as other records come and go, are not news to an investigator).
+pub(super) const MATERIAL: f64 = 0.005;
 
 /// Work in progress for one batch: its log entries and messages (in the
 /// same order), what to commit, and counts.
@@ -96,6 +111,7 @@ fn active_row(p: &Pair<'_>, case: &Case) -> ActiveRow {
         disclosure_id: case.id.clone(),
         version: case.version,
         agreeing: case.agreeing,
+        probability: case.probability,
     }
 }
 
@@ -117,6 +133,11 @@ impl Outbox {
     /// Records with a case in force for a subject.
     pub fn records_of(&self, sid: u32) -> Vec<u32> {
         self.subject_active.get(&sid).cloned().unwrap_or_default()
+    }
+
+    /// Every subject with a case in force.
+    pub fn subjects_with_cases(&self) -> Vec<u32> {
+        self.subject_active.iter().filter(|(_, v)| !v.is_empty()).map(|(s, _)| *s).collect()
     }
 
     /// Subjects with a case in force for a record.
@@ -161,7 +182,7 @@ impl Outbox {
         b: &mut Batch,
         p: &Pair<'_>,
         evidence: &Evidence,
-        score: f64,
+        a: &Assessment,
         sealed: Option<SealedDetails>,
         policy_version: &str,
     ) {
@@ -174,17 +195,20 @@ impl Outbox {
             source: p.source.to_string(),
             record_ref: hex::encode(&p.record_ref),
             agreeing: kind_names(evidence.agreeing),
-            score,
+            probability: a.probability,
+            fields: a.fields(),
             policy_version: policy_version.to_string(),
         });
         let msg = Disclosure {
             agreeing: evidence.agreeing.iter().map(|k| k as i32).collect(),
             sealed,
             version: 1,
+            probability: a.probability,
+            fields: a.fields(),
             ..message(p, b, seq, id.clone(), DisclosureType::Disclosure, policy_version)
         };
         b.messages.push((p.force.to_string(), msg));
-        let case = Case { id, version: 1, agreeing: evidence.agreeing };
+        let case = Case { id, version: 1, agreeing: evidence.agreeing, probability: a.probability };
         b.commit.active_put.push(active_row(p, &case));
         self.restore(p.sid, p.rid, case);
         b.disclosed += 1;
@@ -199,7 +223,7 @@ impl Outbox {
         b: &mut Batch,
         p: &Pair<'_>,
         evidence: &Evidence,
-        score: f64,
+        a: &Assessment,
         sealed: Option<SealedDetails>,
         policy_version: &str,
         reason: &str,
@@ -217,7 +241,8 @@ impl Outbox {
             source: p.source.to_string(),
             record_ref: hex::encode(&p.record_ref),
             agreeing: kind_names(evidence.agreeing),
-            score,
+            probability: a.probability,
+            fields: a.fields(),
             policy_version: policy_version.to_string(),
             reason: reason.to_string(),
         });
@@ -226,10 +251,12 @@ impl Outbox {
             sealed,
             amends: case.id.clone(),
             version,
+            probability: a.probability,
+            fields: a.fields(),
             ..message(p, b, seq, id, DisclosureType::Amendment, policy_version)
         };
         b.messages.push((p.force.to_string(), msg));
-        let case = Case { id: case.id, version, agreeing: evidence.agreeing };
+        let case = Case { id: case.id, version, agreeing: evidence.agreeing, probability: a.probability };
         b.commit.active_put.push(active_row(p, &case));
         self.active.insert((p.sid, p.rid), case);
         b.amended += 1;

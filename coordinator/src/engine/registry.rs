@@ -152,6 +152,18 @@ impl Registry {
         self.records.info(rid).map(|(s, r)| (self.names.name(s), r))
     }
 
+    /// A subject's force and pseudonym.
+    pub fn subject_info(&self, sid: u32) -> Option<(&str, Ref)> {
+        self.subjects.info(sid).map(|(f, r)| (self.names.name(f), r))
+    }
+
+    /// Every subject id.
+    pub fn subject_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.subjects.map.values().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Both sides of a pair, by name.
     pub fn pair(&self, sid: u32, rid: u32) -> Option<Pair<'_>> {
         let (f, pseudonym) = self.subjects.info(sid)?;

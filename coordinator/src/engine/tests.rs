@@ -16,6 +16,7 @@ fn settings() -> Settings {
         origin: "vigil.test/audit".into(),
         max_roster_size: 100,
         index_capacity: (64, 64),
+        national_records: 0,
     }
 }
 
@@ -32,7 +33,7 @@ fn person(p: u8) -> Vec<StoredToken> {
     vec![
         (KeyKind::Nino, t(p)),
         (KeyKind::NameDob, t(p.wrapping_add(100))),
-        (KeyKind::CanonNameDob, t(p.wrapping_add(200))),
+        (KeyKind::PhoneticDob, t(p.wrapping_add(200))),
     ]
 }
 

@@ -22,6 +22,8 @@ pub struct Settings {
     pub max_roster_size: u64,
     /// National and roster tokens to size the indexes for at start.
     pub index_capacity: (usize, usize),
+    /// The fewest national records the policy's prior is spread over.
+    pub national_records: u32,
 }
 
 /// Why the engine refused or failed.

@@ -58,7 +58,7 @@ pub struct RecordRow {
 }
 
 /// A disclosure that is in force (not retracted).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ActiveRow {
     /// Force code.
     pub force: String,
@@ -74,6 +74,8 @@ pub struct ActiveRow {
     pub version: u32,
     /// The kinds that agreed in its latest version.
     pub agreeing: KindSet,
+    /// The match probability of its latest version.
+    pub probability: f64,
 }
 
 /// The last batch applied for one sender (a force or a source): what

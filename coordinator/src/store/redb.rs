@@ -40,7 +40,7 @@ const DISCLOSURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("disclos
 /// force 0x00 seq → (empty): not yet acknowledged
 const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
 /// force 0x00 pseudonym source 0x00 ref → u32 version, u64 agreeing kinds,
-/// disclosure id
+/// f64 probability, disclosure id
 const ACTIVE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("active_cases");
 /// leaf index → entry
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -51,8 +51,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The `META` key of the store's format version.
 const FORMAT_KEY: &str = "store_format";
 /// The format this code reads and writes: 2 since batches carry sequence
-/// numbers and disclosures versions.
-pub const FORMAT: u32 = 2;
+/// numbers and disclosures versions; 3 since tokens are of match-key scheme
+/// 2 and disclosures carry a probability.
+pub const FORMAT: u32 = 3;
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
@@ -190,7 +191,9 @@ impl RedbStore {
                 Some(f) if f == FORMAT.to_be_bytes() => {}
                 Some(f) => {
                     return Err(err(format!(
-                        "{} was written in store format {}; this coordinator reads format {FORMAT} only",
+                        "{} was written in store format {}; this coordinator reads format {FORMAT} only \
+                         (format 3 holds tokens of match-key scheme 2). Start from an empty data directory \
+                         and have every force and source send again",
                         path.display(),
                         f.iter().fold(0u64, |a, b| a << 8 | u64::from(*b))
                     )));
@@ -282,14 +285,25 @@ impl StoreRead for RedbStore {
             let pseudonym = to_ref(rest.get(..16).ok_or_else(|| err("corrupt active key"))?)?;
             let (source, rr) = split_key(&rest[16..])?;
             let v = v.value();
-            if v.len() < 12 {
+            if v.len() < 20 {
                 return Err(err("corrupt disclosure in force"));
             }
-            let version = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-            let bits = u64::from_be_bytes(v[4..12].try_into().map_err(|_| err("corrupt disclosure in force"))?);
-            let agreeing = KindSet(u16::try_from(bits).map_err(|_| err("corrupt kinds of a disclosure in force"))?);
-            let disclosure_id = String::from_utf8(v[12..].to_vec()).map_err(|_| err("corrupt disclosure id"))?;
-            f(ActiveRow { force, pseudonym, source, record_ref: to_ref(rr)?, disclosure_id, version, agreeing });
+            let corrupt = |_| err("corrupt disclosure in force");
+            let version = u32::from_be_bytes(v[0..4].try_into().map_err(corrupt)?);
+            let bits = u64::from_be_bytes(v[4..12].try_into().map_err(corrupt)?);
+            let agreeing = KindSet(u32::try_from(bits).map_err(|_| err("corrupt kinds of a disclosure in force"))?);
+            let probability = f64::from_be_bytes(v[12..20].try_into().map_err(corrupt)?);
+            let disclosure_id = String::from_utf8(v[20..].to_vec()).map_err(|_| err("corrupt disclosure id"))?;
+            f(ActiveRow {
+                force,
+                pseudonym,
+                source,
+                record_ref: to_ref(rr)?,
+                disclosure_id,
+                version,
+                agreeing,
+                probability,
+            });
         }
         Ok(())
     }
@@ -411,9 +425,10 @@ impl Store for RedbStore {
                 a.remove(active_key(f, s, src, r).as_slice()).map_err(err)?;
             }
             for row in &c.active_put {
-                let mut v = Vec::with_capacity(12 + row.disclosure_id.len());
+                let mut v = Vec::with_capacity(20 + row.disclosure_id.len());
                 v.extend_from_slice(&row.version.to_be_bytes());
                 v.extend_from_slice(&u64::from(row.agreeing.0).to_be_bytes());
+                v.extend_from_slice(&row.probability.to_be_bytes());
                 v.extend_from_slice(row.disclosure_id.as_bytes());
                 a.insert(active_key(&row.force, &row.pseudonym, &row.source, &row.record_ref).as_slice(), v.as_slice())
                     .map_err(err)?;
@@ -554,6 +569,7 @@ mod tests {
                 disclosure_id: "gmp-1".into(),
                 version: 2,
                 agreeing: KindSet(0b101),
+                probability: 0.995,
             }],
             log: vec![(0, b"e0".to_vec()), (1, b"e1".to_vec())],
             checkpoint: Some((2, "cp".into())),

@@ -1,0 +1,132 @@
+use super::*;
+use KeyKind::*;
+
+/// Kinds a full identity (names, date, postcode, NI number) has.
+fn full() -> KindSet {
+    ALL.into_iter().collect()
+}
+
+/// Kinds without the NI number.
+fn no_nino() -> KindSet {
+    ALL.into_iter().filter(|k| !matches!(k, Nino | NinoHeadYob | NinoTailYob)).collect()
+}
+
+fn ev(agree: &[KeyKind], both: KindSet, records: u32) -> Evidence {
+    Evidence {
+        agreeing: agree.iter().copied().collect(),
+        shares: [1; ALL.len()],
+        subject_kinds: both,
+        record_kinds: both,
+        records,
+    }
+}
+
+/// Every kind whose implied levels `levels` (F, S, D, P, N) reach.
+fn agreeing_at(levels: [u8; 5], have: KindSet) -> Vec<KeyKind> {
+    have.iter().filter(|k| k.implies().iter().all(|(f, l)| levels[f.index()] >= *l)).collect()
+}
+
+const NATIONAL: u32 = 13_000_000;
+
+#[test]
+fn default_policy_parses_and_round_trips() {
+    let p = Policy::default_policy();
+    assert!(p.confirm > p.candidate);
+    let again = Policy::from_toml(&p.to_toml()).unwrap();
+    let close = |a: &Table, b: &Table| {
+        a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() <= 1e-5 * y.max(1e-12))
+    };
+    assert!(close(&again.m, &p.m) && close(&again.r, &p.r) && close(&again.u, &p.u));
+    assert_eq!(again.version, p.version);
+}
+
+#[test]
+fn fields_string_and_seen_levels() {
+    let e = ev(&agreeing_at([3, 2, 3, 0, 0], no_nino()), no_nino(), NATIONAL);
+    let a = Policy::default_policy().assess(&e);
+    assert_eq!(a.fields(), "F3 S2 D3 P0 N-");
+}
+
+#[test]
+fn possible_levels_follow_what_kinds_would_have_shown() {
+    // Forename, surname and date agree exactly, postcode not at all: the
+    // postcode cannot be exact (name_postcode would agree) nor the district
+    // (name_yob_district would), so only level 0 is possible.
+    let seen: Seen = [Some(3), Some(3), Some(3), Some(0), None];
+    assert_eq!(possible_levels(&seen, no_nino()), [1 << 3, 1 << 3, 1 << 3, 1 << 0, 0]);
+    // Nothing agrees on the forename while surname and date agree exactly:
+    // initial_surname_dob rules out level 1, phonetic_dob needs the surname
+    // at 2 and the date at 3 (so level 2 is ruled out), name_dob level 3.
+    let seen: Seen = [Some(0), Some(3), Some(3), Some(0), None];
+    assert_eq!(possible_levels(&seen, no_nino())[0], 1);
+    // Date seen at year only, names exact: the date is year (1) or maybe
+    // nothing else; 2 and 3 would have shown through name_ym/yd/md and name_dob.
+    let seen: Seen = [Some(3), Some(3), Some(1), Some(1), None];
+    assert_eq!(possible_levels(&seen, no_nino())[2], 1 << 1);
+    // Without kinds that could show it, every higher level stays possible.
+    let only: KindSet = [DobPostcode].into_iter().collect();
+    let seen: Seen = [Some(0), Some(0), Some(3), Some(2), None];
+    assert_eq!(possible_levels(&seen, only)[0], 0b1111);
+}
+
+#[test]
+fn decisions_at_national_scale() {
+    let p = Policy::default_policy();
+    let d = |levels: [u8; 5], have: KindSet| {
+        let e = ev(&agreeing_at(levels, have), have, NATIONAL);
+        p.assess(&e)
+    };
+    // Everything agrees.
+    assert_eq!(d([3, 3, 3, 2, 2], full()).decision, Decision::Confirmed);
+    // NI number and names agree, a typo in the date of birth.
+    assert_eq!(d([3, 3, 2, 2, 2], full()).decision, Decision::Confirmed);
+    // No NI number: names, date and postcode agree.
+    assert_eq!(d([3, 3, 3, 2, 0], no_nino()).decision, Decision::Confirmed);
+    // A misspelt surname, the rest agrees.
+    assert_eq!(d([3, 2, 3, 2, 0], no_nino()).decision, Decision::Confirmed);
+    // A twin: different forename, same surname, date and address; NI numbers differ.
+    assert_eq!(d([0, 3, 3, 2, 0], full()).decision, Decision::NoMatch);
+    // A namesake: same names, everything else differs.
+    assert_eq!(d([3, 3, 0, 0, 0], full()).decision, Decision::NoMatch);
+    // A sibling at the same address.
+    assert_eq!(d([0, 3, 1, 2, 0], no_nino()).decision, Decision::NoMatch);
+    // A different NI number on both sides rules out a name-and-date match.
+    assert_ne!(d([3, 3, 3, 0, 0], full()).decision, Decision::Confirmed);
+}
+
+#[test]
+fn the_prior_follows_the_number_of_records() {
+    let p = Policy::default_policy();
+    let e = |records| ev(&agreeing_at([3, 3, 3, 0, 0], no_nino()), no_nino(), records);
+    assert!(p.assess(&e(5_000)).probability > p.assess(&e(NATIONAL)).probability);
+}
+
+#[test]
+fn a_common_name_counts_for_less_than_a_rare_one() {
+    let p = Policy::default_policy();
+    let agree = agreeing_at([3, 3, 3, 1, 0], no_nino());
+    let mut rare = ev(&agree, no_nino(), NATIONAL);
+    let mut common = rare;
+    rare.shares[ForenameDob.index()] = 1;
+    common.shares[ForenameDob.index()] = 40;
+    common.shares[SurnameDob.index()] = 12;
+    assert!(p.assess(&rare).probability > p.assess(&common).probability);
+}
+
+#[test]
+fn bad_policies_are_refused_with_the_reason() {
+    let base = DEFAULT_POLICY.to_string();
+    let cases = [
+        (base.replace("version =", "versio ="), "unknown field"),
+        (base.replace("scheme = 2", "scheme = 1"), "scheme 1"),
+        (base.replace("confirm_probability = 0.99", "confirm_probability = 1.5"), "between 0 and 1"),
+        (base.replace("candidate_probability = 0.5", "candidate_probability = 0.999"), "must not exceed"),
+        (base.replace("nino = [0.01, 0.04, 0.95]", "nino = [0.01, 0.95]"), "[same_person] nino needs 3"),
+        (base.replace("forename = [0.04, 0.02, 0.04, 0.90]", "forename = [0.04, 0.02, 0.04, 0.80]"), "add up"),
+        (format!("{base}\nextra = 1\n"), "extra"),
+    ];
+    for (text, want) in cases {
+        let err = Policy::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains(want), "{err} does not mention {want}");
+    }
+}
