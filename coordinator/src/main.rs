@@ -55,6 +55,22 @@ enum Command {
     },
     /// Print the default confirmation policy.
     DefaultPolicy,
+    /// Train the policy in force on what this coordinator holds (no labels:
+    /// expectation-maximisation over the pairs it sees) and write the
+    /// trained policy. Run it with the coordinator stopped; then set
+    /// `[matching] policy` to the new file and start the coordinator, which
+    /// logs the change and decides every pair again.
+    Calibrate {
+        /// Configuration file of the (stopped) coordinator.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where to write the trained policy (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Version of the trained policy (default: `trained-<UTC time>`).
+        #[arg(long)]
+        version: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -245,6 +261,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pki { command } => pki(command),
+        Command::Calibrate { config, out, version } => {
+            let cfg = load_config(&config)?;
+            let version = version.unwrap_or_else(|| {
+                let t = vigil_proto::time::rfc3339(vigil_common::clock::now_ms());
+                format!("trained-{}", t.replace([':', '-'], ""))
+            });
+            let trained = server::calibrate(&cfg, &version).map_err(serve_error)?;
+            Policy::from_toml(&trained.to_toml()).map_err(|e| anyhow::anyhow!("trained policy does not load: {e}"))?;
+            vigil_common::secrets::write_new(&out, &trained.to_toml())?;
+            let t = trained.training.clone().unwrap_or_else(|| unreachable!("train() records how it trained"));
+            outln!(
+                "wrote {}: policy {} trained from {} on {} subjects, {} national records, {} pairs ({} rounds); \
+                 {:.4} national records per subject are the same person",
+                out.display(),
+                trained.version,
+                t.from_version,
+                t.subjects,
+                t.records,
+                t.pairs,
+                t.rounds,
+                trained.matches_per_subject
+            );
+            outln!(
+                "to use it: set [matching] policy = \"{}\" and start the coordinator; every pair is decided again and the change is logged",
+                out.display()
+            );
+            Ok(())
+        }
         Command::DefaultPolicy => {
             out!("{}", vigil_coordinator::policy::DEFAULT_POLICY);
             Ok(())

@@ -14,17 +14,18 @@
 //! So each field is either absent on a side (no evidence), or its true level
 //! lies in a known set of *possible levels* ([`Assessment::possible`]).
 //!
-//! Three kinds of pair are told apart:
+//! Five kinds of pair are told apart:
 //! - **same person** (`m`): the level distribution of a person recorded
 //!   twice, with keying errors, moves and missing values;
-//! - **relative** (`r`): twins, siblings, parent and child: same surname,
-//!   often the same address, seldom the same forename;
+//! - **twin**, **sibling**, **parent or child**: same surname, often the
+//!   same address; a twin has the same date of birth, a parent or child now
+//!   and then the same forename (a junior), never both;
 //! - **unrelated** (`u`): chance agreement in the population.
 //!
 //! Each class gives a field's possible levels the sum of its probabilities,
 //! fields are independent within a class, and the class priors are
-//! `matches_per_subject / N`, `relatives_per_subject / N` and the rest,
-//! with `N` national records. The match probability is the posterior of
+//! `per_subject / N` (expected national records of that kind per subject,
+//! `N` national records held), the unrelated class taking the rest. The match probability is the posterior of
 //! the first class. For chance agreement the forename and surname use the
 //! frequency of the actual value when the coordinator can see it: how many
 //! other national records hold the agreeing `forename_dob` (or
@@ -63,6 +64,40 @@ pub struct FieldTable {
     pub nino: Vec<f64>,
 }
 
+/// A kind of relative: how many national records of such relatives a
+/// subject has, and their level probabilities.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelativeTable {
+    /// Expected national records of this kind of relative per subject.
+    pub per_subject: f64,
+    /// Forename levels.
+    pub forename: Vec<f64>,
+    /// Surname levels.
+    pub surname: Vec<f64>,
+    /// Date-of-birth levels.
+    pub dob: Vec<f64>,
+    /// Postcode levels.
+    pub postcode: Vec<f64>,
+    /// NI-number levels.
+    pub nino: Vec<f64>,
+}
+
+impl RelativeTable {
+    fn fields(&self) -> FieldTable {
+        FieldTable {
+            forename: self.forename.clone(),
+            surname: self.surname.clone(),
+            dob: self.dob.clone(),
+            postcode: self.postcode.clone(),
+            nino: self.nino.clone(),
+        }
+    }
+}
+
+/// The kinds of relative the model knows, in policy order.
+pub const RELATIVES: [&str; 3] = ["twin", "sibling", "parent_child"];
+
 /// How a trained policy was trained (written by `vigil-coordinator calibrate`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -75,8 +110,6 @@ pub struct Training {
     pub records: u64,
     /// Candidate pairs (agreeing on at least one kind) used.
     pub pairs: u64,
-    /// National record pairs used to estimate chance agreement.
-    pub chance_pairs: u64,
     /// Expectation–maximisation rounds run.
     pub rounds: u32,
 }
@@ -95,15 +128,17 @@ pub struct PolicyFile {
     pub candidate_probability: f64,
     /// Expected national records of the same person per subject (the prior).
     pub matches_per_subject: f64,
-    /// Expected national records of relatives per subject.
-    pub relatives_per_subject: f64,
     /// Weight (in records) of the population rate against the observed
     /// frequency of a forename or surname.
     pub frequency_pseudo_count: f64,
     /// Level probabilities for the same person.
     pub same_person: FieldTable,
-    /// Level probabilities for relatives.
-    pub relative: FieldTable,
+    /// Twins: expected records per subject and level probabilities.
+    pub twin: RelativeTable,
+    /// Siblings.
+    pub sibling: RelativeTable,
+    /// Parents and children.
+    pub parent_child: RelativeTable,
     /// Level probabilities for unrelated people (chance agreement).
     pub chance: FieldTable,
     /// Present in a trained policy.
@@ -129,6 +164,9 @@ pub enum PolicyError {
 /// Level probabilities of one class: `[field][level]`.
 pub type Table = [[f64; 4]; FIELDS.len()];
 
+/// Classes of the model: same person, three kinds of relative, unrelated.
+pub const CLASSES: usize = 5;
+
 /// A checked policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -140,14 +178,14 @@ pub struct Policy {
     pub candidate: f64,
     /// Expected same-person records per subject.
     pub matches_per_subject: f64,
-    /// Expected relatives' records per subject.
-    pub relatives_per_subject: f64,
+    /// Expected records per subject of each kind of relative ([`RELATIVES`]).
+    pub relatives_per_subject: [f64; 3],
     /// Pseudo-count of the name-frequency prior.
     pub pseudo_count: f64,
     /// Same person.
     pub m: Table,
-    /// Relatives.
-    pub r: Table,
+    /// Each kind of relative.
+    pub r: [Table; 3],
     /// Unrelated.
     pub u: Table,
     /// How it was trained, if it was.
@@ -338,6 +376,18 @@ fn field_table(t: &Table) -> FieldTable {
     }
 }
 
+fn relative_table(t: &Table, per_subject: f64) -> RelativeTable {
+    let f = field_table(t);
+    RelativeTable {
+        per_subject: round_sig(per_subject),
+        forename: f.forename,
+        surname: f.surname,
+        dob: f.dob,
+        postcode: f.postcode,
+        nino: f.nino,
+    }
+}
+
 /// Rounds to six significant digits, so that written policies stay readable.
 fn round_sig(p: f64) -> f64 {
     if p == 0.0 || !p.is_finite() {
@@ -389,8 +439,9 @@ impl Policy {
             return bad("candidate_probability must not exceed confirm_probability");
         }
         let count = |x: f64| x.is_finite() && x > 0.0 && x <= 1000.0;
-        if !count(file.matches_per_subject) || !count(file.relatives_per_subject) {
-            return bad("matches_per_subject and relatives_per_subject must be above 0 and at most 1000");
+        let relatives = [&file.twin, &file.sibling, &file.parent_child];
+        if !count(file.matches_per_subject) || relatives.iter().any(|r| !count(r.per_subject)) {
+            return bad("matches_per_subject and every per_subject must be above 0 and at most 1000");
         }
         if !count(file.frequency_pseudo_count) {
             return bad("frequency_pseudo_count must be above 0 and at most 1000");
@@ -400,10 +451,14 @@ impl Policy {
             confirm: file.confirm_probability,
             candidate: file.candidate_probability,
             matches_per_subject: file.matches_per_subject,
-            relatives_per_subject: file.relatives_per_subject,
+            relatives_per_subject: [file.twin.per_subject, file.sibling.per_subject, file.parent_child.per_subject],
             pseudo_count: file.frequency_pseudo_count,
             m: table_of(&file.same_person, "same_person")?,
-            r: table_of(&file.relative, "relative")?,
+            r: [
+                table_of(&file.twin.fields(), RELATIVES[0])?,
+                table_of(&file.sibling.fields(), RELATIVES[1])?,
+                table_of(&file.parent_child.fields(), RELATIVES[2])?,
+            ],
             u: table_of(&file.chance, "chance")?,
             training: file.training,
         })
@@ -417,10 +472,11 @@ impl Policy {
             confirm_probability: self.confirm,
             candidate_probability: self.candidate,
             matches_per_subject: round_sig(self.matches_per_subject),
-            relatives_per_subject: round_sig(self.relatives_per_subject),
             frequency_pseudo_count: self.pseudo_count,
             same_person: field_table(&self.m),
-            relative: field_table(&self.r),
+            twin: relative_table(&self.r[0], self.relatives_per_subject[0]),
+            sibling: relative_table(&self.r[1], self.relatives_per_subject[1]),
+            parent_child: relative_table(&self.r[2], self.relatives_per_subject[2]),
             chance: field_table(&self.u),
             training: self.training.clone(),
         }
@@ -470,13 +526,13 @@ impl Policy {
         (a + f64::from(others)) / (a / prior + exposure)
     }
 
-    /// Log likelihoods of the three classes (same person, relative, unrelated),
-    /// priors included.
-    pub fn log_likelihoods(&self, x: &Features) -> [f64; 3] {
+    /// Log likelihoods of the classes, priors included: same person, each
+    /// kind of relative ([`RELATIVES`]), unrelated.
+    pub fn log_likelihoods(&self, x: &Features) -> [f64; CLASSES] {
         let n = f64::from(x.records.max(1));
         let pm = (self.matches_per_subject / n).min(0.5);
-        let pr = (self.relatives_per_subject / n).min(0.25);
-        let pu = 1.0 - pm - pr;
+        let pr = self.relatives_per_subject.map(|r| (r / n).min(0.1));
+        let pu = 1.0 - pm - pr.iter().sum::<f64>();
         let mut u = self.u;
         if let Some(o) = x.others_of(KeyKind::ForenameDob) {
             u[Field::Forename.index()][3] = self.value_rate(Field::Forename, o, x.records);
@@ -484,14 +540,25 @@ impl Policy {
         if let Some(o) = x.others_of(KeyKind::SurnameDob) {
             u[Field::Surname.index()][3] = self.value_rate(Field::Surname, o, x.records);
         }
-        let mut out = [pm.ln(), pr.ln(), pu.ln()];
+        let mut out = [pm.ln(), pr[0].ln(), pr[1].ln(), pr[2].ln(), pu.ln()];
         for (i, mask) in x.possible.iter().enumerate() {
             out[0] += log_sum(&self.m[i], *mask);
-            out[1] += log_sum(&self.r[i], *mask);
-            out[2] += log_sum(&u[i], *mask);
+            for r in 0..3 {
+                out[1 + r] += log_sum(&self.r[r][i], *mask);
+            }
+            out[4] += log_sum(&u[i], *mask);
         }
-        out[2] += self.common_values(&u, x).ln();
+        out[4] += self.common_values(&u, x).ln();
         out
+    }
+
+    /// The posterior of each class ([`Policy::log_likelihoods`] order).
+    pub fn posterior(&self, x: &Features) -> [f64; CLASSES] {
+        let l = self.log_likelihoods(x);
+        let mx = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e = l.map(|v| (v - mx).exp());
+        let z: f64 = e.iter().sum();
+        e.map(|v| v / z)
     }
 
     /// How much more common than the model expects the values this pair
@@ -521,10 +588,7 @@ impl Policy {
 
     /// The match probability of a pair's features.
     pub fn probability(&self, x: &Features) -> f64 {
-        let [lm, lr, lu] = self.log_likelihoods(x);
-        let mx = lm.max(lr).max(lu);
-        let (em, er, eu) = ((lm - mx).exp(), (lr - mx).exp(), (lu - mx).exp());
-        em / (em + er + eu)
+        self.posterior(x)[0]
     }
 
     /// The policy's reading of a pair: the one place evidence becomes a

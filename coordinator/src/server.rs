@@ -64,10 +64,8 @@ pub struct Prepared {
     stop: watch::Sender<bool>,
 }
 
-/// Loads keys, policy and store, and rebuilds the engine.
-pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
-    let pepper =
-        vigil_common::secrets::read_secret(&config.keys.pepper).map_err(|e| ServeError::Config(e.to_string()))?;
+/// The engine's settings and the audit signing key, from a configuration.
+fn settings_of(config: &Config) -> Result<(Settings, String), ServeError> {
     let signer_key = read_signing_key(&config.keys.audit_signing_key)?;
     let signer = vigil_proto::tlog::Signer::from_skey(&signer_key).map_err(|e| ServeError::Config(e.to_string()))?;
     if signer.name() != config.audit.origin {
@@ -89,12 +87,39 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         index_capacity: (config.capacity.national_tokens, config.capacity.roster_tokens),
         national_records: config.matching.national_records,
     };
+    Ok((settings, signer_key))
+}
+
+/// Loads keys, policy and store, and rebuilds the engine.
+pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
+    let pepper =
+        vigil_common::secrets::read_secret(&config.keys.pepper).map_err(|e| ServeError::Config(e.to_string()))?;
+    let (settings, signer_key) = settings_of(&config)?;
     let store = RedbStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?;
     let (stop, stop_rx) = watch::channel(false);
     let core =
         Core::open(Arc::new(store), settings, signer_key, stop_rx).map_err(|e| ServeError::State(e.to_string()))?;
     let rpc = Rpc::new(core.clone(), Pepper::new(pepper), config.limits.clone(), config.trust_domain.clone());
     Ok(Prepared { config, core, rpc, stop })
+}
+
+/// Trains the policy in force on what the store holds (the coordinator must
+/// be stopped: the store has one user at a time) and returns it, named
+/// `version`. Nothing is written to the store.
+pub fn calibrate(config: &Config, version: &str) -> Result<Policy, ServeError> {
+    let (settings, signer_key) = settings_of(config)?;
+    let start = settings.policy.clone();
+    let signer = vigil_proto::tlog::Signer::from_skey(&signer_key).map_err(|e| ServeError::Config(e.to_string()))?;
+    let store = RedbStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?;
+    let (mut engine, _, _) = crate::engine::Engine::load(&store, settings, signer, vigil_common::clock::now_ms())
+        .map_err(|e| ServeError::State(e.to_string()))?;
+    let (chance, pairs) = engine.training_pairs(&store).map_err(|e| ServeError::State(e.to_string()))?;
+    if pairs.subjects() == 0 || pairs.is_empty() {
+        return Err(ServeError::State(
+            "nothing to train on: no enrolled subject agrees with any national record yet".into(),
+        ));
+    }
+    Ok(crate::policy::train::train(&start, &chance, &pairs, u64::from(engine.population()), version))
 }
 
 /// Serves until `shutdown` completes, then ends streams and waits (at most

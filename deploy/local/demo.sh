@@ -6,8 +6,9 @@
 # linkage key, the pepper and the audit signing key; writes every config;
 # starts the coordinator and the force watchers on loopback; synthesises
 # data; syncs the rosters; feeds the national extract; waits for the
-# disclosures; feeds a delta and shows the new alerts arriving at the right
-# force; verifies the audit log and writes the HTML report; prints a summary
+# disclosures; trains the policy on what the coordinator holds and restarts
+# with it (every pair decided again); feeds a delta and shows the new alerts
+# arriving at the right force; verifies the audit log and writes the HTML report; prints a summary
 # and stops everything.
 #
 # Environment (all optional):
@@ -53,7 +54,7 @@ step "synthesising ${#FORCES[@]} forces x $STAFF staff and $NATIONAL national re
 expected() { # extracts... -> per-force confirmed counts as JSON, computed offline with the same policy
   local args=()
   for e in "$@"; do args+=(--extract "$OUT/data/$e"); done
-  "$LAB" eval --json --roster "$OUT"/data/roster-*.csv "${args[@]}" --truth "$OUT/data/truth.csv" \
+  "$LAB" eval --json --no-train ${POLICY:+--policy "$POLICY"} --roster "$OUT"/data/roster-*.csv "${args[@]}" --truth "$OUT/data/truth.csv" \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({f:v["confirmed"] for f,v in r["per_force"].items()}))'
 }
 wait_inboxes() { # expected-json
@@ -82,6 +83,15 @@ step "feeding the national extract"
 WANT=$(expected extract.csv)
 "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv" | sed -n 1p
 step "waiting for the disclosures to reach each force"
+wait_inboxes "$WANT"
+
+step "training the policy on what the coordinator holds (no labels) and restarting with it"
+vigil_stop_coordinator
+"$COORD" calibrate --config "$OUT/coordinator/coordinator.toml" --out "$OUT/coordinator/trained-policy.toml" --version demo-trained | sed 's/^/   /'
+printf '[matching]\npolicy = "trained-policy.toml"\n' >> "$OUT/coordinator/coordinator.toml"
+POLICY=$OUT/coordinator/trained-policy.toml
+WANT=$(expected extract.csv)
+vigil_start_coordinator
 wait_inboxes "$WANT"
 
 step "feeding a delta: new records, some about serving staff"

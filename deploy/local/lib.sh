@@ -78,13 +78,24 @@ EOF
   node_config auditor ico
 }
 
-# vigil_start FORCE...: the coordinator, waited for by health check, then a
-# watcher per force.
-vigil_start() {
-  "$COORD" serve --config "$OUT/coordinator/coordinator.toml" >"$OUT/coordinator/stdout.log" 2>"$OUT/coordinator/coordinator.log" &
+# vigil_start_coordinator: the coordinator, waited for by health check.
+vigil_start_coordinator() {
+  "$COORD" serve --config "$OUT/coordinator/coordinator.toml" >>"$OUT/coordinator/stdout.log" 2>>"$OUT/coordinator/coordinator.log" &
   COORD_PID=$!
   PIDS+=("$COORD_PID")
   "$NODE" health --config "$OUT/nodes/ico/node.toml" --wait 60 >/dev/null
+}
+
+# vigil_stop_coordinator: SIGTERM, and wait until it has stopped.
+vigil_stop_coordinator() {
+  kill -TERM "$COORD_PID"
+  wait "$COORD_PID" || true
+}
+
+# vigil_start FORCE...: the coordinator, waited for by health check, then a
+# watcher per force.
+vigil_start() {
+  vigil_start_coordinator
   local f
   for f in "$@"; do
     "$NODE" watch --config "$OUT/nodes/$f/node.toml" 2>"$OUT/nodes/$f/watch.log" &

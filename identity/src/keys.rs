@@ -14,6 +14,7 @@
 //! | `nino` | NI number prefix and digits, e.g. `AB123456` |
 //! | `nino_head_yob` | NI prefix and first two digits, year of birth |
 //! | `nino_tail_yob` | NI last four digits, year of birth |
+//! | `nino_digits_yob` | NI prefix and its digits sorted, year of birth |
 //! | `name_dob` | `{f,s}`, date of birth |
 //! | `phonetic_dob` | `{ph(f),ph(s)}`, date of birth |
 //! | `initial_surname_dob` | initial of `f`, `s`, date of birth |
@@ -27,6 +28,9 @@
 //! | `surname_yob_postcode` / `forename_yob_postcode` | `s` / `f`, year, `pc` |
 //! | `dob_postcode` | date of birth, `pc` |
 //! | `forename_dob` / `surname_dob` | `f` / `s`, date of birth |
+//! | `surname_postcode` / `forename_postcode` | `s` / `f`, `pc` |
+//! | `birthday_postcode` | day and month in either order, `pc` |
+//! | `name_yob` | `{f,s}`, year |
 //!
 //! Each name variant (the primary name, each part of a multi-part surname,
 //! each previous surname, each alias) is combined with the primary date of
@@ -95,6 +99,9 @@ pub enum IssueReason {
     /// A postcode whose inward code is invalid: its district is used.
     #[error("inward code not valid; the district is used")]
     DistrictOnly,
+    /// A date whose month could only be a day: read with day and month swapped.
+    #[error("month and day written the other way round; read as YYYY-MM-DD with them swapped")]
+    Swapped,
 }
 
 /// A normalised identity: every name variant and date of birth, and the
@@ -194,6 +201,8 @@ impl Identity {
         if let Some(d) = required(raw.date_of_birth, "date_of_birth", DateParts::parse, &mut push_issue) {
             if d.full().is_none() {
                 push_issue("date_of_birth", IssueReason::Partial);
+            } else if d.swapped {
+                push_issue("date_of_birth", IssueReason::Swapped);
             }
             id.dobs.push(d);
         }
@@ -267,12 +276,21 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
                 let y = format!("{y:04}");
                 k(KeyKind::NinoHeadYob, &[&n.stem[..4], y.as_bytes()], &mut emit);
                 k(KeyKind::NinoTailYob, &[&n.stem[4..], y.as_bytes()], &mut emit);
+                let mut digits = [0u8; 6];
+                digits.copy_from_slice(&n.stem[2..8]);
+                digits.sort_unstable();
+                k(KeyKind::NinoDigitsYob, &[&n.stem[..2], &digits, y.as_bytes()], &mut emit);
             }
         }
     }
     for d in &id.dobs {
         if let (Some(date), Some(pc)) = (d.full(), pc) {
             k(KeyKind::DobPostcode, &[date.to_string().as_bytes(), pc], &mut emit);
+        }
+        if let (Some(m), Some(day), Some(pc)) = (d.month, d.day, pc) {
+            let (m, day) = (format!("{m:02}"), format!("{day:02}"));
+            let (a, b) = if m <= day { (m, day) } else { (day, m) };
+            k(KeyKind::BirthdayPostcode, &[a.as_bytes(), b.as_bytes(), pc], &mut emit);
         }
     }
     // Every name with the primary date of birth; the primary name with every
@@ -291,8 +309,16 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         let phonetic = !pf.is_empty() && !ps.is_empty();
         let (plo, phi) = if pf <= ps { (pf, ps) } else { (ps, pf) };
         let initial = name.canon.chars().next().map(String::from).unwrap_or_default();
-        if let (true, Some(pc)) = (both, pc) {
-            k(KeyKind::NamePostcode, &[lo, hi, pc], &mut emit);
+        if let Some(pc) = pc {
+            if both {
+                k(KeyKind::NamePostcode, &[lo, hi, pc], &mut emit);
+            }
+            if has_s {
+                k(KeyKind::SurnamePostcode, &[s, pc], &mut emit);
+            }
+            if has_f {
+                k(KeyKind::ForenamePostcode, &[f, pc], &mut emit);
+            }
         }
         let Some(dob) = dob else { continue };
         let year = dob.year.map(|y| format!("{y:04}"));
@@ -339,6 +365,9 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
             k(KeyKind::PhoneticYm, &[plo, phi, y.as_bytes(), m.as_bytes()], &mut emit);
         }
         if let Some(y) = &year {
+            if both {
+                k(KeyKind::NameYob, &[lo, hi, y.as_bytes()], &mut emit);
+            }
             if let Some(pc) = pc {
                 if has_s {
                     k(KeyKind::SurnameYobPostcode, &[s, y.as_bytes(), pc], &mut emit);
@@ -366,5 +395,161 @@ fn key(buf: &mut Vec<u8>, parts: &[&[u8]]) {
             buf.push(SEP);
         }
         buf.extend_from_slice(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::kinds::{ALL, KindSet};
+
+    fn identity(raw: &RawIdentity<'_>) -> (Identity, Vec<FieldIssue>) {
+        let mut issues = Vec::new();
+        let id = Identity::from_raw(raw, &mut Phonetic::default(), &mut issues);
+        (id, issues)
+    }
+
+    fn kinds(raw: &RawIdentity<'_>) -> KindSet {
+        let mut out = KindSet::EMPTY;
+        match_keys(&identity(raw).0, |k, _| out.insert(k));
+        out
+    }
+
+    fn keys(raw: &RawIdentity<'_>) -> Vec<(KeyKind, Vec<u8>)> {
+        let mut out = Vec::new();
+        match_keys(&identity(raw).0, |k, b| out.push((k, b.to_vec())));
+        out
+    }
+
+    const FULL: RawIdentity<'static> = RawIdentity {
+        forenames: "Zoe",
+        surname: "Smith",
+        previous_surnames: "",
+        aliases: "",
+        date_of_birth: "1984-07-02",
+        alt_dates_of_birth: "",
+        ni_number: "AB123456C",
+        postcode: "LS1 4AP",
+    };
+
+    fn without(names: &[&str]) -> KindSet {
+        ALL.into_iter().filter(|k| !names.contains(&k.short_name())).collect()
+    }
+
+    /// Which kinds a row forms, by what it holds.
+    #[test]
+    fn kinds_table() {
+        let nino = ["nino", "nino_head_yob", "nino_tail_yob", "nino_digits_yob"];
+        let postcode = [
+            "name_postcode",
+            "name_yob_district",
+            "phonetic_yob_district",
+            "surname_dob_postcode",
+            "forename_dob_postcode",
+            "surname_yob_postcode",
+            "forename_yob_postcode",
+            "dob_postcode",
+            "surname_postcode",
+            "forename_postcode",
+            "birthday_postcode",
+        ];
+        let both_names = [
+            "name_dob",
+            "phonetic_dob",
+            "initial_surname_dob",
+            "name_ym",
+            "name_yd",
+            "name_md",
+            "phonetic_ym",
+            "name_postcode",
+            "name_yob_district",
+            "phonetic_yob_district",
+            "name_yob",
+        ];
+        let forename = ["forename_dob", "forename_dob_postcode", "forename_yob_postcode", "forename_postcode"];
+        let cases: Vec<(&str, RawIdentity<'_>, KindSet)> = vec![
+            ("everything", FULL, without(&[])),
+            ("no NI number", RawIdentity { ni_number: "", ..FULL }, without(&nino)),
+            ("no postcode", RawIdentity { postcode: "", ..FULL }, without(&postcode)),
+            ("no forename", RawIdentity { forenames: "", ..FULL }, without(&[&both_names[..], &forename[..]].concat())),
+            (
+                "district only",
+                RawIdentity { postcode: "LS1 4Q!", ..FULL },
+                without(&postcode[..]).iter().chain([KeyKind::NameYobDistrict, KeyKind::PhoneticYobDistrict]).collect(),
+            ),
+            (
+                "impossible month",
+                RawIdentity { date_of_birth: "1984-13-13", ni_number: "", postcode: "", ..FULL },
+                [KeyKind::NameYd, KeyKind::NameYob].into_iter().collect(),
+            ),
+            ("no date of birth", RawIdentity { date_of_birth: "", ni_number: "", ..FULL }, {
+                [KeyKind::NamePostcode, KeyKind::SurnamePostcode, KeyKind::ForenamePostcode].into_iter().collect()
+            }),
+        ];
+        for (what, raw, want) in cases {
+            let got = kinds(&raw);
+            let names = |s: KindSet| s.iter().map(|k| k.short_name()).collect::<Vec<_>>();
+            assert_eq!(names(got), names(want), "{what}");
+        }
+    }
+
+    #[test]
+    fn issues_name_the_field_and_what_was_used() {
+        let (id, issues) = identity(&RawIdentity { date_of_birth: "1984-22-03", postcode: "LS1 4Q!", ..FULL });
+        assert_eq!(id.dobs[0].full().map(|d| d.to_string()), Some("1984-03-22".into()));
+        let reasons: Vec<_> = issues.iter().map(|i| (i.field, i.reason)).collect();
+        assert_eq!(reasons, vec![("date_of_birth", IssueReason::Swapped), ("postcode", IssueReason::DistrictOnly)]);
+        let (id, issues) = identity(&RawIdentity { forenames: "", ..FULL });
+        assert!(id.can_match());
+        assert_eq!(issues[0].field, "forenames");
+        let (id, _) = identity(&RawIdentity { forenames: "", surname: "", date_of_birth: "", ni_number: "", ..FULL });
+        assert!(!id.can_match(), "a postcode alone forms no key");
+    }
+
+    #[test]
+    fn names_in_either_order_and_day_and_month_in_either_order_agree() {
+        let a = keys(&FULL);
+        let swapped = keys(&RawIdentity { forenames: "Smith", surname: "Zoe", ..FULL });
+        let common = |x: &[(KeyKind, Vec<u8>)], y: &[(KeyKind, Vec<u8>)]| -> KindSet {
+            x.iter().filter(|k| y.contains(k)).map(|(k, _)| *k).collect()
+        };
+        let c = common(&a, &swapped);
+        assert!(c.contains(KeyKind::NameDob) && c.contains(KeyKind::NamePostcode) && !c.contains(KeyKind::ForenameDob));
+        let transposed = keys(&RawIdentity { date_of_birth: "1984-02-07", ..FULL });
+        let c = common(&a, &transposed);
+        assert!(c.contains(KeyKind::NameMd) && c.contains(KeyKind::BirthdayPostcode) && !c.contains(KeyKind::NameDob));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever one field of a full row is changed to, the row and its
+            /// changed copy still share a key that holds the other fields.
+            #[test]
+            fn one_changed_field_leaves_a_shared_key(
+                field in 0usize..5,
+                forename in "[A-Z][a-z]{2,8}",
+                surname in "[A-Z][a-z]{2,9}",
+                y in 1930u16..2005, m in 1u8..13, d in 1u8..29,
+                nino in "[ACEHJLMPRSW][ABCEGHJKLMNPRSTWXYZ][0-9]{6}[A-D]",
+                postcode in "(LS|M|B|SW|CF)[1-9] [0-9][ABDEFGHJLNPQRSTUWXYZ]{2}",
+            ) {
+                let dob = format!("{y:04}-{m:02}-{d:02}");
+                let mut changed = FULL;
+                match field {
+                    0 => changed.forenames = &forename,
+                    1 => changed.surname = &surname,
+                    2 => changed.date_of_birth = &dob,
+                    3 => changed.ni_number = &nino,
+                    _ => changed.postcode = &postcode,
+                }
+                let a = keys(&FULL);
+                let b = keys(&changed);
+                let shared = a.iter().filter(|k| b.contains(k)).count();
+                prop_assert!(shared >= 3, "field {} changed: only {} keys shared", field, shared);
+            }
+        }
     }
 }

@@ -279,12 +279,16 @@ pub struct DateParts {
     pub month: Option<u8>,
     /// Day, when valid.
     pub day: Option<u8>,
+    /// Whether day and month were read the other way round, because the
+    /// month as written was 13 to 31 and the day 1 to 12.
+    pub swapped: bool,
 }
 
 impl DateParts {
     /// Reads `YYYY-MM-DD` or `YYYYMMDD` leniently. Refused only when the
     /// shape is wrong or no part is valid; a well-formed impossible date
-    /// keeps its valid parts.
+    /// keeps its valid parts, and one whose month is 13 to 31 while its day
+    /// is 1 to 12 is read with the two swapped.
     pub fn parse(raw: &str) -> Result<DateParts, FieldError> {
         let t = raw.trim().as_bytes();
         let digits: Vec<u8> = match t.len() {
@@ -296,11 +300,19 @@ impl DateParts {
             return Err(FieldError::DateFormat);
         }
         let num = |r: &[u8]| r.iter().fold(0u16, |acc, &b| acc * 10 + u16::from(b - b'0'));
-        let (y, m, d) = (num(&digits[0..4]), num(&digits[4..6]), num(&digits[6..8]));
+        let (y, mut m, mut d) = (num(&digits[0..4]), num(&digits[4..6]), num(&digits[6..8]));
+        let mut swapped = false;
+        // Day and month keyed the other way round (`YYYY-DD-MM`): the
+        // "month" cannot be one, the "day" can.
+        if (13..=31).contains(&m) && (1..=12).contains(&d) {
+            (m, d) = (d, m);
+            swapped = true;
+        }
         let parts = DateParts {
             year: (1900..=2100).contains(&y).then_some(y),
             month: (1..=12).contains(&m).then_some(m as u8),
             day: (1..=31).contains(&d).then_some(d as u8),
+            swapped,
         };
         if parts.year.is_none() && parts.month.is_none() && parts.day.is_none() {
             return Err(FieldError::DateRange);
@@ -310,7 +322,7 @@ impl DateParts {
 
     /// The parts of a whole date.
     pub fn of(d: Date) -> DateParts {
-        DateParts { year: Some(d.year), month: Some(d.month), day: Some(d.day) }
+        DateParts { year: Some(d.year), month: Some(d.month), day: Some(d.day), swapped: false }
     }
 
     /// The whole date, when it is a real calendar date.

@@ -22,9 +22,8 @@ use vigil_proto::KeyKind;
 use vigil_coordinator::index::IndexKey;
 use vigil_coordinator::matcher::{Hit, Matcher};
 use vigil_coordinator::pepper::{Pepper, index_key};
-use vigil_coordinator::policy::train::{self, NationalPairs, SubjectPairs};
+use vigil_coordinator::policy::train::{self, SubjectChance, SubjectPairs};
 use vigil_coordinator::policy::{Decision, Evidence, Policy};
-use vigil_proto::kinds::KindSet;
 
 /// Why an evaluation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +104,10 @@ pub struct EvalResult {
     /// Every confirmed pair: (force, employee id, record id).
     #[serde(skip)]
     pub confirmed_pairs: Vec<(String, String, String)>,
+    /// Every same-person pair not confirmed: (force, employee id, record id,
+    /// evidence, probability).
+    #[serde(skip)]
+    pub missed_pairs: Vec<(String, String, String, String, f64)>,
     /// Seconds spent tokenising, indexing, training and matching.
     pub seconds: f64,
 }
@@ -178,9 +181,6 @@ fn peppered(
 pub const THRESHOLDS: [f64; 7] = [0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999];
 /// Bounds of the calibration bins.
 const BINS: [f64; 8] = [0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0];
-/// Most national records probed against the others to estimate chance
-/// agreement while training.
-pub const TRAIN_RECORDS: usize = 200_000;
 
 /// What `run` does besides matching.
 #[derive(Debug, Clone, Copy, Default)]
@@ -237,7 +237,6 @@ pub fn run(
     let mut matcher = Matcher::with_capacity(0, roster_tokens);
     matcher.set_records_floor(opts.national_records);
     let mut records: Vec<String> = Vec::new();
-    let mut record_keys: Vec<Keys> = Vec::new();
     let mut refused_records: HashSet<String> = HashSet::new();
     for path in extracts {
         let name = path.display().to_string();
@@ -251,7 +250,6 @@ pub fn run(
             |row| {
                 let keys = peppered(&tk, &pepper, &row.identity, &mut buf);
                 matcher.add_record(records.len() as u32, &keys);
-                record_keys.push(keys);
                 records.push(row.record_id);
             },
             |id| {
@@ -274,14 +272,11 @@ pub fn run(
 
     // Training, as a coordinator would on what it holds: no truth.
     let policy = if opts.train {
-        let mut national = NationalPairs::default();
-        let step = record_keys.len().div_ceil(TRAIN_RECORDS).max(1);
-        for (rid, keys) in record_keys.iter().enumerate().step_by(step) {
-            let kinds: KindSet = keys.iter().map(|(k, _)| *k).collect();
-            national.probed(|k| kinds.contains(k), |k| matcher.records_with(k).saturating_sub(1));
-            matcher.probe_national(keys, &mut hits);
-            for h in hits.iter().filter(|h| h.id != rid as u32) {
-                national.add(&h.evidence);
+        let mut chance = SubjectChance::new(subject_keys.iter().map(|k| k.iter().map(|(kind, _)| *kind).collect()));
+        for (sid, keys) in subject_keys.iter().enumerate() {
+            matcher.probe_roster(keys, &mut hits);
+            for h in hits.iter().filter(|h| h.id > sid as u32) {
+                chance.add(&h.evidence);
             }
         }
         let mut subject_pairs = SubjectPairs::default();
@@ -292,12 +287,13 @@ pub fn run(
             subject_pairs.add(e);
         }
         let version = format!("{}+eval", policy.version);
-        train::train(policy, &national, &subject_pairs, u64::from(matcher.population()), &version)
+        train::train(policy, &chance, &subject_pairs, u64::from(matcher.population()), &version)
     } else {
         policy.clone()
     };
 
     let mut scored: Vec<((u32, u32), f64)> = Vec::with_capacity(pairs.len());
+    let mut probability: HashMap<(u32, u32), f64> = HashMap::new();
     let mut evidence: HashMap<(u32, u32), String> = HashMap::new();
     let mut confirmed: HashSet<(u32, u32)> = HashSet::new();
     let mut candidate_pairs: HashSet<(u32, u32)> = HashSet::new();
@@ -305,6 +301,7 @@ pub fn run(
         let a = policy.assess(e);
         let pair = (*sid, *rid);
         scored.push((pair, a.probability));
+        probability.insert(pair, a.probability);
         evidence.insert(pair, a.fields());
         match a.decision {
             Decision::Confirmed => {
@@ -364,10 +361,15 @@ pub fn run(
     let fp = confirmed.len() - tp;
     let fn_ = truths - tp;
     let mut missed_by_evidence: BTreeMap<String, usize> = BTreeMap::new();
+    let mut missed_pairs = Vec::new();
     for p in same.iter().filter(|p| !confirmed.contains(p)) {
         let label = evidence.get(p).cloned().unwrap_or_else(|| "none".to_string());
+        let (f, e) = &subjects[p.0 as usize];
+        let prob = probability.get(p).copied().unwrap_or(0.0);
+        missed_pairs.push((f.clone(), e.clone(), records[p.1 as usize].clone(), label.clone(), prob));
         *missed_by_evidence.entry(label).or_default() += 1;
     }
+    missed_pairs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     if !same_refused.is_empty() {
         missed_by_evidence.insert("refused".to_string(), same_refused.len());
     }
@@ -449,6 +451,7 @@ pub fn run(
             v.sort();
             v
         },
+        missed_pairs,
         reports,
         seconds,
     })

@@ -53,6 +53,10 @@ enum Command {
         /// as a coordinator with `[matching] national_records` does.
         #[arg(long, default_value_t = 0)]
         national_records: u32,
+        /// Write every same-person pair that was not confirmed to this CSV
+        /// file (force, employee, record, evidence seen, probability).
+        #[arg(long)]
+        missed: Option<PathBuf>,
         /// Write the policy used (trained, unless --no-train) to this file.
         #[arg(long)]
         write_policy: Option<PathBuf>,
@@ -103,7 +107,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Eval { rosters, extracts, truth, policy, no_train, national_records, write_policy, json, reports } => {
+        Command::Eval {
+            rosters,
+            extracts,
+            truth,
+            policy,
+            no_train,
+            national_records,
+            missed,
+            write_policy,
+            json,
+            reports,
+        } => {
             let policy = load_policy(policy.as_ref())?;
             let opts = eval::Options { train: !no_train, national_records };
             let r = eval::run(&rosters, &extracts, &truth, &policy, opts).map_err(|e| match e {
@@ -118,6 +133,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     std::fs::write(&path, serde_json::to_vec_pretty(rep)?)
                         .with_context(|| format!("writing {}", path.display()))?;
                 }
+            }
+            if let Some(path) = missed {
+                let mut w = csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
+                w.write_record(["force", "employee_id", "record_id", "evidence", "probability"])?;
+                for (f, e, r, ev, p) in &r.missed_pairs {
+                    w.write_record([f.as_str(), e, r, ev, &format!("{p:.6}")])?;
+                }
+                w.flush()?;
             }
             if let Some(path) = write_policy {
                 std::fs::write(&path, &r.policy_toml).with_context(|| format!("writing {}", path.display()))?;

@@ -18,7 +18,7 @@
 pub use crate::v1::KeyKind;
 
 /// Every kind of scheme v2, in wire order.
-pub const ALL: [KeyKind; 20] = [
+pub const ALL: [KeyKind; 25] = [
     KeyKind::Nino,
     KeyKind::NinoHeadYob,
     KeyKind::NinoTailYob,
@@ -39,6 +39,11 @@ pub const ALL: [KeyKind; 20] = [
     KeyKind::DobPostcode,
     KeyKind::ForenameDob,
     KeyKind::SurnameDob,
+    KeyKind::SurnamePostcode,
+    KeyKind::ForenamePostcode,
+    KeyKind::BirthdayPostcode,
+    KeyKind::NameYob,
+    KeyKind::NinoDigitsYob,
 ];
 
 /// The version of the match-key scheme these kinds belong to.
@@ -149,6 +154,11 @@ impl KeyKind {
             KeyKind::DobPostcode => "dob_postcode",
             KeyKind::ForenameDob => "forename_dob",
             KeyKind::SurnameDob => "surname_dob",
+            KeyKind::SurnamePostcode => "surname_postcode",
+            KeyKind::ForenamePostcode => "forename_postcode",
+            KeyKind::BirthdayPostcode => "birthday_postcode",
+            KeyKind::NameYob => "name_yob",
+            KeyKind::NinoDigitsYob => "nino_digits_yob",
         }
     }
 
@@ -171,7 +181,7 @@ impl KeyKind {
         kinds.iter().filter_map(|k| KeyKind::from_wire(*k)).map(|k| k.short_name().to_string()).collect()
     }
 
-    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 19).
+    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 24).
     pub fn index(self) -> usize {
         (self as i32 - FIRST).max(0) as usize
     }
@@ -183,7 +193,7 @@ impl KeyKind {
         match self {
             KeyKind::Unspecified => &[],
             KeyKind::Nino => &[(Nino, 2)],
-            KeyKind::NinoHeadYob | KeyKind::NinoTailYob => &[(Nino, 1), (Dob, 1)],
+            KeyKind::NinoHeadYob | KeyKind::NinoTailYob | KeyKind::NinoDigitsYob => &[(Nino, 1), (Dob, 1)],
             KeyKind::NameDob => &[(Forename, 3), (Surname, 3), (Dob, 3)],
             KeyKind::PhoneticDob => &[(Forename, 2), (Surname, 2), (Dob, 3)],
             KeyKind::InitialSurnameDob => &[(Forename, 1), (Surname, 3), (Dob, 3)],
@@ -199,6 +209,10 @@ impl KeyKind {
             KeyKind::DobPostcode => &[(Dob, 3), (Postcode, 2)],
             KeyKind::ForenameDob => &[(Forename, 3), (Dob, 3)],
             KeyKind::SurnameDob => &[(Surname, 3), (Dob, 3)],
+            KeyKind::SurnamePostcode => &[(Surname, 3), (Postcode, 2)],
+            KeyKind::ForenamePostcode => &[(Forename, 3), (Postcode, 2)],
+            KeyKind::BirthdayPostcode => &[(Dob, 2), (Postcode, 2)],
+            KeyKind::NameYob => &[(Forename, 3), (Surname, 3), (Dob, 1)],
         }
     }
 
@@ -228,6 +242,11 @@ impl KeyKind {
             KeyKind::DobPostcode => "date of birth, full postcode",
             KeyKind::ForenameDob => "forename and date of birth",
             KeyKind::SurnameDob => "surname and date of birth",
+            KeyKind::SurnamePostcode => "surname and full postcode",
+            KeyKind::ForenamePostcode => "forename and full postcode",
+            KeyKind::BirthdayPostcode => "day and month of birth in either order, full postcode",
+            KeyKind::NameYob => "forename and surname (either order), year of birth",
+            KeyKind::NinoDigitsYob => "NI number prefix and its digits in ascending order, year of birth",
         }
     }
 }

@@ -270,6 +270,43 @@ impl Engine {
         self.hits.iter().map(|h| h.id).filter(move |sid| !with_case_only || !self.outbox.records_of(*sid).is_empty())
     }
 
+    /// What training needs, from every enrolled subject: its pairs with
+    /// national records, and its pairs with other subjects (chance rates).
+    pub fn training_pairs(
+        &mut self,
+        store: &dyn StoreRead,
+    ) -> Result<(crate::policy::train::SubjectChance, crate::policy::train::SubjectPairs), EngineError> {
+        let sids = self.registry.subject_ids();
+        let mut all: Vec<(u32, Vec<(vigil_proto::KeyKind, IndexKey)>)> = Vec::with_capacity(sids.len());
+        for sid in sids {
+            let Some((force, pseudonym)) = self.registry.subject_info(sid) else { continue };
+            all.push((sid, keys(&store.subject(force, &pseudonym)?.unwrap_or_default())));
+        }
+        let mut chance = crate::policy::train::SubjectChance::new(
+            all.iter().map(|(_, k)| k.iter().map(|(kind, _)| *kind).collect()),
+        );
+        let mut pairs = crate::policy::train::SubjectPairs::default();
+        let mut hits = std::mem::take(&mut self.hits);
+        for (sid, k) in &all {
+            pairs.probed();
+            self.matcher.probe_national(k, &mut hits);
+            for h in &hits {
+                pairs.add(&h.evidence);
+            }
+            self.matcher.probe_roster(k, &mut hits);
+            for h in hits.iter().filter(|h| h.id > *sid) {
+                chance.add(&h.evidence);
+            }
+        }
+        self.hits = hits;
+        Ok((chance, pairs))
+    }
+
+    /// National records the policy's prior is spread over now.
+    pub fn population(&self) -> u32 {
+        self.matcher.population()
+    }
+
     /// Applies a force's roster batch.
     pub fn apply_roster(
         &mut self,

@@ -2,130 +2,51 @@
 //! the caller collects the pairs (`vigil-coordinator calibrate` from a
 //! store, `vigil-lab eval` from files) and gets a new [`Policy`].
 //!
-//! Two steps, both expectation–maximisation over the policy's three classes
-//! (same person, relative, unrelated):
+//! Expectation–maximisation over every (subject, record) pair that agrees
+//! on at least one kind, as plaintext linkage tools train their `m`
+//! probabilities: each pair's posterior of being the same person spreads its
+//! weight over the levels each field may have, and the posteriors summed
+//! over subjects give the number of national records per subject that are
+//! the same person (the prior), and likewise twins. A Dirichlet prior (a
+//! pseudo-count of pairs at the starting levels) keeps rarely seen levels
+//! sensible.
 //!
-//! 1. **Chance agreement** (`u`) from pairs of national records. A national
-//!    record probed against the other national records shows how often
-//!    unrelated people agree by chance on forename and date of birth
-//!    (with different surnames), surname and date of birth (different
-//!    forenames), and date of birth and postcode (different names). Each
-//!    such pair counts with its posterior of being unrelated (so the same
-//!    person recorded twice, or twins, do not inflate the rates); the
-//!    counts, against the number of record pairs that could have agreed,
-//!    rescale the exact-forename, exact-surname and exact-postcode chance
-//!    rates. A pseudo-count keeps small data sets near the shipped rates.
-//! 2. **Same-person levels** (`m`) and the number of national records per
-//!    subject that are the same person, from every (subject, record) pair
-//!    that agrees on at least one kind: each pair's posterior of being the
-//!    same person spreads its weight over the levels each field may have.
-//!    Relatives and chance rates stay fixed here, which keeps the fit
-//!    stable on pairs that were only found because they agree somewhere.
-//!    A Dirichlet prior (a pseudo-count of pairs at the starting `m`) keeps
-//!    rarely seen levels sensible.
+//! Chance agreement (`u`) is not part of that fit: on pairs that were only
+//! found because they agree somewhere it is not identifiable, and on pairs
+//! of national records it would count people recorded twice as
+//! coincidences (docs/matching.md has the figures). Instead the forename
+//! and surname chance rates are measured on pairs of *subjects* (one row per
+//! member of staff, so no one is there twice): how many pairs agree on
+//! forename and date of birth with different surnames (and the other way
+//! round), against how many pairs could have. A pseudo-count keeps small
+//! rosters near the population rates, and the policy still refines the rate
+//! for each pair from how many national records hold its tokens.
 
 use vigil_proto::KeyKind;
-use vigil_proto::kinds::{FIELDS, Field};
+use vigil_proto::kinds::{ALL, FIELDS, Field, KindSet};
 
-use super::{Evidence, Features, Policy, Training, features};
+use super::{Evidence, Features, Policy, Table, Training, features};
 
-/// Pseudo-count of the chance-rate estimates (expected pairs at the prior).
+/// Pseudo-count of the chance-rate estimates (expected pairs at the
+/// population rate).
 const CHANCE_PSEUDO: f64 = 5.0;
+/// Furthest the fitted chance rates move from the population rates (a
+/// factor either way).
+const THETA_BOUND: f64 = 10.0;
+
 /// Pseudo-count of pairs at the starting `m` for each field.
 const M_PSEUDO: f64 = 20.0;
-/// Rounds of each fit.
+/// The NI number's pseudo-count: far larger, because pairs with the same
+/// name and date of birth and different NI numbers (namesakes, where the
+/// national data hold them) would otherwise teach the model that the same
+/// person often has two NI numbers.
+const M_PSEUDO_NINO: f64 = 2000.0;
+/// Most rounds of the fit.
 const ROUNDS: u32 = 60;
-
-/// Which chance-agreement count a pair of national records feeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bucket {
-    /// `forename_dob` agrees; surnames differ; postcodes differ or absent.
-    Forename,
-    /// `surname_dob` agrees; forenames differ; postcodes differ or absent.
-    Surname,
-    /// `dob_postcode` agrees; both names differ.
-    Postcode,
-}
-
-const BUCKETS: [Bucket; 3] = [Bucket::Forename, Bucket::Surname, Bucket::Postcode];
-
-impl Bucket {
-    fn kind(self) -> KeyKind {
-        match self {
-            Bucket::Forename => KeyKind::ForenameDob,
-            Bucket::Surname => KeyKind::SurnameDob,
-            Bucket::Postcode => KeyKind::DobPostcode,
-        }
-    }
-
-    fn field(self) -> Field {
-        match self {
-            Bucket::Forename => Field::Forename,
-            Bucket::Surname => Field::Surname,
-            Bucket::Postcode => Field::Postcode,
-        }
-    }
-}
-
-/// Pairs of national records, for chance agreement.
-#[derive(Debug, Default, Clone)]
-pub struct NationalPairs {
-    samples: Vec<(Features, u8)>,
-    /// Record pairs that could have agreed, per bucket.
-    exposure: [f64; 3],
-    probed: u64,
-}
-
-impl NationalPairs {
-    /// Notes one probed national record: `others_with(kind)` is the number
-    /// of other national records holding that kind, and `has(kind)` whether
-    /// this record does.
-    pub fn probed(&mut self, has: impl Fn(KeyKind) -> bool, others_with: impl Fn(KeyKind) -> u32) {
-        self.probed += 1;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if has(b.kind()) {
-                self.exposure[i] += f64::from(others_with(b.kind()));
-            }
-        }
-    }
-
-    /// Adds a pair of a probed record and another national record that
-    /// agrees with it. Pairs that feed no count are ignored.
-    pub fn add(&mut self, e: &Evidence) {
-        let (seen, x) = features(e);
-        let lvl = |f: Field| seen[f.index()];
-        let differs = |f: Field| lvl(f) == Some(0);
-        let apart = |f: Field| matches!(lvl(f), None | Some(0));
-        let mut mask = 0u8;
-        if e.agreeing.contains(KeyKind::ForenameDob) && differs(Field::Surname) && apart(Field::Postcode) {
-            mask |= 1;
-        }
-        if e.agreeing.contains(KeyKind::SurnameDob) && differs(Field::Forename) && apart(Field::Postcode) {
-            mask |= 2;
-        }
-        if e.agreeing.contains(KeyKind::DobPostcode) && differs(Field::Forename) && differs(Field::Surname) {
-            mask |= 4;
-        }
-        if mask != 0 && apart(Field::Nino) {
-            self.samples.push((x, mask));
-        }
-    }
-
-    /// National records probed.
-    pub fn records_probed(&self) -> u64 {
-        self.probed
-    }
-
-    /// Pairs kept.
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    /// Whether no pair was kept.
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-}
+/// Subjects' worth of weight of the starting twin rate.
+const TWIN_PSEUDO: f64 = 100.0;
+/// The twins' index in a posterior.
+const TWIN: usize = 1;
 
 /// (Subject, record) pairs that agree on at least one kind.
 #[derive(Debug, Default, Clone)]
@@ -161,107 +82,99 @@ impl SubjectPairs {
     }
 }
 
-fn posterior(p: &Policy, x: &Features) -> [f64; 3] {
-    let l = p.log_likelihoods(x);
-    let mx = l[0].max(l[1]).max(l[2]);
-    let e = [(l[0] - mx).exp(), (l[1] - mx).exp(), (l[2] - mx).exp()];
-    let z = e[0] + e[1] + e[2];
-    [e[0] / z, e[1] / z, e[2] / z]
+/// Pairs of subjects that agree by chance on a name and date of birth.
+#[derive(Debug, Default, Clone)]
+pub struct SubjectChance {
+    /// Subjects holding each kind.
+    holding: Vec<u64>,
+    /// Pairs agreeing on `forename_dob` with different surnames, and on
+    /// `surname_dob` with different forenames.
+    counts: [u64; 2],
 }
 
-/// The chance of the conditions a bucket puts on the other fields, for
-/// unrelated records.
-fn condition(u: &super::Table, b: Bucket) -> f64 {
-    let f = |f: Field, l: usize| u[f.index()][l];
-    match b {
-        Bucket::Forename => (f(Field::Surname, 0) + f(Field::Surname, 1)) * f(Field::Postcode, 0),
-        Bucket::Surname => f(Field::Forename, 0) * f(Field::Postcode, 0),
-        Bucket::Postcode => {
-            (f(Field::Forename, 0) + f(Field::Forename, 1)) * (f(Field::Surname, 0) + f(Field::Surname, 1))
-        }
-    }
-}
-
-/// Scales the exact level of `field` (and its sounds-alike level for names)
-/// by `theta`, taking the difference from level 0.
-fn rescale(u: &mut super::Table, field: Field, theta: f64) {
-    let row = &mut u[field.index()];
-    let top = usize::from(field.max_level());
-    let scaled: Vec<usize> = if field == Field::Postcode { vec![top] } else { vec![top, top - 1] };
-    for l in scaled {
-        row[l] *= theta;
-    }
-    let rest: f64 = row[1..=top].iter().sum();
-    row[0] = (1.0 - rest).max(1e-6);
-    let sum: f64 = row[..=top].iter().sum();
-    for p in &mut row[..=top] {
-        *p /= sum;
-    }
-}
-
-/// Step 1: chance rates from national pairs. Returns the policy with
-/// rescaled `u`.
-fn fit_chance(start: &Policy, pairs: &NationalPairs) -> Policy {
-    let base = start.u;
-    let mut p = start.clone();
-    // The same person recorded twice among national records: as common as
-    // the policy's prior per subject, then fitted.
-    let mut dup = start.matches_per_subject.min(1.0);
-    let expected: Vec<f64> = BUCKETS
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = base[Field::Dob.index()][3];
-            let top = usize::from(b.field().max_level());
-            pairs.exposure[i] * base[b.field().index()][top] * d * condition(&base, *b)
-        })
-        .collect();
-    for _ in 0..ROUNDS {
-        let mut q = p.clone();
-        q.matches_per_subject = dup.max(1e-6);
-        let mut counts = [0.0f64; 3];
-        let mut same = 0.0;
-        for (x, mask) in &pairs.samples {
-            let g = posterior(&q, x);
-            same += g[0];
-            for (i, c) in counts.iter_mut().enumerate() {
-                if mask & (1 << i) != 0 {
-                    *c += g[2];
-                }
+impl SubjectChance {
+    /// Starts from the kinds every subject holds.
+    pub fn new(subjects: impl Iterator<Item = KindSet>) -> SubjectChance {
+        let mut holding = vec![0u64; ALL.len()];
+        for kinds in subjects {
+            for k in kinds.iter() {
+                holding[k.index()] += 1;
             }
         }
-        let mut u = base;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let theta = (counts[i] + CHANCE_PSEUDO) / (expected[i] + CHANCE_PSEUDO);
-            rescale(&mut u, b.field(), theta);
+        SubjectChance { holding, counts: [0; 2] }
+    }
+
+    /// Adds a pair of two different subjects that agree on something (each
+    /// pair once).
+    pub fn add(&mut self, e: &Evidence) {
+        let seen = super::seen_levels(e);
+        let lvl = |f: Field| seen[f.index()];
+        let apart = |f: Field| matches!(lvl(f), None | Some(0));
+        if !apart(Field::Postcode) || !apart(Field::Nino) {
+            return;
         }
-        let new_dup = if pairs.probed > 0 { same / pairs.probed as f64 } else { dup };
-        let change = (new_dup - dup).abs() + u.iter().zip(p.u.iter()).map(|(a, b)| rel_change(a, b)).sum::<f64>();
-        p.u = u;
-        dup = new_dup;
-        if change < 1e-6 {
-            break;
+        if e.agreeing.contains(KeyKind::ForenameDob) && lvl(Field::Surname) == Some(0) {
+            self.counts[0] += 1;
+        }
+        if e.agreeing.contains(KeyKind::SurnameDob) && lvl(Field::Forename) == Some(0) {
+            self.counts[1] += 1;
         }
     }
-    p
+
+    fn pairs(&self, k: KeyKind) -> f64 {
+        let n = self.holding.get(k.index()).copied().unwrap_or(0) as f64;
+        n * (n - 1.0).max(0.0) / 2.0
+    }
+
+    /// The policy's chance rates with the exact (and sounds-alike) forename
+    /// and surname rates rescaled to what the subjects show.
+    fn fit(&self, u: &Table) -> Table {
+        let at = |f: Field, l: usize| u[f.index()][l];
+        let d = at(Field::Dob, 3);
+        let mut out = *u;
+        let buckets = [
+            (KeyKind::ForenameDob, Field::Forename, at(Field::Surname, 0) + at(Field::Surname, 1)),
+            (KeyKind::SurnameDob, Field::Surname, at(Field::Forename, 0)),
+        ];
+        for (i, (kind, field, other)) in buckets.into_iter().enumerate() {
+            let expected = self.pairs(kind) * at(field, 3) * d * other * at(Field::Postcode, 0);
+            let theta = ((self.counts[i] as f64 + CHANCE_PSEUDO) / (expected + CHANCE_PSEUDO))
+                .clamp(1.0 / THETA_BOUND, THETA_BOUND);
+            let row = &mut out[field.index()];
+            row[3] *= theta;
+            row[2] *= theta;
+            row[0] = (1.0 - row[1] - row[2] - row[3]).max(1e-6);
+            let sum: f64 = row.iter().sum();
+            row.iter_mut().for_each(|p| *p /= sum);
+        }
+        out
+    }
+}
+
+fn posterior(p: &Policy, x: &Features) -> [f64; super::CLASSES] {
+    p.posterior(x)
 }
 
 fn rel_change(a: &[f64; 4], b: &[f64; 4]) -> f64 {
     a.iter().zip(b).map(|(x, y)| if *y > 0.0 { ((x - y) / y).abs() } else { 0.0 }).sum()
 }
 
-/// Step 2: same-person levels and matches per subject. Returns the policy
-/// and the rounds run.
+/// Same-person levels, matches per subject and twins per subject.
+/// Returns the policy and the rounds run.
 fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
     let mut p = start.clone();
     let prior = start.m;
+    let twins0 = start.relatives_per_subject[0];
     let mut rounds = 0;
     for _ in 0..ROUNDS {
         rounds += 1;
         let mut acc = [[0.0f64; 4]; FIELDS.len()];
         let mut same = 0.0;
+        let mut twins = 0.0;
         for x in &pairs.samples {
-            let g = posterior(&p, x)[0];
+            let post = posterior(&p, x);
+            twins += post[TWIN];
+            let g = post[0];
             if g < 1e-9 {
                 continue;
             }
@@ -283,16 +196,27 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
             let i = f.index();
             let top = usize::from(f.max_level());
             let total: f64 = acc[i][..=top].iter().sum();
+            let a = if f == Field::Nino { M_PSEUDO_NINO } else { M_PSEUDO };
             for l in 0..=top {
-                m[i][l] = (acc[i][l] + M_PSEUDO * prior[i][l]) / (total + M_PSEUDO);
+                m[i][l] = (acc[i][l] + a * prior[i][l]) / (total + a);
             }
         }
-        let lambda =
-            if pairs.subjects > 0 { (same / pairs.subjects as f64).clamp(1e-4, 100.0) } else { p.matches_per_subject };
+        let n = pairs.subjects as f64;
+        let (lambda, twin) = if pairs.subjects > 0 {
+            (
+                (same / n).clamp(1e-4, 100.0),
+                // A weak prior: the starting rate, worth TWIN_PSEUDO subjects.
+                ((twins + TWIN_PSEUDO * twins0) / (n + TWIN_PSEUDO)).clamp(1e-6, 10.0),
+            )
+        } else {
+            (p.matches_per_subject, twins0)
+        };
         let change = (lambda - p.matches_per_subject).abs() / p.matches_per_subject
+            + (twin - p.relatives_per_subject[0]).abs() / p.relatives_per_subject[0]
             + m.iter().zip(p.m.iter()).map(|(a, b)| rel_change(a, b)).sum::<f64>();
         p.m = m;
         p.matches_per_subject = lambda;
+        p.relatives_per_subject[0] = twin;
         if change < 1e-6 {
             break;
         }
@@ -300,18 +224,19 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
     (p, rounds)
 }
 
-/// Trains a policy from `start` on national pairs (chance agreement) and
-/// subject pairs (same-person levels). The result is named `version`.
-pub fn train(start: &Policy, national: &NationalPairs, subjects: &SubjectPairs, records: u64, version: &str) -> Policy {
-    let chance = fit_chance(start, national);
-    let (mut p, rounds) = fit_same_person(&chance, subjects);
+/// Trains a policy from `start`: chance rates from pairs of subjects, then
+/// same-person levels from (subject, record) pairs. The result is named
+/// `version`; `records` is the number of national records held.
+pub fn train(start: &Policy, chance: &SubjectChance, subjects: &SubjectPairs, records: u64, version: &str) -> Policy {
+    let mut from = start.clone();
+    from.u = chance.fit(&start.u);
+    let (mut p, rounds) = fit_same_person(&from, subjects);
     p.version = version.to_string();
     p.training = Some(Training {
         from_version: start.version.clone(),
         subjects: subjects.subjects,
         records,
         pairs: subjects.samples.len() as u64,
-        chance_pairs: national.samples.len() as u64,
         rounds,
     });
     p

@@ -18,6 +18,7 @@
 //! arguments always give byte-identical files.
 
 mod data;
+mod noise;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -62,6 +63,23 @@ pub struct Params {
     /// Share of national records whose postcode is not the person's current one.
     #[arg(long, default_value_t = 0.15)]
     pub moved: f64,
+    /// How noisy national records are: `mild` (a few typos and date slips)
+    /// or `heavy` (one to three keying errors in every record, and a long
+    /// tail of forenames; docs/BENCHMARKS.md has the profile).
+    #[arg(long, value_enum, default_value_t = Noise::Mild)]
+    pub noise: Noise,
+}
+
+/// The corruption profile of national records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Noise {
+    /// Nicknames, a typo in 2% of names, day and month swapped now and then.
+    #[default]
+    Mild,
+    /// The mild view plus one to three modifications per record, as
+    /// published record-linkage corruption generators make them.
+    Heavy,
 }
 
 impl Default for Params {
@@ -257,6 +275,7 @@ struct Special {
 
 struct Gen {
     rng: Rng,
+    noise: Noise,
     nino_missing: f64,
     moved: f64,
     surnames: Weighted<&'static str>,
@@ -275,6 +294,7 @@ impl Gen {
     fn new(seed: u64) -> Gen {
         Gen {
             rng: Rng::new(seed),
+            noise: Noise::Mild,
             nino_missing: 0.05,
             moved: 0.15,
             surnames: Weighted::new(SURNAMES),
@@ -286,7 +306,10 @@ impl Gen {
     }
 
     fn surname(&mut self) -> String {
-        let base = if self.rng.chance(0.7) {
+        // The heavy profile draws most surnames from the long tail: the 250
+        // most common British surnames cover about a third of people.
+        let common = if self.noise == Noise::Heavy { 0.35 } else { 0.7 };
+        let base = if self.rng.chance(common) {
             self.surnames.pick(&mut self.rng).to_string()
         } else {
             let n = if self.rng.chance(0.8) { 2 } else { 3 };
@@ -307,6 +330,15 @@ impl Gen {
     }
 
     fn forename(&mut self, female: bool) -> String {
+        // The heavy profile adds a long tail of rarer forenames.
+        if self.noise == Noise::Heavy && self.rng.chance(0.2) {
+            let mut s = String::new();
+            for _ in 0..2 {
+                let syllable = self.rng.pick(SYLLABLES);
+                s.push_str(syllable);
+            }
+            return capitalise(&s);
+        }
         if female { self.female.pick(&mut self.rng) } else { self.male.pick(&mut self.rng) }.to_string()
     }
 
@@ -573,7 +605,7 @@ impl Gen {
         let shout = rng_ch(self, 0.3);
         let case = |s: String| if shout { s.to_uppercase() } else { s };
         let category = self.categories.pick(&mut self.rng);
-        NationalRow {
+        let mut row = NationalRow {
             category,
             event_date: self.event_date(p.dob),
             forenames: case(forenames),
@@ -583,7 +615,11 @@ impl Gen {
             alt_dobs,
             nino,
             postcode,
+        };
+        if self.noise == Noise::Heavy {
+            self.corrupt_heavily(&mut row, p.female);
         }
+        row
     }
 
     /// A twin, sibling or namesake of `p`: someone else.
@@ -722,6 +758,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
         }
     }
     let mut g = Gen::new(params.seed);
+    g.noise = params.noise;
     g.nino_missing = params.nino_missing;
     g.moved = params.moved;
     let mut summary = Summary::default();
