@@ -313,3 +313,39 @@ fn default_policy_meets_precision_and_recall_floors() {
     assert!(r.recall >= 0.97, "recall {}", r.recall);
     assert!(r.candidates > 0, "candidates are counted");
 }
+
+/// The floors the trained policy meets on the heavy-noise synth (one to
+/// four FEBRL-style modifications per record, long-tail names, NI numbers on
+/// most records): docs/BENCHMARKS.md has the figures and the gap to the
+/// targets.
+#[test]
+fn heavy_noise_floors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let params = synth::Params {
+        seed: 11,
+        forces: 3,
+        staff_per_force: 2000,
+        national: 40_000,
+        overlap: 0.08,
+        hard_negatives: 0.03,
+        noise: synth::Noise::Heavy,
+        ..synth::Params::default()
+    };
+    let s = synth::generate(&params, dir.path()).expect("synth");
+    let rosters: Vec<_> = s.forces.iter().map(|f| dir.path().join(format!("roster-{f}.csv"))).collect();
+    let r = eval::run(
+        &rosters,
+        &[dir.path().join("extract.csv")],
+        &dir.path().join("truth.csv"),
+        &Policy::default_policy(),
+        eval::Options { train: true, national_records: 0 },
+    )
+    .expect("eval");
+    println!("{}", r.to_text());
+    assert!(r.true_positives + r.false_negatives >= 400, "too few true pairs to measure");
+    assert!(r.precision >= 0.995, "precision {}", r.precision);
+    assert!(r.recall >= 0.94, "recall {}", r.recall);
+    let twins_and_siblings: usize =
+        r.hard_negatives.iter().filter(|(k, _)| *k != "namesake").map(|(_, (_, confirmed))| confirmed).sum();
+    assert_eq!(twins_and_siblings, 0, "{:?}", r.hard_negatives);
+}

@@ -32,6 +32,10 @@ pub struct CheckHit {
     pub category: String,
     /// Event date.
     pub event_date: String,
+    /// The policy's probability of the same person.
+    pub probability: f64,
+    /// Evidence by field (`F3 S3 D3 P- N2`).
+    pub fields: String,
     /// Kinds that agreed.
     pub evidence: Vec<String>,
 }
@@ -98,6 +102,8 @@ pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOu
             record_id: opened.record_id,
             category: opened.category,
             event_date: opened.event_date,
+            probability: m.probability,
+            fields: m.fields.clone(),
             evidence: vigil_proto::KeyKind::names_of_wire(&m.agreeing),
         });
     }

@@ -46,6 +46,14 @@ pub struct Item {
     pub category: String,
     /// Event date.
     pub event_date: String,
+    /// The policy's probability that employee and record are the same
+    /// person (latest version).
+    pub probability: f64,
+    /// The evidence by field (latest version): `F3 S2 D3 P0 N-`, a level per
+    /// field (forename, surname, date of birth, postcode, NI number; higher
+    /// agrees more, 0 is no agreement seen, `-` where a side lacks the field;
+    /// docs/matching.md).
+    pub fields: String,
     /// Key kinds that agree (latest version).
     pub evidence: Vec<String>,
     /// The case's version: 1, then one more for each amendment.
@@ -78,8 +86,13 @@ fn describe_change(
     before: &(String, String, String),
     after: &(String, String, String),
     ev: (&[String], &[String]),
+    strength: ((f64, &str), (f64, &str)),
 ) -> String {
     let mut parts = Vec::new();
+    let ((p0, f0), (p1, f1)) = strength;
+    if format!("{p0:.4}") != format!("{p1:.4}") || f0 != f1 {
+        parts.push(format!("probability {p0:.4} → {p1:.4} ({f0} → {f1})"));
+    }
     if before.0 != after.0 {
         parts.push(format!("record id {} → {}", before.0, after.0));
     }
@@ -155,6 +168,7 @@ pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, NodeError> {
         versions.sort_by_key(|(a, _)| a.version);
         let mut details = unseal(keys, &first);
         let mut evidence = kinds(&first);
+        let mut strength = (first.probability, first.fields.clone());
         let mut changes = Vec::new();
         let mut latest_ms = st.received_ms;
         for (a, ast) in &versions {
@@ -164,10 +178,16 @@ pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, NodeError> {
                 "v{} {}: {}",
                 a.version,
                 vigil_proto::time::rfc3339(a.created_unix_ms),
-                describe_change(&details, &next, (&evidence, &next_ev))
+                describe_change(
+                    &details,
+                    &next,
+                    (&evidence, &next_ev),
+                    ((strength.0, &strength.1), (a.probability, &a.fields))
+                )
             ));
             details = next;
             evidence = next_ev;
+            strength = (a.probability, a.fields.clone());
             latest_ms = latest_ms.max(ast.received_ms);
         }
         let d = versions.pop().map(|(a, _)| a).unwrap_or(first.clone());
@@ -192,6 +212,8 @@ pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, NodeError> {
             record_id,
             category: cat,
             event_date,
+            probability: d.probability,
+            fields: d.fields.clone(),
             evidence,
             version: d.version.max(1),
             changes,

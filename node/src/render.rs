@@ -31,6 +31,8 @@ pub fn inbox(items: &[Item], format: &str) -> Result<String, NodeError> {
                 "record_id",
                 "category",
                 "event_date",
+                "probability",
+                "fields",
                 "evidence",
                 "version",
                 "changes",
@@ -54,6 +56,8 @@ pub fn inbox(items: &[Item], format: &str) -> Result<String, NodeError> {
                     &i.record_id,
                     &i.category,
                     &i.event_date,
+                    &format!("{:.6}", i.probability),
+                    &i.fields,
                     &i.evidence.join(";"),
                     &i.version.to_string(),
                     &i.changes.join(" | "),
@@ -69,8 +73,19 @@ pub fn inbox(items: &[Item], format: &str) -> Result<String, NodeError> {
         }
         "table" => {
             let header = [
-                "ID", "STATUS", "STATE", "EMPLOYEE", "NAME", "ROLE", "CATEGORY", "SOURCE", "RECORD", "EVENT",
-                "PATTERN", "EVIDENCE",
+                "ID",
+                "STATUS",
+                "STATE",
+                "EMPLOYEE",
+                "NAME",
+                "ROLE",
+                "CATEGORY",
+                "SOURCE",
+                "RECORD",
+                "EVENT",
+                "PATTERN",
+                "PROBABILITY",
+                "EVIDENCE",
             ];
             let rows: Vec<Vec<String>> = items
                 .iter()
@@ -93,7 +108,8 @@ pub fn inbox(items: &[Item], format: &str) -> Result<String, NodeError> {
                         i.record_id.clone(),
                         i.event_date.clone(),
                         if i.pattern { "PATTERN".into() } else { String::new() },
-                        i.evidence.join(","),
+                        probability(i.probability),
+                        i.fields.clone(),
                     ]
                 })
                 .collect();
@@ -101,6 +117,12 @@ pub fn inbox(items: &[Item], format: &str) -> Result<String, NodeError> {
         }
         other => Err(NodeError::config(format!("unknown format {other:?}: use table, csv or json"))),
     }
+}
+
+/// A match probability for people: four decimals, or how close to
+/// certain it is (`>0.9999`).
+pub fn probability(p: f64) -> String {
+    if p >= 0.99995 { ">0.9999".into() } else { format!("{p:.4}") }
 }
 
 /// A plain text table with aligned columns.
@@ -199,8 +221,18 @@ pub fn check(out: &CheckOutcome, format: &str) -> Result<String, NodeError> {
         "csv" => {
             let mut w = csv::Writer::from_writer(Vec::new());
             let err = |e: csv::Error| fail(e.to_string());
-            w.write_record(["applicant_id", "name", "source", "record_id", "category", "event_date", "evidence"])
-                .map_err(err)?;
+            w.write_record([
+                "applicant_id",
+                "name",
+                "source",
+                "record_id",
+                "category",
+                "event_date",
+                "probability",
+                "fields",
+                "evidence",
+            ])
+            .map_err(err)?;
             for m in &out.matches {
                 w.write_record([
                     &m.applicant_id,
@@ -209,6 +241,8 @@ pub fn check(out: &CheckOutcome, format: &str) -> Result<String, NodeError> {
                     &m.record_id,
                     &m.category,
                     &m.event_date,
+                    &format!("{:.6}", m.probability),
+                    &m.fields,
                     &m.evidence.join(";"),
                 ])
                 .map_err(err)?;
@@ -236,12 +270,16 @@ pub fn check(out: &CheckOutcome, format: &str) -> Result<String, NodeError> {
                         m.source.clone(),
                         m.record_id.clone(),
                         m.event_date.clone(),
-                        m.evidence.join(","),
+                        probability(m.probability),
+                        m.fields.clone(),
                     ]
                 })
                 .collect();
             if !rows.is_empty() {
-                s.push_str(&table(&["APPLICANT", "NAME", "CATEGORY", "SOURCE", "RECORD", "EVENT", "EVIDENCE"], &rows));
+                s.push_str(&table(
+                    &["APPLICANT", "NAME", "CATEGORY", "SOURCE", "RECORD", "EVENT", "PROBABILITY", "EVIDENCE"],
+                    &rows,
+                ));
             }
             Ok(s)
         }

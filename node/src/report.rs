@@ -150,8 +150,12 @@ pub fn report(
                 *r.checks_by_force.entry(f.clone()).or_default() += applicants;
                 r.candidates += candidates;
             }
-            Entry::Policy { time, version, sha256 } => {
-                r.changes.push(format!("{time}: policy {version} (sha256 {})", sha256.get(..16).unwrap_or("")));
+            Entry::Policy { time, version, sha256, disclosures, amendments, retractions } => {
+                r.changes.push(format!(
+                    "{time}: policy {version} (sha256 {}); every pair decided again: {disclosures} disclosed, \
+                     {amendments} amended, {retractions} retracted",
+                    sha256.get(..16).unwrap_or("")
+                ));
             }
             Entry::Epoch { time, epoch } => r.changes.push(format!("{time}: linkage-key epoch {epoch}")),
             _ => {}

@@ -165,6 +165,17 @@ pub enum Entry {
         version: String,
         /// SHA-256 of the policy file text (hex).
         sha256: String,
+        /// Disclosures that follow: pairs the new policy confirms that the
+        /// last did not (none on first start).
+        #[serde(default)]
+        disclosures: u64,
+        /// Amendments that follow: cases whose probability moved.
+        #[serde(default)]
+        amendments: u64,
+        /// Retractions that follow (`policy_changed`): cases the new policy
+        /// no longer confirms.
+        #[serde(default)]
+        retractions: u64,
     },
     /// The linkage-key epoch changed (or the log started).
     Epoch {

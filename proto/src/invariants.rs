@@ -12,7 +12,8 @@ type Pair = (String, String, String, String);
 
 /// Checks the log's invariants over all entries:
 /// - every entry parses;
-/// - a batch entry is followed by exactly the disclosures, amendments and
+/// - a batch entry (or a policy entry, whose new policy decides every pair
+///   again) is followed by exactly the disclosures, amendments and
 ///   retractions it announces, and those appear nowhere else;
 /// - ids are unique;
 /// - an amendment or retraction names an earlier disclosure of the same
@@ -62,7 +63,8 @@ pub fn check(entries: &[Vec<u8>]) -> (BTreeMap<String, u64>, Vec<String>) {
         }
         match &e {
             Entry::RosterBatch { disclosures, amendments, retractions, .. }
-            | Entry::NationalBatch { disclosures, amendments, retractions, .. } => {
+            | Entry::NationalBatch { disclosures, amendments, retractions, .. }
+            | Entry::Policy { disclosures, amendments, retractions, .. } => {
                 expect = Some((i, [*disclosures, *amendments, *retractions], [0; 3]));
             }
             Entry::Disclosure { id, force, subject, source, record_ref, .. } => {

@@ -9,5 +9,6 @@ mod crash;
 mod demo;
 mod deploy;
 mod integrity;
+mod policy;
 mod rosters;
 mod system;

@@ -85,30 +85,32 @@ impl Engine {
         store.for_each_log_entry(&mut |_, entry| e.log.push_stored(entry))?;
         e.decided_at = e.matcher.population();
         let mut view = e.log.verify(store.latest_checkpoint()?)?;
-        // Policy and epoch entries when they changed (or on first start).
+        // Epoch and policy entries when they changed (or on first start). A
+        // new policy decides every pair afresh: what it confirms that the
+        // last did not is disclosed, what it no longer confirms is retracted
+        // and a case whose probability moved is amended, all announced by
+        // the policy entry and logged right after it.
         let mut b = Batch::new(now_ms);
         let mut head = Vec::new();
-        let stored_policy = store.meta("policy_sha256")?;
-        let policy_changed = stored_policy.as_deref() != Some(e.settings.policy_sha256.as_bytes());
-        if policy_changed {
-            head.push(Entry::Policy {
-                time: b.time.clone(),
-                version: e.settings.policy.version.clone(),
-                sha256: e.settings.policy_sha256.clone(),
-            });
-            b.commit.meta.push(("policy_sha256".into(), e.settings.policy_sha256.clone().into_bytes()));
-        }
         if store.meta("epoch")?.as_deref() != Some(&e.settings.epoch.to_be_bytes()[..]) {
             head.push(Entry::Epoch { time: b.time.clone(), epoch: e.settings.epoch });
             b.commit.meta.push(("epoch".into(), e.settings.epoch.to_be_bytes().to_vec()));
         }
-        // A new policy decides every pair afresh: what it confirms that the
-        // last did not is disclosed, what it no longer confirms is retracted,
-        // and a case whose probability moved is amended, all logged after
-        // the policy entry.
-        if policy_changed && stored_policy.is_some() {
-            let sids = e.registry.subject_ids();
-            e.rescore(store, &mut b, sids, "policy_changed")?;
+        let stored_policy = store.meta("policy_sha256")?;
+        if stored_policy.as_deref() != Some(e.settings.policy_sha256.as_bytes()) {
+            if stored_policy.is_some() {
+                let sids = e.registry.subject_ids();
+                e.rescore(store, &mut b, sids, "policy_changed")?;
+            }
+            head.push(Entry::Policy {
+                time: b.time.clone(),
+                version: e.settings.policy.version.clone(),
+                sha256: e.settings.policy_sha256.clone(),
+                disclosures: b.disclosed,
+                amendments: b.amended,
+                retractions: b.retracted,
+            });
+            b.commit.meta.push(("policy_sha256".into(), e.settings.policy_sha256.clone().into_bytes()));
         }
         let mut commit = Commit::default();
         if !head.is_empty() || view.checkpoint.is_empty() {
