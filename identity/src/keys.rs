@@ -23,9 +23,6 @@
 //! | `phonetic_ym` | `{ph(f),ph(s)}`, year and month |
 //! | `name_postcode` | `{f,s}`, `pc` |
 //! | `name_yob_district` | `{f,s}`, year, `dist` |
-//! | `phonetic_yob_district` | `{ph(f),ph(s)}`, year, `dist` |
-//! | `surname_dob_postcode` / `forename_dob_postcode` | `s` / `f`, date of birth, `pc` |
-//! | `surname_yob_postcode` / `forename_yob_postcode` | `s` / `f`, year, `pc` |
 //! | `dob_postcode` | date of birth, `pc` |
 //! | `forename_dob` / `surname_dob` | `f` / `s`, date of birth |
 //! | `surname_postcode` / `forename_postcode` | `s` / `f`, `pc` |
@@ -340,14 +337,6 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
             if has_s {
                 k(KeyKind::SurnameDob, &[s, date], &mut emit);
             }
-            if let Some(pc) = pc {
-                if has_s {
-                    k(KeyKind::SurnameDobPostcode, &[s, date, pc], &mut emit);
-                }
-                if has_f {
-                    k(KeyKind::ForenameDobPostcode, &[f, date, pc], &mut emit);
-                }
-            }
         }
         if both {
             if let (Some(y), Some(m)) = (&year, &month) {
@@ -364,25 +353,10 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         if let (true, Some(y), Some(m)) = (phonetic, &year, &month) {
             k(KeyKind::PhoneticYm, &[plo, phi, y.as_bytes(), m.as_bytes()], &mut emit);
         }
-        if let Some(y) = &year {
-            if both {
-                k(KeyKind::NameYob, &[lo, hi, y.as_bytes()], &mut emit);
-            }
-            if let Some(pc) = pc {
-                if has_s {
-                    k(KeyKind::SurnameYobPostcode, &[s, y.as_bytes(), pc], &mut emit);
-                }
-                if has_f {
-                    k(KeyKind::ForenameYobPostcode, &[f, y.as_bytes(), pc], &mut emit);
-                }
-            }
+        if let (true, Some(y)) = (both, &year) {
+            k(KeyKind::NameYob, &[lo, hi, y.as_bytes()], &mut emit);
             if let Some(dist) = district {
-                if both {
-                    k(KeyKind::NameYobDistrict, &[lo, hi, y.as_bytes(), dist], &mut emit);
-                }
-                if phonetic {
-                    k(KeyKind::PhoneticYobDistrict, &[plo, phi, y.as_bytes(), dist], &mut emit);
-                }
+                k(KeyKind::NameYobDistrict, &[lo, hi, y.as_bytes(), dist], &mut emit);
             }
         }
     }
@@ -443,11 +417,6 @@ mod tests {
         let postcode = [
             "name_postcode",
             "name_yob_district",
-            "phonetic_yob_district",
-            "surname_dob_postcode",
-            "forename_dob_postcode",
-            "surname_yob_postcode",
-            "forename_yob_postcode",
             "dob_postcode",
             "surname_postcode",
             "forename_postcode",
@@ -463,10 +432,9 @@ mod tests {
             "phonetic_ym",
             "name_postcode",
             "name_yob_district",
-            "phonetic_yob_district",
             "name_yob",
         ];
-        let forename = ["forename_dob", "forename_dob_postcode", "forename_yob_postcode", "forename_postcode"];
+        let forename = ["forename_dob", "forename_postcode"];
         let cases: Vec<(&str, RawIdentity<'_>, KindSet)> = vec![
             ("everything", FULL, without(&[])),
             ("no NI number", RawIdentity { ni_number: "", ..FULL }, without(&nino)),
@@ -475,7 +443,7 @@ mod tests {
             (
                 "district only",
                 RawIdentity { postcode: "LS1 4Q!", ..FULL },
-                without(&postcode[..]).iter().chain([KeyKind::NameYobDistrict, KeyKind::PhoneticYobDistrict]).collect(),
+                without(&postcode[..]).iter().chain([KeyKind::NameYobDistrict]).collect(),
             ),
             (
                 "impossible month",

@@ -228,28 +228,21 @@ mod tests {
         phonetic_dob APRN|S|1984-07-02 3fce253c23a4d7b91eddabf35715043c6c337292fa3547739c4ca3e5b503d7b5
         forename_dob zoe|1984-07-02 24f25c0d01258c1f2dda94dfbe23294351048e40a0e25c4ec9e3e05c684cb331
         surname_dob obriensmith|1984-07-02 23f8fe4a6ffeda12d5d947d3acf7ce4defb7cd16b2ff6d4dc33895e1014f7c13
-        surname_dob_postcode obriensmith|1984-07-02|LS1 4AP a23fdef04d29c9f8cb80926f1856ccec2a8d937fdd048c3f430b36d7f88862a0
-        forename_dob_postcode zoe|1984-07-02|LS1 4AP 771cb9fd777cc274f8954e9828b591fa6ece47e6ff22bdf6dab14f0cf8d1f1b8
         name_ym obriensmith|zoe|1984|07 0f81aede3539f0e7a20fa4c4af545ee1cfbf7025d6bc99388d3a8f0a483bd1da
         name_yd obriensmith|zoe|1984|02 127945bbdcaa49976724b28e44ac60ef1f6dee04066b9932aabef11895016503
         name_md obriensmith|zoe|02|07 cf874d78894194e5969414ec0ce87694376390e57965ba17d9ff5009d76fd1e2
         phonetic_ym APRN|S|1984|07 8652a262fe3f9ea0a2c4dcc296625d4b459ab74fc7993b35d30f3d1dff0ddc6c
         name_yob obriensmith|zoe|1984 3ea3c281502da71e994ab2ade5b8bc5712aa7e8953cf3df33e66819272e449fe
-        surname_yob_postcode obriensmith|1984|LS1 4AP 82ec7fa6c08847bce5436e1661a89404d91b4d0d2b3f7081cc3a0b7b35439b06
-        forename_yob_postcode zoe|1984|LS1 4AP f5845dc98afc932a376e6f473af211ba54551f2687ffc93aebaad0ea4250f26b
         name_yob_district obriensmith|zoe|1984|LS1 02b5143961d2e66bc1f2cf43b7e2933fb926b2d7b1bc2e55ba92c6b15707e629
-        phonetic_yob_district APRN|S|1984|LS1 66e465b83911b0eba19e5985770f231aef04f5d471fd17bb2bf4a4d1112eb03f
         name_postcode obrien|zoe|LS1 4AP 50245c49b8c4119f701c32a3b87aa9c1b41370ab59fa9b3a3dd358f5a1ec0b9a
         surname_postcode obrien|LS1 4AP 95926c234a996c8776696a046dd8e9df92f7fc7dc5945d26a1e26d95a04cca7c
         name_dob obrien|zoe|1984-07-02 cb093cb294f969cf4e280a5c7f303ded267a49705a603661df4e2bd69867976c
         initial_surname_dob z|obrien|1984-07-02 d1a540e9551c3117df21acfe6f579464f9e3cb8361e0717def03868d4f2597ef
         surname_dob obrien|1984-07-02 273eba5158e2b0790f0806d3513d300cc4567ac2ab1d27aa0895ae39a299b593
-        surname_dob_postcode obrien|1984-07-02|LS1 4AP 7a9fa98bbad22b7542be650c4771c61f8bc0e2bb7e0ab6d692b794deee64f9dc
         name_ym obrien|zoe|1984|07 1614f1e9f6532bd5cfd857f96dcd1a05dd3c01c27538f1bed679c2eac34c11e2
         name_yd obrien|zoe|1984|02 2c7f01906a97a62fbd1dd2106cf53385d9aacf24dd9ac0e13fbe9b431f0fbeda
         name_md obrien|zoe|02|07 9a9bbf51ff6f2f170ce4d1c4a620d54f07f3b2af91bc01830ec545390ae9fa47
         name_yob obrien|zoe|1984 db632bccb1521d7d821ab92318adfb9c917ed557a707a7491b3a4402631c780f
-        surname_yob_postcode obrien|1984|LS1 4AP 4ad106ae94d6d541bab63e4f923b99b10bed53639aa7d4aff1005d0e20a86797
         name_yob_district obrien|zoe|1984|LS1 cfd3e721f442c0bedd876a9d9be437db69a9c359b78358ee804829f76413d3a9
         name_postcode smith|zoe|LS1 4AP 49e15a3689cf9af98809a4ba649c68a3079614ad385669c18c5c2512960c57fc
         surname_postcode smith|LS1 4AP bbced881b0a97648f30b85ea29b04f002a33a7078ec0188298c35a64210e2c06
@@ -257,30 +250,24 @@ mod tests {
         initial_surname_dob z|smith|1984-07-02 e4db6ec279865569705406c8fae1b583cbd578ca627e88a53ed4cb99c837d306
         phonetic_dob S|SM0|1984-07-02 b78063097af489cad0213283dda2d27d28681e15010e2280584039afe645a9b8
         surname_dob smith|1984-07-02 4fa27d5ca47680f67c7daabcca881ac7b2e06d08d3e75bd95e20335b91f91176
-        surname_dob_postcode smith|1984-07-02|LS1 4AP b64062a7818dc8fc6fd95c44318327705cc2177162d74c0d554435475a85732d
         name_ym smith|zoe|1984|07 e2637f13e7772dc6846900289a2c6ead39fd1396bcaf780f1332dd62bc81e583
         name_yd smith|zoe|1984|02 6495522178dc446658bcfdd24127245fc747ebcb65b5c4a8824f4314997cbff1
         name_md smith|zoe|02|07 d552e3faf77f21f16360d54a331898aeff294ed15b8263bab63aa325cb68adec
         phonetic_ym S|SM0|1984|07 8c81529478c99fab3fb809b41a6358d8ed3c77903a7b979b619c5b91274b60bf
         name_yob smith|zoe|1984 9a25491dbf8f51eacd8fc78b2d8949dfe8482ca993ef443ff64bf030e9d60987
-        surname_yob_postcode smith|1984|LS1 4AP 01034e24fe823a1ea00560c367868cfcc63f5d3262a636d425b19357e8453948
         name_yob_district smith|zoe|1984|LS1 396df34680091f87ff50dc86906f1eadc05d0deb2bd674081d17654b79c3c89e
-        phonetic_yob_district S|SM0|1984|LS1 cbc67bfd1ac84f148c6cee22364d8f97c79453a974a1311089497f2962dfb34b
         name_postcode kowalska|zoe|LS1 4AP 1fb881c52231b643d9754fa9d29510e4a986ec96cd5ee76cd1e4350f691ce293
         surname_postcode kowalska|LS1 4AP 578c48d6a07f5458d4b4022177b5dd9423ca897d5bc2d53e9e7392c735087b2b
         name_dob kowalska|zoe|1984-07-02 6b9b50e228ffb6bc9c71b550ce286b6148d9fb92303eb24428937957549ecc3b
         initial_surname_dob z|kowalska|1984-07-02 57d40d65133d64800d271fb95b3561b163c8a3caa17b72d91454db1813cc3e29
         phonetic_dob KLSK|S|1984-07-02 5df29caaec08bb19de17f361de9a665112630942e3cd3e21639f7485a21f1cc7
         surname_dob kowalska|1984-07-02 963b03964bbb7db663614ae7c9bbfa5194387318bebbd19798247b3accf1dd78
-        surname_dob_postcode kowalska|1984-07-02|LS1 4AP 1fc6e7015741ca14f13504ed4054123e72b207e5795fb5b1940f433b9e113b20
         name_ym kowalska|zoe|1984|07 f802d3d5abe4f80dfd4e49859f7135bf546399f976f87bcb53ab845a7b59f4e5
         name_yd kowalska|zoe|1984|02 870666b72e56e4a333c8314299041140f5548bb204cd4badde4cd74cfcbec9d7
         name_md kowalska|zoe|02|07 86f22172ab8dbb60ba9998f366c8ebbbe054e933e9a303d4455e1b2d316af31e
         phonetic_ym KLSK|S|1984|07 403c4313910192255d2abe0dda6c5f9d3c83a3005eb65af009f1001f1491b8ae
         name_yob kowalska|zoe|1984 e20af0b74a0661e23ac3398eafa1e02a718593961139ccfdf95f79fe4b26026c
-        surname_yob_postcode kowalska|1984|LS1 4AP 7dedeeef2cd1e3ca2b7e633b775953e0ad50b778014bd4cacc1c833adeb04ece
         name_yob_district kowalska|zoe|1984|LS1 86a855429af9ff719170140f770fcb19b187f01f5b6737aa42bab9aae53834b9
-        phonetic_yob_district KLSK|S|1984|LS1 d3e1ca327b6dc6d0f92be45b1581bdebc3284134a9160ed7195a775edfeb6218
     ";
 
     #[test]

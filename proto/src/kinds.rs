@@ -18,10 +18,11 @@
 pub use crate::v1::KeyKind;
 
 /// Every kind of scheme v2, in wire order.
-pub const ALL: [KeyKind; 25] = [
+pub const ALL: [KeyKind; 20] = [
     KeyKind::Nino,
     KeyKind::NinoHeadYob,
     KeyKind::NinoTailYob,
+    KeyKind::NinoDigitsYob,
     KeyKind::NameDob,
     KeyKind::PhoneticDob,
     KeyKind::InitialSurnameDob,
@@ -29,21 +30,15 @@ pub const ALL: [KeyKind; 25] = [
     KeyKind::NameYd,
     KeyKind::NameMd,
     KeyKind::PhoneticYm,
+    KeyKind::NameYob,
     KeyKind::NamePostcode,
     KeyKind::NameYobDistrict,
-    KeyKind::PhoneticYobDistrict,
-    KeyKind::SurnameDobPostcode,
-    KeyKind::ForenameDobPostcode,
-    KeyKind::SurnameYobPostcode,
-    KeyKind::ForenameYobPostcode,
     KeyKind::DobPostcode,
-    KeyKind::ForenameDob,
-    KeyKind::SurnameDob,
+    KeyKind::BirthdayPostcode,
     KeyKind::SurnamePostcode,
     KeyKind::ForenamePostcode,
-    KeyKind::BirthdayPostcode,
-    KeyKind::NameYob,
-    KeyKind::NinoDigitsYob,
+    KeyKind::ForenameDob,
+    KeyKind::SurnameDob,
 ];
 
 /// The version of the match-key scheme these kinds belong to.
@@ -146,11 +141,6 @@ impl KeyKind {
             KeyKind::PhoneticYm => "phonetic_ym",
             KeyKind::NamePostcode => "name_postcode",
             KeyKind::NameYobDistrict => "name_yob_district",
-            KeyKind::PhoneticYobDistrict => "phonetic_yob_district",
-            KeyKind::SurnameDobPostcode => "surname_dob_postcode",
-            KeyKind::ForenameDobPostcode => "forename_dob_postcode",
-            KeyKind::SurnameYobPostcode => "surname_yob_postcode",
-            KeyKind::ForenameYobPostcode => "forename_yob_postcode",
             KeyKind::DobPostcode => "dob_postcode",
             KeyKind::ForenameDob => "forename_dob",
             KeyKind::SurnameDob => "surname_dob",
@@ -181,7 +171,7 @@ impl KeyKind {
         kinds.iter().filter_map(|k| KeyKind::from_wire(*k)).map(|k| k.short_name().to_string()).collect()
     }
 
-    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 24).
+    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 19).
     pub fn index(self) -> usize {
         (self as i32 - FIRST).max(0) as usize
     }
@@ -201,11 +191,6 @@ impl KeyKind {
             KeyKind::PhoneticYm => &[(Forename, 2), (Surname, 2), (Dob, 2)],
             KeyKind::NamePostcode => &[(Forename, 3), (Surname, 3), (Postcode, 2)],
             KeyKind::NameYobDistrict => &[(Forename, 3), (Surname, 3), (Dob, 1), (Postcode, 1)],
-            KeyKind::PhoneticYobDistrict => &[(Forename, 2), (Surname, 2), (Dob, 1), (Postcode, 1)],
-            KeyKind::SurnameDobPostcode => &[(Surname, 3), (Dob, 3), (Postcode, 2)],
-            KeyKind::ForenameDobPostcode => &[(Forename, 3), (Dob, 3), (Postcode, 2)],
-            KeyKind::SurnameYobPostcode => &[(Surname, 3), (Dob, 1), (Postcode, 2)],
-            KeyKind::ForenameYobPostcode => &[(Forename, 3), (Dob, 1), (Postcode, 2)],
             KeyKind::DobPostcode => &[(Dob, 3), (Postcode, 2)],
             KeyKind::ForenameDob => &[(Forename, 3), (Dob, 3)],
             KeyKind::SurnameDob => &[(Surname, 3), (Dob, 3)],
@@ -232,13 +217,6 @@ impl KeyKind {
             KeyKind::PhoneticYm => "Double Metaphone of forename and surname, year and month of birth",
             KeyKind::NamePostcode => "forename and surname, full postcode",
             KeyKind::NameYobDistrict => "forename and surname, year of birth, postcode district",
-            KeyKind::PhoneticYobDistrict => {
-                "Double Metaphone of forename and surname, year of birth, postcode district"
-            }
-            KeyKind::SurnameDobPostcode => "surname, date of birth, full postcode",
-            KeyKind::ForenameDobPostcode => "forename, date of birth, full postcode",
-            KeyKind::SurnameYobPostcode => "surname, year of birth, full postcode",
-            KeyKind::ForenameYobPostcode => "forename, year of birth, full postcode",
             KeyKind::DobPostcode => "date of birth, full postcode",
             KeyKind::ForenameDob => "forename and date of birth",
             KeyKind::SurnameDob => "surname and date of birth",
