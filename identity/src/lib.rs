@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`normalize`]: folding, names, dates, NI numbers and postcodes.
 //! - [`nicknames`]: the documented nickname table.
-//! - [`keys`]: identities and the match keys of scheme v1.
+//! - [`keys`]: identities and the match keys of scheme 2.
 //! - [`tokens`]: linkage key, local secret, tokens, pseudonyms, references.
 //! - [`seal`]: AEAD sealing of record details.
 //! - [`category`]: the category vocabulary and its severity order.

@@ -1,4 +1,4 @@
-//! The nickname table of match-key scheme v1.
+//! The nickname table of the match keys (unchanged since scheme 1).
 //!
 //! Each group names a canonical forename and the short forms and variants
 //! that map to it. A folded forename found in a group is replaced by the

@@ -10,7 +10,7 @@
 //! - [`audit`]: transparency-log entries and batch commitments.
 //! - [`hex`]: lowercase hex for key files and references.
 //! - [`invariants`]: the log's invariants, checked over its entries.
-//! - [`kinds`]: the match-key kinds of scheme v1, their stable short names and
+//! - [`kinds`]: the match-key kinds of scheme 2, their stable short names and
 //!   bit positions.
 //! - [`spiffe`]: caller identities from certificate URI SANs.
 //! - [`time`]: RFC 3339 formatting.
