@@ -172,9 +172,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Capacity {
-    /// National tokens expected: about 10 per national record.
+    /// National tokens expected: about 20 per national record.
     pub national_tokens: usize,
-    /// Roster tokens expected, all forces together: about 10 per person.
+    /// Roster tokens expected, all forces together: about 20 per person.
     pub roster_tokens: usize,
 }
 

@@ -31,10 +31,10 @@ since() { python3 -c "print(f'{$(t) - $1:.1f}')"; }
 ALL=(met gmp wmp wyp mer tvp ken ham ess lan nbr syp dc avs sus sur her swp wmc cle hum not der lei stf nor che lin nfk suf cam bed nyp dur cum glo wil dor war nwp gwe dp col)
 FORCES=("${ALL[@]:0:$FORCES_N}")
 # Size the indexes as an operator would ([capacity] in coordinator.toml):
-# about 10.3 tokens per national record, 10.5 per member of staff. Set
-# CAPACITY=0 to measure with growing indexes.
+# about 22 tokens per national record and per member of staff (match-key
+# scheme 2). Set CAPACITY=0 to measure with growing indexes.
 if [ "${CAPACITY:-1}" != 0 ]; then
-  export CAPACITY_NATIONAL=$((NATIONAL * 11)) CAPACITY_ROSTER=$((FORCES_N * STAFF * 11))
+  export CAPACITY_NATIONAL=$((NATIONAL * 23)) CAPACITY_ROSTER=$((FORCES_N * STAFF * 23))
 fi
 vigil_setup "${FORCES[@]}"
 T=$(t)
@@ -42,7 +42,12 @@ T=$(t)
 SYNTH=$(since "$T")
 rosters=(); for f in "${FORCES[@]}"; do rosters+=("$OUT/data/roster-$f.csv"); done
 T=$(t)
-EXPECTED=$("$LAB" eval --json --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" \
+# The coordinator spreads the policy's prior over the full extract from the
+# first batch ([matching] national_records), and eval does the same, so the
+# offline count predicts the inboxes exactly (the shipped policy, untrained).
+HELD=$(python3 -c "import json; print(json.load(open('$OUT/data/synth.json'))['national'])")
+printf '[matching]\nnational_records = %s\n' "$HELD" >> "$OUT/coordinator/coordinator.toml"
+EXPECTED=$("$LAB" eval --json --no-train --national-records "$HELD" --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" \
   | python3 -c 'import json,sys; r=json.load(sys.stdin); print(sum(v["confirmed"] for v in r["per_force"].values()))')
 EVAL=$(since "$T")
 vigil_start "${FORCES[@]}"
