@@ -7,7 +7,9 @@
 //! probabilities: each pair's posterior of being the same person spreads its
 //! weight over the levels each field may have, and the posteriors summed
 //! over subjects give the number of national records per subject that are
-//! the same person (the prior), and likewise twins. A Dirichlet prior (a
+//! the same person (the prior), and likewise each kind of relative (divided
+//! by the share of such pairs that agree on some kind at all, since only
+//! those are seen). A Dirichlet prior (a
 //! pseudo-count of pairs at the starting levels) keeps rarely seen levels
 //! sensible.
 //!
@@ -43,10 +45,8 @@ const M_PSEUDO: f64 = 20.0;
 const M_PSEUDO_NINO: f64 = 2000.0;
 /// Most rounds of the fit.
 const ROUNDS: u32 = 60;
-/// Subjects' worth of weight of the starting twin rate.
-const TWIN_PSEUDO: f64 = 100.0;
-/// The twins' index in a posterior.
-const TWIN: usize = 1;
+/// Subjects' worth of weight of the starting rates of relatives.
+const RELATIVE_PSEUDO: f64 = 100.0;
 
 /// (Subject, record) pairs that agree on at least one kind.
 #[derive(Debug, Default, Clone)]
@@ -159,21 +159,56 @@ fn rel_change(a: &[f64; 4], b: &[f64; 4]) -> f64 {
     a.iter().zip(b).map(|(x, y)| if *y > 0.0 { ((x - y) / y).abs() } else { 0.0 }).sum()
 }
 
-/// Same-person levels, matches per subject and twins per subject.
-/// Returns the policy and the rounds run.
+/// The chance that a pair of a class agrees on at least one kind (so that
+/// the coordinator sees it at all), with every field on both sides: the sum
+/// over every combination of levels of its probability under `table`, where
+/// some kind's levels are reached.
+fn seen_share(table: &Table) -> f64 {
+    let tops = FIELDS.map(|f| usize::from(f.max_level()));
+    let mut total = 0.0;
+    let mut levels = [0usize; FIELDS.len()];
+    loop {
+        let p: f64 = levels.iter().enumerate().map(|(i, l)| table[i][*l]).product();
+        let agrees = ALL.iter().any(|k| k.implies().iter().all(|(f, l)| levels[f.index()] >= usize::from(*l)));
+        if agrees {
+            total += p;
+        }
+        // next combination
+        let mut i = 0;
+        loop {
+            if i == levels.len() {
+                return total.max(1e-6);
+            }
+            if levels[i] < tops[i] {
+                levels[i] += 1;
+                break;
+            }
+            levels[i] = 0;
+            i += 1;
+        }
+    }
+}
+
+/// Same-person levels, and the numbers of national records per subject that
+/// are the same person or a relative. Pairs are only seen when they agree
+/// on some kind, so each class's count is divided by the share of its pairs
+/// that do ([`seen_share`]). Returns the policy and the rounds run.
 fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
     let mut p = start.clone();
     let prior = start.m;
-    let twins0 = start.relatives_per_subject[0];
+    let rel0 = start.relatives_per_subject;
+    let rel_seen = start.r.map(|t| seen_share(&t));
     let mut rounds = 0;
     for _ in 0..ROUNDS {
         rounds += 1;
         let mut acc = [[0.0f64; 4]; FIELDS.len()];
         let mut same = 0.0;
-        let mut twins = 0.0;
+        let mut relatives = [0.0f64; 3];
         for x in &pairs.samples {
             let post = posterior(&p, x);
-            twins += post[TWIN];
+            for (r, slot) in relatives.iter_mut().enumerate() {
+                *slot += post[1 + r];
+            }
             let g = post[0];
             if g < 1e-9 {
                 continue;
@@ -202,21 +237,23 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
             }
         }
         let n = pairs.subjects as f64;
-        let (lambda, twin) = if pairs.subjects > 0 {
-            (
-                (same / n).clamp(1e-4, 100.0),
-                // A weak prior: the starting rate, worth TWIN_PSEUDO subjects.
-                ((twins + TWIN_PSEUDO * twins0) / (n + TWIN_PSEUDO)).clamp(1e-6, 10.0),
-            )
+        let (lambda, rel) = if pairs.subjects > 0 {
+            let mut rel = rel0;
+            for r in 0..3 {
+                // A weak prior: the starting rate, worth RELATIVE_PSEUDO subjects.
+                rel[r] = ((relatives[r] / rel_seen[r] + RELATIVE_PSEUDO * rel0[r]) / (n + RELATIVE_PSEUDO))
+                    .clamp(1e-6, 10.0);
+            }
+            ((same / n / seen_share(&m)).clamp(1e-4, 100.0), rel)
         } else {
-            (p.matches_per_subject, twins0)
+            (p.matches_per_subject, rel0)
         };
         let change = (lambda - p.matches_per_subject).abs() / p.matches_per_subject
-            + (twin - p.relatives_per_subject[0]).abs() / p.relatives_per_subject[0]
+            + rel.iter().zip(p.relatives_per_subject.iter()).map(|(a, b)| (a - b).abs() / b).sum::<f64>()
             + m.iter().zip(p.m.iter()).map(|(a, b)| rel_change(a, b)).sum::<f64>();
         p.m = m;
         p.matches_per_subject = lambda;
-        p.relatives_per_subject[0] = twin;
+        p.relatives_per_subject = rel;
         if change < 1e-6 {
             break;
         }
