@@ -2,51 +2,62 @@
 //! in-memory index of national and roster tokens. Pure data structure.
 //!
 //! Tokens are peppered BLAKE3 outputs, so they are uniformly random: the
-//! first 8 bytes serve as the hash, and the index keeps 12 bytes of each
-//! (96 bits; with 10^8 national and 10^7 roster tokens the chance of one
-//! false agreement anywhere is below 10^-13). A slot is 16 bytes (8 + 4 key
-//! bytes and a 4-byte id) in one flat array with linear probing in Robin
-//! Hood order: along a run, entries are ordered by home slot, so a lookup
+//! index keeps the first 8 bytes of each, which also serve as the hash
+//! (64 bits: with 3·10^8 national tokens, 7·10^6 roster tokens and every
+//! national token probing the roster index, the expected number of false
+//! agreements over a whole national load is about 10^-4, and one would
+//! only add a kind to a pair's evidence). A slot is 12 bytes (the 8-byte key
+//! as two words and a 4-byte id) in one flat array with linear probing in
+//! Robin Hood order: along a run, entries are ordered by home slot, so a lookup
 //! stops as soon as it passes the block of its own home slot (a miss costs
 //! about as much as a hit, two or three slots, one cache line). The capacity
 //! is not a power of two: a token's home slot is the high half of
 //! `hash * capacity`, so the table can grow by half and sit between 57% and
-//! 85% full, 19 to 28 bytes per token. Removal shifts later entries back
+//! 85% full, 14 to 21 bytes per token. Removal shifts later entries back
 //! (no tombstones), so a long-running coordinator's table does not decay.
 //!
 //! A key may map to several ids (a common name and date of birth held by
 //! several records): lookups return every id and the count.
 
-/// A token as the index keeps it: 12 bytes of a peppered token.
+/// A token as the index keeps it: 8 bytes of a peppered token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IndexKey {
-    /// First 8 bytes (little endian): also the hash.
+    /// The first 8 bytes (little endian): the key and its hash.
     pub hi: u64,
-    /// Next 4 bytes.
-    pub lo: u32,
 }
 
 impl IndexKey {
-    /// Takes the first 12 bytes of a (peppered) token.
+    /// Takes the first 8 bytes of a (peppered) token.
     pub fn from_bytes(t: &[u8]) -> IndexKey {
         let mut hi = [0u8; 8];
-        let mut lo = [0u8; 4];
         hi.copy_from_slice(&t[..8]);
-        lo.copy_from_slice(&t[8..12]);
-        IndexKey { hi: u64::from_le_bytes(hi), lo: u32::from_le_bytes(lo) }
+        IndexKey { hi: u64::from_le_bytes(hi) }
     }
 }
 
 const EMPTY: u32 = u32::MAX;
 
+/// A slot: the key as two 32-bit words (so that a slot is 12 bytes, not
+/// 16 with a 64-bit field's alignment) and the id.
 #[derive(Clone, Copy)]
 struct Slot {
-    hi: u64,
-    lo: u32,
+    key: [u32; 2],
     id: u32,
 }
 
-const EMPTY_SLOT: Slot = Slot { hi: 0, lo: 0, id: EMPTY };
+impl Slot {
+    #[inline]
+    fn new(hi: u64, id: u32) -> Slot {
+        Slot { key: [hi as u32, (hi >> 32) as u32], id }
+    }
+
+    #[inline]
+    fn hi(&self) -> u64 {
+        u64::from(self.key[0]) | (u64::from(self.key[1]) << 32)
+    }
+}
+
+const EMPTY_SLOT: Slot = Slot { key: [0, 0], id: EMPTY };
 
 /// The multimap.
 pub struct TokenIndex {
@@ -117,7 +128,7 @@ impl TokenIndex {
     }
 
     fn insert_unchecked(&mut self, mut s: Slot) {
-        let mut i = self.home(s.hi);
+        let mut i = self.home(s.hi());
         let mut dist = 0usize;
         loop {
             let cur = self.slots[i];
@@ -128,7 +139,7 @@ impl TokenIndex {
             }
             // Robin Hood: an entry closer to its home than we are to ours
             // gives up its slot and moves on, keeping runs ordered by home.
-            let cd = self.distance(i, cur.hi);
+            let cd = self.distance(i, cur.hi());
             if cd < dist {
                 self.slots[i] = s;
                 s = cur;
@@ -144,7 +155,7 @@ impl TokenIndex {
     pub fn insert(&mut self, key: IndexKey, id: u32) {
         debug_assert!(id != EMPTY);
         self.reserve(1);
-        self.insert_unchecked(Slot { hi: key.hi, lo: key.lo, id });
+        self.insert_unchecked(Slot::new(key.hi, id));
     }
 
     /// Removes one `key → id` entry. Returns whether it was there.
@@ -153,10 +164,10 @@ impl TokenIndex {
         let mut dist = 0usize;
         loop {
             let s = self.slots[i];
-            if s.id == EMPTY || self.distance(i, s.hi) < dist {
+            if s.id == EMPTY || self.distance(i, s.hi()) < dist {
                 return false;
             }
-            if s.hi == key.hi && s.lo == key.lo && s.id == id {
+            if s.hi() == key.hi && s.id == id {
                 break;
             }
             i = self.next(i);
@@ -166,7 +177,7 @@ impl TokenIndex {
         loop {
             let j = self.next(i);
             let s = self.slots[j];
-            if s.id == EMPTY || self.distance(j, s.hi) == 0 {
+            if s.id == EMPTY || self.distance(j, s.hi()) == 0 {
                 break;
             }
             self.slots[i] = s;
@@ -189,12 +200,12 @@ impl TokenIndex {
             if s.id == EMPTY {
                 return n;
             }
-            let sh = self.home(s.hi);
+            let sh = self.home(s.hi());
             let sd = if i >= sh { i - sh } else { i + self.slots.len() - sh };
             if sd < dist {
                 return n;
             }
-            if s.hi == key.hi && s.lo == key.lo {
+            if s.hi() == key.hi {
                 f(s.id);
                 n += 1;
             }
@@ -215,7 +226,7 @@ impl TokenIndex {
     pub fn warm<'a>(&self, keys: impl Iterator<Item = &'a IndexKey>) {
         let mut acc = 0u64;
         for k in keys {
-            acc ^= self.slots[self.home(k.hi)].hi;
+            acc ^= u64::from(self.slots[self.home(k.hi)].key[0]);
         }
         std::hint::black_box(acc);
     }

@@ -143,9 +143,34 @@ impl Phonetic {
 impl Identity {
     /// Whether at least one match key can be formed.
     pub fn can_match(&self) -> bool {
-        let mut any = false;
-        match_keys(self, |_, _| any = true);
-        any
+        // The conditions under which [`match_keys`] emits at least one key
+        // (a property test checks they agree).
+        if self.nino.is_some() {
+            return true;
+        }
+        let pc = self.postcode.as_ref().is_some_and(Postcode::is_full);
+        if pc && self.dobs.iter().any(|d| d.full().is_some() || (d.month.is_some() && d.day.is_some())) {
+            return true;
+        }
+        let primary = self.dobs.first();
+        let combos =
+            self.names.iter().map(|n| (n, primary)).chain(
+                self.names.first().into_iter().flat_map(|n0| self.dobs.iter().skip(1).map(move |d| (n0, Some(d)))),
+            );
+        for (name, dob) in combos {
+            let (f, s) = (!name.canon.is_empty(), !name.surname.is_empty());
+            if pc && (f || s) {
+                return true;
+            }
+            let Some(d) = dob else { continue };
+            if d.full().is_some() && (f || s) {
+                return true;
+            }
+            if f && s && (d.year.is_some() || (d.month.is_some() && d.day.is_some())) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Normalises raw fields. Unusable fields are reported in `issues` and
@@ -268,26 +293,25 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
     let district = district.as_deref().map(str::as_bytes);
     if let Some(n) = &id.nino {
         k(KeyKind::Nino, &[&n.stem], &mut emit);
+        let mut sorted = [0u8; 6];
+        sorted.copy_from_slice(&n.stem[2..8]);
+        sorted.sort_unstable();
         for d in &id.dobs {
-            if let Some(y) = d.year {
-                let y = format!("{y:04}");
-                k(KeyKind::NinoHeadYob, &[&n.stem[..4], y.as_bytes()], &mut emit);
-                k(KeyKind::NinoTailYob, &[&n.stem[4..], y.as_bytes()], &mut emit);
-                let mut digits = [0u8; 6];
-                digits.copy_from_slice(&n.stem[2..8]);
-                digits.sort_unstable();
-                k(KeyKind::NinoDigitsYob, &[&n.stem[..2], &digits, y.as_bytes()], &mut emit);
+            if let Some(y) = d.year.map(digits::<4>) {
+                k(KeyKind::NinoHeadYob, &[&n.stem[..4], &y], &mut emit);
+                k(KeyKind::NinoTailYob, &[&n.stem[4..], &y], &mut emit);
+                k(KeyKind::NinoDigitsYob, &[&n.stem[..2], &sorted, &y], &mut emit);
             }
         }
     }
     for d in &id.dobs {
-        if let (Some(date), Some(pc)) = (d.full(), pc) {
-            k(KeyKind::DobPostcode, &[date.to_string().as_bytes(), pc], &mut emit);
+        let t = DateText::of(d);
+        if let (Some(date), Some(pc)) = (&t.full, pc) {
+            k(KeyKind::DobPostcode, &[date, pc], &mut emit);
         }
-        if let (Some(m), Some(day), Some(pc)) = (d.month, d.day, pc) {
-            let (m, day) = (format!("{m:02}"), format!("{day:02}"));
+        if let (Some(m), Some(day), Some(pc)) = (&t.month, &t.day, pc) {
             let (a, b) = if m <= day { (m, day) } else { (day, m) };
-            k(KeyKind::BirthdayPostcode, &[a.as_bytes(), b.as_bytes(), pc], &mut emit);
+            k(KeyKind::BirthdayPostcode, &[a, b, pc], &mut emit);
         }
     }
     // Every name with the primary date of birth; the primary name with every
@@ -305,7 +329,7 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         let (pf, ps) = (name.forename_code.as_bytes(), name.surname_code.as_bytes());
         let phonetic = !pf.is_empty() && !ps.is_empty();
         let (plo, phi) = if pf <= ps { (pf, ps) } else { (ps, pf) };
-        let initial = name.canon.chars().next().map(String::from).unwrap_or_default();
+        let initial = &f[..name.canon.chars().next().map_or(0, char::len_utf8)];
         if let Some(pc) = pc {
             if both {
                 k(KeyKind::NamePostcode, &[lo, hi, pc], &mut emit);
@@ -318,15 +342,11 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
             }
         }
         let Some(dob) = dob else { continue };
-        let year = dob.year.map(|y| format!("{y:04}"));
-        let month = dob.month.map(|m| format!("{m:02}"));
-        let day = dob.day.map(|d| format!("{d:02}"));
-        if let Some(date) = dob.full() {
-            let date = date.to_string();
-            let date = date.as_bytes();
+        let DateText { full, year, month, day } = DateText::of(dob);
+        if let Some(date) = &full {
             if both {
                 k(KeyKind::NameDob, &[lo, hi, date], &mut emit);
-                k(KeyKind::InitialSurnameDob, &[initial.as_bytes(), s, date], &mut emit);
+                k(KeyKind::InitialSurnameDob, &[initial, s, date], &mut emit);
             }
             if phonetic {
                 k(KeyKind::PhoneticDob, &[plo, phi, date], &mut emit);
@@ -340,25 +360,60 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         }
         if both {
             if let (Some(y), Some(m)) = (&year, &month) {
-                k(KeyKind::NameYm, &[lo, hi, y.as_bytes(), m.as_bytes()], &mut emit);
+                k(KeyKind::NameYm, &[lo, hi, y, m], &mut emit);
             }
             if let (Some(y), Some(d)) = (&year, &day) {
-                k(KeyKind::NameYd, &[lo, hi, y.as_bytes(), d.as_bytes()], &mut emit);
+                k(KeyKind::NameYd, &[lo, hi, y, d], &mut emit);
             }
             if let (Some(m), Some(d)) = (&month, &day) {
                 let (a, b) = if m <= d { (m, d) } else { (d, m) };
-                k(KeyKind::NameMd, &[lo, hi, a.as_bytes(), b.as_bytes()], &mut emit);
+                k(KeyKind::NameMd, &[lo, hi, a, b], &mut emit);
             }
         }
         if let (true, Some(y), Some(m)) = (phonetic, &year, &month) {
-            k(KeyKind::PhoneticYm, &[plo, phi, y.as_bytes(), m.as_bytes()], &mut emit);
+            k(KeyKind::PhoneticYm, &[plo, phi, y, m], &mut emit);
         }
         if let (true, Some(y)) = (both, &year) {
-            k(KeyKind::NameYob, &[lo, hi, y.as_bytes()], &mut emit);
+            k(KeyKind::NameYob, &[lo, hi, y], &mut emit);
             if let Some(dist) = district {
-                k(KeyKind::NameYobDistrict, &[lo, hi, y.as_bytes(), dist], &mut emit);
+                k(KeyKind::NameYobDistrict, &[lo, hi, y, dist], &mut emit);
             }
         }
+    }
+}
+
+/// The digits of a date's parts, on the stack (keys are built for every
+/// row, so no allocation): `YYYY-MM-DD`, `YYYY`, `MM`, `DD`.
+struct DateText {
+    full: Option<[u8; 10]>,
+    year: Option<[u8; 4]>,
+    month: Option<[u8; 2]>,
+    day: Option<[u8; 2]>,
+}
+
+fn digits<const N: usize>(mut v: u16) -> [u8; N] {
+    let mut out = [b'0'; N];
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out
+}
+
+impl DateText {
+    fn of(d: &DateParts) -> DateText {
+        let year = d.year.map(digits::<4>);
+        let month = d.month.map(|m| digits::<2>(u16::from(m)));
+        let day = d.day.map(|x| digits::<2>(u16::from(x)));
+        let full = d.full().and_then(|_| {
+            let (y, m, x) = (year?, month?, day?);
+            let mut f = [b'-'; 10];
+            f[..4].copy_from_slice(&y);
+            f[5..7].copy_from_slice(&m);
+            f[8..].copy_from_slice(&x);
+            Some(f)
+        });
+        DateText { full, year, month, day }
     }
 }
 
@@ -493,6 +548,32 @@ mod tests {
         use proptest::prelude::*;
 
         proptest! {
+            /// `can_match` says whether `match_keys` forms a key, for rows
+            /// with any mix of fields present, partial or invalid.
+            #[test]
+            fn can_match_agrees_with_the_keys(
+                forenames in "(|[A-Z][a-z]{1,6})",
+                surname in "(|[A-Z][a-z]{1,6})",
+                dob in "(|19[0-9]{2}-[0-3][0-9]-[0-3][0-9])",
+                alt in "(|20[01][0-9]-[01][0-9]-[0-3][0-9])",
+                nino in "(|AB12345[0-9]C)",
+                postcode in "(|LS1 4AP|LS1 4Q!)",
+            ) {
+                let raw = RawIdentity {
+                    forenames: &forenames,
+                    surname: &surname,
+                    date_of_birth: &dob,
+                    alt_dates_of_birth: &alt,
+                    ni_number: &nino,
+                    postcode: &postcode,
+                    ..Default::default()
+                };
+                let id = identity(&raw).0;
+                let mut any = false;
+                match_keys(&id, |_, _| any = true);
+                prop_assert_eq!(id.can_match(), any);
+            }
+
             /// Whatever one field of a full row is changed to, the row and its
             /// changed copy still share a key that holds the other fields.
             #[test]
