@@ -220,14 +220,14 @@ impl Config {
         if l.max_message_bytes < 1024 || l.max_batch_items == 0 || l.max_tokens_per_item == 0 || l.max_applicants == 0 {
             return Err(invalid("limits must be positive (max_message_bytes at least 1024)"));
         }
-        // An index slot is 16 bytes at 75% load: about 21 bytes a token,
+        // An index slot is 12 bytes at 75% load: about 16 bytes a token,
         // allocated at start. Refuse a figure no machine could hold rather
         // than abort on allocation.
         let cap = &c.capacity;
         if cap.national_tokens.max(cap.roster_tokens) > MAX_CAPACITY_TOKENS {
             return Err(invalid(&format!(
                 "capacity.national_tokens and roster_tokens must each be at most {MAX_CAPACITY_TOKENS} \
-                 (about 21 bytes of memory a token, allocated at start)"
+                 (about 16 bytes of memory a token, allocated at start)"
             )));
         }
         if !matches!(c.log.format.as_str(), "text" | "json") {

@@ -18,7 +18,7 @@
 //! | `name_dob` | `{f,s}`, date of birth |
 //! | `phonetic_dob` | `{ph(f),ph(s)}`, date of birth |
 //! | `initial_surname_dob` | initial of `f`, `s`, date of birth |
-//! | `name_ym` / `name_yd` | `{f,s}`, year and month / year and day |
+//! | `name_ym` | `{f,s}`, year and month |
 //! | `name_md` | `{f,s}`, day and month in either order |
 //! | `phonetic_ym` | `{ph(f),ph(s)}`, year and month |
 //! | `name_postcode` | `{f,s}`, `pc` |
@@ -362,9 +362,6 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
             if let (Some(y), Some(m)) = (&year, &month) {
                 k(KeyKind::NameYm, &[lo, hi, y, m], &mut emit);
             }
-            if let (Some(y), Some(d)) = (&year, &day) {
-                k(KeyKind::NameYd, &[lo, hi, y, d], &mut emit);
-            }
             if let (Some(m), Some(d)) = (&month, &day) {
                 let (a, b) = if m <= d { (m, d) } else { (d, m) };
                 k(KeyKind::NameMd, &[lo, hi, a, b], &mut emit);
@@ -482,7 +479,6 @@ mod tests {
             "phonetic_dob",
             "initial_surname_dob",
             "name_ym",
-            "name_yd",
             "name_md",
             "phonetic_ym",
             "name_postcode",
@@ -503,7 +499,7 @@ mod tests {
             (
                 "impossible month",
                 RawIdentity { date_of_birth: "1984-13-13", ni_number: "", postcode: "", ..FULL },
-                [KeyKind::NameYd, KeyKind::NameYob].into_iter().collect(),
+                [KeyKind::NameYob].into_iter().collect(),
             ),
             ("no date of birth", RawIdentity { date_of_birth: "", ni_number: "", ..FULL }, {
                 [KeyKind::NamePostcode, KeyKind::SurnamePostcode, KeyKind::ForenamePostcode].into_iter().collect()

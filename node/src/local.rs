@@ -252,12 +252,10 @@ impl LocalStore {
     /// A fed record: (reference, digest).
     pub fn record(&self, record_id: &str) -> Result<Option<(Ref, [u8; 32])>, LocalError> {
         let db = self.conn()?;
-        let row: Option<(Vec<u8>, Vec<u8>)> = db
-            .query_row("SELECT ref, digest FROM records WHERE record_id = ?1", [record_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(err)?;
+        // Asked once for every row of an extract: the statement is prepared once.
+        let mut st = db.prepare_cached("SELECT ref, digest FROM records WHERE record_id = ?1").map_err(err)?;
+        let row: Option<(Vec<u8>, Vec<u8>)> =
+            st.query_row([record_id], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(err)?;
         row.map(|(r, d)| Ok((to_ref(&r)?, to_digest(&d)?))).transpose()
     }
 

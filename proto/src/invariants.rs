@@ -211,6 +211,40 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
     }
 
+    fn policy(d: u64, a: u64, r: u64) -> Entry {
+        Entry::Policy {
+            time: "2026-11-30T00:00:00.000Z".into(),
+            version: "p2".into(),
+            sha256: "ab".into(),
+            disclosures: d,
+            amendments: a,
+            retractions: r,
+        }
+    }
+
+    /// A new policy decides every pair again: its entry announces what
+    /// follows, like a batch's.
+    #[test]
+    fn a_policy_entry_announces_its_redecisions() {
+        let ok = problems(vec![
+            batch(1, 0, 0),
+            disclosure("gmp-1", "r"),
+            policy(0, 0, 1),
+            retraction("gmp-2", "gmp-1", "r"),
+        ]);
+        assert!(ok.is_empty(), "{ok:?}");
+        let bad = problems(vec![
+            batch(1, 0, 0),
+            disclosure("gmp-1", "r"),
+            policy(0, 0, 0),
+            retraction("gmp-2", "gmp-1", "r"),
+        ]);
+        assert!(bad.iter().any(|x| x.contains("announces 0 disclosures, 0 amendments and 0 retractions")), "{bad:?}");
+        // An old policy entry without counts reads as announcing none.
+        let old = br#"{"type":"policy","time":"t","version":"v","sha256":"s"}"#;
+        assert!(matches!(Entry::parse(old), Ok(Entry::Policy { disclosures: 0, retractions: 0, .. })));
+    }
+
     #[test]
     fn each_broken_invariant_is_named() {
         let cases = [

@@ -18,7 +18,7 @@
 pub use crate::v1::KeyKind;
 
 /// Every kind of scheme v2, in wire order.
-pub const ALL: [KeyKind; 20] = [
+pub const ALL: [KeyKind; 19] = [
     KeyKind::Nino,
     KeyKind::NinoHeadYob,
     KeyKind::NinoTailYob,
@@ -27,7 +27,6 @@ pub const ALL: [KeyKind; 20] = [
     KeyKind::PhoneticDob,
     KeyKind::InitialSurnameDob,
     KeyKind::NameYm,
-    KeyKind::NameYd,
     KeyKind::NameMd,
     KeyKind::PhoneticYm,
     KeyKind::NameYob,
@@ -136,7 +135,6 @@ impl KeyKind {
             KeyKind::PhoneticDob => "phonetic_dob",
             KeyKind::InitialSurnameDob => "initial_surname_dob",
             KeyKind::NameYm => "name_ym",
-            KeyKind::NameYd => "name_yd",
             KeyKind::NameMd => "name_md",
             KeyKind::PhoneticYm => "phonetic_ym",
             KeyKind::NamePostcode => "name_postcode",
@@ -171,7 +169,7 @@ impl KeyKind {
         kinds.iter().filter_map(|k| KeyKind::from_wire(*k)).map(|k| k.short_name().to_string()).collect()
     }
 
-    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 19).
+    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 18).
     pub fn index(self) -> usize {
         (self as i32 - FIRST).max(0) as usize
     }
@@ -187,7 +185,7 @@ impl KeyKind {
             KeyKind::NameDob => &[(Forename, 3), (Surname, 3), (Dob, 3)],
             KeyKind::PhoneticDob => &[(Forename, 2), (Surname, 2), (Dob, 3)],
             KeyKind::InitialSurnameDob => &[(Forename, 1), (Surname, 3), (Dob, 3)],
-            KeyKind::NameYm | KeyKind::NameYd | KeyKind::NameMd => &[(Forename, 3), (Surname, 3), (Dob, 2)],
+            KeyKind::NameYm | KeyKind::NameMd => &[(Forename, 3), (Surname, 3), (Dob, 2)],
             KeyKind::PhoneticYm => &[(Forename, 2), (Surname, 2), (Dob, 2)],
             KeyKind::NamePostcode => &[(Forename, 3), (Surname, 3), (Postcode, 2)],
             KeyKind::NameYobDistrict => &[(Forename, 3), (Surname, 3), (Dob, 1), (Postcode, 1)],
@@ -212,7 +210,6 @@ impl KeyKind {
             KeyKind::PhoneticDob => "Double Metaphone of forename and surname (either order), date of birth",
             KeyKind::InitialSurnameDob => "forename initial, surname, date of birth",
             KeyKind::NameYm => "forename and surname, year and month of birth",
-            KeyKind::NameYd => "forename and surname, year and day of birth",
             KeyKind::NameMd => "forename and surname, day and month of birth in either order",
             KeyKind::PhoneticYm => "Double Metaphone of forename and surname, year and month of birth",
             KeyKind::NamePostcode => "forename and surname, full postcode",
