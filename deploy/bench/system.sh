@@ -47,8 +47,15 @@ T=$(t)
 # offline count predicts the inboxes exactly (the shipped policy, untrained).
 HELD=$(python3 -c "import json; print(json.load(open('$OUT/data/synth.json'))['national'])")
 printf '[matching]\nnational_records = %s\n' "$HELD" >> "$OUT/coordinator/coordinator.toml"
-EXPECTED=$("$LAB" eval --json --no-train --national-records "$HELD" --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" \
-  | python3 -c 'import json,sys; r=json.load(sys.stdin); print(sum(v["confirmed"] for v in r["per_force"].values()))')
+"$LAB" eval --json --no-train --national-records "$HELD" --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" > "$OUT/eval.json"
+EXPECTED=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sum(v["confirmed"] for v in r["per_force"].values()))' "$OUT/eval.json")
+QUALITY=$(python3 - "$OUT/eval.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+per = r["national_tokens"] / max(r["records"], 1)
+print(f"precision {r['precision']:.4f}, recall {r['recall']:.4f} ({r['true_positives']} true, {r['false_positives']} false), {per:.1f} tokens a record")
+PY
+)
 EVAL=$(since "$T")
 vigil_start "${FORCES[@]}"
 
@@ -128,6 +135,7 @@ print(f"""
 | national feed, end to end (read, tokenise, seal, send, apply, commit) | {feed:.1f} s: {$NATIONAL / feed:,.0f} records/s, {nat / feed:,.0f} tokens/s |
 | coordinator time for the feed: check, pepper, apply, commit (metrics) | {apply_s:.1f} s: {nat / apply_s if apply_s else 0:,.0f} tokens/s |
 | disclosures expected (offline eval) / time until all were in the inboxes after the feed | $EXPECTED / ${DRAIN} s |
+| quality against the generator's truth (shipped policy, untrained) | $QUALITY |
 | coordinator memory after the run: peak / current RSS | $((HWM / 1024)) MiB / $((RSS / 1024)) MiB |
 | coordinator store on disk | $((DISK / 1024)) MiB |
 | delta latency, accept to inbox ($DELTAS deltas) | $LAT |
