@@ -306,7 +306,7 @@ fn needs_own(e: &Evidence) -> bool {
                     | KeyKind::NinoTailYob
                     | KeyKind::ForenameDob
                     | KeyKind::SurnameDob
-                    | KeyKind::DobPostcode
+                    | KeyKind::BirthdayPostcode
             )
         })
         && e.agreeing.iter().all(|k| e.shares[k.index()] > 1)
@@ -374,7 +374,7 @@ mod tests {
         let mut m = Matcher::default();
         // record 1: nino 100, name 200; record 2: name 200 (shared), other 300
         m.add_record(1, &[(KeyKind::Nino, k(100)), (KeyKind::NameDob, k(200))]);
-        m.add_record(2, &[(KeyKind::NameDob, k(200)), (KeyKind::PhoneticDob, k(300))]);
+        m.add_record(2, &[(KeyKind::NameDob, k(200)), (KeyKind::NameMd, k(300))]);
         let subject = [(KeyKind::Nino, k(100)), (KeyKind::NameDob, k(200)), (KeyKind::NameYobDistrict, k(400))];
         let mut hits = Vec::new();
         m.probe_national(&subject, &mut hits);
@@ -388,7 +388,7 @@ mod tests {
         assert!(!h1.evidence.record_kinds.contains(KeyKind::NameYobDistrict));
         let h2 = hits[1];
         assert_eq!(h2.evidence.agreeing.len(), 1);
-        assert!(h2.evidence.record_kinds.contains(KeyKind::PhoneticDob));
+        assert!(h2.evidence.record_kinds.contains(KeyKind::NameMd));
 
         // the other way round: enrol the subject, probe a record
         m.add_subject(7, &subject);
@@ -407,7 +407,7 @@ mod tests {
         m.remove_subject(7, &subject);
         m.probe_roster(&rec, &mut hits);
         assert!(hits.is_empty());
-        m.remove_record(2, &[(KeyKind::NameDob, k(200)), (KeyKind::PhoneticDob, k(300))]);
+        m.remove_record(2, &[(KeyKind::NameDob, k(200)), (KeyKind::NameMd, k(300))]);
         m.probe_national(&subject, &mut hits);
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].evidence.shares[KeyKind::NameDob.index()], 1);

@@ -52,9 +52,9 @@ pub const DEFAULT_POLICY: &str = include_str!("default-policy.toml");
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldTable {
-    /// Forename levels: none, initial, sounds alike, exact.
+    /// Forename levels: none, initial or last three letters, sounds alike, exact.
     pub forename: Vec<f64>,
-    /// Surname levels: none, initial, sounds alike, exact.
+    /// Surname levels: none, first or last three letters, sounds alike, exact.
     pub surname: Vec<f64>,
     /// Date-of-birth levels: none, year, two of three parts, exact.
     pub dob: Vec<f64>,
@@ -487,7 +487,8 @@ impl Policy {
         let body = toml::to_string(&self.to_file()).unwrap_or_default();
         format!(
             "# Vigil confirmation policy (match-key scheme {SCHEME_VERSION}). docs/matching.md explains every number.\n\
-             # Level order: forename, surname [none, initial, sounds alike, exact]; dob [none, year, two of three, exact];\n\
+             # Level order: forename [none, initial or last three letters, sounds alike, exact];\n\
+             # surname [none, first or last three letters, sounds alike, exact]; dob [none, year, two of three, exact];\n\
              # postcode [none, district, exact]; nino [none, half, exact].\n{body}"
         )
     }

@@ -50,7 +50,7 @@ fn signer() -> Signer {
 fn tokens(p: u8, variant: u8) -> Vec<StoredToken> {
     let t = |k: u8| [p.wrapping_mul(16).wrapping_add(k); 16];
     match variant {
-        0 => vec![(KeyKind::Nino, t(1)), (KeyKind::NameDob, t(2)), (KeyKind::PhoneticDob, t(3))],
+        0 => vec![(KeyKind::Nino, t(1)), (KeyKind::NameDob, t(2)), (KeyKind::NameMd, t(3))],
         _ => vec![(KeyKind::NameDob, t(2))],
     }
 }

@@ -217,18 +217,18 @@ mod tests {
         nino AB123456 1fc54f385cacca4359d8b4a9f5ba1390bb2b630e5e4ac8fc1e9fb589524587ab
         nino_head_yob AB12|1984 7dd6026cd1a9aa488d976fe078109f35dd833655de0e51e8973bbd3ad255b431
         nino_tail_yob 3456|1984 c87f448b807a60d7c0f9349afee9b0d35c03bd5b401edc7ec2064dfa2fa1eda2
-        nino_digits_yob AB|123456|1984 dcc7e7f3b77705be53bb6b5839255c4277b4a37cbe927edc90fcf8e2ecf057fb
-        dob_postcode 1984-07-02|LS1 4AP bc6d6c591fb11ba07071888befeb2251f1754a317de2d6c61dafefaaf53cf9b3
+        nino_digits_birthday AB|123456|02|07 c9fa48066577e518acb17afbef297c178259ccca09c4500ccdc7a443e47781b5
         birthday_postcode 02|07|LS1 4AP 7a1e7bd29e64fbc0c538525d47b73ece0a6db238b430f92be533e3cc44a11152
         name_postcode obriensmith|zoe|LS1 4AP dfae15c169c27db9d12f2dd756c4366b92edfa14cc88ddd0175690766c30f064
         surname_postcode obriensmith|LS1 4AP 5b0ed2d01c0bbeb4e284ff67d84c95a2406cec55e195684981531c26803255a1
         forename_postcode zoe|LS1 4AP 29d74d06a89b4c9330e22f67175d1f91274c518b0279cde88c8ad3beb94c9274
         name_dob obriensmith|zoe|1984-07-02 1179058852aee0814aef06e4d768a4b116f42284a04a24249a30fcac4e5a7c03
-        initial_surname_dob z|obriensmith|1984-07-02 874eccd59172a0be841b8e44092fbd60fdce6626eb5456b06e5afa8f60c30bba
-        phonetic_dob APRN|S|1984-07-02 3fce253c23a4d7b91eddabf35715043c6c337292fa3547739c4ca3e5b503d7b5
+        forename_part_surname_dob ^|z|obriensmith|1984-07-02 e618490ec8ed0811fb327f049847271c86be1f1f320bd43253a872998269dc24
+        forename_part_surname_dob $|zoe|obriensmith|1984-07-02 8f0528f946883bd23ba9f57547f19a4a8782ceaeaa2798b8d5515ca204130f63
+        surname_part_forename_dob zoe|^|obr|1984-07-02 0dba490b350f9a912c6f21c5f527325ee2ed74c4ed217d3b276b3a2263b84abc
+        surname_part_forename_dob zoe|$|ith|1984-07-02 a98b000f94936452f9019b3e0b03b24127c4d6edf191b5bcde57fcdf9bc086b0
         forename_dob zoe|1984-07-02 24f25c0d01258c1f2dda94dfbe23294351048e40a0e25c4ec9e3e05c684cb331
         surname_dob obriensmith|1984-07-02 23f8fe4a6ffeda12d5d947d3acf7ce4defb7cd16b2ff6d4dc33895e1014f7c13
-        name_ym obriensmith|zoe|1984|07 0f81aede3539f0e7a20fa4c4af545ee1cfbf7025d6bc99388d3a8f0a483bd1da
         name_md obriensmith|zoe|02|07 cf874d78894194e5969414ec0ce87694376390e57965ba17d9ff5009d76fd1e2
         phonetic_ym APRN|S|1984|07 8652a262fe3f9ea0a2c4dcc296625d4b459ab74fc7993b35d30f3d1dff0ddc6c
         name_yob obriensmith|zoe|1984 3ea3c281502da71e994ab2ade5b8bc5712aa7e8953cf3df33e66819272e449fe
@@ -236,19 +236,20 @@ mod tests {
         name_postcode obrien|zoe|LS1 4AP 50245c49b8c4119f701c32a3b87aa9c1b41370ab59fa9b3a3dd358f5a1ec0b9a
         surname_postcode obrien|LS1 4AP 95926c234a996c8776696a046dd8e9df92f7fc7dc5945d26a1e26d95a04cca7c
         name_dob obrien|zoe|1984-07-02 cb093cb294f969cf4e280a5c7f303ded267a49705a603661df4e2bd69867976c
-        initial_surname_dob z|obrien|1984-07-02 d1a540e9551c3117df21acfe6f579464f9e3cb8361e0717def03868d4f2597ef
+        forename_part_surname_dob ^|z|obrien|1984-07-02 ebdf9525112d0bc2fefeea23cedbf8f546df1fdbe0a51ee8b2b147a3233a343a
+        forename_part_surname_dob $|zoe|obrien|1984-07-02 f17147f7cac9be08955e5193383b15432b33fa4fb4eeb3aaec0a822bccbdf364
+        surname_part_forename_dob zoe|$|ien|1984-07-02 05b616e3d58abdc1c732f7a0e8ab6cfd7834d3a4174eeb1618f971f8b507ee82
         surname_dob obrien|1984-07-02 273eba5158e2b0790f0806d3513d300cc4567ac2ab1d27aa0895ae39a299b593
-        name_ym obrien|zoe|1984|07 1614f1e9f6532bd5cfd857f96dcd1a05dd3c01c27538f1bed679c2eac34c11e2
         name_md obrien|zoe|02|07 9a9bbf51ff6f2f170ce4d1c4a620d54f07f3b2af91bc01830ec545390ae9fa47
         name_yob obrien|zoe|1984 db632bccb1521d7d821ab92318adfb9c917ed557a707a7491b3a4402631c780f
         name_yob_district obrien|zoe|1984|LS1 cfd3e721f442c0bedd876a9d9be437db69a9c359b78358ee804829f76413d3a9
         name_postcode smith|zoe|LS1 4AP 49e15a3689cf9af98809a4ba649c68a3079614ad385669c18c5c2512960c57fc
         surname_postcode smith|LS1 4AP bbced881b0a97648f30b85ea29b04f002a33a7078ec0188298c35a64210e2c06
         name_dob smith|zoe|1984-07-02 59f092b6e3d2d19581ff3d8948a54f57c18b757b3e4e0806326b036fe7acbd1a
-        initial_surname_dob z|smith|1984-07-02 e4db6ec279865569705406c8fae1b583cbd578ca627e88a53ed4cb99c837d306
-        phonetic_dob S|SM0|1984-07-02 b78063097af489cad0213283dda2d27d28681e15010e2280584039afe645a9b8
+        forename_part_surname_dob ^|z|smith|1984-07-02 36d262d1740ca384fd1c8594f480319c04a8f02461978a25a1937d86a1462790
+        forename_part_surname_dob $|zoe|smith|1984-07-02 c4cb42978530f3ea9ff5beb038c8265da82e89ee2f04fd958c7dd1a50646ac9d
+        surname_part_forename_dob zoe|^|smi|1984-07-02 21d5c0108cab6f9ba7eec5e00d9c91826fe365afd7dc46cddaf004c3be274d0a
         surname_dob smith|1984-07-02 4fa27d5ca47680f67c7daabcca881ac7b2e06d08d3e75bd95e20335b91f91176
-        name_ym smith|zoe|1984|07 e2637f13e7772dc6846900289a2c6ead39fd1396bcaf780f1332dd62bc81e583
         name_md smith|zoe|02|07 d552e3faf77f21f16360d54a331898aeff294ed15b8263bab63aa325cb68adec
         phonetic_ym S|SM0|1984|07 8c81529478c99fab3fb809b41a6358d8ed3c77903a7b979b619c5b91274b60bf
         name_yob smith|zoe|1984 9a25491dbf8f51eacd8fc78b2d8949dfe8482ca993ef443ff64bf030e9d60987
@@ -256,10 +257,11 @@ mod tests {
         name_postcode kowalska|zoe|LS1 4AP 1fb881c52231b643d9754fa9d29510e4a986ec96cd5ee76cd1e4350f691ce293
         surname_postcode kowalska|LS1 4AP 578c48d6a07f5458d4b4022177b5dd9423ca897d5bc2d53e9e7392c735087b2b
         name_dob kowalska|zoe|1984-07-02 6b9b50e228ffb6bc9c71b550ce286b6148d9fb92303eb24428937957549ecc3b
-        initial_surname_dob z|kowalska|1984-07-02 57d40d65133d64800d271fb95b3561b163c8a3caa17b72d91454db1813cc3e29
-        phonetic_dob KLSK|S|1984-07-02 5df29caaec08bb19de17f361de9a665112630942e3cd3e21639f7485a21f1cc7
+        forename_part_surname_dob ^|z|kowalska|1984-07-02 8d288bb6b99af25ef301ccd734ed083ef974eb81564ee9a7bbb237d28d93d0fa
+        forename_part_surname_dob $|zoe|kowalska|1984-07-02 bff81d054764d3593cabd6fe0c4c1e5c717905941543f55694879b970fca8acd
+        surname_part_forename_dob zoe|^|kow|1984-07-02 b57563d972a38c92bb6caf2d2e1525b49700479160dcdad72ac40eba752ae999
+        surname_part_forename_dob zoe|$|ska|1984-07-02 ef866d68317356b723e22da598c7a86d59d606e159b3eea701218a1ff5b6de66
         surname_dob kowalska|1984-07-02 963b03964bbb7db663614ae7c9bbfa5194387318bebbd19798247b3accf1dd78
-        name_ym kowalska|zoe|1984|07 f802d3d5abe4f80dfd4e49859f7135bf546399f976f87bcb53ab845a7b59f4e5
         name_md kowalska|zoe|02|07 86f22172ab8dbb60ba9998f366c8ebbbe054e933e9a303d4455e1b2d316af31e
         phonetic_ym KLSK|S|1984|07 403c4313910192255d2abe0dda6c5f9d3c83a3005eb65af009f1001f1491b8ae
         name_yob kowalska|zoe|1984 e20af0b74a0661e23ac3398eafa1e02a718593961139ccfdf95f79fe4b26026c
@@ -270,7 +272,7 @@ mod tests {
     fn subkeys_differ_by_kind_and_epoch() {
         let k1 = Tokenizer::new(&vector_key());
         let k2 = Tokenizer::new(&LinkageKey::new(2, *vector_key().expose()));
-        assert_ne!(k1.token(KeyKind::NameDob, b"x"), k1.token(KeyKind::PhoneticDob, b"x"));
+        assert_ne!(k1.token(KeyKind::NameDob, b"x"), k1.token(KeyKind::NameMd, b"x"));
         assert_ne!(k1.token(KeyKind::NameDob, b"x"), k2.token(KeyKind::NameDob, b"x"));
         assert_eq!(subkey_context(KeyKind::NameDob, 7), "vigil match-key scheme v2 kind name_dob epoch 7");
     }

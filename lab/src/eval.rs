@@ -18,6 +18,7 @@ use std::time::Instant;
 use vigil_identity::tokens::{LinkageKey, Tokenizer};
 use vigil_node::input::{self, InputError, Report};
 use vigil_proto::KeyKind;
+use vigil_proto::kinds::KindSet;
 
 use vigil_coordinator::index::IndexKey;
 use vigil_coordinator::matcher::{Hit, Matcher};
@@ -108,8 +109,31 @@ pub struct EvalResult {
     /// evidence, probability).
     #[serde(skip)]
     pub missed_pairs: Vec<(String, String, String, String, f64)>,
+    /// Every pair seen, grouped by the evidence seen (`F3 S0 D3 P0 N-`):
+    /// how many, how many are the same person, the mean and lowest predicted
+    /// probability. Shows where the model is over- or under-confident.
+    pub patterns: Vec<Pattern>,
     /// Seconds spent tokenising, indexing, training and matching.
     pub seconds: f64,
+}
+
+/// Pairs seen with one evidence pattern.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pattern {
+    /// The evidence seen (`F3 S0 D3 P0 N-`).
+    pub evidence: String,
+    /// Pairs seen with it.
+    pub pairs: usize,
+    /// Of them, the same person.
+    pub same_person: usize,
+    /// Of them, confirmed.
+    pub confirmed: usize,
+    /// Mean predicted probability.
+    pub predicted: f64,
+    /// Lowest and highest predicted probability.
+    pub lowest: f64,
+    /// Highest predicted probability.
+    pub highest: f64,
 }
 
 /// Precision and recall at one threshold.
@@ -172,9 +196,10 @@ fn peppered(
     pepper: &Pepper,
     id: &vigil_identity::keys::Identity,
     buf: &mut Vec<(KeyKind, [u8; 32])>,
+    without: KindSet,
 ) -> Keys {
     tk.tokens(id, buf);
-    buf.iter().map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect()
+    buf.iter().filter(|(k, _)| !without.contains(*k)).map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect()
 }
 
 /// Thresholds the evaluation reports precision and recall at.
@@ -190,6 +215,9 @@ pub struct Options {
     /// Spread the prior over at least this many national records, as the
     /// coordinator's `[matching] national_records` does (0: the records read).
     pub national_records: u32,
+    /// Kinds left out on both sides, as if the scheme did not have them
+    /// (what a kind buys: compare with and without).
+    pub without: KindSet,
 }
 
 /// Runs an evaluation.
@@ -222,7 +250,7 @@ pub fn run(
             &scan,
             &mut report,
             |row| {
-                subject_keys.push(peppered(&tk, &pepper, &row.identity, &mut buf));
+                subject_keys.push(peppered(&tk, &pepper, &row.identity, &mut buf, opts.without));
                 subjects.push((force.clone(), row.employee_id));
             },
             |id| {
@@ -248,7 +276,7 @@ pub fn run(
             &scan,
             &mut report,
             |row| {
-                let keys = peppered(&tk, &pepper, &row.identity, &mut buf);
+                let keys = peppered(&tk, &pepper, &row.identity, &mut buf, opts.without);
                 matcher.add_record(records.len() as u32, &keys);
                 records.push(row.record_id);
             },
@@ -403,6 +431,33 @@ pub fn run(
         }
         from = to;
     }
+    let mut by_pattern: BTreeMap<&str, Pattern> = BTreeMap::new();
+    for (pair, p) in &scored {
+        let ev = evidence[pair].as_str();
+        let e = by_pattern.entry(ev).or_insert_with(|| Pattern {
+            evidence: ev.to_string(),
+            pairs: 0,
+            same_person: 0,
+            confirmed: 0,
+            predicted: 0.0,
+            lowest: 1.0,
+            highest: 0.0,
+        });
+        e.pairs += 1;
+        e.same_person += usize::from(same.contains(pair));
+        e.confirmed += usize::from(confirmed.contains(pair));
+        e.predicted += p;
+        e.lowest = e.lowest.min(*p);
+        e.highest = e.highest.max(*p);
+    }
+    let mut patterns: Vec<Pattern> = by_pattern
+        .into_values()
+        .map(|mut p| {
+            p.predicted /= p.pairs as f64;
+            p
+        })
+        .collect();
+    patterns.sort_by(|a, b| b.pairs.cmp(&a.pairs).then(a.evidence.cmp(&b.evidence)));
     let mut per_force: BTreeMap<String, ForceResult> = BTreeMap::new();
     for (f, _) in &subjects {
         per_force.entry(f.clone()).or_default().subjects += 1;
@@ -453,6 +508,7 @@ pub fn run(
         },
         missed_pairs,
         reports,
+        patterns,
         seconds,
     })
 }

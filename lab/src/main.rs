@@ -57,6 +57,15 @@ enum Command {
         /// file (force, employee, record, evidence seen, probability).
         #[arg(long)]
         missed: Option<PathBuf>,
+        /// Write every evidence pattern seen to this CSV file: pairs, how
+        /// many are the same person, how many were confirmed, and the
+        /// predicted probability (mean, lowest, highest).
+        #[arg(long)]
+        patterns: Option<PathBuf>,
+        /// Leave these kinds out on both sides (comma-separated short names,
+        /// docs/matching.md), to measure what each kind buys.
+        #[arg(long, value_delimiter = ',')]
+        without: Vec<String>,
         /// Write the policy used (trained, unless --no-train) to this file.
         #[arg(long)]
         write_policy: Option<PathBuf>,
@@ -115,12 +124,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_train,
             national_records,
             missed,
+            patterns,
+            without,
             write_policy,
             json,
             reports,
         } => {
             let policy = load_policy(policy.as_ref())?;
-            let opts = eval::Options { train: !no_train, national_records };
+            let mut left_out = vigil_proto::kinds::KindSet::EMPTY;
+            for name in &without {
+                let kind = vigil_proto::KeyKind::from_short_name(name.trim()).ok_or_else(|| {
+                    Exit::new(
+                        exit::CONFIG,
+                        format!("--without: no kind named {:?} (docs/matching.md lists them)", name),
+                    )
+                })?;
+                left_out.insert(kind);
+            }
+            let opts = eval::Options { train: !no_train, national_records, without: left_out };
             let r = eval::run(&rosters, &extracts, &truth, &policy, opts).map_err(|e| match e {
                 eval::EvalError::Input(i) => anyhow::Error::from(Exit::new(exit::INPUT, i.to_string())),
                 other => other.into(),
@@ -139,6 +160,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 w.write_record(["force", "employee_id", "record_id", "evidence", "probability"])?;
                 for (f, e, r, ev, p) in &r.missed_pairs {
                     w.write_record([f.as_str(), e, r, ev, &format!("{p:.6}")])?;
+                }
+                w.flush()?;
+            }
+            if let Some(path) = patterns {
+                let mut w = csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
+                w.write_record(["evidence", "pairs", "same_person", "confirmed", "predicted", "lowest", "highest"])?;
+                for p in &r.patterns {
+                    w.write_record([
+                        p.evidence.clone(),
+                        p.pairs.to_string(),
+                        p.same_person.to_string(),
+                        p.confirmed.to_string(),
+                        format!("{:.6}", p.predicted),
+                        format!("{:.6}", p.lowest),
+                        format!("{:.6}", p.highest),
+                    ])?;
                 }
                 w.flush()?;
             }

@@ -302,7 +302,7 @@ fn default_policy_meets_precision_and_recall_floors() {
         &[dir.path().join("extract.csv")],
         &dir.path().join("truth.csv"),
         &Policy::default_policy(),
-        eval::Options { train: true, national_records: 0 },
+        eval::Options { train: true, ..Default::default() },
     )
     .expect("eval");
     println!("{}", r.to_text());
@@ -338,7 +338,7 @@ fn heavy_noise_floors() {
         &[dir.path().join("extract.csv")],
         &dir.path().join("truth.csv"),
         &Policy::default_policy(),
-        eval::Options { train: true, national_records: 0 },
+        eval::Options { train: true, ..Default::default() },
     )
     .expect("eval");
     println!("{}", r.to_text());

@@ -18,21 +18,19 @@
 pub use crate::v1::KeyKind;
 
 /// Every kind of scheme v2, in wire order.
-pub const ALL: [KeyKind; 19] = [
+pub const ALL: [KeyKind; 17] = [
     KeyKind::Nino,
     KeyKind::NinoHeadYob,
     KeyKind::NinoTailYob,
-    KeyKind::NinoDigitsYob,
+    KeyKind::NinoDigitsBirthday,
     KeyKind::NameDob,
-    KeyKind::PhoneticDob,
-    KeyKind::InitialSurnameDob,
-    KeyKind::NameYm,
+    KeyKind::ForenamePartSurnameDob,
+    KeyKind::SurnamePartForenameDob,
     KeyKind::NameMd,
     KeyKind::PhoneticYm,
     KeyKind::NameYob,
     KeyKind::NamePostcode,
     KeyKind::NameYobDistrict,
-    KeyKind::DobPostcode,
     KeyKind::BirthdayPostcode,
     KeyKind::SurnamePostcode,
     KeyKind::ForenamePostcode,
@@ -108,7 +106,8 @@ impl Field {
     pub fn level_name(self, l: Level) -> &'static str {
         match (self, l) {
             (_, 0) => "no agreement seen",
-            (Field::Forename | Field::Surname, 1) => "initial",
+            (Field::Forename, 1) => "initial or last three letters",
+            (Field::Surname, 1) => "first three or last three letters",
             (Field::Forename | Field::Surname, 2) => "sounds alike",
             (Field::Forename | Field::Surname, _) => "exact",
             (Field::Dob, 1) => "year",
@@ -132,21 +131,19 @@ impl KeyKind {
             KeyKind::NinoHeadYob => "nino_head_yob",
             KeyKind::NinoTailYob => "nino_tail_yob",
             KeyKind::NameDob => "name_dob",
-            KeyKind::PhoneticDob => "phonetic_dob",
-            KeyKind::InitialSurnameDob => "initial_surname_dob",
-            KeyKind::NameYm => "name_ym",
+            KeyKind::ForenamePartSurnameDob => "forename_part_surname_dob",
+            KeyKind::SurnamePartForenameDob => "surname_part_forename_dob",
             KeyKind::NameMd => "name_md",
             KeyKind::PhoneticYm => "phonetic_ym",
             KeyKind::NamePostcode => "name_postcode",
             KeyKind::NameYobDistrict => "name_yob_district",
-            KeyKind::DobPostcode => "dob_postcode",
             KeyKind::ForenameDob => "forename_dob",
             KeyKind::SurnameDob => "surname_dob",
             KeyKind::SurnamePostcode => "surname_postcode",
             KeyKind::ForenamePostcode => "forename_postcode",
             KeyKind::BirthdayPostcode => "birthday_postcode",
             KeyKind::NameYob => "name_yob",
-            KeyKind::NinoDigitsYob => "nino_digits_yob",
+            KeyKind::NinoDigitsBirthday => "nino_digits_birthday",
         }
     }
 
@@ -169,7 +166,7 @@ impl KeyKind {
         kinds.iter().filter_map(|k| KeyKind::from_wire(*k)).map(|k| k.short_name().to_string()).collect()
     }
 
-    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 18).
+    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 16).
     pub fn index(self) -> usize {
         (self as i32 - FIRST).max(0) as usize
     }
@@ -181,15 +178,15 @@ impl KeyKind {
         match self {
             KeyKind::Unspecified => &[],
             KeyKind::Nino => &[(Nino, 2)],
-            KeyKind::NinoHeadYob | KeyKind::NinoTailYob | KeyKind::NinoDigitsYob => &[(Nino, 1), (Dob, 1)],
+            KeyKind::NinoHeadYob | KeyKind::NinoTailYob => &[(Nino, 1), (Dob, 1)],
+            KeyKind::NinoDigitsBirthday => &[(Nino, 1), (Dob, 2)],
             KeyKind::NameDob => &[(Forename, 3), (Surname, 3), (Dob, 3)],
-            KeyKind::PhoneticDob => &[(Forename, 2), (Surname, 2), (Dob, 3)],
-            KeyKind::InitialSurnameDob => &[(Forename, 1), (Surname, 3), (Dob, 3)],
-            KeyKind::NameYm | KeyKind::NameMd => &[(Forename, 3), (Surname, 3), (Dob, 2)],
+            KeyKind::ForenamePartSurnameDob => &[(Forename, 1), (Surname, 3), (Dob, 3)],
+            KeyKind::SurnamePartForenameDob => &[(Forename, 3), (Surname, 1), (Dob, 3)],
+            KeyKind::NameMd => &[(Forename, 3), (Surname, 3), (Dob, 2)],
             KeyKind::PhoneticYm => &[(Forename, 2), (Surname, 2), (Dob, 2)],
             KeyKind::NamePostcode => &[(Forename, 3), (Surname, 3), (Postcode, 2)],
             KeyKind::NameYobDistrict => &[(Forename, 3), (Surname, 3), (Dob, 1), (Postcode, 1)],
-            KeyKind::DobPostcode => &[(Dob, 3), (Postcode, 2)],
             KeyKind::ForenameDob => &[(Forename, 3), (Dob, 3)],
             KeyKind::SurnameDob => &[(Surname, 3), (Dob, 3)],
             KeyKind::SurnamePostcode => &[(Surname, 3), (Postcode, 2)],
@@ -207,21 +204,25 @@ impl KeyKind {
             KeyKind::NinoHeadYob => "NI number prefix and first two digits, year of birth",
             KeyKind::NinoTailYob => "NI number last four digits, year of birth",
             KeyKind::NameDob => "forename and surname (either order), date of birth",
-            KeyKind::PhoneticDob => "Double Metaphone of forename and surname (either order), date of birth",
-            KeyKind::InitialSurnameDob => "forename initial, surname, date of birth",
-            KeyKind::NameYm => "forename and surname, year and month of birth",
+            KeyKind::ForenamePartSurnameDob => {
+                "forename initial or forename's last three letters (two keys), surname, date of birth"
+            }
+            KeyKind::SurnamePartForenameDob => {
+                "forename, surname's first three or last three letters (two keys), date of birth"
+            }
             KeyKind::NameMd => "forename and surname, day and month of birth in either order",
             KeyKind::PhoneticYm => "Double Metaphone of forename and surname, year and month of birth",
             KeyKind::NamePostcode => "forename and surname, full postcode",
             KeyKind::NameYobDistrict => "forename and surname, year of birth, postcode district",
-            KeyKind::DobPostcode => "date of birth, full postcode",
             KeyKind::ForenameDob => "forename and date of birth",
             KeyKind::SurnameDob => "surname and date of birth",
             KeyKind::SurnamePostcode => "surname and full postcode",
             KeyKind::ForenamePostcode => "forename and full postcode",
             KeyKind::BirthdayPostcode => "day and month of birth in either order, full postcode",
             KeyKind::NameYob => "forename and surname (either order), year of birth",
-            KeyKind::NinoDigitsYob => "NI number prefix and its digits in ascending order, year of birth",
+            KeyKind::NinoDigitsBirthday => {
+                "NI number prefix and its digits in ascending order, day and month of birth in either order"
+            }
         }
     }
 }
@@ -317,11 +318,11 @@ mod tests {
 
     #[test]
     fn kind_sets_give_field_presence_and_levels() {
-        let s: KindSet = [KeyKind::Nino, KeyKind::InitialSurnameDob, KeyKind::NameYm].into_iter().collect();
+        let s: KindSet = [KeyKind::Nino, KeyKind::ForenamePartSurnameDob, KeyKind::NameMd].into_iter().collect();
         assert_eq!(s.len(), 3);
         assert!(s.contains(KeyKind::Nino) && !s.contains(KeyKind::NameDob));
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![KeyKind::Nino, KeyKind::InitialSurnameDob, KeyKind::NameYm]);
-        // forename 3 (name_ym), surname 3, dob 3 (initial_surname_dob), no postcode, NI exact
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![KeyKind::Nino, KeyKind::ForenamePartSurnameDob, KeyKind::NameMd]);
+        // forename 3 (name_md), surname 3, dob 3 (forename_part_surname_dob), no postcode, NI exact
         assert_eq!(s.levels(), [3, 3, 3, 0, 2]);
         assert_eq!(s.fields(), [true, true, true, false, true]);
     }

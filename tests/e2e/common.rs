@@ -28,7 +28,7 @@ pub fn synth_set(dir: &Path, seed: u64, forces: usize, staff: usize, national: u
 pub fn expected(dir: &Path, forces: &[String], extracts: &[&str]) -> HashMap<String, BTreeSet<Pair>> {
     let rosters: Vec<_> = forces.iter().map(|f| dir.join(format!("roster-{f}.csv"))).collect();
     let ex: Vec<_> = extracts.iter().map(|e| dir.join(e)).collect();
-    let opts = eval::Options { train: false, national_records: vigil_tests::NATIONAL_RECORDS };
+    let opts = eval::Options { train: false, national_records: vigil_tests::NATIONAL_RECORDS, ..Default::default() };
     let r = eval::run(&rosters, &ex, &dir.join("truth.csv"), &Policy::default_policy(), opts).unwrap();
     let mut out: HashMap<String, BTreeSet<Pair>> = forces.iter().map(|f| (f.clone(), BTreeSet::new())).collect();
     for (f, e, rec) in r.confirmed_pairs {

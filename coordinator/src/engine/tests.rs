@@ -30,11 +30,7 @@ fn t(n: u8) -> [u8; 16] {
 
 /// Tokens of a person `p`: NINO and name/date kinds all agree.
 fn person(p: u8) -> Vec<StoredToken> {
-    vec![
-        (KeyKind::Nino, t(p)),
-        (KeyKind::NameDob, t(p.wrapping_add(100))),
-        (KeyKind::PhoneticDob, t(p.wrapping_add(200))),
-    ]
+    vec![(KeyKind::Nino, t(p)), (KeyKind::NameDob, t(p.wrapping_add(100))), (KeyKind::NameMd, t(p.wrapping_add(200)))]
 }
 
 fn commit(store: &MemoryStore, a: Applied) -> BatchReceipt {

@@ -8,7 +8,7 @@ fn full() -> KindSet {
 
 /// Kinds without the NI number.
 fn no_nino() -> KindSet {
-    ALL.into_iter().filter(|k| !matches!(k, Nino | NinoHeadYob | NinoTailYob | NinoDigitsYob)).collect()
+    ALL.into_iter().filter(|k| !matches!(k, Nino | NinoHeadYob | NinoTailYob | NinoDigitsBirthday)).collect()
 }
 
 fn ev(agree: &[KeyKind], both: KindSet, records: u32) -> Evidence {
@@ -62,11 +62,11 @@ fn possible_levels_follow_what_kinds_would_have_shown() {
     let seen: Seen = [Some(0), Some(3), Some(3), Some(0), None];
     assert_eq!(possible_levels(&seen, no_nino())[0], 1);
     // Date seen at year only, names exact: the date is year (1) or maybe
-    // nothing else; 2 and 3 would have shown through name_ym/yd/md and name_dob.
+    // nothing else; 2 and 3 would have shown through name_md and name_dob.
     let seen: Seen = [Some(3), Some(3), Some(1), Some(1), None];
     assert_eq!(possible_levels(&seen, no_nino())[2], 1 << 1);
     // Without kinds that could show it, every higher level stays possible.
-    let only: KindSet = [DobPostcode].into_iter().collect();
+    let only: KindSet = [BirthdayPostcode].into_iter().collect();
     let seen: Seen = [Some(0), Some(0), Some(3), Some(2), None];
     assert_eq!(possible_levels(&seen, only)[0], 0b1111);
 }
@@ -124,7 +124,7 @@ fn bad_policies_are_refused_with_the_reason() {
         (base.replace("confirm_probability = 0.99", "confirm_probability = 1.5"), "between 0 and 1"),
         (base.replace("candidate_probability = 0.5", "candidate_probability = 0.999"), "must not exceed"),
         (base.replace("nino = [0.005, 0.075, 0.92]", "nino = [0.005, 0.995]"), "[same_person] nino needs 3"),
-        (base.replace("forename = [0.04, 0.02, 0.04, 0.90]", "forename = [0.04, 0.02, 0.04, 0.80]"), "add up"),
+        (base.replace("forename = [0.03, 0.03, 0.04, 0.90]", "forename = [0.03, 0.03, 0.04, 0.80]"), "add up"),
         (format!("{base}\nextra = 1\n"), "extra"),
     ];
     for (text, want) in cases {

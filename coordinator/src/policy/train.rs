@@ -87,8 +87,8 @@ impl SubjectPairs {
 pub struct SubjectChance {
     /// Subjects holding each kind.
     holding: Vec<u64>,
-    /// Pairs agreeing on `forename_dob` with different surnames, and on
-    /// `surname_dob` with different forenames.
+    /// Pairs agreeing on `forename_dob` with different surnames (at most a
+    /// part of them agreeing), and on `surname_dob` with different forenames.
     counts: [u64; 2],
 }
 
@@ -113,10 +113,10 @@ impl SubjectChance {
         if !apart(Field::Postcode) || !apart(Field::Nino) {
             return;
         }
-        if e.agreeing.contains(KeyKind::ForenameDob) && lvl(Field::Surname) == Some(0) {
+        if e.agreeing.contains(KeyKind::ForenameDob) && matches!(lvl(Field::Surname), Some(0 | 1)) {
             self.counts[0] += 1;
         }
-        if e.agreeing.contains(KeyKind::SurnameDob) && lvl(Field::Forename) == Some(0) {
+        if e.agreeing.contains(KeyKind::SurnameDob) && matches!(lvl(Field::Forename), Some(0 | 1)) {
             self.counts[1] += 1;
         }
     }
@@ -134,7 +134,7 @@ impl SubjectChance {
         let mut out = *u;
         let buckets = [
             (KeyKind::ForenameDob, Field::Forename, at(Field::Surname, 0) + at(Field::Surname, 1)),
-            (KeyKind::SurnameDob, Field::Surname, at(Field::Forename, 0)),
+            (KeyKind::SurnameDob, Field::Surname, at(Field::Forename, 0) + at(Field::Forename, 1)),
         ];
         for (i, (kind, field, other)) in buckets.into_iter().enumerate() {
             let expected = self.pairs(kind) * at(field, 3) * d * other * at(Field::Postcode, 0);
