@@ -440,7 +440,10 @@ async fn send_national(
 /// Reads an extract or delta (after its scan) on a blocking thread,
 /// handing batches of changed records to `tx` (bounded, so memory stays at
 /// a few batches). Returns the report and the number of unchanged rows; a
-/// failure to read comes back with the report as it stood.
+/// failure to read comes back with the report as it stood. When this node
+/// has sent no records before (`first`), no row can have been sent, and
+/// the local store is not asked about each one (a file's ids are unique:
+/// the scan refuses duplicates).
 #[allow(clippy::too_many_arguments)]
 fn read_changes(
     path: PathBuf,
@@ -448,6 +451,7 @@ fn read_changes(
     source: String,
     keys: std::sync::Arc<Keys>,
     store: std::sync::Arc<LocalStore>,
+    first: bool,
     batch_size: usize,
     tx: tokio::sync::mpsc::Sender<Vec<Up>>,
     report: &mut Report,
@@ -475,7 +479,7 @@ fn read_changes(
                 keys.epoch,
                 &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), &set.tokens],
             );
-            let previous = match store.record(&row.record_id) {
+            let previous = match if first { Ok(None) } else { store.record(&row.record_id) } {
                 Ok(p) => p,
                 Err(e) => {
                     err = Some(e.into());
@@ -592,7 +596,7 @@ pub async fn feed(
                 (p.to_path_buf(), source.clone(), keys.clone(), store.clone(), cfg.sync.batch_size);
             move || {
                 let mut report = Report::new(&p.display().to_string(), "extract");
-                let r = read_changes(p, &sc, source, keys, store, bs, tx, &mut report);
+                let r = read_changes(p, &sc, source, keys, store, known == 0, bs, tx, &mut report);
                 (report, r)
             }
         });
