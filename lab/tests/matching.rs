@@ -344,7 +344,8 @@ fn heavy_noise_floors() {
     println!("{}", r.to_text());
     assert!(r.true_positives + r.false_negatives >= 400, "too few true pairs to measure");
     assert!(r.precision >= 0.995, "precision {}", r.precision);
-    assert!(r.recall >= 0.94, "recall {}", r.recall);
+    // measured 0.9676 (2026-11-30)
+    assert!(r.recall >= 0.955, "recall {}", r.recall);
     let twins_and_siblings: usize =
         r.hard_negatives.iter().filter(|(k, _)| *k != "namesake").map(|(_, (_, confirmed))| confirmed).sum();
     assert_eq!(twins_and_siblings, 0, "{:?}", r.hard_negatives);
