@@ -324,8 +324,12 @@ impl check_service_server::CheckService for CheckService {
         let rpc = self.0.clone();
         let id = rpc.auth(&req, &[Role::Force], "run pre-employment checks")?;
         let r = req.into_inner();
-        if r.request_id.is_empty() || r.request_id.len() > 64 || !r.request_id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Status::invalid_argument("request_id must be 1 to 64 printable ASCII characters"));
+        // The id lands in the permanent log: only a random or digest value
+        // in hex, never free text a caller chose.
+        if !(16..=64).contains(&r.request_id.len())
+            || !r.request_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(Status::invalid_argument("request_id must be 16 to 64 lowercase hex digits"));
         }
         rpc.check_header(&format!("check {}", r.request_id), r.epoch, 0)?;
         if r.applicants.is_empty() || r.applicants.len() > rpc.limits.max_applicants {
@@ -354,7 +358,6 @@ impl check_service_server::CheckService for CheckService {
             Ok(CheckResponse {
                 matches: checked.matches,
                 applicants: n,
-                candidates: checked.candidates,
                 policy_version: rpc.core.settings().policy.version.clone(),
                 log_index: checked.log_index,
             })

@@ -39,10 +39,7 @@ use vigil_proto::KeyKind;
 
 use crate::normalize::{self, DateParts, FieldError, Name, Nino, Postcode};
 
-/// Most name variants kept for one identity; more are reported and ignored.
-pub const MAX_NAMES: usize = 12;
-/// Most dates of birth kept for one identity; more are reported and ignored.
-pub const MAX_DOBS: usize = 4;
+pub use vigil_proto::kinds::{MAX_DOBS, MAX_NAMES};
 /// Separator between the fields of a key.
 pub const SEP: u8 = 0x1F;
 
@@ -515,6 +512,35 @@ mod tests {
             let names = |s: KindSet| s.iter().map(|k| k.short_name()).collect::<Vec<_>>();
             assert_eq!(names(got), names(want), "{what}");
         }
+    }
+
+    /// The coordinator refuses a token set with more of a kind than one
+    /// identity forms (`vigil_proto::kinds::max_per_identity`): the fullest
+    /// identity a node keeps stays within it, and reaches it.
+    #[test]
+    fn the_fullest_identity_stays_within_the_per_kind_bound() {
+        let raw = RawIdentity {
+            forenames: "Zoe",
+            surname: "Smith-Jones",
+            previous_surnames: "Abbot; Baker; Carter; Dawson; Ellis",
+            aliases: "Anna/Fisher; Beth/Grant; Cara/Hughes; Dina/Irwin; Eva/Jarvis; Fay/Kemp",
+            date_of_birth: "1984-07-02",
+            alt_dates_of_birth: "1984-02-07; 1985-07-02; 1983-07-12; 1986-01-01",
+            ni_number: "AB123456C",
+            postcode: "LS1 4AP",
+        };
+        let (id, _) = identity(&raw);
+        assert_eq!((id.names.len(), id.dobs.len()), (MAX_NAMES, MAX_DOBS));
+        let mut tk = Vec::new();
+        crate::tokens::Tokenizer::new(&crate::tokens::LinkageKey::new(1, [7; 32])).tokens(&id, &mut tk);
+        let mut reached = 0;
+        for k in ALL {
+            let n = tk.iter().filter(|(kind, _)| *kind == k).count();
+            let limit = vigil_proto::kinds::max_per_identity(k);
+            assert!(n <= limit, "{}: {n} tokens, bound {limit}", k.short_name());
+            reached += usize::from(n == limit);
+        }
+        assert!(reached >= 5, "the bound is tight for several kinds ({reached} reach it)");
     }
 
     #[test]

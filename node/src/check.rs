@@ -49,8 +49,6 @@ pub struct CheckOutcome {
     pub applicants: u64,
     /// Rows refused in the file.
     pub refused: u64,
-    /// Candidates counted by the coordinator (not shown).
-    pub candidates: u64,
     /// Policy version.
     pub policy_version: String,
     /// Confirmed matches.
@@ -72,9 +70,11 @@ pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOu
     if rows.is_empty() {
         return Err(NodeError::input(format!("{name}: no usable applicant rows ({})", report.summary())));
     }
-    let mut nonce = [0u8; 8];
+    // A random 128-bit id, in hex (the coordinator accepts only hex ids, so
+    // that nothing a caller chooses freely lands in the permanent log).
+    let mut nonce = [0u8; 16];
     SystemRandom::new().fill(&mut nonce).map_err(|_| NodeError::failed("random generator failed"))?;
-    let request_id = format!("c-{}", hex::encode(&nonce));
+    let request_id = hex::encode(&nonce);
     let mut by_ref: HashMap<Vec<u8>, (String, String)> = HashMap::new();
     let mut toks = Vec::new();
     let mut applicants = Vec::with_capacity(rows.len());
@@ -112,7 +112,6 @@ pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOu
         request_id,
         applicants: resp.applicants,
         refused: report.refused,
-        candidates: resp.candidates,
         policy_version: resp.policy_version,
         matches,
         report,

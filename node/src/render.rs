@@ -252,11 +252,10 @@ pub fn check(out: &CheckOutcome, format: &str) -> Result<String, NodeError> {
         }
         _ => {
             let mut s = format!(
-                "check {}: {} applicants checked, {} confirmed matches, {} candidates counted (not shown), policy {}\n",
+                "check {}: {} applicants checked, {} confirmed matches, policy {}\n",
                 out.request_id,
                 out.applicants,
                 out.matches.len(),
-                out.candidates,
                 out.policy_version
             );
             let rows: Vec<Vec<String>> = out

@@ -146,6 +146,7 @@ pub fn report(
                 r.candidates += candidates;
             }
             Entry::Check { force: f, applicants, candidates, .. } if keep_force(f) => {
+                let candidates = candidates.unwrap_or(0);
                 *r.totals.entry("check".into()).or_default() += 1;
                 *r.checks_by_force.entry(f.clone()).or_default() += applicants;
                 r.candidates += candidates;

@@ -141,6 +141,8 @@ pub enum Entry {
         reason: String,
     },
     /// A pre-employment check (counts only; applicants are not recorded).
+    /// It does not count candidates: a count of near misses would tell the
+    /// force whether national data holds someone like an applicant.
     Check {
         /// RFC 3339 UTC time.
         time: String,
@@ -152,8 +154,10 @@ pub enum Entry {
         applicants: u64,
         /// Confirmed matches returned.
         confirmed: u64,
-        /// Candidates counted.
-        candidates: u64,
+        /// Candidates counted: only in entries written before checks
+        /// stopped counting them (2026-11-30).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        candidates: Option<u64>,
         /// Policy version.
         policy_version: String,
     },

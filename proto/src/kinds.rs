@@ -38,6 +38,39 @@ pub const ALL: [KeyKind; 17] = [
     KeyKind::SurnameDob,
 ];
 
+/// Most name variants one identity keeps (primary name, surname parts,
+/// previous surnames, aliases); a node reports and ignores the rest.
+pub const MAX_NAMES: usize = 12;
+/// Most dates of birth one identity keeps.
+pub const MAX_DOBS: usize = 4;
+
+/// The most tokens of a kind that one identity forms (at most
+/// [`MAX_NAMES`] names and [`MAX_DOBS`] dates of birth): one NI number;
+/// the NI-number and birthday kinds once per date; the postcode kinds once
+/// per name; the name-and-date kinds once per name with the primary date
+/// and once per other date with the primary name, the part kinds twice
+/// that. A token set holding more of a kind than this is not one identity
+/// (a check packing guesses, say) and is refused.
+pub const fn max_per_identity(kind: KeyKind) -> usize {
+    let combos = MAX_NAMES + MAX_DOBS - 1;
+    match kind {
+        KeyKind::Unspecified => 0,
+        KeyKind::Nino => 1,
+        KeyKind::NinoHeadYob | KeyKind::NinoTailYob | KeyKind::NinoDigitsBirthday | KeyKind::BirthdayPostcode => {
+            MAX_DOBS
+        }
+        KeyKind::NamePostcode | KeyKind::SurnamePostcode | KeyKind::ForenamePostcode => MAX_NAMES,
+        KeyKind::ForenamePartSurnameDob | KeyKind::SurnamePartForenameDob => 2 * combos,
+        KeyKind::NameDob
+        | KeyKind::NameMd
+        | KeyKind::PhoneticYm
+        | KeyKind::NameYob
+        | KeyKind::NameYobDistrict
+        | KeyKind::ForenameDob
+        | KeyKind::SurnameDob => combos,
+    }
+}
+
 /// The version of the match-key scheme these kinds belong to.
 pub const SCHEME_VERSION: u32 = 2;
 

@@ -40,6 +40,16 @@ pub enum TokenSetError {
     /// No tokens at all.
     #[error("token set is empty")]
     Empty,
+    /// More tokens of one kind than one identity forms.
+    #[error("token set holds {count} tokens of kind {kind}; one identity forms at most {limit}")]
+    TooManyOfKind {
+        /// The kind's short name.
+        kind: &'static str,
+        /// Tokens of that kind.
+        count: usize,
+        /// The most one identity forms ([`crate::kinds::max_per_identity`]).
+        limit: usize,
+    },
 }
 
 /// Packs `(kind, token)` pairs into a wire token set.
@@ -67,8 +77,16 @@ pub fn unpack(set: &TokenSet, limit: usize) -> Result<Vec<(KeyKind, Token)>, Tok
         return Err(TokenSetError::TooMany { count: n, limit });
     }
     let mut out = Vec::with_capacity(n);
+    let mut per_kind = [0usize; crate::kinds::ALL.len()];
     for (i, &k) in set.kinds.iter().enumerate() {
         let kind = KeyKind::from_wire(k).ok_or(TokenSetError::UnknownKind(k))?;
+        let count = &mut per_kind[kind.index()];
+        *count += 1;
+        let limit = crate::kinds::max_per_identity(kind);
+        if *count > limit {
+            let count = set.kinds.iter().filter(|w| **w == k).count();
+            return Err(TokenSetError::TooManyOfKind { kind: kind.short_name(), count, limit });
+        }
         let mut t = [0u8; TOKEN_LEN];
         t.copy_from_slice(&set.tokens[i * TOKEN_LEN..(i + 1) * TOKEN_LEN]);
         out.push((kind, t));
@@ -79,6 +97,16 @@ pub fn unpack(set: &TokenSet, limit: usize) -> Result<Vec<(KeyKind, Token)>, Tok
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_of_a_kind_than_one_identity_forms_is_refused() {
+        let two_ninos = vec![(KeyKind::Nino, [1u8; 32]), (KeyKind::Nino, [2u8; 32])];
+        let e = unpack(&pack(&two_ninos), 512).unwrap_err();
+        assert_eq!(e.to_string(), "token set holds 2 tokens of kind nino; one identity forms at most 1");
+        let guesses: Vec<_> = (0..16u8).map(|i| (KeyKind::ForenameDob, [i; 32])).collect();
+        assert!(matches!(unpack(&pack(&guesses), 512), Err(TokenSetError::TooManyOfKind { limit: 15, .. })));
+        assert_eq!(unpack(&pack(&guesses[..15]), 512).unwrap().len(), 15);
+    }
 
     #[test]
     fn round_trip() {

@@ -76,7 +76,7 @@ fn every_rpc_is_authorised_by_role() {
         );
         denied(
             CheckServiceClient::new(s.clone())
-                .check(CheckRequest { request_id: "c".into(), epoch: 1, applicants: vec![] })
+                .check(CheckRequest { request_id: "0123456789abcdef".into(), epoch: 1, applicants: vec![] })
                 .await
                 .map(|_| ()),
             "source check",
@@ -156,7 +156,7 @@ fn certificates_that_are_missing_foreign_expired_or_from_another_domain_are_refu
 fn inputs_are_bounded() {
     let mut w = World::new();
     w.write_coordinator_config(
-        "[limits]\nmax_batch_items = 5\nmax_tokens_per_item = 4\nmax_roster_size = 3\nchecks_per_minute = 2\nmax_message_bytes = 65536\n",
+        "[limits]\nmax_batch_items = 5\nmax_tokens_per_item = 4\nmax_roster_size = 3\nchecks_per_minute = 3\nmax_message_bytes = 65536\n",
     );
     let _c = w.start_coordinator();
     let force = w.client_identity("force", "gmp");
@@ -198,13 +198,34 @@ fn inputs_are_bounded() {
         assert_eq!(e.code(), Code::Aborted, "{}", e.message());
         let again = r.sync(roster_batch(1, 3)).await.unwrap().into_inner();
         assert!(again.replayed && again.total == 3);
-        // An empty request id is named as such.
+        // A request id is a random or digest value in hex, never free text
+        // (it lands in the permanent log).
         let mut c = CheckServiceClient::new(ch.clone());
-        let e = c.check(CheckRequest { request_id: String::new(), epoch: 1, applicants: vec![] }).await.unwrap_err();
-        assert!(e.message().starts_with("request_id must be"), "{}", e.message());
-        // Checks are rate limited per force.
+        for bad in ["", "c1", "Officer Smith asked for this one", "0123456789ABCDEF"] {
+            let e = c.check(CheckRequest { request_id: bad.into(), epoch: 1, applicants: vec![] }).await.unwrap_err();
+            assert!(e.message().starts_with("request_id must be 16 to 64 lowercase hex digits"), "{}", e.message());
+        }
+        // An applicant carries at most what one identity forms of each kind:
+        // two NI numbers are two guesses, not one person.
+        let two_ninos =
+            TokenSet { kinds: vec![KeyKind::Nino as i32; 2], tokens: [[1u8; 32], [2u8; 32]].concat().into() };
+        let e = c
+            .check(CheckRequest {
+                request_id: "00112233445566778899aabbccddeeff".into(),
+                epoch: 1,
+                applicants: vec![Applicant { applicant: vec![1].into(), tokens: Some(two_ninos) }],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(
+            e.message().contains("applicant 0") && e.message().contains("2 tokens of kind nino"),
+            "{}",
+            e.message()
+        );
+        // Checks are rate limited per force (the refused check counted too).
         let req = || CheckRequest {
-            request_id: "c1".into(),
+            request_id: "0123456789abcdef".into(),
             epoch: 1,
             applicants: vec![Applicant { applicant: vec![1].into(), tokens: Some(token_set(1)) }],
         };

@@ -568,19 +568,22 @@ impl Engine {
                 });
             }
         }
-        let candidates = b.candidates;
+        // Candidates are not counted for a check, neither in the answer nor
+        // in the log (which the force can read): that count would answer
+        // "does national data hold someone like this applicant".
+        b.candidates = 0;
         let head = Entry::Check {
             time: b.time.clone(),
             force: force.to_string(),
             request_id: request_id.to_string(),
             applicants: applicants.len() as u64,
             confirmed: matches.len() as u64,
-            candidates,
+            candidates: None,
             policy_version: self.settings.policy.version.clone(),
         };
         let log_index = self.log.size();
         let (commit, leaves) = self.log.close(b, vec![head])?;
-        Ok(Checked { matches, candidates, log_index, commit, leaves })
+        Ok(Checked { matches, log_index, commit, leaves })
     }
 }
 

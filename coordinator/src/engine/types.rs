@@ -114,8 +114,6 @@ pub enum Applied {
 pub struct Checked {
     /// Confirmed matches (only these are returned).
     pub matches: Vec<CheckMatch>,
-    /// Candidates counted.
-    pub candidates: u64,
     /// The log entry's index.
     pub log_index: u64,
     /// What to commit (the log entry and checkpoint only).
