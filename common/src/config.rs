@@ -35,6 +35,16 @@ impl LogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Address of the Prometheus endpoint (`/metrics`), loopback or internal.
+    /// Address of the Prometheus endpoint (`/metrics`): loopback
+    /// (`127.0.0.1:9464`) unless set. Anything else is logged as a warning
+    /// at start: the endpoint is plain HTTP and its counts (batches,
+    /// disclosures) are for the operator's monitoring only.
+    #[serde(default = "MetricsConfig::loopback")]
     pub listen: SocketAddr,
+}
+
+impl MetricsConfig {
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9464))
+    }
 }

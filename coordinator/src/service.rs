@@ -367,12 +367,16 @@ impl check_service_server::CheckService for CheckService {
     }
 }
 
-const ANY: &[Role] = &[Role::Force, Role::Source, Role::Auditor];
+/// Who may read checkpoints and proofs: forces (to verify their
+/// disclosures) and auditors. Not sources: how far the log grew after a
+/// batch is how many disclosures it caused, which would tell a source
+/// whether a person it fed is on some roster.
+const READERS: &[Role] = &[Role::Force, Role::Auditor];
 
 #[tonic::async_trait]
 impl audit_service_server::AuditService for AuditService {
     async fn checkpoint(&self, req: Request<CheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
-        self.0.auth(&req, ANY, "read checkpoints")?;
+        self.0.auth(&req, READERS, "read checkpoints")?;
         let checkpoint = self.0.core.view(|v| v.checkpoint.clone())?;
         Ok(Response::new(CheckpointResponse { checkpoint }))
     }
@@ -397,7 +401,7 @@ impl audit_service_server::AuditService for AuditService {
         &self,
         req: Request<InclusionProofRequest>,
     ) -> Result<Response<InclusionProofResponse>, Status> {
-        self.0.auth(&req, ANY, "read proofs")?;
+        self.0.auth(&req, READERS, "read proofs")?;
         let r = req.into_inner();
         let proof = self.0.core.view(|v| v.tree.inclusion_proof(r.leaf_index, r.tree_size))?.ok_or_else(|| {
             Status::out_of_range(format!("no leaf {} in a published tree of size {}", r.leaf_index, r.tree_size))
@@ -409,7 +413,7 @@ impl audit_service_server::AuditService for AuditService {
         &self,
         req: Request<ConsistencyProofRequest>,
     ) -> Result<Response<ConsistencyProofResponse>, Status> {
-        self.0.auth(&req, ANY, "read proofs")?;
+        self.0.auth(&req, READERS, "read proofs")?;
         let r = req.into_inner();
         let (proof, size) = self.0.core.view(|v| (v.tree.consistency_proof(r.size1, r.size2), v.tree.size()))?;
         let proof = proof.ok_or_else(|| {

@@ -102,9 +102,20 @@ fn every_rpc_is_authorised_by_role() {
         assert!(!entries.entries.is_empty(), "the log starts with policy and epoch entries");
         let cp = AuditServiceClient::new(a.clone()).checkpoint(CheckpointRequest {}).await.unwrap().into_inner();
         assert!(cp.checkpoint.starts_with("vigil.test/audit\n"));
-        // Checkpoints and proofs are open to every role (nodes verify them).
+        // Forces read checkpoints and proofs (to verify their disclosures);
+        // a source may not: how far the log grew after its batch would tell
+        // it how many disclosures the batch caused.
         AuditServiceClient::new(f.clone()).checkpoint(CheckpointRequest {}).await.unwrap();
-        AuditServiceClient::new(s.clone()).checkpoint(CheckpointRequest {}).await.unwrap();
+        let mut sa = AuditServiceClient::new(s.clone());
+        denied(sa.checkpoint(CheckpointRequest {}).await.map(|_| ()), "source checkpoint");
+        denied(
+            sa.inclusion_proof(InclusionProofRequest { leaf_index: 0, tree_size: 1 }).await.map(|_| ()),
+            "source inclusion proof",
+        );
+        denied(
+            sa.consistency_proof(ConsistencyProofRequest { size1: 1, size2: 2 }).await.map(|_| ()),
+            "source consistency proof",
+        );
 
         // A force cannot acknowledge another force's disclosures: ids of
         // another force are not its own, so nothing is acknowledged.
@@ -115,9 +126,10 @@ fn every_rpc_is_authorised_by_role() {
             .unwrap()
             .into_inner();
         assert_eq!(r.acknowledged, 0);
-        // The receipt a source gets carries counts only.
+        // The receipt a source gets carries counts only, and no position in
+        // the log.
         let r = FeedServiceClient::new(s.clone()).feed(national_batch(1)).await.unwrap().into_inner();
-        assert_eq!((r.upserts, r.total), (1, 1));
+        assert_eq!((r.upserts, r.total, r.log_index), (1, 1, 0));
     });
 }
 

@@ -110,6 +110,12 @@ fn example_configurations_load_in_the_binaries() {
     let cm = docs.iter().find(|d| d["kind"].as_str() == Some("ConfigMap")).unwrap();
     let p = stage(d, cm["data"]["coordinator.toml"].as_str().unwrap(), "k8s-coordinator.toml");
     ok(run(Command::new(&coord).args(["check-config", "--config"]).arg(&p)));
+    // The example binds metrics to loopback: plain HTTP with counts of
+    // disclosures is for the operator's own monitoring.
+    let example: toml::Table =
+        toml::from_str(&std::fs::read_to_string(deploy().join("config/coordinator.toml")).unwrap()).unwrap();
+    let listen: std::net::SocketAddr = example["metrics"]["listen"].as_str().unwrap().parse().unwrap();
+    assert!(listen.ip().is_loopback(), "metrics listen {listen}");
     // The shipped policy is the default policy.
     let shipped = std::fs::read_to_string(deploy().join("config/policy.toml")).unwrap();
     assert_eq!(shipped, vigil_coordinator::policy::DEFAULT_POLICY);

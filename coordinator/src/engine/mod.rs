@@ -525,7 +525,10 @@ impl Engine {
         commitment: String,
         counts: Counts,
     ) -> Result<Applied, EngineError> {
-        let log_index = self.log.size();
+        // A force may learn where its roster batch sits in the log; a source
+        // may not: the gap to its next batch's index would count the
+        // disclosures its batch caused.
+        let log_index = if matches!(head, Entry::RosterBatch { .. }) { self.log.size() } else { 0 };
         let forces = b.forces();
         let (mut commit, leaves) = self.log.close(b, vec![head])?;
         let receipt = BatchReceipt {
