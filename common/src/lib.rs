@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`exit`]: process exit codes and the error that carries one to `main`.
 //! - [`cli`]: logging set-up, writing to standard output, shutdown signals.
-//! - [`secrets`]: 32-byte secret files (mode 0600, never overwritten).
+//! - [`secrets`]: 32-byte secret files (mode 0600, never overwritten) and
+//!   private directories (mode 0700).
 //! - [`config`]: the `[log]` and `[metrics]` tables both configs share.
 //! - [`clock`]: the wall clock in milliseconds.
 //! - [`metrics`]: the Prometheus exporter.

@@ -78,6 +78,21 @@ pub fn random_key() -> Result<[u8; 32], SecretFileError> {
     Ok(k)
 }
 
+/// Creates `dir` and any missing parents with mode 0700 (owner only): data
+/// directories, key directories, reports and exports hold pseudonyms,
+/// sealed details, names (in a force's inbox) or keys. A directory that
+/// exists already keeps its mode; one that others can read is named in a
+/// warning.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "directory is open to other users; 0700 is expected");
+    }
+    Ok(())
+}
+
 /// Writes `text` to a new file with mode 0600.
 pub fn write_new(path: &Path, text: &str) -> Result<(), SecretFileError> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -111,6 +126,11 @@ mod tests {
         assert!(matches!(write_secret(&p, "pepper", &[8; 32]), Err(SecretFileError::Exists(_))));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        let sub = d.path().join("a/b");
+        private_dir(&sub).unwrap();
+        for x in [d.path().join("a"), sub] {
+            assert_eq!(std::fs::metadata(&x).unwrap().permissions().mode() & 0o777, 0o700, "{}", x.display());
+        }
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
     let cfg_err = |m: String| anyhow::Error::from(Exit::new(exit::CONFIG, m));
     match command {
         PkiCommand::Init { dir, name, days } => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            vigil_common::secrets::private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let (ca, key) = Ca::create(&name, days).map_err(|e| cfg_err(e.to_string()))?;
             vigil_common::secrets::write_new(&dir.join("ca.key"), &key)?;
             vigil_common::secrets::write_new(&dir.join("ca.crt"), ca.cert_pem())?;
@@ -239,7 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !vigil_proto::tlog::note::is_valid_name(&origin) {
                 return Err(Exit::new(exit::CONFIG, "--origin must be non-empty with no spaces or '+'").into());
             }
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            vigil_common::secrets::private_dir(&out).with_context(|| format!("creating {}", out.display()))?;
             let pepper = out.join("pepper.key");
             vigil_common::secrets::write_secret(
                 &pepper,

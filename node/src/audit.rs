@@ -205,8 +205,8 @@ pub async fn export(cfg: &NodeConfig, store: &LocalStore, channel: Channel, dir:
     let log = fetch(store, &key, channel.clone()).await?;
     let seen = verify::history(store, &key).map_err(NodeError::from)?;
     let io = |e: std::io::Error| NodeError::failed(format!("writing {}: {e}", dir.display()));
-    std::fs::create_dir_all(dir.join("inclusion")).map_err(io)?;
-    std::fs::create_dir_all(dir.join("consistency")).map_err(io)?;
+    vigil_common::secrets::private_dir(&dir.join("inclusion")).map_err(io)?;
+    vigil_common::secrets::private_dir(&dir.join("consistency")).map_err(io)?;
     std::fs::write(dir.join("checkpoint"), &log.note).map_err(io)?;
     std::fs::write(dir.join("vkey"), format!("{}\n", key.verifier.vkey())).map_err(io)?;
     std::fs::write(dir.join("origin"), format!("{}\n", key.origin)).map_err(io)?;

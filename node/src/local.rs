@@ -133,7 +133,7 @@ CREATE TABLE IF NOT EXISTS meta (
 impl LocalStore {
     /// Opens (or creates) `dir/node.sqlite`.
     pub fn open(dir: &Path) -> Result<LocalStore, LocalError> {
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        vigil_common::secrets::private_dir(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("node.sqlite");
         let db = Connection::open(&path).map_err(|e| err(format!("opening {}: {e}", path.display())))?;
         db.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;

@@ -454,7 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let store = open_store(&cfg)?;
                 let dir = cfg.data_dir.join("alarms");
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                vigil_common::secrets::private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
                 let ms = vigil_common::clock::now_ms();
                 let archive = dir.join(format!("cleared-{ms}.txt"));
                 let n = vigil_node::verify::clear_alarm(&store, &archive).map_err(NodeError::from)?;
@@ -491,7 +491,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if epoch == 0 {
                 return Err(Exit::new(exit::CONFIG, "--epoch must be at least 1").into());
             }
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            vigil_common::secrets::private_dir(&out).with_context(|| format!("creating {}", out.display()))?;
             if only.as_deref() != Some("local") {
                 let path = out.join("linkage.key");
                 keyfile::write_linkage(&path, &LinkageKey::new(epoch, secrets::random_key()?))?;

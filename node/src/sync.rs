@@ -88,7 +88,8 @@ fn write_report(cfg: &NodeConfig, report: &Report, name: &str, explicit: Option<
         Some(p) => p.to_path_buf(),
         None => {
             let dir = cfg.data_dir.join("reports");
-            std::fs::create_dir_all(&dir).map_err(|e| NodeError::failed(format!("creating {}: {e}", dir.display())))?;
+            vigil_common::secrets::private_dir(&dir)
+                .map_err(|e| NodeError::failed(format!("creating {}: {e}", dir.display())))?;
             let ms = vigil_common::clock::now_ms();
             dir.join(format!("{name}-{ms}.json"))
         }

@@ -24,14 +24,17 @@ fn help_names_every_command() {
 
 #[test]
 fn keygen_writes_private_files_and_refuses_to_overwrite() {
-    let d = tempfile::tempdir().unwrap();
-    let out = node().args(["keygen", "--epoch", "2", "--out"]).arg(d.path()).output().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let d = root.path().join("keys");
+    let out = node().args(["keygen", "--epoch", "2", "--out"]).arg(&d).output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    let text = std::fs::read_to_string(d.path().join("linkage.key")).unwrap();
+    let text = std::fs::read_to_string(d.join("linkage.key")).unwrap();
     assert!(text.contains("epoch = 2"));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(d.path().join("local.key")).unwrap().permissions().mode() & 0o777, 0o600);
-    let again = node().args(["keygen", "--out"]).arg(d.path()).output().unwrap();
+    assert_eq!(std::fs::metadata(d.join("local.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    // The key directory it created is the owner's alone.
+    assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+    let again = node().args(["keygen", "--out"]).arg(&d).output().unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
 }

@@ -23,6 +23,18 @@ fn truncated_rosters_are_refused_broken_rows_keep_their_enrolment_and_checks_ans
     let watcher = node.watch();
     ok(pnc.run(&["feed", "--extract", data.join("extract.csv").to_str().unwrap()]));
     assert!(wait_until(Duration::from_secs(30), || active_pairs(&node.inbox()) == want[&force]));
+    // The stores and the feed's reports are in directories only their owner
+    // can open (a force's inbox holds names).
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [
+        w.path().join("coordinator/data"),
+        w.path().join(format!("nodes/{force}/data")),
+        w.path().join("nodes/pnc/data"),
+        w.path().join("nodes/pnc/data/reports"),
+    ] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
 
     // A truncated roster (half the staff) is refused before anything is sent.
     let roster = std::fs::read_to_string(&roster_path).unwrap();

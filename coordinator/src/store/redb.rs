@@ -166,7 +166,7 @@ pub const ACK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 impl RedbStore {
     /// Opens (or creates) `dir/coordinator.redb`.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        vigil_common::secrets::private_dir(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("coordinator.redb");
         let db = Database::builder()
             .set_cache_size(256 * 1024 * 1024)
