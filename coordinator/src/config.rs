@@ -147,6 +147,15 @@ pub struct Limits {
     pub checks_per_minute: u32,
     /// Most applicants in one check.
     pub max_applicants: usize,
+    /// Most client connections open at once; more are closed at once,
+    /// logged and counted (`vigil_tls_handshake_failures_total{reason="too_many_connections"}`).
+    pub max_connections: usize,
+    /// Most concurrent requests (HTTP/2 streams) on one connection.
+    pub max_streams_per_connection: u32,
+    /// Longest a request may take before it is answered `DEADLINE_EXCEEDED`
+    /// (a disclosure subscription is a request that answers at once and
+    /// then streams; the stream itself is not bounded).
+    pub request_timeout_seconds: u64,
 }
 
 impl Default for Limits {
@@ -158,6 +167,9 @@ impl Default for Limits {
             max_roster_size: 60_000,
             checks_per_minute: 30,
             max_applicants: 1_000,
+            max_connections: 512,
+            max_streams_per_connection: 64,
+            request_timeout_seconds: 120,
         }
     }
 }
@@ -217,7 +229,14 @@ impl Config {
             return Err(invalid("matching.epoch must be at least 1"));
         }
         let l = &c.limits;
-        if l.max_message_bytes < 1024 || l.max_batch_items == 0 || l.max_tokens_per_item == 0 || l.max_applicants == 0 {
+        if l.max_message_bytes < 1024
+            || l.max_batch_items == 0
+            || l.max_tokens_per_item == 0
+            || l.max_applicants == 0
+            || l.max_connections == 0
+            || l.max_streams_per_connection == 0
+            || l.request_timeout_seconds == 0
+        {
             return Err(invalid("limits must be positive (max_message_bytes at least 1024)"));
         }
         // An index slot is 12 bytes at 75% load: about 16 bytes a token,

@@ -177,9 +177,11 @@ pub async fn serve(
         let _ = stop.send(true);
         let _ = done_tx.send(());
     };
-    let (connections, acceptor) = crate::tls::accept(listener, tls);
+    let (connections, acceptor) = crate::tls::accept(listener, tls, c.limits.max_connections);
     let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(c.limits.max_streams_per_connection))
+        .timeout(Duration::from_secs(c.limits.request_timeout_seconds))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -2,12 +2,15 @@
 //! from the configured CA required, ALPN `h2`; every refused handshake is
 //! logged with the peer address and the reason, and counted
 //! (`vigil_tls_handshake_failures_total{reason}`), so that operators can
-//! see probing. Accepted connections are handed to tonic, which reads the
-//! client certificate from them for authorisation.
+//! see probing. At most `[limits] max_connections` are open at once.
+//! Accepted connections are handed to tonic, which reads the client
+//! certificate from them for authorisation.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::RootCertStore;
@@ -84,16 +87,71 @@ fn refused(peer: SocketAddr, label: &'static str, reason: &str) {
     tracing::warn!(peer = %peer, reason = %reason, kind = label, "TLS handshake refused");
 }
 
+/// An accepted connection, holding its place under the connection limit
+/// until it closes.
+pub struct Conn {
+    inner: TlsStream<TcpStream>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = <TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
 /// Accepts connections on `listener` and completes their handshakes
 /// concurrently (each bounded by [`HANDSHAKE_TIMEOUT`]); established
-/// streams go to the returned receiver. Dropping the receiver ends the
+/// streams go to the returned receiver. At most `max_connections` are open
+/// (handshaking or established) at once: one more is closed at once, logged
+/// and counted (`too_many_connections`). Dropping the receiver ends the
 /// accept loop at its next connection; abort the handle to end it at once.
 pub fn accept(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
-) -> (tokio::sync::mpsc::Receiver<std::io::Result<TlsStream<TcpStream>>>, tokio::task::JoinHandle<()>) {
+    max_connections: usize,
+) -> (tokio::sync::mpsc::Receiver<std::io::Result<Conn>>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let handle = tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -107,12 +165,17 @@ pub fn accept(
             if tx.is_closed() {
                 return;
             }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(tcp);
+                refused(peer, "too_many_connections", "the connection limit ([limits] max_connections) is reached");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let _ = tx.send(Ok(Conn { inner: stream, _slot: slot })).await;
                     }
                     Ok(Err(e)) => {
                         let (label, reason) = classify(&e);

@@ -360,3 +360,42 @@ fn tls_refusals_are_reported_at_once_and_logged_by_the_coordinator() {
     assert!(line.contains("role=\"source\"") || line.contains("role=source"), "{line}");
     assert!(line.contains("peer=127.0.0.1:"), "{line}");
 }
+
+/// At most `max_connections` client connections are open at once: one more
+/// is closed at once (and counted), and a slot frees when a connection
+/// closes.
+#[test]
+fn connections_are_bounded() {
+    let mut w = World::new();
+    w.write_coordinator_config("[limits]\nmax_connections = 2\n");
+    let _c = w.start_coordinator();
+    let force = w.client_identity("force", "gmp");
+    rt().block_on(async {
+        // A connection that answers a call (retried while the start-up health
+        // probe's connection is still closing).
+        let open = || async {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                if let Ok(ch) = w.channel(Some((&force.0, &force.1)), None).await
+                    && AuditServiceClient::new(ch.clone()).checkpoint(CheckpointRequest {}).await.is_ok()
+                {
+                    return Some(ch);
+                }
+                if std::time::Instant::now() > deadline {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        let a = open().await.expect("first connection");
+        let b = open().await.expect("second connection");
+        let third = match w.channel(Some((&force.0, &force.1)), None).await {
+            Err(_) => true,
+            Ok(ch) => AuditServiceClient::new(ch).checkpoint(CheckpointRequest {}).await.is_err(),
+        };
+        assert!(third, "a third connection is refused while two are open");
+        drop(a);
+        assert!(open().await.is_some(), "a slot frees when a connection closes");
+        drop(b);
+    });
+}
