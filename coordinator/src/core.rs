@@ -35,6 +35,12 @@ pub enum CoreError {
     /// A disclosure is not in the published log (it must wait).
     #[error("disclosure is not in the published log")]
     NotPublished,
+    /// Another subscription for the same force started and ended this one.
+    #[error(
+        "another subscription for this force started, so this one is ended: run one watch per force; \
+         if no other should be running, this force's certificate may be in other hands"
+    )]
+    Superseded,
 }
 
 impl From<StoreError> for CoreError {

@@ -23,6 +23,11 @@ pub fn ingest(kind: &'static str, took: Duration) {
     metrics::histogram!("vigil_batch_seconds", "kind" => kind).record(took.as_secs_f64());
 }
 
+/// A force's subscription replaced one that was still live.
+pub fn subscription_replaced() {
+    metrics::counter!("vigil_subscriptions_replaced_total").increment(1);
+}
+
 /// A disclosure was sent to a subscriber.
 pub fn delivered() {
     metrics::counter!("vigil_disclosures_delivered_total").increment(1);

@@ -58,6 +58,7 @@ impl From<CoreError> for Status {
             CoreError::Broken => Status::unavailable(e.to_string()),
             CoreError::Poisoned => Status::internal(e.to_string()),
             CoreError::NotPublished => Status::internal(e.to_string()),
+            CoreError::Superseded => Status::aborted(e.to_string()),
         }
     }
 }
@@ -76,13 +77,14 @@ pub struct Rpc {
     limits: Limits,
     trust_domain: String,
     checks: RateLimiter,
+    subscriptions: Arc<crate::delivery::Subscriptions>,
 }
 
 impl Rpc {
     /// The RPC layer over `core`.
     pub fn new(core: Arc<Core>, pepper: Pepper, limits: Limits, trust_domain: String) -> Arc<Rpc> {
         let checks = RateLimiter::new(limits.checks_per_minute);
-        Arc::new(Rpc { core, pepper, limits, trust_domain, checks })
+        Arc::new(Rpc { core, pepper, limits, trust_domain, checks, subscriptions: Default::default() })
     }
 
     /// The caller's identity, if its certificate names one of `roles`.
@@ -295,7 +297,8 @@ impl disclosure_service_server::DisclosureService for DisclosureService {
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let id = self.0.auth(&req, &[Role::Force], "receive disclosures")?;
         tracing::info!(force = %id.code, "subscriber connected");
-        let stream = crate::delivery::subscribe(self.0.core.clone(), id.code).map(|d| d.map_err(Status::from));
+        let stream = crate::delivery::subscribe(self.0.core.clone(), self.0.subscriptions.clone(), id.code)
+            .map(|d| d.map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 

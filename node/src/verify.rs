@@ -21,6 +21,12 @@ use crate::local::LocalStore;
 
 const ALARM: &str = "split_view";
 const HISTORY: &str = "checkpoint-history:";
+/// A gap in the force's delivery sequence (an alarm, like a split view).
+const GAP: &str = "sequence_gap";
+/// The highest delivery sequence stored with none missing below it.
+const THROUGH: &str = "delivered_through";
+/// Set when an alarm is cleared: the next sequence is taken as it comes.
+const RESYNC: &str = "sequence_resync";
 
 /// Why verification failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +62,20 @@ pub enum VerifyError {
         id: String,
         /// Detail.
         why: String,
+    },
+    /// Disclosures in the force's sequence went to someone else.
+    #[error(
+        "SEQUENCE GAP: disclosures {from} to {to} of force {force} were delivered to and acknowledged by another \
+         subscriber: a copy of this force's certificate and keys is in use elsewhere, or this node's store was \
+         restored from an old backup (docs/operations.md)"
+    )]
+    SequenceGap {
+        /// Force.
+        force: String,
+        /// First missing sequence.
+        from: u64,
+        /// Last missing sequence.
+        to: u64,
     },
     /// A call to the coordinator failed.
     #[error("audit call failed: {0}")]
@@ -133,12 +153,62 @@ pub fn clear_alarm(store: &LocalStore, archive: &std::path::Path) -> Result<usiz
         store.clear_meta(k)?;
     }
     store.clear_meta(ALARM)?;
+    if store.meta(GAP)?.is_some() {
+        store.clear_meta(GAP)?;
+        store.clear_meta(THROUGH)?;
+        store.set_meta(RESYNC, b"1")?;
+    }
     Ok(held.len())
 }
 
-/// The split-view alarm, if one was raised.
+/// The alarm (a split view or a sequence gap), if one was raised.
 pub fn alarm(store: &LocalStore) -> Result<Option<String>, VerifyError> {
-    Ok(store.meta(ALARM)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    Ok(store.meta(ALARM)?.map(text).or(store.meta(GAP)?.map(text)))
+}
+
+fn through(store: &LocalStore) -> Result<Option<u64>, VerifyError> {
+    Ok(store.meta(THROUGH)?.and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes)))
+}
+
+/// Checks that a disclosure's delivery sequence follows the ones this node
+/// stored: the coordinator delivers every sequence number to the force
+/// until it is acknowledged, so a number that jumps ahead means the ones
+/// between were acknowledged by another subscriber with this force's
+/// certificate. Raises the alarm durably (`vigil_node_sequence_gaps_total`).
+/// A redelivered number, or the next one, is fine. Before the first check
+/// the highest sequence in the inbox is taken as the start; after an alarm
+/// is cleared, the next number is taken as it comes.
+pub fn check_sequence(store: &LocalStore, force: &str, sequence: u64) -> Result<(), VerifyError> {
+    let held = match through(store)? {
+        Some(t) => t,
+        None if store.meta(RESYNC)?.is_some() => sequence.saturating_sub(1),
+        None => store
+            .inbox()?
+            .iter()
+            .filter_map(|(_, m, _)| <Disclosure as prost::Message>::decode(m.as_slice()).ok())
+            .map(|d| d.sequence)
+            .max()
+            .unwrap_or(0),
+    };
+    if sequence <= held.saturating_add(1) {
+        return Ok(());
+    }
+    let e = VerifyError::SequenceGap { force: force.to_string(), from: held + 1, to: sequence - 1 };
+    metrics::counter!("vigil_node_sequence_gaps_total").increment(1);
+    tracing::error!(alarm = %e, "disclosures are no longer accepted");
+    store.set_meta(GAP, e.to_string().as_bytes())?;
+    Err(e)
+}
+
+/// Notes that the disclosure with `sequence` is stored.
+pub fn stored_sequence(store: &LocalStore, sequence: u64) -> Result<(), VerifyError> {
+    let held = through(store)?.unwrap_or(0);
+    if sequence > held {
+        store.set_meta(THROUGH, &sequence.to_be_bytes())?;
+        store.clear_meta(RESYNC)?;
+    }
+    Ok(())
 }
 
 fn hashes(v: &[prost::bytes::Bytes]) -> Result<Vec<Hash>, String> {
@@ -382,6 +452,27 @@ impl From<VerifyError> for NodeError {
 mod tests {
     use super::*;
     use vigil_proto::tlog::merkle::{Tree, leaf_hash};
+
+    #[test]
+    fn a_jump_in_the_delivery_sequence_raises_the_alarm_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        for s in [1, 2, 2, 1, 3] {
+            check_sequence(&store, "gmp", s).unwrap();
+            stored_sequence(&store, s).unwrap();
+        }
+        let e = check_sequence(&store, "gmp", 6).unwrap_err();
+        assert!(e.is_alarm());
+        assert!(e.to_string().contains("disclosures 4 to 5 of force gmp"), "{e}");
+        assert!(alarm(&store).unwrap().unwrap().starts_with("SEQUENCE GAP"));
+        // Cleared after an investigation: the next number is taken as it comes.
+        clear_alarm(&store, &dir.path().join("cleared.txt")).unwrap();
+        assert_eq!(alarm(&store).unwrap(), None);
+        check_sequence(&store, "gmp", 6).unwrap();
+        stored_sequence(&store, 6).unwrap();
+        check_sequence(&store, "gmp", 7).unwrap();
+        assert!(check_sequence(&store, "gmp", 9).is_err());
+    }
 
     fn log(n: u64) -> Tree {
         let mut t = Tree::new();

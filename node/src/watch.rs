@@ -85,6 +85,15 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
             Err(s) if client::transient(&s) || s.code() == tonic::Code::Cancelled => {
                 return Ended::Transient(s.message().to_string());
             }
+            Err(s) if s.code() == tonic::Code::Aborted => {
+                // Another subscription for this force replaced this one: one
+                // watch per force. Loud, counted, and retried: if a copied
+                // certificate is in use, the sequence check stops whichever
+                // side misses disclosures.
+                metrics::counter!("vigil_node_subscription_replaced_total").increment(1);
+                tracing::error!(reason = %s.message(), "subscription replaced by another for this force");
+                return Ended::Transient(s.message().to_string());
+            }
             Err(s) => return Ended::Fatal(client::status_error(&s, "disclosure stream")),
         };
         if let Err(e) = verify::verify_disclosure(store, key, &mut audit, &mut seen, &cfg.code, &d).await {
@@ -93,6 +102,9 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
                 return Ended::Fatal(e.into());
             }
             return Ended::Transient(e.to_string());
+        }
+        if let Err(e) = verify::check_sequence(store, &cfg.code, d.sequence) {
+            return Ended::Fatal(e.into());
         }
         let bytes = prost::Message::encode_to_vec(&d);
         match store.store_disclosure(&d.id, &bytes, now_ms()) {
@@ -106,6 +118,9 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
                 tracing::info!(id = %d.id, new = fresh, "disclosure stored");
             }
             Err(e) => return Ended::Fatal(NodeError::failed(e.to_string())),
+        }
+        if let Err(e) = verify::stored_sequence(store, d.sequence) {
+            return Ended::Fatal(e.into());
         }
         if ack_tx.send(d.id.clone()).is_err() {
             return Ended::Transient("acknowledgements stopped".into());
@@ -123,7 +138,7 @@ pub async fn watch(
     let key = LogKey::load(cfg)?;
     if let Some(a) = verify::alarm(&store).map_err(NodeError::from)? {
         return Err(NodeError::audit(format!(
-            "refusing to accept disclosures: a split view was recorded earlier ({a}). See docs/operations.md"
+            "refusing to accept disclosures: an alarm (split view or sequence gap) was recorded earlier ({a}). See docs/operations.md"
         )));
     }
     tokio::pin!(shutdown);

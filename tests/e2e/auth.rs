@@ -399,3 +399,66 @@ fn connections_are_bounded() {
         drop(b);
     });
 }
+
+/// A copy of a force's certificate in other hands: the coordinator keeps
+/// one live subscription per force (the newest; the one it replaces ends
+/// with ABORTED), and the real node raises its alarm (exit 70) when the
+/// delivery sequence jumps past disclosures someone else acknowledged.
+#[test]
+fn a_copied_force_certificate_is_noticed() {
+    use crate::common::{active_pairs, expected, synth_set};
+    use std::time::Duration;
+    use vigil_tests::{ok, wait_until};
+    let mut w = World::new();
+    let data = w.path().join("synth");
+    let s = synth_set(&data, 47, 1, 300, 3000);
+    let force = s.forces[0].clone();
+    let first = expected(&data, &s.forces, &["extract.csv"]);
+    let all = expected(&data, &s.forces, &["extract.csv", "delta.csv"]);
+    assert!(all[&force].len() > first[&force].len() + 1, "the delta brings at least two new disclosures");
+    let _c = w.start_coordinator();
+    let node = w.node("force", &force);
+    let pnc = w.node("source", "pnc");
+    ok(node.run(&["sync", "--roster", data.join(format!("roster-{force}.csv")).to_str().unwrap()]));
+    ok(pnc.run(&["feed", "--extract", data.join("extract.csv").to_str().unwrap()]));
+    let watcher = node.watch();
+    assert!(wait_until(Duration::from_secs(30), || active_pairs(&node.inbox()) == first[&force]));
+    watcher.stop();
+
+    // The delta's disclosures wait for the force. Someone holding a copy of
+    // its certificate takes all but the last, and acknowledges them.
+    ok(pnc.run(&["feed", "--delta", data.join("delta.csv").to_str().unwrap()]));
+    let copy = w.client_identity("force", &force);
+    rt().block_on(async {
+        let ch = w.channel(Some((&copy.0, &copy.1)), None).await.unwrap();
+        let mut d = DisclosureServiceClient::new(ch.clone());
+        let mut stream = d.subscribe(SubscribeRequest {}).await.unwrap().into_inner();
+        loop {
+            let m = stream.message().await.unwrap().expect("a pending disclosure");
+            let left = d.acknowledge(AcknowledgeRequest { ids: vec![m.id.clone()] }).await.unwrap().into_inner();
+            if left.pending <= 1 {
+                break;
+            }
+        }
+        // The real node starts watching: the copy's subscription is ended.
+        let mut watcher = node.watch();
+        // (what was already in flight to it may still arrive first)
+        let e = loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the replaced subscription ends with an error, not quietly"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.code(), Code::Aborted, "{e:?}");
+        assert!(e.message().contains("another subscription for this force"), "{}", e.message());
+        // It receives the last disclosure, sees the jump, and stops with the
+        // audit exit code, refusing to go on until an operator clears it.
+        assert!(wait_until(Duration::from_secs(30), || watcher.exited().is_some()), "watch stops");
+        assert_eq!(watcher.exited().unwrap().code(), Some(70));
+        assert!(watcher.log_text().contains("SEQUENCE GAP"), "{}", watcher.log_text());
+        let again = node.run(&["watch"]);
+        assert_eq!(again.status.code(), Some(70));
+        assert!(String::from_utf8_lossy(&again.stderr).contains("sequence gap) was recorded earlier"));
+    });
+}
