@@ -296,7 +296,8 @@ impl disclosure_service_server::DisclosureService for DisclosureService {
 
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let id = self.0.auth(&req, &[Role::Force], "receive disclosures")?;
-        tracing::info!(force = %id.code, "subscriber connected");
+        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(force = %id.code, peer = %peer, "subscriber connected");
         let stream = crate::delivery::subscribe(self.0.core.clone(), self.0.subscriptions.clone(), id.code)
             .map(|d| d.map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
