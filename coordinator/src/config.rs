@@ -145,6 +145,9 @@ pub struct Limits {
     pub max_roster_size: u64,
     /// Pre-employment checks one force may make per minute.
     pub checks_per_minute: u32,
+    /// Applicants one force may check in any 24 hours (restored from the
+    /// log at start, so a restart does not reset it).
+    pub applicants_per_day: u64,
     /// Most applicants in one check.
     pub max_applicants: usize,
     /// Most client connections open at once; more are closed at once,
@@ -166,6 +169,7 @@ impl Default for Limits {
             max_tokens_per_item: 512,
             max_roster_size: 60_000,
             checks_per_minute: 30,
+            applicants_per_day: 2_000,
             max_applicants: 1_000,
             max_connections: 512,
             max_streams_per_connection: 64,
@@ -236,6 +240,7 @@ impl Config {
             || l.max_connections == 0
             || l.max_streams_per_connection == 0
             || l.request_timeout_seconds == 0
+            || l.applicants_per_day == 0
         {
             return Err(invalid("limits must be positive (max_message_bytes at least 1024)"));
         }

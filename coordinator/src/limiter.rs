@@ -1,38 +1,72 @@
-//! A per-caller rate limit over fixed one-minute windows (pre-employment
-//! checks). In memory: a restart resets it.
+//! Quotas on pre-employment checks, per force: checks a minute and
+//! applicants a day, over sliding windows of wall-clock time. Pure: the
+//! caller gives the time. The coordinator seeds it at start from the check
+//! entries of the last day in the audit log ([`CheckQuotas::seed`]), so a
+//! restart does not reset it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-/// At most `per_minute` admissions per key per minute.
-pub struct RateLimiter {
-    per_minute: u32,
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 86_400_000;
+/// Share of the daily quota at which a force is said to be nearing it.
+const NEARING: f64 = 0.8;
+
+/// What an admission leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// Applicants checked by this force in the last 24 hours, this check
+    /// included.
+    pub applicants_today: u64,
+    /// Whether this check took the force past 80% of its daily quota.
+    pub nearing: bool,
 }
 
-impl RateLimiter {
-    /// A limiter admitting `per_minute` per key.
-    pub fn new(per_minute: u32) -> RateLimiter {
-        RateLimiter { per_minute, windows: Mutex::new(HashMap::new()) }
+/// At most `per_minute` checks and `per_day` applicants per force.
+pub struct CheckQuotas {
+    per_minute: u32,
+    per_day: u64,
+    seen: Mutex<HashMap<String, VecDeque<(i64, u64)>>>,
+}
+
+impl CheckQuotas {
+    /// Quotas of `per_minute` checks and `per_day` applicants per force.
+    pub fn new(per_minute: u32, per_day: u64) -> CheckQuotas {
+        CheckQuotas { per_minute, per_day, seen: Mutex::new(HashMap::new()) }
     }
 
-    /// Admits one more for `key`, or says why not.
-    pub fn admit(&self, key: &str) -> Result<(), String> {
-        self.admit_at(key, Instant::now())
+    /// Counts a check made at `at_ms` (read back from the log at start).
+    pub fn seed(&self, force: &str, at_ms: i64, applicants: u64) {
+        if let Ok(mut m) = self.seen.lock() {
+            let q = m.entry(force.to_string()).or_default();
+            q.push_back((at_ms, applicants));
+            q.make_contiguous().sort_unstable();
+        }
     }
 
-    fn admit_at(&self, key: &str, now: Instant) -> Result<(), String> {
-        let mut w = self.windows.lock().map_err(|_| "rate limiter lock poisoned".to_string())?;
-        let e = w.entry(key.to_string()).or_insert((now, 0));
-        if now.duration_since(e.0) >= Duration::from_secs(60) {
-            *e = (now, 0);
+    /// Admits a check of `applicants` for `force` at `now_ms`, or says why
+    /// not.
+    pub fn admit(&self, force: &str, applicants: u64, now_ms: i64) -> Result<Admitted, String> {
+        let mut m = self.seen.lock().map_err(|_| "check quota lock poisoned".to_string())?;
+        let q = m.entry(force.to_string()).or_default();
+        while q.front().is_some_and(|(t, _)| *t <= now_ms - DAY_MS) {
+            q.pop_front();
         }
-        if e.1 >= self.per_minute {
-            return Err(format!("at most {} per minute; try again shortly", self.per_minute));
+        let last_minute = q.iter().filter(|(t, _)| *t > now_ms - MINUTE_MS).count();
+        if last_minute >= self.per_minute as usize {
+            return Err(format!("at most {} checks a minute; try again shortly", self.per_minute));
         }
-        e.1 += 1;
-        Ok(())
+        let today: u64 = q.iter().map(|(_, a)| a).sum();
+        if today + applicants > self.per_day {
+            return Err(format!(
+                "at most {} applicants a day ({today} checked in the last 24 hours; this check has {applicants})",
+                self.per_day
+            ));
+        }
+        q.push_back((now_ms, applicants));
+        let limit = self.per_day as f64 * NEARING;
+        let after = today + applicants;
+        Ok(Admitted { applicants_today: after, nearing: (today as f64) < limit && after as f64 >= limit })
     }
 }
 
@@ -41,12 +75,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admits_per_key_per_minute() {
-        let l = RateLimiter::new(2);
-        let t = Instant::now();
-        assert!(l.admit_at("gmp", t).is_ok() && l.admit_at("gmp", t).is_ok());
-        assert!(l.admit_at("gmp", t).is_err());
-        assert!(l.admit_at("met", t).is_ok());
-        assert!(l.admit_at("gmp", t + Duration::from_secs(61)).is_ok());
+    fn checks_a_minute_per_force() {
+        let q = CheckQuotas::new(2, 1000);
+        let t = 1_000_000_000;
+        assert!(q.admit("gmp", 1, t).is_ok() && q.admit("gmp", 1, t).is_ok());
+        assert!(q.admit("gmp", 1, t + 59_000).unwrap_err().contains("2 checks a minute"));
+        assert!(q.admit("met", 1, t).is_ok());
+        assert!(q.admit("gmp", 1, t + 61_000).is_ok());
+    }
+
+    #[test]
+    fn applicants_a_day_survive_a_restart_through_the_seed() {
+        let t = 1_000_000_000;
+        let q = CheckQuotas::new(100, 10);
+        let a = q.admit("gmp", 7, t).unwrap();
+        assert_eq!(a, Admitted { applicants_today: 7, nearing: false });
+        assert!(q.admit("gmp", 4, t + 1).unwrap_err().contains("at most 10 applicants a day (7 checked"));
+        assert!(q.admit("gmp", 1, t + 2).unwrap().nearing);
+        // A new process seeded from the log refuses the same.
+        let again = CheckQuotas::new(100, 10);
+        again.seed("gmp", t, 7);
+        again.seed("gmp", t + 2, 1);
+        assert!(again.admit("gmp", 3, t + 3).is_err());
+        assert!(again.admit("gmp", 2, t + 3).is_ok());
+        // A day later the window has moved on.
+        assert!(again.admit("gmp", 10, t + DAY_MS + 3).is_ok());
     }
 }

@@ -23,6 +23,11 @@ pub fn ingest(kind: &'static str, took: Duration) {
     metrics::histogram!("vigil_batch_seconds", "kind" => kind).record(took.as_secs_f64());
 }
 
+/// A force passed 80% of its daily quota of applicants checked.
+pub fn check_quota_nearing(force: &str) {
+    metrics::counter!("vigil_check_quota_nearing_total", "force" => force.to_string()).increment(1);
+}
+
 /// A force's subscription replaced one that was still live.
 pub fn subscription_replaced() {
     metrics::counter!("vigil_subscriptions_replaced_total").increment(1);

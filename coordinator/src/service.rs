@@ -28,7 +28,7 @@ use vigil_proto::{audit, tokens};
 use crate::config::Limits;
 use crate::core::{Core, CoreError};
 use crate::engine::{ApplicantIn, BatchIn, EngineError, RecordIn, SubjectIn};
-use crate::limiter::RateLimiter;
+use crate::limiter::CheckQuotas;
 use crate::metrics;
 use crate::pepper::Pepper;
 use crate::store::{Ref, StoreError, StoredToken};
@@ -69,6 +69,45 @@ impl From<StoreError> for Status {
     }
 }
 
+/// Counts the checks of the last 24 hours from the audit log into the
+/// quotas, so that a restart does not reset them. The log is read back from
+/// its end, a page at a time, until entries are a day old.
+fn seed_check_quotas(core: &Core, quotas: &CheckQuotas) {
+    let now = now_ms();
+    let Ok(mut end) = core.view(|v| v.tree.size()) else { return };
+    let mut seeded = 0u64;
+    while end > 0 {
+        let start = end.saturating_sub(1000);
+        let entries = match core.store().log_entries(start, end) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the log to restore check quotas; they start from zero");
+                return;
+            }
+        };
+        let mut older = false;
+        for bytes in entries.iter().rev() {
+            let Ok(entry) = audit::Entry::parse(bytes) else { continue };
+            let Some(t) = vigil_proto::time::parse_rfc3339(entry.time()) else { continue };
+            if t <= now - 86_400_000 {
+                older = true;
+                break;
+            }
+            if let audit::Entry::Check { force, applicants, .. } = entry {
+                quotas.seed(&force, t, applicants);
+                seeded += 1;
+            }
+        }
+        if older {
+            break;
+        }
+        end = start;
+    }
+    if seeded > 0 {
+        tracing::info!(checks = seeded, "check quotas restored from the last day of the log");
+    }
+}
+
 /// What every service holds: the core, and what the RPC layer needs to
 /// check and convert requests.
 pub struct Rpc {
@@ -76,14 +115,15 @@ pub struct Rpc {
     pepper: Pepper,
     limits: Limits,
     trust_domain: String,
-    checks: RateLimiter,
+    checks: CheckQuotas,
     subscriptions: Arc<crate::delivery::Subscriptions>,
 }
 
 impl Rpc {
     /// The RPC layer over `core`.
     pub fn new(core: Arc<Core>, pepper: Pepper, limits: Limits, trust_domain: String) -> Arc<Rpc> {
-        let checks = RateLimiter::new(limits.checks_per_minute);
+        let checks = CheckQuotas::new(limits.checks_per_minute, limits.applicants_per_day);
+        seed_check_quotas(&core, &checks);
         Arc::new(Rpc { core, pepper, limits, trust_domain, checks, subscriptions: Default::default() })
     }
 
@@ -342,9 +382,19 @@ impl check_service_server::CheckService for CheckService {
                 r.request_id, rpc.limits.max_applicants
             )));
         }
-        rpc.checks
-            .admit(&id.code)
+        let admitted = rpc
+            .checks
+            .admit(&id.code, r.applicants.len() as u64, now_ms())
             .map_err(|why| Status::resource_exhausted(format!("pre-employment checks for one force: {why}")))?;
+        if admitted.nearing {
+            metrics::check_quota_nearing(&id.code);
+            tracing::warn!(
+                force = %id.code,
+                applicants_today = admitted.applicants_today,
+                per_day = rpc.limits.applicants_per_day,
+                "a force is past 80% of its daily quota of applicants checked"
+            );
+        }
         let resp = blocking(move || {
             let mut applicants = Vec::with_capacity(r.applicants.len());
             for (i, a) in r.applicants.iter().enumerate() {

@@ -462,3 +462,33 @@ fn a_copied_force_certificate_is_noticed() {
         assert!(String::from_utf8_lossy(&again.stderr).contains("sequence gap) was recorded earlier"));
     });
 }
+
+/// A force may check a bounded number of applicants a day, and a restart of
+/// the coordinator does not reset the count (it is read back from the log).
+#[test]
+fn the_daily_quota_of_applicants_survives_a_restart() {
+    let mut w = World::new();
+    w.write_coordinator_config("[limits]\napplicants_per_day = 3\nchecks_per_minute = 100\n");
+    let force = w.client_identity("force", "gmp");
+    let check = |n: u8, id: &str| CheckRequest {
+        request_id: id.into(),
+        epoch: 1,
+        applicants: (0..n).map(|i| Applicant { applicant: vec![i + 1].into(), tokens: Some(token_set(1)) }).collect(),
+    };
+    let c = w.start_coordinator();
+    rt().block_on(async {
+        let mut c = CheckServiceClient::new(w.channel(Some((&force.0, &force.1)), None).await.unwrap());
+        c.check(check(2, "00000000000000000000000000000001")).await.unwrap();
+        let e = c.check(check(2, "00000000000000000000000000000002")).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(e.message().contains("at most 3 applicants a day (2 checked"), "{}", e.message());
+    });
+    drop(c);
+    let _c = w.start_coordinator();
+    rt().block_on(async {
+        let mut c = CheckServiceClient::new(w.channel(Some((&force.0, &force.1)), None).await.unwrap());
+        let e = c.check(check(2, "00000000000000000000000000000003")).await.unwrap_err();
+        assert!(e.message().contains("(2 checked in the last 24 hours"), "{}", e.message());
+        c.check(check(1, "00000000000000000000000000000004")).await.unwrap();
+    });
+}
