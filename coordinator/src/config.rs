@@ -61,6 +61,11 @@ pub struct Config {
     /// Expected index sizes, to allocate up front.
     #[serde(default)]
     pub capacity: Capacity,
+    /// `[headcount]`: each named force's declared headcount (force code =
+    /// number), the most subjects it may enrol; other forces have
+    /// `[limits] max_roster_size`.
+    #[serde(default)]
+    pub headcount: std::collections::HashMap<String, u64>,
     /// The transparency log.
     pub audit: AuditConfig,
     /// Logging.
@@ -150,6 +155,10 @@ pub struct Limits {
     pub applicants_per_day: u64,
     /// Most applicants in one check.
     pub max_applicants: usize,
+    /// Largest share of a force's enrolled subjects one roster batch may
+    /// remove unless the batch says the removals are intended
+    /// (`allow_removals`, from `vigil-node sync --allow-removals`).
+    pub max_removal_share: f64,
     /// Most client connections open at once; more are closed at once,
     /// logged and counted (`vigil_tls_handshake_failures_total{reason="too_many_connections"}`).
     pub max_connections: usize,
@@ -171,6 +180,7 @@ impl Default for Limits {
             checks_per_minute: 30,
             applicants_per_day: 2_000,
             max_applicants: 1_000,
+            max_removal_share: 0.1,
             max_connections: 512,
             max_streams_per_connection: 64,
             request_timeout_seconds: 120,
@@ -241,6 +251,7 @@ impl Config {
             || l.max_streams_per_connection == 0
             || l.request_timeout_seconds == 0
             || l.applicants_per_day == 0
+            || !(l.max_removal_share > 0.0 && l.max_removal_share <= 1.0)
         {
             return Err(invalid("limits must be positive (max_message_bytes at least 1024)"));
         }
@@ -253,6 +264,9 @@ impl Config {
                 "capacity.national_tokens and roster_tokens must each be at most {MAX_CAPACITY_TOKENS} \
                  (about 16 bytes of memory a token, allocated at start)"
             )));
+        }
+        if c.headcount.iter().any(|(f, n)| f.is_empty() || f.contains('/') || *n == 0) {
+            return Err(invalid("headcount: each entry is a force code and a number above 0"));
         }
         if !matches!(c.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format must be \"text\" or \"json\""));

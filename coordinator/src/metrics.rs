@@ -23,6 +23,11 @@ pub fn ingest(kind: &'static str, took: Duration) {
     metrics::histogram!("vigil_batch_seconds", "kind" => kind).record(took.as_secs_f64());
 }
 
+/// A force has enrolled 90% or more of its cap.
+pub fn roster_near_cap(force: &str) {
+    metrics::counter!("vigil_roster_near_cap_total", "force" => force.to_string()).increment(1);
+}
+
 /// A force passed 80% of its daily quota of applicants checked.
 pub fn check_quota_nearing(force: &str) {
     metrics::counter!("vigil_check_quota_nearing_total", "force" => force.to_string()).increment(1);

@@ -84,6 +84,7 @@ fn settings_of(config: &Config) -> Result<(Settings, String), ServeError> {
         policy_sha256: vigil_proto::hex::encode(sha.as_ref()),
         origin: config.audit.origin.clone(),
         max_roster_size: config.limits.max_roster_size,
+        headcount: config.headcount.clone(),
         index_capacity: (config.capacity.national_tokens, config.capacity.roster_tokens),
         national_records: config.matching.national_records,
     };

@@ -205,7 +205,7 @@ impl Rpc {
         total: impl FnOnce(&crate::engine::Engine) -> u64 + Send + 'static,
     ) -> Result<Response<StatusResponse>, Status> {
         let rpc = self.clone();
-        let max_total = if caller.starts_with("force/") { self.core.settings().max_roster_size } else { 0 };
+        let max_total = caller.strip_prefix("force/").map_or(0, |f| self.core.settings().roster_cap(f));
         blocking(move || {
             let (total, last_sequence) = rpc.core.status(&caller, total)?;
             let settings = rpc.core.settings();
@@ -267,10 +267,31 @@ impl roster_service_server::RosterService for RosterService {
             }
             let removes = Rpc::removes(&name, &batch.removes)?;
             let input = BatchIn { sequence: batch.sequence, upserts, removes, commitment };
-            Ok(rpc.core.apply(|e, s| e.apply_roster(s, &force, input, now_ms()))?)
+            let share = rpc.limits.max_removal_share;
+            Ok(rpc.core.apply(|e, s| {
+                // The node refuses a sync that removes a large share (a
+                // truncated file); the coordinator does too, batch by batch,
+                // unless the sender says the removals are intended.
+                let (removing, enrolled) = e.removals(&force, &input.removes);
+                if !batch.allow_removals && enrolled > 0 && removing as f64 > share * enrolled as f64 {
+                    return Err(EngineError::Limit(format!(
+                        "{name} would remove {removing} of the {enrolled} subjects enrolled ({:.1}%, more than {:.0}%): \
+                         nothing was applied. If the numbers really fell, send with allow_removals \
+                         (vigil-node sync --allow-removals)",
+                        removing as f64 * 100.0 / enrolled as f64,
+                        share * 100.0
+                    )));
+                }
+                e.apply_roster(s, &force, input, now_ms())
+            })?)
         })
         .await?;
         metrics::ingest("roster", started.elapsed());
+        let cap = self.0.core.settings().roster_cap(&id.code);
+        if receipt.total as f64 >= 0.9 * cap as f64 && !receipt.replayed {
+            metrics::roster_near_cap(&id.code);
+            tracing::warn!(force = %id.code, enrolled = receipt.total, cap, "a force has enrolled 90% or more of its cap");
+        }
         tracing::info!(force = %id.code, sequence = receipt.sequence, upserts = receipt.upserts,
             removes = receipt.removes, enrolled = receipt.total, replayed = receipt.replayed, "roster batch");
         Ok(Response::new(receipt))

@@ -34,6 +34,7 @@ fn settings() -> Settings {
         policy_sha256: "p".into(),
         origin: "vigil.test/audit".into(),
         max_roster_size: 1000,
+        headcount: Default::default(),
         index_capacity: (0, 0),
         // National scale: a name and date of birth alone do not confirm.
         national_records: 13_000_000,

@@ -307,6 +307,7 @@ pub async fn sync_roster(
             epoch: keys.epoch,
             upserts: chunk_ups.iter().map(|u| u.subject.clone()).collect(),
             removes: chunk_rm.iter().map(|(_, p)| p.to_vec().into()).collect(),
+            allow_removals,
         };
         let sent = retrying(retry, "roster sync", || {
             let mut c = client.clone();

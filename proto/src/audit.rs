@@ -321,6 +321,7 @@ mod tests {
                 tokens: Some(TokenSet { kinds: vec![1], tokens: vec![7; 32].into() }),
             }],
             removes: vec![vec![2; 16].into()],
+            allow_removals: false,
         };
         let c1 = roster_commitment(&b);
         b.sequence = 2;

@@ -28,6 +28,7 @@ fn roster_batch(sequence: u64, subjects: usize) -> RosterBatch {
             .map(|i| EnrolSubject { subject: vec![i as u8; 16].into(), tokens: Some(token_set(1)) })
             .collect(),
         removes: vec![],
+        allow_removals: false,
     }
 }
 
@@ -490,5 +491,34 @@ fn the_daily_quota_of_applicants_survives_a_restart() {
         let e = c.check(check(2, "00000000000000000000000000000003")).await.unwrap_err();
         assert!(e.message().contains("(2 checked in the last 24 hours"), "{}", e.message());
         c.check(check(1, "00000000000000000000000000000004")).await.unwrap();
+    });
+}
+
+/// Enrolment is bounded per force by its declared headcount, and a roster
+/// batch that removes a large share of a force's enrolled staff is refused
+/// by the coordinator too, unless the sender says the removals are meant.
+#[test]
+fn enrolment_is_bounded_by_headcount_and_large_removals_need_consent() {
+    let mut w = World::new();
+    w.write_coordinator_config("[limits]\nmax_removal_share = 0.5\n[headcount]\ngmp = 4\n");
+    let _c = w.start_coordinator();
+    let (gmp, met) = (w.client_identity("force", "gmp"), w.client_identity("force", "met"));
+    rt().block_on(async {
+        let mut r = RosterServiceClient::new(w.channel(Some((&gmp.0, &gmp.1)), None).await.unwrap());
+        let e = r.sync(roster_batch(1, 5)).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(e.message().contains("more than the limit of 4 for force gmp"), "{}", e.message());
+        assert_eq!(r.sync(roster_batch(1, 4)).await.unwrap().into_inner().total, 4);
+        // Another force keeps the general limit.
+        let mut m = RosterServiceClient::new(w.channel(Some((&met.0, &met.1)), None).await.unwrap());
+        assert_eq!(m.sync(roster_batch(1, 5)).await.unwrap().into_inner().total, 5);
+        // Removing 3 of 4 (75% > 50%) needs the sender's consent.
+        let mut leave = RosterBatch { sequence: 2, epoch: 1, upserts: vec![], removes: vec![], allow_removals: false };
+        leave.removes = (0..3u8).map(|i| vec![i; 16].into()).collect();
+        let e = r.sync(leave.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(e.message().contains("would remove 3 of the 4 subjects enrolled"), "{}", e.message());
+        leave.allow_removals = true;
+        assert_eq!(r.sync(leave).await.unwrap().into_inner().total, 1);
     });
 }

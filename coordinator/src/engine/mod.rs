@@ -302,6 +302,13 @@ impl Engine {
         Ok((chance, pairs))
     }
 
+    /// Of `removes`, how many name a subject `force` has enrolled, and how
+    /// many it has enrolled.
+    pub fn removals(&self, force: &str, removes: &[Ref]) -> (u64, u64) {
+        let removing = removes.iter().filter(|r| self.registry.subject(force, r).is_some()).count();
+        (removing as u64, self.registry.enrolled(force))
+    }
+
     /// National records the policy's prior is spread over now.
     pub fn population(&self) -> u32 {
         self.matcher.population()
@@ -331,10 +338,10 @@ impl Engine {
                 after -= 1;
             }
         }
-        if after as u64 > self.settings.max_roster_size {
+        let cap = self.settings.roster_cap(force);
+        if after as u64 > cap {
             return Err(EngineError::Limit(format!(
-                "this batch would enrol {after} subjects, more than the limit of {} per force",
-                self.settings.max_roster_size
+                "this batch would enrol {after} subjects, more than the limit of {cap} for force {force}"
             )));
         }
         let version = self.settings.policy.version.clone();

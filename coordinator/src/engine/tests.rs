@@ -15,6 +15,7 @@ fn settings() -> Settings {
         policy_sha256: "p1".into(),
         origin: "vigil.test/audit".into(),
         max_roster_size: 100,
+        headcount: Default::default(),
         index_capacity: (64, 64),
         national_records: 0,
     }

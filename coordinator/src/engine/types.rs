@@ -18,12 +18,21 @@ pub struct Settings {
     pub policy_sha256: String,
     /// The log's origin.
     pub origin: String,
-    /// Most subjects per force.
+    /// Most subjects per force, unless `headcount` names the force.
     pub max_roster_size: u64,
+    /// Most subjects of each named force (its declared headcount).
+    pub headcount: std::collections::HashMap<String, u64>,
     /// National and roster tokens to size the indexes for at start.
     pub index_capacity: (usize, usize),
     /// The fewest national records the policy's prior is spread over.
     pub national_records: u32,
+}
+
+impl Settings {
+    /// The most subjects `force` may have enrolled.
+    pub fn roster_cap(&self, force: &str) -> u64 {
+        self.headcount.get(force).copied().unwrap_or(self.max_roster_size)
+    }
 }
 
 /// Why the engine refused or failed.
