@@ -15,7 +15,7 @@ use vigil_common::clock::now_ms;
 use vigil_proto::tlog::{Hash, Signer};
 use vigil_proto::v1::{BatchReceipt, Disclosure};
 
-use crate::engine::{ApplicantIn, Applied, Checked, Engine, EngineError, LogView, Settings};
+use crate::engine::{ApplicantIn, Applied, CheckMeta, Checked, Engine, EngineError, LogView, Settings};
 use crate::metrics;
 use crate::store::{Store, StoreError};
 
@@ -167,10 +167,10 @@ impl Core {
 
     /// A pre-employment check: matched, logged (counts only), committed and
     /// published. Blocking.
-    pub fn check(&self, force: &str, request_id: &str, applicants: Vec<ApplicantIn>) -> Result<Checked, CoreError> {
+    pub fn check(&self, force: &str, meta: CheckMeta, applicants: Vec<ApplicantIn>) -> Result<Checked, CoreError> {
         self.usable()?;
         let mut engine = self.engine()?;
-        let checked = match engine.check(&*self.store, force, request_id, applicants, now_ms()) {
+        let mut checked = match engine.check(&*self.store, force, meta, applicants, now_ms()) {
             Ok(c) => c,
             Err(e) => {
                 self.reload(&mut engine);
@@ -183,6 +183,18 @@ impl Core {
         }
         drop(engine);
         self.publish(checked.leaves.clone(), checked.commit.checkpoint.as_ref().map(|c| c.1.clone()));
+        let mut proof = vigil_proto::v1::AuditProof {
+            entry: checked.entry.clone().into(),
+            leaf_index: checked.log_index,
+            ..Default::default()
+        };
+        self.view(|v| {
+            if let Some(p) = v.tree.inclusion_proof(checked.log_index, v.tree.size()) {
+                proof.inclusion = p.into_iter().map(|h| h.to_vec().into()).collect();
+                proof.checkpoint = v.checkpoint.clone();
+            }
+        })?;
+        checked.audit = Some(proof);
         Ok(checked)
     }
 

@@ -27,7 +27,7 @@ use vigil_proto::{audit, tokens};
 
 use crate::config::Limits;
 use crate::core::{Core, CoreError};
-use crate::engine::{ApplicantIn, BatchIn, EngineError, RecordIn, SubjectIn};
+use crate::engine::{ApplicantIn, BatchIn, CheckMeta, EngineError, RecordIn, SubjectIn};
 use crate::limiter::CheckQuotas;
 use crate::metrics;
 use crate::pepper::Pepper;
@@ -396,6 +396,16 @@ impl check_service_server::CheckService for CheckService {
         {
             return Err(Status::invalid_argument("request_id must be 16 to 64 lowercase hex digits"));
         }
+        // The purpose is written into the log: a case reference, never a name.
+        if r.purpose.is_empty()
+            || r.purpose.len() > 64
+            || !r.purpose.bytes().all(|b| b.is_ascii_alphanumeric() || b" -_/.:#".contains(&b))
+        {
+            return Err(Status::invalid_argument(format!(
+                "check {}: purpose must be 1 to 64 letters, digits, spaces and - _ / . : # (a case reference, never a name)",
+                r.request_id
+            )));
+        }
         rpc.check_header(&format!("check {}", r.request_id), r.epoch, 0)?;
         if r.applicants.is_empty() || r.applicants.len() > rpc.limits.max_applicants {
             return Err(Status::invalid_argument(format!(
@@ -417,6 +427,11 @@ impl check_service_server::CheckService for CheckService {
             );
         }
         let resp = blocking(move || {
+            let meta = CheckMeta {
+                request_id: r.request_id.clone(),
+                purpose: r.purpose.clone(),
+                commitment: audit::check_commitment(&r),
+            };
             let mut applicants = Vec::with_capacity(r.applicants.len());
             for (i, a) in r.applicants.iter().enumerate() {
                 let what = format!("check {} applicant {i}", r.request_id);
@@ -429,12 +444,13 @@ impl check_service_server::CheckService for CheckService {
                 });
             }
             let n = applicants.len() as u64;
-            let checked = rpc.core.check(&id.code, &r.request_id, applicants)?;
+            let checked = rpc.core.check(&id.code, meta, applicants)?;
             Ok(CheckResponse {
                 matches: checked.matches,
                 applicants: n,
                 policy_version: rpc.core.settings().policy.version.clone(),
                 log_index: checked.log_index,
+                audit: checked.audit,
             })
         })
         .await?;

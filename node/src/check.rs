@@ -8,14 +8,18 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 use tonic::transport::Channel;
+use vigil_proto::v1::audit_service_client::AuditServiceClient;
 use vigil_proto::v1::check_service_client::CheckServiceClient;
 use vigil_proto::v1::{Applicant, CheckRequest};
 use vigil_proto::{hex, tokens as wire};
 
 use crate::client::{self, MAX_MESSAGE};
+use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::input::{self, Report};
 use crate::keyfile::Keys;
+use crate::local::LocalStore;
+use crate::verify;
 
 /// One confirmed match of an applicant.
 #[derive(Debug, Clone, Serialize)]
@@ -58,8 +62,17 @@ pub struct CheckOutcome {
     pub report: Report,
 }
 
-/// Checks the applicants in `path`.
-pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOutcome, NodeError> {
+/// Checks the applicants in `path` for `purpose` (a case reference), and
+/// verifies that the check is in the audit log as it was sent.
+pub async fn check(
+    cfg: &NodeConfig,
+    keys: &Keys,
+    store: &LocalStore,
+    channel: Channel,
+    path: &Path,
+    purpose: &str,
+) -> Result<CheckOutcome, NodeError> {
+    let log_key = verify::LogKey::load(cfg)?;
     let name = path.display().to_string();
     let mut report = Report::new(&name, "applicants");
     let mut rows = Vec::new();
@@ -84,13 +97,14 @@ pub async fn check(keys: &Keys, channel: Channel, path: &Path) -> Result<CheckOu
         by_ref.insert(aref.to_vec(), (r.applicant_id.clone(), format!("{} {}", r.forenames, r.surname)));
         applicants.push(Applicant { applicant: aref.to_vec().into(), tokens: Some(wire::pack(&toks)) });
     }
-    let mut c =
-        CheckServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
-    let resp = c
-        .check(CheckRequest { request_id: request_id.clone(), epoch: keys.epoch, applicants })
-        .await
-        .map_err(|s| client::status_error(&s, "pre-employment check"))?
-        .into_inner();
+    let mut c = CheckServiceClient::new(channel.clone())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let req =
+        CheckRequest { request_id: request_id.clone(), epoch: keys.epoch, applicants, purpose: purpose.to_string() };
+    let resp = c.check(req.clone()).await.map_err(|s| client::status_error(&s, "pre-employment check"))?.into_inner();
+    let mut audit = AuditServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    verify::verify_check(store, &log_key, &mut audit, &cfg.code, &req, resp.audit.as_ref()).await?;
     let mut matches = Vec::new();
     for m in resp.matches {
         let Some((applicant_id, name)) = by_ref.get(m.applicant.as_ref()).cloned() else { continue };

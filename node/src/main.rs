@@ -187,6 +187,11 @@ enum Command {
         /// Applicants CSV (docs/formats.md).
         #[arg(long)]
         applicants: PathBuf,
+        /// Why the force checks: its case reference (1 to 64 letters,
+        /// digits, spaces and - _ / . : #), written into the audit log.
+        /// Never a name.
+        #[arg(long)]
+        purpose: String,
         /// Output format.
         #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
         format: String,
@@ -476,13 +481,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Check { config, applicants, format } => {
+        Command::Check { config, applicants, purpose, format } => {
             let cfg = load(&config, Some(NodeRole::Force))?;
             init_logs(&cfg);
             let keys = Keys::load(&cfg)?;
+            let store = open_store(&cfg)?;
             let out = runtime()?.block_on(async {
                 let ch = client::connect(&cfg).await?;
-                check::check(&keys, ch, &applicants).await
+                check::check(&cfg, &keys, &store, ch, &applicants, &purpose).await
             })?;
             out!("{}", render::check(&out, &format)?);
             refused_exit(out.refused, &out.report.summary())

@@ -13,7 +13,7 @@ use vigil_proto::audit::Entry;
 use vigil_proto::hex;
 use vigil_proto::tlog::{Checkpoint, Hash, Verifier, leaf_hash, verify_consistency, verify_inclusion};
 use vigil_proto::v1::audit_service_client::AuditServiceClient;
-use vigil_proto::v1::{ConsistencyProofRequest, Disclosure, DisclosureType};
+use vigil_proto::v1::{CheckRequest, ConsistencyProofRequest, Disclosure, DisclosureType};
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
@@ -60,6 +60,14 @@ pub enum VerifyError {
     Entry {
         /// Disclosure id.
         id: String,
+        /// Detail.
+        why: String,
+    },
+    /// A check's log entry does not record the check as this node made it.
+    #[error("check {request_id} is not on the record as it was sent: {why}")]
+    CheckRecord {
+        /// The check's request id.
+        request_id: String,
         /// Detail.
         why: String,
     },
@@ -437,6 +445,48 @@ pub async fn verify_disclosure(
     entry_matches(d, force, &entry).map_err(|why| VerifyError::Entry { id, why })
 }
 
+/// Whether a log entry records the check `req` by `force` as it was sent:
+/// same force, request id, purpose, number of applicants and commitment.
+pub fn check_entry_matches(entry: &Entry, force: &str, req: &CheckRequest) -> Result<(), String> {
+    let Entry::Check { force: f, request_id, purpose, applicants, commitment, .. } = entry else {
+        return Err(format!("the entry is a {} entry, not a check", entry.kind()));
+    };
+    let want = vigil_proto::audit::check_commitment(req);
+    let mismatch = [
+        (f.as_str() != force, "force"),
+        (request_id != &req.request_id, "request id"),
+        (purpose != &req.purpose, "purpose"),
+        (*applicants != req.applicants.len() as u64, "number of applicants"),
+        (commitment != &want, "commitment to the applicants"),
+    ];
+    match mismatch.iter().find(|(bad, _)| *bad) {
+        Some((_, what)) => Err(format!("the log entry records another {what}")),
+        None => Ok(()),
+    }
+}
+
+/// Verifies that the check `req` is in the log as this node made it: the
+/// checkpoint is accepted (consistent with the one held), the entry is
+/// included in it, and it records this force, request, purpose and
+/// applicants ([`check_entry_matches`]).
+pub async fn verify_check(
+    store: &LocalStore,
+    key: &LogKey,
+    client: &mut AuditServiceClient<Channel>,
+    force: &str,
+    req: &CheckRequest,
+    proof: Option<&vigil_proto::v1::AuditProof>,
+) -> Result<(), VerifyError> {
+    let bad = |why: String| VerifyError::CheckRecord { request_id: req.request_id.clone(), why };
+    let a = proof.ok_or_else(|| bad("the coordinator sent no log entry".into()))?;
+    let cp = Seen::default().accept(store, key, client, &a.checkpoint).await?;
+    let path = hashes(&a.inclusion).map_err(bad)?;
+    verify_inclusion(&leaf_hash(&a.entry), a.leaf_index, cp.size, &path, &cp.root)
+        .map_err(|e| bad(format!("not in the log: {e}")))?;
+    let entry = Entry::parse(&a.entry).map_err(|e| bad(format!("unreadable entry: {e}")))?;
+    check_entry_matches(&entry, force, req).map_err(bad)
+}
+
 impl From<VerifyError> for NodeError {
     /// An alarm is an audit failure; a failed call keeps its kind.
     fn from(e: VerifyError) -> NodeError {
@@ -452,6 +502,33 @@ impl From<VerifyError> for NodeError {
 mod tests {
     use super::*;
     use vigil_proto::tlog::merkle::{Tree, leaf_hash};
+
+    #[test]
+    fn a_check_entry_must_record_the_check_as_sent() {
+        let req = CheckRequest {
+            request_id: "00ff".into(),
+            epoch: 1,
+            applicants: vec![vigil_proto::v1::Applicant { applicant: vec![1].into(), tokens: None }],
+            purpose: "vetting 1".into(),
+        };
+        let entry = |purpose: &str, commitment: String| Entry::Check {
+            time: "t".into(),
+            force: "gmp".into(),
+            request_id: "00ff".into(),
+            purpose: purpose.into(),
+            applicants: 1,
+            confirmed: 0,
+            candidates: None,
+            commitment,
+            policy_version: "p".into(),
+        };
+        let c = vigil_proto::audit::check_commitment(&req);
+        assert_eq!(check_entry_matches(&entry("vetting 1", c.clone()), "gmp", &req), Ok(()));
+        assert!(check_entry_matches(&entry("vetting 1", c.clone()), "met", &req).unwrap_err().contains("force"));
+        assert!(check_entry_matches(&entry("other", c), "gmp", &req).unwrap_err().contains("purpose"));
+        let e = check_entry_matches(&entry("vetting 1", "0".repeat(64)), "gmp", &req).unwrap_err();
+        assert!(e.contains("commitment to the applicants"), "{e}");
+    }
 
     #[test]
     fn a_jump_in_the_delivery_sequence_raises_the_alarm_until_cleared() {

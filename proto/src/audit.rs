@@ -150,6 +150,10 @@ pub enum Entry {
         force: String,
         /// The force's request id.
         request_id: String,
+        /// The force's reference for why it checked (empty in entries
+        /// written before 2026-11-30).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        purpose: String,
         /// Applicants checked.
         applicants: u64,
         /// Confirmed matches returned.
@@ -158,6 +162,10 @@ pub enum Entry {
         /// stopped counting them (2026-11-30).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         candidates: Option<u64>,
+        /// SHA-256 commitment to the request as received
+        /// ([`check_commitment`]; empty in entries written before 2026-11-30).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        commitment: String,
         /// Policy version.
         policy_version: String,
     },
@@ -263,6 +271,21 @@ pub fn roster_commitment(b: &RosterBatch) -> String {
     c.update(&[0xff]);
     for r in &b.removes {
         put_bytes(&mut c, r);
+    }
+    hex::encode(c.finish().as_ref())
+}
+
+/// The commitment to a check as sent: request id, purpose, and each
+/// applicant's reference and tokens. The force computes the same and
+/// compares it with the check's log entry.
+pub fn check_commitment(r: &crate::v1::CheckRequest) -> String {
+    let mut c = Context::new(&SHA256);
+    c.update(b"vigil check v1");
+    put_bytes(&mut c, r.request_id.as_bytes());
+    put_bytes(&mut c, r.purpose.as_bytes());
+    for a in &r.applicants {
+        put_bytes(&mut c, &a.applicant);
+        put_set(&mut c, a.tokens.as_ref());
     }
     hex::encode(c.finish().as_ref())
 }

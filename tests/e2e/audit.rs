@@ -77,7 +77,13 @@ fn log_invariants_reports_export_and_privacy() {
     one_entry_per_delivery(&entries, &nodes);
 
     // A pre-employment check is logged as counts only.
-    let out = ok(nodes[0].run(&["check", "--applicants", data.join("applicants.csv").to_str().unwrap()]));
+    let out = ok(nodes[0].run(&[
+        "check",
+        "--purpose",
+        "vetting 2026/114",
+        "--applicants",
+        data.join("applicants.csv").to_str().unwrap(),
+    ]));
     assert!(out.contains("30 applicants checked"), "{out}");
     step("after check");
 
@@ -100,6 +106,10 @@ fn log_invariants_reports_export_and_privacy() {
     // A check is logged with its counts, and no candidate count: that would
     // tell the force whether national data holds someone like an applicant.
     assert!(entries.iter().any(|e| matches!(e, Entry::Check { applicants: 30, candidates: None, .. })));
+    // ...with the force's purpose and a commitment to what it sent, which
+    // the node verified when it made the check.
+    assert!(entries.iter().any(|e| matches!(e, Entry::Check { purpose, commitment, .. }
+        if purpose == "vetting 2026/114" && commitment.len() == 64)));
     assert!(
         entries.iter().any(|e| matches!(e, Entry::Policy { .. }))
             && entries.iter().any(|e| matches!(e, Entry::Epoch { epoch: 1, .. }))

@@ -77,7 +77,12 @@ fn every_rpc_is_authorised_by_role() {
         );
         denied(
             CheckServiceClient::new(s.clone())
-                .check(CheckRequest { request_id: "0123456789abcdef".into(), epoch: 1, applicants: vec![] })
+                .check(CheckRequest {
+                    request_id: "0123456789abcdef".into(),
+                    epoch: 1,
+                    applicants: vec![],
+                    purpose: "case 1".into(),
+                })
                 .await
                 .map(|_| ()),
             "source check",
@@ -215,8 +220,24 @@ fn inputs_are_bounded() {
         // (it lands in the permanent log).
         let mut c = CheckServiceClient::new(ch.clone());
         for bad in ["", "c1", "Officer Smith asked for this one", "0123456789ABCDEF"] {
-            let e = c.check(CheckRequest { request_id: bad.into(), epoch: 1, applicants: vec![] }).await.unwrap_err();
+            let e = c
+                .check(CheckRequest { request_id: bad.into(), epoch: 1, applicants: vec![], purpose: "case 1".into() })
+                .await
+                .unwrap_err();
             assert!(e.message().starts_with("request_id must be 16 to 64 lowercase hex digits"), "{}", e.message());
+        }
+        // A purpose is a case reference, never free text with a name in it.
+        for bad in ["", "Jane Smith's case!", &"x".repeat(65)] {
+            let e = c
+                .check(CheckRequest {
+                    request_id: "0123456789abcdef".into(),
+                    epoch: 1,
+                    applicants: vec![],
+                    purpose: bad.to_string(),
+                })
+                .await
+                .unwrap_err();
+            assert!(e.message().contains("purpose must be 1 to 64 letters"), "{}", e.message());
         }
         // An applicant carries at most what one identity forms of each kind:
         // two NI numbers are two guesses, not one person.
@@ -226,6 +247,7 @@ fn inputs_are_bounded() {
             .check(CheckRequest {
                 request_id: "00112233445566778899aabbccddeeff".into(),
                 epoch: 1,
+                purpose: "case 1".into(),
                 applicants: vec![Applicant { applicant: vec![1].into(), tokens: Some(two_ninos) }],
             })
             .await
@@ -240,6 +262,7 @@ fn inputs_are_bounded() {
         let req = || CheckRequest {
             request_id: "0123456789abcdef".into(),
             epoch: 1,
+            purpose: "case 1".into(),
             applicants: vec![Applicant { applicant: vec![1].into(), tokens: Some(token_set(1)) }],
         };
         c.check(req()).await.unwrap();
@@ -474,6 +497,7 @@ fn the_daily_quota_of_applicants_survives_a_restart() {
     let check = |n: u8, id: &str| CheckRequest {
         request_id: id.into(),
         epoch: 1,
+        purpose: "case 1".into(),
         applicants: (0..n).map(|i| Applicant { applicant: vec![i + 1].into(), tokens: Some(token_set(1)) }).collect(),
     };
     let c = w.start_coordinator();

@@ -88,8 +88,15 @@ fn truncated_rosters_are_refused_broken_rows_keep_their_enrolment_and_checks_ans
         .filter(|r| r[1].starts_with("APP"))
         .map(|r| (r[1].to_string(), r[2].to_string()))
         .collect();
-    let out =
-        ok(node.run(&["check", "--applicants", data.join("applicants.csv").to_str().unwrap(), "--format", "json"]));
+    let out = ok(node.run(&[
+        "check",
+        "--purpose",
+        "vetting 2026/114",
+        "--applicants",
+        data.join("applicants.csv").to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let got: BTreeSet<(String, String)> = v["matches"]
         .as_array()

@@ -39,7 +39,7 @@ use crate::policy::{Assessment, Decision, Evidence};
 use crate::store::{RecordRow, Ref, SenderState, StoreError, StoreRead, StoredToken, SubjectRow};
 
 pub use log::LogView;
-pub use types::{ApplicantIn, Applied, BatchIn, Checked, EngineError, RecordIn, Settings, SubjectIn};
+pub use types::{ApplicantIn, Applied, BatchIn, CheckMeta, Checked, EngineError, RecordIn, Settings, SubjectIn};
 
 use log::AuditLog;
 use outbox::{Batch, Outbox};
@@ -557,7 +557,7 @@ impl Engine {
         &mut self,
         store: &dyn StoreRead,
         force: &str,
-        request_id: &str,
+        meta: CheckMeta,
         applicants: Vec<ApplicantIn>,
         now_ms: i64,
     ) -> Result<Checked, EngineError> {
@@ -585,15 +585,18 @@ impl Engine {
         let head = Entry::Check {
             time: b.time.clone(),
             force: force.to_string(),
-            request_id: request_id.to_string(),
+            request_id: meta.request_id,
+            purpose: meta.purpose,
             applicants: applicants.len() as u64,
             confirmed: matches.len() as u64,
             candidates: None,
+            commitment: meta.commitment,
             policy_version: self.settings.policy.version.clone(),
         };
+        let entry = head.to_bytes();
         let log_index = self.log.size();
         let (commit, leaves) = self.log.close(b, vec![head])?;
-        Ok(Checked { matches, log_index, commit, leaves })
+        Ok(Checked { matches, log_index, entry, audit: None, commit, leaves })
     }
 }
 

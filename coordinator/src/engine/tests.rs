@@ -253,7 +253,7 @@ fn checks_return_confirmed_matches_and_keep_no_tokens() {
         .check(
             &store,
             "gmp",
-            "req-1",
+            CheckMeta { request_id: "00ff".into(), purpose: "case 1".into(), commitment: "c".into() },
             vec![
                 ApplicantIn { applicant: vec![1], tokens: person(1) },
                 ApplicantIn { applicant: vec![2], tokens: person(2) },

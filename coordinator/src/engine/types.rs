@@ -118,6 +118,17 @@ pub enum Applied {
     Replayed(BatchReceipt),
 }
 
+/// What a check's log entry says besides counts.
+#[derive(Debug, Clone)]
+pub struct CheckMeta {
+    /// The force's request id (hex).
+    pub request_id: String,
+    /// The force's reference for why it checks.
+    pub purpose: String,
+    /// Commitment to the request as received (`audit::check_commitment`).
+    pub commitment: String,
+}
+
 /// What a check returns.
 #[derive(Debug)]
 pub struct Checked {
@@ -125,6 +136,10 @@ pub struct Checked {
     pub matches: Vec<CheckMatch>,
     /// The log entry's index.
     pub log_index: u64,
+    /// The log entry's bytes.
+    pub entry: Vec<u8>,
+    /// The entry with its inclusion proof and a checkpoint, once published.
+    pub audit: Option<vigil_proto::v1::AuditProof>,
     /// What to commit (the log entry and checkpoint only).
     pub commit: Commit,
     /// Log leaves appended.
