@@ -56,7 +56,8 @@ pub struct Core {
     view: RwLock<LogView>,
     changed: watch::Sender<u64>,
     settings: Settings,
-    signer_key: String,
+    /// The audit signing key's text, overwritten when the core is dropped.
+    signer_key: zeroize::Zeroizing<String>,
     broken: AtomicBool,
     shutdown: watch::Receiver<bool>,
 }
@@ -83,7 +84,7 @@ impl Core {
             view: RwLock::new(view),
             changed: watch::channel(0).0,
             settings,
-            signer_key,
+            signer_key: zeroize::Zeroizing::new(signer_key),
             broken: AtomicBool::new(false),
             shutdown,
         }))

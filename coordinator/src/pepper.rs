@@ -17,6 +17,13 @@ pub type Stored = [u8; STORED_LEN];
 #[derive(Clone)]
 pub struct Pepper([u8; 32]);
 
+/// The pepper is overwritten when dropped (so are clones).
+impl Drop for Pepper {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for Pepper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Pepper(<redacted>)")
@@ -46,6 +53,11 @@ pub fn index_key(stored: &Stored) -> IndexKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pepper_is_zeroised_on_drop() {
+        assert!(std::mem::needs_drop::<Pepper>(), "a plain array would linger in memory");
+    }
 
     #[test]
     fn rekeying_is_keyed_and_stable() {

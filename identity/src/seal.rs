@@ -38,6 +38,14 @@ pub struct Sealer {
     nonce_key: [u8; 32],
 }
 
+/// The nonce key is overwritten when the sealer is dropped (ring's AEAD key
+/// is its own).
+impl Drop for Sealer {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.nonce_key);
+    }
+}
+
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Sealer {{ epoch: {}, key: <redacted> }}", self.epoch)

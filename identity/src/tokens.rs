@@ -49,6 +49,13 @@ impl LinkageKey {
     }
 }
 
+/// Key material is overwritten when the key is dropped (so are clones).
+impl Drop for LinkageKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 impl fmt::Debug for LinkageKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LinkageKey {{ epoch: {}, key: <redacted> }}", self.epoch)
@@ -94,6 +101,12 @@ impl LocalSecret {
     }
 }
 
+impl Drop for LocalSecret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for LocalSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LocalSecret(<redacted>)")
@@ -111,6 +124,14 @@ fn truncate(h: blake3::Hash) -> Ref {
 pub struct Tokenizer {
     epoch: u32,
     subkeys: [[u8; 32]; ALL.len()],
+}
+
+impl Drop for Tokenizer {
+    fn drop(&mut self) {
+        for k in &mut self.subkeys {
+            zeroize::Zeroize::zeroize(k);
+        }
+    }
 }
 
 impl fmt::Debug for Tokenizer {
@@ -172,6 +193,16 @@ mod tests {
             *b = i as u8;
         }
         LinkageKey::new(1, k)
+    }
+
+    /// Secret material is overwritten when it goes out of scope: every type
+    /// holding it has drop glue (plain arrays have none).
+    #[test]
+    fn secrets_are_zeroised_on_drop() {
+        assert!(std::mem::needs_drop::<LinkageKey>());
+        assert!(std::mem::needs_drop::<LocalSecret>());
+        assert!(std::mem::needs_drop::<Tokenizer>());
+        assert!(std::mem::needs_drop::<crate::seal::Sealer>());
     }
 
     /// The fixed test vector of scheme v2. If this fails, normalisation,
