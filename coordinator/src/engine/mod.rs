@@ -579,8 +579,9 @@ impl Engine {
             }
         }
         // Candidates are not counted for a check, neither in the answer nor
-        // in the log (which the force can read): that count would answer
-        // "does national data hold someone like this applicant".
+        // in the log entry (which goes back to the force with the answer):
+        // that count would answer "does national data hold someone like
+        // this applicant".
         b.candidates = 0;
         let head = Entry::Check {
             time: b.time.clone(),
