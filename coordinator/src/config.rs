@@ -100,6 +100,20 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// PEM CA certificate(s) that issue client certificates.
     pub client_ca: PathBuf,
+    /// PEM certificate revocation list(s) from that CA (`vigil-coordinator
+    /// pki revoke` writes one): a client certificate named there is refused
+    /// at its handshake. Re-read when the file changes, without a restart.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+    /// How often the CRL file is looked at for changes, seconds.
+    #[serde(default = "TlsConfig::crl_reload_default")]
+    pub crl_reload_seconds: u64,
+}
+
+impl TlsConfig {
+    fn crl_reload_default() -> u64 {
+        30
+    }
 }
 
 /// `[keys]`
@@ -281,6 +295,9 @@ impl Config {
         fix(&mut c.tls.cert);
         fix(&mut c.tls.key);
         fix(&mut c.tls.client_ca);
+        if let Some(p) = c.tls.crl.as_mut() {
+            fix(p);
+        }
         fix(&mut c.keys.pepper);
         fix(&mut c.keys.audit_signing_key);
         if let Some(p) = c.matching.policy.as_mut() {

@@ -104,8 +104,9 @@ enum PkiCommand {
         /// DNS names (the coordinator's server certificate).
         #[arg(long)]
         dns: Vec<String>,
-        /// Validity in days.
-        #[arg(long, default_value_t = 397)]
+        /// Validity in days (short-lived by default: renew with --replace,
+        /// or `sign` a new request, before it ends).
+        #[arg(long, default_value_t = 30)]
         days: i64,
         /// Writes OUT.crt and OUT.key.
         #[arg(long)]
@@ -113,6 +114,48 @@ enum PkiCommand {
         /// Replace existing files (renewal).
         #[arg(long)]
         replace: bool,
+    },
+    /// Issue a certificate for a party's signing request (`vigil-node csr`):
+    /// the CA never sees the party's private key.
+    Sign {
+        /// Directory of the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate signing request (PEM).
+        #[arg(long)]
+        csr: PathBuf,
+        /// The deployment's trust domain, e.g. vigil.example.
+        #[arg(long)]
+        trust_domain: String,
+        /// force, source or auditor.
+        #[arg(long, value_parser = ["force", "source", "auditor"])]
+        role: String,
+        /// The force, source or auditor code.
+        #[arg(long)]
+        code: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// Writes OUT.crt.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing certificate (renewal).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Revoke a certificate: adds it to the CA's list (`revoked.txt`) and
+    /// writes a new signed revocation list, `crl.pem`, for the coordinator's
+    /// `[tls] crl`. Without --cert, signs the list again (before it expires).
+    Revoke {
+        /// Directory of the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate to revoke (PEM).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Days until the list must be signed again.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
     },
 }
 
@@ -165,6 +208,72 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             vigil_common::secrets::write_new(&kp, &key)?;
             vigil_common::secrets::write_new(&cp, &cert)?;
             outln!("issued {id}: {} and {} (valid {days} days)", cp.display(), kp.display());
+            Ok(())
+        }
+        PkiCommand::Sign { dir, csr, trust_domain, role, code, days, out, replace } => {
+            let read =
+                |f: &std::path::Path| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()));
+            let ca = Ca::load(&read(&dir.join("ca.crt"))?, &read(&dir.join("ca.key"))?)
+                .map_err(|e| cfg_err(e.to_string()))?;
+            let id = format!("spiffe://{trust_domain}/{role}/{code}");
+            vigil_proto::spiffe::parse(&id).map_err(|e| cfg_err(e.to_string()))?;
+            let cert =
+                ca.sign_request(&read(&csr)?, &Leaf::valid_for(&id, days)).map_err(|e| cfg_err(e.to_string()))?;
+            let cp = out.with_extension("crt");
+            if replace && cp.exists() {
+                std::fs::remove_file(&cp).with_context(|| format!("replacing {}", cp.display()))?;
+            }
+            vigil_common::secrets::write_new(&cp, &cert)?;
+            outln!("issued {id} for the key of {}: {} (valid {days} days)", csr.display(), cp.display());
+            Ok(())
+        }
+        PkiCommand::Revoke { dir, cert, days } => {
+            let read =
+                |f: &std::path::Path| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()));
+            let ca = Ca::load(&read(&dir.join("ca.crt"))?, &read(&dir.join("ca.key"))?)
+                .map_err(|e| cfg_err(e.to_string()))?;
+            let list_path = dir.join("revoked.txt");
+            let mut list = if list_path.exists() { read(&list_path)? } else { String::new() };
+            if let Some(c) = &cert {
+                let serial = vigil_coordinator::pki::serial_of(&read(c)?).map_err(|e| cfg_err(e.to_string()))?;
+                let hex = vigil_proto::hex::encode(&serial);
+                if list.lines().any(|l| l.split_whitespace().next() == Some(hex.as_str())) {
+                    outln!("{} (serial {hex}) was already revoked", c.display());
+                } else {
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    list.push_str(&format!("{hex} {now}\n"));
+                    std::fs::write(&list_path, &list).with_context(|| format!("writing {}", list_path.display()))?;
+                }
+            }
+            let mut revoked = Vec::new();
+            for (i, line) in list.lines().enumerate() {
+                let bad =
+                    || cfg_err(format!("{} line {}: want `<serial hex> <unix time>`", list_path.display(), i + 1));
+                let mut parts = line.split_whitespace();
+                let serial = parts.next().and_then(vigil_proto::hex::decode).ok_or_else(bad)?;
+                let at = parts
+                    .next()
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                    .ok_or_else(bad)?;
+                revoked.push((serial, at));
+            }
+            // The list's number grows with every list signed.
+            let number_path = dir.join("crl.number");
+            let number =
+                if number_path.exists() { read(&number_path)?.trim().parse::<u64>().unwrap_or(0) } else { 0 } + 1;
+            let crl = ca.crl(&revoked, number, days).map_err(|e| cfg_err(e.to_string()))?;
+            let tmp = dir.join("crl.pem.new");
+            std::fs::write(&tmp, crl).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, dir.join("crl.pem"))
+                .with_context(|| format!("replacing {}", dir.join("crl.pem").display()))?;
+            std::fs::write(&number_path, number.to_string())
+                .with_context(|| format!("writing {}", number_path.display()))?;
+            outln!(
+                "wrote {}/crl.pem (number {number}, {} revoked, valid {days} days): give it to the coordinator ([tls] crl), which reads it again within crl_reload_seconds",
+                dir.display(),
+                revoked.len()
+            );
             Ok(())
         }
     }
@@ -227,11 +336,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             server::read_signing_key(&cfg.keys.audit_signing_key).map_err(serve_error)?;
             vigil_common::secrets::read_secret(&cfg.keys.pepper).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
             load_policy(cfg.matching.policy.as_ref())?;
-            for (what, p) in
-                [("TLS certificate", &cfg.tls.cert), ("TLS key", &cfg.tls.key), ("client CA", &cfg.tls.client_ca)]
-            {
-                std::fs::metadata(p).map_err(|e| Exit::new(exit::CONFIG, format!("{what} {}: {e}", p.display())))?;
-            }
+            // Certificate, key, client CA and revocation list, as serving reads them.
+            vigil_coordinator::tls::server_config(
+                &cfg.tls.cert,
+                &cfg.tls.key,
+                &cfg.tls.client_ca,
+                cfg.tls.crl.as_deref(),
+            )
+            .map_err(serve_error)?;
             outln!("{}: configuration and keys load", config.display());
             Ok(())
         }

@@ -8,8 +8,9 @@
 //! and the serverAuth usage.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams,
+    SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -92,8 +93,23 @@ impl Ca {
 
     /// Issues a certificate with a fresh key; returns (certificate, key) in PEM.
     pub fn issue(&self, leaf: &Leaf) -> Result<(String, String), PkiError> {
-        vigil_proto::spiffe::parse(&leaf.spiffe).map_err(err)?;
         let key = KeyPair::generate().map_err(err)?;
+        let cert = Self::params(leaf)?.signed_by(&key, &self.issuer).map_err(err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Issues a certificate for the key of a certificate signing request
+    /// (PEM), so that the CA never sees the private key. Only the request's
+    /// public key is used: the identity, validity and usages are `leaf`'s.
+    pub fn sign_request(&self, csr_pem: &str, leaf: &Leaf) -> Result<String, PkiError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| err(format!("not a valid certificate signing request: {e}")))?;
+        csr.params = Self::params(leaf)?;
+        Ok(csr.signed_by(&self.issuer).map_err(err)?.pem())
+    }
+
+    fn params(leaf: &Leaf) -> Result<CertificateParams, PkiError> {
+        vigil_proto::spiffe::parse(&leaf.spiffe).map_err(err)?;
         let mut p = CertificateParams::new(leaf.dns.clone()).map_err(err)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, leaf.spiffe.as_str());
@@ -108,9 +124,48 @@ impl Ca {
         if leaf.client {
             p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
         }
-        let cert = p.signed_by(&key, &self.issuer).map_err(err)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        // A random serial (16 bytes, positive), so that a revocation names
+        // exactly this certificate.
+        let mut serial = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
+            .map_err(|_| err("no randomness"))?;
+        serial[0] &= 0x7f;
+        serial[0] |= 0x01;
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        Ok(p)
     }
+
+    /// A certificate revocation list naming `revoked` (serial, time of
+    /// revocation), numbered `number` (it must grow with each list), valid
+    /// for `days`. Returns it in PEM.
+    pub fn crl(&self, revoked: &[(Vec<u8>, OffsetDateTime)], number: u64, days: i64) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + Duration::days(days.max(1)),
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|(serial, at)| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: *at,
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).map_err(err)?.pem().map_err(err)
+    }
+}
+
+/// The serial number of a PEM certificate (as the CA wrote it).
+pub fn serial_of(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(err)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(err)?;
+    Ok(cert.tbs_certificate.raw_serial().to_vec())
 }
 
 #[cfg(test)]

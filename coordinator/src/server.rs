@@ -133,7 +133,15 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let c = &p.config;
     let core = p.core.clone();
-    let tls = crate::tls::server_config(&c.tls.cert, &c.tls.key, &c.tls.client_ca)?;
+    let tls = crate::tls::server_config(&c.tls.cert, &c.tls.key, &c.tls.client_ca, c.tls.crl.as_deref())?;
+    let (tls_tx, tls_rx) = watch::channel(tls);
+    let crl_reloader = c.tls.crl.clone().map(|crl| {
+        crate::tls::reload_crl(
+            (c.tls.cert.clone(), c.tls.key.clone(), c.tls.client_ca.clone(), crl),
+            Duration::from_secs(c.tls.crl_reload_seconds.max(1)),
+            tls_tx,
+        )
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let max = c.limits.max_message_bytes;
@@ -178,7 +186,7 @@ pub async fn serve(
         let _ = stop.send(true);
         let _ = done_tx.send(());
     };
-    let (connections, acceptor) = crate::tls::accept(listener, tls, c.limits.max_connections);
+    let (connections, acceptor) = crate::tls::accept(listener, tls_rx, c.limits.max_connections);
     let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(c.limits.max_streams_per_connection))
@@ -203,6 +211,9 @@ pub async fn serve(
     };
     flusher.abort();
     acceptor.abort();
+    if let Some(r) = crl_reloader {
+        r.abort();
+    }
     if let Err(e) = core.flush() {
         tracing::warn!(error = %e, "acknowledgements not written at shutdown: they will be delivered again");
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -37,17 +37,39 @@ fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, ServeE
     Ok(certs)
 }
 
-/// The server configuration from the coordinator's certificate chain, key
-/// and the CA that issues client certificates.
-pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ServeError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ServeError::Config(format!("cannot read the revocation list {}: {e}", path.display())))?;
+    let crls: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServeError::Config(format!("revocation list {}: not PEM ({e})", path.display())))?;
+    if crls.is_empty() {
+        return Err(ServeError::Config(format!("revocation list {} holds no CRL", path.display())));
+    }
+    Ok(crls)
+}
+
+/// The server configuration from the coordinator's certificate chain, key,
+/// the CA that issues client certificates and, if given, its revocation
+/// list.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+    crl: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, ServeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for c in certs(client_ca, "client CA")? {
         roots.add(c).map_err(|e| ServeError::Config(format!("client CA {}: {e}", client_ca.display())))?;
     }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if let Some(p) = crl {
+        builder = builder.with_crls(crls(p)?);
+    }
+    let verifier = builder
         .build()
-        .map_err(|e| ServeError::Config(format!("client CA {}: {e}", client_ca.display())))?;
+        .map_err(|e| ServeError::Config(format!("client CA {} and revocation list: {e}", client_ca.display())))?;
     let key_pem =
         std::fs::read(key).map_err(|e| ServeError::Config(format!("cannot read TLS key {}: {e}", key.display())))?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
@@ -146,11 +168,10 @@ impl tonic::transport::server::Connected for Conn {
 /// accept loop at its next connection; abort the handle to end it at once.
 pub fn accept(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     max_connections: usize,
 ) -> (tokio::sync::mpsc::Receiver<std::io::Result<Conn>>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let handle = tokio::spawn(async move {
         loop {
@@ -171,7 +192,10 @@ pub fn accept(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            // The configuration in force now (a reloaded revocation list
+            // applies to every handshake from then on).
+            let acceptor = TlsAcceptor::from(config.borrow().clone());
+            let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
@@ -187,4 +211,40 @@ pub fn accept(
         }
     });
     (rx, handle)
+}
+
+/// Keeps the server configuration current: every `every`, if the
+/// revocation list file changed, the configuration is rebuilt and handed to
+/// the accept loop. A list that cannot be read keeps the one in force, with
+/// an error in the log (`vigil_crl_reload_failures_total`).
+pub fn reload_crl(
+    files: (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf),
+    every: Duration,
+    tx: tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
+) -> tokio::task::JoinHandle<()> {
+    let (cert, key, ca, crl) = files;
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    tokio::spawn(async move {
+        let mut last = stamp(&crl);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = stamp(&crl);
+            if now == last {
+                continue;
+            }
+            last = now;
+            match server_config(&cert, &key, &ca, Some(&crl)) {
+                Ok(c) => {
+                    let _ = tx.send(c);
+                    tracing::info!(crl = %crl.display(), "certificate revocation list reloaded");
+                }
+                Err(e) => {
+                    metrics::counter!("vigil_crl_reload_failures_total").increment(1);
+                    tracing::error!(error = %e, "revocation list not reloaded; the previous one stays in force");
+                }
+            }
+        }
+    })
 }

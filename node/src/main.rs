@@ -196,6 +196,26 @@ enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
         format: String,
     },
+    /// Create this node's TLS key and a certificate signing request for the
+    /// deployment's CA (`vigil-coordinator pki sign`): the private key never
+    /// leaves this machine.
+    Csr {
+        /// The deployment's trust domain, e.g. vigil.example.
+        #[arg(long)]
+        trust_domain: String,
+        /// force, source or auditor.
+        #[arg(long, value_parser = ["force", "source", "auditor"])]
+        role: String,
+        /// This node's force, source or auditor code.
+        #[arg(long)]
+        code: String,
+        /// Writes OUT.key (mode 0600) and OUT.csr.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing key (a renewal with a fresh key).
+        #[arg(long)]
+        replace: bool,
+    },
     /// Create key files: the linkage key of an epoch (one per deployment,
     /// given to every node) and this node's local secret.
     Keygen {
@@ -492,6 +512,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             out!("{}", render::check(&out, &format)?);
             refused_exit(out.refused, &out.report.summary())
+        }
+        Command::Csr { trust_domain, role, code, out, replace } => {
+            let id = format!("spiffe://{trust_domain}/{role}/{code}");
+            vigil_proto::spiffe::parse(&id).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
+            let fail = |e: rcgen::Error| Exit::new(exit::FAILURE, format!("signing request: {e}"));
+            let key = rcgen::KeyPair::generate().map_err(fail)?;
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+            params.distinguished_name.push(rcgen::DnType::CommonName, id.as_str());
+            let uri = id.as_str().try_into().map_err(fail)?;
+            params.subject_alt_names.push(rcgen::SanType::URI(uri));
+            let csr = params.serialize_request(&key).map_err(fail)?.pem().map_err(fail)?;
+            let (kp, cp) = (out.with_extension("key"), out.with_extension("csr"));
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                vigil_common::secrets::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            if replace {
+                for p in [&kp, &cp] {
+                    if p.exists() {
+                        std::fs::remove_file(p).with_context(|| format!("replacing {}", p.display()))?;
+                    }
+                }
+            }
+            vigil_common::secrets::write_new(&kp, &key.serialize_pem())?;
+            vigil_common::secrets::write_new(&cp, &csr)?;
+            outln!(
+                "wrote {} (secret: stays here) and {}: send the request to the CA (vigil-coordinator pki sign)",
+                kp.display(),
+                cp.display()
+            );
+            Ok(())
         }
         Command::Keygen { out, epoch, only } => {
             if epoch == 0 {

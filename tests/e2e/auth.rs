@@ -546,3 +546,75 @@ fn enrolment_is_bounded_by_headcount_and_large_removals_need_consent() {
         assert_eq!(r.sync(leave).await.unwrap().into_inner().total, 1);
     });
 }
+
+/// A certificate revoked with `vigil-coordinator pki revoke` is refused at
+/// its next handshake once the coordinator has re-read the revocation list,
+/// without a restart; other certificates go on working.
+#[test]
+fn a_revoked_certificate_is_refused_after_the_list_is_reloaded() {
+    use std::process::Command;
+    use std::time::Duration;
+    use vigil_tests::{bin, ok, run, wait_until};
+    let mut w = World::new();
+    let ca = w.path().join("ca");
+    let pki = |extra: &[&std::ffi::OsStr]| {
+        let mut c = Command::new(bin("vigil-coordinator"));
+        c.args(["pki", "revoke", "--dir"]).arg(&ca).args(extra);
+        ok(run(&mut c))
+    };
+    // An empty list to start with.
+    assert!(pki(&[]).contains("0 revoked"));
+    let config = std::fs::read_to_string(&w.coordinator_config).unwrap();
+    let config = config.replacen("[tls]\n", "[tls]\ncrl = \"../ca/crl.pem\"\ncrl_reload_seconds = 1\n", 1);
+    std::fs::write(&w.coordinator_config, config).unwrap();
+    let _c = w.start_coordinator();
+    let (met, gmp) = (w.client_identity("force", "met"), w.client_identity("force", "gmp"));
+    let works = |id: &(PathBuf, PathBuf)| {
+        rt().block_on(async {
+            match w.channel(Some((&id.0, &id.1)), None).await {
+                Ok(ch) => AuditServiceClient::new(ch).checkpoint(CheckpointRequest {}).await.is_ok(),
+                Err(_) => false,
+            }
+        })
+    };
+    assert!(works(&met) && works(&gmp));
+    assert!(pki(&[std::ffi::OsStr::new("--cert"), met.0.as_os_str()]).contains("1 revoked"));
+    assert!(wait_until(Duration::from_secs(20), || !works(&met)), "the revoked certificate is refused");
+    assert!(works(&gmp), "other certificates still work");
+    let log = std::fs::read_to_string(w.path().join("coordinator/coordinator.log")).unwrap();
+    assert!(log.contains("revocation list reloaded") && log.contains("revoked"), "{log}");
+}
+
+/// A party's TLS key never has to leave its machine: `vigil-node csr`
+/// makes the key and a signing request, `vigil-coordinator pki sign` issues
+/// a short-lived certificate for it with the identity the CA chose (not
+/// the one the request claims), and the pair works.
+#[test]
+fn certificates_are_issued_from_signing_requests() {
+    use std::process::Command;
+    use vigil_tests::{TRUST_DOMAIN, bin, ok, run};
+    let mut w = World::new();
+    let _c = w.start_coordinator();
+    let out = w.path().join("party/node");
+    // The request claims gmp; the CA issues for nfk.
+    ok(run(Command::new(bin("vigil-node"))
+        .args(["csr", "--trust-domain", TRUST_DOMAIN, "--role", "force", "--code", "gmp", "--out"])
+        .arg(&out)));
+    let signed = ok(run(Command::new(bin("vigil-coordinator"))
+        .args(["pki", "sign", "--dir"])
+        .arg(w.path().join("ca"))
+        .args(["--trust-domain", TRUST_DOMAIN, "--role", "force", "--code", "nfk", "--csr"])
+        .arg(out.with_extension("csr"))
+        .arg("--out")
+        .arg(&out)));
+    assert!(signed.contains("valid 30 days"), "{signed}");
+    let pem = std::fs::read_to_string(out.with_extension("crt")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let id = vigil_coordinator::service::identity_of(der.as_ref()).unwrap();
+    assert_eq!(id.code, "nfk");
+    rt().block_on(async {
+        let ch = w.channel(Some((&out.with_extension("crt"), &out.with_extension("key"))), None).await.unwrap();
+        AuditServiceClient::new(ch).checkpoint(CheckpointRequest {}).await.unwrap();
+    });
+}

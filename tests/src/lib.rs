@@ -99,8 +99,11 @@ impl World {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let (ca, _) = Ca::create("Vigil test CA", 30).unwrap();
+        let (ca, ca_key) = Ca::create("Vigil test CA", 30).unwrap();
         write(&d.join("ca.crt"), ca.cert_pem());
+        // The CA as `vigil-coordinator pki` keeps it, for tests of its commands.
+        write(&d.join("ca/ca.crt"), ca.cert_pem());
+        write(&d.join("ca/ca.key"), &ca_key);
         let mut leaf = Leaf::valid_for(&format!("spiffe://{TRUST_DOMAIN}/coordinator"), 30);
         leaf.dns = vec![SERVER_NAME.into()];
         leaf.server = true;
