@@ -159,6 +159,16 @@ enum PkiCommand {
     },
 }
 
+fn read_text(f: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))
+}
+
+/// The CA kept in `dir` (`ca.crt`, `ca.key`).
+fn load_ca(dir: &std::path::Path) -> anyhow::Result<vigil_coordinator::pki::Ca> {
+    vigil_coordinator::pki::Ca::load(&read_text(&dir.join("ca.crt"))?, &read_text(&dir.join("ca.key"))?)
+        .map_err(|e| Exit::new(exit::CONFIG, e.to_string()).into())
+}
+
 fn pki(command: PkiCommand) -> anyhow::Result<()> {
     use vigil_coordinator::pki::{Ca, Leaf};
     let cfg_err = |m: String| anyhow::Error::from(Exit::new(exit::CONFIG, m));
@@ -176,10 +186,7 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PkiCommand::Issue { dir, trust_domain, role, code, dns, days, out, replace } => {
-            let read = |f: &str| {
-                std::fs::read_to_string(dir.join(f)).with_context(|| format!("reading {}", dir.join(f).display()))
-            };
-            let ca = Ca::load(&read("ca.crt")?, &read("ca.key")?).map_err(|e| cfg_err(e.to_string()))?;
+            let ca = load_ca(&dir)?;
             let id = match (role.as_str(), code) {
                 ("coordinator", None) => format!("spiffe://{trust_domain}/coordinator"),
                 ("coordinator", Some(_)) => return Err(cfg_err("the coordinator has no --code".into())),
@@ -211,14 +218,11 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PkiCommand::Sign { dir, csr, trust_domain, role, code, days, out, replace } => {
-            let read =
-                |f: &std::path::Path| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()));
-            let ca = Ca::load(&read(&dir.join("ca.crt"))?, &read(&dir.join("ca.key"))?)
-                .map_err(|e| cfg_err(e.to_string()))?;
+            let ca = load_ca(&dir)?;
             let id = format!("spiffe://{trust_domain}/{role}/{code}");
             vigil_proto::spiffe::parse(&id).map_err(|e| cfg_err(e.to_string()))?;
             let cert =
-                ca.sign_request(&read(&csr)?, &Leaf::valid_for(&id, days)).map_err(|e| cfg_err(e.to_string()))?;
+                ca.sign_request(&read_text(&csr)?, &Leaf::valid_for(&id, days)).map_err(|e| cfg_err(e.to_string()))?;
             let cp = out.with_extension("crt");
             if replace && cp.exists() {
                 std::fs::remove_file(&cp).with_context(|| format!("replacing {}", cp.display()))?;
@@ -228,14 +232,11 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PkiCommand::Revoke { dir, cert, days } => {
-            let read =
-                |f: &std::path::Path| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()));
-            let ca = Ca::load(&read(&dir.join("ca.crt"))?, &read(&dir.join("ca.key"))?)
-                .map_err(|e| cfg_err(e.to_string()))?;
+            let ca = load_ca(&dir)?;
             let list_path = dir.join("revoked.txt");
-            let mut list = if list_path.exists() { read(&list_path)? } else { String::new() };
+            let mut list = if list_path.exists() { read_text(&list_path)? } else { String::new() };
             if let Some(c) = &cert {
-                let serial = vigil_coordinator::pki::serial_of(&read(c)?).map_err(|e| cfg_err(e.to_string()))?;
+                let serial = vigil_coordinator::pki::serial_of(&read_text(c)?).map_err(|e| cfg_err(e.to_string()))?;
                 let hex = vigil_proto::hex::encode(&serial);
                 if list.lines().any(|l| l.split_whitespace().next() == Some(hex.as_str())) {
                     outln!("{} (serial {hex}) was already revoked", c.display());
@@ -261,7 +262,7 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             // The list's number grows with every list signed.
             let number_path = dir.join("crl.number");
             let number =
-                if number_path.exists() { read(&number_path)?.trim().parse::<u64>().unwrap_or(0) } else { 0 } + 1;
+                if number_path.exists() { read_text(&number_path)?.trim().parse::<u64>().unwrap_or(0) } else { 0 } + 1;
             let crl = ca.crl(&revoked, number, days).map_err(|e| cfg_err(e.to_string()))?;
             let tmp = dir.join("crl.pem.new");
             std::fs::write(&tmp, crl).with_context(|| format!("writing {}", tmp.display()))?;
