@@ -167,6 +167,9 @@ pub struct Limits {
     /// Applicants one force may check in any 24 hours (restored from the
     /// log at start, so a restart does not reset it).
     pub applicants_per_day: u64,
+    /// New subjects one force may enrol in any 24 hours from the day after
+    /// its first roster batch (restored from the log at start).
+    pub additions_per_day: u64,
     /// Most applicants in one check.
     pub max_applicants: usize,
     /// Largest share of a force's enrolled subjects one roster batch may
@@ -193,6 +196,7 @@ impl Default for Limits {
             max_roster_size: 60_000,
             checks_per_minute: 30,
             applicants_per_day: 2_000,
+            additions_per_day: 2_000,
             max_applicants: 1_000,
             max_removal_share: 0.1,
             max_connections: 512,
@@ -265,6 +269,7 @@ impl Config {
             || l.max_streams_per_connection == 0
             || l.request_timeout_seconds == 0
             || l.applicants_per_day == 0
+            || l.additions_per_day == 0
             || !(l.max_removal_share > 0.0 && l.max_removal_share <= 1.0)
         {
             return Err(invalid("limits must be positive (max_message_bytes at least 1024)"));

@@ -1,8 +1,8 @@
-//! Quotas on pre-employment checks, per force: checks a minute and
-//! applicants a day, over sliding windows of wall-clock time. Pure: the
-//! caller gives the time. The coordinator seeds it at start from the check
-//! entries of the last day in the audit log ([`CheckQuotas::seed`]), so a
-//! restart does not reset it.
+//! Quotas per force, over sliding windows of wall-clock time: checks a
+//! minute and applicants a day ([`CheckQuotas`]), and new enrolments a day
+//! after the first load ([`AdditionQuotas`]). Pure: the caller gives the
+//! time. The coordinator seeds them at start from the audit log, so a
+//! restart does not reset them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -70,9 +70,75 @@ impl CheckQuotas {
     }
 }
 
+/// A force may enrol at most `per_day` new subjects in any 24 hours, from
+/// the day after its first roster batch (its first load is bounded by its
+/// headcount only). Enrolling and removing people within the cap, day
+/// after day, would otherwise let a force look up anyone in time.
+pub struct AdditionQuotas {
+    per_day: u64,
+    seen: Mutex<HashMap<String, Additions>>,
+}
+
+/// A force's first roster batch (ms) and its additions (time, count).
+type Additions = (i64, VecDeque<(i64, u64)>);
+
+impl AdditionQuotas {
+    /// At most `per_day` additions per force in any 24 hours.
+    pub fn new(per_day: u64) -> AdditionQuotas {
+        AdditionQuotas { per_day, seen: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts `added` subjects enrolled by `force` at `at_ms` (from the log
+    /// at start, oldest first, or after a batch is applied). The first call
+    /// for a force sets the time of its first batch.
+    pub fn record(&self, force: &str, at_ms: i64, added: u64) {
+        if let Ok(mut m) = self.seen.lock() {
+            let (_, q) = m.entry(force.to_string()).or_insert_with(|| (at_ms, VecDeque::new()));
+            if added > 0 {
+                q.push_back((at_ms, added));
+            }
+        }
+    }
+
+    /// Whether `force` may enrol `added` more at `now_ms`, or why not.
+    pub fn admit(&self, force: &str, added: u64, now_ms: i64) -> Result<(), String> {
+        let mut m = self.seen.lock().map_err(|_| "enrolment quota lock poisoned".to_string())?;
+        let Some((first, q)) = m.get_mut(force) else { return Ok(()) };
+        if now_ms - *first < DAY_MS {
+            return Ok(());
+        }
+        while q.front().is_some_and(|(t, _)| *t <= now_ms - DAY_MS) {
+            q.pop_front();
+        }
+        let today: u64 = q.iter().map(|(_, a)| a).sum();
+        if today + added > self.per_day {
+            return Err(format!(
+                "at most {} new subjects a day after the first load ({today} enrolled in the last 24 hours; this batch adds {added})",
+                self.per_day
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn additions_are_bounded_from_the_day_after_the_first_load() {
+        let t = 1_000_000_000;
+        let q = AdditionQuotas::new(10);
+        assert!(q.admit("gmp", 40_000, t).is_ok(), "nothing known: a first load");
+        q.record("gmp", t, 40_000);
+        assert!(q.admit("gmp", 500, t + 3_600_000).is_ok(), "still the first day");
+        q.record("gmp", t + 3_600_000, 500);
+        let day2 = t + DAY_MS + 3_600_000 + 1;
+        assert!(q.admit("gmp", 11, day2).unwrap_err().contains("at most 10 new subjects a day"));
+        q.record("gmp", day2, 6);
+        assert!(q.admit("gmp", 4, day2 + 1).is_ok());
+        assert!(q.admit("gmp", 5, day2 + 1).is_err());
+    }
 
     #[test]
     fn checks_a_minute_per_force() {

@@ -28,7 +28,7 @@ use vigil_proto::{audit, tokens};
 use crate::config::Limits;
 use crate::core::{Core, CoreError};
 use crate::engine::{ApplicantIn, BatchIn, CheckMeta, EngineError, RecordIn, SubjectIn};
-use crate::limiter::CheckQuotas;
+use crate::limiter::{AdditionQuotas, CheckQuotas};
 use crate::metrics;
 use crate::pepper::Pepper;
 use crate::store::{Ref, StoreError, StoredToken};
@@ -69,42 +69,48 @@ impl From<StoreError> for Status {
     }
 }
 
-/// Counts the checks of the last 24 hours from the audit log into the
-/// quotas, so that a restart does not reset them. The log is read back from
-/// its end, a page at a time, until entries are a day old.
-fn seed_check_quotas(core: &Core, quotas: &CheckQuotas) {
+/// Restores the quotas from the audit log, so that a restart does not reset
+/// them: the checks of the last 24 hours, and for each force the time of
+/// its first roster batch and the subjects each batch newly enrolled (the
+/// change in `enrolled` plus those removed). The log is read from the
+/// start, a page at a time.
+fn seed_quotas(core: &Core, checks: &CheckQuotas, additions: &AdditionQuotas) {
     let now = now_ms();
-    let Ok(mut end) = core.view(|v| v.tree.size()) else { return };
-    let mut seeded = 0u64;
-    while end > 0 {
-        let start = end.saturating_sub(1000);
+    let Ok(size) = core.view(|v| v.tree.size()) else { return };
+    let mut enrolled: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let (mut seeded_checks, mut start) = (0u64, 0u64);
+    while start < size {
+        let end = (start + 1000).min(size);
         let entries = match core.store().log_entries(start, end) {
             Ok(e) => e,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the log to restore check quotas; they start from zero");
+                tracing::error!(error = %e, "cannot read the log to restore quotas; they start from zero");
                 return;
             }
         };
-        let mut older = false;
-        for bytes in entries.iter().rev() {
+        for bytes in &entries {
             let Ok(entry) = audit::Entry::parse(bytes) else { continue };
             let Some(t) = vigil_proto::time::parse_rfc3339(entry.time()) else { continue };
-            if t <= now - 86_400_000 {
-                older = true;
-                break;
-            }
-            if let audit::Entry::Check { force, applicants, .. } = entry {
-                quotas.seed(&force, t, applicants);
-                seeded += 1;
+            match entry {
+                audit::Entry::Check { force, applicants, .. } if t > now - 86_400_000 => {
+                    checks.seed(&force, t, applicants);
+                    seeded_checks += 1;
+                }
+                audit::Entry::RosterBatch { force, enrolled: after, removes, .. } => {
+                    let before = enrolled.insert(force.clone(), after).unwrap_or(0);
+                    additions.record(&force, t, (after + removes).saturating_sub(before));
+                }
+                _ => {}
             }
         }
-        if older {
-            break;
-        }
-        end = start;
+        start = end;
     }
-    if seeded > 0 {
-        tracing::info!(checks = seeded, "check quotas restored from the last day of the log");
+    if seeded_checks > 0 || !enrolled.is_empty() {
+        tracing::info!(
+            checks = seeded_checks,
+            forces = enrolled.len(),
+            "check and enrolment quotas restored from the log"
+        );
     }
 }
 
@@ -116,6 +122,7 @@ pub struct Rpc {
     limits: Limits,
     trust_domain: String,
     checks: CheckQuotas,
+    additions: AdditionQuotas,
     subscriptions: Arc<crate::delivery::Subscriptions>,
 }
 
@@ -123,8 +130,9 @@ impl Rpc {
     /// The RPC layer over `core`.
     pub fn new(core: Arc<Core>, pepper: Pepper, limits: Limits, trust_domain: String) -> Arc<Rpc> {
         let checks = CheckQuotas::new(limits.checks_per_minute, limits.applicants_per_day);
-        seed_check_quotas(&core, &checks);
-        Arc::new(Rpc { core, pepper, limits, trust_domain, checks, subscriptions: Default::default() })
+        let additions = AdditionQuotas::new(limits.additions_per_day);
+        seed_quotas(&core, &checks, &additions);
+        Arc::new(Rpc { core, pepper, limits, trust_domain, checks, additions, subscriptions: Default::default() })
     }
 
     /// The caller's identity, if its certificate names one of `roles`.
@@ -268,7 +276,9 @@ impl roster_service_server::RosterService for RosterService {
             let removes = Rpc::removes(&name, &batch.removes)?;
             let input = BatchIn { sequence: batch.sequence, upserts, removes, commitment };
             let share = rpc.limits.max_removal_share;
-            Ok(rpc.core.apply(|e, s| {
+            let now = now_ms();
+            let mut added = 0;
+            let receipt = rpc.core.apply(|e, s| {
                 // The node refuses a sync that removes a large share (a
                 // truncated file); the coordinator does too, batch by batch,
                 // unless the sender says the removals are intended.
@@ -282,8 +292,17 @@ impl roster_service_server::RosterService for RosterService {
                         share * 100.0
                     )));
                 }
-                e.apply_roster(s, &force, input, now_ms())
-            })?)
+                // New subjects in any 24 hours are bounded after the first
+                // day (enrolling and removing people, day after day, would
+                // let a force look anyone up).
+                added = e.additions(&force, &input.upserts);
+                rpc.additions.admit(&force, added, now).map_err(|why| EngineError::Limit(format!("{name}: {why}")))?;
+                e.apply_roster(s, &force, input, now)
+            })?;
+            if !receipt.replayed {
+                rpc.additions.record(&force, now, added);
+            }
+            Ok(receipt)
         })
         .await?;
         metrics::ingest("roster", started.elapsed());

@@ -309,6 +309,11 @@ impl Engine {
         (removing as u64, self.registry.enrolled(force))
     }
 
+    /// How many of `upserts` are not yet enrolled for `force`.
+    pub fn additions(&self, force: &str, upserts: &[SubjectIn]) -> u64 {
+        upserts.iter().filter(|u| self.registry.subject(force, &u.pseudonym).is_none()).count() as u64
+    }
+
     /// National records the policy's prior is spread over now.
     pub fn population(&self) -> u32 {
         self.matcher.population()
