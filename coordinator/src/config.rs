@@ -232,6 +232,16 @@ pub struct AuditConfig {
     /// The log's origin line, naming the deployment, e.g.
     /// `"vigil.example/audit"`. It is also the signing key's name.
     pub origin: String,
+    /// How often a fresh checkpoint is signed when the log is quiet, so that
+    /// nodes can refuse an old view (their `[audit] max_checkpoint_age_seconds`).
+    #[serde(default = "AuditConfig::refresh_default")]
+    pub checkpoint_refresh_seconds: u64,
+}
+
+impl AuditConfig {
+    fn refresh_default() -> u64 {
+        300
+    }
 }
 
 /// `[log]` and `[metrics]`: the same tables, with the same meaning, as in

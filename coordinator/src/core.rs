@@ -199,6 +199,25 @@ impl Core {
         Ok(checked)
     }
 
+    /// Signs, commits and publishes a fresh checkpoint of the log as it
+    /// stands, so that parties see a current time on a quiet log. Blocking.
+    pub fn refresh_checkpoint(&self) -> Result<(), CoreError> {
+        self.usable()?;
+        let engine = self.engine()?;
+        let commit = engine.refresh_checkpoint(now_ms())?;
+        self.store.commit(&commit)?;
+        drop(engine);
+        // A batch committed just before may not have published its leaves
+        // yet: the fresh checkpoint goes out only for the tree published,
+        // and that batch publishes its own checkpoint anyway.
+        if let (Some((size, note)), Ok(mut v)) = (commit.checkpoint, self.view.write())
+            && v.tree.size() == size
+        {
+            v.checkpoint = note;
+        }
+        Ok(())
+    }
+
     /// A caller's total (read from the engine by `total`) and its last
     /// batch sequence. Blocking.
     pub fn status(&self, caller: &str, total: impl FnOnce(&Engine) -> u64) -> Result<(u64, u64), CoreError> {

@@ -202,6 +202,8 @@ pub async fn serve(
         .serve_with_incoming_shutdown(ReceiverStream::new(connections), signal);
     tokio::pin!(server);
     let flusher = spawn_flusher(core.clone());
+    let refresher =
+        spawn_checkpoint_refresher(core.clone(), Duration::from_secs(c.audit.checkpoint_refresh_seconds.max(1)));
     let result = tokio::select! {
         r = &mut server => r.map_err(|e| ServeError::Transport(e.to_string())),
         _ = async { let _ = done_rx.await; tokio::time::sleep(grace).await } => {
@@ -210,6 +212,7 @@ pub async fn serve(
         }
     };
     flusher.abort();
+    refresher.abort();
     acceptor.abort();
     if let Some(r) = crl_reloader {
         r.abort();
@@ -218,6 +221,24 @@ pub async fn serve(
         tracing::warn!(error = %e, "acknowledgements not written at shutdown: they will be delivered again");
     }
     result
+}
+
+/// Signs a fresh checkpoint every `every` (the first at start), so that the
+/// latest checkpoint is never older than that even when nothing happens.
+fn spawn_checkpoint_refresher(core: Arc<Core>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let c = core.clone();
+            match tokio::task::spawn_blocking(move || c.refresh_checkpoint()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not sign a fresh checkpoint; retrying"),
+                Err(e) => tracing::warn!(error = %e, "checkpoint refresh task failed"),
+            }
+        }
+    })
 }
 
 /// Acknowledgements are committed without an fsync; this puts them on disk

@@ -108,6 +108,18 @@ pub struct NodeAudit {
     pub origin: String,
     /// File holding the log's verifier key (`audit.vkey`).
     pub vkey: PathBuf,
+    /// The oldest checkpoint accepted, in seconds (by its signed
+    /// `vigil-time`): a coordinator holding this node on an old view of the
+    /// log is refused. The coordinator signs a fresh one every
+    /// `checkpoint_refresh_seconds` (300 by default). 0 turns it off.
+    #[serde(default = "NodeAudit::max_age_default")]
+    pub max_checkpoint_age_seconds: u64,
+}
+
+impl NodeAudit {
+    fn max_age_default() -> u64 {
+        3600
+    }
 }
 
 /// `[sync]`

@@ -85,6 +85,17 @@ pub enum VerifyError {
         /// Last missing sequence.
         to: u64,
     },
+    /// The checkpoint is older than this node accepts, or undated.
+    #[error(
+        "the coordinator's checkpoint (size {size}) is {age}: it may be holding this node on an old view of the log \
+         (max_checkpoint_age_seconds)"
+    )]
+    Stale {
+        /// Size of the checkpoint.
+        size: u64,
+        /// Its age, in words.
+        age: String,
+    },
     /// A call to the coordinator failed.
     #[error("audit call failed: {0}")]
     Rpc(#[from] tonic::Status),
@@ -97,7 +108,7 @@ impl VerifyError {
     /// Whether this failure means the log cannot be trusted (as opposed to a
     /// failed call that may be retried).
     pub fn is_alarm(&self) -> bool {
-        !matches!(self, VerifyError::Rpc(_) | VerifyError::Local(_))
+        !matches!(self, VerifyError::Rpc(_) | VerifyError::Local(_) | VerifyError::Stale { .. })
     }
 }
 
@@ -108,6 +119,8 @@ pub struct LogKey {
     pub origin: String,
     /// Verifier key.
     pub verifier: Verifier,
+    /// The oldest checkpoint accepted, milliseconds (0: any age).
+    pub max_age_ms: i64,
 }
 
 impl LogKey {
@@ -118,12 +131,26 @@ impl LogKey {
         let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
         let verifier = Verifier::from_vkey(line)
             .map_err(|e| NodeError::config(format!("{}: not a verifier key ({e})", cfg.audit.vkey.display())))?;
-        Ok(LogKey { origin: cfg.audit.origin.clone(), verifier })
+        let max_age_ms = i64::try_from(cfg.audit.max_checkpoint_age_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Ok(LogKey { origin: cfg.audit.origin.clone(), verifier, max_age_ms })
     }
 
     /// Opens a signed checkpoint of this log.
     pub fn open(&self, note: &str) -> Result<Checkpoint, VerifyError> {
         Checkpoint::open(note, &self.origin, &self.verifier).map_err(|e| VerifyError::Checkpoint(e.to_string()))
+    }
+
+    /// Checks that a checkpoint is recent enough at `now_ms`.
+    pub fn fresh(&self, cp: &Checkpoint, now_ms: i64) -> Result<(), VerifyError> {
+        if self.max_age_ms == 0 {
+            return Ok(());
+        }
+        let age = match cp.time_ms() {
+            None => "undated".to_string(),
+            Some(t) if now_ms - t > self.max_age_ms => format!("{} s old", (now_ms - t) / 1000),
+            Some(_) => return Ok(()),
+        };
+        Err(VerifyError::Stale { size: cp.size, age })
     }
 }
 
@@ -239,6 +266,7 @@ pub async fn accept_checkpoint(
     note: &str,
 ) -> Result<Checkpoint, VerifyError> {
     let cp = key.open(note)?;
+    key.fresh(&cp, vigil_common::clock::now_ms())?;
     let Some((held, _)) = held_checkpoint(store, key)? else {
         keep(store, &cp, note)?;
         return Ok(cp);
@@ -502,6 +530,26 @@ impl From<VerifyError> for NodeError {
 mod tests {
     use super::*;
     use vigil_proto::tlog::merkle::{Tree, leaf_hash};
+
+    #[test]
+    fn an_old_or_undated_checkpoint_is_refused() {
+        let (signer, _) = vigil_proto::tlog::Signer::from_seed("test/log", &[4; 32]).unwrap();
+        let key = LogKey { origin: "test/log".into(), verifier: signer.verifier(), max_age_ms: 3_600_000 };
+        let now = 1_796_000_000_000;
+        let dated = |ms: i64| Checkpoint {
+            origin: "test/log".into(),
+            size: 3,
+            root: [0; 32],
+            extensions: vec![format!("vigil-time {}", vigil_proto::time::rfc3339(ms))],
+        };
+        assert!(key.fresh(&dated(now - 60_000), now).is_ok());
+        let e = key.fresh(&dated(now - 7_200_000), now).unwrap_err();
+        assert!(!e.is_alarm() && e.to_string().contains("7200 s old"), "{e}");
+        let undated = Checkpoint { extensions: vec![], ..dated(now) };
+        assert!(key.fresh(&undated, now).unwrap_err().to_string().contains("undated"));
+        let any = LogKey { max_age_ms: 0, ..key };
+        assert!(any.fresh(&undated, now).is_ok());
+    }
 
     #[test]
     fn a_check_entry_must_record_the_check_as_sent() {

@@ -236,3 +236,34 @@ fn a_split_view_stops_the_node() {
     assert!(out.contains("alarm cleared"), "{out}");
     ok(node.run(&["audit", "verify"]));
 }
+
+/// Every checkpoint is dated, and a quiet log is signed again now and then,
+/// so that a node can refuse a coordinator that holds it on an old view.
+#[test]
+fn a_quiet_log_gets_freshly_dated_checkpoints() {
+    use vigil_proto::tlog::{Checkpoint, Verifier};
+    use vigil_proto::v1::CheckpointRequest;
+    use vigil_proto::v1::audit_service_client::AuditServiceClient;
+    let mut w = World::new();
+    let text = std::fs::read_to_string(&w.coordinator_config).unwrap();
+    std::fs::write(&w.coordinator_config, text.replacen("[audit]\n", "[audit]\ncheckpoint_refresh_seconds = 1\n", 1))
+        .unwrap();
+    let _c = w.start_coordinator();
+    let vkey = std::fs::read_to_string(&w.vkey).unwrap();
+    let verifier = Verifier::from_vkey(vkey.lines().find(|l| !l.starts_with('#') && !l.is_empty()).unwrap()).unwrap();
+    let ids = w.client_identity("auditor", "ico");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let time = || {
+        rt.block_on(async {
+            let ch = w.channel(Some((&ids.0, &ids.1)), None).await.unwrap();
+            let note =
+                AuditServiceClient::new(ch).checkpoint(CheckpointRequest {}).await.unwrap().into_inner().checkpoint;
+            let cp = Checkpoint::open(&note, vigil_tests::ORIGIN, &verifier).unwrap();
+            cp.time_ms().expect("a dated checkpoint")
+        })
+    };
+    let first = time();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!((now - first).abs() < 60_000, "dated now");
+    assert!(wait_until(Duration::from_secs(10), || time() > first), "signed again while nothing happened");
+}

@@ -94,9 +94,23 @@ impl AuditLog {
         }
         let size = self.tree.size();
         let root = self.tree.root(size).ok_or_else(|| EngineError::Integrity("log tree is inconsistent".into()))?;
-        let cp = Checkpoint { origin: self.origin.clone(), size, root, extensions: Vec::new() };
-        let note = cp.sign(&self.signer).map_err(|x| EngineError::Integrity(format!("cannot sign checkpoint: {x}")))?;
-        b.commit.checkpoint = Some((size, note));
+        b.commit.checkpoint = Some(self.sign(size, root, &b.time)?);
         Ok((b.commit, leaves))
+    }
+
+    /// A checkpoint of the tree as it stands, dated `time` (RFC 3339): a
+    /// quiet log is signed again now and then, so that a party can tell a
+    /// current view from an old one.
+    pub fn refresh(&self, time: &str) -> Result<(u64, String), EngineError> {
+        let size = self.tree.size();
+        let root = self.tree.root(size).ok_or_else(|| EngineError::Integrity("log tree is inconsistent".into()))?;
+        self.sign(size, root, time)
+    }
+
+    fn sign(&self, size: u64, root: Hash, time: &str) -> Result<(u64, String), EngineError> {
+        let extensions = vec![format!("{} {time}", vigil_proto::tlog::checkpoint::TIME_EXTENSION)];
+        let cp = Checkpoint { origin: self.origin.clone(), size, root, extensions };
+        let note = cp.sign(&self.signer).map_err(|x| EngineError::Integrity(format!("cannot sign checkpoint: {x}")))?;
+        Ok((size, note))
     }
 }

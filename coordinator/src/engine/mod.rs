@@ -93,6 +93,13 @@ impl Engine {
         &self.settings
     }
 
+    /// A fresh checkpoint of the log as it stands, dated `now_ms`: the
+    /// commit holds only that checkpoint.
+    pub fn refresh_checkpoint(&self, now_ms: i64) -> Result<crate::store::Commit, EngineError> {
+        let checkpoint = self.log.refresh(&vigil_proto::time::rfc3339(now_ms))?;
+        Ok(crate::store::Commit { checkpoint: Some(checkpoint), ..Default::default() })
+    }
+
     /// National and roster tokens indexed.
     pub fn token_counts(&self) -> (usize, usize) {
         (self.matcher.national_tokens(), self.matcher.roster_tokens())

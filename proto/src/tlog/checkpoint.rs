@@ -76,7 +76,20 @@ pub fn parse_body_lenient(text: &str) -> Result<(String, u64, Vec<u8>, Vec<Strin
     Ok((origin.to_string(), size, hash, ext))
 }
 
+/// The extension line that dates a Vigil checkpoint:
+/// `vigil-time <RFC 3339 UTC>`, signed with the rest of the body.
+pub const TIME_EXTENSION: &str = "vigil-time";
+
 impl Checkpoint {
+    /// The time the checkpoint was signed, from its [`TIME_EXTENSION`]
+    /// line, as milliseconds since the Unix epoch.
+    pub fn time_ms(&self) -> Option<i64> {
+        self.extensions
+            .iter()
+            .find_map(|e| e.strip_prefix(TIME_EXTENSION)?.strip_prefix(' '))
+            .and_then(crate::time::parse_rfc3339)
+    }
+
     /// The signed body.
     pub fn body(&self) -> String {
         format_body(&self.origin, self.size, &self.root, &self.extensions)
