@@ -109,11 +109,70 @@ fn refused(peer: SocketAddr, label: &'static str, reason: &str) {
     tracing::warn!(peer = %peer, reason = %reason, kind = label, "TLS handshake refused");
 }
 
+/// A way to end an open connection from outside: set, then wake the
+/// connection's reader.
+#[derive(Default)]
+pub struct Cut {
+    cut: std::sync::atomic::AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl Cut {
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(w) = self.waker.lock().ok().and_then(|mut w| w.take()) {
+            w.wake();
+        }
+    }
+
+    fn check(&self, cx: &Context<'_>) -> std::io::Result<()> {
+        if let Ok(mut w) = self.waker.lock() {
+            *w = Some(cx.waker().clone());
+        }
+        if self.cut.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "client certificate revoked"));
+        }
+        Ok(())
+    }
+}
+
+/// The open connections by the serial number of their client certificate,
+/// so that revoking a certificate also ends the connections it opened.
+#[derive(Default)]
+pub struct Open(std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<std::sync::Weak<Cut>>>>);
+
+impl Open {
+    fn add(&self, serial: Vec<u8>) -> Arc<Cut> {
+        let cut = Arc::new(Cut::default());
+        if let Ok(mut m) = self.0.lock() {
+            let v = m.entry(serial).or_default();
+            v.retain(|w| w.strong_count() > 0);
+            v.push(Arc::downgrade(&cut));
+        }
+        cut
+    }
+
+    /// Ends every open connection whose certificate has one of `serials`;
+    /// returns how many.
+    pub fn revoke(&self, serials: &[Vec<u8>]) -> usize {
+        let Ok(m) = self.0.lock() else { return 0 };
+        let mut n = 0;
+        for s in serials {
+            for c in m.get(s).into_iter().flatten().filter_map(std::sync::Weak::upgrade) {
+                c.cut();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
 /// An accepted connection, holding its place under the connection limit
-/// until it closes.
+/// until it closes, and ended when its certificate is revoked.
 pub struct Conn {
     inner: TlsStream<TcpStream>,
     _slot: tokio::sync::OwnedSemaphorePermit,
+    cut: Arc<Cut>,
 }
 
 impl tokio::io::AsyncRead for Conn {
@@ -122,13 +181,24 @@ impl tokio::io::AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let me = self.get_mut();
+        if let Err(e) = me.cut.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut me.inner).poll_read(cx, buf)
     }
 }
 
 impl tokio::io::AsyncWrite for Conn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let me = self.get_mut();
+        if me.cut.cut.load(std::sync::atomic::Ordering::SeqCst) {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "client certificate revoked",
+            )));
+        }
+        Pin::new(&mut me.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -170,6 +240,7 @@ pub fn accept(
     listener: TcpListener,
     config: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     max_connections: usize,
+    open: Arc<Open>,
 ) -> (tokio::sync::mpsc::Receiver<std::io::Result<Conn>>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
@@ -195,11 +266,20 @@ pub fn accept(
             // The configuration in force now (a reloaded revocation list
             // applies to every handshake from then on).
             let acceptor = TlsAcceptor::from(config.borrow().clone());
-            let tx = tx.clone();
+            let (tx, open) = (tx.clone(), open.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(Conn { inner: stream, _slot: slot })).await;
+                        let serial = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(|leaf| x509_parser::parse_x509_certificate(leaf.as_ref()).ok())
+                            .map(|(_, c)| c.tbs_certificate.raw_serial().to_vec())
+                            .unwrap_or_default();
+                        let cut = open.add(serial);
+                        let _ = tx.send(Ok(Conn { inner: stream, _slot: slot, cut })).await;
                     }
                     Ok(Err(e)) => {
                         let (label, reason) = classify(&e);
@@ -213,14 +293,24 @@ pub fn accept(
     (rx, handle)
 }
 
+/// The serial numbers a set of revocation lists names.
+fn revoked_serials(crls: &[CertificateRevocationListDer<'_>]) -> Vec<Vec<u8>> {
+    crls.iter()
+        .filter_map(|c| x509_parser::parse_x509_crl(c.as_ref()).ok())
+        .flat_map(|(_, l)| l.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect::<Vec<_>>())
+        .collect()
+}
+
 /// Keeps the server configuration current: every `every`, if the
 /// revocation list file changed, the configuration is rebuilt and handed to
-/// the accept loop. A list that cannot be read keeps the one in force, with
+/// the accept loop, and open connections of newly revoked certificates are
+/// ended. A list that cannot be read keeps the one in force, with
 /// an error in the log (`vigil_crl_reload_failures_total`).
 pub fn reload_crl(
     files: (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf),
     every: Duration,
     tx: tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
+    open: Arc<Open>,
 ) -> tokio::task::JoinHandle<()> {
     let (cert, key, ca, crl) = files;
     let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -238,7 +328,9 @@ pub fn reload_crl(
             match server_config(&cert, &key, &ca, Some(&crl)) {
                 Ok(c) => {
                     let _ = tx.send(c);
-                    tracing::info!(crl = %crl.display(), "certificate revocation list reloaded");
+                    // Connections opened before the revocation end now.
+                    let ended = crls(&crl).map(|l| open.revoke(&revoked_serials(&l))).unwrap_or(0);
+                    tracing::info!(crl = %crl.display(), connections_ended = ended, "certificate revocation list reloaded");
                 }
                 Err(e) => {
                     metrics::counter!("vigil_crl_reload_failures_total").increment(1);

@@ -549,7 +549,8 @@ fn enrolment_is_bounded_by_headcount_and_large_removals_need_consent() {
 
 /// A certificate revoked with `vigil-coordinator pki revoke` is refused at
 /// its next handshake once the coordinator has re-read the revocation list,
-/// without a restart; other certificates go on working.
+/// without a restart, and the connections it already had are ended; other
+/// certificates go on working.
 #[test]
 fn a_revoked_certificate_is_refused_after_the_list_is_reloaded() {
     use std::process::Command;
@@ -578,7 +579,15 @@ fn a_revoked_certificate_is_refused_after_the_list_is_reloaded() {
         })
     };
     assert!(works(&met) && works(&gmp));
+    // A subscription the certificate opened before the revocation ends too.
+    let runtime = rt();
+    let mut live = runtime.block_on(async {
+        let ch = w.channel(Some((&met.0, &met.1)), None).await.unwrap();
+        DisclosureServiceClient::new(ch).subscribe(SubscribeRequest {}).await.unwrap().into_inner()
+    });
     assert!(pki(&[std::ffi::OsStr::new("--cert"), met.0.as_os_str()]).contains("1 revoked"));
+    let ended = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(20), live.message()).await });
+    assert!(matches!(ended, Ok(Err(_)) | Ok(Ok(None))), "the open subscription is ended: {ended:?}");
     assert!(wait_until(Duration::from_secs(20), || !works(&met)), "the revoked certificate is refused");
     assert!(works(&gmp), "other certificates still work");
     let log = std::fs::read_to_string(w.path().join("coordinator/coordinator.log")).unwrap();
