@@ -225,39 +225,38 @@ pub async fn serve(
     result
 }
 
-/// Signs a fresh checkpoint every `every` (the first at start), so that the
-/// latest checkpoint is never older than that even when nothing happens.
-fn spawn_checkpoint_refresher(core: Arc<Core>, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Runs `job` on a blocking thread every `every` (the first at once), and
+/// logs a failure as `what` without stopping.
+fn spawn_periodic<E: std::fmt::Display + Send + 'static>(
+    core: Arc<Core>,
+    every: Duration,
+    what: &'static str,
+    job: fn(&Core) -> Result<(), E>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let c = core.clone();
-            match tokio::task::spawn_blocking(move || c.refresh_checkpoint()).await {
+            match tokio::task::spawn_blocking(move || job(&c)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not sign a fresh checkpoint; retrying"),
-                Err(e) => tracing::warn!(error = %e, "checkpoint refresh task failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "{what} failed; retrying"),
+                Err(e) => tracing::warn!(error = %e, "{what}: task failed"),
             }
         }
     })
+}
+
+/// Signs a fresh checkpoint every `every` (the first at start), so that the
+/// latest checkpoint is never older than that even when nothing happens.
+fn spawn_checkpoint_refresher(core: Arc<Core>, every: Duration) -> tokio::task::JoinHandle<()> {
+    spawn_periodic(core, every, "signing a fresh checkpoint", Core::refresh_checkpoint)
 }
 
 /// Acknowledgements are committed without an fsync; this puts them on disk
 /// within about a second even when nothing else is written (a no-op when
 /// nothing is pending).
 fn spawn_flusher(core: Arc<Core>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let c = core.clone();
-            match tokio::task::spawn_blocking(move || c.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not write acknowledgements to disk; retrying"),
-                Err(e) => tracing::warn!(error = %e, "acknowledgement flush task failed"),
-            }
-        }
-    })
+    spawn_periodic(core, Duration::from_secs(1), "writing acknowledgements to disk", Core::flush)
 }
