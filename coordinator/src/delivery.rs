@@ -79,75 +79,73 @@ async fn deliver(
     tx: &mpsc::Sender<Result<Disclosure, CoreError>>,
     superseded: &mut oneshot::Receiver<()>,
 ) {
-    {
-        let mut changed = core.changes();
-        let mut shutdown = core.shutdown();
-        let mut after = 0u64;
-        // The sender is gone without a word only if the registry could not
-        // hold it (a poisoned lock): deliver on, unguarded.
-        let mut unguarded = false;
-        loop {
-            if !unguarded && superseded.try_recv().is_ok() {
-                let _ = tx.send(Err(CoreError::Superseded)).await;
+    let mut changed = core.changes();
+    let mut shutdown = core.shutdown();
+    let mut after = 0u64;
+    // The sender is gone without a word only if the registry could not
+    // hold it (a poisoned lock): deliver on, unguarded.
+    let mut unguarded = false;
+    loop {
+        if !unguarded && superseded.try_recv().is_ok() {
+            let _ = tx.send(Err(CoreError::Superseded)).await;
+            return;
+        }
+        changed.borrow_and_update();
+        let (store, f) = (core.store().clone(), force.to_string());
+        let page = match tokio::task::spawn_blocking(move || store.pending(&f, after, PAGE)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                let _ = tx.send(Err(e.into())).await;
                 return;
             }
-            changed.borrow_and_update();
-            let (store, f) = (core.store().clone(), force.to_string());
-            let page = match tokio::task::spawn_blocking(move || store.pending(&f, after, PAGE)).await {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-                Err(_) => return,
-            };
-            if page.is_empty() {
-                tokio::select! {
-                    r = changed.changed() => if r.is_err() { return },
-                    _ = shutdown.changed() => return,
-                    _ = tx.closed() => return,
-                    r = &mut *superseded, if !unguarded => {
-                        if r.is_ok() {
-                            let _ = tx.send(Err(CoreError::Superseded)).await;
-                            return;
-                        }
-                        unguarded = true;
+            Err(_) => return,
+        };
+        if page.is_empty() {
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+                _ = tx.closed() => return,
+                r = &mut *superseded, if !unguarded => {
+                    if r.is_ok() {
+                        let _ = tx.send(Err(CoreError::Superseded)).await;
+                        return;
                     }
+                    unguarded = true;
                 }
-                continue;
             }
-            // A disclosure committed a moment before its batch's log entries
-            // are published has no proof yet: wait for the publication
-            // (which notifies `changed`) rather than fail the stream.
-            let mut unpublished = false;
-            for (seq, msg) in page {
-                let d = Disclosure::decode(msg.as_slice())
-                    .map_err(|_| {
-                        CoreError::Engine(crate::engine::EngineError::Integrity("corrupt stored disclosure".into()))
-                    })
-                    .and_then(|d| core.with_proof(d));
-                if matches!(d, Err(CoreError::NotPublished)) {
-                    unpublished = true;
-                    break;
-                }
-                let failed = d.is_err();
-                if tx.send(d).await.is_err() || failed {
-                    return;
-                }
-                metrics::delivered();
-                after = seq;
+            continue;
+        }
+        // A disclosure committed a moment before its batch's log entries
+        // are published has no proof yet: wait for the publication
+        // (which notifies `changed`) rather than fail the stream.
+        let mut unpublished = false;
+        for (seq, msg) in page {
+            let d = Disclosure::decode(msg.as_slice())
+                .map_err(|_| {
+                    CoreError::Engine(crate::engine::EngineError::Integrity("corrupt stored disclosure".into()))
+                })
+                .and_then(|d| core.with_proof(d));
+            if matches!(d, Err(CoreError::NotPublished)) {
+                unpublished = true;
+                break;
             }
-            if unpublished {
-                tokio::select! {
-                    r = changed.changed() => if r.is_err() { return },
-                    _ = shutdown.changed() => return,
-                    _ = tx.closed() => return,
-                }
-                continue;
-            }
-            if *shutdown.borrow() {
+            let failed = d.is_err();
+            if tx.send(d).await.is_err() || failed {
                 return;
             }
+            metrics::delivered();
+            after = seq;
+        }
+        if unpublished {
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+                _ = tx.closed() => return,
+            }
+            continue;
+        }
+        if *shutdown.borrow() {
+            return;
         }
     }
 }

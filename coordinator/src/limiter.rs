@@ -35,12 +35,11 @@ impl CheckQuotas {
         CheckQuotas { per_minute, per_day, seen: Mutex::new(HashMap::new()) }
     }
 
-    /// Counts a check made at `at_ms` (read back from the log at start).
+    /// Counts a check made at `at_ms` (read back from the log at start, in
+    /// log order, so oldest first).
     pub fn seed(&self, force: &str, at_ms: i64, applicants: u64) {
         if let Ok(mut m) = self.seen.lock() {
-            let q = m.entry(force.to_string()).or_default();
-            q.push_back((at_ms, applicants));
-            q.make_contiguous().sort_unstable();
+            m.entry(force.to_string()).or_default().push_back((at_ms, applicants));
         }
     }
 

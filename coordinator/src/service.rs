@@ -263,7 +263,7 @@ impl roster_service_server::RosterService for RosterService {
         let name = Rpc::batch_name(batch.sequence)?;
         rpc.check_header(&name, batch.epoch, batch.upserts.len() + batch.removes.len())?;
         let force = id.code.clone();
-        let receipt = blocking(move || {
+        let (receipt, added) = blocking(move || {
             let commitment = audit::roster_commitment(&batch);
             let mut upserts = Vec::with_capacity(batch.upserts.len());
             for (i, u) in batch.upserts.iter().enumerate() {
@@ -302,12 +302,15 @@ impl roster_service_server::RosterService for RosterService {
             if !receipt.replayed {
                 rpc.additions.record(&force, now, added);
             }
-            Ok(receipt)
+            Ok((receipt, added))
         })
         .await?;
         metrics::ingest("roster", started.elapsed());
+        // Warn once, when a batch takes the force across 90% of its cap.
         let cap = self.0.core.settings().roster_cap(&id.code);
-        if receipt.total as f64 >= 0.9 * cap as f64 && !receipt.replayed {
+        let near = |n: u64| n as f64 >= 0.9 * cap as f64;
+        let before = (receipt.total + receipt.removes).saturating_sub(added);
+        if !receipt.replayed && near(receipt.total) && !near(before) {
             metrics::roster_near_cap(&id.code);
             tracing::warn!(force = %id.code, enrolled = receipt.total, cap, "a force has enrolled 90% or more of its cap");
         }
