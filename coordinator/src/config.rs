@@ -236,11 +236,43 @@ pub struct AuditConfig {
     /// nodes can refuse an old view (their `[audit] max_checkpoint_age_seconds`).
     #[serde(default = "AuditConfig::refresh_default")]
     pub checkpoint_refresh_seconds: u64,
+    /// How often new log entries and the latest checkpoint are published
+    /// (1 to 60,000 ms). Batches in between appear together, so whoever
+    /// reads checkpoints cannot tell one batch's entries from another's.
+    /// A disclosure reaches its force, and a check its answer, at the next
+    /// publication: this adds up to this much to their latency.
+    #[serde(default = "AuditConfig::publish_default")]
+    pub publish_interval_ms: u64,
+    /// Witnesses whose cosignatures this coordinator collects and serves
+    /// (none by default). Each is a `[[audit.witnesses]]` table.
+    #[serde(default)]
+    pub witnesses: Vec<WitnessConfig>,
+    /// Longest witnessing round, seconds: witnesses are given the same
+    /// checkpoint until all have cosigned it or this much time has passed.
+    #[serde(default = "AuditConfig::round_default")]
+    pub witness_round_seconds: u64,
+}
+
+/// `[[audit.witnesses]]`: one witness.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The witness's code, as in its certificate (`spiffe://<domain>/witness/<code>`).
+    pub code: String,
+    /// Its C2SP cosignature verifier key, `<name>+<hex id>+<base64(0x04 || key)>`
+    /// (printed by `vigil-node witness keygen`).
+    pub vkey: String,
 }
 
 impl AuditConfig {
     fn refresh_default() -> u64 {
         300
+    }
+    fn publish_default() -> u64 {
+        20
+    }
+    fn round_default() -> u64 {
+        60
     }
 }
 
@@ -266,6 +298,20 @@ impl Config {
         }
         if !vigil_proto::tlog::note::is_valid_name(&c.audit.origin) {
             return Err(invalid("audit.origin must be non-empty with no spaces or '+'"));
+        }
+        if !(1..=60_000).contains(&c.audit.publish_interval_ms) {
+            return Err(invalid("audit.publish_interval_ms must be 1 to 60000"));
+        }
+        for (i, w) in c.audit.witnesses.iter().enumerate() {
+            if !vigil_proto::spiffe::is_valid_code(&w.code) || c.audit.witnesses[..i].iter().any(|o| o.code == w.code) {
+                return Err(invalid(&format!("audit.witnesses[{i}]: code must be a distinct witness code")));
+            }
+            vigil_proto::tlog::cosignature::WitnessKey::from_vkey(&w.vkey).map_err(|e| {
+                invalid(&format!("audit.witnesses[{i}] ({}): vkey is not a cosignature verifier key: {e}", w.code))
+            })?;
+        }
+        if c.audit.witness_round_seconds == 0 {
+            return Err(invalid("audit.witness_round_seconds must be at least 1"));
         }
         if c.matching.epoch == 0 {
             return Err(invalid("matching.epoch must be at least 1"));

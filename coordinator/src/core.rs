@@ -1,7 +1,10 @@
 //! The application core: one engine behind a lock, the store, and the
 //! published log view. A batch is applied under the engine lock, committed,
-//! and only then published (the new leaves and checkpoint) and announced to
-//! subscribers. If a commit fails, the engine is rebuilt from the store, so
+//! and staged (its new leaves and checkpoint, in commit order). Staged
+//! leaves are published, and subscribers told, only when the server's
+//! publisher calls [`Core::publish_staged`], on a schedule
+//! (`[audit] publish_interval_ms`): whoever reads checkpoints sees the log
+//! grow by ticks that merge every batch in between, not batch by batch. If a commit fails, the engine is rebuilt from the store, so
 //! memory never runs ahead of disk; if that fails too, the core refuses
 //! further work until restarted. No RPC types here: the RPC layer
 //! (`service`) converts requests to domain types and [`CoreError`] to
@@ -49,11 +52,24 @@ impl From<StoreError> for CoreError {
     }
 }
 
+/// What commits have added to the log since the last publication.
+#[derive(Default)]
+struct Staged {
+    leaves: Vec<Hash>,
+    checkpoint: Option<String>,
+    /// Whether a force has something new to receive.
+    notify: bool,
+}
+
 /// The engine, the store and the published log.
 pub struct Core {
     engine: Mutex<Engine>,
     store: Arc<dyn Store>,
     view: RwLock<LogView>,
+    /// Committed but not yet published, in commit order.
+    staged: Mutex<Staged>,
+    /// The published tree size.
+    published: watch::Sender<u64>,
     changed: watch::Sender<u64>,
     settings: Settings,
     /// The audit signing key's text, overwritten when the core is dropped.
@@ -78,10 +94,13 @@ impl Core {
         }
         let (nat, ros) = engine.token_counts();
         metrics::set_tokens(nat, ros);
+        let size = view.tree.size();
         Ok(Arc::new(Core {
             engine: Mutex::new(engine),
             store,
             view: RwLock::new(view),
+            staged: Mutex::new(Staged::default()),
+            published: watch::channel(size).0,
             changed: watch::channel(0).0,
             settings,
             signer_key: zeroize::Zeroizing::new(signer_key),
@@ -100,9 +119,14 @@ impl Core {
         &self.store
     }
 
-    /// Changes when a batch creates something for a force to receive.
+    /// Changes when a publication brings something for a force to receive.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// The published tree size, as it changes.
+    pub fn published(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// Becomes `true` when the server stops.
@@ -125,8 +149,8 @@ impl Core {
         self.engine.lock().map_err(|_| CoreError::Poisoned)
     }
 
-    /// Runs `f` against the engine, commits what it returns, publishes.
-    /// Blocking: call it off the async executor.
+    /// Runs `f` against the engine, commits what it returns, stages it for
+    /// publication. Blocking: call it off the async executor.
     pub fn apply(
         &self,
         f: impl FnOnce(&mut Engine, &dyn Store) -> Result<Applied, EngineError>,
@@ -151,11 +175,8 @@ impl Core {
                 metrics::batch_committed(commit.disclosures.len());
                 let (nat, ros) = engine.token_counts();
                 metrics::set_tokens(nat, ros);
-                drop(engine);
-                self.publish(leaves, commit.checkpoint.map(|c| c.1));
-                if !forces.is_empty() {
-                    self.changed.send_modify(|v| *v += 1);
-                }
+                // Staged under the engine lock, so in commit order.
+                self.stage(leaves, commit.checkpoint.map(|c| c.1), !forces.is_empty());
                 Ok(receipt)
             }
             Err(e @ (EngineError::Limit(_) | EngineError::Invalid(_) | EngineError::Sequence(_))) => Err(e.into()),
@@ -167,11 +188,12 @@ impl Core {
     }
 
     /// A pre-employment check: matched, logged (counts only), committed and
-    /// published. Blocking.
+    /// staged. Blocking. Its audit proof is added by [`Core::check_proof`]
+    /// once its entry is published.
     pub fn check(&self, force: &str, meta: CheckMeta, applicants: Vec<ApplicantIn>) -> Result<Checked, CoreError> {
         self.usable()?;
         let mut engine = self.engine()?;
-        let mut checked = match engine.check(&*self.store, force, meta, applicants, now_ms()) {
+        let checked = match engine.check(&*self.store, force, meta, applicants, now_ms()) {
             Ok(c) => c,
             Err(e) => {
                 self.reload(&mut engine);
@@ -182,39 +204,42 @@ impl Core {
             self.reload(&mut engine);
             return Err(e.into());
         }
-        drop(engine);
-        self.publish(checked.leaves.clone(), checked.commit.checkpoint.as_ref().map(|c| c.1.clone()));
+        self.stage(checked.leaves.clone(), checked.commit.checkpoint.as_ref().map(|c| c.1.clone()), false);
+        Ok(checked)
+    }
+
+    /// Waits until a check's entry is published, then adds its inclusion
+    /// proof and the checkpoint it is proven against.
+    pub async fn check_proof(&self, checked: &mut Checked) -> Result<(), CoreError> {
+        let mut published = self.published();
+        let mut shutdown = self.shutdown();
+        tokio::select! {
+            r = published.wait_for(|size| *size > checked.log_index) => { r.map_err(|_| CoreError::NotPublished)?; }
+            _ = shutdown.wait_for(|stop| *stop) => return Err(CoreError::NotPublished),
+        }
         let mut proof = vigil_proto::v1::AuditProof {
             entry: checked.entry.clone().into(),
             leaf_index: checked.log_index,
             ..Default::default()
         };
         self.view(|v| {
-            if let Some(p) = v.tree.inclusion_proof(checked.log_index, v.tree.size()) {
-                proof.inclusion = p.into_iter().map(|h| h.to_vec().into()).collect();
-                proof.checkpoint = v.checkpoint.clone();
-            }
-        })?;
+            let p = v.tree.inclusion_proof(checked.log_index, v.tree.size()).ok_or(CoreError::NotPublished)?;
+            proof.inclusion = p.into_iter().map(|h| h.to_vec().into()).collect();
+            proof.checkpoint = v.checkpoint.clone();
+            Ok::<_, CoreError>(())
+        })??;
         checked.audit = Some(proof);
-        Ok(checked)
+        Ok(())
     }
 
-    /// Signs, commits and publishes a fresh checkpoint of the log as it
+    /// Signs, commits and stages a fresh checkpoint of the log as it
     /// stands, so that parties see a current time on a quiet log. Blocking.
     pub fn refresh_checkpoint(&self) -> Result<(), CoreError> {
         self.usable()?;
         let engine = self.engine()?;
         let commit = engine.refresh_checkpoint(now_ms())?;
         self.store.commit(&commit)?;
-        drop(engine);
-        // A batch committed just before may not have published its leaves
-        // yet: the fresh checkpoint goes out only for the tree published,
-        // and that batch publishes its own checkpoint anyway.
-        if let (Some((size, note)), Ok(mut v)) = (commit.checkpoint, self.view.write())
-            && v.tree.size() == size
-        {
-            v.checkpoint = note;
-        }
+        self.stage(Vec::new(), commit.checkpoint.map(|c| c.1), false);
         Ok(())
     }
 
@@ -226,15 +251,44 @@ impl Core {
         Ok((total, Engine::last_sequence(&*self.store, caller)?))
     }
 
-    fn publish(&self, leaves: Vec<Hash>, checkpoint: Option<String>) {
-        if let Ok(mut v) = self.view.write() {
-            for l in leaves {
+    /// Queues a commit's leaves and checkpoint for the next publication.
+    /// Called with the engine lock held, so staging follows commit order.
+    fn stage(&self, leaves: Vec<Hash>, checkpoint: Option<String>, notify: bool) {
+        if let Ok(mut s) = self.staged.lock() {
+            s.leaves.extend(leaves);
+            if checkpoint.is_some() {
+                s.checkpoint = checkpoint;
+            }
+            s.notify |= notify;
+        }
+    }
+
+    /// Publishes everything staged: the leaves, and the latest checkpoint
+    /// (which covers them all). Tells subscribers if a force has something
+    /// new. The server calls it every `[audit] publish_interval_ms`.
+    pub fn publish_staged(&self) -> Result<(), CoreError> {
+        let staged = {
+            let mut s = self.staged.lock().map_err(|_| CoreError::Poisoned)?;
+            if s.leaves.is_empty() && s.checkpoint.is_none() {
+                return Ok(());
+            }
+            std::mem::take(&mut *s)
+        };
+        let size = {
+            let mut v = self.view.write().map_err(|_| CoreError::Poisoned)?;
+            for l in staged.leaves {
                 v.tree.push(l);
             }
-            if let Some(c) = checkpoint {
+            if let Some(c) = staged.checkpoint {
                 v.checkpoint = c;
             }
+            v.tree.size()
+        };
+        self.published.send_replace(size);
+        if staged.notify {
+            self.changed.send_modify(|v| *v += 1);
         }
+        Ok(())
     }
 
     /// Rebuilds the engine from the store after a failure mid-batch.
@@ -246,9 +300,16 @@ impl Core {
         match res {
             Ok((e, view, _)) => {
                 *engine = e;
+                // Whatever was staged is in the rebuilt view, if committed.
+                if let Ok(mut s) = self.staged.lock() {
+                    *s = Staged::default();
+                }
+                let size = view.tree.size();
                 if let Ok(mut v) = self.view.write() {
                     *v = view;
                 }
+                self.published.send_replace(size);
+                self.changed.send_modify(|v| *v += 1);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot rebuild the engine; refusing further requests until restarted");

@@ -156,88 +156,15 @@ mod tests {
     use crate::engine::{BatchIn, RecordIn, Settings, SubjectIn};
     use crate::store::memory::MemoryStore;
     use crate::store::*;
-    use std::sync::mpsc as std_mpsc;
     use tokio_stream::StreamExt;
     use vigil_proto::KeyKind;
-
-    /// A real in-memory store whose commits can be held just after they
-    /// are applied: the moment between a batch's commit and its
-    /// publication, made long.
-    struct Held {
-        inner: MemoryStore,
-        hold: Mutex<Option<(std_mpsc::Sender<()>, std_mpsc::Receiver<()>)>>,
-    }
-
-    impl StoreRead for Held {
-        fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError> {
-            self.inner.for_each_subject(f)
-        }
-        fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
-            self.inner.for_each_record(f)
-        }
-        fn for_each_active(&self, f: &mut dyn FnMut(ActiveRow)) -> Result<(), StoreError> {
-            self.inner.for_each_active(f)
-        }
-        fn for_each_log_entry(&self, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
-            self.inner.for_each_log_entry(f)
-        }
-        fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
-            self.inner.latest_checkpoint()
-        }
-        fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.meta(key)
-        }
-        fn sender(&self, caller: &str) -> Result<Option<SenderState>, StoreError> {
-            self.inner.sender(caller)
-        }
-        fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError> {
-            self.inner.subject(force, pseudonym)
-        }
-        fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
-            self.inner.record(source, record_ref)
-        }
-        fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
-            self.inner.last_sequences()
-        }
-    }
-
-    impl Store for Held {
-        fn commit(&self, c: &Commit) -> Result<(), StoreError> {
-            self.inner.commit(c)?;
-            if let Some((committed, release)) = self.hold.lock().unwrap().take() {
-                committed.send(()).unwrap();
-                release.recv().unwrap();
-            }
-            Ok(())
-        }
-        fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
-            self.inner.log_entries(start, end)
-        }
-        fn pending(&self, force: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-            self.inner.pending(force, after, limit)
-        }
-        fn acknowledge(&self, force: &str, seqs: &[u64]) -> Result<u64, StoreError> {
-            self.inner.acknowledge(force, seqs)
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            self.inner.flush()
-        }
-        fn pending_count(&self, force: &str) -> Result<u64, StoreError> {
-            self.inner.pending_count(force)
-        }
-    }
 
     fn tokens() -> Vec<StoredToken> {
         vec![(KeyKind::Nino, [1; 16]), (KeyKind::NameDob, [2; 16]), (KeyKind::NameMd, [3; 16])]
     }
 
-    /// A subscriber that reads a disclosure committed but not yet published
-    /// waits for the publication instead of ending with an error.
-    #[test]
-    fn a_disclosure_not_yet_published_is_delivered_once_it_is() {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let store = Arc::new(Held { inner: MemoryStore::new(), hold: Mutex::new(None) });
-        let settings = Settings {
+    fn settings() -> Settings {
+        Settings {
             epoch: 1,
             policy: crate::policy::Policy::default_policy(),
             policy_sha256: "p".into(),
@@ -246,10 +173,15 @@ mod tests {
             headcount: Default::default(),
             index_capacity: (0, 0),
             national_records: 0,
-        };
+        }
+    }
+
+    /// A core over an in-memory store, with one subject of force `gmp`
+    /// enrolled and published.
+    fn core_with_subject() -> (Arc<Core>, tokio::sync::watch::Sender<bool>) {
         let (_, skey) = vigil_proto::tlog::Signer::from_seed("vigil.test/audit", &[3; 32]).unwrap();
-        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-        let core = Core::open(store.clone(), settings, skey, stop_rx).unwrap();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let core = Core::open(Arc::new(MemoryStore::new()), settings(), skey, stop_rx).unwrap();
         let roster = BatchIn {
             sequence: 1,
             commitment: "r".into(),
@@ -257,29 +189,32 @@ mod tests {
             removes: vec![],
         };
         core.apply(|e, s| e.apply_roster(s, "gmp", roster, 1)).unwrap();
-        // Hold the national batch's commit before its publication.
-        let (committed_tx, committed) = std_mpsc::channel();
-        let (release, release_rx) = std_mpsc::channel();
-        *store.hold.lock().unwrap() = Some((committed_tx, release_rx));
-        let feeder = std::thread::spawn({
-            let core = core.clone();
-            move || {
-                let national = BatchIn {
-                    sequence: 1,
-                    commitment: "n".into(),
-                    upserts: vec![RecordIn { record_ref: [7; 16], tokens: tokens(), sealed: vec![] }],
-                    removes: vec![],
-                };
-                core.apply(|e, s| e.apply_national(s, "pnc", national, 2)).unwrap();
-            }
-        });
-        committed.recv().unwrap();
+        core.publish_staged().unwrap();
+        (core, stop)
+    }
+
+    fn national(sequence: u64, record: u8) -> BatchIn<RecordIn> {
+        BatchIn {
+            sequence,
+            commitment: format!("n{sequence}"),
+            upserts: vec![RecordIn { record_ref: [record; 16], tokens: tokens(), sealed: vec![] }],
+            removes: vec![],
+        }
+    }
+
+    /// A subscriber that reads a disclosure committed but not yet published
+    /// waits for the publication instead of ending with an error.
+    #[test]
+    fn a_disclosure_not_yet_published_is_delivered_once_it_is() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let (core, _stop) = core_with_subject();
+        core.apply(|e, s| e.apply_national(s, "pnc", national(1, 7), 2)).unwrap();
         rt.block_on(async {
             let mut stream = subscribe(core.clone(), Arc::new(Subscriptions::default()), "gmp".into());
             // Committed, not published: nothing yet, and no error.
             let early = tokio::time::timeout(std::time::Duration::from_millis(300), stream.next()).await;
             assert!(early.is_err(), "the stream must wait, not answer: {:?}", early.map(|m| m.map(|r| r.is_ok())));
-            release.send(()).unwrap();
+            core.publish_staged().unwrap();
             let d = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
                 .await
                 .expect("delivered once published")
@@ -287,6 +222,26 @@ mod tests {
                 .expect("not an error");
             assert!(d.audit.is_some_and(|a| !a.checkpoint.is_empty()), "delivered with its proof");
         });
-        feeder.join().unwrap();
+    }
+
+    /// Checkpoints go out on the publisher's schedule, not per batch: two
+    /// batches committed between two publications appear together, under
+    /// one checkpoint, so a reader cannot tell which entries each caused.
+    #[test]
+    fn batches_between_publications_appear_under_one_checkpoint() {
+        let (core, _stop) = core_with_subject();
+        let (size0, cp0) = core.view(|v| (v.tree.size(), v.checkpoint.clone())).unwrap();
+        core.apply(|e, s| e.apply_national(s, "pnc", national(1, 7), 2)).unwrap();
+        core.apply(|e, s| e.apply_national(s, "pnc", national(2, 8), 3)).unwrap();
+        let (size1, cp1) = core.view(|v| (v.tree.size(), v.checkpoint.clone())).unwrap();
+        assert_eq!((size1, &cp1), (size0, &cp0), "nothing is published between ticks");
+        core.publish_staged().unwrap();
+        let (size2, cp2) = core.view(|v| (v.tree.size(), v.checkpoint.clone())).unwrap();
+        let v = vigil_proto::tlog::Signer::from_seed("vigil.test/audit", &[3; 32]).unwrap().0.verifier();
+        let cp = vigil_proto::tlog::Checkpoint::open(&cp2, "vigil.test/audit", &v).unwrap();
+        // Two batch entries, two disclosures (one per record).
+        assert_eq!(size2, size0 + 4, "both batches' entries appear at once");
+        assert_eq!(cp.size, size2, "under one checkpoint covering both");
+        assert_eq!(core.view(|v| v.tree.root(size2)).unwrap(), Some(cp.root));
     }
 }

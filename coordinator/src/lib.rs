@@ -13,6 +13,7 @@
 //! - [`engine`]: continuous matching, cases (disclosures, amendments,
 //!   retractions) and the audit log as one state machine.
 //! - [`limiter`]: a per-caller rate limit.
+//! - [`witness`]: witnessing rounds, collecting cosignatures of checkpoints.
 //!
 //! I/O and the process:
 //! - [`store`]: the `Store` trait, its read-only port, the embedded redb
@@ -45,3 +46,4 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod witness;

@@ -95,10 +95,10 @@ enum PkiCommand {
         /// The deployment's trust domain, e.g. vigil.example.
         #[arg(long)]
         trust_domain: String,
-        /// force, source, auditor or coordinator.
-        #[arg(long, value_parser = ["force", "source", "auditor", "coordinator"])]
+        /// force, source, auditor, witness or coordinator.
+        #[arg(long, value_parser = ["force", "source", "auditor", "witness", "coordinator"])]
         role: String,
-        /// The force, source or auditor code (not for the coordinator).
+        /// The force, source, auditor or witness code (not for the coordinator).
         #[arg(long)]
         code: Option<String>,
         /// DNS names (the coordinator's server certificate).
@@ -127,10 +127,10 @@ enum PkiCommand {
         /// The deployment's trust domain, e.g. vigil.example.
         #[arg(long)]
         trust_domain: String,
-        /// force, source or auditor.
-        #[arg(long, value_parser = ["force", "source", "auditor"])]
+        /// force, source, auditor or witness.
+        #[arg(long, value_parser = ["force", "source", "auditor", "witness"])]
         role: String,
-        /// The force, source or auditor code.
+        /// The force, source, auditor or witness code.
         #[arg(long)]
         code: String,
         /// Validity in days.

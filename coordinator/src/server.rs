@@ -100,7 +100,22 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let (stop, stop_rx) = watch::channel(false);
     let core =
         Core::open(Arc::new(store), settings, signer_key, stop_rx).map_err(|e| ServeError::State(e.to_string()))?;
-    let rpc = Rpc::new(core.clone(), Pepper::new(pepper), config.limits.clone(), config.trust_domain.clone());
+    let witnesses = config
+        .audit
+        .witnesses
+        .iter()
+        .map(|w| {
+            vigil_proto::tlog::cosignature::WitnessKey::from_vkey(&w.vkey)
+                .map(|k| (w.code.clone(), k))
+                .map_err(|e| ServeError::Config(format!("witness {}: {e}", w.code)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let witnessing = crate::witness::Witnessing::new(
+        witnesses,
+        i64::try_from(config.audit.witness_round_seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
+    );
+    let rpc =
+        Rpc::new(core.clone(), Pepper::new(pepper), config.limits.clone(), config.trust_domain.clone(), witnessing);
     Ok(Prepared { config, core, rpc, stop })
 }
 
@@ -206,6 +221,12 @@ pub async fn serve(
     let flusher = spawn_flusher(core.clone());
     let refresher =
         spawn_checkpoint_refresher(core.clone(), Duration::from_secs(c.audit.checkpoint_refresh_seconds.max(1)));
+    let publisher = spawn_periodic(
+        core.clone(),
+        Duration::from_millis(c.audit.publish_interval_ms),
+        "publishing the log",
+        Core::publish_staged,
+    );
     let result = tokio::select! {
         r = &mut server => r.map_err(|e| ServeError::Transport(e.to_string())),
         _ = async { let _ = done_rx.await; tokio::time::sleep(grace).await } => {
@@ -215,6 +236,7 @@ pub async fn serve(
     };
     flusher.abort();
     refresher.abort();
+    publisher.abort();
     acceptor.abort();
     if let Some(r) = crl_reloader {
         r.abort();

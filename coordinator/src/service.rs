@@ -32,6 +32,7 @@ use crate::limiter::{AdditionQuotas, CheckQuotas};
 use crate::metrics;
 use crate::pepper::Pepper;
 use crate::store::{Ref, StoreError, StoredToken};
+use crate::witness::{CosignError, Witnessing};
 
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Status {
@@ -124,15 +125,35 @@ pub struct Rpc {
     checks: CheckQuotas,
     additions: AdditionQuotas,
     subscriptions: Arc<crate::delivery::Subscriptions>,
+    witnessing: std::sync::Mutex<Witnessing>,
 }
 
 impl Rpc {
     /// The RPC layer over `core`.
-    pub fn new(core: Arc<Core>, pepper: Pepper, limits: Limits, trust_domain: String) -> Arc<Rpc> {
+    pub fn new(
+        core: Arc<Core>,
+        pepper: Pepper,
+        limits: Limits,
+        trust_domain: String,
+        witnessing: Witnessing,
+    ) -> Arc<Rpc> {
         let checks = CheckQuotas::new(limits.checks_per_minute, limits.applicants_per_day);
         let additions = AdditionQuotas::new(limits.additions_per_day);
         seed_quotas(&core, &checks, &additions);
-        Arc::new(Rpc { core, pepper, limits, trust_domain, checks, additions, subscriptions: Default::default() })
+        Arc::new(Rpc {
+            core,
+            pepper,
+            limits,
+            trust_domain,
+            checks,
+            additions,
+            subscriptions: Default::default(),
+            witnessing: std::sync::Mutex::new(witnessing),
+        })
+    }
+
+    fn witnessing(&self) -> Result<std::sync::MutexGuard<'_, Witnessing>, Status> {
+        self.witnessing.lock().map_err(|_| Status::internal("internal lock poisoned"))
     }
 
     /// The caller's identity, if its certificate names one of `roles`.
@@ -448,6 +469,7 @@ impl check_service_server::CheckService for CheckService {
                 "a force is past 80% of its daily quota of applicants checked"
             );
         }
+        let applicants_n = r.applicants.len() as u64;
         let resp = blocking(move || {
             let meta = CheckMeta {
                 request_id: r.request_id.clone(),
@@ -465,18 +487,19 @@ impl check_service_server::CheckService for CheckService {
                     tokens: rpc.pepper_set(a.tokens.as_ref(), &what)?,
                 });
             }
-            let n = applicants.len() as u64;
-            let checked = rpc.core.check(&id.code, meta, applicants)?;
-            Ok(CheckResponse {
-                matches: checked.matches,
-                applicants: n,
-                policy_version: rpc.core.settings().policy.version.clone(),
-                log_index: checked.log_index,
-                audit: checked.audit,
-            })
+            Ok(rpc.core.check(&id.code, meta, applicants)?)
         })
         .await?;
-        Ok(Response::new(resp))
+        // Answered once its log entry is published, with its proof.
+        let mut checked = resp;
+        self.0.core.check_proof(&mut checked).await?;
+        Ok(Response::new(CheckResponse {
+            matches: checked.matches,
+            applicants: applicants_n,
+            policy_version: self.0.core.settings().policy.version.clone(),
+            log_index: checked.log_index,
+            audit: checked.audit,
+        }))
     }
 }
 
@@ -485,13 +508,49 @@ impl check_service_server::CheckService for CheckService {
 /// batch is how many disclosures it caused, which would tell a source
 /// whether a person it fed is on some roster.
 const READERS: &[Role] = &[Role::Force, Role::Auditor];
+/// Checkpoints and consistency proofs: readers and witnesses.
+const CHECKERS: &[Role] = &[Role::Force, Role::Auditor, Role::Witness];
 
 #[tonic::async_trait]
 impl audit_service_server::AuditService for AuditService {
     async fn checkpoint(&self, req: Request<CheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
-        self.0.auth(&req, READERS, "read checkpoints")?;
-        let checkpoint = self.0.core.view(|v| v.checkpoint.clone())?;
+        let id = self.0.auth(&req, CHECKERS, "read checkpoints")?;
+        let latest = self.0.core.view(|v| v.checkpoint.clone())?;
+        let k = req.get_ref().min_cosignatures as usize;
+        let checkpoint = if id.role == Role::Witness {
+            self.0.witnessing()?.candidate(&latest, now_ms())
+        } else if k == 0 {
+            latest
+        } else {
+            let w = self.0.witnessing()?;
+            if k > w.configured() {
+                return Err(Status::invalid_argument(format!(
+                    "{k} cosignatures asked for; this coordinator has {} witnesses configured",
+                    w.configured()
+                )));
+            }
+            w.witnessed(k).ok_or_else(|| {
+                Status::not_found(format!(
+                    "no checkpoint is cosigned by {k} witnesses yet (witnessing rounds run as witnesses poll)"
+                ))
+            })?
+        };
         Ok(Response::new(CheckpointResponse { checkpoint }))
+    }
+
+    async fn cosign(&self, req: Request<CosignRequest>) -> Result<Response<CosignResponse>, Status> {
+        let id = self.0.auth(&req, &[Role::Witness], "cosign checkpoints")?;
+        let r = req.into_inner();
+        let n = self.0.witnessing()?.cosign(&id.code, &r.checkpoint, &r.cosignature, now_ms()).map_err(|e| {
+            tracing::warn!(witness = %id.code, error = %e, "cosignature refused");
+            match e {
+                CosignError::Unknown(_) => Status::permission_denied(e.to_string()),
+                CosignError::NotInRound => Status::failed_precondition(e.to_string()),
+                _ => Status::invalid_argument(e.to_string()),
+            }
+        })?;
+        tracing::info!(witness = %id.code, cosignatures = n, "checkpoint cosigned");
+        Ok(Response::new(CosignResponse { cosignatures: n as u32 }))
     }
 
     async fn entries(&self, req: Request<EntriesRequest>) -> Result<Response<EntriesResponse>, Status> {
@@ -526,7 +585,7 @@ impl audit_service_server::AuditService for AuditService {
         &self,
         req: Request<ConsistencyProofRequest>,
     ) -> Result<Response<ConsistencyProofResponse>, Status> {
-        self.0.auth(&req, READERS, "read proofs")?;
+        self.0.auth(&req, CHECKERS, "read proofs")?;
         let r = req.into_inner();
         let (proof, size) = self.0.core.view(|v| (v.tree.consistency_proof(r.size1, r.size2), v.tree.size()))?;
         let proof = proof.ok_or_else(|| {

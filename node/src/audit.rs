@@ -42,15 +42,27 @@ fn audit_client(channel: Channel) -> AuditServiceClient<Channel> {
     AuditServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
 }
 
-/// Fetches the latest checkpoint and verifies it against the one held.
+/// Fetches the checkpoint to audit against and verifies it against the one
+/// held: the latest, or, when `[audit] witness_quorum` is set, the newest
+/// that enough of the configured witnesses cosigned.
 pub async fn latest(store: &LocalStore, key: &LogKey, channel: Channel) -> Result<(Checkpoint, String), NodeError> {
     let mut c = audit_client(channel);
     let note = c
-        .checkpoint(CheckpointRequest {})
+        .checkpoint(CheckpointRequest { min_cosignatures: key.quorum as u32 })
         .await
-        .map_err(|s| client::status_error(&s, "checkpoint"))?
+        .map_err(|s| match s.code() {
+            tonic::Code::NotFound if key.quorum > 0 => NodeError::from(verify::VerifyError::Unwitnessed(format!(
+                "the coordinator has no checkpoint cosigned by {} witnesses ({})",
+                key.quorum,
+                s.message()
+            ))),
+            _ => client::status_error(&s, "checkpoint"),
+        })?
         .into_inner()
         .checkpoint;
+    if key.quorum > 0 {
+        key.cosigners(&note).map_err(NodeError::from)?;
+    }
     let cp = verify::accept_checkpoint(store, key, &mut c, &note).await.map_err(NodeError::from)?;
     Ok((cp, note))
 }
@@ -92,6 +104,11 @@ pub struct Verified {
     pub entries: BTreeMap<String, u64>,
     /// Disclosures in this force's inbox proven to be in the log.
     pub inbox_proven: u64,
+    /// Disclosures newer than the witnessed checkpoint (proven at a later
+    /// audit, once witnesses have cosigned a checkpoint that covers them).
+    pub awaiting_witnesses: u64,
+    /// Witnesses who cosigned the checkpoint verified.
+    pub witnesses: Vec<String>,
     /// Problems found (empty when everything holds).
     pub problems: Vec<String>,
 }
@@ -103,13 +120,15 @@ pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> R
     match cfg.role {
         NodeRole::Auditor => {
             let log = fetch(store, &key, channel).await?;
+            v.witnesses = key.cosigners(&log.note).unwrap_or_default();
             v.size = log.checkpoint.size;
             let (counts, problems) = vigil_proto::invariants::check(&log.entries);
             v.entries = counts;
             v.problems = problems;
         }
         _ => {
-            let (cp, _) = latest(store, &key, channel.clone()).await?;
+            let (cp, note) = latest(store, &key, channel.clone()).await?;
+            v.witnesses = key.cosigners(&note).unwrap_or_default();
             v.size = cp.size;
             let mut c = audit_client(channel);
             for (id, bytes, _) in store.inbox().map_err(|e| NodeError::failed(e.to_string()))? {
@@ -119,6 +138,10 @@ pub async fn verify(cfg: &NodeConfig, store: &LocalStore, channel: Channel) -> R
                     v.problems.push(format!("{id}: stored without its log entry"));
                     continue;
                 };
+                if a.leaf_index >= cp.size && key.quorum > 0 {
+                    v.awaiting_witnesses += 1;
+                    continue;
+                }
                 if a.leaf_index >= cp.size {
                     v.problems.push(format!("{id}: leaf {} is beyond the log's size {}", a.leaf_index, cp.size));
                     continue;
@@ -194,7 +217,9 @@ pub async fn build_report(
             r.log_size = cp.size;
             Ok(r)
         }
-        NodeRole::Source => Err(NodeError::config("a source node has no audit report; use an auditor or force node")),
+        NodeRole::Source | NodeRole::Witness => {
+            Err(NodeError::config("only an auditor or a force node has an audit report"))
+        }
     }
 }
 

@@ -25,6 +25,8 @@ pub enum NodeRole {
     Source,
     /// A data protection officer: audits the log.
     Auditor,
+    /// A log witness: cosigns checkpoints it has found consistent.
+    Witness,
 }
 
 impl NodeRole {
@@ -34,6 +36,7 @@ impl NodeRole {
             NodeRole::Force => "force",
             NodeRole::Source => "source",
             NodeRole::Auditor => "auditor",
+            NodeRole::Witness => "witness",
         }
     }
 }
@@ -42,7 +45,8 @@ impl NodeRole {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// `"force"`, `"source"` or `"auditor"`; must match the certificate.
+    /// `"force"`, `"source"`, `"auditor"` or `"witness"`; must match the
+    /// certificate.
     pub role: NodeRole,
     /// This node's code, e.g. `"gmp"` or `"pnc"`; must match the certificate.
     pub code: String,
@@ -56,9 +60,12 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Mutual TLS.
     pub tls: NodeTls,
-    /// Keys (not needed by an auditor).
+    /// Keys (not needed by an auditor or a witness).
     #[serde(default)]
     pub keys: Option<NodeKeys>,
+    /// A witness's signing key and polling (witness role only).
+    #[serde(default)]
+    pub witness: Option<WitnessConfig>,
     /// The transparency log this node verifies.
     pub audit: NodeAudit,
     /// Roster sync and national feed.
@@ -114,6 +121,31 @@ pub struct NodeAudit {
     /// `checkpoint_refresh_seconds` (300 by default). 0 turns it off.
     #[serde(default = "NodeAudit::max_age_default")]
     pub max_checkpoint_age_seconds: u64,
+    /// Witnesses' cosignature verifier keys (`vigil-node witness keygen`
+    /// prints one), for `audit verify`.
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+    /// How many of `witnesses` must have cosigned the checkpoint
+    /// `audit verify` checks against (0: no witnesses required).
+    #[serde(default)]
+    pub witness_quorum: usize,
+}
+
+/// `[witness]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The witness's signing key (`vigil-node witness keygen`).
+    pub key: PathBuf,
+    /// How often `vigil-node witness run` asks for a checkpoint to cosign.
+    #[serde(default = "WitnessConfig::interval_default")]
+    pub interval_seconds: u64,
+}
+
+impl WitnessConfig {
+    fn interval_default() -> u64 {
+        30
+    }
 }
 
 impl NodeAudit {
@@ -179,8 +211,28 @@ impl NodeConfig {
         if !c.coordinator.starts_with("https://") {
             return Err(err("coordinator must be an https:// address (there is no plaintext mode)".into()));
         }
-        if c.role != NodeRole::Auditor && c.keys.is_none() {
+        if matches!(c.role, NodeRole::Force | NodeRole::Source) && c.keys.is_none() {
             return Err(err(format!("a {} node needs a [keys] section", c.role.as_str())));
+        }
+        if (c.role == NodeRole::Witness) != c.witness.is_some() {
+            return Err(err("a witness node, and only a witness node, has a [witness] section".into()));
+        }
+        if c.witness.as_ref().is_some_and(|w| w.interval_seconds == 0) {
+            return Err(err("witness.interval_seconds must be at least 1".into()));
+        }
+        for (i, v) in c.audit.witnesses.iter().enumerate() {
+            vigil_proto::tlog::cosignature::WitnessKey::from_vkey(v).map_err(|e| {
+                err(format!(
+                    "audit.witnesses[{i}] is not a cosignature verifier key (name+id+base64 of 0x04 and the key): {e}"
+                ))
+            })?;
+        }
+        if c.audit.witness_quorum > c.audit.witnesses.len() {
+            return Err(err(format!(
+                "audit.witness_quorum is {} but only {} witnesses are listed",
+                c.audit.witness_quorum,
+                c.audit.witnesses.len()
+            )));
         }
         if !(0.0..=1.0).contains(&c.sync.max_removal_share) || c.sync.batch_size == 0 {
             return Err(err("sync.max_removal_share must be 0 to 1 and sync.batch_size positive".into()));
@@ -197,6 +249,9 @@ impl NodeConfig {
         fix(&mut c.tls.key);
         fix(&mut c.tls.ca);
         fix(&mut c.audit.vkey);
+        if let Some(w) = c.witness.as_mut() {
+            fix(&mut w.key);
+        }
         if let Some(k) = c.keys.as_mut() {
             fix(&mut k.linkage);
             fix(&mut k.local);

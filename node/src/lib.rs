@@ -22,6 +22,7 @@
 //! - [`inbox`]: the ranked inbox, joined with the roster locally.
 //! - [`check`]: pre-employment checks.
 //! - [`audit`]: `audit verify`, building the report, `export`.
+//! - [`witness`]: the witness role: check a checkpoint's consistency, cosign it.
 //! - [`report`]: the audit report built from verified entries (pure).
 //! - [`report_html`]: the report as one self-contained HTML page (pure).
 //! - [`render`]: everything the command prints, as text (pure).
@@ -43,3 +44,4 @@ pub mod sync;
 pub mod tls;
 pub mod verify;
 pub mod watch;
+pub mod witness;

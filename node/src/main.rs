@@ -109,6 +109,29 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum WitnessCommand {
+    /// Create a witness signing key; prints its verifier key for the
+    /// coordinator's `[[audit.witnesses]]` and the nodes' `[audit] witnesses`.
+    Keygen {
+        /// The witness's name, e.g. witness.ico.example/w1 (no spaces or '+').
+        #[arg(long)]
+        name: String,
+        /// The key file to write (mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Cosign the coordinator's checkpoints after checking their
+    /// consistency, every `[witness] interval_seconds`, until SIGTERM.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One step, then exit (for a scheduler, or a test).
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Force: send the HR roster's changes (adds, changes, leavers) to the
     /// coordinator in idempotent batches.
@@ -179,6 +202,12 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Witness the transparency log (witness role): check consistency,
+    /// cosign checkpoints.
+    Witness {
+        #[command(subcommand)]
+        command: WitnessCommand,
+    },
     /// Force: a pre-employment check of applicants, answered only to this
     /// force; the coordinator keeps nothing of the applicants.
     Check {
@@ -203,8 +232,8 @@ enum Command {
         /// The deployment's trust domain, e.g. vigil.example.
         #[arg(long)]
         trust_domain: String,
-        /// force, source or auditor.
-        #[arg(long, value_parser = ["force", "source", "auditor"])]
+        /// force, source, auditor or witness.
+        #[arg(long, value_parser = ["force", "source", "auditor", "witness"])]
         role: String,
         /// This node's force, source or auditor code.
         #[arg(long)]
@@ -412,8 +441,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(&config, None)?;
             let tls = vigil_node::tls::load(&cfg)?;
             vigil_node::verify::LogKey::load(&cfg)?;
-            if cfg.role != NodeRole::Auditor {
+            if matches!(cfg.role, NodeRole::Force | NodeRole::Source) {
                 Keys::load(&cfg)?;
+            }
+            if cfg.role == NodeRole::Witness {
+                vigil_node::witness::load_signer(&cfg)?;
             }
             outln!(
                 "{}: configuration and keys load; certificate {} chains to the CA and is valid until {}; \
@@ -425,6 +457,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Witness { command } => match command {
+            WitnessCommand::Keygen { name, out } => {
+                let vkey = vigil_node::witness::keygen(&name, &out)?;
+                outln!("wrote {}; its verifier key:\n{vkey}", out.display());
+                Ok(())
+            }
+            WitnessCommand::Run { config, once } => {
+                let cfg = load(&config, Some(NodeRole::Witness))?;
+                init_logs(&cfg);
+                let store = open_store(&cfg)?;
+                let done = runtime()?.block_on(vigil_node::witness::run(
+                    &cfg,
+                    &store,
+                    once,
+                    vigil_common::cli::shutdown_signal(),
+                ))?;
+                if let Some(c) = done {
+                    outln!("cosigned the checkpoint at size {}; {} witnesses have cosigned it", c.size, c.cosignatures);
+                }
+                Ok(())
+            }
+        },
         Command::Audit { command } => match command {
             AuditCommand::Verify { config } => {
                 let cfg = load(&config, None)?;

@@ -308,7 +308,7 @@ pub fn feed_summary(code: &str, s: &Summary) -> String {
 /// What `audit verify` found, in one line (problems are listed apart).
 pub fn verified(role: NodeRole, v: &Verified) -> String {
     let counts: Vec<String> = v.entries.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    if role == NodeRole::Auditor {
+    let mut s = if role == NodeRole::Auditor {
         format!(
             "log verified at size {}: signature, consistency and root hold; entries: {}\n",
             v.size,
@@ -321,5 +321,15 @@ pub fn verified(role: NodeRole, v: &Verified) -> String {
             v.inbox_proven,
             counts.join(", ")
         )
+    };
+    if !v.witnesses.is_empty() {
+        s.push_str(&format!("checkpoint cosigned by witnesses: {}\n", v.witnesses.join(", ")));
     }
+    if v.awaiting_witnesses > 0 {
+        s.push_str(&format!(
+            "{} newer disclosures await a witnessed checkpoint that covers them (proven at a later audit)\n",
+            v.awaiting_witnesses
+        ));
+    }
+    s
 }

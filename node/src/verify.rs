@@ -11,6 +11,7 @@
 use tonic::transport::Channel;
 use vigil_proto::audit::Entry;
 use vigil_proto::hex;
+use vigil_proto::tlog::cosignature::{WitnessKey, open_cosigned};
 use vigil_proto::tlog::{Checkpoint, Hash, Verifier, leaf_hash, verify_consistency, verify_inclusion};
 use vigil_proto::v1::audit_service_client::AuditServiceClient;
 use vigil_proto::v1::{CheckRequest, ConsistencyProofRequest, Disclosure, DisclosureType};
@@ -96,6 +97,9 @@ pub enum VerifyError {
         /// Its age, in words.
         age: String,
     },
+    /// The checkpoint lacks the witnesses' cosignatures this node requires.
+    #[error("checkpoint not witnessed as required (audit.witness_quorum): {0}")]
+    Unwitnessed(String),
     /// A call to the coordinator failed.
     #[error("audit call failed: {0}")]
     Rpc(#[from] tonic::Status),
@@ -108,7 +112,10 @@ impl VerifyError {
     /// Whether this failure means the log cannot be trusted (as opposed to a
     /// failed call that may be retried).
     pub fn is_alarm(&self) -> bool {
-        !matches!(self, VerifyError::Rpc(_) | VerifyError::Local(_) | VerifyError::Stale { .. })
+        !matches!(
+            self,
+            VerifyError::Rpc(_) | VerifyError::Local(_) | VerifyError::Stale { .. } | VerifyError::Unwitnessed(_)
+        )
     }
 }
 
@@ -121,6 +128,11 @@ pub struct LogKey {
     pub verifier: Verifier,
     /// The oldest checkpoint accepted, milliseconds (0: any age).
     pub max_age_ms: i64,
+    /// Witnesses whose cosignatures count.
+    pub witnesses: Vec<WitnessKey>,
+    /// How many of them must cosign a checkpoint for `audit` to use it
+    /// (0: audits use the latest checkpoint, witnessed or not).
+    pub quorum: usize,
 }
 
 impl LogKey {
@@ -132,7 +144,28 @@ impl LogKey {
         let verifier = Verifier::from_vkey(line)
             .map_err(|e| NodeError::config(format!("{}: not a verifier key ({e})", cfg.audit.vkey.display())))?;
         let max_age_ms = i64::try_from(cfg.audit.max_checkpoint_age_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
-        Ok(LogKey { origin: cfg.audit.origin.clone(), verifier, max_age_ms })
+        let witnesses = cfg
+            .audit
+            .witnesses
+            .iter()
+            .map(|v| WitnessKey::from_vkey(v))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| NodeError::config(format!("audit.witnesses: {e}")))?;
+        Ok(LogKey {
+            origin: cfg.audit.origin.clone(),
+            verifier,
+            max_age_ms,
+            witnesses,
+            quorum: cfg.audit.witness_quorum,
+        })
+    }
+
+    /// The witnesses who cosigned a checkpoint note, if at least the
+    /// quorum did.
+    pub fn cosigners(&self, note: &str) -> Result<Vec<String>, VerifyError> {
+        open_cosigned(note, &self.verifier, &self.witnesses, self.quorum)
+            .map(|(_, names)| names)
+            .map_err(|e| VerifyError::Unwitnessed(e.to_string()))
     }
 
     /// Opens a signed checkpoint of this log.
@@ -520,6 +553,7 @@ impl From<VerifyError> for NodeError {
     fn from(e: VerifyError) -> NodeError {
         match e {
             VerifyError::Rpc(s) => crate::client::status_error(&s, "audit"),
+            e @ VerifyError::Unwitnessed(_) => NodeError::audit(e.to_string()),
             other if other.is_alarm() => NodeError::audit(other.to_string()),
             other => NodeError::failed(other.to_string()),
         }
@@ -534,7 +568,13 @@ mod tests {
     #[test]
     fn an_old_or_undated_checkpoint_is_refused() {
         let (signer, _) = vigil_proto::tlog::Signer::from_seed("test/log", &[4; 32]).unwrap();
-        let key = LogKey { origin: "test/log".into(), verifier: signer.verifier(), max_age_ms: 3_600_000 };
+        let key = LogKey {
+            origin: "test/log".into(),
+            verifier: signer.verifier(),
+            max_age_ms: 3_600_000,
+            witnesses: vec![],
+            quorum: 0,
+        };
         let now = 1_796_000_000_000;
         let dated = |ms: i64| Checkpoint {
             origin: "test/log".into(),

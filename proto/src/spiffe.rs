@@ -1,7 +1,7 @@
 //! Caller identities: `spiffe://<trust-domain>/<role>/<code>` URI SANs.
 //!
-//! Roles are `force`, `source`, `auditor` (each with a code such as `gmp`,
-//! `pnc`, `ico`) and `coordinator` (no code). A code is 1 to 32 of `a-z`,
+//! Roles are `force`, `source`, `auditor`, `witness` (each with a code such
+//! as `gmp`, `pnc`, `ico`) and `coordinator` (no code). A code is 1 to 32 of `a-z`,
 //! `0-9` and `-`.
 
 use std::fmt;
@@ -15,6 +15,8 @@ pub enum Role {
     Source,
     /// A data protection officer: reads the audit log.
     Auditor,
+    /// A log witness: cosigns checkpoints it has found consistent.
+    Witness,
     /// The coordinator itself.
     Coordinator,
 }
@@ -26,6 +28,7 @@ impl Role {
             Role::Force => "force",
             Role::Source => "source",
             Role::Auditor => "auditor",
+            Role::Witness => "witness",
             Role::Coordinator => "coordinator",
         }
     }
@@ -54,7 +57,7 @@ impl fmt::Display for SpiffeId {
 
 /// Why a URI is not a Vigil identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a Vigil SPIFFE id (spiffe://<trust-domain>/force|source|auditor/<code>): {0}")]
+#[error("not a Vigil SPIFFE id (spiffe://<trust-domain>/force|source|auditor|witness/<code>): {0}")]
 pub struct SpiffeError(pub &'static str);
 
 /// Whether `code` is a valid force, source or auditor code.
@@ -77,7 +80,12 @@ pub fn parse(uri: &str) -> Result<SpiffeId, SpiffeError> {
         ["force", c] => (Role::Force, *c),
         ["source", c] => (Role::Source, *c),
         ["auditor", c] => (Role::Auditor, *c),
-        _ => return Err(SpiffeError("path is not /force/<code>, /source/<code>, /auditor/<code> or /coordinator")),
+        ["witness", c] => (Role::Witness, *c),
+        _ => {
+            return Err(SpiffeError(
+                "path is not /force/<code>, /source/<code>, /auditor/<code>, /witness/<code> or /coordinator",
+            ));
+        }
     };
     if role != Role::Coordinator && !is_valid_code(code) {
         return Err(SpiffeError("bad code"));
@@ -96,6 +104,7 @@ mod tests {
         assert_eq!(id.to_string(), "spiffe://vigil.test/force/gmp");
         assert_eq!(parse("spiffe://vigil.test/coordinator").unwrap().role, Role::Coordinator);
         assert_eq!(parse("spiffe://vigil.test/auditor/ico").unwrap().role, Role::Auditor);
+        assert_eq!(parse("spiffe://vigil.test/witness/ico-w1").unwrap().role, Role::Witness);
         for bad in [
             "https://vigil.test/force/gmp",
             "spiffe://vigil.test/force",

@@ -256,8 +256,12 @@ fn a_quiet_log_gets_freshly_dated_checkpoints() {
     let time = || {
         rt.block_on(async {
             let ch = w.channel(Some((&ids.0, &ids.1)), None).await.unwrap();
-            let note =
-                AuditServiceClient::new(ch).checkpoint(CheckpointRequest {}).await.unwrap().into_inner().checkpoint;
+            let note = AuditServiceClient::new(ch)
+                .checkpoint(CheckpointRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .checkpoint;
             let cp = Checkpoint::open(&note, vigil_tests::ORIGIN, &verifier).unwrap();
             cp.time_ms().expect("a dated checkpoint")
         })
@@ -266,4 +270,71 @@ fn a_quiet_log_gets_freshly_dated_checkpoints() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     assert!((now - first).abs() < 60_000, "dated now");
     assert!(wait_until(Duration::from_secs(10), || time() > first), "signed again while nothing happened");
+}
+
+/// Witnesses cosign the round's checkpoint after checking it against what
+/// they saw before; an audit that requires k of n witnesses trusts only a
+/// checkpoint that k configured witnesses cosigned; a witness that is not
+/// configured is refused, and one shown a log that does not extend what it
+/// saw refuses to cosign.
+#[test]
+fn audits_require_k_of_n_witness_cosignatures() {
+    let mut w = World::new();
+    let data = w.path().join("synth");
+    let s = synth_set(&data, 22, 1, 100, 1000);
+    let keys: Vec<String> = ["w1", "w2", "w3"].iter().map(|c| w.witness_key(c)).collect();
+    let tables: String = ["w1", "w2", "w3"]
+        .iter()
+        .zip(&keys)
+        .map(|(c, k)| format!("[[audit.witnesses]]\ncode = \"{c}\"\nvkey = \"{k}\"\n"))
+        .collect();
+    w.write_coordinator_config(&tables);
+    let text = std::fs::read_to_string(&w.coordinator_config).unwrap();
+    std::fs::write(&w.coordinator_config, text.replacen("[audit]\n", "[audit]\nwitness_round_seconds = 3600\n", 1))
+        .unwrap();
+    let coordinator = w.start_coordinator();
+    let force = w.node("force", &s.forces[0]);
+    ok(force.run(&["sync", "--roster", data.join(format!("roster-{}.csv", s.forces[0])).to_str().unwrap()]));
+    let dpo = w.node("auditor", "ico");
+    let list = keys.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ");
+    let cfg = std::fs::read_to_string(&dpo.config).unwrap();
+    std::fs::write(
+        &dpo.config,
+        cfg.replacen("[audit]\n", &format!("[audit]\nwitnesses = [{list}]\nwitness_quorum = 2\n"), 1),
+    )
+    .unwrap();
+
+    // No witness has cosigned yet: the audit refuses to trust the log.
+    let out = dpo.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(70), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cosigned by 2 witnesses"), "{out:?}");
+    let w1 = w.node("witness", "w1");
+    let out = ok(w1.run(&["witness", "run", "--once"]));
+    assert!(out.contains("1 witnesses have cosigned"), "{out}");
+    assert_eq!(dpo.run(&["audit", "verify"]).status.code(), Some(70), "one of two is not enough");
+
+    // The log moves on between the two witnesses; the round does not, so
+    // both cosign the same checkpoint.
+    ok(force.run(&["sync", "--roster", data.join(format!("roster-{}.csv", s.forces[0])).to_str().unwrap()]));
+    let w2 = w.node("witness", "w2");
+    let out = ok(w2.run(&["witness", "run", "--once"]));
+    assert!(out.contains("2 witnesses have cosigned"), "{out}");
+    let out = ok(dpo.run(&["audit", "verify"]));
+    assert!(out.contains("cosigned by witnesses: witness.test/w1, witness.test/w2"), "{out}");
+
+    // A witness the coordinator does not know is refused.
+    let stranger = w.node("witness", "w9");
+    let out = stranger.run(&["witness", "run", "--once"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not configured"), "{out:?}");
+
+    // The coordinator loses its history: w1 is shown a log that does not
+    // extend the one it cosigned, and cosigns nothing.
+    coordinator.stop();
+    std::fs::remove_dir_all(w.path().join("coordinator/data")).unwrap();
+    let _coordinator = w.start_coordinator();
+    let out = w1.run(&["witness", "run", "--once"]);
+    assert_eq!(out.status.code(), Some(70), "{out:?}");
+    let out = w1.run(&["witness", "run", "--once"]);
+    assert_eq!(out.status.code(), Some(70), "and goes on refusing: {out:?}");
 }

@@ -106,14 +106,15 @@ fn every_rpc_is_authorised_by_role() {
             .unwrap()
             .into_inner();
         assert!(!entries.entries.is_empty(), "the log starts with policy and epoch entries");
-        let cp = AuditServiceClient::new(a.clone()).checkpoint(CheckpointRequest {}).await.unwrap().into_inner();
+        let cp =
+            AuditServiceClient::new(a.clone()).checkpoint(CheckpointRequest::default()).await.unwrap().into_inner();
         assert!(cp.checkpoint.starts_with("vigil.test/audit\n"));
         // Forces read checkpoints and proofs (to verify their disclosures);
         // a source may not: how far the log grew after its batch would tell
         // it how many disclosures the batch caused.
-        AuditServiceClient::new(f.clone()).checkpoint(CheckpointRequest {}).await.unwrap();
+        AuditServiceClient::new(f.clone()).checkpoint(CheckpointRequest::default()).await.unwrap();
         let mut sa = AuditServiceClient::new(s.clone());
-        denied(sa.checkpoint(CheckpointRequest {}).await.map(|_| ()), "source checkpoint");
+        denied(sa.checkpoint(CheckpointRequest::default()).await.map(|_| ()), "source checkpoint");
         denied(
             sa.inclusion_proof(InclusionProofRequest { leaf_index: 0, tree_size: 1 }).await.map(|_| ()),
             "source inclusion proof",
@@ -401,7 +402,7 @@ fn connections_are_bounded() {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             loop {
                 if let Ok(ch) = w.channel(Some((&force.0, &force.1)), None).await
-                    && AuditServiceClient::new(ch.clone()).checkpoint(CheckpointRequest {}).await.is_ok()
+                    && AuditServiceClient::new(ch.clone()).checkpoint(CheckpointRequest::default()).await.is_ok()
                 {
                     return Some(ch);
                 }
@@ -415,7 +416,7 @@ fn connections_are_bounded() {
         let b = open().await.expect("second connection");
         let third = match w.channel(Some((&force.0, &force.1)), None).await {
             Err(_) => true,
-            Ok(ch) => AuditServiceClient::new(ch).checkpoint(CheckpointRequest {}).await.is_err(),
+            Ok(ch) => AuditServiceClient::new(ch).checkpoint(CheckpointRequest::default()).await.is_err(),
         };
         assert!(third, "a third connection is refused while two are open");
         drop(a);
@@ -573,7 +574,7 @@ fn a_revoked_certificate_is_refused_after_the_list_is_reloaded() {
     let works = |id: &(PathBuf, PathBuf)| {
         rt().block_on(async {
             match w.channel(Some((&id.0, &id.1)), None).await {
-                Ok(ch) => AuditServiceClient::new(ch).checkpoint(CheckpointRequest {}).await.is_ok(),
+                Ok(ch) => AuditServiceClient::new(ch).checkpoint(CheckpointRequest::default()).await.is_ok(),
                 Err(_) => false,
             }
         })
@@ -624,6 +625,6 @@ fn certificates_are_issued_from_signing_requests() {
     assert_eq!(id.code, "nfk");
     rt().block_on(async {
         let ch = w.channel(Some((&out.with_extension("crt"), &out.with_extension("key"))), None).await.unwrap();
-        AuditServiceClient::new(ch).checkpoint(CheckpointRequest {}).await.unwrap();
+        AuditServiceClient::new(ch).checkpoint(CheckpointRequest::default()).await.unwrap();
     });
 }

@@ -214,6 +214,22 @@ national_records = {NATIONAL_RECORDS}
         (cert, key)
     }
 
+    /// The verifier key of witness `code`, whose signing key
+    /// (`vigil-node witness keygen`) is made on first use in its node's
+    /// directory.
+    pub fn witness_key(&self, code: &str) -> String {
+        let dir = self.path().join("nodes").join(code);
+        let key = dir.join("witness.key");
+        if !key.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            ok(run(Command::new(bin("vigil-node"))
+                .args(["witness", "keygen", "--name", &format!("witness.test/{code}"), "--out"])
+                .arg(&key)));
+        }
+        let text = std::fs::read_to_string(&key).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("# verifier key: ")).unwrap().to_string()
+    }
+
     /// A node of `role` with `code`, with its own certificate and local secret.
     pub fn node(&self, role: &str, code: &str) -> Node {
         let dir = self.path().join("nodes").join(code);
@@ -223,6 +239,9 @@ national_records = {NATIONAL_RECORDS}
         std::fs::copy(&key, dir.join("node.key")).unwrap();
         let keys = if role == "auditor" {
             String::new()
+        } else if role == "witness" {
+            self.witness_key(code);
+            "[witness]\nkey = \"witness.key\"\ninterval_seconds = 1\n".to_string()
         } else {
             ok(run(Command::new(bin("vigil-node")).args(["keygen", "--only", "local", "--out"]).arg(&dir)));
             format!("[keys]\nlinkage = \"{}\"\nlocal = \"local.key\"\n", self.linkage.display())

@@ -6,9 +6,12 @@
 //!   inclusion and consistency proofs and their verification.
 //! - [`note`]: C2SP signed notes with Ed25519, signer and verifier keys.
 //! - [`checkpoint`]: C2SP checkpoints inside signed notes.
+//! - [`cosignature`]: C2SP witness cosignatures (cosignature/v1) and k-of-n
+//!   checks.
 //! - [`tiles`]: C2SP tlog-tiles path arithmetic, used by `audit export`.
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod merkle;
 pub mod note;
 pub mod tiles;
