@@ -115,7 +115,8 @@ if lat:
     print(f"   {len(lat)} new alerts; from the coordinator accepting the delta to the force's inbox: median {lat[len(lat)//2]} ms, slowest {lat[-1]} ms")
 PY
 
-step "auditing the log"
+step "auditing the log (the witness cosigns a checkpoint; the auditor trusts only a witnessed one)"
+"$NODE" witness run --once --config "$OUT/nodes/w1/node.toml" | sed 's/^/   witness w1: /'
 "$NODE" audit verify --config "$OUT/nodes/ico/node.toml"
 for f in "${FORCES[@]}"; do "$NODE" audit verify --config "$OUT/nodes/$f/node.toml"; done
 "$NODE" audit report --config "$OUT/nodes/ico/node.toml" --format html --out "$OUT/audit-report.html"

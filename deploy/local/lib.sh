@@ -17,7 +17,10 @@ node_config() {
   mkdir -p "$dir"
   "$COORD" pki issue --dir "$OUT/pki" --trust-domain "$TD" --role "$1" --code "$2" --out "$dir/node" >/dev/null
   local keys=""
-  if [ "$1" != auditor ]; then
+  if [ "$1" = witness ]; then
+    "$NODE" witness keygen --name "witness.$TD/$2" --out "$dir/witness.key" >/dev/null
+    keys=$'[witness]\nkey = "witness.key"\ninterval_seconds = 5'
+  elif [ "$1" != auditor ]; then
     "$NODE" keygen --out "$dir" --only local >/dev/null
     keys=$'[keys]\nlinkage = "../../shared/linkage.key"\nlocal = "local.key"'
   fi
@@ -39,7 +42,9 @@ EOF
 }
 
 # vigil_setup FORCE...: CA, certificates, keys and configs for a coordinator,
-# the forces, the source `pnc` and the auditor `ico`.
+# the forces, the source `pnc`, the auditor `ico` and the witness `w1` (an
+# independent party cosigning checkpoints; `ico` audits only checkpoints it
+# cosigned).
 vigil_setup() {
   NODE=$BIN/vigil-node
   COORD=$BIN/vigil-coordinator
@@ -76,6 +81,11 @@ EOF
   for f in "$@"; do node_config force "$f"; done
   node_config source pnc
   node_config auditor ico
+  node_config witness w1
+  local wkey
+  wkey=$(sed -n 's/^# verifier key: //p' "$OUT/nodes/w1/witness.key")
+  printf '[[audit.witnesses]]\ncode = "w1"\nvkey = "%s"\n' "$wkey" >> "$OUT/coordinator/coordinator.toml"
+  printf 'witnesses = ["%s"]\nwitness_quorum = 1\n' "$wkey" >> "$OUT/nodes/ico/node.toml"
 }
 
 # vigil_start_coordinator: the coordinator, waited for by health check.

@@ -310,7 +310,7 @@ fn audits_require_k_of_n_witness_cosignatures() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cosigned by 2 witnesses"), "{out:?}");
     let w1 = w.node("witness", "w1");
     let out = ok(w1.run(&["witness", "run", "--once"]));
-    assert!(out.contains("1 witnesses have cosigned"), "{out}");
+    assert!(out.contains("configured witnesses who have cosigned it: 1"), "{out}");
     assert_eq!(dpo.run(&["audit", "verify"]).status.code(), Some(70), "one of two is not enough");
 
     // The log moves on between the two witnesses; the round does not, so
@@ -318,7 +318,7 @@ fn audits_require_k_of_n_witness_cosignatures() {
     ok(force.run(&["sync", "--roster", data.join(format!("roster-{}.csv", s.forces[0])).to_str().unwrap()]));
     let w2 = w.node("witness", "w2");
     let out = ok(w2.run(&["witness", "run", "--once"]));
-    assert!(out.contains("2 witnesses have cosigned"), "{out}");
+    assert!(out.contains("configured witnesses who have cosigned it: 2"), "{out}");
     let out = ok(dpo.run(&["audit", "verify"]));
     assert!(out.contains("cosigned by witnesses: witness.test/w1, witness.test/w2"), "{out}");
 

@@ -85,7 +85,7 @@ fn example_configurations_load_in_the_binaries() {
         .arg(d.join("tls"))
         .arg("--out")
         .arg(d.join("tls/coordinator"))));
-    for (role, code) in [("force", "gmp"), ("source", "pnc"), ("auditor", "ico")] {
+    for (role, code) in [("force", "gmp"), ("source", "pnc"), ("auditor", "ico"), ("witness", "ico-w1")] {
         ok(run(Command::new(&coord)
             .args(["pki", "issue", "--trust-domain", "vigil.example", "--role", role, "--code", code, "--dir"])
             .arg(d.join("tls"))
@@ -94,12 +94,15 @@ fn example_configurations_load_in_the_binaries() {
     }
     ok(run(Command::new(&coord).args(["keygen", "--origin", "vigil.example/audit", "--out"]).arg(d.join("keys"))));
     ok(run(Command::new(&node).args(["keygen", "--out"]).arg(d.join("keys"))));
+    ok(run(Command::new(&node)
+        .args(["witness", "keygen", "--name", "witness.ico.example/w1", "--out"])
+        .arg(d.join("keys/witness.key"))));
     std::fs::copy(deploy().join("config/policy.toml"), d.join("policy.toml")).unwrap();
 
     let c = stage(d, &std::fs::read_to_string(deploy().join("config/coordinator.toml")).unwrap(), "coordinator.toml");
     let out = ok(run(Command::new(&coord).args(["check-config", "--config"]).arg(&c)));
     assert!(out.contains("configuration and keys load"), "{out}");
-    for n in ["node-force.toml", "node-source.toml", "node-auditor.toml"] {
+    for n in ["node-force.toml", "node-source.toml", "node-auditor.toml", "node-witness.toml"] {
         let p = stage(d, &std::fs::read_to_string(deploy().join("config").join(n)).unwrap(), n);
         let out = ok(run(Command::new(&node).args(["check-config", "--config"]).arg(&p)));
         assert!(out.contains("configuration and keys load"), "{n}: {out}");
