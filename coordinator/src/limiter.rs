@@ -99,12 +99,13 @@ impl AdditionQuotas {
         }
     }
 
-    /// Whether `force` may enrol `added` more at `now_ms`, or why not.
-    pub fn admit(&self, force: &str, added: u64, now_ms: i64) -> Result<(), String> {
+    /// Whether `force` may enrol `added` more at `now_ms`, or why not; if
+    /// it may, whether this batch takes it past 80% of the daily quota.
+    pub fn admit(&self, force: &str, added: u64, now_ms: i64) -> Result<bool, String> {
         let mut m = self.seen.lock().map_err(|_| "enrolment quota lock poisoned".to_string())?;
-        let Some((first, q)) = m.get_mut(force) else { return Ok(()) };
+        let Some((first, q)) = m.get_mut(force) else { return Ok(false) };
         if now_ms - *first < DAY_MS {
-            return Ok(());
+            return Ok(false);
         }
         while q.front().is_some_and(|(t, _)| *t <= now_ms - DAY_MS) {
             q.pop_front();
@@ -116,7 +117,8 @@ impl AdditionQuotas {
                 self.per_day
             ));
         }
-        Ok(())
+        let limit = NEARING * self.per_day as f64;
+        Ok((today as f64) < limit && (today + added) as f64 >= limit)
     }
 }
 
@@ -135,8 +137,12 @@ mod tests {
         let day2 = t + DAY_MS + 3_600_000 + 1;
         assert!(q.admit("gmp", 11, day2).unwrap_err().contains("at most 10 new subjects a day"));
         q.record("gmp", day2, 6);
-        assert!(q.admit("gmp", 4, day2 + 1).is_ok());
+        assert_eq!(q.admit("gmp", 1, day2 + 1), Ok(false), "7 of 10: not yet near");
+        assert_eq!(q.admit("gmp", 2, day2 + 1), Ok(true), "8 of 10: past 80% with this batch");
+        assert_eq!(q.admit("gmp", 4, day2 + 1), Ok(true));
         assert!(q.admit("gmp", 5, day2 + 1).is_err());
+        q.record("gmp", day2 + 1, 3);
+        assert_eq!(q.admit("gmp", 1, day2 + 2), Ok(false), "already past: warned once");
     }
 
     #[test]

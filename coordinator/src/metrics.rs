@@ -33,6 +33,11 @@ pub fn check_quota_nearing(force: &str) {
     metrics::counter!("vigil_check_quota_nearing_total", "force" => force.to_string()).increment(1);
 }
 
+/// A roster batch took a force past 80% of its daily quota of additions.
+pub fn additions_quota_nearing(force: &str) {
+    metrics::counter!("vigil_additions_quota_nearing_total", "force" => force.to_string()).increment(1);
+}
+
 /// A force's subscription replaced one that was still live.
 pub fn subscription_replaced() {
     metrics::counter!("vigil_subscriptions_replaced_total").increment(1);

@@ -299,6 +299,7 @@ impl roster_service_server::RosterService for RosterService {
             let share = rpc.limits.max_removal_share;
             let now = now_ms();
             let mut added = 0;
+            let mut nearing = false;
             let receipt = rpc.core.apply(|e, s| {
                 // The node refuses a sync that removes a large share (a
                 // truncated file); the coordinator does too, batch by batch,
@@ -317,11 +318,19 @@ impl roster_service_server::RosterService for RosterService {
                 // day (enrolling and removing people, day after day, would
                 // let a force look anyone up).
                 added = e.additions(&force, &input.upserts);
-                rpc.additions.admit(&force, added, now).map_err(|why| EngineError::Limit(format!("{name}: {why}")))?;
+                nearing = rpc
+                    .additions
+                    .admit(&force, added, now)
+                    .map_err(|why| EngineError::Limit(format!("{name}: {why}")))?;
                 e.apply_roster(s, &force, input, now)
             })?;
             if !receipt.replayed {
                 rpc.additions.record(&force, now, added);
+                if nearing {
+                    metrics::additions_quota_nearing(&force);
+                    tracing::warn!(force = %force, added, per_day = rpc.limits.additions_per_day,
+                        "a force is past 80% of its daily quota of new subjects");
+                }
             }
             Ok((receipt, added))
         })

@@ -474,7 +474,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     vigil_common::cli::shutdown_signal(),
                 ))?;
                 if let Some(c) = done {
-                    outln!("cosigned the checkpoint at size {}; configured witnesses who have cosigned it: {}", c.size, c.cosignatures);
+                    outln!(
+                        "cosigned the checkpoint at size {}; configured witnesses who have cosigned it: {}",
+                        c.size,
+                        c.cosignatures
+                    );
                 }
                 Ok(())
             }
