@@ -59,6 +59,9 @@ struct Staged {
     checkpoint: Option<String>,
     /// Whether a force has something new to receive.
     notify: bool,
+    /// Disclosures and retractions created (counted at publication, so
+    /// the metric moves by ticks, like the log, not batch by batch).
+    disclosures: u64,
 }
 
 /// The engine, the store and the published log.
@@ -172,11 +175,12 @@ impl Core {
                     commit_ms = t1.elapsed().as_secs_f64() * 1e3,
                     "batch applied and committed"
                 );
-                metrics::batch_committed(commit.disclosures.len());
+                metrics::batch_committed();
                 let (nat, ros) = engine.token_counts();
                 metrics::set_tokens(nat, ros);
                 // Staged under the engine lock, so in commit order.
-                self.stage(leaves, commit.checkpoint.map(|c| c.1), !forces.is_empty());
+                let created = commit.disclosures.len();
+                self.stage(leaves, commit.checkpoint.map(|c| c.1), !forces.is_empty(), created);
                 Ok(receipt)
             }
             Err(e @ (EngineError::Limit(_) | EngineError::Invalid(_) | EngineError::Sequence(_))) => Err(e.into()),
@@ -204,7 +208,7 @@ impl Core {
             self.reload(&mut engine);
             return Err(e.into());
         }
-        self.stage(checked.leaves.clone(), checked.commit.checkpoint.as_ref().map(|c| c.1.clone()), false);
+        self.stage(checked.leaves.clone(), checked.commit.checkpoint.as_ref().map(|c| c.1.clone()), false, 0);
         Ok(checked)
     }
 
@@ -239,7 +243,7 @@ impl Core {
         let engine = self.engine()?;
         let commit = engine.refresh_checkpoint(now_ms())?;
         self.store.commit(&commit)?;
-        self.stage(Vec::new(), commit.checkpoint.map(|c| c.1), false);
+        self.stage(Vec::new(), commit.checkpoint.map(|c| c.1), false, 0);
         Ok(())
     }
 
@@ -253,8 +257,9 @@ impl Core {
 
     /// Queues a commit's leaves and checkpoint for the next publication.
     /// Called with the engine lock held, so staging follows commit order.
-    fn stage(&self, leaves: Vec<Hash>, checkpoint: Option<String>, notify: bool) {
+    fn stage(&self, leaves: Vec<Hash>, checkpoint: Option<String>, notify: bool, disclosures: usize) {
         if let Ok(mut s) = self.staged.lock() {
+            s.disclosures += disclosures as u64;
             s.leaves.extend(leaves);
             if checkpoint.is_some() {
                 s.checkpoint = checkpoint;
@@ -285,6 +290,7 @@ impl Core {
             v.tree.size()
         };
         self.published.send_replace(size);
+        metrics::disclosures_published(staged.disclosures);
         if staged.notify {
             self.changed.send_modify(|v| *v += 1);
         }

@@ -10,10 +10,16 @@ pub fn set_tokens(national: usize, roster: usize) {
     metrics::gauge!("vigil_tokens", "side" => "roster").set(roster as f64);
 }
 
-/// A batch was committed with `disclosures` new disclosures or retractions.
-pub fn batch_committed(disclosures: usize) {
+/// A batch was committed.
+pub fn batch_committed() {
     metrics::counter!("vigil_batches_committed_total").increment(1);
-    metrics::counter!("vigil_disclosures_created_total").increment(disclosures as u64);
+}
+
+/// A publication made `disclosures` new disclosures or retractions
+/// readable. Counted per publication, never per batch: the counter moves
+/// no more finely than the log itself.
+pub fn disclosures_published(disclosures: u64) {
+    metrics::counter!("vigil_disclosures_created_total").increment(disclosures);
 }
 
 /// Time to handle one batch of `kind` (`roster` or `national`): check and
