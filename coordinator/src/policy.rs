@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use vigil_proto::KeyKind;
 use vigil_proto::kinds::{ALL, FIELDS, Field, KindSet, Level, SCHEME_VERSION};
 
+pub mod subject;
 pub mod train;
 
 /// The default policy shipped with Vigil.
@@ -128,6 +129,16 @@ pub struct PolicyFile {
     pub candidate_probability: f64,
     /// Expected national records of the same person per subject (the prior).
     pub matches_per_subject: f64,
+    /// Share of subjects with at least one record in a source (the
+    /// subject-level prior; [`subject`]).
+    #[serde(default = "PolicyFile::has_record_default")]
+    pub subject_has_record: f64,
+    /// Chance of each further record of a subject in the same source.
+    #[serde(default = "PolicyFile::further_default")]
+    pub further_record: f64,
+    /// Share of a subject's records that agree with them on no kind.
+    #[serde(default = "PolicyFile::unseen_default")]
+    pub unseen_share: f64,
     /// Weight (in records) of the population rate against the observed
     /// frequency of a forename or surname.
     pub frequency_pseudo_count: f64,
@@ -144,6 +155,20 @@ pub struct PolicyFile {
     /// Present in a trained policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<Training>,
+}
+
+impl PolicyFile {
+    // Policies written before the subject-level model (2026-12-01) lack
+    // these keys: the shipped values apply.
+    fn has_record_default() -> f64 {
+        0.05
+    }
+    fn further_default() -> f64 {
+        0.2
+    }
+    fn unseen_default() -> f64 {
+        0.03
+    }
 }
 
 /// Why a policy was refused.
@@ -178,6 +203,12 @@ pub struct Policy {
     pub candidate: f64,
     /// Expected same-person records per subject.
     pub matches_per_subject: f64,
+    /// Share of subjects with a record in a source ([`subject`]).
+    pub subject_has_record: f64,
+    /// Chance of each further record of a subject in one source.
+    pub further_record: f64,
+    /// Share of a subject's records that agree with them on no kind.
+    pub unseen_share: f64,
     /// Expected records per subject of each kind of relative ([`RELATIVES`]).
     pub relatives_per_subject: [f64; 3],
     /// Pseudo-count of the name-frequency prior.
@@ -443,6 +474,12 @@ impl Policy {
         if !count(file.matches_per_subject) || relatives.iter().any(|r| !count(r.per_subject)) {
             return bad("matches_per_subject and every per_subject must be above 0 and at most 1000");
         }
+        let share = |x: f64| x.is_finite() && (0.0..1.0).contains(&x);
+        if !prob(file.subject_has_record) || !prob(file.further_record) || !share(file.unseen_share) {
+            return bad(
+                "subject_has_record and further_record must be between 0 and 1, unseen_share from 0 to below 1",
+            );
+        }
         if !count(file.frequency_pseudo_count) {
             return bad("frequency_pseudo_count must be above 0 and at most 1000");
         }
@@ -451,6 +488,9 @@ impl Policy {
             confirm: file.confirm_probability,
             candidate: file.candidate_probability,
             matches_per_subject: file.matches_per_subject,
+            subject_has_record: file.subject_has_record,
+            further_record: file.further_record,
+            unseen_share: file.unseen_share,
             relatives_per_subject: [file.twin.per_subject, file.sibling.per_subject, file.parent_child.per_subject],
             pseudo_count: file.frequency_pseudo_count,
             m: table_of(&file.same_person, "same_person")?,
@@ -472,6 +512,9 @@ impl Policy {
             confirm_probability: self.confirm,
             candidate_probability: self.candidate,
             matches_per_subject: round_sig(self.matches_per_subject),
+            subject_has_record: round_sig(self.subject_has_record),
+            further_record: round_sig(self.further_record),
+            unseen_share: round_sig(self.unseen_share),
             frequency_pseudo_count: self.pseudo_count,
             same_person: field_table(&self.m),
             twin: relative_table(&self.r[0], self.relatives_per_subject[0]),

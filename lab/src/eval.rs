@@ -290,12 +290,18 @@ pub fn run(
         matcher.add_subject(sid as u32, keys);
     }
 
-    // Every pair that agrees on something, with its evidence.
+    // Every pair that agrees on something, with its evidence, subject by
+    // subject (the extracts are one source).
     let mut pairs: Vec<(u32, u32, Evidence)> = Vec::new();
     let mut hits: Vec<Hit> = Vec::new();
+    let mut groups: Vec<(usize, usize)> = Vec::new();
     for (sid, keys) in subject_keys.iter().enumerate() {
         matcher.probe_national(keys, &mut hits);
+        let first = pairs.len();
         pairs.extend(hits.iter().map(|h| (sid as u32, h.id, h.evidence)));
+        if pairs.len() > first {
+            groups.push((first, pairs.len() - first));
+        }
     }
 
     // Training, as a coordinator would on what it holds: no truth.
@@ -308,11 +314,12 @@ pub fn run(
             }
         }
         let mut subject_pairs = SubjectPairs::default();
+        subject_pairs.set_sources(1);
         for _ in &subject_keys {
             subject_pairs.probed();
         }
-        for (_, _, e) in &pairs {
-            subject_pairs.add(e);
+        for &(first, len) in &groups {
+            subject_pairs.add_group(pairs[first..first + len].iter().map(|(_, _, e)| e));
         }
         let version = format!("{}+eval", policy.version);
         train::train(policy, &chance, &subject_pairs, u64::from(matcher.population()), &version)
@@ -325,8 +332,12 @@ pub fn run(
     let mut evidence: HashMap<(u32, u32), String> = HashMap::new();
     let mut confirmed: HashSet<(u32, u32)> = HashSet::new();
     let mut candidate_pairs: HashSet<(u32, u32)> = HashSet::new();
-    for (sid, rid, e) in &pairs {
-        let a = policy.assess(e);
+    let mut assessed = Vec::with_capacity(pairs.len());
+    for &(first, len) in &groups {
+        let candidates: Vec<(u8, Evidence)> = pairs[first..first + len].iter().map(|(_, _, e)| (0, *e)).collect();
+        assessed.extend(policy.assess_subject(&candidates));
+    }
+    for ((sid, rid, _), a) in pairs.iter().zip(assessed) {
         let pair = (*sid, *rid);
         scored.push((pair, a.probability));
         probability.insert(pair, a.probability);

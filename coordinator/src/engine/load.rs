@@ -100,7 +100,7 @@ impl Engine {
         if stored_policy.as_deref() != Some(e.settings.policy_sha256.as_bytes()) {
             if stored_policy.is_some() {
                 let sids = e.registry.subject_ids();
-                e.rescore(store, &mut b, sids, "policy_changed")?;
+                e.rescore(store, &mut b, sids, "policy_changed", &Default::default())?;
             }
             head.push(Entry::Policy {
                 time: b.time.clone(),

@@ -29,6 +29,7 @@ mod registry;
 pub mod types;
 
 use prost::Message;
+use std::collections::HashMap;
 use vigil_proto::audit::Entry;
 use vigil_proto::v1::{BatchReceipt, CheckMatch, SealedDetails};
 
@@ -65,6 +66,13 @@ pub struct Engine {
 /// the grown national data would judge it. (Setting `[matching]
 /// national_records` to the full size avoids the drift altogether.)
 const GROWTH: f64 = 1.1;
+
+/// A subject hit by a new or changed record is decided again only if that
+/// pair, judged alone, reaches this probability (or the subject has a case
+/// in force). Weighing the subject's other candidates can raise a pair's
+/// odds at most about `1 / ((1 − further_record) · unseen_share)` times
+/// (about 40 with the shipped values): from 0.001, not to a candidate.
+const SUBJECT_FLOOR: f64 = 0.001;
 
 fn keys(tokens: &[StoredToken]) -> Vec<(vigil_proto::KeyKind, IndexKey)> {
     tokens.iter().map(|(k, t)| (*k, index_key(t))).collect()
@@ -169,53 +177,62 @@ impl Engine {
         Ok(())
     }
 
-    /// Probes the matcher and keeps the confirmed counterparts; counts
-    /// candidates into the batch.
-    fn confirmed(&mut self, b: &mut Batch, probe: impl FnOnce(&mut Matcher, &mut Vec<Hit>)) -> Vec<Confirmed> {
+    /// Probes the national index with a subject's (or applicant's) keys and
+    /// decides every candidate, those in one source together
+    /// ([`crate::policy::subject`]); keeps the confirmed ones. Candidates
+    /// are counted into the batch when `count(record)` says so.
+    fn confirmed_subject(
+        &mut self,
+        b: &mut Batch,
+        keys: &[(vigil_proto::KeyKind, IndexKey)],
+        count: impl Fn(u32) -> bool,
+    ) -> Vec<Confirmed> {
         let mut hits = std::mem::take(&mut self.hits);
-        probe(&mut self.matcher, &mut hits);
+        self.matcher.probe_national(keys, &mut hits);
+        let candidates: Vec<(u16, Evidence)> =
+            hits.iter().map(|h| (self.registry.record_source(h.id).unwrap_or(u16::MAX), h.evidence)).collect();
+        let assessed = self.settings.policy.assess_subject(&candidates);
         let mut confirmed = Vec::new();
-        for h in &hits {
-            let a = self.settings.policy.assess(&h.evidence);
+        for (h, a) in hits.iter().zip(assessed) {
             match a.decision {
                 Decision::Confirmed => confirmed.push((h.id, h.evidence, a)),
-                Decision::Candidate => b.candidates += 1,
-                Decision::NoMatch => {}
+                Decision::Candidate if count(h.id) => b.candidates += 1,
+                _ => {}
             }
         }
         self.hits = hits;
         confirmed
     }
 
-    /// Re-decides the cases of one changed subject or record. `before` are
-    /// the counterparts with a case in force, `confirmed` those that confirm
-    /// now; `pair(x)` gives (subject, record) for counterpart `x`. A case
-    /// that still confirms is amended when its evidence, or (for a changed
-    /// record) its details, changed; one that no longer confirms is
-    /// retracted; a new confirmed pair is disclosed. `sealed(rid)` gives the
-    /// record's current details.
+    /// Re-decides the cases of one subject. `before` are the records with a
+    /// case in force, `confirmed` those that confirm now. A case that still
+    /// confirms is amended when its evidence, or its record's details
+    /// (`changed[rid]` is true), changed; one that no longer confirms is
+    /// retracted; a new confirmed pair is disclosed. A record in `changed`
+    /// gives the reason `record_changed`, any other `reason`. `sealed(rid)`
+    /// gives the record's current details.
     #[allow(clippy::too_many_arguments)]
     fn redecide(
         &mut self,
         b: &mut Batch,
+        sid: u32,
         before: &[u32],
         confirmed: Vec<Confirmed>,
-        pair: impl Fn(u32) -> (u32, u32),
-        details_changed: bool,
+        changed: &HashMap<u32, bool>,
         reason: &str,
         mut sealed: impl FnMut(&Self, u32) -> Result<Option<SealedDetails>, EngineError>,
     ) -> Result<(), EngineError> {
         let version = self.settings.policy.version.clone();
-        for x in before {
-            if !confirmed.iter().any(|c| c.0 == *x) {
-                let (sid, rid) = pair(*x);
-                if let Some(p) = self.registry.pair(sid, rid) {
-                    self.outbox.retract(b, &p, &version, reason);
-                }
+        let why = |rid: u32| if changed.contains_key(&rid) { "record_changed" } else { reason };
+        for rid in before {
+            if !confirmed.iter().any(|c| c.0 == *rid)
+                && let Some(p) = self.registry.pair(sid, *rid)
+            {
+                self.outbox.retract(b, &p, &version, why(*rid));
             }
         }
-        for (x, ev, a) in confirmed {
-            let (sid, rid) = pair(x);
+        for (rid, ev, a) in confirmed {
+            let details_changed = changed.get(&rid).copied().unwrap_or(false);
             let amend = match self.outbox.case(sid, rid) {
                 Some(c) if !c.differs(ev.agreeing, a.probability) && !details_changed => continue,
                 Some(_) => true,
@@ -224,7 +241,7 @@ impl Engine {
             let details = sealed(self, rid)?;
             let Some(p) = self.registry.pair(sid, rid) else { continue };
             if amend {
-                self.outbox.amend(b, &p, &ev, &a, details, &version, reason);
+                self.outbox.amend(b, &p, &ev, &a, details, &version, why(rid));
             } else {
                 self.outbox.disclose(b, &p, &ev, &a, details, &version);
             }
@@ -232,16 +249,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Re-decides every case of the given subjects: their pairs may score
-    /// differently now (a policy change, or national records that share
-    /// their tokens came or went). Candidates found again are not counted
-    /// twice.
+    /// Re-decides every pair of the given subjects: their pairs may score
+    /// differently now (a policy change, national records that share their
+    /// tokens came or went, or a record of theirs came or changed, which
+    /// changes how their other candidates in that source are judged).
+    /// `changed` holds the records this batch added or changed (true: with
+    /// new details); candidates are counted only for those, so that pairs
+    /// found again are not counted twice.
     fn rescore(
         &mut self,
         store: &dyn StoreRead,
         b: &mut Batch,
         mut sids: Vec<u32>,
         reason: &str,
+        changed: &HashMap<u32, bool>,
     ) -> Result<(), EngineError> {
         sids.sort_unstable();
         sids.dedup();
@@ -249,7 +270,7 @@ impl Engine {
             return Ok(());
         }
         // Records of this batch are not in the store yet.
-        let pending: std::collections::HashMap<(String, Ref), Vec<u8>> =
+        let pending: HashMap<(String, Ref), Vec<u8>> =
             b.commit.records_put.iter().map(|r| ((r.source.clone(), r.record_ref), r.sealed.clone())).collect();
         let sealed = |e: &Self, rid: u32| -> Result<Option<SealedDetails>, EngineError> {
             let Some((source, rref)) = e.registry.record_info(rid) else { return Ok(None) };
@@ -258,23 +279,30 @@ impl Engine {
                 None => e.sealed_of(store, rid),
             }
         };
-        let candidates = b.candidates;
         for sid in sids {
             let Some((force, pseudonym)) = self.registry.subject_info(sid) else { continue };
             let tokens = store.subject(force, &pseudonym)?.unwrap_or_default();
             let k = keys(&tokens);
-            let confirmed = self.confirmed(b, |m, hits| m.probe_national(&k, hits));
+            let confirmed = self.confirmed_subject(b, &k, |rid| changed.contains_key(&rid));
             let before = self.outbox.records_of(sid);
-            self.redecide(b, &before, confirmed, |rid| (sid, rid), false, reason, sealed)?;
+            self.redecide(b, sid, &before, confirmed, changed, reason, sealed)?;
         }
-        b.candidates = candidates;
         Ok(())
     }
 
-    /// Subjects the last probe found, all of them or only those with a case
-    /// in force.
-    fn hit_subjects(&self, with_case_only: bool) -> impl Iterator<Item = u32> + '_ {
-        self.hits.iter().map(|h| h.id).filter(move |sid| !with_case_only || !self.outbox.records_of(*sid).is_empty())
+    /// Subjects the last roster probe found that must be decided again: those
+    /// with a case in force, and those whose pair with the probed record
+    /// could confirm once the subject's other candidates are weighed
+    /// (pair by pair at least [`SUBJECT_FLOOR`]).
+    fn hit_subjects(&self) -> Vec<u32> {
+        self.hits
+            .iter()
+            .filter(|h| {
+                !self.outbox.records_of(h.id).is_empty()
+                    || self.settings.policy.assess(&h.evidence).probability >= SUBJECT_FLOOR
+            })
+            .map(|h| h.id)
+            .collect()
     }
 
     /// What training needs, from every enrolled subject: its pairs with
@@ -293,12 +321,17 @@ impl Engine {
             all.iter().map(|(_, k)| k.iter().map(|(kind, _)| *kind).collect()),
         );
         let mut pairs = crate::policy::train::SubjectPairs::default();
+        pairs.set_sources(self.registry.sources());
         let mut hits = std::mem::take(&mut self.hits);
         for (sid, k) in &all {
             pairs.probed();
             self.matcher.probe_national(k, &mut hits);
+            let mut by_source: std::collections::BTreeMap<u16, Vec<Evidence>> = Default::default();
             for h in &hits {
-                pairs.add(&h.evidence);
+                by_source.entry(self.registry.record_source(h.id).unwrap_or(u16::MAX)).or_default().push(h.evidence);
+            }
+            for group in by_source.values() {
+                pairs.add_group(group);
             }
             self.matcher.probe_roster(k, &mut hits);
             for h in hits.iter().filter(|h| h.id > *sid) {
@@ -385,17 +418,11 @@ impl Engine {
             };
             let k = keys(&u.tokens);
             self.matcher.add_subject(sid, &k);
-            let confirmed = self.confirmed(&mut b, |m, hits| m.probe_national(&k, hits));
+            let confirmed = self.confirmed_subject(&mut b, &k, |_| true);
             let before = self.outbox.records_of(sid);
-            self.redecide(
-                &mut b,
-                &before,
-                confirmed,
-                |rid| (sid, rid),
-                false,
-                "subject_changed",
-                |e, rid| e.sealed_of(store, rid),
-            )?;
+            self.redecide(&mut b, sid, &before, confirmed, &HashMap::new(), "subject_changed", |e, rid| {
+                e.sealed_of(store, rid)
+            })?;
             b.commit.subjects_put.push(SubjectRow {
                 force: force.to_string(),
                 pseudonym: u.pseudonym,
@@ -445,6 +472,7 @@ impl Engine {
         // common (cases in force may weaken); one that goes or changes makes
         // them rarer (any pair may strengthen).
         let mut touched: Vec<u32> = Vec::new();
+        let mut changed: HashMap<u32, bool> = HashMap::new();
         for r in &batch.removes {
             let Some(rid) = self.registry.record(source, r) else {
                 removes_unknown += 1;
@@ -488,20 +516,15 @@ impl Engine {
             };
             let k = keys(&u.tokens);
             self.matcher.add_record(rid, &k);
-            let confirmed = self.confirmed(&mut b, |m, hits| m.probe_roster(&k, hits));
-            touched.extend(self.hit_subjects(true));
-            // The new details are at hand, decoded only if something confirms.
-            let sealed = if confirmed.is_empty() { None } else { decode_sealed(&u.sealed) };
-            let before = self.outbox.subjects_of(rid);
-            self.redecide(
-                &mut b,
-                &before,
-                confirmed,
-                |sid| (sid, rid),
-                details_changed,
-                "record_changed",
-                |_, _| Ok(sealed.clone()),
-            )?;
+            // Every subject this record could matter to is decided again at
+            // the end of the batch, with all its candidates together: those
+            // it hits, and those with a case on it that it may no longer hit.
+            let mut hits = std::mem::take(&mut self.hits);
+            self.matcher.probe_roster(&k, &mut hits);
+            self.hits = hits;
+            touched.extend(self.hit_subjects());
+            touched.extend(self.outbox.subjects_of(rid));
+            changed.insert(rid, details_changed);
             b.commit.records_put.push(RecordRow {
                 source: source.to_string(),
                 record_ref: u.record_ref,
@@ -514,7 +537,7 @@ impl Engine {
             touched.extend(self.outbox.subjects_with_cases());
             self.decided_at = population;
         }
-        self.rescore(store, &mut b, touched, "scores_changed")?;
+        self.rescore(store, &mut b, touched, "scores_changed", &changed)?;
         let held = self.registry.held(source);
         let upserts = b.commit.records_put.len() as u64 + unchanged;
         let head = Entry::NationalBatch {
@@ -577,7 +600,7 @@ impl Engine {
         let mut matches = Vec::new();
         for a in &applicants {
             let k = keys(&a.tokens);
-            for (rid, ev, found) in self.confirmed(&mut b, |m, hits| m.probe_national(&k, hits)) {
+            for (rid, ev, found) in self.confirmed_subject(&mut b, &k, |_| false) {
                 let Some((source, rref)) = self.registry.record_info(rid) else { continue };
                 matches.push(CheckMatch {
                     applicant: a.applicant.clone().into(),

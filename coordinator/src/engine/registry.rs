@@ -147,6 +147,17 @@ impl Registry {
         self.names.get(source).map_or(0, |s| self.records.count(s))
     }
 
+    /// A record's source, as a small number (the same for every record of
+    /// one source).
+    pub fn record_source(&self, rid: u32) -> Option<u16> {
+        self.records.info(rid).map(|(s, _)| s)
+    }
+
+    /// How many sources hold records.
+    pub fn sources(&self) -> u64 {
+        self.records.count.values().filter(|n| **n > 0).count() as u64
+    }
+
     /// A record's source and reference.
     pub fn record_info(&self, rid: u32) -> Option<(&str, Ref)> {
         self.records.info(rid).map(|(s, r)| (self.names.name(s), r))

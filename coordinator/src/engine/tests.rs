@@ -268,3 +268,41 @@ fn checks_return_confirmed_matches_and_keep_no_tokens() {
     let entry = Entry::parse(&checked.commit.log[0].1).unwrap();
     assert!(matches!(entry, Entry::Check { applicants: 2, confirmed: 1, .. }));
 }
+
+/// A subject's candidates in one source are decided together. Where nearly
+/// every subject has one record there and seldom two, a lone moderate
+/// candidate confirms (pair by pair it would not), and when a near-certain
+/// record of the same subject arrives, the weaker one is explained away and
+/// retracted in the open.
+#[test]
+fn a_stronger_record_explains_away_a_weaker_one() {
+    let store = MemoryStore::new();
+    let mut s = settings();
+    s.national_records = 1_000_000;
+    s.policy.matches_per_subject = 1.0;
+    s.policy.subject_has_record = 0.99;
+    s.policy.further_record = 0.001;
+    let (mut e, _, c) = Engine::load(&store, s.clone(), signer(), 0).unwrap();
+    store.commit(&c).unwrap();
+    commit(&store, e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1))], vec![]), 1).unwrap());
+    // Names, month and day only: pair by pair about 0.98, short of 0.99.
+    let weak = vec![(KeyKind::NameMd, t(201))];
+    let (_, x) = crate::policy::features(&{
+        let mut m = crate::matcher::Matcher::with_capacity(4, 4);
+        m.set_records_floor(1_000_000);
+        m.add_record(0, &keys(&weak));
+        let mut hits = Vec::new();
+        m.probe_national(&keys(&person(1)), &mut hits);
+        hits[0].evidence
+    });
+    assert!(s.policy.probability(&x) < 0.99, "pair by pair it does not confirm");
+    commit(&store, e.apply_national(&store, "pnc", national(1, vec![(40, weak)], vec![]), 2).unwrap());
+    let g = pending(&store, "gmp");
+    assert_eq!(g.len(), 1, "the subject surely has a record, and this is the only candidate");
+    assert_eq!(g[0].record_ref.as_ref(), &[40; 16]);
+    commit(&store, e.apply_national(&store, "pnc", national(2, vec![(41, person(1))], vec![]), 3).unwrap());
+    let g = pending(&store, "gmp");
+    assert_eq!(g.len(), 3, "{g:?}");
+    assert_eq!((g[1].r#type, g[1].record_ref.as_ref()), (DisclosureType::Retraction as i32, &[40; 16][..]));
+    assert_eq!((g[2].r#type, g[2].record_ref.as_ref()), (DisclosureType::Disclosure as i32, &[41; 16][..]));
+}

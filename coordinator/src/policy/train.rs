@@ -27,6 +27,7 @@
 use vigil_proto::KeyKind;
 use vigil_proto::kinds::{ALL, FIELDS, Field, KindSet};
 
+use super::subject::{self, SubjectPrior};
 use super::{Evidence, Features, Policy, Table, Training, features};
 
 /// Pseudo-count of the chance-rate estimates (expected pairs at the
@@ -48,11 +49,15 @@ const ROUNDS: u32 = 60;
 /// Subjects' worth of weight of the starting rates of relatives.
 const RELATIVE_PSEUDO: f64 = 100.0;
 
-/// (Subject, record) pairs that agree on at least one kind.
+/// (Subject, record) pairs that agree on at least one kind, grouped by
+/// subject and source.
 #[derive(Debug, Default, Clone)]
 pub struct SubjectPairs {
     samples: Vec<Features>,
+    /// (first sample, count) of each subject's candidates in one source.
+    groups: Vec<(usize, usize)>,
     subjects: u64,
+    sources: u64,
 }
 
 impl SubjectPairs {
@@ -61,9 +66,18 @@ impl SubjectPairs {
         self.subjects += 1;
     }
 
-    /// Adds a pair.
-    pub fn add(&mut self, e: &Evidence) {
-        self.samples.push(features(e).1);
+    /// How many sources the records come from (at least 1).
+    pub fn set_sources(&mut self, n: u64) {
+        self.sources = n;
+    }
+
+    /// Adds one subject's candidates in one source.
+    pub fn add_group<'a>(&mut self, evidence: impl IntoIterator<Item = &'a Evidence>) {
+        let first = self.samples.len();
+        self.samples.extend(evidence.into_iter().map(|e| features(e).1));
+        if self.samples.len() > first {
+            self.groups.push((first, self.samples.len() - first));
+        }
     }
 
     /// Subjects probed.
@@ -268,6 +282,9 @@ pub fn train(start: &Policy, chance: &SubjectChance, subjects: &SubjectPairs, re
     let mut from = start.clone();
     from.u = chance.fit(&start.u);
     let (mut p, rounds) = fit_same_person(&from, subjects);
+    let prior = fit_subject_prior(&p, subjects);
+    p.subject_has_record = prior.has_record;
+    p.further_record = prior.further;
     p.version = version.to_string();
     p.training = Some(Training {
         from_version: start.version.clone(),
@@ -277,4 +294,36 @@ pub fn train(start: &Policy, chance: &SubjectChance, subjects: &SubjectPairs, re
         rounds,
     });
     p
+}
+
+/// The subject-level prior by expectation–maximisation over every
+/// subject's candidates in each source ([`super::subject`]), with the
+/// trained levels: the share of (subject, source) with a record is the mean
+/// posterior that the set is not empty, and the chance of a further record
+/// comes from the expected size of a non-empty set (geometric: mean
+/// `1/(1 − q)`). `unseen_share` is kept as it is.
+fn fit_subject_prior(p: &Policy, s: &SubjectPairs) -> SubjectPrior {
+    let log_w: Vec<f64> = s.samples.iter().map(|x| p.log_weight(x)).collect();
+    let units = (s.subjects * s.sources.max(1)).max(s.groups.len() as u64) as f64;
+    let mut prior = p.subject_prior();
+    if units == 0.0 {
+        return prior;
+    }
+    let empty = units - s.groups.len() as f64;
+    for _ in 0..40 {
+        let (mut has, mut count) = (0.0, 0.0);
+        for &(first, len) in &s.groups {
+            let n = f64::from(s.samples[first].records.max(1));
+            let post = subject::posterior(&log_w[first..first + len], n, prior);
+            has += post.has_record;
+            count += post.expected;
+        }
+        let none = subject::posterior(&[], 1.0, prior);
+        has += empty * none.has_record;
+        count += empty * none.expected;
+        let mean = (count / has.max(1e-12)).max(1.0);
+        prior.has_record = (has / units).clamp(1e-4, 0.999);
+        prior.further = (1.0 - 1.0 / mean).clamp(1e-3, 0.9);
+    }
+    prior
 }
