@@ -1,7 +1,6 @@
 //! `vigil-oprf`: the oblivious pseudorandom function behind Vigil's tokens
 //! once the key service runs (issue 11): RFC 9497 POPRF (the partially
-//! oblivious mode, with a public input) over ristretto255 with SHA-512,
-//! through the `voprf` crate.
+//! oblivious mode, with a public input) over ristretto255 with SHA-512.
 //!
 //! A node **blinds** each match key (a random scalar times the key hashed
 //! to the group), the key service **evaluates** a batch of blinded elements
@@ -11,9 +10,12 @@
 //! key's PRF value, which the node alone learns. The service never sees a
 //! key; the node never holds anything that computes a value offline.
 //!
+//! The protocol is written against `curve25519-dalek` ([`poprf`]) so that
+//! the batched proof costs one multi-scalar multiplication at the service
+//! and two at the node, as the RFC intends; the tests check the RFC's
+//! vectors byte for byte and agreement with the `voprf` crate both ways.
 //! Pure: bytes in, bytes out (randomness from the operating system for
-//! blinds and proof nonces). RFC 9497's test vectors are checked in the
-//! tests below; `benches/oprf.rs` measures the cost of each side against
+//! blinds and proof nonces). `benches/oprf.rs` measures each side against
 //! one scalar multiplication.
 //!
 //! # Layout
@@ -21,10 +23,14 @@
 //! - [`ServerKey`]: the key service's side: a key per epoch, batch evaluation
 //!   with its proof.
 //! - [`blind`], [`finalize`]: the node's side.
+//! - `poprf`: the RFC's steps (hashing to the group and to scalars, the
+//!   composites, the proof).
 
 #![forbid(unsafe_code)]
 
-use voprf::{BlindedElement, EvaluationElement, Group, PoprfClient, PoprfServer, Proof, Ristretto255};
+mod poprf;
+
+use curve25519_dalek::scalar::Scalar;
 
 /// Bytes of a serialised group element (blinded or evaluated).
 pub const ELEMENT: usize = 32;
@@ -71,13 +77,15 @@ fn key_info(epoch: u32) -> Vec<u8> {
     format!("vigil-keyserver/v1 epoch={epoch}").into_bytes()
 }
 
-fn element<T>(bytes: &[u8; ELEMENT], i: usize, f: impl Fn(&[u8]) -> voprf::Result<T>) -> Result<T, OprfError> {
-    f(bytes).map_err(|_| OprfError::Element(i))
+/// The key service's key for one epoch (zeroised on drop).
+pub struct ServerKey {
+    sk: Scalar,
 }
 
-/// The key service's key for one epoch (zeroised on drop by `voprf`).
-pub struct ServerKey {
-    server: PoprfServer<Ristretto255>,
+impl Drop for ServerKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.sk);
+    }
 }
 
 impl std::fmt::Debug for ServerKey {
@@ -95,15 +103,12 @@ impl ServerKey {
 
     /// DeriveKeyPair(seed, key_info) as RFC 9497 specifies.
     pub fn from_seed(seed: &[u8], key_info: &[u8]) -> Result<ServerKey, OprfError> {
-        let server = PoprfServer::<Ristretto255>::new_from_seed(seed, key_info).map_err(|_| OprfError::Key)?;
-        Ok(ServerKey { server })
+        Ok(ServerKey { sk: poprf::derive_key(seed, key_info)? })
     }
 
     /// The public key, to publish: every node checks proofs against it.
     pub fn public_key(&self) -> [u8; ELEMENT] {
-        let mut out = [0u8; ELEMENT];
-        out.copy_from_slice(&Ristretto255::serialize_elem(self.server.get_public_key()));
-        out
+        (&self.sk * curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE).compress().to_bytes()
     }
 
     /// Evaluates a batch of blinded elements under public input `info`, with
@@ -116,45 +121,31 @@ impl ServerKey {
         if blinded.is_empty() || blinded.len() > MAX_BATCH {
             return Err(OprfError::Batch);
         }
-        let elements = blinded
-            .iter()
-            .enumerate()
-            .map(|(i, b)| element(b, i, BlindedElement::<Ristretto255>::deserialize))
-            .collect::<Result<Vec<_>, _>>()?;
-        let r = self
-            .server
-            .batch_blind_evaluate(&mut rand_core::OsRng, &elements, Some(info))
-            .map_err(|_| OprfError::Batch)?;
-        let evaluated = r
-            .messages
-            .iter()
-            .map(|m| {
-                let mut out = [0u8; ELEMENT];
-                out.copy_from_slice(&m.serialize());
-                out
-            })
-            .collect();
-        let mut proof = [0u8; PROOF];
-        proof.copy_from_slice(&r.proof.serialize());
-        Ok((evaluated, proof))
+        poprf::evaluate(&self.sk, blinded, info, poprf::random_scalar())
     }
 
     /// The PRF value of `input` computed directly (no blinding): what a node
     /// ends up with. For tests and for checking a deployment.
     pub fn evaluate_direct(&self, input: &[u8], info: &[u8]) -> Result<[u8; OUTPUT], OprfError> {
-        let out = self.server.evaluate(input, Some(info)).map_err(|_| OprfError::Input)?;
-        let mut o = [0u8; OUTPUT];
-        o.copy_from_slice(&out);
-        Ok(o)
+        poprf::evaluate_direct(&self.sk, input, info)
     }
 }
 
-/// A node's blinded batch: the blinding state (secret, kept by the node)
-/// and the elements to send.
+/// A node's blinded batch: the blinds (secret, kept by the node, zeroised on
+/// drop) and the elements to send.
 pub struct Blinded {
-    states: Vec<PoprfClient<Ristretto255>>,
+    blinds: Vec<Scalar>,
+    points: Vec<curve25519_dalek::ristretto::RistrettoPoint>,
     /// The blinded elements, in input order, for the key service.
     pub elements: Vec<[u8; ELEMENT]>,
+}
+
+impl Drop for Blinded {
+    fn drop(&mut self) {
+        for b in &mut self.blinds {
+            zeroize::Zeroize::zeroize(b);
+        }
+    }
 }
 
 impl std::fmt::Debug for Blinded {
@@ -165,22 +156,21 @@ impl std::fmt::Debug for Blinded {
 
 /// Blinds a batch of inputs with fresh random scalars.
 pub fn blind(inputs: &[&[u8]]) -> Result<Blinded, OprfError> {
+    blind_with(inputs, poprf::random_scalar)
+}
+
+fn blind_with(inputs: &[&[u8]], mut next: impl FnMut() -> Scalar) -> Result<Blinded, OprfError> {
     if inputs.is_empty() || inputs.len() > MAX_BATCH {
         return Err(OprfError::Batch);
     }
-    let mut states = Vec::with_capacity(inputs.len());
-    let mut elements = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        if input.is_empty() || input.len() > u16::MAX as usize {
-            return Err(OprfError::Input);
-        }
-        let r = PoprfClient::<Ristretto255>::blind(input, &mut rand_core::OsRng).map_err(|_| OprfError::Input)?;
-        let mut e = [0u8; ELEMENT];
-        e.copy_from_slice(&r.message.serialize());
-        states.push(r.state);
-        elements.push(e);
+    if inputs.iter().any(|i| i.is_empty() || i.len() > u16::MAX as usize) {
+        return Err(OprfError::Input);
     }
-    Ok(Blinded { states, elements })
+    let mut b = Blinded { blinds: inputs.iter().map(|_| next()).collect(), points: Vec::new(), elements: Vec::new() };
+    let (elements, points) = poprf::blind(inputs, &b.blinds)?;
+    b.elements = elements;
+    b.points = points;
+    Ok(b)
 }
 
 /// Verifies the key service's proof against its published key and the
@@ -194,31 +184,10 @@ pub fn finalize(
     public_key: &[u8; ELEMENT],
     info: &[u8],
 ) -> Result<Vec<[u8; OUTPUT]>, OprfError> {
-    if inputs.len() != blinded.states.len() || evaluated.len() != inputs.len() {
+    if inputs.len() != blinded.blinds.len() || evaluated.len() != inputs.len() {
         return Err(OprfError::Batch);
     }
-    let messages = evaluated
-        .iter()
-        .enumerate()
-        .map(|(i, e)| element(e, i, EvaluationElement::<Ristretto255>::deserialize))
-        .collect::<Result<Vec<_>, _>>()?;
-    let proof = Proof::<Ristretto255>::deserialize(proof).map_err(|_| OprfError::Proof)?;
-    let pk = Ristretto255::deserialize_elem(public_key).map_err(|_| OprfError::PublicKey)?;
-    let outputs =
-        PoprfClient::batch_finalize(inputs.iter().copied(), &blinded.states, &messages, &proof, pk, Some(info))
-            .map_err(|e| match e {
-                voprf::Error::ProofVerification => OprfError::Proof,
-                voprf::Error::Input => OprfError::Input,
-                _ => OprfError::Batch,
-            })?;
-    outputs
-        .map(|o| {
-            let o = o.map_err(|_| OprfError::Input)?;
-            let mut out = [0u8; OUTPUT];
-            out.copy_from_slice(&o);
-            Ok(out)
-        })
-        .collect()
+    poprf::finalize(inputs, &blinded.blinds, &blinded.elements, &blinded.points, evaluated, proof, public_key, info)
 }
 
 #[cfg(test)]

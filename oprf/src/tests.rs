@@ -3,6 +3,7 @@
 //! properties the node relies on.
 
 use super::*;
+use curve25519_dalek::scalar::Scalar;
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -44,52 +45,102 @@ fn rfc_key() -> ServerKey {
     ServerKey::from_seed(&hex(SEED), &hex(KEY_INFO)).unwrap()
 }
 
+fn sc(h: &str) -> Scalar {
+    Option::from(Scalar::from_canonical_bytes(arr(&hex(h)))).unwrap()
+}
+
 #[test]
 fn rfc9497_key_derivation() {
     let k = rfc_key();
-    assert_eq!(k.server.serialize()[..32].to_vec(), hex(SK));
+    assert_eq!(k.sk.as_bytes().to_vec(), hex(SK));
     assert_eq!(k.public_key().to_vec(), hex(PK));
 }
 
-/// Blinding with the RFC's blinds gives its blinded elements; the key
-/// service's evaluation gives its evaluation elements; and the node's
-/// finalisation (which verifies our proof) gives its outputs, one at a time
-/// and as the batch of vector 3 (blinds 1 and 2).
+/// Vectors 1 and 2 (batch size 1) and 3 (both in one batch), byte for
+/// byte: blinded elements, evaluation elements, the proof (with the
+/// vectors' random scalar) and the outputs.
 #[test]
 fn rfc9497_poprf_vectors() {
     let key = rfc_key();
     let info = hex(INFO);
-    for (input, blind, blinded, evaluation, output) in VECTORS {
+    let proofs = [
+        (
+            "222a5e897cf59db8145db8d16e597e8facb80ae7d4e26d9881aa6f61d645fc0e",
+            "41ad1a291aa02c80b0915fbfbb0c0afa15a57e2970067a602ddb9e8fd6b7100de32e1ecff943a36f0b10e3dae6bd266cdeb8adf825d86ef27dbc6c0e30c52206",
+        ),
+        (
+            "222a5e897cf59db8145db8d16e597e8facb80ae7d4e26d9881aa6f61d645fc0e",
+            "4c39992d55ffba38232cdac88fe583af8a85441fefd7d1d4a8d0394cd1de77018bf135c174f20281b3341ab1f453fe72b0293a7398703384bed822bfdeec8908",
+        ),
+    ];
+    for ((input, blind, blinded, evaluation, output), (r, proof)) in VECTORS.iter().zip(proofs) {
         let input = hex(input);
-        let scalar = Ristretto255::deserialize_scalar(&hex(blind)).unwrap();
-        let r = PoprfClient::<Ristretto255>::deterministic_blind_unchecked(&input, scalar).unwrap();
-        let b: [u8; ELEMENT] = arr(&r.message.serialize());
-        assert_eq!(b.to_vec(), hex(blinded));
-        let (evaluated, proof) = key.evaluate(&[b], &info).unwrap();
+        let b = blind_with(&[&input], || sc(blind)).unwrap();
+        assert_eq!(b.elements[0].to_vec(), hex(blinded));
+        let (evaluated, p) = poprf::evaluate(&key.sk, &b.elements, &info, sc(r)).unwrap();
         assert_eq!(evaluated[0].to_vec(), hex(evaluation));
-        let state = Blinded { states: vec![r.state], elements: vec![b] };
-        let out = finalize(&[&input], &state, &evaluated, &proof, &key.public_key(), &info).unwrap();
+        assert_eq!(p.to_vec(), hex(proof));
+        let out = finalize(&[&input], &b, &evaluated, &p, &key.public_key(), &info).unwrap();
         assert_eq!(out[0].to_vec(), hex(output));
         assert_eq!(key.evaluate_direct(&input, &info).unwrap().to_vec(), hex(output));
     }
     // Vector 3: both inputs in one batch with one proof.
     let inputs = [hex(VECTORS[0].0), hex(VECTORS[1].0)];
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let mut blinds = [BLIND1, BLIND2].into_iter();
+    let b = blind_with(&refs, || sc(blinds.next().unwrap())).unwrap();
+    assert_eq!(b.elements[1].to_vec(), hex("423a01c072e06eb1cce96d23acce06e1ea64a609d7ec9e9023f3049f2d64e50c"));
+    let r = sc("419c4f4f5052c53c45f3da494d2b67b220d02118e0857cdbcf037f9ea84bbe0c");
+    let (evaluated, p) = poprf::evaluate(&key.sk, &b.elements, &info, r).unwrap();
+    assert_eq!(evaluated[1].to_vec(), hex("aa1f16e903841036e38075da8a46655c94fc92341887eb5819f46312adfc0504"));
+    assert_eq!(
+        p.to_vec(),
+        hex(
+            "43fdb53be399cbd3561186ae480320caa2b9f36cca0e5b160c4a677b8bbf4301b28f12c36aa8e11e5a7ef551da0781e863a6dc8c0b2bf5a149c9e00621f02006"
+        )
+    );
+    let out = finalize(&refs, &b, &evaluated, &p, &key.public_key(), &info).unwrap();
+    assert_eq!(out[0].to_vec(), hex(VECTORS[0].4));
+    assert_eq!(out[1].to_vec(), hex(VECTORS[1].4));
+}
+
+/// Interoperates with the `voprf` crate both ways: its client accepts this
+/// service's batch and proof, and this client accepts its service's.
+#[test]
+fn agrees_with_the_voprf_crate_both_ways() {
+    use voprf::{BlindedElement, EvaluationElement, Group, PoprfClient, PoprfServer, Proof, Ristretto255};
+    let seed = [9u8; 32];
+    let ours = ServerKey::derive(&seed, 3).unwrap();
+    let theirs = PoprfServer::<Ristretto255>::new_from_seed(&seed, &key_info(3)).unwrap();
+    assert_eq!(Ristretto255::serialize_elem(theirs.get_public_key()).to_vec(), ours.public_key().to_vec());
+    let info = info(14, 3);
+    let inputs: Vec<&[u8]> = vec![b"name_dob:a", b"nino:b", b"name_md:c"];
+    let pk = Ristretto255::deserialize_elem(&ours.public_key()).unwrap();
+
+    // Their client, our service.
     let mut states = Vec::new();
     let mut elements = Vec::new();
-    for (input, blind) in inputs.iter().zip([BLIND1, BLIND2]) {
-        let s = Ristretto255::deserialize_scalar(&hex(blind)).unwrap();
-        let r = PoprfClient::<Ristretto255>::deterministic_blind_unchecked(input, s).unwrap();
+    for i in &inputs {
+        let r = PoprfClient::<Ristretto255>::blind(i, &mut rand_core::OsRng).unwrap();
         elements.push(arr::<ELEMENT>(&r.message.serialize()));
         states.push(r.state);
     }
-    assert_eq!(elements[1].to_vec(), hex("423a01c072e06eb1cce96d23acce06e1ea64a609d7ec9e9023f3049f2d64e50c"));
-    let (evaluated, proof) = key.evaluate(&elements, &info).unwrap();
-    assert_eq!(evaluated[1].to_vec(), hex("aa1f16e903841036e38075da8a46655c94fc92341887eb5819f46312adfc0504"));
-    let b = Blinded { states, elements };
-    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-    let out = finalize(&refs, &b, &evaluated, &proof, &key.public_key(), &info).unwrap();
-    assert_eq!(out[0].to_vec(), hex(VECTORS[0].4));
-    assert_eq!(out[1].to_vec(), hex(VECTORS[1].4));
+    let (evaluated, proof) = ours.evaluate(&elements, &info).unwrap();
+    let msgs: Vec<_> = evaluated.iter().map(|e| EvaluationElement::<Ristretto255>::deserialize(e).unwrap()).collect();
+    let proof = Proof::<Ristretto255>::deserialize(&proof).unwrap();
+    let theirs_out: Vec<Vec<u8>> =
+        PoprfClient::batch_finalize(inputs.iter().copied(), &states, &msgs, &proof, pk, Some(&info))
+            .unwrap()
+            .map(|o| o.unwrap().to_vec())
+            .collect();
+
+    // Our client, their service.
+    let b = blind(&inputs).unwrap();
+    let be: Vec<_> = b.elements.iter().map(|e| BlindedElement::<Ristretto255>::deserialize(e).unwrap()).collect();
+    let r = theirs.batch_blind_evaluate(&mut rand_core::OsRng, &be, Some(&info)).unwrap();
+    let evaluated: Vec<[u8; ELEMENT]> = r.messages.iter().map(|m| arr(&m.serialize())).collect();
+    let ours_out = finalize(&inputs, &b, &evaluated, &arr(&r.proof.serialize()), &ours.public_key(), &info).unwrap();
+    assert_eq!(ours_out.iter().map(|o| o.to_vec()).collect::<Vec<_>>(), theirs_out);
 }
 
 /// What the node relies on: outputs do not depend on the blinds, differ by
