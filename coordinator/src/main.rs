@@ -95,13 +95,13 @@ enum PkiCommand {
         /// The deployment's trust domain, e.g. vigil.example.
         #[arg(long)]
         trust_domain: String,
-        /// force, source, auditor, witness or coordinator.
-        #[arg(long, value_parser = ["force", "source", "auditor", "witness", "coordinator"])]
+        /// force, source, auditor, witness, coordinator or keyserver.
+        #[arg(long, value_parser = ["force", "source", "auditor", "witness", "coordinator", "keyserver"])]
         role: String,
         /// The force, source, auditor or witness code (not for the coordinator).
         #[arg(long)]
         code: Option<String>,
-        /// DNS names (the coordinator's server certificate).
+        /// DNS names (the coordinator's or key service's server certificate).
         #[arg(long)]
         dns: Vec<String>,
         /// Validity in days (short-lived by default: renew with --replace,
@@ -187,17 +187,20 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
         }
         PkiCommand::Issue { dir, trust_domain, role, code, dns, days, out, replace } => {
             let ca = load_ca(&dir)?;
-            let id = match (role.as_str(), code) {
-                ("coordinator", None) => format!("spiffe://{trust_domain}/coordinator"),
-                ("coordinator", Some(_)) => return Err(cfg_err("the coordinator has no --code".into())),
-                (r, Some(c)) => format!("spiffe://{trust_domain}/{r}/{c}"),
-                (_, None) => return Err(cfg_err("--code is required for force, source and auditor".into())),
+            let server = matches!(role.as_str(), "coordinator" | "keyserver");
+            let id = match (server, code) {
+                (true, None) => format!("spiffe://{trust_domain}/{role}"),
+                (true, Some(_)) => return Err(cfg_err(format!("the {role} has no --code"))),
+                (false, Some(c)) => format!("spiffe://{trust_domain}/{role}/{c}"),
+                (false, None) => {
+                    return Err(cfg_err("--code is required for force, source, auditor and witness".into()));
+                }
             };
             vigil_proto::spiffe::parse(&id).map_err(|e| cfg_err(e.to_string()))?;
             let mut leaf = Leaf::valid_for(&id, days);
-            if role == "coordinator" {
+            if server {
                 if dns.is_empty() {
-                    return Err(cfg_err("the coordinator's certificate needs at least one --dns name".into()));
+                    return Err(cfg_err(format!("the {role}'s certificate needs at least one --dns name")));
                 }
                 leaf.dns = dns;
                 leaf.server = true;

@@ -1,7 +1,7 @@
 //! Caller identities: `spiffe://<trust-domain>/<role>/<code>` URI SANs.
 //!
 //! Roles are `force`, `source`, `auditor`, `witness` (each with a code such
-//! as `gmp`, `pnc`, `ico`) and `coordinator` (no code). A code is 1 to 32 of `a-z`,
+//! as `gmp`, `pnc`, `ico`), `coordinator` and `keyserver` (no code). A code is 1 to 32 of `a-z`,
 //! `0-9` and `-`.
 
 use std::fmt;
@@ -19,6 +19,8 @@ pub enum Role {
     Witness,
     /// The coordinator itself.
     Coordinator,
+    /// The key service (no code).
+    Keyserver,
 }
 
 impl Role {
@@ -30,6 +32,7 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Witness => "witness",
             Role::Coordinator => "coordinator",
+            Role::Keyserver => "keyserver",
         }
     }
 }
@@ -47,8 +50,8 @@ pub struct SpiffeId {
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.role == Role::Coordinator {
-            write!(f, "spiffe://{}/coordinator", self.trust_domain)
+        if matches!(self.role, Role::Coordinator | Role::Keyserver) {
+            write!(f, "spiffe://{}/{}", self.trust_domain, self.role.as_str())
         } else {
             write!(f, "spiffe://{}/{}/{}", self.trust_domain, self.role.as_str(), self.code)
         }
@@ -77,6 +80,7 @@ pub fn parse(uri: &str) -> Result<SpiffeId, SpiffeError> {
     let parts: Vec<&str> = path.split('/').collect();
     let (role, code) = match parts.as_slice() {
         ["coordinator"] => (Role::Coordinator, ""),
+        ["keyserver"] => (Role::Keyserver, ""),
         ["force", c] => (Role::Force, *c),
         ["source", c] => (Role::Source, *c),
         ["auditor", c] => (Role::Auditor, *c),
@@ -87,7 +91,7 @@ pub fn parse(uri: &str) -> Result<SpiffeId, SpiffeError> {
             ));
         }
     };
-    if role != Role::Coordinator && !is_valid_code(code) {
+    if !matches!(role, Role::Coordinator | Role::Keyserver) && !is_valid_code(code) {
         return Err(SpiffeError("bad code"));
     }
     Ok(SpiffeId { trust_domain: td.to_string(), role, code: code.to_string() })
@@ -103,6 +107,7 @@ mod tests {
         assert_eq!((id.role, id.code.as_str(), id.trust_domain.as_str()), (Role::Force, "gmp", "vigil.test"));
         assert_eq!(id.to_string(), "spiffe://vigil.test/force/gmp");
         assert_eq!(parse("spiffe://vigil.test/coordinator").unwrap().role, Role::Coordinator);
+        assert_eq!(parse("spiffe://vigil.test/keyserver").unwrap().to_string(), "spiffe://vigil.test/keyserver");
         assert_eq!(parse("spiffe://vigil.test/auditor/ico").unwrap().role, Role::Auditor);
         assert_eq!(parse("spiffe://vigil.test/witness/ico-w1").unwrap().role, Role::Witness);
         for bad in [

@@ -107,6 +107,26 @@ fn example_configurations_load_in_the_binaries() {
         let out = ok(run(Command::new(&node).args(["check-config", "--config"]).arg(&p)));
         assert!(out.contains("configuration and keys load"), "{n}: {out}");
     }
+    // The key service's example loads, with its certificate and seed.
+    ok(run(Command::new(&coord)
+        .args([
+            "pki",
+            "issue",
+            "--trust-domain",
+            "vigil.example",
+            "--role",
+            "keyserver",
+            "--dns",
+            "keyserver.vigil.example",
+            "--dir",
+        ])
+        .arg(d.join("tls"))
+        .arg("--out")
+        .arg(d.join("tls/keyserver"))));
+    ok(run(Command::new(bin("vigil-keyserver")).args(["keygen", "--out"]).arg(d.join("keys/seed.key"))));
+    let k = stage(d, &std::fs::read_to_string(deploy().join("config/keyserver.toml")).unwrap(), "keyserver.toml");
+    let out = ok(run(Command::new(bin("vigil-keyserver")).args(["check-config", "--config"]).arg(&k)));
+    assert!(out.contains("configuration and key load"), "{out}");
     // The coordinator config in the Kubernetes ConfigMap loads too.
     let k8s = std::fs::read_to_string(deploy().join("k8s/coordinator.yaml")).unwrap();
     let docs = yaml_rust2::YamlLoader::load_from_str(&k8s).unwrap();

@@ -9,6 +9,7 @@ mod crash;
 mod demo;
 mod deploy;
 mod integrity;
+mod keyserver;
 mod policy;
 mod rosters;
 mod system;

@@ -1,0 +1,107 @@
+//! The `vigil-keyserver` command: thin dispatch to the library.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vigil_common::exit::{self, Exit};
+use vigil_common::outln;
+use vigil_keyserver::config::Config;
+use vigil_keyserver::server::{self, ServeError};
+
+/// Vigil key service: evaluates nodes' blinded match keys obliviously under
+/// a key only it holds, within each caller's allowance.
+#[derive(Parser)]
+#[command(name = "vigil-keyserver", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve over mutual TLS until SIGTERM or SIGINT.
+    Serve {
+        /// Configuration file (docs/operations.md describes every key).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Load a configuration file and its key, report problems, and exit.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Create the key service's seed (mode 0600, never overwritten): every
+    /// epoch's key is derived from it.
+    Keygen {
+        /// The seed file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of the configured epoch (hex), to publish.
+    PublicKey {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| Exit::new(exit::CONFIG, e.to_string()).into())
+}
+
+fn key_of(c: &Config) -> anyhow::Result<vigil_oprf::ServerKey> {
+    let seed = zeroize::Zeroizing::new(
+        vigil_common::secrets::read_secret(&c.key.seed).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?,
+    );
+    Ok(vigil_oprf::ServerKey::derive(&seed, c.key.epoch).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let c = load(&config)?;
+            vigil_common::cli::init_logs(c.log.format == "json", &c.log.level);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(server::serve(c, vigil_common::cli::shutdown_signal())).map_err(|e| match e {
+                ServeError::Config(m) => Exit::new(exit::CONFIG, m).into(),
+                e => anyhow::Error::from(e),
+            })
+        }
+        Command::CheckConfig { config } => {
+            let c = load(&config)?;
+            key_of(&c)?;
+            outln!("{}: configuration and key load; serving epoch {}", config.display(), c.key.epoch);
+            Ok(())
+        }
+        Command::Keygen { out } => {
+            let seed = zeroize::Zeroizing::new(vigil_common::secrets::random_key()?);
+            vigil_common::secrets::write_secret(
+                &out,
+                "Vigil key-service seed. SECRET: only the key service holds it.",
+                &seed,
+            )
+            .map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
+            outln!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::PublicKey { config } => {
+            let c = load(&config)?;
+            let pk = key_of(&c)?.public_key();
+            outln!("{}", pk.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil-keyserver: {e:#}");
+            ExitCode::from(e.downcast_ref::<Exit>().map_or(exit::FAILURE, |x| x.code))
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Allowances per caller and epoch ([`Allowance`], [`Usage::admit`]: pure),
+//! and the store that keeps each caller's usage across restarts
+//! ([`QuotaStore`]: redb, committed before an evaluation is answered).
+//!
+//! A caller first spends its epoch allowance (for a force: its headcount
+//! times what one identity needs, with a margin; for a source: its
+//! declared volume); beyond it, at most `per_day` evaluations in any
+//! calendar day (UTC): joiners, checks and deltas. A new epoch starts
+//! afresh.
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+
+const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+
+/// What a caller may have evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Evaluations per epoch.
+    pub per_epoch: u64,
+    /// Evaluations per day beyond the epoch allowance.
+    pub per_day: u64,
+}
+
+/// A caller's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// The epoch counted.
+    pub epoch: u32,
+    /// Evaluations in that epoch.
+    pub in_epoch: u64,
+    /// The day (days since 1970-01-01, UTC) `beyond` counts.
+    pub day: i64,
+    /// Evaluations beyond the epoch allowance on that day.
+    pub beyond: u64,
+}
+
+/// Why a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{n} evaluations asked; this caller has used {used} of its {per_epoch} for epoch {epoch}, and {beyond} of {per_day} more allowed today"
+)]
+pub struct Exhausted {
+    /// Asked for.
+    pub n: u64,
+    /// Used in the epoch.
+    pub used: u64,
+    /// Epoch allowance.
+    pub per_epoch: u64,
+    /// The epoch.
+    pub epoch: u32,
+    /// Used beyond it today.
+    pub beyond: u64,
+    /// Daily allowance beyond it.
+    pub per_day: u64,
+}
+
+impl Usage {
+    /// Usage after `n` more evaluations in `epoch` on `day`, or why not.
+    pub fn admit(self, a: Allowance, epoch: u32, day: i64, n: u64) -> Result<Usage, Exhausted> {
+        let mut u = if self.epoch == epoch { self } else { Usage { epoch, ..Usage::default() } };
+        if u.day != day {
+            u.day = day;
+            u.beyond = 0;
+        }
+        let within = a.per_epoch.saturating_sub(u.in_epoch).min(n);
+        let over = n - within;
+        if u.beyond + over > a.per_day {
+            return Err(Exhausted {
+                n,
+                used: u.in_epoch,
+                per_epoch: a.per_epoch,
+                epoch,
+                beyond: u.beyond,
+                per_day: a.per_day,
+            });
+        }
+        u.in_epoch += n;
+        u.beyond += over;
+        Ok(u)
+    }
+
+    fn to_bytes(self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(28);
+        b.extend_from_slice(&self.epoch.to_be_bytes());
+        b.extend_from_slice(&self.in_epoch.to_be_bytes());
+        b.extend_from_slice(&self.day.to_be_bytes());
+        b.extend_from_slice(&self.beyond.to_be_bytes());
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<Usage> {
+        if b.len() != 28 {
+            return None;
+        }
+        Some(Usage {
+            epoch: u32::from_be_bytes(b[0..4].try_into().ok()?),
+            in_epoch: u64::from_be_bytes(b[4..12].try_into().ok()?),
+            day: i64::from_be_bytes(b[12..20].try_into().ok()?),
+            beyond: u64::from_be_bytes(b[20..28].try_into().ok()?),
+        })
+    }
+}
+
+/// The store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("quota store: {0}")]
+pub struct StoreError(String);
+
+fn e(x: impl std::fmt::Display) -> StoreError {
+    StoreError(x.to_string())
+}
+
+/// Usage per caller, durable.
+pub struct QuotaStore {
+    db: Database,
+}
+
+impl QuotaStore {
+    /// Opens (or creates) the store in `dir` (mode 0700).
+    pub fn open(dir: &Path) -> Result<QuotaStore, StoreError> {
+        vigil_common::secrets::private_dir(dir).map_err(e)?;
+        let db = Database::create(dir.join("quota.redb")).map_err(e)?;
+        let w = db.begin_write().map_err(e)?;
+        w.open_table(USAGE).map_err(e)?;
+        w.commit().map_err(e)?;
+        Ok(QuotaStore { db })
+    }
+
+    /// A caller's usage so far.
+    pub fn usage(&self, caller: &str) -> Result<Usage, StoreError> {
+        let r = self.db.begin_read().map_err(e)?;
+        let t = r.open_table(USAGE).map_err(e)?;
+        Ok(t.get(caller).map_err(e)?.and_then(|v| Usage::from_bytes(v.value())).unwrap_or_default())
+    }
+
+    /// Admits `n` evaluations for `caller` and commits the new usage before
+    /// returning it (one writer at a time, so concurrent batches cannot
+    /// both spend the same allowance).
+    pub fn spend(
+        &self,
+        caller: &str,
+        a: Allowance,
+        epoch: u32,
+        day: i64,
+        n: u64,
+    ) -> Result<Result<Usage, Exhausted>, StoreError> {
+        let w = self.db.begin_write().map_err(e)?;
+        let now = {
+            let mut t = w.open_table(USAGE).map_err(e)?;
+            let before = t.get(caller).map_err(e)?.and_then(|v| Usage::from_bytes(v.value())).unwrap_or_default();
+            match before.admit(a, epoch, day, n) {
+                Ok(u) => {
+                    t.insert(caller, u.to_bytes().as_slice()).map_err(e)?;
+                    Ok(u)
+                }
+                Err(x) => Err(x),
+            }
+        };
+        match now {
+            Ok(u) => {
+                w.commit().map_err(e)?;
+                Ok(Ok(u))
+            }
+            Err(x) => {
+                w.abort().map_err(e)?;
+                Ok(Err(x))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Allowance = Allowance { per_epoch: 100, per_day: 10 };
+
+    #[test]
+    fn the_epoch_allowance_then_a_daily_one_then_a_new_epoch() {
+        let u = Usage::default().admit(A, 1, 0, 95).unwrap();
+        let u = u.admit(A, 1, 0, 12).unwrap();
+        assert_eq!((u.in_epoch, u.beyond), (107, 7));
+        let err = u.admit(A, 1, 0, 4).unwrap_err();
+        assert_eq!((err.used, err.beyond), (107, 7));
+        assert!(err.to_string().contains("used 107 of its 100 for epoch 1"));
+        let u = u.admit(A, 1, 1, 10).unwrap();
+        assert_eq!(u.beyond, 10, "a new day");
+        assert!(u.admit(A, 1, 1, 1).is_err());
+        assert_eq!(u.admit(A, 2, 1, 100).unwrap().in_epoch, 100, "a new epoch");
+    }
+
+    #[test]
+    fn usage_survives_reopening_and_refusals_spend_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let s = QuotaStore::open(d.path()).unwrap();
+            assert!(s.spend("force/gmp", A, 1, 0, 100).unwrap().is_ok());
+            assert!(s.spend("force/gmp", A, 1, 0, 11).unwrap().is_err());
+        }
+        let s = QuotaStore::open(d.path()).unwrap();
+        assert_eq!(s.usage("force/gmp").unwrap().in_epoch, 100);
+        assert_eq!(s.spend("force/gmp", A, 1, 0, 10).unwrap().unwrap().beyond, 10);
+        assert_eq!(s.usage("force/wmp").unwrap(), Usage::default());
+    }
+}

@@ -1,0 +1,76 @@
+//! Serving the key service over mutual TLS (TLS 1.3 and 1.2 as tonic's
+//! rustls configuration offers them; client certificates from `client_ca`
+//! required), with the gRPC health service, until SIGTERM or SIGINT.
+
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use vigil_proto::v1::key_service_server::KeyServiceServer;
+
+use crate::config::Config;
+use crate::quota::QuotaStore;
+use crate::service::Keys;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Configuration, keys or certificates.
+    #[error("{0}")]
+    Config(String),
+    /// The quota store.
+    #[error("{0}")]
+    State(String),
+    /// The transport.
+    #[error("server failed: {0}")]
+    Transport(String),
+}
+
+fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|e| ServeError::Config(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+/// Serves until `shutdown` completes. Prints `listening on <addr>` on
+/// standard output once bound.
+pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+    let seed = zeroize::Zeroizing::new(
+        vigil_common::secrets::read_secret(&config.key.seed).map_err(|e| ServeError::Config(e.to_string()))?,
+    );
+    let store = Arc::new(QuotaStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?);
+    let config = Arc::new(config);
+    let keys = Keys::new(&seed, config.clone(), store).map_err(ServeError::Config)?;
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&config.tls.cert, "TLS certificate")?, read(&config.tls.key, "TLS key")?))
+        .client_ca_root(Certificate::from_pem(read(&config.tls.client_ca, "client CA")?));
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServeError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(|e| ServeError::Transport(e.to_string()))?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KeyServiceServer<Keys>>().await;
+    vigil_common::outln!("listening on {addr}");
+    tracing::info!(%addr, epoch = config.key.epoch, "key service serving (mutual TLS)");
+    let (started, stopping) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
+        .tls_config(tls)
+        .map_err(|e| ServeError::Config(format!("TLS: {e}")))?
+        .add_service(health_service)
+        .add_service(KeyServiceServer::new(keys))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing connections");
+            health.set_not_serving::<KeyServiceServer<Keys>>().await;
+            let _ = started.send(());
+        });
+    // Open connections are given a grace period to close, no more.
+    tokio::select! {
+        r = server => r.map_err(|e| ServeError::Transport(e.to_string())),
+        _ = async { let _ = stopping.await; tokio::time::sleep(GRACE).await } => {
+            tracing::warn!(grace_secs = GRACE.as_secs(), "connections did not close within the grace period; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// How long open connections have to close at shutdown.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(3);

@@ -1,0 +1,214 @@
+//! The key service end to end: the real `vigil-keyserver` over mutual TLS.
+//! A force's node blinds its keys, the service evaluates them under its key
+//! with a proof, the node unblinds the key's PRF value; every caller is held
+//! to its allowance, and a restart does not reset it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use vigil_coordinator::pki::Leaf;
+use vigil_proto::v1::key_service_client::KeyServiceClient;
+use vigil_proto::v1::{EvaluateRequest, PublicKeyRequest};
+use vigil_tests::{TRUST_DOMAIN, World, bin, ok, run, wait_until};
+
+const NAME: &str = "keyserver.vigil.test";
+
+struct Keyserver {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Keyserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config: &Path) -> Keyserver {
+    let mut child = Command::new(bin("vigil-keyserver"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr =
+        line.trim().strip_prefix("listening on ").expect("the key service says where it listens").parse().unwrap();
+    Keyserver { child, addr }
+}
+
+async fn client(ks: &Keyserver, w: &World, id: &(PathBuf, PathBuf)) -> KeyServiceClient<Channel> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(w.path().join("ca.crt")).unwrap()))
+        .domain_name(NAME)
+        .identity(Identity::from_pem(std::fs::read(&id.0).unwrap(), std::fs::read(&id.1).unwrap()));
+    let ch = Endpoint::from_shared(format!("https://{}", ks.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .connect_lazy();
+    KeyServiceClient::new(ch)
+}
+
+fn evaluate(kind: u32, purpose: &str, blinded: &[[u8; 32]]) -> EvaluateRequest {
+    EvaluateRequest {
+        epoch: 1,
+        kind,
+        purpose: purpose.into(),
+        blinded: blinded.iter().map(|b| b.to_vec().into()).collect(),
+    }
+}
+
+#[test]
+fn the_key_service_evaluates_obliviously_within_durable_allowances() {
+    let w = World::new();
+    let dir = w.path().join("keyserver");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut leaf = Leaf::valid_for(&format!("spiffe://{TRUST_DOMAIN}/keyserver"), 30);
+    leaf.dns = vec![NAME.into()];
+    leaf.server = true;
+    leaf.client = false;
+    let (cert, key) = w.ca.issue(&leaf).unwrap();
+    std::fs::write(dir.join("keyserver.crt"), cert).unwrap();
+    std::fs::write(dir.join("keyserver.key"), key).unwrap();
+    ok(run(Command::new(bin("vigil-keyserver")).args(["keygen", "--out"]).arg(dir.join("seed.key"))));
+    let config = dir.join("keyserver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:0"
+trust_domain = "{TRUST_DOMAIN}"
+data_dir = "data"
+[tls]
+cert = "keyserver.crt"
+key = "keyserver.key"
+client_ca = "../ca.crt"
+[key]
+seed = "seed.key"
+epoch = 1
+[quota]
+evaluations_per_subject = 4
+headcount_multiple = 1.0
+force_daily = 2
+[headcount]
+gmp = 2
+[sources]
+pnc = 100
+"#
+        ),
+    )
+    .unwrap();
+    let out = ok(run(Command::new(bin("vigil-keyserver")).args(["check-config", "--config"]).arg(&config)));
+    assert!(out.contains("serving epoch 1"), "{out}");
+    let published = ok(run(Command::new(bin("vigil-keyserver")).args(["public-key", "--config"]).arg(&config)));
+
+    let gmp = w.client_identity("force", "gmp");
+    let wmp = w.client_identity("force", "wmp");
+    let ico = w.client_identity("auditor", "ico");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut ks = start(&config);
+    let ready = wait_until(Duration::from_secs(20), || {
+        rt.block_on(async {
+            let r = client(&ks, &w, &gmp).await.public_key(PublicKeyRequest { epoch: 1 }).await;
+            r.is_ok()
+        })
+    });
+    assert!(ready, "the key service never answered");
+
+    let seed = vigil_common_seed(&dir.join("seed.key"));
+    let reference = vigil_oprf::ServerKey::derive(&seed, 1).unwrap();
+    rt.block_on(async {
+        let mut c = client(&ks, &w, &gmp).await;
+        let pk = c.public_key(PublicKeyRequest { epoch: 1 }).await.unwrap().into_inner();
+        let pk: [u8; 32] = pk.public_key.as_ref().try_into().unwrap();
+        let hex: String = pk.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, published.trim(), "the key published is the key served");
+
+        // Three keys of one kind: blinded, evaluated, verified, unblinded.
+        let inputs: Vec<&[u8]> = vec![b"name_dob:a", b"name_dob:b", b"name_dob:c"];
+        let b = vigil_oprf::blind(&inputs).unwrap();
+        let r = c.evaluate(evaluate(14, "roster 2026-12-01", &b.elements)).await.unwrap().into_inner();
+        assert_eq!((r.used, r.allowance), (3, 8));
+        let evaluated: Vec<[u8; 32]> = r.evaluated.iter().map(|e| e.as_ref().try_into().unwrap()).collect();
+        let proof: [u8; 64] = r.proof.as_ref().try_into().unwrap();
+        let info = vigil_oprf::info(14, 1);
+        let out = vigil_oprf::finalize(&inputs, &b, &evaluated, &proof, &pk, &info).unwrap();
+        for (o, i) in out.iter().zip(&inputs) {
+            assert_eq!(o, &reference.evaluate_direct(i, &info).unwrap());
+        }
+        // A proof for another kind does not pass as this one.
+        assert!(vigil_oprf::finalize(&inputs, &b, &evaluated, &proof, &pk, &vigil_oprf::info(15, 1)).is_err());
+
+        // Refusals name what is wrong and spend nothing.
+        let err = |s: tonic::Status| (s.code(), s.message().to_string());
+        let one = vigil_oprf::blind(&[b"x"]).unwrap();
+        let mut bad = evaluate(14, "r", &one.elements);
+        bad.blinded[0] = vec![0u8; 31].into();
+        let (code, msg) = err(c.evaluate(bad).await.unwrap_err());
+        assert_eq!(code, Code::InvalidArgument);
+        assert!(msg.contains("blinded element 0"), "{msg}");
+        let mut old = evaluate(14, "r", &one.elements);
+        old.epoch = 2;
+        assert_eq!(c.evaluate(old).await.unwrap_err().code(), Code::FailedPrecondition);
+        assert_eq!(c.evaluate(evaluate(999, "r", &one.elements)).await.unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            c.evaluate(evaluate(14, "Jane Smith?", &one.elements)).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
+
+        // The allowance: 2 staff x 4 evaluations = 8 for the epoch, then 2 a day.
+        let five = vigil_oprf::blind(&[b"1", b"2", b"3", b"4", b"5"]).unwrap();
+        assert_eq!(c.evaluate(evaluate(14, "r", &five.elements)).await.unwrap().into_inner().used, 8);
+        let two = vigil_oprf::blind(&[b"6", b"7"]).unwrap();
+        assert_eq!(c.evaluate(evaluate(14, "r", &two.elements)).await.unwrap().into_inner().used, 10);
+        let (code, msg) = err(c.evaluate(evaluate(14, "r", &one.elements)).await.unwrap_err());
+        assert_eq!(code, Code::ResourceExhausted);
+        assert!(msg.contains("force/gmp") && msg.contains("used 10 of its 8"), "{msg}");
+
+        // Other callers: a force with no declared headcount, an auditor.
+        let mut other = client(&ks, &w, &wmp).await;
+        let (code, msg) = err(other.evaluate(evaluate(14, "r", &one.elements)).await.unwrap_err());
+        assert_eq!(code, Code::PermissionDenied);
+        assert!(msg.contains("no allowance"), "{msg}");
+        let mut auditor = client(&ks, &w, &ico).await;
+        assert_eq!(auditor.public_key(PublicKeyRequest { epoch: 1 }).await.unwrap_err().code(), Code::PermissionDenied);
+    });
+
+    // A restart does not reset the allowance.
+    drop(ks);
+    ks = start(&config);
+    let again = wait_until(Duration::from_secs(20), || {
+        rt.block_on(async {
+            let one = vigil_oprf::blind(&[b"x"]).unwrap();
+            matches!(
+                client(&ks, &w, &gmp).await.evaluate(evaluate(14, "r", &one.elements)).await,
+                Err(s) if s.code() == Code::ResourceExhausted
+            )
+        })
+    });
+    assert!(again, "the allowance was spent before the restart and stays spent");
+    drop(rt); // closes this client's connections
+    let status = sigterm(&mut ks);
+    assert!(status.success(), "stops cleanly on SIGTERM: {status:?}");
+}
+
+fn vigil_common_seed(path: &Path) -> [u8; 32] {
+    let text = std::fs::read_to_string(path).unwrap();
+    let hex = text.lines().find_map(|l| l.strip_prefix("secret = \"")).unwrap().trim_end_matches('"');
+    let v: Vec<u8> = (0..64).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    v.try_into().unwrap()
+}
+
+fn sigterm(ks: &mut Keyserver) -> std::process::ExitStatus {
+    ok(run(Command::new("kill").args(["-TERM", &ks.child.id().to_string()])));
+    ks.child.wait().unwrap()
+}
