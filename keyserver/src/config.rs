@@ -33,6 +33,8 @@ pub struct Config {
     pub key: Key,
     /// Allowances.
     pub quota: Quota,
+    /// The key service's own log.
+    pub audit: Audit,
     /// Each force's declared headcount: `gmp = 7000`. A force not named has
     /// no allowance.
     #[serde(default)]
@@ -67,6 +69,27 @@ pub struct Key {
     pub seed: PathBuf,
     /// The epoch served.
     pub epoch: u32,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// The log's origin line, e.g. `vigil.example/keyserver` (also the
+    /// signing key's name).
+    pub origin: String,
+    /// The log's signing key (`vigil-keyserver keygen` writes `log.key`, and
+    /// `log.vkey` to publish).
+    pub signing_key: PathBuf,
+    /// How often a fresh, dated checkpoint is signed when nothing happens.
+    #[serde(default = "Audit::refresh_default")]
+    pub checkpoint_refresh_seconds: u64,
+}
+
+impl Audit {
+    fn refresh_default() -> u64 {
+        300
+    }
 }
 
 /// `[quota]`
@@ -135,7 +158,17 @@ impl Config {
         }
         c.log.check().map_err(err)?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        for p in [&mut c.data_dir, &mut c.tls.cert, &mut c.tls.key, &mut c.tls.client_ca, &mut c.key.seed] {
+        if !vigil_proto::tlog::note::is_valid_name(&c.audit.origin) || c.audit.checkpoint_refresh_seconds == 0 {
+            return Err(err("audit.origin must be non-empty with no spaces or '+', and the refresh positive".into()));
+        }
+        for p in [
+            &mut c.data_dir,
+            &mut c.tls.cert,
+            &mut c.tls.key,
+            &mut c.tls.client_ca,
+            &mut c.key.seed,
+            &mut c.audit.signing_key,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

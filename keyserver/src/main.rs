@@ -31,12 +31,17 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Create the key service's seed (mode 0600, never overwritten): every
-    /// epoch's key is derived from it.
+    /// Create the key service's secrets (mode 0600, never overwritten):
+    /// `seed.key`, from which every epoch's key is derived, and the log's
+    /// signing key `log.key` with its verifier key `log.vkey` to publish.
     Keygen {
-        /// The seed file to write.
+        /// Directory to write into.
         #[arg(long)]
         out: PathBuf,
+        /// The log's origin (also the signing key's name), e.g.
+        /// `vigil.example/keyserver`.
+        #[arg(long)]
+        origin: String,
     },
     /// Print the public key of the configured epoch (hex), to publish.
     PublicKey {
@@ -71,18 +76,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let c = load(&config)?;
             key_of(&c)?;
+            server::read_signing_key(&c.audit.signing_key).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
             outln!("{}: configuration and key load; serving epoch {}", config.display(), c.key.epoch);
             Ok(())
         }
-        Command::Keygen { out } => {
+        Command::Keygen { out, origin } => {
+            let cfg = |e: String| Exit::new(exit::CONFIG, e);
+            vigil_common::secrets::private_dir(&out).map_err(|e| cfg(format!("{}: {e}", out.display())))?;
             let seed = zeroize::Zeroizing::new(vigil_common::secrets::random_key()?);
+            let (signer, skey) = vigil_proto::tlog::Signer::from_seed(&origin, &vigil_common::secrets::random_key()?)
+                .map_err(|_| cfg("--origin must be non-empty with no spaces or '+'".into()))?;
+            let skey = zeroize::Zeroizing::new(skey);
             vigil_common::secrets::write_secret(
-                &out,
+                &out.join("seed.key"),
                 "Vigil key-service seed. SECRET: only the key service holds it.",
                 &seed,
             )
-            .map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
-            outln!("wrote {}", out.display());
+            .map_err(|e| cfg(e.to_string()))?;
+            vigil_common::secrets::write_new(
+                &out.join("log.key"),
+                &format!("# Vigil key-service log signing key. SECRET.\n{}\n", skey.as_str()),
+            )
+            .map_err(|e| cfg(e.to_string()))?;
+            std::fs::write(out.join("log.vkey"), format!("{}\n", signer.verifier().vkey()))?;
+            outln!("wrote {0}/seed.key, {0}/log.key and {0}/log.vkey (publish log.vkey)", out.display());
             Ok(())
         }
         Command::PublicKey { config } => {

@@ -1,6 +1,7 @@
 //! Allowances per caller and epoch ([`Allowance`], [`Usage::admit`]: pure),
-//! and the store that keeps each caller's usage across restarts
-//! ([`QuotaStore`]: redb, committed before an evaluation is answered).
+//! and the store that keeps each caller's usage and the key service's log
+//! across restarts ([`QuotaStore`]: redb; an evaluation's usage and its log
+//! entry are committed together, before it is answered).
 //!
 //! A caller first spends its epoch allowance (for a force: its headcount
 //! times what one identity needs, with a margin; for a source: its
@@ -8,10 +9,13 @@
 //! calendar day (UTC): joiners, checks and deltas. A new epoch starts
 //! afresh.
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("log_entries");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const CHECKPOINT: &str = "checkpoint";
 
 /// What a caller may have evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +127,85 @@ impl QuotaStore {
         let db = Database::create(dir.join("quota.redb")).map_err(e)?;
         let w = db.begin_write().map_err(e)?;
         w.open_table(USAGE).map_err(e)?;
+        w.open_table(ENTRIES).map_err(e)?;
+        w.open_table(META).map_err(e)?;
         w.commit().map_err(e)?;
         Ok(QuotaStore { db })
+    }
+
+    /// Every log entry, in order, and the latest checkpoint.
+    pub fn log(&self) -> Result<(Vec<Vec<u8>>, Option<String>), StoreError> {
+        let r = self.db.begin_read().map_err(e)?;
+        let t = r.open_table(ENTRIES).map_err(e)?;
+        let mut entries = Vec::new();
+        for row in t.iter().map_err(e)? {
+            let (_, v) = row.map_err(e)?;
+            entries.push(v.value().to_vec());
+        }
+        let m = r.open_table(META).map_err(e)?;
+        let cp = m.get(CHECKPOINT).map_err(e)?.map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        Ok((entries, cp))
+    }
+
+    /// Log entries `start..end`.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(e)?;
+        let t = r.open_table(ENTRIES).map_err(e)?;
+        let mut out = Vec::new();
+        for row in t.range(start..end).map_err(e)? {
+            out.push(row.map_err(e)?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Stores a fresh checkpoint of the log as it stands.
+    pub fn put_checkpoint(&self, note: &str) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(e)?;
+        w.open_table(META).map_err(e)?.insert(CHECKPOINT, note.as_bytes()).map_err(e)?;
+        w.commit().map_err(e)
+    }
+
+    /// Like [`QuotaStore::spend`], and when admitted, `log(usage, index)`
+    /// gives the log entry (at `index`) and the checkpoint that covers it,
+    /// committed with the usage.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spend_logged(
+        &self,
+        caller: &str,
+        a: Allowance,
+        epoch: u32,
+        day: i64,
+        n: u64,
+        log: impl FnOnce(&Usage, u64) -> (Vec<u8>, String),
+    ) -> Result<Result<Usage, Exhausted>, StoreError> {
+        let w = self.db.begin_write().map_err(e)?;
+        let admitted = {
+            let mut t = w.open_table(USAGE).map_err(e)?;
+            let before = t.get(caller).map_err(e)?.and_then(|v| Usage::from_bytes(v.value())).unwrap_or_default();
+            match before.admit(a, epoch, day, n) {
+                Ok(u) => {
+                    t.insert(caller, u.to_bytes().as_slice()).map_err(e)?;
+                    Ok(u)
+                }
+                Err(x) => Err(x),
+            }
+        };
+        let u = match admitted {
+            Ok(u) => u,
+            Err(x) => {
+                w.abort().map_err(e)?;
+                return Ok(Err(x));
+            }
+        };
+        {
+            let mut entries = w.open_table(ENTRIES).map_err(e)?;
+            let index = entries.len().map_err(e)?;
+            let (entry, checkpoint) = log(&u, index);
+            entries.insert(index, entry.as_slice()).map_err(e)?;
+            w.open_table(META).map_err(e)?.insert(CHECKPOINT, checkpoint.as_bytes()).map_err(e)?;
+        }
+        w.commit().map_err(e)?;
+        Ok(Ok(u))
     }
 
     /// A caller's usage so far.

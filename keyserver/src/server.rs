@@ -10,7 +10,26 @@ use vigil_proto::v1::key_service_server::KeyServiceServer;
 
 use crate::config::Config;
 use crate::quota::QuotaStore;
-use crate::service::Keys;
+use crate::service::{KeyAudit, Keys};
+use vigil_proto::v1::audit_service_server::AuditServiceServer;
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads the log's signing key (`PRIVATE+KEY+...`).
+pub fn read_signing_key(path: &std::path::Path) -> Result<String, ServeError> {
+    let text = String::from_utf8(read(path, "log signing key")?)
+        .map_err(|_| ServeError::Config(format!("{} is not text", path.display())))?;
+    let key = text.lines().map(str::trim).find(|l| l.starts_with("PRIVATE+KEY+")).unwrap_or("").to_string();
+    vigil_proto::tlog::Signer::from_skey(&key)
+        .map_err(|e| ServeError::Config(format!("{}: not a signer key ({e})", path.display())))?;
+    Ok(key)
+}
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +55,25 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     let seed = zeroize::Zeroizing::new(
         vigil_common::secrets::read_secret(&config.key.seed).map_err(|e| ServeError::Config(e.to_string()))?,
     );
+    let signer_key = read_signing_key(&config.audit.signing_key)?;
     let store = Arc::new(QuotaStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?);
     let config = Arc::new(config);
-    let keys = Keys::new(&seed, config.clone(), store).map_err(ServeError::Config)?;
+    let keys = Arc::new(Keys::new(&seed, signer_key, config.clone(), store).map_err(ServeError::State)?);
+    let refresher = {
+        let keys = keys.clone();
+        let every = std::time::Duration::from_secs(config.audit.checkpoint_refresh_seconds);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let k = keys.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || k.refresh()).await {
+                    tracing::warn!(error = %e, "signing a fresh checkpoint failed; retrying");
+                }
+            }
+        })
+    };
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(read(&config.tls.cert, "TLS certificate")?, read(&config.tls.key, "TLS key")?))
         .client_ca_root(Certificate::from_pem(read(&config.tls.client_ca, "client CA")?));
@@ -55,7 +90,8 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         .tls_config(tls)
         .map_err(|e| ServeError::Config(format!("TLS: {e}")))?
         .add_service(health_service)
-        .add_service(KeyServiceServer::new(keys))
+        .add_service(KeyServiceServer::from_arc(keys.clone()))
+        .add_service(AuditServiceServer::new(KeyAudit(keys)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
@@ -63,6 +99,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
             let _ = started.send(());
         });
     // Open connections are given a grace period to close, no more.
+    let _stop_refreshing = AbortOnDrop(refresher);
     tokio::select! {
         r = server => r.map_err(|e| ServeError::Transport(e.to_string())),
         _ = async { let _ = stopping.await; tokio::time::sleep(GRACE).await } => {

@@ -1,16 +1,25 @@
-//! `vigil.v1.KeyService`: thin RPC layer. The caller's identity comes from
-//! its client certificate (force or source role); requests are checked and
-//! refused with a reason that names the field; the allowance is spent and
-//! committed before the evaluation is answered.
+//! `vigil.v1.KeyService` and the key service's `vigil.v1.AuditService`:
+//! thin RPC layer. The caller's identity comes from its client certificate
+//! (force or source role to evaluate, auditor to read the log); requests
+//! are checked and refused with a reason that names the field; the
+//! allowance is spent, and the batch logged, in one commit before the
+//! evaluation is answered.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use tonic::{Request, Response, Status};
 use vigil_oprf::ServerKey;
+use vigil_proto::audit::Entry;
 use vigil_proto::spiffe::{Role, SpiffeId};
+use vigil_proto::v1::audit_service_server::AuditService;
 use vigil_proto::v1::key_service_server::KeyService;
+use vigil_proto::v1::{
+    CheckpointRequest, CheckpointResponse, ConsistencyProofRequest, ConsistencyProofResponse, CosignRequest,
+    CosignResponse, EntriesRequest, EntriesResponse, InclusionProofRequest, InclusionProofResponse,
+};
 use vigil_proto::v1::{EvaluateRequest, EvaluateResponse, PublicKeyRequest, PublicKeyResponse};
 
 use crate::config::Config;
+use crate::log::EvalLog;
 use crate::quota::QuotaStore;
 
 /// Most blinded elements in one request.
@@ -21,13 +30,58 @@ pub struct Keys {
     key: ServerKey,
     config: Arc<Config>,
     store: Arc<QuotaStore>,
+    log: Mutex<EvalLog>,
+    /// The log signing key's text, to rebuild the log after a failed commit.
+    signer_key: zeroize::Zeroizing<String>,
 }
 
 impl Keys {
-    /// The service for the configured epoch, from the seed.
-    pub fn new(seed: &[u8; 32], config: Arc<Config>, store: Arc<QuotaStore>) -> Result<Keys, String> {
+    /// The service for the configured epoch, from the seed and the log's
+    /// signing key.
+    pub fn new(
+        seed: &[u8; 32],
+        signer_key: String,
+        config: Arc<Config>,
+        store: Arc<QuotaStore>,
+    ) -> Result<Keys, String> {
         let key = ServerKey::derive(seed, config.key.epoch).map_err(|e| e.to_string())?;
-        Ok(Keys { key, config, store })
+        let signer = vigil_proto::tlog::Signer::from_skey(&signer_key).map_err(|e| format!("log signing key: {e}"))?;
+        let log = EvalLog::load(&store, signer, &config.audit.origin, vigil_common::clock::now_ms())?;
+        Ok(Keys { key, config, store, log: Mutex::new(log), signer_key: zeroize::Zeroizing::new(signer_key) })
+    }
+
+    fn log(&self) -> Result<MutexGuard<'_, EvalLog>, Status> {
+        self.log.lock().map_err(|_| Status::internal("internal lock poisoned"))
+    }
+
+    /// Signs a fresh checkpoint (called periodically so that a quiet log's
+    /// checkpoint stays recent).
+    pub fn refresh(&self) -> Result<(), String> {
+        let mut log = self.log.lock().map_err(|_| "lock poisoned".to_string())?;
+        log.refresh(&self.store, vigil_common::clock::now_ms())
+    }
+
+    fn reload(&self, log: &mut EvalLog) {
+        let rebuilt = vigil_proto::tlog::Signer::from_skey(&self.signer_key)
+            .map_err(|e| e.to_string())
+            .and_then(|s| EvalLog::load(&self.store, s, &self.config.audit.origin, vigil_common::clock::now_ms()));
+        match rebuilt {
+            Ok(l) => *log = l,
+            Err(e) => tracing::error!(error = %e, "cannot rebuild the log from the store"),
+        }
+    }
+
+    fn auditor<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
+        let Some(leaf) = req.peer_certs().and_then(|c| c.first().cloned()) else {
+            return Err(Status::unauthenticated("no client certificate"));
+        };
+        let id = vigil_common::certs::spiffe_id_of(leaf.as_ref())
+            .map_err(|e| Status::unauthenticated(format!("client {e}")))?;
+        if id.trust_domain != self.config.trust_domain || id.role != Role::Auditor {
+            tracing::warn!(role = id.role.as_str(), call = what, "call refused");
+            return Err(Status::permission_denied(format!("a {} may not {what}: auditors only", id.role.as_str())));
+        }
+        Ok(())
     }
 
     fn auth<T>(&self, req: &Request<T>, what: &str) -> Result<SpiffeId, Status> {
@@ -62,10 +116,6 @@ impl Keys {
         }
         Ok(())
     }
-}
-
-fn today() -> i64 {
-    vigil_common::clock::now_ms().div_euclid(86_400_000)
 }
 
 #[tonic::async_trait]
@@ -111,16 +161,41 @@ impl KeyService for Keys {
             ))
         })?;
         let caller = format!("{role}/{code}");
-        let (store, epoch, n) = (self.store.clone(), r.epoch, blinded.len() as u64);
+        let (epoch, n) = (r.epoch, blinded.len() as u64);
+        // The usage and the log entry are committed together, under the
+        // log's lock, so that entries and checkpoints follow commit order.
         let spent = {
-            let caller = caller.clone();
-            tokio::task::spawn_blocking(move || store.spend(&caller, allowance, epoch, today(), n))
-                .await
-                .map_err(|_| Status::internal("worker failed"))?
-                .map_err(|e| {
-                    tracing::error!(error = %e, "quota store failed");
-                    Status::unavailable("the quota store failed; nothing was evaluated")
-                })?
+            let mut log = self.log()?;
+            let now = vigil_common::clock::now_ms();
+            let mut signed: Result<(), String> = Ok(());
+            let result = self.store.spend_logged(&caller, allowance, epoch, now.div_euclid(86_400_000), n, |u, _| {
+                let entry = Entry::Evaluation {
+                    time: vigil_proto::time::rfc3339(now),
+                    caller: caller.clone(),
+                    epoch,
+                    kind: kind.short_name().to_string(),
+                    count: n,
+                    purpose: r.purpose.clone(),
+                    used: u.in_epoch,
+                }
+                .to_bytes();
+                let cp = log.append(&entry, now).unwrap_or_else(|e| {
+                    signed = Err(e);
+                    String::new()
+                });
+                (entry, cp)
+            });
+            if result.is_err() || signed.is_err() {
+                self.reload(&mut log);
+            }
+            signed.map_err(|e| {
+                tracing::error!(error = %e, "cannot sign the log's checkpoint");
+                Status::internal("the key service could not sign its log")
+            })?;
+            result.map_err(|e| {
+                tracing::error!(error = %e, "quota store failed");
+                Status::unavailable("the quota store failed; nothing was evaluated")
+            })?
         };
         let usage = spent.map_err(|x| {
             tracing::warn!(caller = %caller, asked = n, "evaluation refused: allowance spent");
@@ -136,5 +211,63 @@ impl KeyService for Keys {
             used: usage.in_epoch,
             allowance: allowance.per_epoch,
         }))
+    }
+}
+
+/// The key service's log, read by auditors with the coordinator's audit API
+/// (`vigil-node audit verify` with `server_role = "keyserver"`).
+pub struct KeyAudit(pub Arc<Keys>);
+
+#[tonic::async_trait]
+impl AuditService for KeyAudit {
+    async fn checkpoint(&self, req: Request<CheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
+        self.0.auditor(&req, "read checkpoints")?;
+        if req.get_ref().min_cosignatures > 0 {
+            return Err(Status::not_found("the key service's log has no witnesses"));
+        }
+        Ok(Response::new(CheckpointResponse { checkpoint: self.0.log()?.checkpoint().to_string() }))
+    }
+
+    async fn entries(&self, req: Request<EntriesRequest>) -> Result<Response<EntriesResponse>, Status> {
+        self.0.auditor(&req, "read log entries")?;
+        let r = req.into_inner();
+        let size = self.0.log()?.tree().size();
+        if r.start >= r.end || r.start >= size {
+            return Err(Status::out_of_range(format!("entries {}..{} are not in the log of {size}", r.start, r.end)));
+        }
+        let end = r.end.min(r.start + 1000).min(size);
+        let entries = self.0.store.entries(r.start, end).map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(EntriesResponse { start: r.start, entries: entries.into_iter().map(Into::into).collect() }))
+    }
+
+    async fn inclusion_proof(
+        &self,
+        req: Request<InclusionProofRequest>,
+    ) -> Result<Response<InclusionProofResponse>, Status> {
+        self.0.auditor(&req, "read proofs")?;
+        let r = req.into_inner();
+        let proof = self.0.log()?.tree().inclusion_proof(r.leaf_index, r.tree_size).ok_or_else(|| {
+            Status::out_of_range(format!("no leaf {} in a tree of size {}", r.leaf_index, r.tree_size))
+        })?;
+        Ok(Response::new(InclusionProofResponse { proof: proof.into_iter().map(|h| h.to_vec().into()).collect() }))
+    }
+
+    async fn consistency_proof(
+        &self,
+        req: Request<ConsistencyProofRequest>,
+    ) -> Result<Response<ConsistencyProofResponse>, Status> {
+        self.0.auditor(&req, "read proofs")?;
+        let r = req.into_inner();
+        let proof = self
+            .0
+            .log()?
+            .tree()
+            .consistency_proof(r.size1, r.size2)
+            .ok_or_else(|| Status::out_of_range(format!("no consistency proof from {} to {}", r.size1, r.size2)))?;
+        Ok(Response::new(ConsistencyProofResponse { proof: proof.into_iter().map(|h| h.to_vec().into()).collect() }))
+    }
+
+    async fn cosign(&self, _req: Request<CosignRequest>) -> Result<Response<CosignResponse>, Status> {
+        Err(Status::unimplemented("the key service's log takes no witnesses yet"))
     }
 }

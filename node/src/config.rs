@@ -41,6 +41,17 @@ impl NodeRole {
     }
 }
 
+/// Whom the node talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerRole {
+    /// The coordinator.
+    #[default]
+    Coordinator,
+    /// The key service (auditors of its log only).
+    Keyserver,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +66,12 @@ pub struct NodeConfig {
     /// The name the coordinator's certificate is checked against (a DNS SAN
     /// of its certificate), e.g. `"coordinator.vigil.example"`.
     pub server_name: String,
+    /// Whom `coordinator` and `server_name` name: `"coordinator"` (the
+    /// default), or for an auditor of the key service's own log,
+    /// `"keyserver"` (its certificate must then name
+    /// `spiffe://<domain>/keyserver`).
+    #[serde(default)]
+    pub server_role: ServerRole,
     /// Directory for this node's local store (enrolment state, inbox,
     /// checkpoints, reports). It holds personal data: protect it.
     pub data_dir: PathBuf,
@@ -213,6 +230,9 @@ impl NodeConfig {
         }
         if matches!(c.role, NodeRole::Force | NodeRole::Source) && c.keys.is_none() {
             return Err(err(format!("a {} node needs a [keys] section", c.role.as_str())));
+        }
+        if c.server_role == ServerRole::Keyserver && c.role != NodeRole::Auditor {
+            return Err(err("server_role = \"keyserver\" is for an auditor of the key service's log".into()));
         }
         if (c.role == NodeRole::Witness) != c.witness.is_some() {
             return Err(err("a witness node, and only a witness node, has a [witness] section".into()));

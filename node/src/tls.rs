@@ -113,7 +113,11 @@ pub fn load(cfg: &NodeConfig) -> Result<NodeTls, NodeError> {
         ))
     })?;
 
-    let coordinator = SpiffeId { trust_domain: id.trust_domain.clone(), role: Role::Coordinator, code: String::new() };
+    let expected = match cfg.server_role {
+        crate::config::ServerRole::Coordinator => Role::Coordinator,
+        crate::config::ServerRole::Keyserver => Role::Keyserver,
+    };
+    let coordinator = SpiffeId { trust_domain: id.trust_domain.clone(), role: expected, code: String::new() };
     let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
         .map_err(|e| cfg_err(format!("CA certificate {}: {e}", cfg.tls.ca.display())))?;

@@ -196,6 +196,24 @@ pub enum Entry {
         /// Epoch now accepted.
         epoch: u32,
     },
+    /// A batch the key service evaluated (its own log: who asked for how
+    /// many evaluations of which kind, never the elements).
+    Evaluation {
+        /// RFC 3339 UTC time.
+        time: String,
+        /// `force/<code>` or `source/<code>`.
+        caller: String,
+        /// The key's epoch.
+        epoch: u32,
+        /// The key kind (short name).
+        kind: String,
+        /// Elements evaluated.
+        count: u64,
+        /// The caller's reference for why.
+        purpose: String,
+        /// The caller's evaluations in this epoch, this batch included.
+        used: u64,
+    },
 }
 
 impl Entry {
@@ -220,6 +238,7 @@ impl Entry {
             Entry::Check { .. } => "check",
             Entry::Policy { .. } => "policy",
             Entry::Epoch { .. } => "epoch",
+            Entry::Evaluation { .. } => "evaluation",
         }
     }
 
@@ -233,7 +252,8 @@ impl Entry {
             | Entry::Amendment { time, .. }
             | Entry::Check { time, .. }
             | Entry::Policy { time, .. }
-            | Entry::Epoch { time, .. } => time,
+            | Entry::Epoch { time, .. }
+            | Entry::Evaluation { time, .. } => time,
         }
     }
 }

@@ -26,6 +26,8 @@ pub fn check(entries: &[Vec<u8>]) -> (BTreeMap<String, u64>, Vec<String>) {
     let mut cases: HashMap<String, (Pair, u32)> = HashMap::new();
     let mut disclosed: HashSet<String> = HashSet::new();
     let mut ids: HashSet<String> = HashSet::new();
+    // The key service's log: evaluations so far per (caller, epoch).
+    let mut evaluated: HashMap<(String, u32), u64> = HashMap::new();
     // After a batch entry: (its index, announced [disclosures, amendments,
     // retractions], seen so far).
     let mut expect: Option<(usize, [u64; 3], [u64; 3])> = None;
@@ -60,6 +62,15 @@ pub fn check(entries: &[Vec<u8>]) -> (BTreeMap<String, u64>, Vec<String>) {
             }
             (None, Some(_)) => problems.push(format!("entry {i} ({}) does not follow a batch entry", e.kind())),
             (None, None) => {}
+        }
+        if let Entry::Evaluation { caller, epoch, count, used, .. } = &e {
+            let before = evaluated.entry((caller.clone(), *epoch)).or_insert(0);
+            if *used != *before + count {
+                problems.push(format!(
+                    "entry {i}: {caller} had {before} evaluations in epoch {epoch}; {count} more cannot make {used}"
+                ));
+            }
+            *before = *used;
         }
         match &e {
             Entry::RosterBatch { disclosures, amendments, retractions, .. }
@@ -224,6 +235,33 @@ mod tests {
 
     /// A new policy decides every pair again: its entry announces what
     /// follows, like a batch's.
+    /// The key service's log: each caller's running total grows by exactly
+    /// each batch's count, per epoch.
+    #[test]
+    fn evaluation_totals_add_up() {
+        let ev = |caller: &str, epoch: u32, count: u64, used: u64| Entry::Evaluation {
+            time: "2026-12-01T00:00:00.000Z".into(),
+            caller: caller.into(),
+            epoch,
+            kind: "name_dob".into(),
+            count,
+            purpose: "r".into(),
+            used,
+        };
+        assert!(
+            problems(vec![
+                ev("force/gmp", 1, 3, 3),
+                ev("force/wmp", 1, 2, 2),
+                ev("force/gmp", 1, 5, 8),
+                ev("force/gmp", 2, 1, 1)
+            ])
+            .is_empty()
+        );
+        let p = problems(vec![ev("force/gmp", 1, 3, 3), ev("force/gmp", 1, 5, 5)]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("force/gmp had 3 evaluations in epoch 1; 5 more cannot make 5"), "{p:?}");
+    }
+
     #[test]
     fn a_policy_entry_announces_its_redecisions() {
         let ok = problems(vec![

@@ -123,7 +123,9 @@ fn example_configurations_load_in_the_binaries() {
         .arg(d.join("tls"))
         .arg("--out")
         .arg(d.join("tls/keyserver"))));
-    ok(run(Command::new(bin("vigil-keyserver")).args(["keygen", "--out"]).arg(d.join("keys/seed.key"))));
+    ok(run(Command::new(bin("vigil-keyserver"))
+        .args(["keygen", "--origin", "vigil.example/keyserver", "--out"])
+        .arg(d.join("keys"))));
     let k = stage(d, &std::fs::read_to_string(deploy().join("config/keyserver.toml")).unwrap(), "keyserver.toml");
     let out = ok(run(Command::new(bin("vigil-keyserver")).args(["check-config", "--config"]).arg(&k)));
     assert!(out.contains("configuration and key load"), "{out}");

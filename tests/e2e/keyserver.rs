@@ -80,7 +80,9 @@ fn the_key_service_evaluates_obliviously_within_durable_allowances() {
     let (cert, key) = w.ca.issue(&leaf).unwrap();
     std::fs::write(dir.join("keyserver.crt"), cert).unwrap();
     std::fs::write(dir.join("keyserver.key"), key).unwrap();
-    ok(run(Command::new(bin("vigil-keyserver")).args(["keygen", "--out"]).arg(dir.join("seed.key"))));
+    ok(run(Command::new(bin("vigil-keyserver"))
+        .args(["keygen", "--origin", "vigil.test/keyserver", "--out"])
+        .arg(&dir)));
     let config = dir.join("keyserver.toml");
     std::fs::write(
         &config,
@@ -95,6 +97,9 @@ client_ca = "../ca.crt"
 [key]
 seed = "seed.key"
 epoch = 1
+[audit]
+origin = "vigil.test/keyserver"
+signing_key = "log.key"
 [quota]
 evaluations_per_subject = 4
 headcount_multiple = 1.0
@@ -196,6 +201,37 @@ pnc = 100
         })
     });
     assert!(again, "the allowance was spent before the restart and stays spent");
+
+    // A data protection officer verifies the key service's own log with
+    // the same tooling: four batches evaluated, by whom and how many.
+    let (cert, key) = w.client_identity("auditor", "ico");
+    let auditor = dir.join("auditor.toml");
+    std::fs::write(
+        &auditor,
+        format!(
+            r#"role = "auditor"
+code = "ico"
+coordinator = "https://{addr}"
+server_name = "{NAME}"
+server_role = "keyserver"
+data_dir = "auditor-data"
+[tls]
+cert = "{cert}"
+key = "{key}"
+ca = "{ca}"
+[audit]
+origin = "vigil.test/keyserver"
+vkey = "log.vkey"
+"#,
+            addr = ks.addr,
+            cert = cert.display(),
+            key = key.display(),
+            ca = w.path().join("ca.crt").display()
+        ),
+    )
+    .unwrap();
+    let out = ok(run(Command::new(bin("vigil-node")).args(["audit", "verify", "--config"]).arg(&auditor)));
+    assert!(out.contains("log verified at size 3") && out.contains("3 evaluation"), "{out}");
     drop(rt); // closes this client's connections
     let status = sigterm(&mut ks);
     assert!(status.success(), "stops cleanly on SIGTERM: {status:?}");
