@@ -461,7 +461,9 @@ impl Postcode {
             Ok(p) => Ok(p),
             Err(FieldError::Postcode) => {
                 let s: String = raw.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
-                if !(5..=7).contains(&s.len()) {
+                // A postcode is ASCII; anything else (a stray byte-order
+                // mark, say) is refused, never sliced mid-character.
+                if !s.is_ascii() || !(5..=7).contains(&s.len()) {
                     return Err(FieldError::Postcode);
                 }
                 // Validate the outward code with a stand-in inward code.
@@ -509,6 +511,17 @@ pub fn multi(raw: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing the CSV readers: a postcode holding a non-ASCII
+    /// character (here a byte-order mark) was cut mid-character and the
+    /// node panicked. It is refused like any other bad postcode.
+    #[test]
+    fn a_postcode_with_non_ascii_characters_is_refused_not_sliced() {
+        for raw in ["AB\u{feff}12CD", "\u{feff}AB1 2CD", "ÄB12CD", "AB1 2C\u{e9}"] {
+            assert!(Postcode::parse_lenient(raw).is_err(), "{raw:?}");
+        }
+        assert!(Postcode::parse_lenient("AB1 2CD").is_ok());
+    }
 
     #[test]
     fn folding_table() {

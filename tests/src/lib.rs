@@ -12,10 +12,14 @@
 //!   commands, its `watch` process.
 //! - [`wait_until`]: polls a condition until a deadline (never a bare sleep
 //!   standing in for readiness).
+//! - [`fuzz`]: the fuzz targets (every parser that meets outside input) and
+//!   the replay of their committed corpus.
 //!
 //! Every child process is killed when its handle is dropped, so a failing
 //! test leaves nothing running.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+pub mod fuzz;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
