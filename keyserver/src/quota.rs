@@ -165,9 +165,11 @@ impl QuotaStore {
         w.commit().map_err(e)
     }
 
-    /// Like [`QuotaStore::spend`], and when admitted, `log(usage, index)`
-    /// gives the log entry (at `index`) and the checkpoint that covers it,
-    /// committed with the usage.
+    /// Admits `n` evaluations for `caller` and, when admitted, commits the
+    /// new usage together with the log entry `log(usage, index)` gives (at
+    /// `index`) and the checkpoint that covers it, before returning (one
+    /// writer at a time, so concurrent batches cannot both spend the same
+    /// allowance). A refusal changes nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn spend_logged(
         &self,
@@ -214,41 +216,6 @@ impl QuotaStore {
         let t = r.open_table(USAGE).map_err(e)?;
         Ok(t.get(caller).map_err(e)?.and_then(|v| Usage::from_bytes(v.value())).unwrap_or_default())
     }
-
-    /// Admits `n` evaluations for `caller` and commits the new usage before
-    /// returning it (one writer at a time, so concurrent batches cannot
-    /// both spend the same allowance).
-    pub fn spend(
-        &self,
-        caller: &str,
-        a: Allowance,
-        epoch: u32,
-        day: i64,
-        n: u64,
-    ) -> Result<Result<Usage, Exhausted>, StoreError> {
-        let w = self.db.begin_write().map_err(e)?;
-        let now = {
-            let mut t = w.open_table(USAGE).map_err(e)?;
-            let before = t.get(caller).map_err(e)?.and_then(|v| Usage::from_bytes(v.value())).unwrap_or_default();
-            match before.admit(a, epoch, day, n) {
-                Ok(u) => {
-                    t.insert(caller, u.to_bytes().as_slice()).map_err(e)?;
-                    Ok(u)
-                }
-                Err(x) => Err(x),
-            }
-        };
-        match now {
-            Ok(u) => {
-                w.commit().map_err(e)?;
-                Ok(Ok(u))
-            }
-            Err(x) => {
-                w.abort().map_err(e)?;
-                Ok(Err(x))
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -256,6 +223,10 @@ mod tests {
     use super::*;
 
     const A: Allowance = Allowance { per_epoch: 100, per_day: 10 };
+
+    fn entry(u: &Usage, index: u64) -> (Vec<u8>, String) {
+        (format!("used {}", u.in_epoch).into_bytes(), format!("checkpoint {index}"))
+    }
 
     #[test]
     fn the_epoch_allowance_then_a_daily_one_then_a_new_epoch() {
@@ -276,12 +247,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         {
             let s = QuotaStore::open(d.path()).unwrap();
-            assert!(s.spend("force/gmp", A, 1, 0, 100).unwrap().is_ok());
-            assert!(s.spend("force/gmp", A, 1, 0, 11).unwrap().is_err());
+            assert!(s.spend_logged("force/gmp", A, 1, 0, 100, entry).unwrap().is_ok());
+            assert!(s.spend_logged("force/gmp", A, 1, 0, 11, entry).unwrap().is_err());
         }
         let s = QuotaStore::open(d.path()).unwrap();
         assert_eq!(s.usage("force/gmp").unwrap().in_epoch, 100);
-        assert_eq!(s.spend("force/gmp", A, 1, 0, 10).unwrap().unwrap().beyond, 10);
+        assert_eq!(s.spend_logged("force/gmp", A, 1, 0, 10, entry).unwrap().unwrap().beyond, 10);
+        let (entries, cp) = s.log().unwrap();
+        assert_eq!((entries.len(), cp.as_deref()), (2, Some("checkpoint 1")), "one entry per admitted batch");
         assert_eq!(s.usage("force/wmp").unwrap(), Usage::default());
     }
 }

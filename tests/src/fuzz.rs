@@ -30,33 +30,18 @@ pub fn csv(data: &[u8]) {
     let key = vigil_identity::tokens::LinkageKey::new(1, [7; 32]);
     let tk = vigil_identity::tokens::Tokenizer::new(&key);
     let mut out = Vec::new();
+    let mut tokenise = |id: &vigil_identity::keys::Identity| {
+        tk.tokens(id, &mut out);
+    };
     for kind in [Kind::Roster, Kind::Extract, Kind::Applicants] {
         let Ok(scan) = input::scan(data, "fuzz.csv", kind) else { continue };
         let mut report = Report::new("fuzz.csv", "fuzz");
         let _ = match kind {
-            Kind::Roster => input::read_roster(
-                data,
-                "fuzz.csv",
-                &scan,
-                &mut report,
-                |r| {
-                    tk.tokens(&r.identity, &mut out);
-                },
-                |_| {},
-            ),
-            Kind::Extract => input::read_extract(
-                data,
-                "fuzz.csv",
-                &scan,
-                &mut report,
-                |r| {
-                    tk.tokens(&r.identity, &mut out);
-                },
-                |_| {},
-            ),
-            _ => input::read_applicants(data, "fuzz.csv", &scan, &mut report, |r| {
-                tk.tokens(&r.identity, &mut out);
-            }),
+            Kind::Roster => input::read_roster(data, "fuzz.csv", &scan, &mut report, |r| tokenise(&r.identity), |_| {}),
+            Kind::Extract => {
+                input::read_extract(data, "fuzz.csv", &scan, &mut report, |r| tokenise(&r.identity), |_| {})
+            }
+            _ => input::read_applicants(data, "fuzz.csv", &scan, &mut report, |r| tokenise(&r.identity)),
         };
     }
 }
