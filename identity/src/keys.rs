@@ -121,8 +121,15 @@ pub struct Phonetic {
 impl Phonetic {
     const MEMO_LIMIT: usize = 200_000;
 
-    /// The primary Double Metaphone code (at most four letters) of a folded name.
+    /// The primary Double Metaphone code (at most four letters) of a folded
+    /// name; empty (no phonetic key) for a name with any letter outside
+    /// ASCII: Double Metaphone is defined for the Latin alphabet, and the
+    /// `rphonetic` implementation slices such names mid-character and
+    /// panics (found by fuzzing the CSV readers).
     pub fn code(&mut self, name: &str) -> String {
+        if !name.is_ascii() {
+            return String::new();
+        }
         if let Some(c) = self.memo.get(name) {
             return c.clone();
         }
@@ -436,6 +443,18 @@ fn key(buf: &mut Vec<u8>, parts: &[&[u8]]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: a name in another script reached Double Metaphone,
+    /// which cut it mid-character and panicked. Such a name has no phonetic
+    /// code (so no phonetic key), and nothing panics.
+    #[test]
+    fn names_outside_the_latin_alphabet_have_no_phonetic_code() {
+        let mut ph = Phonetic::default();
+        for name in ["\u{644}\u{643}", "cl\u{644}", "\u{738b}\u{5c0f}\u{660e}", "\u{3b1}\u{3bb}\u{3ad}\u{3be}"] {
+            assert_eq!(ph.code(name), "", "{name:?}");
+        }
+        assert_eq!(ph.code("smith"), "SM0");
+    }
     use vigil_proto::kinds::{ALL, KindSet};
 
     fn identity(raw: &RawIdentity<'_>) -> (Identity, Vec<FieldIssue>) {
