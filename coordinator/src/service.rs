@@ -449,13 +449,11 @@ impl check_service_server::CheckService for CheckService {
             return Err(Status::invalid_argument("request_id must be 16 to 64 lowercase hex digits"));
         }
         // The purpose is written into the log: a case reference, never a name.
-        if r.purpose.is_empty()
-            || r.purpose.len() > 64
-            || !r.purpose.bytes().all(|b| b.is_ascii_alphanumeric() || b" -_/.:#".contains(&b))
-        {
+        if !audit::is_reference(&r.purpose) {
             return Err(Status::invalid_argument(format!(
-                "check {}: purpose must be 1 to 64 letters, digits, spaces and - _ / . : # (a case reference, never a name)",
-                r.request_id
+                "check {}: purpose must be {} (a case reference, never a name)",
+                r.request_id,
+                audit::REFERENCE_RULE
             )));
         }
         rpc.check_header(&format!("check {}", r.request_id), r.epoch, 0)?;

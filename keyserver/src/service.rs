@@ -71,20 +71,10 @@ impl Keys {
         }
     }
 
-    fn auditor<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
-        let Some(leaf) = req.peer_certs().and_then(|c| c.first().cloned()) else {
-            return Err(Status::unauthenticated("no client certificate"));
-        };
-        let id = vigil_common::certs::spiffe_id_of(leaf.as_ref())
-            .map_err(|e| Status::unauthenticated(format!("client {e}")))?;
-        if id.trust_domain != self.config.trust_domain || id.role != Role::Auditor {
-            tracing::warn!(role = id.role.as_str(), call = what, "call refused");
-            return Err(Status::permission_denied(format!("a {} may not {what}: auditors only", id.role.as_str())));
-        }
-        Ok(())
-    }
-
-    fn auth<T>(&self, req: &Request<T>, what: &str) -> Result<SpiffeId, Status> {
+    /// The caller's identity, if its certificate names one of `roles`
+    /// (`who` says which, for the refusal). A refusal is logged with the
+    /// peer's address and reason.
+    fn auth<T>(&self, req: &Request<T>, roles: &[Role], who: &str, what: &str) -> Result<SpiffeId, Status> {
         let refuse = |reason: &str, status: Status| {
             let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
             tracing::warn!(peer = %peer, reason, call = what, "call refused");
@@ -98,13 +88,21 @@ impl Keys {
         if id.trust_domain != self.config.trust_domain {
             return Err(refuse("trust_domain", Status::permission_denied("certificate is for another trust domain")));
         }
-        if !matches!(id.role, Role::Force | Role::Source) {
+        if !roles.contains(&id.role) {
             return Err(refuse(
                 "role",
-                Status::permission_denied(format!("a {} may not {what}: forces and sources only", id.role.as_str())),
+                Status::permission_denied(format!("a {} may not {what}: {who} only", id.role.as_str())),
             ));
         }
         Ok(id)
+    }
+
+    fn caller<T>(&self, req: &Request<T>, what: &str) -> Result<SpiffeId, Status> {
+        self.auth(req, &[Role::Force, Role::Source], "forces and sources", what)
+    }
+
+    fn auditor<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
+        self.auth(req, &[Role::Auditor], "auditors", what).map(|_| ())
     }
 
     fn epoch(&self, epoch: u32) -> Result<(), Status> {
@@ -121,27 +119,25 @@ impl Keys {
 #[tonic::async_trait]
 impl KeyService for Keys {
     async fn public_key(&self, req: Request<PublicKeyRequest>) -> Result<Response<PublicKeyResponse>, Status> {
-        self.auth(&req, "read the public key")?;
+        self.caller(&req, "read the public key")?;
         let epoch = req.into_inner().epoch;
         self.epoch(epoch)?;
         Ok(Response::new(PublicKeyResponse { epoch, public_key: self.key.public_key().to_vec().into() }))
     }
 
     async fn evaluate(&self, req: Request<EvaluateRequest>) -> Result<Response<EvaluateResponse>, Status> {
-        let id = self.auth(&req, "evaluate")?;
+        let id = self.caller(&req, "evaluate")?;
         let r = req.into_inner();
         self.epoch(r.epoch)?;
         let kind = i32::try_from(r.kind)
             .ok()
             .and_then(vigil_proto::KeyKind::from_wire)
             .ok_or_else(|| Status::invalid_argument(format!("kind {} is not a match-key kind", r.kind)))?;
-        if r.purpose.is_empty()
-            || r.purpose.len() > 64
-            || !r.purpose.bytes().all(|b| b.is_ascii_alphanumeric() || b" -_/.:#".contains(&b))
-        {
-            return Err(Status::invalid_argument(
-                "purpose must be 1 to 64 letters, digits, spaces and - _ / . : # (a batch or case reference, never a name)",
-            ));
+        if !vigil_proto::audit::is_reference(&r.purpose) {
+            return Err(Status::invalid_argument(format!(
+                "purpose must be {} (a batch or case reference, never a name)",
+                vigil_proto::audit::REFERENCE_RULE
+            )));
         }
         if r.blinded.is_empty() || r.blinded.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!("1 to {MAX_BATCH} blinded elements a request")));

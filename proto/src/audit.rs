@@ -216,6 +216,16 @@ pub enum Entry {
     },
 }
 
+/// Whether `s` may stand in the permanent log as a caller's reference (a
+/// check's or an evaluation's purpose): 1 to 64 letters, digits, spaces and
+/// `- _ / . : #`. A case or batch reference, never free text such as a name.
+pub fn is_reference(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b" -_/.:#".contains(&b))
+}
+
+/// What [`is_reference`] accepts, for error messages.
+pub const REFERENCE_RULE: &str = "1 to 64 letters, digits, spaces and - _ / . : #";
+
 impl Entry {
     /// The entry's bytes in the log.
     pub fn to_bytes(&self) -> Vec<u8> {
