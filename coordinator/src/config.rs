@@ -134,8 +134,14 @@ pub struct KeysConfig {
 pub struct MatchingConfig {
     /// Policy file; the shipped default policy when absent.
     pub policy: Option<PathBuf>,
-    /// The linkage-key epoch accepted; batches of any other epoch are refused.
+    /// The epoch accepted (of the linkage key, or of the key service's key);
+    /// batches of any other epoch are refused.
     pub epoch: u32,
+    /// The token scheme accepted: 2 (each node holds the linkage key) or 3
+    /// (tokens from the key service, record details sealed to matching
+    /// identities). Deployment-wide: batches of the other scheme are
+    /// refused. Changing it is an epoch change (docs/operations.md).
+    pub scheme: u32,
     /// The size of the full national data (records over all sources). The
     /// policy's prior is spread over this many records, or over the records
     /// held when there are more; so pairs decided while the national data
@@ -146,7 +152,7 @@ pub struct MatchingConfig {
 
 impl Default for MatchingConfig {
     fn default() -> Self {
-        MatchingConfig { policy: None, epoch: 1, national_records: 0 }
+        MatchingConfig { policy: None, epoch: 1, scheme: 2, national_records: 0 }
     }
 }
 
@@ -312,6 +318,11 @@ impl Config {
         }
         if c.audit.witness_round_seconds == 0 {
             return Err(invalid("audit.witness_round_seconds must be at least 1"));
+        }
+        if ![vigil_proto::kinds::TOKENS_LINKAGE_KEY, vigil_proto::kinds::TOKENS_KEY_SERVICE]
+            .contains(&c.matching.scheme)
+        {
+            return Err(invalid("matching.scheme must be 2 (linkage key) or 3 (key service)"));
         }
         if c.matching.epoch == 0 {
             return Err(invalid("matching.epoch must be at least 1"));

@@ -166,6 +166,7 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             epoch: 1,
+            scheme: 2,
             policy: crate::policy::Policy::default_policy(),
             policy_sha256: "p".into(),
             origin: "vigil.test/audit".into(),

@@ -197,17 +197,49 @@ impl Rpc {
 
     /// Checks what every batch and check names: `what` is how errors name
     /// it (`batch 7`, `check c-…`).
-    fn check_header(&self, what: &str, epoch: u32, items: usize) -> Result<(), Status> {
+    fn check_header(&self, what: &str, epoch: u32, scheme: u32, items: usize) -> Result<(), Status> {
+        let accepted = self.core.settings().scheme;
+        if scheme != accepted {
+            return Err(Status::failed_precondition(format!(
+                "{what} carries tokens of scheme {scheme} ({}); the coordinator accepts scheme {accepted} ({})",
+                scheme_name(scheme),
+                scheme_name(accepted)
+            )));
+        }
         let accepted = self.core.settings().epoch;
         if epoch != accepted {
             return Err(Status::failed_precondition(format!(
-                "{what} is for linkage-key epoch {epoch}; the coordinator accepts epoch {accepted}"
+                "{what} is for epoch {epoch}; the coordinator accepts epoch {accepted}"
             )));
         }
         if items > self.limits.max_batch_items {
             return Err(Status::resource_exhausted(format!(
                 "{what} has {items} items, more than the limit of {}",
                 self.limits.max_batch_items
+            )));
+        }
+        Ok(())
+    }
+
+    /// A scheme-3 record's sealed details carry well-formed wraps; a
+    /// scheme-2 record's carry none.
+    fn check_wraps(&self, what: &str, sealed: &SealedDetails) -> Result<(), Status> {
+        use vigil_proto::tokens::{MAX_WRAPS, WRAP_LEN};
+        let n = sealed.wrap_kinds.len();
+        if self.core.settings().scheme == vigil_proto::kinds::TOKENS_KEY_SERVICE {
+            if n == 0 || n > MAX_WRAPS || sealed.wraps.len() != n * WRAP_LEN {
+                return Err(Status::invalid_argument(format!(
+                    "{what}: sealed details must carry 1 to {MAX_WRAPS} record-key wraps of {WRAP_LEN} bytes each \
+                     (scheme 3); this one has {n} kinds and {} bytes",
+                    sealed.wraps.len()
+                )));
+            }
+            if let Some(k) = sealed.wrap_kinds.iter().find(|k| vigil_proto::KeyKind::try_from(**k).is_err()) {
+                return Err(Status::invalid_argument(format!("{what}: sealed details name unknown key kind {k}")));
+            }
+        } else if n != 0 || !sealed.wraps.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{what}: sealed details carry record-key wraps, which only scheme 3 uses"
             )));
         }
         Ok(())
@@ -241,6 +273,7 @@ impl Rpc {
             Ok(Response::new(StatusResponse {
                 total,
                 epoch: settings.epoch,
+                scheme: settings.scheme,
                 policy_version: settings.policy.version.clone(),
                 last_sequence,
                 max_total,
@@ -282,7 +315,7 @@ impl roster_service_server::RosterService for RosterService {
         let started = Instant::now();
         let batch = req.into_inner();
         let name = Rpc::batch_name(batch.sequence)?;
-        rpc.check_header(&name, batch.epoch, batch.upserts.len() + batch.removes.len())?;
+        rpc.check_header(&name, batch.epoch, batch.scheme, batch.upserts.len() + batch.removes.len())?;
         let force = id.code.clone();
         let (receipt, added) = blocking(move || {
             let commitment = audit::roster_commitment(&batch);
@@ -363,7 +396,7 @@ impl feed_service_server::FeedService for FeedService {
         let started = Instant::now();
         let batch = req.into_inner();
         let name = Rpc::batch_name(batch.sequence)?;
-        rpc.check_header(&name, batch.epoch, batch.upserts.len() + batch.removes.len())?;
+        rpc.check_header(&name, batch.epoch, batch.scheme, batch.upserts.len() + batch.removes.len())?;
         let source = id.code.clone();
         let receipt = blocking(move || {
             let t = Instant::now();
@@ -379,6 +412,7 @@ impl feed_service_server::FeedService for FeedService {
                         "{what}: sealed details must be for epoch {epoch}, with a 12-byte nonce and at most 4096 bytes"
                     )));
                 }
+                rpc.check_wraps(&what, sealed)?;
                 upserts.push(RecordIn {
                     record_ref: to_ref(&u.record_ref, &what)?,
                     tokens: rpc.pepper_set(u.tokens.as_ref(), &what)?,
@@ -456,7 +490,7 @@ impl check_service_server::CheckService for CheckService {
                 audit::REFERENCE_RULE
             )));
         }
-        rpc.check_header(&format!("check {}", r.request_id), r.epoch, 0)?;
+        rpc.check_header(&format!("check {}", r.request_id), r.epoch, r.scheme, 0)?;
         if r.applicants.is_empty() || r.applicants.len() > rpc.limits.max_applicants {
             return Err(Status::invalid_argument(format!(
                 "check {}: 1 to {} applicants per check",
@@ -602,5 +636,14 @@ impl audit_service_server::AuditService for AuditService {
             ))
         })?;
         Ok(Response::new(ConsistencyProofResponse { proof: proof.into_iter().map(|h| h.to_vec().into()).collect() }))
+    }
+}
+
+/// How errors name a token scheme.
+fn scheme_name(scheme: u32) -> &'static str {
+    match scheme {
+        vigil_proto::kinds::TOKENS_LINKAGE_KEY => "linkage key",
+        vigil_proto::kinds::TOKENS_KEY_SERVICE => "key service",
+        _ => "unknown",
     }
 }

@@ -30,6 +30,7 @@ const PEOPLE: u8 = 6;
 fn settings() -> Settings {
     Settings {
         epoch: 1,
+        scheme: 2,
         policy: Policy::default_policy(),
         policy_sha256: "p".into(),
         origin: "vigil.test/audit".into(),
@@ -57,7 +58,13 @@ fn tokens(p: u8, variant: u8) -> Vec<StoredToken> {
 }
 
 fn sealed(category: u8) -> Vec<u8> {
-    SealedDetails { epoch: 1, nonce: vec![category; 12].into(), ciphertext: vec![category; 24].into() }.encode_to_vec()
+    SealedDetails {
+        epoch: 1,
+        nonce: vec![category; 12].into(),
+        ciphertext: vec![category; 24].into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
 }
 
 /// What a sender means: a subject (force, pseudonym byte) is person p in a

@@ -1,4 +1,21 @@
-//! Sealing record details for forces only: ChaCha20-Poly1305 (ring) under a
+//! Sealing record details for forces only, in two schemes.
+//!
+//! **Scheme 3 (key service)**, [`seal_wrapped`] and [`open_wrapped`]: each
+//! record gets a fresh random 16-byte record key; its details are sealed
+//! with ChaCha20-Poly1305 under `blake3::derive_key("vigil record details
+//! scheme v3", record key)`, and the record key is wrapped once per token of
+//! the record: XORed with the first 16 bytes of
+//! `BLAKE3-keyed(wrap secret, associated data ‖ kind)`, where the wrap secret
+//! comes from that token's key-service output ([`WrapSecret`]). The
+//! associated data binds the scheme, the epoch, the source and the record
+//! reference, so a box cannot be moved to another record or presented as
+//! another source's. Only a node that evaluated a match key of the record
+//! holds a wrap secret that opens it; the coordinator forwards to a force
+//! only the wraps of the kinds that agree. No key opens boxes in bulk.
+//! A wrong unwrap is caught by the AEAD tag (a force tries its secrets of
+//! the wrap's kind: one or two per kind).
+//!
+//! **Scheme 2 (linkage key)**, [`Sealer`]: ChaCha20-Poly1305 (ring) under a
 //! key derived from the epoch's linkage key, with the record reference as
 //! associated data so a sealed box cannot be moved to another record.
 //!
@@ -14,7 +31,11 @@ use prost::Message;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use vigil_proto::v1::{RecordDetails, SealedDetails};
 
-use crate::tokens::LinkageKey;
+use vigil_proto::KeyKind;
+
+use crate::tokens::{LinkageKey, WrapSecret};
+
+pub use vigil_proto::tokens::{MAX_WRAPS, WRAP_LEN as RECORD_KEY, retain_wraps};
 
 /// Why a sealed box could not be opened.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -89,7 +110,12 @@ impl Sealer {
         self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(Self::aad(record_ref)), &mut buf)
             .map_err(|_| SealError::Seal)?;
-        Ok(SealedDetails { epoch: self.epoch, nonce: nonce.to_vec().into(), ciphertext: buf.into() })
+        Ok(SealedDetails {
+            epoch: self.epoch,
+            nonce: nonce.to_vec().into(),
+            ciphertext: buf.into(),
+            ..Default::default()
+        })
     }
 
     /// Opens details sealed for `record_ref`.
@@ -105,6 +131,105 @@ impl Sealer {
             .map_err(|_| SealError::Open)?;
         RecordDetails::decode(&*plain).map_err(|_| SealError::Open)
     }
+}
+
+fn aad_v3(epoch: u32, source: &str, record_ref: &[u8]) -> Vec<u8> {
+    let mut a = b"vigil sealed details scheme v3".to_vec();
+    a.extend_from_slice(&epoch.to_be_bytes());
+    a.extend_from_slice(&(source.len() as u32).to_be_bytes());
+    a.extend_from_slice(source.as_bytes());
+    a.extend_from_slice(record_ref);
+    a
+}
+
+fn pad(secret: &WrapSecret, aad: &[u8], kind: KeyKind) -> [u8; RECORD_KEY] {
+    let mut h = blake3::Hasher::new_keyed(secret.expose());
+    h.update(aad).update(&(kind as i32).to_be_bytes());
+    let mut p = [0u8; RECORD_KEY];
+    p.copy_from_slice(&h.finalize().as_bytes()[..RECORD_KEY]);
+    p
+}
+
+fn record_aead(record_key: &[u8; RECORD_KEY]) -> LessSafeKey {
+    let k = blake3::derive_key("vigil record details scheme v3", record_key);
+    match UnboundKey::new(&CHACHA20_POLY1305, &k) {
+        Ok(k) => LessSafeKey::new(k),
+        Err(_) => unreachable!("ChaCha20-Poly1305 takes 32-byte keys"),
+    }
+}
+
+/// Scheme 3: seals `details` of the record `record_ref` of `source` under a
+/// fresh record key, wrapped once for each `(kind, wrap secret)` of the
+/// record's tokens.
+pub fn seal_wrapped(
+    epoch: u32,
+    source: &str,
+    record_ref: &[u8],
+    details: &RecordDetails,
+    wraps: &[(KeyKind, &WrapSecret)],
+) -> Result<SealedDetails, SealError> {
+    use ring::rand::SecureRandom;
+    if wraps.is_empty() || wraps.len() > MAX_WRAPS {
+        return Err(SealError::Seal);
+    }
+    let rng = ring::rand::SystemRandom::new();
+    let mut rk = [0u8; RECORD_KEY];
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut rk).map_err(|_| SealError::Seal)?;
+    rng.fill(&mut nonce).map_err(|_| SealError::Seal)?;
+    let aad = aad_v3(epoch, source, record_ref);
+    let mut buf = details.encode_to_vec();
+    record_aead(&rk)
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut buf)
+        .map_err(|_| SealError::Seal)?;
+    let mut packed = Vec::with_capacity(wraps.len() * RECORD_KEY);
+    for (kind, secret) in wraps {
+        let p = pad(secret, &aad, *kind);
+        packed.extend(rk.iter().zip(p).map(|(a, b)| a ^ b));
+    }
+    zeroize::Zeroize::zeroize(&mut rk);
+    Ok(SealedDetails {
+        epoch,
+        nonce: nonce.to_vec().into(),
+        ciphertext: buf.into(),
+        wrap_kinds: wraps.iter().map(|(k, _)| *k as i32).collect(),
+        wraps: packed.into(),
+    })
+}
+
+/// Scheme 3: opens details sealed for `record_ref` of `source`, with the
+/// wrap secrets of the identity the caller evaluated (`candidates`): each
+/// wrap is tried with the candidates of its kind.
+pub fn open_wrapped(
+    source: &str,
+    record_ref: &[u8],
+    sealed: &SealedDetails,
+    candidates: &[(KeyKind, &WrapSecret)],
+) -> Result<RecordDetails, SealError> {
+    if sealed.wraps.len() != sealed.wrap_kinds.len() * RECORD_KEY {
+        return Err(SealError::Open);
+    }
+    let nonce: [u8; NONCE_LEN] = sealed.nonce.as_ref().try_into().map_err(|_| SealError::Open)?;
+    let aad = aad_v3(sealed.epoch, source, record_ref);
+    for (i, kind) in sealed.wrap_kinds.iter().enumerate() {
+        let wrap = &sealed.wraps[i * RECORD_KEY..(i + 1) * RECORD_KEY];
+        for (k, secret) in candidates.iter().filter(|(k, _)| *k as i32 == *kind) {
+            let p = pad(secret, &aad, *k);
+            let mut rk = [0u8; RECORD_KEY];
+            for (j, b) in rk.iter_mut().enumerate() {
+                *b = wrap[j] ^ p[j];
+            }
+            let mut buf = sealed.ciphertext.to_vec();
+            let opened = record_aead(&rk)
+                .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut buf)
+                .map(|plain| RecordDetails::decode(&*plain));
+            zeroize::Zeroize::zeroize(&mut rk);
+            if let Ok(Ok(d)) = opened {
+                return Ok(d);
+            }
+        }
+    }
+    Err(SealError::Open)
 }
 
 #[cfg(test)]
@@ -148,5 +273,48 @@ mod tests {
         c[0] ^= 1;
         t.ciphertext = c.into();
         assert_eq!(s.open(b"ref-a", &t), Err(SealError::Open));
+    }
+
+    fn secret(b: u8) -> WrapSecret {
+        WrapSecret::of_prf(&[b; 64])
+    }
+
+    #[test]
+    fn scheme_3_opens_only_with_a_secret_of_an_agreeing_kind() {
+        let (a, b, c) = (secret(1), secret(2), secret(3));
+        let wraps = [(KeyKind::NameDob, &a), (KeyKind::Nino, &b)];
+        let box_ = seal_wrapped(4, "pnc", b"ref-a", &details(), &wraps).unwrap();
+        assert_eq!(box_.wraps.len(), 2 * RECORD_KEY);
+        assert!(!box_.ciphertext.windows(3).any(|w| w == b"R-1"));
+        // The holder of either token's secret opens it; a secret of another
+        // identity, or the right secret under another kind, does not.
+        assert_eq!(open_wrapped("pnc", b"ref-a", &box_, &[(KeyKind::NameDob, &a)]).unwrap(), details());
+        assert_eq!(
+            open_wrapped("pnc", b"ref-a", &box_, &[(KeyKind::Nino, &c), (KeyKind::Nino, &b)]).unwrap(),
+            details()
+        );
+        assert_eq!(open_wrapped("pnc", b"ref-a", &box_, &[(KeyKind::NameDob, &c)]), Err(SealError::Open));
+        assert_eq!(open_wrapped("pnc", b"ref-a", &box_, &[(KeyKind::NameYob, &a)]), Err(SealError::Open));
+        // Bound to the source and the record reference.
+        assert_eq!(open_wrapped("pnd", b"ref-a", &box_, &[(KeyKind::NameDob, &a)]), Err(SealError::Open));
+        assert_eq!(open_wrapped("pnc", b"ref-b", &box_, &[(KeyKind::NameDob, &a)]), Err(SealError::Open));
+        let mut other_epoch = box_.clone();
+        other_epoch.epoch = 5;
+        assert_eq!(open_wrapped("pnc", b"ref-a", &other_epoch, &[(KeyKind::NameDob, &a)]), Err(SealError::Open));
+        // A fresh record key every time.
+        assert_ne!(seal_wrapped(4, "pnc", b"ref-a", &details(), &wraps).unwrap().wraps, box_.wraps);
+        // What the coordinator forwards when only the NI number agrees.
+        let mut fwd = box_.clone();
+        retain_wraps(&mut fwd, |k| k == KeyKind::Nino as i32);
+        assert_eq!(fwd.wrap_kinds, vec![KeyKind::Nino as i32]);
+        assert_eq!(open_wrapped("pnc", b"ref-a", &fwd, &[(KeyKind::NameDob, &a)]), Err(SealError::Open));
+        assert_eq!(open_wrapped("pnc", b"ref-a", &fwd, &[(KeyKind::Nino, &b)]).unwrap(), details());
+        // A malformed wrap list opens nothing and is dropped when filtered.
+        let mut bad = box_.clone();
+        bad.wraps = vec![0u8; 5].into();
+        assert_eq!(open_wrapped("pnc", b"ref-a", &bad, &[(KeyKind::NameDob, &a)]), Err(SealError::Open));
+        retain_wraps(&mut bad, |_| true);
+        assert!(bad.wrap_kinds.is_empty() && bad.wraps.is_empty());
+        assert_eq!(seal_wrapped(4, "pnc", b"ref-a", &details(), &[]), Err(SealError::Seal));
     }
 }

@@ -5,6 +5,13 @@
 //! - A token is `BLAKE3-keyed(subkey(kind, epoch), key bytes)`, 32 bytes, where
 //!   `subkey = blake3::derive_key("vigil match-key scheme v2 kind <kind> epoch <epoch>", linkage key)`
 //!   (the scheme version is `vigil_proto::kinds::SCHEME_VERSION`).
+//! - Scheme 3 (key service): the node sends each match key blinded to the
+//!   key service and unblinds the RFC 9497 POPRF output `y` (64 bytes, its
+//!   public input binds kind and epoch). The token is
+//!   `blake3::derive_key("vigil token scheme v3", y)` ([`token_of_prf`]) and
+//!   the secret that wraps record keys is
+//!   `blake3::derive_key("vigil record-key wrap scheme v3", y)`
+//!   ([`WrapSecret::of_prf`]). Neither reveals the other or `y`.
 //! - A subject pseudonym is the first 16 bytes of
 //!   `BLAKE3-keyed(derive_key("vigil subject pseudonym v1", local secret), employee_id)`:
 //!   stable across epochs, computable only by the force that holds the secret.
@@ -119,6 +126,61 @@ fn truncate(h: blake3::Hash) -> Ref {
     r
 }
 
+/// Bytes of a key-service (POPRF) output.
+pub const PRF_OUTPUT: usize = 64;
+
+/// Scheme 3: the token of a match key from its key-service output.
+pub fn token_of_prf(output: &[u8; PRF_OUTPUT]) -> Token {
+    blake3::derive_key("vigil token scheme v3", output)
+}
+
+/// Scheme 3: the secret under which a source wraps a record's key for one
+/// of its tokens, and with which a force that evaluated the same match key
+/// unwraps it (`crate::seal`). Zeroised on drop; `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrapSecret([u8; 32]);
+
+impl WrapSecret {
+    /// The wrap secret of a match key from its key-service output.
+    pub fn of_prf(output: &[u8; PRF_OUTPUT]) -> WrapSecret {
+        WrapSecret(blake3::derive_key("vigil record-key wrap scheme v3", output))
+    }
+
+    /// From stored bytes (a force keeps its staff's wrap secrets).
+    pub fn from_bytes(b: [u8; 32]) -> WrapSecret {
+        WrapSecret(b)
+    }
+
+    /// The secret's bytes, to store or to key a hash.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl Drop for WrapSecret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl fmt::Debug for WrapSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WrapSecret(<redacted>)")
+    }
+}
+
+/// Every distinct match key of an identity, in key order: what a scheme-3
+/// node sends (blinded) to the key service.
+pub fn distinct_match_keys(id: &Identity) -> Vec<(KeyKind, Vec<u8>)> {
+    let mut out: Vec<(KeyKind, Vec<u8>)> = Vec::new();
+    match_keys(id, |kind, bytes| {
+        if !out.iter().any(|(k, b)| *k == kind && b == bytes) {
+            out.push((kind, bytes.to_vec()));
+        }
+    });
+    out
+}
+
 /// Turns identities into tokens under one epoch's linkage key.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -202,6 +264,7 @@ mod tests {
         assert!(std::mem::needs_drop::<LinkageKey>());
         assert!(std::mem::needs_drop::<LocalSecret>());
         assert!(std::mem::needs_drop::<Tokenizer>());
+        assert!(std::mem::needs_drop::<WrapSecret>());
         assert!(std::mem::needs_drop::<crate::seal::Sealer>());
     }
 
@@ -242,6 +305,89 @@ mod tests {
         let distinct: std::collections::HashSet<_> = got.iter().map(|l| l.rsplit(' ').next()).collect();
         assert_eq!(toks.len(), distinct.len());
     }
+
+    /// The fixed test vector of token scheme 3: the same identity's match
+    /// keys evaluated by a key service whose seed is 00 01 .. 1f, epoch 1
+    /// (evaluated directly: blinding does not change the output, which the
+    /// `vigil-oprf` tests show against RFC 9497's vectors). If this fails,
+    /// every scheme-3 token would change: a new scheme and a new epoch.
+    #[test]
+    fn fixed_token_vector_scheme_3() {
+        let raw = RawIdentity {
+            forenames: "Dr Zoë Anne",
+            surname: "O'Brien-Smith",
+            date_of_birth: "1984-07-02",
+            ni_number: "ab 12 34 56 c",
+            postcode: "ls1 4ap",
+            ..Default::default()
+        };
+        let mut issues = Vec::new();
+        let id = Identity::from_raw(&raw, &mut Phonetic::default(), &mut issues);
+        let mut seed = [0u8; 32];
+        for (i, b) in seed.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let key = vigil_oprf::ServerKey::derive(&seed, 1).unwrap();
+        let keys = distinct_match_keys(&id);
+        let got: Vec<String> = keys
+            .iter()
+            .map(|(k, b)| {
+                let y = key.evaluate_direct(b, &vigil_oprf::info(*k as u32, 1)).unwrap();
+                format!("{} {}", k.short_name(), hex::encode(&token_of_prf(&y)))
+            })
+            .collect();
+        let want: Vec<&str> = TOKEN_VECTOR_3.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        assert_eq!(got, want, "scheme-3 token vector changed:\n{}", got.join("\n"));
+        // The wrap secret is another value of the same output.
+        let y = key.evaluate_direct(&keys[0].1, &vigil_oprf::info(keys[0].0 as u32, 1)).unwrap();
+        assert_ne!(WrapSecret::of_prf(&y).expose(), &token_of_prf(&y));
+        // Each kind's public input separates outputs of equal bytes.
+        let other = key.evaluate_direct(&keys[0].1, &vigil_oprf::info(keys[0].0 as u32 + 1, 1)).unwrap();
+        assert_ne!(token_of_prf(&y), token_of_prf(&other));
+    }
+
+    const TOKEN_VECTOR_3: &str = "
+        nino f604e893500328851c132b0bd6520d397affe3a05d497388cfa7d0557301d953
+        nino_head_yob 41d2944cf8354d79a50f98ccee1717228990a75e5de74a9657825bf5ca7e6708
+        nino_tail_yob 57c4c8b21da5a65620c1fc8d434d7f51b6e3aa673ddae58412afe977a7c530a5
+        nino_digits_birthday 5b5197c7e87190c5b7cf4d78936149fc2fad6f34d23a82d196b008ee82e3aa2c
+        birthday_postcode c7f4cae343b2880ccdf72035ee30ebc399b0b10af0cfe1ff9e2090125230b088
+        name_postcode 2094ddb1a8f61af3f48588cf20a049fa07b2a7857aad0f27a02888be4c5e1d3d
+        surname_postcode e31ef15a4a6361364c942f4aa6ac4765924f53267c26dda861f14ff6d8d04d46
+        forename_postcode fccaf4d2b8abd57d33e043411c1693ed32de450b9f9927793f7a1494725bf6de
+        name_dob a2bd0a760e26fa9277212027fadaef45d8183c31f153a3e1a7c883da01da682e
+        forename_part_surname_dob b78cf6ed502d1ea74e077b050397c2a32257b9fa957970c5d48861b3a8e51063
+        forename_part_surname_dob b3aac58f4ccb2d750c9f8cdd233ce7a577b03ac8bdcee872cb684e71819a16e9
+        surname_part_forename_dob 987ddc448b0845bcf8fc631281a710cc4730aed417b1e90f5928a8799263ace0
+        surname_part_forename_dob d8824f9c5009e6c230b24478796cecf874199ffa7dc50d1a6adb3629771ea938
+        forename_dob 5fd506d51565b268123fb1029407af819aa7c39534b883f37584e32983eaf00b
+        surname_dob e7157e98deefc3374ee3c009a4b2872936a0153ea61fd391d84fe5b62717cdd3
+        name_md 8608630bab4278f6b291c8bebedd53877ba43b1724609ca5352b4ac749e897df
+        phonetic_ym 3f70e55b6b9b7c8cfdcf03901931c1de11cf252fb7afec2c89cec9c0e5e53a1b
+        name_yob 96da1f9c0d98f9608e32b9ffa6525706a9ec362d586b9f72841c30d082f68a94
+        name_yob_district fdb102084fea8bc45ef4a8ac7e00f7902b2e872bd53bfc5beab800bba5c16d84
+        name_postcode ebf28bff9793ed89f2016f18f131eabdb52c68a5f46deb3c7d86debfb7f44c20
+        surname_postcode 034d640c700d9e3f5f92e7821ee03da5f4334bbe62ecc6c75b11f171c773f79a
+        name_dob 976411851e9b27b93ed7f6815790ed12b5c88fcc554b2ac294d831e0cb43374e
+        forename_part_surname_dob c8b334d4cb45332a9d05b402b26d9285b8d8df44167cf33b4b594737ea4fbaac
+        forename_part_surname_dob ec1623970c12da901584c87ceb2b8239cedba3fc132c701d2c53724a221ca2b6
+        surname_part_forename_dob c26730ab5bce86f4cd37a6e58a8e8bb5e475f396792912d74770cdef039c2627
+        surname_dob 09b48baa3756257ce80705c9adbb954741aab1b7f12bdaa39be1c70f37be3242
+        name_md a2fc5371683d8d3aa4052847fe120da553cdba53f22317f84d802a7e2a3d8ec3
+        name_yob e3cb073d6e51b5af7dc08b68a9905dbd0ae386c3665197c0ecfaa622a12ab7a2
+        name_yob_district fd63c6d5582e8a8ba20a5dbe1a0a6653e0e1a2dbb16fe61238ba9fe4502ee60e
+        name_postcode 23af9114790ef836c7167ca2478c772a5451bc190e6e69ee8e6ef1c2199aebb9
+        surname_postcode b212b37ee8505076d4f0cfbdc908fbc0d4a69bf00fe1a6904c8dcdfe83e73ce2
+        name_dob 70236e67c94a77ac3d2d69b8346ade12df51a83cc80ada84d46eed0927a68af7
+        forename_part_surname_dob 79176f2d5e21fedd6368ab435f0ae3080ba3bebc60073ac77a911f8f63a3069b
+        forename_part_surname_dob 60c6b442500d15afd35cf1ed1d0b64d2adb86b9c2f93cf6e318745fcc0c0f355
+        surname_part_forename_dob e890d33251758fb4bd71b79033bf5ab1223f879626e46787dae27c8e70c740c5
+        surname_dob d86376817e48a1f9c8fe4de622922455a0af8cdbe6015d518ad2945edbaf4525
+        name_md 7472fe94e749d8d0042daa5be57b5af3bb41825aac480cbad06d9adcfc0b4615
+        phonetic_ym 8720529555cf9e61a316531371c9a11150488c850f60c48152577d71c0c22db0
+        name_yob c164358d89a689c8aeb63dc8b546b40b6a476448c0181007981b1d57c0a886b9
+        name_yob_district bff92697d278b382b8829c7e447f07ca8d1684193cb0fadc8952065785123516
+    ";
 
     /// `kind key-bytes (0x1F shown as |) token-hex`, linkage key 00 01 .. 1f, epoch 1.
     const TOKEN_VECTOR: &str = "

@@ -88,27 +88,32 @@ pub async fn check(
     let mut nonce = [0u8; 16];
     SystemRandom::new().fill(&mut nonce).map_err(|_| NodeError::failed("random generator failed"))?;
     let request_id = hex::encode(&nonce);
-    let mut by_ref: HashMap<Vec<u8>, (String, String)> = HashMap::new();
-    let mut toks = Vec::new();
+    let mut by_ref: HashMap<Vec<u8>, (String, String, usize)> = HashMap::new();
+    let ids: Vec<&vigil_identity::keys::Identity> = rows.iter().map(|r| &r.identity).collect();
+    let evaluated = crate::keyservice::tokens_of(cfg, keys, &ids, purpose).await?;
     let mut applicants = Vec::with_capacity(rows.len());
-    for r in &rows {
+    for (i, (r, e)) in rows.iter().zip(&evaluated).enumerate() {
         let aref = keys.local.applicant_ref(&request_id, &r.applicant_id);
-        keys.tokenizer.tokens(&r.identity, &mut toks);
-        by_ref.insert(aref.to_vec(), (r.applicant_id.clone(), format!("{} {}", r.forenames, r.surname)));
-        applicants.push(Applicant { applicant: aref.to_vec().into(), tokens: Some(wire::pack(&toks)) });
+        by_ref.insert(aref.to_vec(), (r.applicant_id.clone(), format!("{} {}", r.forenames, r.surname), i));
+        applicants.push(Applicant { applicant: aref.to_vec().into(), tokens: Some(wire::pack(&e.tokens)) });
     }
     let mut c = CheckServiceClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let req =
-        CheckRequest { request_id: request_id.clone(), epoch: keys.epoch, applicants, purpose: purpose.to_string() };
+    let req = CheckRequest {
+        request_id: request_id.clone(),
+        epoch: keys.epoch,
+        scheme: keys.scheme,
+        applicants,
+        purpose: purpose.to_string(),
+    };
     let resp = c.check(req.clone()).await.map_err(|s| client::status_error(&s, "pre-employment check"))?.into_inner();
     let mut audit = AuditServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     verify::verify_check(store, &log_key, &mut audit, &cfg.code, &req, resp.audit.as_ref()).await?;
     let mut matches = Vec::new();
     for m in resp.matches {
-        let Some((applicant_id, name)) = by_ref.get(m.applicant.as_ref()).cloned() else { continue };
-        let opened = keys.open(&m.record_ref, m.sealed.as_ref());
+        let Some((applicant_id, name, i)) = by_ref.get(m.applicant.as_ref()).cloned() else { continue };
+        let opened = keys.open(&m.source, &m.record_ref, m.sealed.as_ref(), &evaluated[i].wraps);
         matches.push(CheckHit {
             applicant_id,
             name,

@@ -80,6 +80,11 @@ pub struct NodeConfig {
     /// Keys (not needed by an auditor or a witness).
     #[serde(default)]
     pub keys: Option<NodeKeys>,
+    /// The key service (token scheme 3). With it, the node has no linkage
+    /// key: every match key is evaluated obliviously by the key service.
+    /// Without it, tokens are made under `[keys] linkage` (scheme 2).
+    #[serde(default)]
+    pub keyserver: Option<KeyServerConfig>,
     /// A witness's signing key and polling (witness role only).
     #[serde(default)]
     pub witness: Option<WitnessConfig>,
@@ -115,13 +120,41 @@ pub struct NodeTls {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeKeys {
-    /// The linkage key file of the current epoch (`vigil-node keygen`).
-    pub linkage: PathBuf,
+    /// The linkage key file of the current epoch (`vigil-node keygen`);
+    /// scheme 2 only (omit it with `[keyserver]`).
+    #[serde(default)]
+    pub linkage: Option<PathBuf>,
     /// Linkage key files of earlier epochs, to open older disclosures.
     #[serde(default)]
     pub previous_linkage: Vec<PathBuf>,
     /// This node's local secret (`vigil-node keygen`).
     pub local: PathBuf,
+}
+
+/// `[keyserver]`: where the key service is and which key it must use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyServerConfig {
+    /// The key service's address, e.g. `"https://keyserver.vigil.example:7444"`.
+    pub address: String,
+    /// The DNS name its certificate must carry (it must also name
+    /// `spiffe://<domain>/keyserver`).
+    pub server_name: String,
+    /// The key epoch evaluated in (the coordinator must accept the same).
+    pub epoch: u32,
+    /// The key service's public key for this epoch, 64 hex digits, as the
+    /// key ceremony published it (`vigil-keyserver public-key`). Every
+    /// evaluation's proof is checked against it.
+    pub public_key: String,
+}
+
+impl KeyServerConfig {
+    /// The pinned public key's bytes.
+    pub fn public_key(&self) -> Result<[u8; 32], crate::error::NodeError> {
+        vigil_proto::hex::decode_array::<32>(&self.public_key).ok_or_else(|| {
+            crate::error::NodeError::config("keyserver.public_key must be 64 hex digits (vigil-keyserver public-key)")
+        })
+    }
 }
 
 /// `[audit]`
@@ -231,6 +264,36 @@ impl NodeConfig {
         if matches!(c.role, NodeRole::Force | NodeRole::Source) && c.keys.is_none() {
             return Err(err(format!("a {} node needs a [keys] section", c.role.as_str())));
         }
+        if let Some(k) = &c.keys {
+            match (&c.keyserver, &k.linkage) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        "[keys] linkage and [keyserver] are two token schemes: give one (a key-service node holds no linkage key)"
+                            .into(),
+                    ));
+                }
+                (None, None) => {
+                    return Err(err(
+                        "[keys] needs `linkage` (scheme 2), or the node a [keyserver] section (scheme 3)".into()
+                    ));
+                }
+                _ => {}
+            }
+            if c.keyserver.is_some() && !k.previous_linkage.is_empty() {
+                return Err(err("[keys] previous_linkage is for scheme 2 nodes".into()));
+            }
+        }
+        if let Some(ks) = &c.keyserver {
+            if !matches!(c.role, NodeRole::Force | NodeRole::Source) {
+                return Err(err("only a force or a source node has a [keyserver] section".into()));
+            }
+            if !ks.address.starts_with("https://") {
+                return Err(err("keyserver.address must be an https:// address".into()));
+            }
+            if ks.epoch == 0 || ks.public_key().is_err() {
+                return Err(err("keyserver.epoch must be at least 1 and keyserver.public_key 64 hex digits".into()));
+            }
+        }
         if c.server_role == ServerRole::Keyserver && c.role != NodeRole::Auditor {
             return Err(err("server_role = \"keyserver\" is for an auditor of the key service's log".into()));
         }
@@ -273,7 +336,9 @@ impl NodeConfig {
             fix(&mut w.key);
         }
         if let Some(k) = c.keys.as_mut() {
-            fix(&mut k.linkage);
+            if let Some(l) = k.linkage.as_mut() {
+                fix(l);
+            }
             fix(&mut k.local);
             k.previous_linkage.iter_mut().for_each(fix);
         }

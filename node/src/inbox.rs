@@ -123,8 +123,12 @@ pub fn case_of(store: &LocalStore, id: &str) -> Result<Option<String>, NodeError
     Ok(Some(if d.r#type == DisclosureType::Amendment as i32 { d.amends } else { d.id }))
 }
 
-fn unseal(keys: &Keys, d: &Disclosure) -> (String, String, String) {
-    let o = keys.open(&d.record_ref, d.sealed.as_ref());
+fn unseal(store: &LocalStore, keys: &Keys, d: &Disclosure) -> (String, String, String) {
+    let wraps = match d.sealed.as_ref().is_some_and(|s| !s.wrap_kinds.is_empty()) {
+        true => crate::keyservice::unpack_wraps(&store.wraps_of(&d.subject).unwrap_or_default()),
+        false => Vec::new(),
+    };
+    let o = keys.open(&d.source, &d.record_ref, d.sealed.as_ref(), &wraps);
     (o.record_id, o.category, o.event_date)
 }
 
@@ -166,13 +170,13 @@ pub fn build(store: &LocalStore, keys: &Keys) -> Result<Vec<Item>, NodeError> {
     for (first, st) in disclosures {
         let mut versions = amendments.remove(&first.id).unwrap_or_default();
         versions.sort_by_key(|(a, _)| a.version);
-        let mut details = unseal(keys, &first);
+        let mut details = unseal(store, keys, &first);
         let mut evidence = kinds(&first);
         let mut strength = (first.probability, first.fields.clone());
         let mut changes = Vec::new();
         let mut latest_ms = st.received_ms;
         for (a, ast) in &versions {
-            let next = unseal(keys, a);
+            let next = unseal(store, keys, a);
             let next_ev = kinds(a);
             changes.push(format!(
                 "v{} {}: {}",

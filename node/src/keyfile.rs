@@ -16,23 +16,28 @@ use serde::Deserialize;
 use std::path::Path;
 use vigil_common::secrets::{self, SecretFileError};
 use vigil_identity::seal::Sealer;
-use vigil_identity::tokens::{LinkageKey, LocalSecret, Tokenizer};
+use vigil_identity::tokens::{LinkageKey, LocalSecret, Tokenizer, WrapSecret};
 use vigil_proto::hex;
 use vigil_proto::v1::SealedDetails;
+use vigil_proto::{KeyKind, Token};
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 
 /// A node's keys, loaded.
 pub struct Keys {
-    /// Tokenizer of the current epoch.
-    pub tokenizer: Tokenizer,
-    /// Sealers: the current epoch first, then earlier ones.
+    /// Tokenizer of the current epoch (scheme 2; `None` when the key
+    /// service makes the tokens).
+    pub tokenizer: Option<Tokenizer>,
+    /// Sealers: the current epoch first, then earlier ones (scheme 2).
     pub sealers: Vec<Sealer>,
     /// The node-local secret.
     pub local: LocalSecret,
     /// The current epoch.
     pub epoch: u32,
+    /// The token scheme: `vigil_proto::kinds::TOKENS_LINKAGE_KEY` or
+    /// `TOKENS_KEY_SERVICE`.
+    pub scheme: u32,
 }
 
 /// A record's details as a force's node shows them: opened, or a note
@@ -52,17 +57,56 @@ impl Keys {
     pub fn load(cfg: &NodeConfig) -> Result<Keys, NodeError> {
         let k = cfg.keys.as_ref().ok_or_else(|| NodeError::config("this node has no [keys] section"))?;
         let cfg_err = |e: SecretFileError| NodeError::config(e.to_string());
-        let linkage: LinkageKey = read_linkage(&k.linkage).map_err(cfg_err)?;
+        let local = read_local(&k.local).map_err(cfg_err)?;
+        let Some(path) = &k.linkage else {
+            let ks = cfg.keyserver.as_ref().ok_or_else(|| NodeError::config("[keys] has no linkage key"))?;
+            return Ok(Keys {
+                tokenizer: None,
+                sealers: Vec::new(),
+                local,
+                epoch: ks.epoch,
+                scheme: vigil_proto::kinds::TOKENS_KEY_SERVICE,
+            });
+        };
+        let linkage: LinkageKey = read_linkage(path).map_err(cfg_err)?;
         let mut sealers = vec![Sealer::new(&linkage)];
         for p in &k.previous_linkage {
             sealers.push(Sealer::new(&read_linkage(p).map_err(cfg_err)?));
         }
         Ok(Keys {
-            tokenizer: Tokenizer::new(&linkage),
+            tokenizer: Some(Tokenizer::new(&linkage)),
             sealers,
-            local: read_local(&k.local).map_err(cfg_err)?,
+            local,
             epoch: linkage.epoch,
+            scheme: vigil_proto::kinds::TOKENS_LINKAGE_KEY,
         })
+    }
+
+    /// Whether the key service makes this node's tokens (scheme 3).
+    pub fn key_service(&self) -> bool {
+        self.scheme == vigil_proto::kinds::TOKENS_KEY_SERVICE
+    }
+
+    /// What stands for an identity in a row digest (a row is sent again
+    /// only when its digest changes). Scheme 2: the packed tokens, left in
+    /// `toks`. Scheme 3: a hash of the match keys keyed by the local secret
+    /// (`toks` left empty), so that an unchanged row costs no evaluation.
+    pub fn identity_digest(&self, id: &vigil_identity::keys::Identity, toks: &mut Vec<(KeyKind, Token)>) -> Vec<u8> {
+        match &self.tokenizer {
+            Some(t) => {
+                t.tokens(id, toks);
+                vigil_proto::tokens::pack(toks.iter()).tokens.to_vec()
+            }
+            None => {
+                toks.clear();
+                let key = blake3::derive_key("vigil row digest scheme 3", self.local.expose());
+                let mut h = blake3::Hasher::new_keyed(&key);
+                for (k, b) in vigil_identity::tokens::distinct_match_keys(id) {
+                    h.update(&(k as i32).to_be_bytes()).update(&(b.len() as u32).to_be_bytes()).update(&b);
+                }
+                h.finalize().as_bytes().to_vec()
+            }
+        }
     }
 
     /// The sealer for an epoch.
@@ -70,10 +114,29 @@ impl Keys {
         self.sealers.iter().find(|s| s.epoch() == epoch)
     }
 
-    /// Opens a record's sealed details (the one way the node does it).
-    pub fn open(&self, record_ref: &[u8], sealed: Option<&SealedDetails>) -> Opened {
+    /// Opens a record's sealed details (the one way the node does it):
+    /// scheme 3 boxes with the wrap secrets of the identity that matched
+    /// (`wraps`), scheme 2 boxes with the epoch's linkage key. The details
+    /// must name the source the coordinator named.
+    pub fn open(
+        &self,
+        source: &str,
+        record_ref: &[u8],
+        sealed: Option<&SealedDetails>,
+        wraps: &[(KeyKind, WrapSecret)],
+    ) -> Opened {
         let note = |record_id: String| Opened { record_id, category: "other".into(), event_date: String::new() };
         let Some(s) = sealed else { return note("(none)".into()) };
+        if !s.wrap_kinds.is_empty() {
+            let candidates: Vec<(KeyKind, &WrapSecret)> = wraps.iter().map(|(k, w)| (*k, w)).collect();
+            return match vigil_identity::seal::open_wrapped(source, record_ref, s, &candidates) {
+                Ok(d) if d.source == source => {
+                    Opened { record_id: d.record_id, category: d.category, event_date: d.event_date }
+                }
+                Ok(_) => note("(sealed by another source than the coordinator named)".into()),
+                Err(_) => note("(cannot be opened with this identity's keys)".into()),
+            };
+        }
         match self.sealer(s.epoch).map(|x| x.open(record_ref, s)) {
             Some(Ok(d)) => Opened { record_id: d.record_id, category: d.category, event_date: d.event_date },
             Some(Err(_)) => note("(cannot be opened)".into()),

@@ -15,7 +15,10 @@
 //! - [`local`]: the node's local store (enrolment, inbox, checkpoints).
 //! - [`tls`]: this node's certificate checked against its configuration,
 //!   and the coordinator's identity checked at every connection.
-//! - [`client`]: the mutual-TLS connection to the coordinator.
+//! - [`client`]: the mutual-TLS connection to the coordinator (and to the
+//!   key service).
+//! - [`keyservice`]: token scheme 3: match keys blinded, evaluated by the
+//!   key service, proofs checked against the pinned key, unblinded.
 //! - [`sync`]: roster sync and national feed.
 //! - [`watch`]: the disclosure subscription into the inbox.
 //! - [`verify`]: checkpoints, consistency and inclusion against the audit log.
@@ -36,6 +39,7 @@ pub mod error;
 pub mod inbox;
 pub mod input;
 pub mod keyfile;
+pub mod keyservice;
 pub mod local;
 pub mod render;
 pub mod report;

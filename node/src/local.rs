@@ -124,6 +124,10 @@ CREATE TABLE IF NOT EXISTS inbox (
     message BLOB NOT NULL,
     state TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS wraps (
+    pseudonym BLOB PRIMARY KEY,
+    secrets BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -233,6 +237,29 @@ impl LocalStore {
             }
         }
         tx.commit().map_err(err)
+    }
+
+    /// Stores the wrap secrets of enrolled subjects (token scheme 3: what
+    /// opens the details of a record that matches them), replacing earlier
+    /// ones. Kept after a subject leaves, for the disclosures about them.
+    pub fn put_wraps(&self, wraps: &[(Ref, Vec<u8>)]) -> Result<(), LocalError> {
+        let mut db = self.conn()?;
+        let tx = write_tx(&mut db)?;
+        for (p, w) in wraps {
+            tx.execute("INSERT OR REPLACE INTO wraps (pseudonym, secrets) VALUES (?1, ?2)", params![&p[..], w])
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// A subject's wrap secrets, packed (empty if none were stored).
+    pub fn wraps_of(&self, pseudonym: &[u8]) -> Result<Vec<u8>, LocalError> {
+        let db = self.conn()?;
+        Ok(db
+            .query_row("SELECT secrets FROM wraps WHERE pseudonym = ?1", [pseudonym], |r| r.get(0))
+            .optional()
+            .map_err(err)?
+            .unwrap_or_default())
     }
 
     /// Every record a source fed: (record id, reference, digest).

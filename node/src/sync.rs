@@ -140,6 +140,21 @@ fn row_digest(epoch: u32, parts: &[&[u8]]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// Refuses to send tokens of a scheme the coordinator does not accept
+/// (they could never match).
+fn check_scheme(status: &vigil_proto::v1::StatusResponse, keys: &Keys) -> Result<(), NodeError> {
+    if status.scheme != keys.scheme {
+        return Err(NodeError::config(format!(
+            "this node makes tokens of scheme {} ({}) but the coordinator accepts scheme {}: nothing was sent. \
+             Every node of a deployment uses one scheme",
+            keys.scheme,
+            if keys.key_service() { "key service" } else { "linkage key" },
+            status.scheme
+        )));
+    }
+    Ok(())
+}
+
 fn removal_guard(removes: usize, enrolled: u64, share: f64, allow: bool, what: &str) -> Result<(), NodeError> {
     if allow || enrolled == 0 {
         return Ok(());
@@ -193,6 +208,8 @@ fn stopped_after(e: NodeError, seq: &Sequence, s: &Summary, what: &str) -> NodeE
 }
 
 struct PendingUp {
+    /// Index of the roster row.
+    index: usize,
     employee: String,
     subject: EnrolSubject,
     row: Enrolled,
@@ -232,10 +249,10 @@ pub async fn sync_roster(
     let mut display_only: Vec<EnrolChange> = Vec::new();
     let mut s = Summary { rows: report.rows, refused: report.refused, ..Default::default() };
     let mut toks = Vec::new();
-    for r in &rows {
-        keys.tokenizer.tokens(&r.identity, &mut toks);
+    for (index, r) in rows.iter().enumerate() {
+        let part = keys.identity_digest(&r.identity, &mut toks);
         let set = wire::pack(&toks);
-        let digest = hex::encode(&row_digest(keys.epoch, &[&set.tokens]));
+        let digest = hex::encode(&row_digest(keys.epoch, &[&part]));
         let pseudonym = keys.local.subject_pseudonym(&r.employee_id);
         let row = Enrolled {
             pseudonym: hex::encode(&pseudonym),
@@ -253,6 +270,7 @@ pub async fn sync_roster(
             }
             old => {
                 ups.push(PendingUp {
+                    index,
                     employee: r.employee_id.clone(),
                     subject: EnrolSubject { subject: pseudonym.to_vec().into(), tokens: Some(set) },
                     row,
@@ -282,6 +300,7 @@ pub async fn sync_roster(
         async move { c.status(StatusRequest {}).await.map(|r| r.into_inner()) }
     })
     .await?;
+    check_scheme(&status, keys)?;
     let fresh = ups.iter().filter(|u| u.fresh).count() as u64;
     let projected = (status.total + fresh).saturating_sub(removes.len() as u64);
     if status.max_total > 0 && projected > status.max_total {
@@ -290,6 +309,26 @@ pub async fn sync_roster(
                  Nothing was sent",
             status.max_total
         )));
+    }
+    if keys.key_service() && !ups.is_empty() {
+        // Every changed row is evaluated before anything is sent: a refusal
+        // by the key service (its allowance spent) sends nothing.
+        let mut ks = crate::keyservice::KeyService::connect(cfg).await?;
+        let ids: Vec<&vigil_identity::keys::Identity> = ups.iter().map(|u| &rows[u.index].identity).collect();
+        let evaluated = ks.evaluate(&ids, "roster sync").await?;
+        let mut wraps = Vec::with_capacity(ups.len());
+        for (u, e) in ups.iter_mut().zip(evaluated) {
+            u.subject.tokens = Some(wire::pack(&e.tokens));
+            let p: Ref = u.subject.subject.as_ref().try_into().map_err(|_| NodeError::failed("bad pseudonym"))?;
+            wraps.push((p, crate::keyservice::pack_wraps(&e.wraps)));
+        }
+        // Kept before sending, so that a disclosure arriving at once opens.
+        store.put_wraps(&wraps).map_err(NodeError::from)?;
+        tracing::info!(
+            evaluated = ks.usage.0,
+            allowance = ks.usage.1,
+            "the key service evaluated this roster's changed rows"
+        );
     }
     store.apply_enrolment(&display_only).map_err(NodeError::from)?;
 
@@ -305,6 +344,7 @@ pub async fn sync_roster(
         let batch = RosterBatch {
             sequence: seq.next,
             epoch: keys.epoch,
+            scheme: keys.scheme,
             upserts: chunk_ups.iter().map(|u| u.subject.clone()).collect(),
             removes: chunk_rm.iter().map(|(_, p)| p.to_vec().into()).collect(),
             allow_removals,
@@ -402,7 +442,7 @@ type Up = (String, NationalRecord, Ref, [u8; 32], bool);
 async fn send_national(
     client: &mut FeedServiceClient<Channel>,
     retry: Duration,
-    epoch: u32,
+    (epoch, scheme): (u32, u32),
     seq: &mut Sequence,
     ups: Vec<Up>,
     rms: Vec<(String, Ref)>,
@@ -412,6 +452,7 @@ async fn send_national(
     let batch = NationalBatch {
         sequence: seq.next,
         epoch,
+        scheme,
         upserts: ups.iter().map(|u| u.1.clone()).collect(),
         removes: rms.iter().map(|r| r.1.to_vec().into()).collect(),
     };
@@ -439,6 +480,45 @@ async fn send_national(
     Ok(())
 }
 
+/// A changed row waiting for the key service (scheme 3).
+struct Waiting {
+    record_id: String,
+    identity: vigil_identity::keys::Identity,
+    details: RecordDetails,
+    rref: Ref,
+    digest: [u8; 32],
+    fresh: bool,
+}
+
+/// Scheme 3: has the waiting rows' match keys evaluated (on this blocking
+/// thread, through the runtime), and seals each row's details under a fresh
+/// record key wrapped for each of its tokens.
+fn evaluate_and_seal(
+    ks: &mut (tokio::runtime::Handle, crate::keyservice::KeyService),
+    source: &str,
+    epoch: u32,
+    waiting: &mut Vec<Waiting>,
+) -> Result<Vec<Up>, NodeError> {
+    let rows = std::mem::take(waiting);
+    let ids: Vec<&vigil_identity::keys::Identity> = rows.iter().map(|w| &w.identity).collect();
+    let (handle, service) = ks;
+    let evaluated = handle.block_on(service.evaluate(&ids, "national feed"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (w, e) in rows.into_iter().zip(evaluated) {
+        let wraps: Vec<(vigil_proto::KeyKind, &vigil_identity::tokens::WrapSecret)> =
+            e.wraps.iter().map(|(k, s)| (*k, s)).collect();
+        let sealed = vigil_identity::seal::seal_wrapped(epoch, source, &w.rref, &w.details, &wraps)
+            .map_err(|e| NodeError::failed(format!("record {}: {e}", w.record_id)))?;
+        let rec = NationalRecord {
+            record_ref: w.rref.to_vec().into(),
+            tokens: Some(wire::pack(&e.tokens)),
+            sealed: Some(sealed),
+        };
+        out.push((w.record_id, rec, w.rref, w.digest, w.fresh));
+    }
+    Ok(out)
+}
+
 /// Reads an extract or delta (after its scan) on a blocking thread,
 /// handing batches of changed records to `tx` (bounded, so memory stays at
 /// a few batches). Returns the report and the number of unchanged rows; a
@@ -456,10 +536,19 @@ fn read_changes(
     first: bool,
     batch_size: usize,
     tx: tokio::sync::mpsc::Sender<Vec<Up>>,
+    key_service: Option<(tokio::runtime::Handle, crate::keyservice::KeyService)>,
     report: &mut Report,
 ) -> Result<u64, NodeError> {
     let name = path.display().to_string();
-    let sealer = keys.sealer(keys.epoch).ok_or_else(|| NodeError::config("no sealing key for the current epoch"))?;
+    // Scheme 2 seals each row as it is read; scheme 3 gathers a batch's
+    // changed rows, has their match keys evaluated, then seals each under
+    // its own record key wrapped for its tokens.
+    let sealer = match &key_service {
+        Some(_) => None,
+        None => Some(keys.sealer(keys.epoch).ok_or_else(|| NodeError::config("no sealing key for the current epoch"))?),
+    };
+    let mut key_service = key_service;
+    let mut waiting: Vec<Waiting> = Vec::new();
     let mut pending: Vec<Up> = Vec::with_capacity(batch_size);
     let mut toks = Vec::new();
     let mut unchanged = 0u64;
@@ -474,13 +563,10 @@ fn read_changes(
             if err.is_some() || stopped {
                 return;
             }
-            keys.tokenizer.tokens(&row.identity, &mut toks);
+            let part = keys.identity_digest(&row.identity, &mut toks);
             let event = row.event_date.map(|d| d.to_string()).unwrap_or_default();
-            let set = wire::pack(&toks);
-            let digest = row_digest(
-                keys.epoch,
-                &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), &set.tokens],
-            );
+            let digest =
+                row_digest(keys.epoch, &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), &part]);
             let previous = match if first { Ok(None) } else { store.record(&row.record_id) } {
                 Ok(p) => p,
                 Err(e) => {
@@ -499,8 +585,28 @@ fn read_changes(
                 category: row.category.clone(),
                 event_date: event,
             };
+            let Some(sealer) = sealer else {
+                waiting.push(Waiting {
+                    record_id: row.record_id.clone(),
+                    identity: row.identity.clone(),
+                    details,
+                    rref,
+                    digest,
+                    fresh: previous.is_none(),
+                });
+                if waiting.len() >= batch_size {
+                    match key_service.as_mut().map(|ks| evaluate_and_seal(ks, &source, keys.epoch, &mut waiting)) {
+                        // the sender gave up (a batch failed): stop reading
+                        Some(Ok(batch)) => stopped = tx.blocking_send(batch).is_err(),
+                        Some(Err(e)) => err = Some(e),
+                        None => {}
+                    }
+                }
+                return;
+            };
             match sealer.seal(&rref, &details) {
                 Ok(sealed) => {
+                    let set = wire::pack(&toks);
                     let rec =
                         NationalRecord { record_ref: rref.to_vec().into(), tokens: Some(set), sealed: Some(sealed) };
                     pending.push((row.record_id.clone(), rec, rref, digest, previous.is_none()));
@@ -515,6 +621,16 @@ fn read_changes(
         |_| {},
     )
     .map_err(NodeError::from)?;
+    if err.is_none()
+        && !stopped
+        && !waiting.is_empty()
+        && let Some(ks) = key_service.as_mut()
+    {
+        match evaluate_and_seal(ks, &source, keys.epoch, &mut waiting) {
+            Ok(batch) => pending = batch,
+            Err(e) => err = Some(e),
+        }
+    }
     if let Some(e) = err {
         return Err(e);
     }
@@ -590,15 +706,20 @@ pub async fn feed(
         async move { c.status(StatusRequest {}).await.map(|r| r.into_inner()) }
     })
     .await?;
+    check_scheme(&status, &keys)?;
     let mut seq = Sequence::after(status.last_sequence);
     if let (Some(p), Some(sc)) = (path, scan) {
+        let key_service = match keys.key_service() {
+            true => Some((tokio::runtime::Handle::current(), crate::keyservice::KeyService::connect(cfg).await?)),
+            false => None,
+        };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Up>>(4);
         let reader = tokio::task::spawn_blocking({
             let (p, source, keys, store, bs) =
                 (p.to_path_buf(), source.clone(), keys.clone(), store.clone(), cfg.sync.batch_size);
             move || {
                 let mut report = Report::new(&p.display().to_string(), "extract");
-                let r = read_changes(p, &sc, source, keys, store, known == 0, bs, tx, &mut report);
+                let r = read_changes(p, &sc, source, keys, store, known == 0, bs, tx, key_service, &mut report);
                 (report, r)
             }
         });
@@ -607,8 +728,17 @@ pub async fn feed(
         while let Some(batch) = rx.recv().await {
             let n = batch.len() as u64;
             pb.inc_length(n);
-            if let Err(e) =
-                send_national(&mut client, retry, keys.epoch, &mut seq, batch, Vec::new(), &store, &mut s).await
+            if let Err(e) = send_national(
+                &mut client,
+                retry,
+                (keys.epoch, keys.scheme),
+                &mut seq,
+                batch,
+                Vec::new(),
+                &store,
+                &mut s,
+            )
+            .await
             {
                 failure = Some(e);
                 break;
@@ -645,9 +775,18 @@ pub async fn feed(
         }
     }
     for chunk in rms.chunks(cfg.sync.batch_size) {
-        send_national(&mut client, retry, keys.epoch, &mut seq, Vec::new(), chunk.to_vec(), &store, &mut s)
-            .await
-            .map_err(|e| stopped_after(e, &seq, &s, "feed"))?;
+        send_national(
+            &mut client,
+            retry,
+            (keys.epoch, keys.scheme),
+            &mut seq,
+            Vec::new(),
+            chunk.to_vec(),
+            &store,
+            &mut s,
+        )
+        .await
+        .map_err(|e| stopped_after(e, &seq, &s, "feed"))?;
     }
     if s.batches == 0 {
         s.total = status.total;

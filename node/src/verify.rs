@@ -596,6 +596,7 @@ mod tests {
         let req = CheckRequest {
             request_id: "00ff".into(),
             epoch: 1,
+            scheme: 2,
             applicants: vec![vigil_proto::v1::Applicant { applicant: vec![1].into(), tokens: None }],
             purpose: "vetting 1".into(),
         };

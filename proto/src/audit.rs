@@ -321,7 +321,8 @@ pub fn check_commitment(r: &crate::v1::CheckRequest) -> String {
 }
 
 /// The commitment to a national batch: as [`roster_commitment`], with each
-/// record's sealed nonce and ciphertext after its tokens.
+/// record's sealed nonce and ciphertext (and in scheme 3 its wraps) after
+/// its tokens.
 pub fn national_commitment(b: &NationalBatch) -> String {
     let mut c = Context::new(&SHA256);
     c.update(b"vigil national batch v1");
@@ -331,6 +332,15 @@ pub fn national_commitment(b: &NationalBatch) -> String {
         let (n, ct) = u.sealed.as_ref().map(|s| (&s.nonce[..], &s.ciphertext[..])).unwrap_or((&[], &[]));
         put_bytes(&mut c, n);
         put_bytes(&mut c, ct);
+        // Scheme 3: the record-key wraps too (scheme-2 boxes have none, and
+        // their commitments are as before).
+        if let Some(s) = u.sealed.as_ref().filter(|s| !s.wrap_kinds.is_empty()) {
+            c.update(&[0xfe]);
+            for k in &s.wrap_kinds {
+                c.update(&k.to_be_bytes());
+            }
+            put_bytes(&mut c, &s.wraps);
+        }
     }
     c.update(&[0xff]);
     for r in &b.removes {
@@ -375,6 +385,7 @@ mod tests {
             }],
             removes: vec![vec![2; 16].into()],
             allow_removals: false,
+            scheme: 2,
         };
         let c1 = roster_commitment(&b);
         b.sequence = 2;

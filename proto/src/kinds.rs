@@ -74,6 +74,16 @@ pub const fn max_per_identity(kind: KeyKind) -> usize {
 /// The version of the match-key scheme these kinds belong to.
 pub const SCHEME_VERSION: u32 = 2;
 
+/// Token scheme 2: each node computes tokens itself, under the epoch's
+/// linkage key (`BLAKE3-keyed`), and seals record details under it.
+pub const TOKENS_LINKAGE_KEY: u32 = 2;
+
+/// Token scheme 3: the same match keys (kinds of [`SCHEME_VERSION`]), each
+/// evaluated obliviously by the key service (RFC 9497 POPRF); the token and
+/// the record-key wrap secret are derived from the evaluation's output, and
+/// no node holds a key that makes tokens offline.
+pub const TOKENS_KEY_SERVICE: u32 = 3;
+
 /// The wire number of the first scheme-v2 kind (v1 used 1 to 9).
 const FIRST: i32 = KeyKind::Nino as i32;
 

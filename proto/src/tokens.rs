@@ -6,13 +6,41 @@
 //! wrong and never shows a token.
 
 use crate::kinds::KeyKind;
-use crate::v1::TokenSet;
+use crate::v1::{SealedDetails, TokenSet};
 
 /// Length of a token on the wire, in bytes.
 pub const TOKEN_LEN: usize = 32;
 
 /// A token: a keyed BLAKE3 hash of one match key.
 pub type Token = [u8; TOKEN_LEN];
+
+/// Bytes of a scheme-3 record key, and of each of its wraps in a
+/// [`SealedDetails`].
+pub const WRAP_LEN: usize = 16;
+
+/// Most wraps one sealed box may carry (a record's tokens are bounded well
+/// below this).
+pub const MAX_WRAPS: usize = 512;
+
+/// Keeps only the wraps of `sealed` whose kind `keep` accepts: what the
+/// coordinator forwards with a disclosure (the kinds that agree).
+pub fn retain_wraps(sealed: &mut SealedDetails, mut keep: impl FnMut(i32) -> bool) {
+    if sealed.wraps.len() != sealed.wrap_kinds.len() * WRAP_LEN {
+        sealed.wrap_kinds.clear();
+        sealed.wraps = Default::default();
+        return;
+    }
+    let mut kinds = Vec::new();
+    let mut wraps = Vec::new();
+    for (i, k) in sealed.wrap_kinds.iter().enumerate() {
+        if keep(*k) {
+            kinds.push(*k);
+            wraps.extend_from_slice(&sealed.wraps[i * WRAP_LEN..(i + 1) * WRAP_LEN]);
+        }
+    }
+    sealed.wrap_kinds = kinds;
+    sealed.wraps = wraps.into();
+}
 
 /// Why a token set was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

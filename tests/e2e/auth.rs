@@ -24,6 +24,7 @@ fn roster_batch(sequence: u64, subjects: usize) -> RosterBatch {
     RosterBatch {
         sequence,
         epoch: 1,
+        scheme: 2,
         upserts: (0..subjects)
             .map(|i| EnrolSubject { subject: vec![i as u8; 16].into(), tokens: Some(token_set(1)) })
             .collect(),
@@ -36,10 +37,16 @@ fn national_batch(sequence: u64) -> NationalBatch {
     NationalBatch {
         sequence,
         epoch: 1,
+        scheme: 2,
         upserts: vec![NationalRecord {
             record_ref: vec![1; 16].into(),
             tokens: Some(token_set(1)),
-            sealed: Some(SealedDetails { epoch: 1, nonce: vec![0; 12].into(), ciphertext: vec![1; 40].into() }),
+            sealed: Some(SealedDetails {
+                epoch: 1,
+                nonce: vec![0; 12].into(),
+                ciphertext: vec![1; 40].into(),
+                ..Default::default()
+            }),
         }],
         removes: vec![],
     }
@@ -80,6 +87,7 @@ fn every_rpc_is_authorised_by_role() {
                 .check(CheckRequest {
                     request_id: "0123456789abcdef".into(),
                     epoch: 1,
+                    scheme: 2,
                     applicants: vec![],
                     purpose: "case 1".into(),
                 })
@@ -222,7 +230,13 @@ fn inputs_are_bounded() {
         let mut c = CheckServiceClient::new(ch.clone());
         for bad in ["", "c1", "Officer Smith asked for this one", "0123456789ABCDEF"] {
             let e = c
-                .check(CheckRequest { request_id: bad.into(), epoch: 1, applicants: vec![], purpose: "case 1".into() })
+                .check(CheckRequest {
+                    request_id: bad.into(),
+                    epoch: 1,
+                    scheme: 2,
+                    applicants: vec![],
+                    purpose: "case 1".into(),
+                })
                 .await
                 .unwrap_err();
             assert!(e.message().starts_with("request_id must be 16 to 64 lowercase hex digits"), "{}", e.message());
@@ -233,6 +247,7 @@ fn inputs_are_bounded() {
                 .check(CheckRequest {
                     request_id: "0123456789abcdef".into(),
                     epoch: 1,
+                    scheme: 2,
                     applicants: vec![],
                     purpose: bad.to_string(),
                 })
@@ -248,6 +263,7 @@ fn inputs_are_bounded() {
             .check(CheckRequest {
                 request_id: "00112233445566778899aabbccddeeff".into(),
                 epoch: 1,
+                scheme: 2,
                 purpose: "case 1".into(),
                 applicants: vec![Applicant { applicant: vec![1].into(), tokens: Some(two_ninos) }],
             })
@@ -263,6 +279,7 @@ fn inputs_are_bounded() {
         let req = || CheckRequest {
             request_id: "0123456789abcdef".into(),
             epoch: 1,
+            scheme: 2,
             purpose: "case 1".into(),
             applicants: vec![Applicant { applicant: vec![1].into(), tokens: Some(token_set(1)) }],
         };
@@ -498,6 +515,7 @@ fn the_daily_quota_of_applicants_survives_a_restart() {
     let check = |n: u8, id: &str| CheckRequest {
         request_id: id.into(),
         epoch: 1,
+        scheme: 2,
         purpose: "case 1".into(),
         applicants: (0..n).map(|i| Applicant { applicant: vec![i + 1].into(), tokens: Some(token_set(1)) }).collect(),
     };
@@ -538,7 +556,8 @@ fn enrolment_is_bounded_by_headcount_and_large_removals_need_consent() {
         let mut m = RosterServiceClient::new(w.channel(Some((&met.0, &met.1)), None).await.unwrap());
         assert_eq!(m.sync(roster_batch(1, 5)).await.unwrap().into_inner().total, 5);
         // Removing 3 of 4 (75% > 50%) needs the sender's consent.
-        let mut leave = RosterBatch { sequence: 2, epoch: 1, upserts: vec![], removes: vec![], allow_removals: false };
+        let mut leave =
+            RosterBatch { sequence: 2, epoch: 1, scheme: 2, upserts: vec![], removes: vec![], allow_removals: false };
         leave.removes = (0..3u8).map(|i| vec![i; 16].into()).collect();
         let e = r.sync(leave.clone()).await.unwrap_err();
         assert_eq!(e.code(), Code::ResourceExhausted);

@@ -30,7 +30,9 @@ pub mod types;
 
 use prost::Message;
 use std::collections::HashMap;
+use vigil_proto::KeyKind;
 use vigil_proto::audit::Entry;
+use vigil_proto::kinds::KindSet;
 use vigil_proto::v1::{BatchReceipt, CheckMatch, SealedDetails};
 
 use crate::index::IndexKey;
@@ -80,6 +82,16 @@ fn keys(tokens: &[StoredToken]) -> Vec<(vigil_proto::KeyKind, IndexKey)> {
 
 fn decode_sealed(b: &[u8]) -> Option<SealedDetails> {
     SealedDetails::decode(b).ok()
+}
+
+/// What a force receives of a record's sealed details: in token scheme 3,
+/// only the record-key wraps of the kinds that agree, so that the force can
+/// open the details only through an identity it evaluated itself.
+fn forwarded(sealed: Option<SealedDetails>, agreeing: KindSet) -> Option<SealedDetails> {
+    sealed.map(|mut s| {
+        vigil_proto::tokens::retain_wraps(&mut s, |k| KeyKind::try_from(k).is_ok_and(|k| agreeing.contains(k)));
+        s
+    })
 }
 
 /// A counterpart that confirms: its id, the evidence and the policy's reading.
@@ -238,7 +250,7 @@ impl Engine {
                 Some(_) => true,
                 None => false,
             };
-            let details = sealed(self, rid)?;
+            let details = forwarded(sealed(self, rid)?, ev.agreeing);
             let Some(p) = self.registry.pair(sid, rid) else { continue };
             if amend {
                 self.outbox.amend(b, &p, &ev, &a, details, &version, why(rid));
@@ -607,7 +619,7 @@ impl Engine {
                     source: source.to_string(),
                     record_ref: rref.to_vec().into(),
                     agreeing: ev.agreeing.iter().map(|k| k as i32).collect(),
-                    sealed: self.sealed_of(store, rid)?,
+                    sealed: forwarded(self.sealed_of(store, rid)?, ev.agreeing),
                     probability: found.probability,
                     fields: found.fields(),
                 });

@@ -11,6 +11,7 @@ use vigil_proto::v1::{Disclosure, DisclosureType};
 fn settings() -> Settings {
     Settings {
         epoch: 1,
+        scheme: 2,
         policy: Policy::default_policy(),
         policy_sha256: "p1".into(),
         origin: "vigil.test/audit".into(),
@@ -86,7 +87,13 @@ fn fresh() -> (MemoryStore, Engine) {
 }
 
 fn sealed(category: u8) -> Vec<u8> {
-    SealedDetails { epoch: 1, nonce: vec![category; 12].into(), ciphertext: vec![category; 20].into() }.encode_to_vec()
+    SealedDetails {
+        epoch: 1,
+        nonce: vec![category; 12].into(),
+        ciphertext: vec![category; 20].into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
 }
 
 #[test]

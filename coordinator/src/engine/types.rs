@@ -10,8 +10,10 @@ use crate::store::{Commit, Ref, StoreError, StoredToken};
 /// Settings the engine needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Linkage-key epoch accepted.
+    /// Epoch accepted.
     pub epoch: u32,
+    /// Token scheme accepted (2 or 3).
+    pub scheme: u32,
     /// The policy in force.
     pub policy: Policy,
     /// SHA-256 (hex) of the policy text.
