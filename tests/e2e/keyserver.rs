@@ -3,60 +3,17 @@
 //! with a proof, the node unblinds the key's PRF value; every caller is held
 //! to its allowance, and a restart does not reset it.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use vigil_coordinator::pki::Leaf;
+use tonic::transport::Channel;
 use vigil_proto::v1::key_service_client::KeyServiceClient;
 use vigil_proto::v1::{EvaluateRequest, PublicKeyRequest};
-use vigil_tests::{TRUST_DOMAIN, World, bin, ok, run, wait_until};
-
-const NAME: &str = "keyserver.vigil.test";
-
-struct Keyserver {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Keyserver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &Path) -> Keyserver {
-    let mut child = Command::new(bin("vigil-keyserver"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr =
-        line.trim().strip_prefix("listening on ").expect("the key service says where it listens").parse().unwrap();
-    Keyserver { child, addr }
-}
+use vigil_tests::{KEYSERVER_NAME as NAME, Keyserver, World, bin, keyserver_client, ok, run, wait_until};
 
 async fn client(ks: &Keyserver, w: &World, id: &(PathBuf, PathBuf)) -> KeyServiceClient<Channel> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(w.path().join("ca.crt")).unwrap()))
-        .domain_name(NAME)
-        .identity(Identity::from_pem(std::fs::read(&id.0).unwrap(), std::fs::read(&id.1).unwrap()));
-    let ch = Endpoint::from_shared(format!("https://{}", ks.addr))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .connect_lazy();
-    KeyServiceClient::new(ch)
+    keyserver_client(&ks.addr, w.path(), id)
 }
 
 fn evaluate(kind: u32, purpose: &str, blinded: &[[u8; 32]]) -> EvaluateRequest {
@@ -70,37 +27,9 @@ fn evaluate(kind: u32, purpose: &str, blinded: &[[u8; 32]]) -> EvaluateRequest {
 
 #[test]
 fn the_key_service_evaluates_obliviously_within_durable_allowances() {
-    let w = World::new();
-    let dir = w.path().join("keyserver");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut leaf = Leaf::valid_for(&format!("spiffe://{TRUST_DOMAIN}/keyserver"), 30);
-    leaf.dns = vec![NAME.into()];
-    leaf.server = true;
-    leaf.client = false;
-    let (cert, key) = w.ca.issue(&leaf).unwrap();
-    std::fs::write(dir.join("keyserver.crt"), cert).unwrap();
-    std::fs::write(dir.join("keyserver.key"), key).unwrap();
-    ok(run(Command::new(bin("vigil-keyserver"))
-        .args(["keygen", "--origin", "vigil.test/keyserver", "--out"])
-        .arg(&dir)));
-    let config = dir.join("keyserver.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen = "127.0.0.1:0"
-trust_domain = "{TRUST_DOMAIN}"
-data_dir = "data"
-[tls]
-cert = "keyserver.crt"
-key = "keyserver.key"
-client_ca = "../ca.crt"
-[key]
-seed = "seed.key"
-epoch = 1
-[audit]
-origin = "vigil.test/keyserver"
-signing_key = "log.key"
-[quota]
+    let mut w = World::new();
+    let mut ks = w.start_keyserver(
+        r#"[quota]
 evaluations_per_subject = 4
 headcount_multiple = 1.0
 force_daily = 2
@@ -108,26 +37,18 @@ force_daily = 2
 gmp = 2
 [sources]
 pnc = 100
-"#
-        ),
-    )
-    .unwrap();
+"#,
+    );
+    let dir = w.path().join("keyserver");
+    let config = ks.config.clone();
     let out = ok(run(Command::new(bin("vigil-keyserver")).args(["check-config", "--config"]).arg(&config)));
     assert!(out.contains("serving epoch 1"), "{out}");
-    let published = ok(run(Command::new(bin("vigil-keyserver")).args(["public-key", "--config"]).arg(&config)));
+    let published = w.key_service.clone().unwrap().1;
 
     let gmp = w.client_identity("force", "gmp");
     let wmp = w.client_identity("force", "wmp");
     let ico = w.client_identity("auditor", "ico");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut ks = start(&config);
-    let ready = wait_until(Duration::from_secs(20), || {
-        rt.block_on(async {
-            let r = client(&ks, &w, &gmp).await.public_key(PublicKeyRequest { epoch: 1 }).await;
-            r.is_ok()
-        })
-    });
-    assert!(ready, "the key service never answered");
 
     let seed = vigil_common_seed(&dir.join("seed.key"));
     let reference = vigil_oprf::ServerKey::derive(&seed, 1).unwrap();
@@ -190,7 +111,7 @@ pnc = 100
 
     // A restart does not reset the allowance.
     drop(ks);
-    ks = start(&config);
+    ks = Keyserver::start(&config);
     let again = wait_until(Duration::from_secs(20), || {
         rt.block_on(async {
             let one = vigil_oprf::blind(&[b"x"]).unwrap();
@@ -233,8 +154,7 @@ vkey = "log.vkey"
     let out = ok(run(Command::new(bin("vigil-node")).args(["audit", "verify", "--config"]).arg(&auditor)));
     assert!(out.contains("log verified at size 3") && out.contains("3 evaluation"), "{out}");
     drop(rt); // closes this client's connections
-    let status = sigterm(&mut ks);
-    assert!(status.success(), "stops cleanly on SIGTERM: {status:?}");
+    ks.stop(); // and it stops cleanly on SIGTERM
 }
 
 fn vigil_common_seed(path: &Path) -> [u8; 32] {
@@ -242,9 +162,4 @@ fn vigil_common_seed(path: &Path) -> [u8; 32] {
     let hex = text.lines().find_map(|l| l.strip_prefix("secret = \"")).unwrap().trim_end_matches('"');
     let v: Vec<u8> = (0..64).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
     v.try_into().unwrap()
-}
-
-fn sigterm(ks: &mut Keyserver) -> std::process::ExitStatus {
-    ok(run(Command::new("kill").args(["-TERM", &ks.child.id().to_string()])));
-    ks.child.wait().unwrap()
 }

@@ -12,4 +12,5 @@ mod integrity;
 mod keyserver;
 mod policy;
 mod rosters;
+mod split_trust;
 mod system;

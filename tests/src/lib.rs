@@ -8,6 +8,8 @@
 //!   coordinator's configuration.
 //! - [`Coordinator`]: a running coordinator: started, waited for through
 //!   its gRPC health service, killed or stopped.
+//! - [`Keyserver`]: a running key service (token scheme 3), started by
+//!   [`World::start_keyserver`].
 //! - [`Node`]: a force, source or auditor node: its configuration, its
 //!   commands, its `watch` process.
 //! - [`wait_until`]: polls a condition until a deadline (never a bare sleep
@@ -39,6 +41,7 @@ pub const TRUST_DOMAIN: &str = "vigil.test";
 pub const NATIONAL_RECORDS: u32 = 20_000;
 pub const ORIGIN: &str = "vigil.test/audit";
 pub const SERVER_NAME: &str = "coordinator.vigil.test";
+pub const KEYSERVER_NAME: &str = "keyserver.vigil.test";
 
 /// A built binary of the workspace (`target/<profile>/<name>`).
 pub fn bin(name: &str) -> PathBuf {
@@ -87,6 +90,9 @@ pub struct World {
     pub coordinator_config: PathBuf,
     pub vkey: PathBuf,
     pub linkage: PathBuf,
+    /// Token scheme 3: the key service's address and pinned public key,
+    /// once [`World::start_keyserver`] ran (nodes made after it use it).
+    pub key_service: Option<(SocketAddr, String)>,
     port: u16,
 }
 
@@ -125,6 +131,7 @@ impl World {
             linkage: d.join("shared/linkage.key"),
             ca,
             dir,
+            key_service: None,
             port: 0,
         };
         w.write_coordinator_config("");
@@ -152,9 +159,11 @@ audit_signing_key = "audit.key"
 origin = "{ORIGIN}"
 [matching]
 national_records = {NATIONAL_RECORDS}
+scheme = {scheme}
 {extra}
 "#,
-            port = self.port
+            port = self.port,
+            scheme = if self.key_service.is_some() { 3 } else { 2 }
         );
         write(&self.coordinator_config, &text);
     }
@@ -248,7 +257,13 @@ national_records = {NATIONAL_RECORDS}
             "[witness]\nkey = \"witness.key\"\ninterval_seconds = 1\n".to_string()
         } else {
             ok(run(Command::new(bin("vigil-node")).args(["keygen", "--only", "local", "--out"]).arg(&dir)));
-            format!("[keys]\nlinkage = \"{}\"\nlocal = \"local.key\"\n", self.linkage.display())
+            match &self.key_service {
+                Some((addr, pk)) => format!(
+                    "[keys]\nlocal = \"local.key\"\n[keyserver]\naddress = \"https://{addr}\"\n\
+                     server_name = \"{KEYSERVER_NAME}\"\nepoch = 1\npublic_key = \"{pk}\"\n"
+                ),
+                None => format!("[keys]\nlinkage = \"{}\"\nlocal = \"local.key\"\n", self.linkage.display()),
+            }
         };
         let config = dir.join("node.toml");
         write(
@@ -280,6 +295,68 @@ backoff_max_ms = 500
             ),
         );
         Node { code: code.to_string(), dir, config }
+    }
+
+    /// Starts the key service (certificate, `keygen`, config with the given
+    /// `[quota]`, `[headcount]` and `[sources]` tables) and waits until it
+    /// answers. From then on the world is token scheme 3: the coordinator's
+    /// config (written again here, so start the coordinator after this) and
+    /// every node made later use it.
+    pub fn start_keyserver(&mut self, allowances: &str) -> Keyserver {
+        let dir = self.path().join("keyserver");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut leaf = Leaf::valid_for(&format!("spiffe://{TRUST_DOMAIN}/keyserver"), 30);
+        leaf.dns = vec![KEYSERVER_NAME.into()];
+        leaf.server = true;
+        leaf.client = false;
+        let (cert, key) = self.ca.issue(&leaf).unwrap();
+        write(&dir.join("keyserver.crt"), &cert);
+        write(&dir.join("keyserver.key"), &key);
+        ok(run(Command::new(bin("vigil-keyserver"))
+            .args(["keygen", "--origin", "vigil.test/keyserver", "--out"])
+            .arg(&dir)));
+        let config = dir.join("keyserver.toml");
+        write(
+            &config,
+            &format!(
+                r#"listen = "127.0.0.1:0"
+trust_domain = "{TRUST_DOMAIN}"
+data_dir = "data"
+[tls]
+cert = "keyserver.crt"
+key = "keyserver.key"
+client_ca = "../ca.crt"
+[key]
+seed = "seed.key"
+epoch = 1
+[audit]
+origin = "vigil.test/keyserver"
+signing_key = "log.key"
+{allowances}
+"#
+            ),
+        );
+        let public_key = ok(run(Command::new(bin("vigil-keyserver")).args(["public-key", "--config"]).arg(&config)))
+            .trim()
+            .to_string();
+        let ks = Keyserver::start(&config);
+        let probe = self.client_identity("auditor", "harness");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let ready = wait_until(Duration::from_secs(30), || {
+            rt.block_on(async {
+                let mut c = keyserver_client(&ks.addr, self.path(), &probe);
+                // Any answer from the service itself (an auditor is refused
+                // evaluations) means it is serving.
+                match c.public_key(vigil_proto::v1::PublicKeyRequest { epoch: 1 }).await {
+                    Ok(_) => true,
+                    Err(s) => s.code() == tonic::Code::PermissionDenied,
+                }
+            })
+        });
+        assert!(ready, "the key service never answered");
+        self.key_service = Some((ks.addr, public_key));
+        self.write_coordinator_config("");
+        ks
     }
 
     /// A gRPC channel presenting the given certificate (or none).
@@ -331,6 +408,63 @@ fn health(addr: &SocketAddr, root: &Path, id: &(PathBuf, PathBuf)) -> bool {
             Err(_) => false,
         }
     })
+}
+
+/// A key-service client presenting `id`.
+pub fn keyserver_client(
+    addr: &SocketAddr,
+    root: &Path,
+    id: &(PathBuf, PathBuf),
+) -> vigil_proto::v1::key_service_client::KeyServiceClient<Channel> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(root.join("ca.crt")).unwrap()))
+        .domain_name(KEYSERVER_NAME)
+        .identity(Identity::from_pem(std::fs::read(&id.0).unwrap(), std::fs::read(&id.1).unwrap()));
+    let ch = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .connect_lazy();
+    vigil_proto::v1::key_service_client::KeyServiceClient::new(ch)
+}
+
+/// A running `vigil-keyserver`. Killed if dropped.
+pub struct Keyserver {
+    child: Child,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+}
+
+impl Keyserver {
+    /// Starts `serve` and reads the address it listens on.
+    pub fn start(config: &Path) -> Keyserver {
+        let mut child = Command::new(bin("vigil-keyserver"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr =
+            line.trim().strip_prefix("listening on ").expect("the key service says where it listens").parse().unwrap();
+        Keyserver { child, addr, config: config.to_path_buf() }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) {
+        terminate(&mut self.child, "keyserver");
+    }
+}
+
+impl Drop for Keyserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A running coordinator. Killed (SIGKILL) if dropped while running.
