@@ -46,7 +46,7 @@ T=$(t)
 # first batch ([matching] national_records), and eval does the same, so the
 # offline count predicts the inboxes exactly (the shipped policy, untrained).
 HELD=$(python3 -c "import json; print(json.load(open('$OUT/data/synth.json'))['national'])")
-printf '[matching]\nnational_records = %s\n' "$HELD" >> "$OUT/coordinator/coordinator.toml"
+printf 'national_records = %s\n' "$HELD" >> "$OUT/coordinator/coordinator.toml"
 "$LAB" eval --json --no-train --national-records "$HELD" --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" > "$OUT/eval.json"
 EXPECTED=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sum(v["confirmed"] for v in r["per_force"].values()))' "$OUT/eval.json")
 QUALITY=$(python3 - "$OUT/eval.json" <<'PY'

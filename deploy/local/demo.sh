@@ -2,9 +2,11 @@
 # Vigil, the whole job, on one machine, in one command.
 #
 # Builds release binaries; creates a private CA and SPIFFE certificates for a
-# coordinator, three forces, one national source and one auditor, plus the
-# linkage key, the pepper and the audit signing key; writes every config;
-# starts the coordinator and the force watchers on loopback; synthesises
+# coordinator, a key service, three forces, one national source, a witness
+# and auditors, plus the key service's key, the pepper and the audit signing
+# key; writes every config; starts the key service, the coordinator and the
+# force watchers on loopback (no node holds a key that makes tokens: each
+# has its match keys evaluated obliviously by the key service); synthesises
 # data; syncs the rosters; feeds the national extract; waits for the
 # disclosures; trains the policy on what the coordinator holds and restarts
 # with it (every pair decided again); feeds a delta and shows the new alerts
@@ -16,6 +18,8 @@
 #   VIGIL_BIN            directory of already-built binaries (skips the build)
 #   VIGIL_DEMO_STAFF     staff per force (default 3000)
 #   VIGIL_DEMO_NATIONAL  national records (default 100000)
+#   VIGIL_SCHEME         3 (default: the key service makes the tokens) or 2
+#                        (every node holds one shared linkage key)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -44,9 +48,10 @@ FORCES=(met gmp wmp)
 step "keys, certificates and configs"
 vigil_setup "${FORCES[@]}"
 
-step "starting the coordinator and the force watchers on loopback"
+step "starting the key service, the coordinator and the force watchers on loopback"
 vigil_start "${FORCES[@]}"
-echo "   coordinator on 127.0.0.1:$PORT (metrics on 127.0.0.1:$METRICS/metrics)"
+echo "   coordinator on 127.0.0.1:$PORT (metrics on 127.0.0.1:$METRICS/metrics), token scheme $SCHEME"
+[ "$SCHEME" = 3 ] && echo "   key service on 127.0.0.1:$KS_PORT (public key ${KS_PUBLIC:0:16}..., pinned in every node's config)"
 
 step "synthesising ${#FORCES[@]} forces x $STAFF staff and $NATIONAL national records"
 "$LAB" synth --out "$OUT/data" --seed 1 --forces ${#FORCES[@]} --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05
@@ -88,7 +93,7 @@ wait_inboxes "$WANT"
 step "training the policy on what the coordinator holds (no labels) and restarting with it"
 vigil_stop_coordinator
 "$COORD" calibrate --config "$OUT/coordinator/coordinator.toml" --out "$OUT/coordinator/trained-policy.toml" --version demo-trained | sed 's/^/   /'
-printf '[matching]\npolicy = "trained-policy.toml"\n' >> "$OUT/coordinator/coordinator.toml"
+printf 'policy = "trained-policy.toml"\n' >> "$OUT/coordinator/coordinator.toml"
 POLICY=$OUT/coordinator/trained-policy.toml
 WANT=$(expected extract.csv)
 vigil_start_coordinator
@@ -119,6 +124,10 @@ step "auditing the log (the witness cosigns a checkpoint; the auditor trusts onl
 "$NODE" witness run --once --config "$OUT/nodes/w1/node.toml" | sed 's/^/   witness w1: /'
 "$NODE" audit verify --config "$OUT/nodes/ico/node.toml"
 for f in "${FORCES[@]}"; do "$NODE" audit verify --config "$OUT/nodes/$f/node.toml"; done
+if [ "$SCHEME" = 3 ]; then
+  echo "   the key service's own log (who had how many match keys evaluated):"
+  "$NODE" audit verify --config "$OUT/nodes/ico-ks/node.toml" | sed 's/^/   /'
+fi
 "$NODE" audit report --config "$OUT/nodes/ico/node.toml" --format html --out "$OUT/audit-report.html"
 "$NODE" audit export --config "$OUT/nodes/ico/node.toml" "$OUT/audit-export" >/dev/null
 

@@ -2,6 +2,12 @@
 # deployment on loopback in one directory. Set BIN, OUT, TD, ORIGIN and
 # SERVER, source this file, then call `vigil_setup FORCE...` and
 # `vigil_start FORCE...`; `vigil_cleanup` stops everything with SIGTERM.
+#
+# VIGIL_SCHEME=3 (the default): the key service makes every token (token
+# scheme 3; no node holds a linkage key). VIGIL_SCHEME=2: every node holds
+# the shared linkage key (the scheme before the key service). STAFF and
+# NATIONAL size the key service's allowances.
+SCHEME=${VIGIL_SCHEME:-3}
 PIDS=()
 vigil_cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -22,7 +28,11 @@ node_config() {
     keys=$'[witness]\nkey = "witness.key"\ninterval_seconds = 5'
   elif [ "$1" != auditor ]; then
     "$NODE" keygen --out "$dir" --only local >/dev/null
-    keys=$'[keys]\nlinkage = "../../shared/linkage.key"\nlocal = "local.key"'
+    if [ "$SCHEME" = 3 ]; then
+      keys=$(printf '[keys]\nlocal = "local.key"\n[keyserver]\naddress = "https://127.0.0.1:%s"\nserver_name = "keyserver.%s"\nepoch = 1\npublic_key = "%s"' "$KS_PORT" "$TD" "$KS_PUBLIC")
+    else
+      keys=$'[keys]\nlinkage = "../../shared/linkage.key"\nlocal = "local.key"'
+    fi
   fi
   cat > "$dir/node.toml" <<EOF
 role = "$1"
@@ -55,9 +65,13 @@ vigil_setup() {
   mkdir -p "$OUT/coordinator" "$OUT/shared"
   "$COORD" pki issue --dir "$OUT/pki" --trust-domain "$TD" --role coordinator --dns "$SERVER" --out "$OUT/coordinator/coordinator" >/dev/null
   "$COORD" keygen --out "$OUT/coordinator" --origin "$ORIGIN" >/dev/null
-  "$NODE" keygen --out "$OUT/shared" --only linkage >/dev/null
   PORT=$(free_port)
   METRICS=$(free_port)
+  if [ "$SCHEME" = 3 ]; then
+    keyserver_setup "$@"
+  else
+    "$NODE" keygen --out "$OUT/shared" --only linkage >/dev/null
+  fi
   cat > "$OUT/coordinator/coordinator.toml" <<EOF
 listen = "127.0.0.1:$PORT"
 trust_domain = "$TD"
@@ -86,6 +100,64 @@ EOF
   wkey=$(sed -n 's/^# verifier key: //p' "$OUT/nodes/w1/witness.key")
   printf '[[audit.witnesses]]\ncode = "w1"\nvkey = "%s"\n' "$wkey" >> "$OUT/coordinator/coordinator.toml"
   printf 'witnesses = ["%s"]\nwitness_quorum = 1\n' "$wkey" >> "$OUT/nodes/ico/node.toml"
+  # Last, so that scripts can append more [matching] keys.
+  printf '[matching]\nscheme = %s\n' "$SCHEME" >> "$OUT/coordinator/coordinator.toml"
+}
+
+# keyserver_setup FORCE...: the key service (run in production by a party
+# other than the Home Office): its certificate, seed and log keys, config
+# with each force's headcount, and `ico-ks`, an auditor of its own log.
+keyserver_setup() {
+  KS=$BIN/vigil-keyserver
+  KS_PORT=$(free_port)
+  local dir="$OUT/keyserver" f
+  mkdir -p "$dir"
+  "$COORD" pki issue --dir "$OUT/pki" --trust-domain "$TD" --role keyserver --dns "keyserver.$TD" --out "$dir/keyserver" >/dev/null
+  "$KS" keygen --out "$dir" --origin "$TD/keyserver" >/dev/null
+  {
+    printf 'listen = "127.0.0.1:%s"\ntrust_domain = "%s"\ndata_dir = "data"\n' "$KS_PORT" "$TD"
+    printf '[tls]\ncert = "keyserver.crt"\nkey = "keyserver.key"\nclient_ca = "../pki/ca.crt"\n'
+    printf '[key]\nseed = "seed.key"\nepoch = 1\n'
+    printf '[audit]\norigin = "%s/keyserver"\nsigning_key = "log.key"\n' "$TD"
+    printf '[quota]\nevaluations_per_subject = 64\nheadcount_multiple = 1.5\nforce_daily = 50000\nsource_daily = 5000000\n'
+    printf '[headcount]\n'
+    for f in "$@"; do printf '%s = %s\n' "$f" "${STAFF:-3000}"; done
+    printf '[sources]\npnc = %s\n' "$(( ${NATIONAL:-100000} * 64 ))"
+  } > "$dir/keyserver.toml"
+  KS_PUBLIC=$("$KS" public-key --config "$dir/keyserver.toml")
+  local ks_dir="$OUT/nodes/ico-ks"
+  mkdir -p "$ks_dir"
+  "$COORD" pki issue --dir "$OUT/pki" --trust-domain "$TD" --role auditor --code ico-ks --out "$ks_dir/node" >/dev/null
+  cat > "$ks_dir/node.toml" <<EOF
+role = "auditor"
+code = "ico-ks"
+coordinator = "https://127.0.0.1:$KS_PORT"
+server_name = "keyserver.$TD"
+server_role = "keyserver"
+data_dir = "data"
+[tls]
+cert = "node.crt"
+key = "node.key"
+ca = "../../pki/ca.crt"
+[audit]
+origin = "$TD/keyserver"
+vkey = "../../keyserver/log.vkey"
+EOF
+}
+
+# vigil_start_keyserver: the key service, waited for until it listens.
+vigil_start_keyserver() {
+  [ "$SCHEME" = 3 ] || return 0
+  "$KS" serve --config "$OUT/keyserver/keyserver.toml" >"$OUT/keyserver/stdout.log" 2>"$OUT/keyserver/keyserver.log" &
+  PIDS+=($!)
+  local i
+  for i in $(seq 1 600); do
+    grep -q '^listening on' "$OUT/keyserver/stdout.log" 2>/dev/null && return 0
+    kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$OUT/keyserver/keyserver.log" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "the key service did not start" >&2
+  return 1
 }
 
 # vigil_start_coordinator: the coordinator, waited for by health check.
@@ -105,6 +177,7 @@ vigil_stop_coordinator() {
 # vigil_start FORCE...: the coordinator, waited for by health check, then a
 # watcher per force.
 vigil_start() {
+  vigil_start_keyserver
   vigil_start_coordinator
   local f
   for f in "$@"; do

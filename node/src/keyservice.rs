@@ -2,8 +2,10 @@
 //!
 //! Each distinct match key of a batch of identities is blinded
 //! (`vigil_oprf::blind`), the key service evaluates the blinded elements of
-//! one kind at a time in batches of at most [`CHUNK`] under the public input
-//! (kind, epoch), and the node verifies the batched DLEQ proof against the
+//! one kind in chunks of at most [`CHUNK`] under the public input (kind,
+//! epoch), several chunks at once (as many as this machine has cores, so
+//! that blinding and unblinding here overlap evaluation there), and the
+//! node verifies the batched DLEQ proof against the
 //! **pinned** public key of its configuration before unblinding. A key
 //! service that used another key (to tell callers apart, or by mistake) is
 //! refused: nothing is sent to the coordinator. From each output the node
@@ -83,49 +85,55 @@ impl KeyService {
         self.epoch
     }
 
-    /// Evaluates `inputs` (match keys of one kind), returning their outputs
-    /// in order. `purpose` is logged by the key service (a reference).
-    async fn evaluate_kind(
-        &mut self,
+    /// Evaluates one chunk (match keys of one kind): blinds them on a
+    /// blocking thread, has them evaluated, checks the proof and unblinds
+    /// on a blocking thread.
+    async fn evaluate_chunk(
+        mut client: KeyServiceClient<Channel>,
+        public_key: [u8; vigil_oprf::ELEMENT],
+        epoch: u32,
         kind: KeyKind,
-        inputs: &[&[u8]],
-        purpose: &str,
-    ) -> Result<Vec<[u8; vigil_oprf::OUTPUT]>, NodeError> {
-        let info = vigil_oprf::info(kind as u32, self.epoch);
-        let mut out = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(CHUNK) {
-            let blinded = vigil_oprf::blind(chunk).map_err(|e| NodeError::failed(e.to_string()))?;
-            let req = EvaluateRequest {
-                epoch: self.epoch,
-                kind: kind as u32,
-                purpose: purpose.to_string(),
-                blinded: blinded.elements.iter().map(|e| e.to_vec().into()).collect(),
-            };
-            let resp = self
-                .client
-                .evaluate(req)
-                .await
-                .map_err(|s| client::status_error(&s, "key service evaluation"))?
-                .into_inner();
-            self.usage = (resp.used, resp.allowance);
-            let evaluated: Vec<[u8; vigil_oprf::ELEMENT]> = resp
-                .evaluated
-                .iter()
-                .map(|e| e.as_ref().try_into())
-                .collect::<Result<_, _>>()
-                .map_err(|_| NodeError::failed("the key service returned a malformed element"))?;
-            let proof: [u8; vigil_oprf::PROOF] = resp
-                .proof
-                .as_ref()
-                .try_into()
-                .map_err(|_| NodeError::failed("the key service returned a malformed proof"))?;
-            let outputs = tokio::task::block_in_place(|| {
-                vigil_oprf::finalize(chunk, &blinded, &evaluated, &proof, &self.public_key, &info)
-            })
-            .map_err(|e| NodeError::failed(format!("key service evaluation of {}: {e}", kind.short_name())))?;
-            out.extend(outputs);
-        }
-        Ok(out)
+        inputs: Vec<Vec<u8>>,
+        purpose: String,
+    ) -> Result<(Vec<[u8; vigil_oprf::OUTPUT]>, (u64, u64)), NodeError> {
+        let failed = |e: tokio::task::JoinError| NodeError::failed(e.to_string());
+        let (inputs, blinded) = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+            let b = vigil_oprf::blind(&refs);
+            (inputs, b)
+        })
+        .await
+        .map_err(failed)?;
+        let blinded = blinded.map_err(|e| NodeError::failed(e.to_string()))?;
+        let req = EvaluateRequest {
+            epoch,
+            kind: kind as u32,
+            purpose,
+            blinded: blinded.elements.iter().map(|e| e.to_vec().into()).collect(),
+        };
+        let resp =
+            client.evaluate(req).await.map_err(|s| client::status_error(&s, "key service evaluation"))?.into_inner();
+        let usage = (resp.used, resp.allowance);
+        let evaluated: Vec<[u8; vigil_oprf::ELEMENT]> = resp
+            .evaluated
+            .iter()
+            .map(|e| e.as_ref().try_into())
+            .collect::<Result<_, _>>()
+            .map_err(|_| NodeError::failed("the key service returned a malformed element"))?;
+        let proof: [u8; vigil_oprf::PROOF] = resp
+            .proof
+            .as_ref()
+            .try_into()
+            .map_err(|_| NodeError::failed("the key service returned a malformed proof"))?;
+        let outputs = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+            let info = vigil_oprf::info(kind as u32, epoch);
+            vigil_oprf::finalize(&refs, &blinded, &evaluated, &proof, &public_key, &info)
+        })
+        .await
+        .map_err(failed)?
+        .map_err(|e| NodeError::failed(format!("key service evaluation of {}: {e}", kind.short_name())))?;
+        Ok((outputs, usage))
     }
 
     /// Tokens and wrap secrets of each identity, in order. Each distinct
@@ -140,12 +148,45 @@ impl KeyService {
                 list.len() - 1
             });
         }
-        let mut kinds: Vec<KeyKind> = by_kind.keys().copied().collect();
-        kinds.sort_by_key(|k| *k as i32);
+        // Every chunk of every kind, evaluated a few at a time: blinding
+        // and unblinding use this machine's cores while the key service
+        // evaluates other chunks.
+        let mut jobs: Vec<(KeyKind, usize, Vec<Vec<u8>>)> = Vec::new();
+        for (kind, (list, _)) in &by_kind {
+            for (i, chunk) in list.chunks(CHUNK).enumerate() {
+                jobs.push((*kind, i, chunk.iter().map(|b| b.to_vec()).collect()));
+            }
+        }
+        jobs.sort_by_key(|(k, i, _)| (*k as i32, *i));
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        let mut chunks: HashMap<(KeyKind, usize), Vec<[u8; vigil_oprf::OUTPUT]>> = HashMap::new();
+        let mut running = tokio::task::JoinSet::new();
+        let mut jobs = jobs.into_iter();
+        loop {
+            while running.len() < parallel {
+                let Some((kind, i, inputs)) = jobs.next() else { break };
+                let f = Self::evaluate_chunk(
+                    self.client.clone(),
+                    self.public_key,
+                    self.epoch,
+                    kind,
+                    inputs,
+                    purpose.to_string(),
+                );
+                running.spawn(async move { f.await.map(|r| ((kind, i), r)) });
+            }
+            let Some(done) = running.join_next().await else { break };
+            let (at, (outputs, usage)) = done.map_err(|e| NodeError::failed(e.to_string()))??;
+            self.usage = self.usage.max(usage);
+            chunks.insert(at, outputs);
+        }
         let mut outputs: HashMap<KeyKind, Vec<[u8; vigil_oprf::OUTPUT]>> = HashMap::new();
-        for kind in kinds {
-            let list = &by_kind[&kind].0;
-            outputs.insert(kind, self.evaluate_kind(kind, list, purpose).await?);
+        let mut keys_of: Vec<(KeyKind, usize)> = chunks.keys().copied().collect();
+        keys_of.sort_by_key(|(k, i)| (*k as i32, *i));
+        for at in keys_of {
+            if let Some(o) = chunks.remove(&at) {
+                outputs.entry(at.0).or_default().extend(o);
+            }
         }
         let mut out = Vec::with_capacity(ids.len());
         for id_keys in &keys {
