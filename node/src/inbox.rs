@@ -124,9 +124,9 @@ pub fn case_of(store: &LocalStore, id: &str) -> Result<Option<String>, NodeError
 }
 
 fn unseal(store: &LocalStore, keys: &Keys, d: &Disclosure) -> (String, String, String) {
-    let wraps = match d.sealed.as_ref().is_some_and(|s| !s.wrap_kinds.is_empty()) {
-        true => crate::keyservice::unpack_wraps(&store.wraps_of(&d.subject).unwrap_or_default()),
-        false => Vec::new(),
+    let wraps = match d.sealed.as_ref().filter(|s| !s.wrap_kinds.is_empty()) {
+        Some(s) => crate::keyservice::unpack_wraps(&store.wraps_of(&d.subject, s.epoch).unwrap_or_default()),
+        None => Vec::new(),
     };
     let o = keys.open(&d.source, &d.record_ref, d.sealed.as_ref(), &wraps);
     (o.record_id, o.category, o.event_date)

@@ -125,8 +125,10 @@ CREATE TABLE IF NOT EXISTS inbox (
     state TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS wraps (
-    pseudonym BLOB PRIMARY KEY,
-    secrets BLOB NOT NULL
+    pseudonym BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    secrets BLOB NOT NULL,
+    PRIMARY KEY (pseudonym, epoch)
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -239,24 +241,32 @@ impl LocalStore {
         tx.commit().map_err(err)
     }
 
-    /// Stores the wrap secrets of enrolled subjects (token scheme 3: what
-    /// opens the details of a record that matches them), replacing earlier
-    /// ones. Kept after a subject leaves, for the disclosures about them.
-    pub fn put_wraps(&self, wraps: &[(Ref, Vec<u8>)]) -> Result<(), LocalError> {
+    /// Stores the wrap secrets of enrolled subjects in `epoch` (token scheme
+    /// 3: what opens the details of a record that matches them), replacing
+    /// that epoch's earlier ones. Kept after a subject leaves, and for
+    /// earlier epochs, for the disclosures already received.
+    pub fn put_wraps(&self, epoch: u32, wraps: &[(Ref, Vec<u8>)]) -> Result<(), LocalError> {
         let mut db = self.conn()?;
         let tx = write_tx(&mut db)?;
         for (p, w) in wraps {
-            tx.execute("INSERT OR REPLACE INTO wraps (pseudonym, secrets) VALUES (?1, ?2)", params![&p[..], w])
-                .map_err(err)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO wraps (pseudonym, epoch, secrets) VALUES (?1, ?2, ?3)",
+                params![&p[..], epoch, w],
+            )
+            .map_err(err)?;
         }
         tx.commit().map_err(err)
     }
 
-    /// A subject's wrap secrets, packed (empty if none were stored).
-    pub fn wraps_of(&self, pseudonym: &[u8]) -> Result<Vec<u8>, LocalError> {
+    /// A subject's wrap secrets of `epoch`, packed (empty if none).
+    pub fn wraps_of(&self, pseudonym: &[u8], epoch: u32) -> Result<Vec<u8>, LocalError> {
         let db = self.conn()?;
         Ok(db
-            .query_row("SELECT secrets FROM wraps WHERE pseudonym = ?1", [pseudonym], |r| r.get(0))
+            .query_row(
+                "SELECT secrets FROM wraps WHERE pseudonym = ?1 AND epoch = ?2",
+                params![pseudonym, epoch],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(err)?
             .unwrap_or_default())

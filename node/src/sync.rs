@@ -323,7 +323,7 @@ pub async fn sync_roster(
             wraps.push((p, crate::keyservice::pack_wraps(&e.wraps)));
         }
         // Kept before sending, so that a disclosure arriving at once opens.
-        store.put_wraps(&wraps).map_err(NodeError::from)?;
+        store.put_wraps(keys.epoch, &wraps).map_err(NodeError::from)?;
         tracing::info!(
             evaluated = ks.usage.0,
             allowance = ks.usage.1,
