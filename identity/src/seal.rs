@@ -1,7 +1,9 @@
 //! Sealing record details for forces only, in two schemes.
 //!
 //! **Scheme 3 (key service)**, [`seal_wrapped`] and [`open_wrapped`]: each
-//! record gets a fresh random 16-byte record key; its details are sealed
+//! record gets a 16-byte record key of its own (synthetic: derived from its
+//! details under a secret of the source's node, so unchanged details seal
+//! to the same box); its details are sealed
 //! with ChaCha20-Poly1305 under `blake3::derive_key("vigil record details
 //! scheme v3", record key)`, and the record key is wrapped once per token of
 //! the record: XORed with the first 16 bytes of
@@ -159,26 +161,36 @@ fn record_aead(record_key: &[u8; RECORD_KEY]) -> LessSafeKey {
 }
 
 /// Scheme 3: seals `details` of the record `record_ref` of `source` under a
-/// fresh record key, wrapped once for each `(kind, wrap secret)` of the
-/// record's tokens.
+/// record key of its own, wrapped once for each `(kind, wrap secret)` of
+/// the record's tokens.
+///
+/// The record key and nonce are synthetic: a keyed BLAKE3 of the
+/// associated data and the details under `source_secret` (a secret of the
+/// source's node, derived from its local secret). Different details or
+/// another record get another key; the same details of the same record
+/// seal to the same box, so a record sent again after an interrupted feed
+/// is recognised as unchanged (no spurious amendment at the force).
 pub fn seal_wrapped(
     epoch: u32,
     source: &str,
     record_ref: &[u8],
     details: &RecordDetails,
     wraps: &[(KeyKind, &WrapSecret)],
+    source_secret: &[u8; 32],
 ) -> Result<SealedDetails, SealError> {
-    use ring::rand::SecureRandom;
     if wraps.is_empty() || wraps.len() > MAX_WRAPS {
         return Err(SealError::Seal);
     }
-    let rng = ring::rand::SystemRandom::new();
-    let mut rk = [0u8; RECORD_KEY];
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut rk).map_err(|_| SealError::Seal)?;
-    rng.fill(&mut nonce).map_err(|_| SealError::Seal)?;
     let aad = aad_v3(epoch, source, record_ref);
     let mut buf = details.encode_to_vec();
+    let mut h = blake3::Hasher::new_keyed(source_secret);
+    h.update(&(aad.len() as u32).to_be_bytes()).update(&aad).update(&buf);
+    let mut synthetic = *h.finalize().as_bytes();
+    let mut rk = [0u8; RECORD_KEY];
+    let mut nonce = [0u8; NONCE_LEN];
+    rk.copy_from_slice(&synthetic[..RECORD_KEY]);
+    nonce.copy_from_slice(&synthetic[RECORD_KEY..RECORD_KEY + NONCE_LEN]);
+    zeroize::Zeroize::zeroize(&mut synthetic);
     record_aead(&rk)
         .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut buf)
         .map_err(|_| SealError::Seal)?;
@@ -283,7 +295,7 @@ mod tests {
     fn scheme_3_opens_only_with_a_secret_of_an_agreeing_kind() {
         let (a, b, c) = (secret(1), secret(2), secret(3));
         let wraps = [(KeyKind::NameDob, &a), (KeyKind::Nino, &b)];
-        let box_ = seal_wrapped(4, "pnc", b"ref-a", &details(), &wraps).unwrap();
+        let box_ = seal_wrapped(4, "pnc", b"ref-a", &details(), &wraps, &[7; 32]).unwrap();
         assert_eq!(box_.wraps.len(), 2 * RECORD_KEY);
         assert!(!box_.ciphertext.windows(3).any(|w| w == b"R-1"));
         // The holder of either token's secret opens it; a secret of another
@@ -301,8 +313,16 @@ mod tests {
         let mut other_epoch = box_.clone();
         other_epoch.epoch = 5;
         assert_eq!(open_wrapped("pnc", b"ref-a", &other_epoch, &[(KeyKind::NameDob, &a)]), Err(SealError::Open));
-        // A fresh record key every time.
-        assert_ne!(seal_wrapped(4, "pnc", b"ref-a", &details(), &wraps).unwrap().wraps, box_.wraps);
+        // The same details of the same record seal to the same box; other
+        // details, another record or another source secret do not.
+        assert_eq!(seal_wrapped(4, "pnc", b"ref-a", &details(), &wraps, &[7; 32]).unwrap(), box_);
+        let mut d2 = details();
+        d2.category = "drugs".into();
+        let changed = seal_wrapped(4, "pnc", b"ref-a", &d2, &wraps, &[7; 32]).unwrap();
+        assert_ne!(changed.wraps, box_.wraps);
+        assert_ne!(changed.nonce, box_.nonce);
+        assert_ne!(seal_wrapped(4, "pnc", b"ref-b", &details(), &wraps, &[7; 32]).unwrap().wraps, box_.wraps);
+        assert_ne!(seal_wrapped(4, "pnc", b"ref-a", &details(), &wraps, &[8; 32]).unwrap().wraps, box_.wraps);
         // What the coordinator forwards when only the NI number agrees.
         let mut fwd = box_.clone();
         retain_wraps(&mut fwd, |k| k == KeyKind::Nino as i32);
@@ -315,6 +335,6 @@ mod tests {
         assert_eq!(open_wrapped("pnc", b"ref-a", &bad, &[(KeyKind::NameDob, &a)]), Err(SealError::Open));
         retain_wraps(&mut bad, |_| true);
         assert!(bad.wrap_kinds.is_empty() && bad.wraps.is_empty());
-        assert_eq!(seal_wrapped(4, "pnc", b"ref-a", &details(), &[]), Err(SealError::Seal));
+        assert_eq!(seal_wrapped(4, "pnc", b"ref-a", &details(), &[], &[7; 32]), Err(SealError::Seal));
     }
 }

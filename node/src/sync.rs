@@ -496,7 +496,7 @@ struct Waiting {
 fn evaluate_and_seal(
     ks: &mut (tokio::runtime::Handle, crate::keyservice::KeyService),
     source: &str,
-    epoch: u32,
+    (epoch, source_secret): (u32, &[u8; 32]),
     waiting: &mut Vec<Waiting>,
 ) -> Result<Vec<Up>, NodeError> {
     let rows = std::mem::take(waiting);
@@ -507,7 +507,7 @@ fn evaluate_and_seal(
     for (w, e) in rows.into_iter().zip(evaluated) {
         let wraps: Vec<(vigil_proto::KeyKind, &vigil_identity::tokens::WrapSecret)> =
             e.wraps.iter().map(|(k, s)| (*k, s)).collect();
-        let sealed = vigil_identity::seal::seal_wrapped(epoch, source, &w.rref, &w.details, &wraps)
+        let sealed = vigil_identity::seal::seal_wrapped(epoch, source, &w.rref, &w.details, &wraps, source_secret)
             .map_err(|e| NodeError::failed(format!("record {}: {e}", w.record_id)))?;
         let rec = NationalRecord {
             record_ref: w.rref.to_vec().into(),
@@ -548,6 +548,7 @@ fn read_changes(
         None => Some(keys.sealer(keys.epoch).ok_or_else(|| NodeError::config("no sealing key for the current epoch"))?),
     };
     let mut key_service = key_service;
+    let source_secret = blake3::derive_key("vigil record key scheme v3", keys.local.expose());
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut pending: Vec<Up> = Vec::with_capacity(batch_size);
     let mut toks = Vec::new();
@@ -595,7 +596,10 @@ fn read_changes(
                     fresh: previous.is_none(),
                 });
                 if waiting.len() >= batch_size {
-                    match key_service.as_mut().map(|ks| evaluate_and_seal(ks, &source, keys.epoch, &mut waiting)) {
+                    match key_service
+                        .as_mut()
+                        .map(|ks| evaluate_and_seal(ks, &source, (keys.epoch, &source_secret), &mut waiting))
+                    {
                         // the sender gave up (a batch failed): stop reading
                         Some(Ok(batch)) => stopped = tx.blocking_send(batch).is_err(),
                         Some(Err(e)) => err = Some(e),
@@ -626,7 +630,7 @@ fn read_changes(
         && !waiting.is_empty()
         && let Some(ks) = key_service.as_mut()
     {
-        match evaluate_and_seal(ks, &source, keys.epoch, &mut waiting) {
+        match evaluate_and_seal(ks, &source, (keys.epoch, &source_secret), &mut waiting) {
             Ok(batch) => pending = batch,
             Err(e) => err = Some(e),
         }

@@ -1,5 +1,6 @@
 //! Crash safety: `kill -9` of the coordinator mid-feed and mid-delivery,
 //! then a restart. Nothing acknowledged is lost and nothing is duplicated.
+//! In token scheme 3 (the key service makes the tokens), as deployed.
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -23,15 +24,20 @@ fn records_at_coordinator(w: &World) -> Option<u64> {
 fn kill_9_mid_feed_and_mid_delivery_loses_and_duplicates_nothing() {
     let mut w = World::new();
     let data = w.path().join("synth");
-    let s = synth_set(&data, 9, 1, 600, 20_000);
+    let s = synth_set(&data, 9, 1, 600, 10_000);
     let force = s.forces[0].clone();
     let want = expected(&data, &s.forces, &["extract.csv"]);
+    let _ks = w.start_keyserver(&format!(
+        "[quota]\nevaluations_per_subject = 64\nheadcount_multiple = 1.0\n[headcount]\n{force} = 600\n\
+         [sources]\npnc = {}\n",
+        2 * 10_000 * 64
+    ));
     let coordinator = w.start_coordinator();
     let node = w.node("force", &force);
     let pnc = w.node("source", "pnc");
     ok(node.run(&["sync", "--roster", data.join(format!("roster-{force}.csv")).to_str().unwrap()]));
 
-    // Mid-feed: 20,000 records in batches of 200; kill the coordinator once
+    // Mid-feed: 10,000 records in batches of 200; kill the coordinator once
     // some batches are in.
     let feed_err = w.path().join("feed.err");
     let mut feed = pnc
@@ -46,7 +52,7 @@ fn kill_9_mid_feed_and_mid_delivery_loses_and_duplicates_nothing() {
         seen >= 1000
     }));
     coordinator.kill9();
-    println!("killed mid-feed with {seen} of 20000 records acknowledged");
+    println!("killed mid-feed with {seen} of 10000 records acknowledged");
     let interrupted = wait_until(Duration::from_secs(30), || feed.try_wait().unwrap().is_some());
     assert!(interrupted, "the feed should give up once the coordinator is gone");
     let status = feed.wait().unwrap();
@@ -56,7 +62,7 @@ fn kill_9_mid_feed_and_mid_delivery_loses_and_duplicates_nothing() {
     let held = records_at_coordinator(&w).unwrap();
     assert!(held >= seen, "acknowledged batches were lost: {held} records after restart, {seen} before");
     if !status.success() {
-        assert!(held < 20_000);
+        assert!(held < 10_000);
         // The stop says what was applied, and that running again is safe.
         let err = std::fs::read_to_string(&feed_err).unwrap();
         assert_eq!(status.code(), Some(69), "{err}");
@@ -64,7 +70,7 @@ fn kill_9_mid_feed_and_mid_delivery_loses_and_duplicates_nothing() {
     }
     // Feeding again completes the load; already-applied batches are not re-sent.
     let out = ok(pnc.run(&["feed", "--extract", data.join("extract.csv").to_str().unwrap()]));
-    assert_eq!(records_at_coordinator(&w), Some(20_000), "{out}");
+    assert_eq!(records_at_coordinator(&w), Some(10_000), "{out}");
 
     // Mid-delivery: start the watcher, kill the coordinator while the inbox
     // is filling, restart; the watcher reconnects by itself.
