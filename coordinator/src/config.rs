@@ -137,6 +137,11 @@ pub struct MatchingConfig {
     /// The epoch accepted (of the linkage key, or of the key service's key);
     /// batches of any other epoch are refused.
     pub epoch: u32,
+    /// While parties move to `epoch`: the epoch before it, also accepted.
+    /// Both are matched (each item keeps its tokens of both); remove it once
+    /// every party has re-sent in `epoch`, and at the next start the
+    /// previous epoch's tokens are dropped and every pair decided again.
+    pub previous_epoch: Option<u32>,
     /// The token scheme accepted: 2 (each node holds the linkage key) or 3
     /// (tokens from the key service, record details sealed to matching
     /// identities). Deployment-wide: batches of the other scheme are
@@ -152,7 +157,7 @@ pub struct MatchingConfig {
 
 impl Default for MatchingConfig {
     fn default() -> Self {
-        MatchingConfig { policy: None, epoch: 1, scheme: 2, national_records: 0 }
+        MatchingConfig { policy: None, epoch: 1, previous_epoch: None, scheme: 2, national_records: 0 }
     }
 }
 
@@ -323,6 +328,9 @@ impl Config {
             .contains(&c.matching.scheme)
         {
             return Err(invalid("matching.scheme must be 2 (linkage key) or 3 (key service)"));
+        }
+        if c.matching.previous_epoch.is_some_and(|p| p + 1 != c.matching.epoch) {
+            return Err(invalid("matching.previous_epoch must be the epoch just before matching.epoch"));
         }
         if c.matching.epoch == 0 {
             return Err(invalid("matching.epoch must be at least 1"));

@@ -167,6 +167,7 @@ mod tests {
         Settings {
             epoch: 1,
             scheme: 2,
+            previous_epoch: None,
             policy: crate::policy::Policy::default_policy(),
             policy_sha256: "p".into(),
             origin: "vigil.test/audit".into(),
@@ -184,6 +185,7 @@ mod tests {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let core = Core::open(Arc::new(MemoryStore::new()), settings(), skey, stop_rx).unwrap();
         let roster = BatchIn {
+            epoch: 1,
             sequence: 1,
             commitment: "r".into(),
             upserts: vec![SubjectIn { pseudonym: [9; 16], tokens: tokens() }],
@@ -196,6 +198,7 @@ mod tests {
 
     fn national(sequence: u64, record: u8) -> BatchIn<RecordIn> {
         BatchIn {
+            epoch: 1,
             sequence,
             commitment: format!("n{sequence}"),
             upserts: vec![RecordIn { record_ref: [record; 16], tokens: tokens(), sealed: vec![] }],

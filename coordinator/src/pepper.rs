@@ -36,13 +36,23 @@ impl Pepper {
         Pepper(blake3::derive_key("vigil coordinator pepper v1", &secret))
     }
 
-    /// Re-keys a token: `BLAKE3-keyed(pepper, token)[..16]`.
-    pub fn rekey(&self, token: &Token) -> Stored {
+    /// Re-keys a token of `epoch`: `BLAKE3-keyed(pepper, token)[..16]`,
+    /// with the last bit replaced by the epoch's parity ([`parity`]), so
+    /// that while two consecutive epochs are served the tokens of each can
+    /// be told apart (and those of the old one dropped once every party
+    /// has moved).
+    pub fn rekey(&self, token: &Token, epoch: u32) -> Stored {
         let h = blake3::keyed_hash(&self.0, token);
         let mut s = [0u8; STORED_LEN];
         s.copy_from_slice(&h.as_bytes()[..STORED_LEN]);
+        s[STORED_LEN - 1] = (s[STORED_LEN - 1] & !1) | (epoch & 1) as u8;
         s
     }
+}
+
+/// The parity of the epoch a stored token was sent in (0 or 1).
+pub fn parity(stored: &Stored) -> u32 {
+    u32::from(stored[STORED_LEN - 1] & 1)
 }
 
 /// The index key of a stored token.
@@ -63,9 +73,12 @@ mod tests {
     fn rekeying_is_keyed_and_stable() {
         let a = Pepper::new([1; 32]);
         let b = Pepper::new([2; 32]);
-        assert_eq!(a.rekey(&[5; 32]), a.rekey(&[5; 32]));
-        assert_ne!(a.rekey(&[5; 32]), b.rekey(&[5; 32]));
-        assert_ne!(&a.rekey(&[5; 32])[..], &[5u8; 16][..]);
+        assert_eq!(a.rekey(&[5; 32], 1), a.rekey(&[5; 32], 1));
+        assert_ne!(a.rekey(&[5; 32], 1), b.rekey(&[5; 32], 1));
+        assert_ne!(&a.rekey(&[5; 32], 1)[..], &[5u8; 16][..]);
         assert_eq!(format!("{a:?}"), "Pepper(<redacted>)");
+        assert_eq!(parity(&a.rekey(&[5; 32], 1)), 1);
+        assert_eq!(parity(&a.rekey(&[5; 32], 2)), 0);
+        assert_eq!(a.rekey(&[5; 32], 2)[..15], a.rekey(&[5; 32], 3)[..15]);
     }
 }

@@ -80,6 +80,7 @@ fn settings_of(config: &Config) -> Result<(Settings, String), ServeError> {
     let sha = ring::digest::digest(&ring::digest::SHA256, policy_text.as_bytes());
     let settings = Settings {
         epoch: config.matching.epoch,
+        previous_epoch: config.matching.previous_epoch,
         scheme: config.matching.scheme,
         policy,
         policy_sha256: vigil_proto::hex::encode(sha.as_ref()),

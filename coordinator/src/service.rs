@@ -188,11 +188,11 @@ impl Rpc {
         Ok(id)
     }
 
-    fn pepper_set(&self, set: Option<&TokenSet>, what: &str) -> Result<Vec<StoredToken>, Status> {
+    fn pepper_set(&self, set: Option<&TokenSet>, epoch: u32, what: &str) -> Result<Vec<StoredToken>, Status> {
         let set = set.ok_or_else(|| Status::invalid_argument(format!("{what}: no tokens")))?;
         let toks = tokens::unpack(set, self.limits.max_tokens_per_item)
             .map_err(|e| Status::invalid_argument(format!("{what}: {e}")))?;
-        Ok(toks.iter().map(|(k, t)| (*k, self.pepper.rekey(t))).collect())
+        Ok(toks.iter().map(|(k, t)| (*k, self.pepper.rekey(t, epoch))).collect())
     }
 
     /// Checks what every batch and check names: `what` is how errors name
@@ -206,10 +206,11 @@ impl Rpc {
                 scheme_name(accepted)
             )));
         }
-        let accepted = self.core.settings().epoch;
-        if epoch != accepted {
+        let (accepted, previous) = (self.core.settings().epoch, self.core.settings().previous_epoch);
+        if epoch != accepted && Some(epoch) != previous {
+            let also = previous.map(|p| format!(" (and {p}, while parties move)")).unwrap_or_default();
             return Err(Status::failed_precondition(format!(
-                "{what} is for epoch {epoch}; the coordinator accepts epoch {accepted}"
+                "{what} is for epoch {epoch}; the coordinator accepts epoch {accepted}{also}"
             )));
         }
         if items > self.limits.max_batch_items {
@@ -324,11 +325,11 @@ impl roster_service_server::RosterService for RosterService {
                 let what = format!("{name} upsert {i}");
                 upserts.push(SubjectIn {
                     pseudonym: to_ref(&u.subject, &what)?,
-                    tokens: rpc.pepper_set(u.tokens.as_ref(), &what)?,
+                    tokens: rpc.pepper_set(u.tokens.as_ref(), batch.epoch, &what)?,
                 });
             }
             let removes = Rpc::removes(&name, &batch.removes)?;
-            let input = BatchIn { sequence: batch.sequence, upserts, removes, commitment };
+            let input = BatchIn { sequence: batch.sequence, epoch: batch.epoch, upserts, removes, commitment };
             let share = rpc.limits.max_removal_share;
             let now = now_ms();
             let mut added = 0;
@@ -400,7 +401,7 @@ impl feed_service_server::FeedService for FeedService {
         let source = id.code.clone();
         let receipt = blocking(move || {
             let t = Instant::now();
-            let epoch = rpc.core.settings().epoch;
+            let epoch = batch.epoch;
             let commitment = audit::national_commitment(&batch);
             let mut upserts = Vec::with_capacity(batch.upserts.len());
             for (i, u) in batch.upserts.iter().enumerate() {
@@ -415,12 +416,12 @@ impl feed_service_server::FeedService for FeedService {
                 rpc.check_wraps(&what, sealed)?;
                 upserts.push(RecordIn {
                     record_ref: to_ref(&u.record_ref, &what)?,
-                    tokens: rpc.pepper_set(u.tokens.as_ref(), &what)?,
+                    tokens: rpc.pepper_set(u.tokens.as_ref(), batch.epoch, &what)?,
                     sealed: sealed.encode_to_vec(),
                 });
             }
             let removes = Rpc::removes(&name, &batch.removes)?;
-            let input = BatchIn { sequence: batch.sequence, upserts, removes, commitment };
+            let input = BatchIn { sequence: batch.sequence, epoch: batch.epoch, upserts, removes, commitment };
             tracing::debug!(prepare_ms = t.elapsed().as_secs_f64() * 1e3, "national batch checked and peppered");
             Ok(rpc.core.apply(|e, s| e.apply_national(s, &source, input, now_ms()))?)
         })
@@ -525,7 +526,7 @@ impl check_service_server::CheckService for CheckService {
                 }
                 applicants.push(ApplicantIn {
                     applicant: a.applicant.to_vec(),
-                    tokens: rpc.pepper_set(a.tokens.as_ref(), &what)?,
+                    tokens: rpc.pepper_set(a.tokens.as_ref(), r.epoch, &what)?,
                 });
             }
             Ok(rpc.core.check(&id.code, meta, applicants)?)

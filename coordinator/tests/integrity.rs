@@ -31,6 +31,7 @@ fn settings() -> Settings {
     Settings {
         epoch: 1,
         scheme: 2,
+        previous_epoch: None,
         policy: Policy::default_policy(),
         policy_sha256: "p".into(),
         origin: "vigil.test/audit".into(),
@@ -214,7 +215,7 @@ fn reference(world: &World) -> (tempfile::TempDir, RedbStore) {
             .filter(|((ff, _), _)| *ff == f)
             .map(|((_, s), (p, v))| SubjectIn { pseudonym: [*s; 16], tokens: tokens(*p, *v) })
             .collect();
-        let b = BatchIn { sequence: 1, upserts, removes: vec![], commitment: "r".into() };
+        let b = BatchIn { epoch: 1, sequence: 1, upserts, removes: vec![], commitment: "r".into() };
         if let Applied::Fresh { commit, .. } = e.apply_roster(&store, force, b, 1).unwrap() {
             store.commit(&commit).unwrap();
         }
@@ -224,7 +225,7 @@ fn reference(world: &World) -> (tempfile::TempDir, RedbStore) {
         .iter()
         .map(|(r, (p, v, c))| RecordIn { record_ref: [*r; 16], tokens: tokens(*p, *v), sealed: sealed(*c) })
         .collect();
-    let b = BatchIn { sequence: 1, upserts, removes: vec![], commitment: "n".into() };
+    let b = BatchIn { epoch: 1, sequence: 1, upserts, removes: vec![], commitment: "n".into() };
     if let Applied::Fresh { commit, .. } = e.apply_national(&store, "pnc", b, 2).unwrap() {
         store.commit(&commit).unwrap();
     }
@@ -253,6 +254,7 @@ fn run(ops: Vec<(Op, Delivery, bool)>) {
                 Batch::Roster(
                     *f,
                     BatchIn {
+                        epoch: 1,
                         sequence: seq_roster[*f],
                         commitment: commitment(&(&ups, &rms)),
                         upserts: ups
@@ -274,6 +276,7 @@ fn run(ops: Vec<(Op, Delivery, bool)>) {
                 }
                 seq_national += 1;
                 Batch::National(BatchIn {
+                    epoch: 1,
                     sequence: seq_national,
                     commitment: commitment(&(&ups, &rms)),
                     upserts: ups

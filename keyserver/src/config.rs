@@ -69,6 +69,11 @@ pub struct Key {
     pub seed: PathBuf,
     /// The epoch served.
     pub epoch: u32,
+    /// While parties move to `epoch`: the epoch before it, still served
+    /// (each epoch has its own allowance). Remove it once every party has
+    /// moved.
+    #[serde(default)]
+    pub previous_epoch: Option<u32>,
 }
 
 /// `[audit]`
@@ -143,6 +148,9 @@ impl Config {
         let mut c: Config = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         if c.trust_domain.is_empty() || c.trust_domain.contains('/') {
             return Err(err("trust_domain must be a bare domain such as vigil.example".into()));
+        }
+        if c.key.previous_epoch.is_some_and(|p| p + 1 != c.key.epoch) {
+            return Err(err("key.previous_epoch must be the epoch just before key.epoch".into()));
         }
         if c.key.epoch == 0 {
             return Err(err("key.epoch must be at least 1".into()));

@@ -182,11 +182,21 @@ impl QuotaStore {
     ) -> Result<Result<Usage, Exhausted>, StoreError> {
         let w = self.db.begin_write().map_err(e)?;
         let admitted = {
+            // Usage per caller and epoch (two epochs are served while
+            // parties move; spending in one must not reset the other).
+            let key = format!("{caller} {epoch}");
             let mut t = w.open_table(USAGE).map_err(e)?;
-            let before = t.get(caller).map_err(e)?.and_then(|v| Usage::from_bytes(v.value())).unwrap_or_default();
+            let read = |k: &str| -> Result<Option<Usage>, StoreError> {
+                Ok(t.get(k).map_err(e)?.and_then(|v| Usage::from_bytes(v.value())))
+            };
+            // Stores written before per-epoch keys hold one row per caller.
+            let before = match read(&key)? {
+                Some(u) => u,
+                None => read(caller)?.filter(|u| u.epoch == epoch).unwrap_or_default(),
+            };
             match before.admit(a, epoch, day, n) {
                 Ok(u) => {
-                    t.insert(caller, u.to_bytes().as_slice()).map_err(e)?;
+                    t.insert(key.as_str(), u.to_bytes().as_slice()).map_err(e)?;
                     Ok(u)
                 }
                 Err(x) => Err(x),
@@ -210,11 +220,14 @@ impl QuotaStore {
         Ok(Ok(u))
     }
 
-    /// A caller's usage so far.
-    pub fn usage(&self, caller: &str) -> Result<Usage, StoreError> {
+    /// A caller's usage so far in `epoch`.
+    pub fn usage(&self, caller: &str, epoch: u32) -> Result<Usage, StoreError> {
         let r = self.db.begin_read().map_err(e)?;
         let t = r.open_table(USAGE).map_err(e)?;
-        Ok(t.get(caller).map_err(e)?.and_then(|v| Usage::from_bytes(v.value())).unwrap_or_default())
+        Ok(t.get(format!("{caller} {epoch}").as_str())
+            .map_err(e)?
+            .and_then(|v| Usage::from_bytes(v.value()))
+            .unwrap_or_default())
     }
 }
 
@@ -251,10 +264,16 @@ mod tests {
             assert!(s.spend_logged("force/gmp", A, 1, 0, 11, entry).unwrap().is_err());
         }
         let s = QuotaStore::open(d.path()).unwrap();
-        assert_eq!(s.usage("force/gmp").unwrap().in_epoch, 100);
+        assert_eq!(s.usage("force/gmp", 1).unwrap().in_epoch, 100);
         assert_eq!(s.spend_logged("force/gmp", A, 1, 0, 10, entry).unwrap().unwrap().beyond, 10);
         let (entries, cp) = s.log().unwrap();
         assert_eq!((entries.len(), cp.as_deref()), (2, Some("checkpoint 1")), "one entry per admitted batch");
-        assert_eq!(s.usage("force/wmp").unwrap(), Usage::default());
+        assert_eq!(s.usage("force/wmp", 1).unwrap(), Usage::default());
+        // Two epochs served at once (while parties move) are counted apart:
+        // spending in one neither resets nor draws on the other.
+        assert_eq!(s.spend_logged("force/gmp", A, 2, 0, 50, entry).unwrap().unwrap().in_epoch, 50);
+        assert!(s.spend_logged("force/gmp", A, 1, 0, 1, entry).unwrap().is_err(), "epoch 1 is still spent");
+        assert_eq!(s.usage("force/gmp", 1).unwrap().in_epoch, 110);
+        assert_eq!(s.usage("force/gmp", 2).unwrap().in_epoch, 50);
     }
 }

@@ -28,6 +28,8 @@ pub const MAX_BATCH: usize = 4096;
 /// The service.
 pub struct Keys {
     key: ServerKey,
+    /// The previous epoch's key, while parties move.
+    previous: Option<(u32, ServerKey)>,
     config: Arc<Config>,
     store: Arc<QuotaStore>,
     log: Mutex<EvalLog>,
@@ -45,9 +47,13 @@ impl Keys {
         store: Arc<QuotaStore>,
     ) -> Result<Keys, String> {
         let key = ServerKey::derive(seed, config.key.epoch).map_err(|e| e.to_string())?;
+        let previous = match config.key.previous_epoch {
+            Some(p) => Some((p, ServerKey::derive(seed, p).map_err(|e| e.to_string())?)),
+            None => None,
+        };
         let signer = vigil_proto::tlog::Signer::from_skey(&signer_key).map_err(|e| format!("log signing key: {e}"))?;
         let log = EvalLog::load(&store, signer, &config.audit.origin, vigil_common::clock::now_ms())?;
-        Ok(Keys { key, config, store, log: Mutex::new(log), signer_key: zeroize::Zeroizing::new(signer_key) })
+        Ok(Keys { key, previous, config, store, log: Mutex::new(log), signer_key: zeroize::Zeroizing::new(signer_key) })
     }
 
     fn log(&self) -> Result<MutexGuard<'_, EvalLog>, Status> {
@@ -105,14 +111,19 @@ impl Keys {
         self.auth(req, &[Role::Auditor], "auditors", what).map(|_| ())
     }
 
-    fn epoch(&self, epoch: u32) -> Result<(), Status> {
-        if epoch != self.config.key.epoch {
-            return Err(Status::failed_precondition(format!(
-                "epoch {epoch} is not served: this key service serves epoch {}",
-                self.config.key.epoch
-            )));
+    /// The key of a served epoch.
+    fn epoch(&self, epoch: u32) -> Result<&ServerKey, Status> {
+        if epoch == self.config.key.epoch {
+            return Ok(&self.key);
         }
-        Ok(())
+        match &self.previous {
+            Some((p, k)) if *p == epoch => Ok(k),
+            _ => Err(Status::failed_precondition(format!(
+                "epoch {epoch} is not served: this key service serves epoch {}{}",
+                self.config.key.epoch,
+                self.previous.as_ref().map(|(p, _)| format!(" (and {p}, while parties move)")).unwrap_or_default()
+            ))),
+        }
     }
 }
 
@@ -121,14 +132,14 @@ impl KeyService for Keys {
     async fn public_key(&self, req: Request<PublicKeyRequest>) -> Result<Response<PublicKeyResponse>, Status> {
         self.caller(&req, "read the public key")?;
         let epoch = req.into_inner().epoch;
-        self.epoch(epoch)?;
-        Ok(Response::new(PublicKeyResponse { epoch, public_key: self.key.public_key().to_vec().into() }))
+        let key = self.epoch(epoch)?;
+        Ok(Response::new(PublicKeyResponse { epoch, public_key: key.public_key().to_vec().into() }))
     }
 
     async fn evaluate(&self, req: Request<EvaluateRequest>) -> Result<Response<EvaluateResponse>, Status> {
         let id = self.caller(&req, "evaluate")?;
         let r = req.into_inner();
-        self.epoch(r.epoch)?;
+        let key = self.epoch(r.epoch)?;
         let kind = i32::try_from(r.kind)
             .ok()
             .and_then(vigil_proto::KeyKind::from_wire)
@@ -200,7 +211,7 @@ impl KeyService for Keys {
         })?;
         let info = vigil_oprf::info(r.kind, epoch);
         // A batch of 4,096 is about 0.2 s of CPU: off the cooperative path too.
-        let (evaluated, proof) = tokio::task::block_in_place(|| self.key.evaluate(&blinded, &info))
+        let (evaluated, proof) = tokio::task::block_in_place(|| key.evaluate(&blinded, &info))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(caller = %caller, kind = kind.short_name(), evaluations = n, used = usage.in_epoch, "batch evaluated");
         Ok(Response::new(EvaluateResponse {

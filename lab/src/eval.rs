@@ -199,7 +199,7 @@ fn peppered(
     without: KindSet,
 ) -> Keys {
     tk.tokens(id, buf);
-    buf.iter().filter(|(k, _)| !without.contains(*k)).map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect()
+    buf.iter().filter(|(k, _)| !without.contains(*k)).map(|(k, t)| (*k, index_key(&pepper.rekey(t, 1)))).collect()
 }
 
 /// Thresholds the evaluation reports precision and recall at.

@@ -21,7 +21,7 @@ fn identity_and_keys(raw: &RawIdentity<'_>) -> (Identity, Vec<(vigil_proto::KeyK
     let pepper = Pepper::new([4; 32]);
     let mut toks = Vec::new();
     tk.tokens(&id, &mut toks);
-    let keys = toks.iter().map(|(k, t)| (*k, index_key(&pepper.rekey(t)))).collect();
+    let keys = toks.iter().map(|(k, t)| (*k, index_key(&pepper.rekey(t, 1)))).collect();
     (id, keys)
 }
 

@@ -158,7 +158,16 @@ pub fn report(
                     sha256.get(..16).unwrap_or("")
                 ));
             }
-            Entry::Epoch { time, epoch } => r.changes.push(format!("{time}: linkage-key epoch {epoch}")),
+            Entry::Epoch { time, epoch, previous, shredded, dropped_subjects, dropped_records, retractions } => {
+                r.changes.push(match (previous, shredded) {
+                    (Some(p), _) => format!("{time}: key epoch {epoch}, epoch {p} still accepted while parties move"),
+                    (None, Some(_)) => format!(
+                        "{time}: key epoch {epoch}; the previous epoch's tokens dropped ({dropped_subjects} subjects and \
+                         {dropped_records} records not re-sent deleted, {retractions} retractions)"
+                    ),
+                    (None, None) => format!("{time}: key epoch {epoch}"),
+                })
+            }
             _ => {}
         }
     }

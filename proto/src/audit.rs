@@ -137,7 +137,8 @@ pub enum Entry {
         source: String,
         /// Record reference (hex).
         record_ref: String,
-        /// `record_withdrawn`, `record_changed`, `subject_left` or `subject_changed`.
+        /// `record_withdrawn`, `record_changed`, `subject_left`, `subject_changed`,
+        /// `policy_changed`, `scores_changed` or `epoch_changed`.
         reason: String,
     },
     /// A pre-employment check (counts only; applicants are not recorded).
@@ -189,12 +190,30 @@ pub enum Entry {
         #[serde(default)]
         retractions: u64,
     },
-    /// The linkage-key epoch changed (or the log started).
+    /// The key epoch changed (or the log started), or parties finished
+    /// moving to it.
     Epoch {
         /// RFC 3339 UTC time.
         time: String,
         /// Epoch now accepted.
         epoch: u32,
+        /// The epoch also accepted while parties move to `epoch`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<u32>,
+        /// Parity (0 or 1) of the epoch whose tokens were dropped at this
+        /// entry: every party had moved on from it (crypto-shredding).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shredded: Option<u32>,
+        /// Subjects and records deleted because they had no tokens of the
+        /// current epoch (their party never re-sent them).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropped_subjects: u64,
+        /// As `dropped_subjects`, for national records.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropped_records: u64,
+        /// Retractions that follow (`epoch_changed`).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        retractions: u64,
     },
     /// A batch the key service evaluated (its own log: who asked for how
     /// many evaluations of which kind, never the elements).
@@ -347,6 +366,10 @@ pub fn national_commitment(b: &NationalBatch) -> String {
         put_bytes(&mut c, r);
     }
     hex::encode(c.finish().as_ref())
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -1,6 +1,13 @@
 //! Rebuilding the engine from the store: at start-up, and after a failed
 //! commit. The tree is checked against the latest signed checkpoint, and a
 //! policy or epoch change is logged.
+//!
+//! Epochs: while `previous_epoch` is configured, items hold tokens of two
+//! epochs (told apart by their parity, `crate::pepper::parity`). Once it is
+//! no longer configured, the first start drops every token of the other
+//! parity (crypto-shredding, in the same commit as the log entry that says
+//! so), deletes the subjects and records left with none (their party never
+//! re-sent them), and decides every pair again.
 
 use vigil_proto::audit::Entry;
 use vigil_proto::tlog::Signer;
@@ -11,7 +18,53 @@ use super::registry::Registry;
 use super::types::{EngineError, Settings};
 use super::{Engine, keys};
 use crate::matcher::Matcher;
-use crate::store::{ActiveRow, Commit, RecordRow, StoreError, StoreRead, SubjectRow};
+use crate::store::{
+    ActiveRow, Commit, RecordRow, Ref, SenderState, StoreError, StoreRead, StoredToken, SubjectRow, surviving,
+};
+
+/// The store as it will be once the tokens of parity `drop` are shredded:
+/// what re-deciding every pair at an epoch's end reads.
+struct Shredded<'a> {
+    inner: &'a dyn StoreRead,
+    drop: Option<u32>,
+}
+
+impl StoreRead for Shredded<'_> {
+    fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError> {
+        self.inner.for_each_subject(&mut |r| f(SubjectRow { tokens: surviving(&r.tokens, self.drop), ..r }))
+    }
+    fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
+        self.inner.for_each_record(&mut |r| f(RecordRow { tokens: surviving(&r.tokens, self.drop), ..r }))
+    }
+    fn for_each_active(&self, f: &mut dyn FnMut(ActiveRow)) -> Result<(), StoreError> {
+        self.inner.for_each_active(f)
+    }
+    fn for_each_log_entry(&self, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
+        self.inner.for_each_log_entry(f)
+    }
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.inner.latest_checkpoint()
+    }
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.meta(key)
+    }
+    fn sender(&self, caller: &str) -> Result<Option<SenderState>, StoreError> {
+        self.inner.sender(caller)
+    }
+    fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError> {
+        Ok(self.inner.subject(force, pseudonym)?.map(|t| surviving(&t, self.drop)))
+    }
+    fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
+        Ok(self.inner.record(source, record_ref)?.map(|r| RecordRow { tokens: surviving(&r.tokens, self.drop), ..r }))
+    }
+    fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.last_sequences()
+    }
+}
+
+fn epoch_of(v: Option<Vec<u8>>) -> Option<u32> {
+    v.and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok()).map(u32::from_be_bytes)
+}
 
 impl Engine {
     /// Rebuilds the engine from the store, checks the log against its latest
@@ -51,13 +104,43 @@ impl Engine {
         {
             return Err(EngineError::Integrity("the audit signing key is not the one this log was signed with".into()));
         }
-        store.for_each_subject(&mut |row: SubjectRow| {
+        // Epochs advance one at a time; with no previous epoch configured,
+        // tokens of the other parity are shredded if the store may hold any.
+        let stored_epoch = epoch_of(store.meta("epoch")?);
+        let stored_previous = epoch_of(store.meta("previous_epoch")?);
+        let (epoch, previous) = (e.settings.epoch, e.settings.previous_epoch);
+        if let Some(s) = stored_epoch
+            && s != epoch
+            && s + 1 != epoch
+        {
+            return Err(EngineError::Integrity(format!(
+                "this store holds tokens of epoch {s}; epochs advance one at a time (configure epoch {} next, \
+                 with previous_epoch = {s} while parties move)",
+                s + 1
+            )));
+        }
+        let shred = match previous {
+            None if stored_previous.is_some() || stored_epoch.is_some_and(|s| s != epoch) => Some((epoch & 1) ^ 1),
+            _ => None,
+        };
+        let shredded = Shredded { inner: store, drop: shred };
+        let mut emptied_subjects: Vec<(String, Ref)> = Vec::new();
+        let mut emptied_records: Vec<(String, Ref)> = Vec::new();
+        shredded.for_each_subject(&mut |row: SubjectRow| {
             let id = e.registry.add_subject(&row.force, row.pseudonym);
-            e.matcher.add_subject(id, &keys(&row.tokens));
+            if row.tokens.is_empty() {
+                emptied_subjects.push((row.force, row.pseudonym));
+            } else {
+                e.matcher.add_subject(id, &keys(&row.tokens));
+            }
         })?;
-        store.for_each_record(&mut |row: RecordRow| {
+        shredded.for_each_record(&mut |row: RecordRow| {
             let id = e.registry.add_record(&row.source, row.record_ref);
-            e.matcher.add_record(id, &keys(&row.tokens));
+            if row.tokens.is_empty() {
+                emptied_records.push((row.source, row.record_ref));
+            } else {
+                e.matcher.add_record(id, &keys(&row.tokens));
+            }
         })?;
         let mut err: Option<StoreError> = None;
         store.for_each_active(&mut |row: ActiveRow| match (
@@ -92,15 +175,40 @@ impl Engine {
         // the policy entry and logged right after it.
         let mut b = Batch::new(now_ms);
         let mut head = Vec::new();
-        if store.meta("epoch")?.as_deref() != Some(&e.settings.epoch.to_be_bytes()[..]) {
-            head.push(Entry::Epoch { time: b.time.clone(), epoch: e.settings.epoch });
-            b.commit.meta.push(("epoch".into(), e.settings.epoch.to_be_bytes().to_vec()));
+        if shred.is_some() {
+            // Every pair decided again on the current epoch's tokens alone;
+            // items no party re-sent lose their cases and are deleted.
+            let sids = e.registry.subject_ids();
+            e.rescore(&shredded, &mut b, sids, "epoch_changed", &Default::default())?;
+            for (force, p) in &emptied_subjects {
+                e.registry.remove_subject(force, p);
+            }
+            for (source, r) in &emptied_records {
+                e.registry.remove_record(source, r);
+            }
+            b.commit.shred_parity = shred;
+            e.decided_at = e.matcher.population();
+        }
+        if stored_epoch != Some(epoch) || stored_previous != previous || shred.is_some() {
+            head.push(Entry::Epoch {
+                time: b.time.clone(),
+                epoch,
+                previous,
+                shredded: shred,
+                dropped_subjects: emptied_subjects.len() as u64,
+                dropped_records: emptied_records.len() as u64,
+                retractions: b.retracted,
+            });
+            b.commit.meta.push(("epoch".into(), epoch.to_be_bytes().to_vec()));
+            b.commit
+                .meta
+                .push(("previous_epoch".into(), previous.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default()));
         }
         let stored_policy = store.meta("policy_sha256")?;
         if stored_policy.as_deref() != Some(e.settings.policy_sha256.as_bytes()) {
             if stored_policy.is_some() {
                 let sids = e.registry.subject_ids();
-                e.rescore(store, &mut b, sids, "policy_changed", &Default::default())?;
+                e.rescore(&shredded, &mut b, sids, "policy_changed", &Default::default())?;
             }
             head.push(Entry::Policy {
                 time: b.time.clone(),

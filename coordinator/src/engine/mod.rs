@@ -76,6 +76,19 @@ const GROWTH: f64 = 1.1;
 /// (about 40 with the shipped values): from 0.001, not to a candidate.
 const SUBJECT_FLOOR: f64 = 0.001;
 
+/// While parties move between two epochs, an item holds its tokens of
+/// both: an upsert of `epoch` replaces the item's tokens of that epoch and
+/// keeps those of the other (tokens of different epochs never agree, so
+/// each pair is judged on what its two sides share in either). Otherwise
+/// an upsert replaces everything.
+fn merged(old: &[StoredToken], new: Vec<StoredToken>, epoch: u32, moving: bool) -> Vec<StoredToken> {
+    let mut out = new;
+    if moving {
+        out.extend(old.iter().filter(|(_, t)| crate::pepper::parity(t) != epoch & 1).copied());
+    }
+    out
+}
+
 fn keys(tokens: &[StoredToken]) -> Vec<(vigil_proto::KeyKind, IndexKey)> {
     tokens.iter().map(|(k, t)| (*k, index_key(t))).collect()
 }
@@ -419,11 +432,13 @@ impl Engine {
             self.registry.remove_subject(force, r);
             b.commit.subjects_del.push((force.to_string(), *r));
         }
-        for u in batch.upserts {
+        let moving = self.settings.previous_epoch.is_some();
+        for mut u in batch.upserts {
             let sid = match self.registry.subject(force, &u.pseudonym) {
                 Some(sid) => {
                     let old = store.subject(force, &u.pseudonym)?.unwrap_or_default();
                     self.matcher.remove_subject(sid, &keys(&old));
+                    u.tokens = merged(&old, u.tokens, batch.epoch, moving);
                     sid
                 }
                 None => self.registry.add_subject(force, u.pseudonym),
@@ -505,10 +520,14 @@ impl Engine {
             b.commit.records_del.push((source.to_string(), *r));
         }
         let removes = batch.removes.len() as u64 - removes_unknown;
-        for u in batch.upserts {
+        let moving = self.settings.previous_epoch.is_some();
+        for mut u in batch.upserts {
             let (rid, details_changed) = match self.registry.record(source, &u.record_ref) {
                 Some(rid) => {
                     let old = store.record(source, &u.record_ref)?;
+                    if let Some(o) = &old {
+                        u.tokens = merged(&o.tokens, u.tokens, batch.epoch, moving);
+                    }
                     // The same tokens and the same sealed box (sealing is
                     // deterministic): a re-sent, unchanged record. Nothing to do.
                     if old.as_ref().is_some_and(|o| o.tokens == u.tokens && o.sealed == u.sealed) {

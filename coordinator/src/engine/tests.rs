@@ -12,6 +12,7 @@ fn settings() -> Settings {
     Settings {
         epoch: 1,
         scheme: 2,
+        previous_epoch: None,
         policy: Policy::default_policy(),
         policy_sha256: "p1".into(),
         origin: "vigil.test/audit".into(),
@@ -52,6 +53,7 @@ fn commitment<T: std::fmt::Debug>(upserts: &T, removes: &[u8]) -> String {
 
 fn roster(seq: u64, upserts: Vec<(u8, Vec<StoredToken>)>, removes: Vec<u8>) -> BatchIn<SubjectIn> {
     BatchIn {
+        epoch: 1,
         sequence: seq,
         commitment: commitment(&upserts, &removes),
         upserts: upserts.into_iter().map(|(p, tokens)| SubjectIn { pseudonym: [p; 16], tokens }).collect(),
@@ -61,6 +63,7 @@ fn roster(seq: u64, upserts: Vec<(u8, Vec<StoredToken>)>, removes: Vec<u8>) -> B
 
 fn national_with(seq: u64, upserts: Vec<(u8, Vec<StoredToken>, Vec<u8>)>, removes: Vec<u8>) -> BatchIn<RecordIn> {
     BatchIn {
+        epoch: 1,
         sequence: seq,
         commitment: commitment(&upserts, &removes),
         upserts: upserts
@@ -312,4 +315,117 @@ fn a_stronger_record_explains_away_a_weaker_one() {
     assert_eq!(g.len(), 3, "{g:?}");
     assert_eq!((g[1].r#type, g[1].record_ref.as_ref()), (DisclosureType::Retraction as i32, &[40; 16][..]));
     assert_eq!((g[2].r#type, g[2].record_ref.as_ref()), (DisclosureType::Disclosure as i32, &[41; 16][..]));
+}
+
+/// Tokens of `epoch`: other values than another epoch's (another key made
+/// them), and the epoch's parity in the last bit (as the pepper sets it).
+fn in_epoch(tokens: Vec<StoredToken>, epoch: u32) -> Vec<StoredToken> {
+    tokens
+        .into_iter()
+        .map(|(k, mut t)| {
+            t[0] ^= (epoch as u8) << 4;
+            t[15] = (t[15] & !1) | (epoch & 1) as u8;
+            (k, t)
+        })
+        .collect()
+}
+
+fn reload(store: &MemoryStore, epoch: u32, previous: Option<u32>) -> Result<Engine, EngineError> {
+    let s = Settings { epoch, previous_epoch: previous, ..settings() };
+    let (e, _, c) = Engine::load(store, s, signer(), 100)?;
+    store.commit(&c).unwrap();
+    Ok(e)
+}
+
+fn epoch_entries(store: &MemoryStore) -> Vec<Entry> {
+    let mut out = Vec::new();
+    store
+        .for_each_log_entry(&mut |_, b| {
+            if let Ok(e @ Entry::Epoch { .. }) = Entry::parse(b) {
+                out.push(e);
+            }
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn parties_move_to_a_new_epoch_while_matching_goes_on_then_the_old_tokens_are_dropped() {
+    let (store, mut e) = fresh();
+    let mut r1 = roster(1, vec![(1, in_epoch(person(1), 1)), (3, in_epoch(person(3), 1))], vec![]);
+    r1.epoch = 1;
+    commit(&store, e.apply_roster(&store, "gmp", r1, 1).unwrap());
+    let n1 = national(1, vec![(10, in_epoch(person(1), 1)), (30, in_epoch(person(3), 1))], vec![]);
+    commit(&store, e.apply_national(&store, "pnc", n1, 2).unwrap());
+    assert_eq!(pending(&store, "gmp").len(), 2);
+
+    // Epoch 2, with epoch 1 still served while parties move.
+    let mut e = reload(&store, 2, Some(1)).unwrap();
+    assert!(matches!(
+        epoch_entries(&store).last(),
+        Some(Entry::Epoch { epoch: 2, previous: Some(1), shredded: None, .. })
+    ));
+    // The force moves: each subject now holds tokens of both epochs, and
+    // its cases stand (tokens of epoch 2 agree with nothing yet).
+    let mut r2 = roster(2, vec![(1, in_epoch(person(1), 2)), (3, in_epoch(person(3), 2))], vec![]);
+    r2.epoch = 2;
+    commit(&store, e.apply_roster(&store, "gmp", r2, 3).unwrap());
+    assert_eq!(store.subject("gmp", &[1; 16]).unwrap().unwrap().len(), 6);
+    let retracted =
+        |s: &MemoryStore| pending(s, "gmp").iter().filter(|d| d.r#type == DisclosureType::Retraction as i32).count();
+    assert_eq!(retracted(&store), 0);
+    // A source still in epoch 1 is still matched: a new record of person 1.
+    let mut late = national(2, vec![(11, in_epoch(person(1), 1))], vec![]);
+    late.epoch = 1;
+    commit(&store, e.apply_national(&store, "pnc", late, 4).unwrap());
+    assert_eq!(pending(&store, "gmp").len(), 3, "matching goes on in the old epoch");
+    // The source moves, re-sending records 10 and 11 but not 30.
+    let mut n2 = national(3, vec![(10, in_epoch(person(1), 2)), (11, in_epoch(person(1), 2))], vec![]);
+    n2.epoch = 2;
+    commit(&store, e.apply_national(&store, "pnc", n2, 5).unwrap());
+    assert_eq!(retracted(&store), 0);
+
+    // Epochs advance one at a time.
+    assert!(matches!(reload(&store, 4, None), Err(EngineError::Integrity(_))));
+    // Every party has moved: the next start drops epoch 1's tokens. Record
+    // 30 was not re-sent, so it goes, and its case is retracted in the open.
+    let _e = reload(&store, 2, None).unwrap();
+    let last = epoch_entries(&store).pop().unwrap();
+    assert!(
+        matches!(
+            last,
+            Entry::Epoch {
+                epoch: 2,
+                previous: None,
+                shredded: Some(1),
+                dropped_subjects: 0,
+                dropped_records: 1,
+                retractions: 1,
+                ..
+            }
+        ),
+        "{last:?}"
+    );
+    let g = pending(&store, "gmp");
+    let r = g.iter().find(|d| d.r#type == DisclosureType::Retraction as i32).unwrap();
+    assert_eq!(r.record_ref.as_ref(), &[30; 16][..]);
+    let mut reasons = Vec::new();
+    store
+        .for_each_log_entry(&mut |_, b| {
+            if let Ok(Entry::Retraction { reason, .. }) = Entry::parse(b) {
+                reasons.push(reason);
+            }
+        })
+        .unwrap();
+    assert_eq!(reasons, vec!["epoch_changed".to_string()]);
+    assert!(store.record("pnc", &[30; 16]).unwrap().is_none());
+    for p in [10u8, 11] {
+        let toks = store.record("pnc", &[p; 16]).unwrap().unwrap().tokens;
+        assert!(toks.iter().all(|(_, t)| crate::pepper::parity(t) == 0), "only epoch 2's tokens are left");
+    }
+    assert!(store.subject("gmp", &[3; 16]).unwrap().unwrap().len() == 3);
+    // A start after that changes nothing more.
+    let before = epoch_entries(&store).len();
+    let _e = reload(&store, 2, None).unwrap();
+    assert_eq!(epoch_entries(&store).len(), before);
 }

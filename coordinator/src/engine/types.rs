@@ -12,6 +12,9 @@ use crate::store::{Commit, Ref, StoreError, StoredToken};
 pub struct Settings {
     /// Epoch accepted.
     pub epoch: u32,
+    /// The epoch also accepted while parties move to `epoch` (none: only
+    /// `epoch`; tokens of any other are dropped at start).
+    pub previous_epoch: Option<u32>,
     /// Token scheme accepted (2 or 3).
     pub scheme: u32,
     /// The policy in force.
@@ -84,6 +87,10 @@ pub struct RecordIn {
 pub struct BatchIn<T> {
     /// The sender's batch sequence number.
     pub sequence: u64,
+    /// The epoch of its tokens (the accepted one, or while parties move to
+    /// it, the previous one): an upsert replaces the item's tokens of this
+    /// epoch and keeps those of the other.
+    pub epoch: u32,
     /// Upserts.
     pub upserts: Vec<T>,
     /// Removes.

@@ -126,6 +126,16 @@ impl Store for MemoryStore {
                 return Err(StoreError(format!("log entry {index} does not follow the log's size {size}")));
             }
         }
+        if c.shred_parity.is_some() {
+            s.subjects.retain(|_, t| {
+                *t = super::surviving(t, c.shred_parity);
+                !t.is_empty()
+            });
+            s.records.retain(|_, (t, _)| {
+                *t = super::surviving(t, c.shred_parity);
+                !t.is_empty()
+            });
+        }
         for (force, p) in &c.subjects_del {
             s.subjects.remove(&(force.clone(), *p));
         }

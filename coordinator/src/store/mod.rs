@@ -129,6 +129,11 @@ pub struct Commit {
     pub checkpoint: Option<(u64, String)>,
     /// Settings remembered across restarts.
     pub meta: Vec<(String, Vec<u8>)>,
+    /// Crypto-shredding of an epoch every party has moved on from: every
+    /// stored token of this epoch parity (`crate::pepper::parity`) is
+    /// dropped, and subjects and records left with none are deleted.
+    /// Applied first, before the rest of the commit.
+    pub shred_parity: Option<u32>,
 }
 
 impl Commit {
@@ -145,6 +150,7 @@ impl Commit {
             && self.log.is_empty()
             && self.checkpoint.is_none()
             && self.meta.is_empty()
+            && self.shred_parity.is_none()
     }
 }
 
@@ -205,6 +211,14 @@ pub fn pack_tokens(tokens: &[StoredToken]) -> Vec<u8> {
         v.extend_from_slice(t);
     }
     v
+}
+
+/// The tokens that survive shredding `parity` (all, when `None`).
+pub fn surviving(tokens: &[StoredToken], parity: Option<u32>) -> Vec<StoredToken> {
+    match parity {
+        Some(p) => tokens.iter().filter(|(_, t)| crate::pepper::parity(t) != p).copied().collect(),
+        None => tokens.to_vec(),
+    }
 }
 
 /// Unpacks stored tokens.

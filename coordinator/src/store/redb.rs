@@ -52,8 +52,10 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const FORMAT_KEY: &str = "store_format";
 /// The format this code reads and writes: 2 since batches carry sequence
 /// numbers and disclosures versions; 3 since tokens are of match-key scheme
-/// 2 and disclosures carry a probability.
-pub const FORMAT: u32 = 3;
+/// 2 and disclosures carry a probability; 4 since each stored token's last
+/// bit is the parity of its epoch (so that two epochs can be served at
+/// once and the old one dropped).
+pub const FORMAT: u32 = 4;
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
@@ -192,7 +194,7 @@ impl RedbStore {
                 Some(f) => {
                     return Err(err(format!(
                         "{} was written in store format {}; this coordinator reads format {FORMAT} only \
-                         (format 3 holds tokens of match-key scheme 2). Start from an empty data directory \
+                         (format 4 marks each token with its epoch's parity). Start from an empty data directory \
                          and have every force and source send again",
                         path.display(),
                         f.iter().fold(0u64, |a, b| a << 8 | u64::from(*b))
@@ -373,6 +375,47 @@ impl Store for RedbStore {
     fn commit(&self, c: &Commit) -> Result<(), StoreError> {
         let mut staged: std::collections::HashMap<(String, Ref), Option<u64>> = std::collections::HashMap::new();
         let w = self.db.begin_write().map_err(err)?;
+        if c.shred_parity.is_some() {
+            let mut t = w.open_table(SUBJECTS).map_err(err)?;
+            let mut rewrite: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+            for item in t.iter().map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                let old = unpack_tokens(v.value())?;
+                let kept = super::surviving(&old, c.shred_parity);
+                if kept.len() != old.len() {
+                    rewrite.push((k.value().to_vec(), (!kept.is_empty()).then(|| pack_tokens(&kept))));
+                }
+            }
+            for (k, v) in rewrite {
+                match v {
+                    Some(v) => t.insert(k.as_slice(), v.as_slice()).map_err(err)?,
+                    None => t.remove(k.as_slice()).map_err(err)?,
+                };
+            }
+            // Records are rewritten one at a time (a national store does
+            // not fit in memory twice): first which ones, then each.
+            let mut data = w.open_table(RECORD_DATA).map_err(err)?;
+            let mut seqs: Vec<u64> = Vec::new();
+            for item in data.iter().map_err(err)? {
+                let (seq, v) = item.map_err(err)?;
+                let row = parse_record(v.value(), false)?;
+                if super::surviving(&row.tokens, c.shred_parity).len() != row.tokens.len() {
+                    seqs.push(seq.value());
+                }
+            }
+            for seq in seqs {
+                let Some(v) = data.get(seq).map_err(err)?.map(|v| v.value().to_vec()) else { continue };
+                let mut row = parse_record(&v, true)?;
+                row.tokens = super::surviving(&row.tokens, c.shred_parity);
+                if row.tokens.is_empty() {
+                    data.remove(seq).map_err(err)?;
+                    staged.insert((row.source.clone(), row.record_ref), None);
+                } else {
+                    let k = key(&row.source, &row.record_ref);
+                    data.insert(seq, record_value(&k, &row.tokens, &row.sealed).as_slice()).map_err(err)?;
+                }
+            }
+        }
         {
             let mut t = w.open_table(SUBJECTS).map_err(err)?;
             for (force, p) in &c.subjects_del {
