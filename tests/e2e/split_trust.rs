@@ -8,7 +8,7 @@
 use prost::Message;
 use std::time::Duration;
 use vigil_proto::v1::{Disclosure, DisclosureType};
-use vigil_tests::{World, ok, wait_until};
+use vigil_tests::{World, ok, run, wait_until};
 
 use crate::common::{active_pairs, expected, synth_set};
 
@@ -120,5 +120,95 @@ fn key_service_tokens_confirm_the_same_pairs_and_open_details_only_for_matching_
     for watcher in watchers {
         watcher.stop();
     }
+    ks.stop();
+}
+
+/// Rewrites a config file, replacing `from` by `to` (which must be there).
+fn edit(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} has no {from:?}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn a_new_key_epoch_moves_every_party_without_losing_a_case_then_drops_the_old_tokens() {
+    let mut w = World::new();
+    let data = w.path().join("synth");
+    let s = synth_set(&data, 43, 1, 100, 800);
+    let f = s.forces[0].clone();
+    let want = expected(&data, &s.forces, &["extract.csv"]);
+    assert!(!want[&f].is_empty());
+    let ks = w.start_keyserver(&format!(
+        "[quota]\nevaluations_per_subject = 64\nheadcount_multiple = 1.0\n[headcount]\n{f} = 100\n[sources]\npnc = 60000\n"
+    ));
+    let c = w.start_coordinator();
+    let force = w.node("force", &f);
+    let pnc = w.node("source", "pnc");
+    let roster = data.join(format!("roster-{f}.csv"));
+    let extract = data.join("extract.csv");
+    ok(force.run(&["sync", "--roster", roster.to_str().unwrap()]));
+    let watcher = force.watch();
+    ok(pnc.run(&["feed", "--extract", extract.to_str().unwrap()]));
+    assert!(wait_until(Duration::from_secs(60), || active_pairs(&force.inbox()) == want[&f]));
+    let cases: Vec<String> = force.inbox().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+
+    // The ceremony: the key service serves epoch 2 and still epoch 1; the
+    // coordinator accepts both; parties move one by one.
+    let ks_config = ks.config.clone();
+    ks.stop();
+    edit(&ks_config, "epoch = 1\n", "epoch = 2\nprevious_epoch = 1\n");
+    let key2 = ok(run(std::process::Command::new(vigil_tests::bin("vigil-keyserver"))
+        .args(["public-key", "--config"])
+        .arg(&ks_config)))
+    .trim()
+    .to_string();
+    let ks = vigil_tests::Keyserver::start(&ks_config);
+    c.stop();
+    w.write_coordinator_config("epoch = 2\nprevious_epoch = 1\n");
+    let c = w.start_coordinator();
+    let old_key = w.key_service.clone().unwrap().1;
+    for node in [&force, &pnc] {
+        edit(
+            &node.config,
+            &format!("epoch = 1\npublic_key = \"{old_key}\""),
+            &format!("epoch = 2\npublic_key = \"{key2}\""),
+        );
+    }
+    // Each re-sends everything under epoch 2 (the digests include the
+    // epoch); no case is lost or duplicated on the way.
+    let out = ok(force.run(&["sync", "--roster", roster.to_str().unwrap()]));
+    assert!(out.contains("100 changed"), "{out}");
+    assert_eq!(active_pairs(&force.inbox()), want[&f]);
+    let out = ok(pnc.run(&["feed", "--extract", extract.to_str().unwrap()]));
+    assert!(out.contains("0 added, 800 changed"), "{out}");
+    assert_eq!(active_pairs(&force.inbox()), want[&f]);
+
+    // Everyone has moved: epoch 1 is no longer served, and the next start
+    // drops its tokens. The cases stand, still opened, and the log says it.
+    ks.stop();
+    edit(&ks_config, "previous_epoch = 1\n", "");
+    let ks = vigil_tests::Keyserver::start(&ks_config);
+    c.stop();
+    w.write_coordinator_config("epoch = 2\n");
+    let c = w.start_coordinator();
+    let settled = wait_until(Duration::from_secs(30), || active_pairs(&force.inbox()) == want[&f]);
+    assert!(settled, "{:?}", active_pairs(&force.inbox()));
+    let inbox = force.inbox();
+    assert!(inbox.iter().all(|i| i["state"] != "retracted"), "no case was retracted");
+    for id in &cases {
+        assert!(inbox.iter().any(|i| &i["id"] == id), "case {id} is still in the inbox");
+    }
+    let ico = w.node("auditor", "ico");
+    let out = ok(ico.run(&["audit", "verify"]));
+    assert!(out.contains("3 epoch"), "{out}");
+    let report = ok(ico.run(&["audit", "report", "--format", "json"]));
+    assert!(report.contains("previous epoch's tokens dropped"), "{report}");
+    // Matching goes on in epoch 2 alone: a delta's records reach the force.
+    let want2 = expected(&data, &s.forces, &["extract.csv", "delta.csv"]);
+    assert!(want2[&f].len() > want[&f].len(), "the delta names staff");
+    ok(pnc.run(&["feed", "--delta", data.join("delta.csv").to_str().unwrap()]));
+    assert!(wait_until(Duration::from_secs(30), || active_pairs(&force.inbox()) == want2[&f]));
+    watcher.stop();
+    c.stop();
     ks.stop();
 }

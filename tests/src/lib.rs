@@ -354,6 +354,9 @@ signing_key = "log.key"
             })
         });
         assert!(ready, "the key service never answered");
+        // Restarts keep the port, so that nodes' configs stay right.
+        let text = std::fs::read_to_string(&config).unwrap();
+        write(&config, &text.replacen("127.0.0.1:0", &ks.addr.to_string(), 1));
         self.key_service = Some((ks.addr, public_key));
         self.write_coordinator_config("");
         ks
