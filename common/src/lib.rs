@@ -11,6 +11,8 @@
 //! - [`clock`]: the wall clock in milliseconds.
 //! - [`metrics`]: the Prometheus exporter.
 //! - [`certs`]: the SPIFFE identity named in a certificate.
+//! - [`tls`]: the servers' TLS acceptor (TLS 1.3, client certificates,
+//!   revocation lists reloaded without a restart, a connection limit).
 #![forbid(unsafe_code)]
 
 pub mod certs;
@@ -20,3 +22,4 @@ pub mod config;
 pub mod exit;
 pub mod metrics;
 pub mod secrets;
+pub mod tls;

@@ -157,7 +157,7 @@ pub struct MatchingConfig {
 
 impl Default for MatchingConfig {
     fn default() -> Self {
-        MatchingConfig { policy: None, epoch: 1, previous_epoch: None, scheme: 2, national_records: 0 }
+        MatchingConfig { policy: None, epoch: 1, previous_epoch: None, scheme: 3, national_records: 0 }
     }
 }
 

@@ -23,7 +23,6 @@
 //! - [`service`]: the gRPC services (authorisation, checks, conversion, one
 //!   error mapping).
 //! - [`reflection`]: gRPC reflection v1 and v1alpha, files with their imports.
-//! - [`tls`]: the TLS 1.3 acceptor; refused handshakes are logged and counted.
 //! - [`server`]: serving the services, health, reflection, graceful shutdown.
 //! - [`config`]: the `coordinator.toml` configuration.
 //! - [`metrics`]: Prometheus metrics.
@@ -45,5 +44,4 @@ pub mod reflection;
 pub mod server;
 pub mod service;
 pub mod store;
-pub mod tls;
 pub mod witness;

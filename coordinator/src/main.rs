@@ -341,13 +341,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             vigil_common::secrets::read_secret(&cfg.keys.pepper).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
             load_policy(cfg.matching.policy.as_ref())?;
             // Certificate, key, client CA and revocation list, as serving reads them.
-            vigil_coordinator::tls::server_config(
-                &cfg.tls.cert,
-                &cfg.tls.key,
-                &cfg.tls.client_ca,
-                cfg.tls.crl.as_deref(),
-            )
-            .map_err(serve_error)?;
+            vigil_common::tls::server_config(&cfg.tls.cert, &cfg.tls.key, &cfg.tls.client_ca, cfg.tls.crl.as_deref())
+                .map_err(|e| serve_error(ServeError::Config(e.0)))?;
             outln!("{}: configuration and keys load", config.display());
             Ok(())
         }

@@ -150,11 +150,12 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let c = &p.config;
     let core = p.core.clone();
-    let tls = crate::tls::server_config(&c.tls.cert, &c.tls.key, &c.tls.client_ca, c.tls.crl.as_deref())?;
+    let tls = vigil_common::tls::server_config(&c.tls.cert, &c.tls.key, &c.tls.client_ca, c.tls.crl.as_deref())
+        .map_err(|e| ServeError::Config(e.0))?;
     let (tls_tx, tls_rx) = watch::channel(tls);
-    let open = Arc::new(crate::tls::Open::default());
+    let open = Arc::new(vigil_common::tls::Open::default());
     let crl_reloader = c.tls.crl.clone().map(|crl| {
-        crate::tls::reload_crl(
+        vigil_common::tls::reload_crl(
             (c.tls.cert.clone(), c.tls.key.clone(), c.tls.client_ca.clone(), crl),
             Duration::from_secs(c.tls.crl_reload_seconds.max(1)),
             tls_tx,
@@ -205,7 +206,7 @@ pub async fn serve(
         let _ = stop.send(true);
         let _ = done_tx.send(());
     };
-    let (connections, acceptor) = crate::tls::accept(listener, tls_rx, c.limits.max_connections, open);
+    let (connections, acceptor) = vigil_common::tls::accept(listener, tls_rx, c.limits.max_connections, open);
     let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(c.limits.max_streams_per_connection))

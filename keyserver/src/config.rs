@@ -58,6 +58,27 @@ pub struct Tls {
     pub key: PathBuf,
     /// PEM CA that issues the callers' certificates.
     pub client_ca: PathBuf,
+    /// The CA's certificate revocation list (`vigil-coordinator pki
+    /// revoke` writes it): a certificate it names is refused at its next
+    /// handshake, and its open connections end, when the file changes.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+    /// How often the revocation list is looked at, seconds.
+    #[serde(default = "Tls::crl_reload_default")]
+    pub crl_reload_seconds: u64,
+    /// Most client connections open at once.
+    #[serde(default = "Tls::max_connections_default")]
+    pub max_connections: usize,
+}
+
+impl Tls {
+    fn crl_reload_default() -> u64 {
+        30
+    }
+
+    fn max_connections_default() -> usize {
+        256
+    }
 }
 
 /// `[key]`
@@ -169,6 +190,9 @@ impl Config {
         if !vigil_proto::tlog::note::is_valid_name(&c.audit.origin) || c.audit.checkpoint_refresh_seconds == 0 {
             return Err(err("audit.origin must be non-empty with no spaces or '+', and the refresh positive".into()));
         }
+        if c.tls.crl_reload_seconds == 0 || c.tls.max_connections == 0 {
+            return Err(err("tls.crl_reload_seconds and tls.max_connections must be positive".into()));
+        }
         for p in [
             &mut c.data_dir,
             &mut c.tls.cert,
@@ -180,6 +204,11 @@ impl Config {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(p) = c.tls.crl.as_mut()
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
         }
         Ok(c)
     }

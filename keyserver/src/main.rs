@@ -77,6 +77,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let c = load(&config)?;
             key_of(&c)?;
             server::read_signing_key(&c.audit.signing_key).map_err(|e| Exit::new(exit::CONFIG, e.to_string()))?;
+            // Certificate, key, client CA and revocation list, as serving reads them.
+            vigil_common::tls::server_config(&c.tls.cert, &c.tls.key, &c.tls.client_ca, c.tls.crl.as_deref())
+                .map_err(|e| Exit::new(exit::CONFIG, e.0))?;
             outln!("{}: configuration and key load; serving epoch {}", config.display(), c.key.epoch);
             Ok(())
         }

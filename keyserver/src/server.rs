@@ -1,11 +1,13 @@
-//! Serving the key service over mutual TLS (TLS 1.3 and 1.2 as tonic's
-//! rustls configuration offers them; client certificates from `client_ca`
-//! required), with the gRPC health service, until SIGTERM or SIGINT.
+//! Serving the key service over mutual TLS with the coordinator's acceptor
+//! (`vigil_common::tls`: TLS 1.3 only, client certificates from `client_ca`
+//! required and checked against the revocation list, reloaded without a
+//! restart; refused handshakes logged and counted; a connection limit),
+//! with the gRPC health service, until SIGTERM or SIGINT.
 
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
 use vigil_proto::v1::key_service_server::KeyServiceServer;
 
 use crate::config::Config;
@@ -74,9 +76,19 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
             }
         })
     };
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(&config.tls.cert, "TLS certificate")?, read(&config.tls.key, "TLS key")?))
-        .client_ca_root(Certificate::from_pem(read(&config.tls.client_ca, "client CA")?));
+    let t = &config.tls;
+    let tls = vigil_common::tls::server_config(&t.cert, &t.key, &t.client_ca, t.crl.as_deref())
+        .map_err(|e| ServeError::Config(e.0))?;
+    let (tls_tx, tls_rx) = tokio::sync::watch::channel(tls);
+    let open = Arc::new(vigil_common::tls::Open::default());
+    let _crl_reloader = t.crl.clone().map(|crl| {
+        AbortOnDrop(vigil_common::tls::reload_crl(
+            (t.cert.clone(), t.key.clone(), t.client_ca.clone(), crl),
+            std::time::Duration::from_secs(t.crl_reload_seconds),
+            tls_tx,
+            open.clone(),
+        ))
+    });
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -86,13 +98,13 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     vigil_common::outln!("listening on {addr}");
     tracing::info!(%addr, epoch = config.key.epoch, "key service serving (mutual TLS)");
     let (started, stopping) = tokio::sync::oneshot::channel::<()>();
+    let (connections, acceptor) = vigil_common::tls::accept(listener, tls_rx, t.max_connections, open);
+    let _acceptor = AbortOnDrop(acceptor);
     let server = Server::builder()
-        .tls_config(tls)
-        .map_err(|e| ServeError::Config(format!("TLS: {e}")))?
         .add_service(health_service)
         .add_service(KeyServiceServer::from_arc(keys.clone()))
         .add_service(AuditServiceServer::new(KeyAudit(keys)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(ReceiverStream::new(connections), async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
             health.set_not_serving::<KeyServiceServer<Keys>>().await;

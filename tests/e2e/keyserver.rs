@@ -163,3 +163,47 @@ fn vigil_common_seed(path: &Path) -> [u8; 32] {
     let v: Vec<u8> = (0..64).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
     v.try_into().unwrap()
 }
+
+/// The key service honours the CA's revocation list as the coordinator
+/// does: a revoked force certificate is refused once the list is re-read
+/// (no restart), so a stolen certificate stops spending the force's
+/// allowance; other certificates go on working.
+#[test]
+fn a_revoked_certificate_can_no_longer_evaluate() {
+    let mut w = World::new();
+    let ca = w.path().join("ca");
+    let pki = |extra: &[&std::ffi::OsStr]| {
+        let mut c = Command::new(bin("vigil-coordinator"));
+        c.args(["pki", "revoke", "--dir"]).arg(&ca).args(extra);
+        ok(run(&mut c))
+    };
+    assert!(pki(&[]).contains("0 revoked"));
+    let ks = w.start_keyserver("[quota]\n[headcount]\ngmp = 10\nmet = 10\n[sources]\n");
+    let config = ks.config.clone();
+    ks.stop();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen(
+            "client_ca = \"../ca.crt\"\n",
+            "client_ca = \"../ca.crt\"\ncrl = \"../ca/crl.pem\"\ncrl_reload_seconds = 1\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let ks = Keyserver::start(&config);
+    let (gmp, met) = (w.client_identity("force", "gmp"), w.client_identity("force", "met"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let works = |id: &(PathBuf, PathBuf)| {
+        rt.block_on(async {
+            let one = vigil_oprf::blind(&[b"x"]).unwrap();
+            client(&ks, &w, id).await.evaluate(evaluate(14, "r", &one.elements)).await.is_ok()
+        })
+    };
+    assert!(wait_until(Duration::from_secs(20), || works(&gmp)) && works(&met));
+    assert!(pki(&[std::ffi::OsStr::new("--cert"), gmp.0.as_os_str()]).contains("1 revoked"));
+    assert!(wait_until(Duration::from_secs(20), || !works(&gmp)), "the revoked certificate is refused");
+    assert!(works(&met), "other certificates still work");
+    drop(rt);
+    ks.stop();
+}

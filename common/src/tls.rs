@@ -1,10 +1,13 @@
-//! The coordinator's own TLS acceptor: TLS 1.3 only, a client certificate
-//! from the configured CA required, ALPN `h2`; every refused handshake is
-//! logged with the peer address and the reason, and counted
+//! The servers' TLS acceptor (the coordinator's and the key service's):
+//! TLS 1.3 only, a client certificate from the configured CA required and
+//! checked against the CA's revocation list when one is configured (re-read
+//! when the file changes, ending the connections of newly revoked
+//! certificates), ALPN `h2`; every refused handshake is logged with the
+//! peer address and the reason, and counted
 //! (`vigil_tls_handshake_failures_total{reason}`), so that operators can
-//! see probing. At most `[limits] max_connections` are open at once.
-//! Accepted connections are handed to tonic, which reads the client
-//! certificate from them for authorisation.
+//! see probing. At most `max_connections` are open at once. Accepted
+//! connections are handed to tonic, which reads the client certificate
+//! from them for authorisation.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,36 +23,39 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::server::ServeError;
+/// Why the TLS configuration could not be built (names the file, never a
+/// key).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsConfigError(pub String);
 
 /// How long a peer may take to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, ServeError> {
-    let pem =
-        std::fs::read(path).map_err(|e| ServeError::Config(format!("cannot read {what} {}: {e}", path.display())))?;
+fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let pem = std::fs::read(path).map_err(|e| TlsConfigError(format!("cannot read {what} {}: {e}", path.display())))?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| ServeError::Config(format!("{what} {}: not PEM certificates ({e})", path.display())))?;
+        .map_err(|e| TlsConfigError(format!("{what} {}: not PEM certificates ({e})", path.display())))?;
     if certs.is_empty() {
-        return Err(ServeError::Config(format!("{what} {} holds no certificate", path.display())));
+        return Err(TlsConfigError(format!("{what} {} holds no certificate", path.display())));
     }
     Ok(certs)
 }
 
-fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ServeError> {
+fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
     let pem = std::fs::read(path)
-        .map_err(|e| ServeError::Config(format!("cannot read the revocation list {}: {e}", path.display())))?;
+        .map_err(|e| TlsConfigError(format!("cannot read the revocation list {}: {e}", path.display())))?;
     let crls: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| ServeError::Config(format!("revocation list {}: not PEM ({e})", path.display())))?;
+        .map_err(|e| TlsConfigError(format!("revocation list {}: not PEM ({e})", path.display())))?;
     if crls.is_empty() {
-        return Err(ServeError::Config(format!("revocation list {} holds no CRL", path.display())));
+        return Err(TlsConfigError(format!("revocation list {} holds no CRL", path.display())));
     }
     Ok(crls)
 }
 
-/// The server configuration from the coordinator's certificate chain, key,
+/// The server configuration from the server's certificate chain, key,
 /// the CA that issues client certificates and, if given, its revocation
 /// list.
 pub fn server_config(
@@ -57,11 +63,11 @@ pub fn server_config(
     key: &Path,
     client_ca: &Path,
     crl: Option<&Path>,
-) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for c in certs(client_ca, "client CA")? {
-        roots.add(c).map_err(|e| ServeError::Config(format!("client CA {}: {e}", client_ca.display())))?;
+        roots.add(c).map_err(|e| TlsConfigError(format!("client CA {}: {e}", client_ca.display())))?;
     }
     let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if let Some(p) = crl {
@@ -69,17 +75,17 @@ pub fn server_config(
     }
     let verifier = builder
         .build()
-        .map_err(|e| ServeError::Config(format!("client CA {} and revocation list: {e}", client_ca.display())))?;
+        .map_err(|e| TlsConfigError(format!("client CA {} and revocation list: {e}", client_ca.display())))?;
     let key_pem =
-        std::fs::read(key).map_err(|e| ServeError::Config(format!("cannot read TLS key {}: {e}", key.display())))?;
+        std::fs::read(key).map_err(|e| TlsConfigError(format!("cannot read TLS key {}: {e}", key.display())))?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| ServeError::Config(format!("TLS key {}: not a PEM private key ({e})", key.display())))?;
+        .map_err(|e| TlsConfigError(format!("TLS key {}: not a PEM private key ({e})", key.display())))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| ServeError::Config(format!("TLS: {e}")))?
+        .map_err(|e| TlsConfigError(format!("TLS: {e}")))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs(cert, "TLS certificate")?, key)
-        .map_err(|e| ServeError::Config(format!("TLS certificate {} and key: {e}", cert.display())))?;
+        .map_err(|e| TlsConfigError(format!("TLS certificate {} and key: {e}", cert.display())))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
@@ -259,7 +265,7 @@ pub fn accept(
             }
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 drop(tcp);
-                refused(peer, "too_many_connections", "the connection limit ([limits] max_connections) is reached");
+                refused(peer, "too_many_connections", "the connection limit (max_connections) is reached");
                 continue;
             };
             let _ = tcp.set_nodelay(true);
