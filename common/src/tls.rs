@@ -32,7 +32,8 @@ pub struct TlsConfigError(pub String);
 /// How long a peer may take to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+/// The PEM certificates in `path` (`what` names it in errors): at least one.
+pub fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     let pem = std::fs::read(path).map_err(|e| TlsConfigError(format!("cannot read {what} {}: {e}", path.display())))?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()

@@ -50,14 +50,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, NodeError> {
 }
 
 fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, NodeError> {
-    let pem = read(path, what)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| cfg_err(format!("{what} {}: not PEM certificates ({e})", path.display())))?;
-    if certs.is_empty() {
-        return Err(cfg_err(format!("{what} {} holds no certificate", path.display())));
-    }
-    Ok(certs)
+    vigil_common::tls::certs(path, what).map_err(|e| cfg_err(e.0))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -573,18 +573,11 @@ fn enrolment_is_bounded_by_headcount_and_large_removals_need_consent() {
 /// certificates go on working.
 #[test]
 fn a_revoked_certificate_is_refused_after_the_list_is_reloaded() {
-    use std::process::Command;
     use std::time::Duration;
-    use vigil_tests::{bin, ok, run, wait_until};
+    use vigil_tests::wait_until;
     let mut w = World::new();
-    let ca = w.path().join("ca");
-    let pki = |extra: &[&std::ffi::OsStr]| {
-        let mut c = Command::new(bin("vigil-coordinator"));
-        c.args(["pki", "revoke", "--dir"]).arg(&ca).args(extra);
-        ok(run(&mut c))
-    };
     // An empty list to start with.
-    assert!(pki(&[]).contains("0 revoked"));
+    assert!(w.pki_revoke(&[]).contains("0 revoked"));
     let config = std::fs::read_to_string(&w.coordinator_config).unwrap();
     let config = config.replacen("[tls]\n", "[tls]\ncrl = \"../ca/crl.pem\"\ncrl_reload_seconds = 1\n", 1);
     std::fs::write(&w.coordinator_config, config).unwrap();
@@ -605,7 +598,7 @@ fn a_revoked_certificate_is_refused_after_the_list_is_reloaded() {
         let ch = w.channel(Some((&met.0, &met.1)), None).await.unwrap();
         DisclosureServiceClient::new(ch).subscribe(SubscribeRequest {}).await.unwrap().into_inner()
     });
-    assert!(pki(&[std::ffi::OsStr::new("--cert"), met.0.as_os_str()]).contains("1 revoked"));
+    assert!(w.pki_revoke(&[std::ffi::OsStr::new("--cert"), met.0.as_os_str()]).contains("1 revoked"));
     let ended = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(20), live.message()).await });
     assert!(matches!(ended, Ok(Err(_)) | Ok(Ok(None))), "the open subscription is ended: {ended:?}");
     assert!(wait_until(Duration::from_secs(20), || !works(&met)), "the revoked certificate is refused");

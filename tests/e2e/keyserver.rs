@@ -171,13 +171,7 @@ fn vigil_common_seed(path: &Path) -> [u8; 32] {
 #[test]
 fn a_revoked_certificate_can_no_longer_evaluate() {
     let mut w = World::new();
-    let ca = w.path().join("ca");
-    let pki = |extra: &[&std::ffi::OsStr]| {
-        let mut c = Command::new(bin("vigil-coordinator"));
-        c.args(["pki", "revoke", "--dir"]).arg(&ca).args(extra);
-        ok(run(&mut c))
-    };
-    assert!(pki(&[]).contains("0 revoked"));
+    assert!(w.pki_revoke(&[]).contains("0 revoked"));
     let ks = w.start_keyserver("[quota]\n[headcount]\ngmp = 10\nmet = 10\n[sources]\n");
     let config = ks.config.clone();
     ks.stop();
@@ -201,7 +195,7 @@ fn a_revoked_certificate_can_no_longer_evaluate() {
         })
     };
     assert!(wait_until(Duration::from_secs(20), || works(&gmp)) && works(&met));
-    assert!(pki(&[std::ffi::OsStr::new("--cert"), gmp.0.as_os_str()]).contains("1 revoked"));
+    assert!(w.pki_revoke(&[std::ffi::OsStr::new("--cert"), gmp.0.as_os_str()]).contains("1 revoked"));
     assert!(wait_until(Duration::from_secs(20), || !works(&gmp)), "the revoked certificate is refused");
     assert!(works(&met), "other certificates still work");
     drop(rt);

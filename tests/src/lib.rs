@@ -362,6 +362,14 @@ signing_key = "log.key"
         ks
     }
 
+    /// `vigil-coordinator pki revoke --dir <world>/ca` with `extra`
+    /// arguments (`--cert <file>`): writes `ca/crl.pem`; returns its output.
+    pub fn pki_revoke(&self, extra: &[&std::ffi::OsStr]) -> String {
+        let mut c = Command::new(bin("vigil-coordinator"));
+        c.args(["pki", "revoke", "--dir"]).arg(self.path().join("ca")).args(extra);
+        ok(run(&mut c))
+    }
+
     /// A gRPC channel presenting the given certificate (or none).
     pub async fn channel(
         &self,
