@@ -62,6 +62,30 @@ impl StoreRead for Shredded<'_> {
     }
 }
 
+/// The store's record of how many tokens the indexes held after the last
+/// batch: national, then roster (two big-endian u64).
+pub(super) const INDEX_TOKENS: &str = "index_tokens";
+
+pub(super) fn index_tokens_value(m: &Matcher) -> Vec<u8> {
+    let mut v = (m.national_tokens() as u64).to_be_bytes().to_vec();
+    v.extend_from_slice(&(m.roster_tokens() as u64).to_be_bytes());
+    v
+}
+
+/// What to size the indexes for at start: `[capacity]` when configured,
+/// else what the store held after its last batch, with a tenth more for
+/// growth (so the first load after a restart does not grow them), capped
+/// at 2^31 each.
+fn capacity(configured: (usize, usize), stored: Option<Vec<u8>>) -> (usize, usize) {
+    if configured != (0, 0) {
+        return configured;
+    }
+    let Some(b) = stored.filter(|b| b.len() == 16) else { return configured };
+    let read = |r: &[u8]| u64::from_be_bytes(r.try_into().unwrap_or([0; 8]));
+    let grow = |n: u64| (n + n / 10).min(1 << 31) as usize;
+    (grow(read(&b[..8])), grow(read(&b[8..])))
+}
+
 fn epoch_of(v: Option<Vec<u8>>) -> Option<u32> {
     v.and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok()).map(u32::from_be_bytes)
 }
@@ -77,7 +101,7 @@ impl Engine {
         signer: Signer,
         now_ms: i64,
     ) -> Result<(Engine, LogView, Commit), EngineError> {
-        let (national_tokens, roster_tokens) = settings.index_capacity;
+        let (national_tokens, roster_tokens) = capacity(settings.index_capacity, store.meta(INDEX_TOKENS)?);
         let log = AuditLog::new(signer, settings.origin.clone());
         let mut matcher = Matcher::with_capacity(national_tokens, roster_tokens);
         matcher.set_records_floor(settings.national_records);
@@ -232,5 +256,20 @@ impl Engine {
             commit = c;
         }
         Ok((e, view, commit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capacity;
+
+    #[test]
+    fn indexes_are_sized_from_the_store_unless_configured() {
+        let stored = |n: u64, r: u64| Some([n.to_be_bytes(), r.to_be_bytes()].concat());
+        assert_eq!(capacity((5, 6), stored(1000, 100)), (5, 6), "[capacity] wins");
+        assert_eq!(capacity((0, 0), stored(1000, 100)), (1100, 110));
+        assert_eq!(capacity((0, 0), None), (0, 0), "an empty store");
+        assert_eq!(capacity((0, 0), Some(vec![1, 2])), (0, 0), "a malformed value is ignored");
+        assert_eq!(capacity((0, 0), stored(u64::MAX / 2, 0)).0, 1 << 31);
     }
 }

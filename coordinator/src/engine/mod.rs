@@ -614,6 +614,7 @@ impl Engine {
             log_index,
         };
         commit.batch = Some(SenderState { caller, sequence, commitment, receipt: receipt.encode_to_vec() });
+        commit.meta.push((load::INDEX_TOKENS.into(), load::index_tokens_value(&self.matcher)));
         Ok(Applied::Fresh { receipt, commit, leaves, forces })
     }
 
