@@ -138,6 +138,10 @@ pub struct Quota {
     /// deltas.
     #[serde(default = "Quota::source_daily_default")]
     pub source_daily: u64,
+    /// Of a force's evaluations, those for pre-employment checks in any
+    /// day (a further bound: they count as above too). Sources make none.
+    #[serde(default = "Quota::checks_daily_default")]
+    pub checks_daily: u64,
 }
 
 impl Quota {
@@ -152,6 +156,9 @@ impl Quota {
     }
     fn source_daily_default() -> u64 {
         25 * 200_000
+    }
+    fn checks_daily_default() -> u64 {
+        64 * 200
     }
 }
 
@@ -221,10 +228,13 @@ impl Config {
             "force" => self.headcount.get(code).map(|h| crate::quota::Allowance {
                 per_epoch: (*h as f64 * q.evaluations_per_subject as f64 * q.headcount_multiple) as u64,
                 per_day: q.force_daily,
+                checks_per_day: q.checks_daily,
             }),
-            "source" => {
-                self.sources.get(code).map(|n| crate::quota::Allowance { per_epoch: *n, per_day: q.source_daily })
-            }
+            "source" => self.sources.get(code).map(|n| crate::quota::Allowance {
+                per_epoch: *n,
+                per_day: q.source_daily,
+                checks_per_day: 0,
+            }),
             _ => None,
         }
     }

@@ -24,6 +24,9 @@ pub struct Allowance {
     pub per_epoch: u64,
     /// Evaluations per day beyond the epoch allowance.
     pub per_day: u64,
+    /// Evaluations for pre-employment checks per day (within the above:
+    /// a further bound on what checks may use).
+    pub checks_per_day: u64,
 }
 
 /// A caller's usage.
@@ -37,14 +40,17 @@ pub struct Usage {
     pub day: i64,
     /// Evaluations beyond the epoch allowance on that day.
     pub beyond: u64,
+    /// Evaluations for pre-employment checks on that day.
+    pub checks: u64,
 }
 
 /// Why a batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{n} evaluations asked; this caller has used {used} of its {per_epoch} for epoch {epoch}, and {beyond} of {per_day} more allowed today"
-)]
+#[error("{}", self.describe())]
 pub struct Exhausted {
+    /// For checks: used today and the daily check allowance (the check
+    /// bound was the one reached).
+    pub checks: Option<(u64, u64)>,
     /// Asked for.
     pub n: u64,
     /// Used in the epoch.
@@ -59,42 +65,72 @@ pub struct Exhausted {
     pub per_day: u64,
 }
 
+impl Exhausted {
+    fn describe(&self) -> String {
+        match self.checks {
+            Some((used, per_day)) => format!(
+                "{} evaluations asked for a pre-employment check; this caller has used {used} of its {per_day} \
+                 check evaluations today",
+                self.n
+            ),
+            None => format!(
+                "{} evaluations asked; this caller has used {} of its {} for epoch {}, and {} of {} more allowed today",
+                self.n, self.used, self.per_epoch, self.epoch, self.beyond, self.per_day
+            ),
+        }
+    }
+}
+
 impl Usage {
-    /// Usage after `n` more evaluations in `epoch` on `day`, or why not.
-    pub fn admit(self, a: Allowance, epoch: u32, day: i64, n: u64) -> Result<Usage, Exhausted> {
+    /// Usage after `n` more evaluations in `epoch` on `day` (`check`: for
+    /// a pre-employment check, which the daily check allowance bounds too),
+    /// or why not.
+    pub fn admit(self, a: Allowance, epoch: u32, day: i64, n: u64, check: bool) -> Result<Usage, Exhausted> {
         let mut u = if self.epoch == epoch { self } else { Usage { epoch, ..Usage::default() } };
         if u.day != day {
             u.day = day;
             u.beyond = 0;
+            u.checks = 0;
+        }
+        let refused = |checks| Exhausted {
+            checks,
+            n,
+            used: u.in_epoch,
+            per_epoch: a.per_epoch,
+            epoch,
+            beyond: u.beyond,
+            per_day: a.per_day,
+        };
+        if check && u.checks + n > a.checks_per_day {
+            return Err(refused(Some((u.checks, a.checks_per_day))));
         }
         let within = a.per_epoch.saturating_sub(u.in_epoch).min(n);
         let over = n - within;
         if u.beyond + over > a.per_day {
-            return Err(Exhausted {
-                n,
-                used: u.in_epoch,
-                per_epoch: a.per_epoch,
-                epoch,
-                beyond: u.beyond,
-                per_day: a.per_day,
-            });
+            return Err(refused(None));
         }
         u.in_epoch += n;
         u.beyond += over;
+        if check {
+            u.checks += n;
+        }
         Ok(u)
     }
 
     fn to_bytes(self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(28);
+        let mut b = Vec::with_capacity(36);
         b.extend_from_slice(&self.epoch.to_be_bytes());
         b.extend_from_slice(&self.in_epoch.to_be_bytes());
         b.extend_from_slice(&self.day.to_be_bytes());
         b.extend_from_slice(&self.beyond.to_be_bytes());
+        b.extend_from_slice(&self.checks.to_be_bytes());
         b
     }
 
+    /// 36 bytes; 28 (written before checks were counted apart) reads as no
+    /// checks that day.
     fn from_bytes(b: &[u8]) -> Option<Usage> {
-        if b.len() != 28 {
+        if b.len() != 28 && b.len() != 36 {
             return None;
         }
         Some(Usage {
@@ -102,6 +138,10 @@ impl Usage {
             in_epoch: u64::from_be_bytes(b[4..12].try_into().ok()?),
             day: i64::from_be_bytes(b[12..20].try_into().ok()?),
             beyond: u64::from_be_bytes(b[20..28].try_into().ok()?),
+            checks: match b.get(28..36) {
+                Some(c) => u64::from_be_bytes(c.try_into().ok()?),
+                None => 0,
+            },
         })
     }
 }
@@ -175,9 +215,8 @@ impl QuotaStore {
         &self,
         caller: &str,
         a: Allowance,
-        epoch: u32,
-        day: i64,
-        n: u64,
+        (epoch, day): (u32, i64),
+        (n, check): (u64, bool),
         log: impl FnOnce(&Usage, u64) -> (Vec<u8>, String),
     ) -> Result<Result<Usage, Exhausted>, StoreError> {
         let w = self.db.begin_write().map_err(e)?;
@@ -194,7 +233,7 @@ impl QuotaStore {
                 Some(u) => u,
                 None => read(caller)?.filter(|u| u.epoch == epoch).unwrap_or_default(),
             };
-            match before.admit(a, epoch, day, n) {
+            match before.admit(a, epoch, day, n, check) {
                 Ok(u) => {
                     t.insert(key.as_str(), u.to_bytes().as_slice()).map_err(e)?;
                     Ok(u)
@@ -235,7 +274,7 @@ impl QuotaStore {
 mod tests {
     use super::*;
 
-    const A: Allowance = Allowance { per_epoch: 100, per_day: 10 };
+    const A: Allowance = Allowance { per_epoch: 100, per_day: 10, checks_per_day: 5 };
 
     fn entry(u: &Usage, index: u64) -> (Vec<u8>, String) {
         (format!("used {}", u.in_epoch).into_bytes(), format!("checkpoint {index}"))
@@ -243,16 +282,25 @@ mod tests {
 
     #[test]
     fn the_epoch_allowance_then_a_daily_one_then_a_new_epoch() {
-        let u = Usage::default().admit(A, 1, 0, 95).unwrap();
-        let u = u.admit(A, 1, 0, 12).unwrap();
+        let u = Usage::default().admit(A, 1, 0, 95, false).unwrap();
+        let u = u.admit(A, 1, 0, 12, false).unwrap();
         assert_eq!((u.in_epoch, u.beyond), (107, 7));
-        let err = u.admit(A, 1, 0, 4).unwrap_err();
+        let err = u.admit(A, 1, 0, 4, false).unwrap_err();
         assert_eq!((err.used, err.beyond), (107, 7));
         assert!(err.to_string().contains("used 107 of its 100 for epoch 1"));
-        let u = u.admit(A, 1, 1, 10).unwrap();
+        let u = u.admit(A, 1, 1, 10, false).unwrap();
         assert_eq!(u.beyond, 10, "a new day");
-        assert!(u.admit(A, 1, 1, 1).is_err());
-        assert_eq!(u.admit(A, 2, 1, 100).unwrap().in_epoch, 100, "a new epoch");
+        assert!(u.admit(A, 1, 1, 1, false).is_err());
+        assert_eq!(u.admit(A, 2, 1, 100, false).unwrap().in_epoch, 100, "a new epoch");
+        // Checks: at most 5 evaluations a day, also counted as usual.
+        let c = Usage::default().admit(A, 1, 0, 4, true).unwrap();
+        assert_eq!((c.in_epoch, c.checks), (4, 4));
+        let err = c.admit(A, 1, 0, 2, true).unwrap_err();
+        assert!(err.to_string().contains("used 4 of its 5 check evaluations today"), "{err}");
+        assert_eq!(c.admit(A, 1, 0, 2, false).unwrap().checks, 4, "other evaluations are not checks");
+        assert_eq!(c.admit(A, 1, 1, 5, true).unwrap().checks, 5, "a new day");
+        assert_eq!(Usage::from_bytes(&c.to_bytes()), Some(c));
+        assert_eq!(Usage::from_bytes(&c.to_bytes()[..28]).map(|u| u.checks), Some(0));
     }
 
     #[test]
@@ -260,19 +308,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         {
             let s = QuotaStore::open(d.path()).unwrap();
-            assert!(s.spend_logged("force/gmp", A, 1, 0, 100, entry).unwrap().is_ok());
-            assert!(s.spend_logged("force/gmp", A, 1, 0, 11, entry).unwrap().is_err());
+            assert!(s.spend_logged("force/gmp", A, (1, 0), (100, false), entry).unwrap().is_ok());
+            assert!(s.spend_logged("force/gmp", A, (1, 0), (11, false), entry).unwrap().is_err());
         }
         let s = QuotaStore::open(d.path()).unwrap();
         assert_eq!(s.usage("force/gmp", 1).unwrap().in_epoch, 100);
-        assert_eq!(s.spend_logged("force/gmp", A, 1, 0, 10, entry).unwrap().unwrap().beyond, 10);
+        assert_eq!(s.spend_logged("force/gmp", A, (1, 0), (10, false), entry).unwrap().unwrap().beyond, 10);
         let (entries, cp) = s.log().unwrap();
         assert_eq!((entries.len(), cp.as_deref()), (2, Some("checkpoint 1")), "one entry per admitted batch");
         assert_eq!(s.usage("force/wmp", 1).unwrap(), Usage::default());
         // Two epochs served at once (while parties move) are counted apart:
         // spending in one neither resets nor draws on the other.
-        assert_eq!(s.spend_logged("force/gmp", A, 2, 0, 50, entry).unwrap().unwrap().in_epoch, 50);
-        assert!(s.spend_logged("force/gmp", A, 1, 0, 1, entry).unwrap().is_err(), "epoch 1 is still spent");
+        assert_eq!(s.spend_logged("force/gmp", A, (2, 0), (50, false), entry).unwrap().unwrap().in_epoch, 50);
+        assert!(s.spend_logged("force/gmp", A, (1, 0), (1, false), entry).unwrap().is_err(), "epoch 1 is still spent");
         assert_eq!(s.usage("force/gmp", 1).unwrap().in_epoch, 110);
         assert_eq!(s.usage("force/gmp", 2).unwrap().in_epoch, 50);
     }

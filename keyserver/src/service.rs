@@ -176,7 +176,8 @@ impl KeyService for Keys {
             let mut log = self.log()?;
             let now = vigil_common::clock::now_ms();
             let mut signed: Result<(), String> = Ok(());
-            let result = self.store.spend_logged(&caller, allowance, epoch, now.div_euclid(86_400_000), n, |u, _| {
+            let day = now.div_euclid(86_400_000);
+            let result = self.store.spend_logged(&caller, allowance, (epoch, day), (n, r.check), |u, _| {
                 let entry = Entry::Evaluation {
                     time: vigil_proto::time::rfc3339(now),
                     caller: caller.clone(),
@@ -185,6 +186,7 @@ impl KeyService for Keys {
                     count: n,
                     purpose: r.purpose.clone(),
                     used: u.in_epoch,
+                    check: r.check,
                 }
                 .to_bytes();
                 let cp = log.append(&entry, now).unwrap_or_else(|e| {

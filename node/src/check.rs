@@ -90,7 +90,7 @@ pub async fn check(
     let request_id = hex::encode(&nonce);
     let mut by_ref: HashMap<Vec<u8>, (String, String, usize)> = HashMap::new();
     let ids: Vec<&vigil_identity::keys::Identity> = rows.iter().map(|r| &r.identity).collect();
-    let evaluated = crate::keyservice::tokens_of(cfg, keys, &ids, purpose).await?;
+    let evaluated = crate::keyservice::check_tokens(cfg, keys, &ids, purpose).await?;
     let mut applicants = Vec::with_capacity(rows.len());
     for (i, (r, e)) in rows.iter().zip(&evaluated).enumerate() {
         let aref = keys.local.applicant_ref(&request_id, &r.applicant_id);

@@ -94,7 +94,7 @@ impl KeyService {
         epoch: u32,
         kind: KeyKind,
         inputs: Vec<Vec<u8>>,
-        purpose: String,
+        (purpose, check): (String, bool),
     ) -> Result<(Vec<[u8; vigil_oprf::OUTPUT]>, (u64, u64)), NodeError> {
         let failed = |e: tokio::task::JoinError| NodeError::failed(e.to_string());
         let (inputs, blinded) = tokio::task::spawn_blocking(move || {
@@ -110,6 +110,7 @@ impl KeyService {
             kind: kind as u32,
             purpose,
             blinded: blinded.elements.iter().map(|e| e.to_vec().into()).collect(),
+            check,
         };
         let resp =
             client.evaluate(req).await.map_err(|s| client::status_error(&s, "key service evaluation"))?.into_inner();
@@ -137,8 +138,14 @@ impl KeyService {
     }
 
     /// Tokens and wrap secrets of each identity, in order. Each distinct
-    /// match key of the batch is evaluated once.
-    pub async fn evaluate(&mut self, ids: &[&Identity], purpose: &str) -> Result<Vec<Evaluated>, NodeError> {
+    /// match key of the batch is evaluated once. `check`: for a
+    /// pre-employment check (the key service bounds those per day).
+    pub async fn evaluate(
+        &mut self,
+        ids: &[&Identity],
+        purpose: &str,
+        check: bool,
+    ) -> Result<Vec<Evaluated>, NodeError> {
         let keys: Vec<Vec<(KeyKind, Vec<u8>)>> = ids.iter().map(|id| distinct_match_keys(id)).collect();
         let mut by_kind: HashMap<KeyKind, Distinct<'_>> = HashMap::new();
         for (kind, bytes) in keys.iter().flatten() {
@@ -171,7 +178,7 @@ impl KeyService {
                     self.epoch,
                     kind,
                     inputs,
-                    purpose.to_string(),
+                    (purpose.to_string(), check),
                 );
                 running.spawn(async move { f.await.map(|r| ((kind, i), r)) });
             }
@@ -208,9 +215,10 @@ impl KeyService {
     }
 }
 
-/// Tokens (and in scheme 3 wrap secrets) of each identity, by whichever
-/// scheme this node uses; scheme 3 connects to the key service.
-pub async fn tokens_of(
+/// Tokens (and in scheme 3 wrap secrets) of a pre-employment check's
+/// applicants, by whichever scheme this node uses; scheme 3 connects to
+/// the key service.
+pub async fn check_tokens(
     cfg: &NodeConfig,
     keys: &crate::keyfile::Keys,
     ids: &[&Identity],
@@ -225,7 +233,7 @@ pub async fn tokens_of(
                 Evaluated { tokens, wraps: Vec::new() }
             })
             .collect()),
-        None => KeyService::connect(cfg).await?.evaluate(ids, purpose).await,
+        None => KeyService::connect(cfg).await?.evaluate(ids, purpose, true).await,
     }
 }
 

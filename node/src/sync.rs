@@ -315,7 +315,7 @@ pub async fn sync_roster(
         // by the key service (its allowance spent) sends nothing.
         let mut ks = crate::keyservice::KeyService::connect(cfg).await?;
         let ids: Vec<&vigil_identity::keys::Identity> = ups.iter().map(|u| &rows[u.index].identity).collect();
-        let evaluated = ks.evaluate(&ids, "roster sync").await?;
+        let evaluated = ks.evaluate(&ids, "roster sync", false).await?;
         let mut wraps = Vec::with_capacity(ups.len());
         for (u, e) in ups.iter_mut().zip(evaluated) {
             u.subject.tokens = Some(wire::pack(&e.tokens));
@@ -502,7 +502,7 @@ fn evaluate_and_seal(
     let rows = std::mem::take(waiting);
     let ids: Vec<&vigil_identity::keys::Identity> = rows.iter().map(|w| &w.identity).collect();
     let (handle, service) = ks;
-    let evaluated = handle.block_on(service.evaluate(&ids, "national feed"))?;
+    let evaluated = handle.block_on(service.evaluate(&ids, "national feed", false))?;
     let mut out = Vec::with_capacity(rows.len());
     for (w, e) in rows.into_iter().zip(evaluated) {
         let wraps: Vec<(vigil_proto::KeyKind, &vigil_identity::tokens::WrapSecret)> =

@@ -232,6 +232,9 @@ pub enum Entry {
         purpose: String,
         /// The caller's evaluations in this epoch, this batch included.
         used: u64,
+        /// For a pre-employment check.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        check: bool,
     },
 }
 

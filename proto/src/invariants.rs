@@ -247,6 +247,7 @@ mod tests {
             count,
             purpose: "r".into(),
             used,
+            check: false,
         };
         assert!(
             problems(vec![

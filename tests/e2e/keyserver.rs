@@ -22,6 +22,7 @@ fn evaluate(kind: u32, purpose: &str, blinded: &[[u8; 32]]) -> EvaluateRequest {
         kind,
         purpose: purpose.into(),
         blinded: blinded.iter().map(|b| b.to_vec().into()).collect(),
+        check: false,
     }
 }
 
@@ -172,7 +173,7 @@ fn vigil_common_seed(path: &Path) -> [u8; 32] {
 fn a_revoked_certificate_can_no_longer_evaluate() {
     let mut w = World::new();
     assert!(w.pki_revoke(&[]).contains("0 revoked"));
-    let ks = w.start_keyserver("[quota]\n[headcount]\ngmp = 10\nmet = 10\n[sources]\n");
+    let ks = w.start_keyserver("[quota]\nchecks_daily = 1\n[headcount]\ngmp = 10\nmet = 10\n[sources]\n");
     let config = ks.config.clone();
     ks.stop();
     let text = std::fs::read_to_string(&config).unwrap();
@@ -195,6 +196,19 @@ fn a_revoked_certificate_can_no_longer_evaluate() {
         })
     };
     assert!(wait_until(Duration::from_secs(20), || works(&gmp)) && works(&met));
+    // Pre-employment checks have their own daily bound as well.
+    rt.block_on(async {
+        let two = vigil_oprf::blind(&[b"a", b"b"]).unwrap();
+        let mut req = evaluate(14, "vetting 7", &two.elements);
+        req.check = true;
+        let e = client(&ks, &w, &met).await.evaluate(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(e.message().contains("used 0 of its 1 check evaluations today"), "{}", e.message());
+        let one = vigil_oprf::blind(&[b"a"]).unwrap();
+        let mut req = evaluate(14, "vetting 7", &one.elements);
+        req.check = true;
+        assert!(client(&ks, &w, &met).await.evaluate(req).await.is_ok());
+    });
     assert!(w.pki_revoke(&[std::ffi::OsStr::new("--cert"), gmp.0.as_os_str()]).contains("1 revoked"));
     assert!(wait_until(Duration::from_secs(20), || !works(&gmp)), "the revoked certificate is refused");
     assert!(works(&met), "other certificates still work");
