@@ -24,6 +24,24 @@ use vigil_proto::{KeyKind, Token};
 
 use crate::keys::{Identity, match_keys};
 
+/// A 32-byte secret newtype: overwritten when dropped, `Debug` shows only
+/// its name.
+macro_rules! secret_bytes {
+    ($t:ident) => {
+        impl Drop for $t {
+            fn drop(&mut self) {
+                zeroize::Zeroize::zeroize(&mut self.0);
+            }
+        }
+
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}(<redacted>)", stringify!($t))
+            }
+        }
+    };
+}
+
 /// Length of subject pseudonyms and record references, in bytes.
 pub const REF_LEN: usize = 16;
 
@@ -108,17 +126,7 @@ impl LocalSecret {
     }
 }
 
-impl Drop for LocalSecret {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
-
-impl fmt::Debug for LocalSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LocalSecret(<redacted>)")
-    }
-}
+secret_bytes!(LocalSecret);
 
 fn truncate(h: blake3::Hash) -> Ref {
     let mut r = [0u8; REF_LEN];
@@ -157,17 +165,7 @@ impl WrapSecret {
     }
 }
 
-impl Drop for WrapSecret {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
-
-impl fmt::Debug for WrapSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("WrapSecret(<redacted>)")
-    }
-}
+secret_bytes!(WrapSecret);
 
 /// Every distinct match key of an identity, in key order: what a scheme-3
 /// node sends (blinded) to the key service.
@@ -469,6 +467,7 @@ mod tests {
         let k = vector_key();
         assert!(!format!("{k:?}").contains("0, 1, 2"));
         assert_eq!(format!("{:?}", LocalSecret::new([7; 32])), "LocalSecret(<redacted>)");
+        assert_eq!(format!("{:?}", WrapSecret::from_bytes([7; 32])), "WrapSecret(<redacted>)");
         assert!(format!("{:?}", Tokenizer::new(&k)).contains("redacted"));
     }
 }
