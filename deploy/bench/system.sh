@@ -7,10 +7,11 @@
 #
 # Measures: sync and feed times, token ingest (end to end, and the
 # coordinator's own apply rate from its metrics), time until every
-# disclosure is in the right inbox, coordinator memory, and the latency from
+# disclosure is in the right inbox, coordinator memory, the latency from
 # the coordinator accepting a delta to the disclosure stored in the force's
-# inbox (p50/p99 over many small deltas). Prints a Markdown block for
-# docs/BENCHMARKS.md.
+# inbox (p50/p99 over many small deltas), and a restart at that size.
+# VIGIL_SCHEME=2 measures the shared-key scheme (lib.sh). Prints a Markdown
+# block for docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -124,6 +125,14 @@ q = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] if lat else 0
 print(f"{len(lat)} disclosures: p50 {q(0.5)} ms, p99 {q(0.99)} ms, max {lat[-1] if lat else 0} ms")
 PY
 )
+# Restart at this size: SIGTERM, start again, until the health check
+# answers (the indexes rebuilt from the store; sized from it when
+# [capacity] is not set).
+T=$(t)
+vigil_stop_coordinator
+vigil_start_coordinator
+RESTART=$(since "$T")
+RESTART_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$COORD_PID/status")
 python3 - <<PY
 nat, ros, feed, apply_s = float("$NAT_TOKENS"), float("$ROSTER_TOKENS"), float("$FEED"), float("$APPLY")
 print(f"""
@@ -139,5 +148,6 @@ print(f"""
 | coordinator memory after the run: peak / current RSS | $((HWM / 1024)) MiB / $((RSS / 1024)) MiB |
 | coordinator store on disk | $((DISK / 1024)) MiB |
 | delta latency, accept to inbox ($DELTAS deltas) | $LAT |
+| coordinator restart: stop, start, healthy / peak RSS after it | ${RESTART} s / $((RESTART_HWM / 1024)) MiB |
 """)
 PY

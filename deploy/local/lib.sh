@@ -165,7 +165,7 @@ vigil_start_coordinator() {
   "$COORD" serve --config "$OUT/coordinator/coordinator.toml" >>"$OUT/coordinator/stdout.log" 2>>"$OUT/coordinator/coordinator.log" &
   COORD_PID=$!
   PIDS+=("$COORD_PID")
-  "$NODE" health --config "$OUT/nodes/ico/node.toml" --wait 60 >/dev/null
+  "$NODE" health --config "$OUT/nodes/ico/node.toml" --wait 900 >/dev/null
 }
 
 # vigil_stop_coordinator: SIGTERM, and wait until it has stopped.
