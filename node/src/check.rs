@@ -90,7 +90,9 @@ pub async fn check(
     let request_id = hex::encode(&nonce);
     let mut by_ref: HashMap<Vec<u8>, (String, String, usize)> = HashMap::new();
     let ids: Vec<&vigil_identity::keys::Identity> = rows.iter().map(|r| &r.identity).collect();
-    let evaluated = crate::keyservice::check_tokens(cfg, keys, &ids, purpose).await?;
+    let evaluated = crate::keyservice::check_tokens(cfg, keys, &ids, purpose)
+        .await
+        .map_err(|e| e.map_message(|m| format!("{m}. Nothing was checked")))?;
     let mut applicants = Vec::with_capacity(rows.len());
     for (i, (r, e)) in rows.iter().zip(&evaluated).enumerate() {
         let aref = keys.local.applicant_ref(&request_id, &r.applicant_id);

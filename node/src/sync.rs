@@ -315,7 +315,10 @@ pub async fn sync_roster(
         // by the key service (its allowance spent) sends nothing.
         let mut ks = crate::keyservice::KeyService::connect(cfg).await?;
         let ids: Vec<&vigil_identity::keys::Identity> = ups.iter().map(|u| &rows[u.index].identity).collect();
-        let evaluated = ks.evaluate(&ids, "roster sync", false).await?;
+        let evaluated = ks
+            .evaluate(&ids, "roster sync", false)
+            .await
+            .map_err(|e| e.map_message(|m| format!("{m}. Nothing was sent")))?;
         let mut wraps = Vec::with_capacity(ups.len());
         for (u, e) in ups.iter_mut().zip(evaluated) {
             u.subject.tokens = Some(wire::pack(&e.tokens));

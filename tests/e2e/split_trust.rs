@@ -27,7 +27,7 @@ fn key_service_tokens_confirm_the_same_pairs_and_open_details_only_for_matching_
     let (f0, f1) = (s.forces[0].clone(), s.forces[1].clone());
     let ks = w.start_keyserver(&format!(
         "[quota]\nevaluations_per_subject = 64\nheadcount_multiple = 1.0\nforce_daily = 2000\nsource_daily = 0\n\
-         [headcount]\n{f0} = {STAFF}\n{f1} = {STAFF}\n[sources]\npnc = {}\n",
+         [headcount]\n{f0} = {STAFF}\n{f1} = {STAFF}\ntiny = 1\n[sources]\npnc = {}\n",
         NATIONAL * 64
     ));
     let _c = w.start_coordinator();
@@ -96,6 +96,15 @@ fn key_service_tokens_confirm_the_same_pairs_and_open_details_only_for_matching_
     let matches = v["matches"].as_array().unwrap();
     assert!(!matches.is_empty(), "{v}");
     assert!(matches.iter().all(|m| m["record_id"].as_str().unwrap().starts_with("PNC")), "{v}");
+
+    // A force whose allowance does not cover its roster is refused by the
+    // key service before anything reaches the coordinator.
+    let tiny = w.node("force", "tiny");
+    let out = tiny.run(&["sync", "--roster", roster0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("key service evaluation") && err.contains("force/tiny") && err.contains("of its 64"), "{err}");
+    assert!(err.contains("Nothing was sent"), "{err}");
 
     // A node of the other scheme is refused, naming the scheme, and sends
     // nothing.
