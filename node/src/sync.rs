@@ -494,8 +494,8 @@ struct Waiting {
 }
 
 /// Scheme 3: has the waiting rows' match keys evaluated (on this blocking
-/// thread, through the runtime), and seals each row's details under a fresh
-/// record key wrapped for each of its tokens.
+/// thread, through the runtime), and seals each row's details under a
+/// record key of its own, wrapped for each of its tokens.
 fn evaluate_and_seal(
     ks: &mut (tokio::runtime::Handle, crate::keyservice::KeyService),
     source: &str,
