@@ -46,8 +46,10 @@ pub fn csv(data: &[u8]) {
     }
 }
 
-/// Every request message the coordinator or key service decodes, and the
-/// token sets inside them.
+/// Every request message the coordinator or key service decodes, the token
+/// sets inside them, and sealed details with their record-key wraps (what
+/// the coordinator forwards of them, what a force opens, and a force's
+/// stored wrap secrets).
 pub fn requests(data: &[u8]) {
     let unpack = |s: Option<&TokenSet>| {
         if let Some(s) = s {
@@ -59,7 +61,16 @@ pub fn requests(data: &[u8]) {
     }
     if let Ok(b) = NationalBatch::decode(data) {
         b.upserts.iter().for_each(|u| unpack(u.tokens.as_ref()));
+        let _ = vigil_proto::audit::national_commitment(&b);
+        let secret = vigil_identity::tokens::WrapSecret::from_bytes([3; 32]);
+        for (u, s) in b.upserts.iter().filter_map(|u| u.sealed.as_ref().map(|s| (u, s))) {
+            let mut fwd = s.clone();
+            vigil_proto::tokens::retain_wraps(&mut fwd, |k| k % 2 == 0);
+            let cands = [(vigil_proto::KeyKind::Nino, &secret), (vigil_proto::KeyKind::NameDob, &secret)];
+            let _ = vigil_identity::seal::open_wrapped("pnc", &u.record_ref, s, &cands);
+        }
     }
+    let _ = vigil_node::keyservice::unpack_wraps(data);
     if let Ok(c) = CheckRequest::decode(data) {
         c.applicants.iter().for_each(|a| unpack(a.tokens.as_ref()));
         let _ = vigil_proto::audit::check_commitment(&c);
