@@ -116,6 +116,10 @@ fn continuous_matching_disclosures_retractions_and_restart() {
     let Applied::Fresh { ref forces, .. } = a else { panic!() };
     assert_eq!(forces, &vec!["gmp".to_string(), "wmp".to_string()]);
     commit(&store, a);
+    // The store remembers how many tokens the indexes hold, to size them
+    // at the next start: 9 national (3 records x 3), 9 roster.
+    let sizes = store.meta("index_tokens").unwrap().unwrap();
+    assert_eq!(sizes, [9u64.to_be_bytes(), 9u64.to_be_bytes()].concat());
     let gmp = pending(&store, "gmp");
     assert_eq!(gmp.len(), 1);
     assert_eq!((gmp[0].subject.as_ref(), gmp[0].version), (&[1; 16][..], 1));
