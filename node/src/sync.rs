@@ -511,7 +511,7 @@ fn evaluate_and_seal(
         let wraps: Vec<(vigil_proto::KeyKind, &vigil_identity::tokens::WrapSecret)> =
             e.wraps.iter().map(|(k, s)| (*k, s)).collect();
         let sealed = vigil_identity::seal::seal_wrapped(epoch, source, &w.rref, &w.details, &wraps, source_secret)
-            .map_err(|e| NodeError::failed(format!("record {}: {e}", w.record_id)))?;
+            .map_err(|e| NodeError::failed(format!("a record's details could not be sealed: {e}")))?;
         let rec = NationalRecord {
             record_ref: w.rref.to_vec().into(),
             tokens: Some(wire::pack(&e.tokens)),
