@@ -306,6 +306,7 @@ fn needs_own(e: &Evidence) -> bool {
                     | KeyKind::NinoTailYob
                     | KeyKind::ForenameDob
                     | KeyKind::SurnameDob
+                    | KeyKind::InitialsDob
                     | KeyKind::BirthdayPostcode
             )
         })

@@ -26,6 +26,8 @@
 //! | `surname_postcode` / `forename_postcode` | `s` / `f`, `pc` |
 //! | `birthday_postcode` | day and month in either order, `pc` |
 //! | `name_yob` | `{f,s}`, year |
+//! | `initials_dob` | the initials of `f` and `s` in sorted order, date of birth |
+//! | `forename_initial_surname_md` | the initial of `f`, `s`, day and month in either order |
 //!
 //! Each name variant (the primary name, each part of a multi-part surname,
 //! each previous surname, each alias) is combined with the primary date of
@@ -336,6 +338,7 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         let (plo, phi) = if pf <= ps { (pf, ps) } else { (ps, pf) };
         let initial = &f[..name.canon.chars().next().map_or(0, char::len_utf8)];
         let f_last = last_letters(&name.canon, 3);
+        let s_initial = first_letters(&name.surname, 1);
         let (s_first, s_last) = (first_letters(&name.surname, 3), last_letters(&name.surname, 3));
         if let Some(pc) = pc {
             if both {
@@ -359,6 +362,8 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
                 k(KeyKind::ForenamePartSurnameDob, &[b"$", f_last, s, date], &mut emit);
                 k(KeyKind::SurnamePartForenameDob, &[f, b"^", s_first, date], &mut emit);
                 k(KeyKind::SurnamePartForenameDob, &[f, b"$", s_last, date], &mut emit);
+                let (ia, ib) = if initial <= s_initial { (initial, s_initial) } else { (s_initial, initial) };
+                k(KeyKind::InitialsDob, &[ia, ib, date], &mut emit);
             }
             if has_f {
                 k(KeyKind::ForenameDob, &[f, date], &mut emit);
@@ -370,6 +375,7 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         if let (true, Some(m), Some(d)) = (both, &month, &day) {
             let (a, b) = if m <= d { (m, d) } else { (d, m) };
             k(KeyKind::NameMd, &[lo, hi, a, b], &mut emit);
+            k(KeyKind::ForenameInitialSurnameMd, &[initial, s, a, b], &mut emit);
         }
         if let (true, Some(y), Some(m)) = (phonetic, &year, &month) {
             k(KeyKind::PhoneticYm, &[plo, phi, y, m], &mut emit);
@@ -505,6 +511,8 @@ mod tests {
             "name_postcode",
             "name_yob_district",
             "name_yob",
+            "initials_dob",
+            "forename_initial_surname_md",
         ];
         let forename = ["forename_dob", "forename_postcode"];
         let cases: Vec<(&str, RawIdentity<'_>, KindSet)> = vec![
@@ -650,6 +658,40 @@ mod tests {
                 // canonical name; the part kind is about spelling only.
                 prop_assume!(identity(&changed).0.names[0].canon.len() == f2.len() || which == 1);
                 prop_assert!(kept, "{:?} not shared", want);
+            }
+
+            /// Two errors together that no one-error kind survives: both names
+            /// misspelt after their first letter (`initials_dob`, with the
+            /// names in either order), or the forename misspelt after its first
+            /// letter and the year of birth wrong (`forename_initial_surname_md`).
+            #[test]
+            fn two_errors_together_leave_a_kind(
+                forename in "[A-Z][a-z]{3,8}",
+                surname in "[A-Z][a-z]{3,9}",
+                which in 0usize..3,
+                at in 1usize..10,
+                other_year in 1930u16..1984,
+            ) {
+                let typo = |name: &str| -> String {
+                    let mut c: Vec<char> = name.chars().collect();
+                    let i = at % (c.len() - 1) + 1;
+                    c[i] = if c[i] == 'q' { 'x' } else { 'q' };
+                    c.into_iter().collect()
+                };
+                let base = RawIdentity { forenames: &forename, surname: &surname, ni_number: "", postcode: "", ..FULL };
+                let (f2, s2) = (typo(&forename), typo(&surname));
+                let year = format!("{other_year}-07-02");
+                let (changed, want) = match which {
+                    0 => (RawIdentity { forenames: &f2, surname: &s2, ..base }, KeyKind::InitialsDob),
+                    1 => (RawIdentity { forenames: &s2, surname: &f2, ..base }, KeyKind::InitialsDob),
+                    _ => (RawIdentity { forenames: &f2, date_of_birth: &year, ..base }, KeyKind::ForenameInitialSurnameMd),
+                };
+                // A nickname table can map a changed forename to another
+                // canonical name, with another initial.
+                prop_assume!(identity(&changed).0.names[0].canon.len() == f2.len() || which == 1);
+                let a = keys(&base);
+                let b = keys(&changed);
+                prop_assert!(a.iter().any(|k| k.0 == want && b.contains(k)), "{:?} not shared", want);
             }
 
             /// Whatever one field of a full row is changed to, the row and its

@@ -352,9 +352,11 @@ mod tests {
         forename_part_surname_dob b3aac58f4ccb2d750c9f8cdd233ce7a577b03ac8bdcee872cb684e71819a16e9
         surname_part_forename_dob 987ddc448b0845bcf8fc631281a710cc4730aed417b1e90f5928a8799263ace0
         surname_part_forename_dob d8824f9c5009e6c230b24478796cecf874199ffa7dc50d1a6adb3629771ea938
+        initials_dob 3ca802db9ebc66e75eec841ef2b6a5cf4baa27409c7b08b62315739034514a83
         forename_dob 5fd506d51565b268123fb1029407af819aa7c39534b883f37584e32983eaf00b
         surname_dob e7157e98deefc3374ee3c009a4b2872936a0153ea61fd391d84fe5b62717cdd3
         name_md 8608630bab4278f6b291c8bebedd53877ba43b1724609ca5352b4ac749e897df
+        forename_initial_surname_md ef5261b84d3d3a10e6357525bd251d2972e48273189880b710efb80305449aca
         phonetic_ym 3f70e55b6b9b7c8cfdcf03901931c1de11cf252fb7afec2c89cec9c0e5e53a1b
         name_yob 96da1f9c0d98f9608e32b9ffa6525706a9ec362d586b9f72841c30d082f68a94
         name_yob_district fdb102084fea8bc45ef4a8ac7e00f7902b2e872bd53bfc5beab800bba5c16d84
@@ -366,6 +368,7 @@ mod tests {
         surname_part_forename_dob c26730ab5bce86f4cd37a6e58a8e8bb5e475f396792912d74770cdef039c2627
         surname_dob 09b48baa3756257ce80705c9adbb954741aab1b7f12bdaa39be1c70f37be3242
         name_md a2fc5371683d8d3aa4052847fe120da553cdba53f22317f84d802a7e2a3d8ec3
+        forename_initial_surname_md 33e50686b496095b4bb6f8a685c6cc7c582cba6ee381205708a8b9f1f9098d98
         name_yob e3cb073d6e51b5af7dc08b68a9905dbd0ae386c3665197c0ecfaa622a12ab7a2
         name_yob_district fd63c6d5582e8a8ba20a5dbe1a0a6653e0e1a2dbb16fe61238ba9fe4502ee60e
         name_postcode 23af9114790ef836c7167ca2478c772a5451bc190e6e69ee8e6ef1c2199aebb9
@@ -374,8 +377,10 @@ mod tests {
         forename_part_surname_dob 79176f2d5e21fedd6368ab435f0ae3080ba3bebc60073ac77a911f8f63a3069b
         forename_part_surname_dob 60c6b442500d15afd35cf1ed1d0b64d2adb86b9c2f93cf6e318745fcc0c0f355
         surname_part_forename_dob e890d33251758fb4bd71b79033bf5ab1223f879626e46787dae27c8e70c740c5
+        initials_dob 0b1fa4e4ab56e8c62dc80a9a829e248421d1efef5f87334684208fe98c395fb3
         surname_dob d86376817e48a1f9c8fe4de622922455a0af8cdbe6015d518ad2945edbaf4525
         name_md 7472fe94e749d8d0042daa5be57b5af3bb41825aac480cbad06d9adcfc0b4615
+        forename_initial_surname_md 3e7d8b5d1a1d6b77bbf164d6f8b2c8ba7684b235abd53d4a46a786e91c39fe99
         phonetic_ym 8720529555cf9e61a316531371c9a11150488c850f60c48152577d71c0c22db0
         name_yob c164358d89a689c8aeb63dc8b546b40b6a476448c0181007981b1d57c0a886b9
         name_yob_district bff92697d278b382b8829c7e447f07ca8d1684193cb0fadc8952065785123516
@@ -396,9 +401,11 @@ mod tests {
         forename_part_surname_dob $|zoe|obriensmith|1984-07-02 8f0528f946883bd23ba9f57547f19a4a8782ceaeaa2798b8d5515ca204130f63
         surname_part_forename_dob zoe|^|obr|1984-07-02 0dba490b350f9a912c6f21c5f527325ee2ed74c4ed217d3b276b3a2263b84abc
         surname_part_forename_dob zoe|$|ith|1984-07-02 a98b000f94936452f9019b3e0b03b24127c4d6edf191b5bcde57fcdf9bc086b0
+        initials_dob o|z|1984-07-02 c689e8fe8eab6cd6e6329f7bbee56d99c1accd2ed99cd303bbfbd5ef527bc77b
         forename_dob zoe|1984-07-02 24f25c0d01258c1f2dda94dfbe23294351048e40a0e25c4ec9e3e05c684cb331
         surname_dob obriensmith|1984-07-02 23f8fe4a6ffeda12d5d947d3acf7ce4defb7cd16b2ff6d4dc33895e1014f7c13
         name_md obriensmith|zoe|02|07 cf874d78894194e5969414ec0ce87694376390e57965ba17d9ff5009d76fd1e2
+        forename_initial_surname_md z|obriensmith|02|07 7bedcb9d7e9690f946c84bc997f66c18757383b37e2ed53a001e56662aa4bb54
         phonetic_ym APRN|S|1984|07 8652a262fe3f9ea0a2c4dcc296625d4b459ab74fc7993b35d30f3d1dff0ddc6c
         name_yob obriensmith|zoe|1984 3ea3c281502da71e994ab2ade5b8bc5712aa7e8953cf3df33e66819272e449fe
         name_yob_district obriensmith|zoe|1984|LS1 02b5143961d2e66bc1f2cf43b7e2933fb926b2d7b1bc2e55ba92c6b15707e629
@@ -410,6 +417,7 @@ mod tests {
         surname_part_forename_dob zoe|$|ien|1984-07-02 05b616e3d58abdc1c732f7a0e8ab6cfd7834d3a4174eeb1618f971f8b507ee82
         surname_dob obrien|1984-07-02 273eba5158e2b0790f0806d3513d300cc4567ac2ab1d27aa0895ae39a299b593
         name_md obrien|zoe|02|07 9a9bbf51ff6f2f170ce4d1c4a620d54f07f3b2af91bc01830ec545390ae9fa47
+        forename_initial_surname_md z|obrien|02|07 d385e0f12de6be2c69da5cef1cb9b346e6244f8ee9bc97019e2c6d5f160642d3
         name_yob obrien|zoe|1984 db632bccb1521d7d821ab92318adfb9c917ed557a707a7491b3a4402631c780f
         name_yob_district obrien|zoe|1984|LS1 cfd3e721f442c0bedd876a9d9be437db69a9c359b78358ee804829f76413d3a9
         name_postcode smith|zoe|LS1 4AP 49e15a3689cf9af98809a4ba649c68a3079614ad385669c18c5c2512960c57fc
@@ -418,8 +426,10 @@ mod tests {
         forename_part_surname_dob ^|z|smith|1984-07-02 36d262d1740ca384fd1c8594f480319c04a8f02461978a25a1937d86a1462790
         forename_part_surname_dob $|zoe|smith|1984-07-02 c4cb42978530f3ea9ff5beb038c8265da82e89ee2f04fd958c7dd1a50646ac9d
         surname_part_forename_dob zoe|^|smi|1984-07-02 21d5c0108cab6f9ba7eec5e00d9c91826fe365afd7dc46cddaf004c3be274d0a
+        initials_dob s|z|1984-07-02 4006255398e3d26fd9ab8a73c3819890eedcf3788ede676e246f809fa254ce0e
         surname_dob smith|1984-07-02 4fa27d5ca47680f67c7daabcca881ac7b2e06d08d3e75bd95e20335b91f91176
         name_md smith|zoe|02|07 d552e3faf77f21f16360d54a331898aeff294ed15b8263bab63aa325cb68adec
+        forename_initial_surname_md z|smith|02|07 e5ebfa8e36f067916b446a6b71f90d9a02d7ce0cb9cd828accb54f9b145a82b2
         phonetic_ym S|SM0|1984|07 8c81529478c99fab3fb809b41a6358d8ed3c77903a7b979b619c5b91274b60bf
         name_yob smith|zoe|1984 9a25491dbf8f51eacd8fc78b2d8949dfe8482ca993ef443ff64bf030e9d60987
         name_yob_district smith|zoe|1984|LS1 396df34680091f87ff50dc86906f1eadc05d0deb2bd674081d17654b79c3c89e
@@ -430,8 +440,10 @@ mod tests {
         forename_part_surname_dob $|zoe|kowalska|1984-07-02 bff81d054764d3593cabd6fe0c4c1e5c717905941543f55694879b970fca8acd
         surname_part_forename_dob zoe|^|kow|1984-07-02 b57563d972a38c92bb6caf2d2e1525b49700479160dcdad72ac40eba752ae999
         surname_part_forename_dob zoe|$|ska|1984-07-02 ef866d68317356b723e22da598c7a86d59d606e159b3eea701218a1ff5b6de66
+        initials_dob k|z|1984-07-02 6529aacbac0ae6943399cca70bc848669d2f8edfabb898f5ef4dc4a4a19fb284
         surname_dob kowalska|1984-07-02 963b03964bbb7db663614ae7c9bbfa5194387318bebbd19798247b3accf1dd78
         name_md kowalska|zoe|02|07 86f22172ab8dbb60ba9998f366c8ebbbe054e933e9a303d4455e1b2d316af31e
+        forename_initial_surname_md z|kowalska|02|07 eb2041fb120d76cf2f471436ca5997e3910b71bd8a6a61706a43b0689e5f9d12
         phonetic_ym KLSK|S|1984|07 403c4313910192255d2abe0dda6c5f9d3c83a3005eb65af009f1001f1491b8ae
         name_yob kowalska|zoe|1984 e20af0b74a0661e23ac3398eafa1e02a718593961139ccfdf95f79fe4b26026c
         name_yob_district kowalska|zoe|1984|LS1 86a855429af9ff719170140f770fcb19b187f01f5b6737aa42bab9aae53834b9

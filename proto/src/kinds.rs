@@ -18,7 +18,7 @@
 pub use crate::v1::KeyKind;
 
 /// Every kind of scheme v2, in wire order.
-pub const ALL: [KeyKind; 17] = [
+pub const ALL: [KeyKind; 19] = [
     KeyKind::Nino,
     KeyKind::NinoHeadYob,
     KeyKind::NinoTailYob,
@@ -36,6 +36,8 @@ pub const ALL: [KeyKind; 17] = [
     KeyKind::ForenamePostcode,
     KeyKind::ForenameDob,
     KeyKind::SurnameDob,
+    KeyKind::InitialsDob,
+    KeyKind::ForenameInitialSurnameMd,
 ];
 
 /// Most name variants one identity keeps (primary name, surname parts,
@@ -67,7 +69,9 @@ pub const fn max_per_identity(kind: KeyKind) -> usize {
         | KeyKind::NameYob
         | KeyKind::NameYobDistrict
         | KeyKind::ForenameDob
-        | KeyKind::SurnameDob => combos,
+        | KeyKind::SurnameDob
+        | KeyKind::InitialsDob
+        | KeyKind::ForenameInitialSurnameMd => combos,
     }
 }
 
@@ -187,6 +191,8 @@ impl KeyKind {
             KeyKind::BirthdayPostcode => "birthday_postcode",
             KeyKind::NameYob => "name_yob",
             KeyKind::NinoDigitsBirthday => "nino_digits_birthday",
+            KeyKind::InitialsDob => "initials_dob",
+            KeyKind::ForenameInitialSurnameMd => "forename_initial_surname_md",
         }
     }
 
@@ -209,7 +215,7 @@ impl KeyKind {
         kinds.iter().filter_map(|k| KeyKind::from_wire(*k)).map(|k| k.short_name().to_string()).collect()
     }
 
-    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 16).
+    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 18).
     pub fn index(self) -> usize {
         (self as i32 - FIRST).max(0) as usize
     }
@@ -236,6 +242,8 @@ impl KeyKind {
             KeyKind::ForenamePostcode => &[(Forename, 3), (Postcode, 2)],
             KeyKind::BirthdayPostcode => &[(Dob, 2), (Postcode, 2)],
             KeyKind::NameYob => &[(Forename, 3), (Surname, 3), (Dob, 1)],
+            KeyKind::InitialsDob => &[(Forename, 1), (Surname, 1), (Dob, 3)],
+            KeyKind::ForenameInitialSurnameMd => &[(Forename, 1), (Surname, 3), (Dob, 2)],
         }
     }
 
@@ -266,6 +274,8 @@ impl KeyKind {
             KeyKind::NinoDigitsBirthday => {
                 "NI number prefix and its digits in ascending order, day and month of birth in either order"
             }
+            KeyKind::InitialsDob => "forename and surname initials (either order), date of birth",
+            KeyKind::ForenameInitialSurnameMd => "forename initial, surname, day and month of birth in either order",
         }
     }
 }
