@@ -46,8 +46,13 @@ pub struct Config {
     /// SPIFFE trust domain of every client certificate, e.g. `"vigil.example"`.
     /// A certificate from this CA naming another trust domain is refused.
     pub trust_domain: String,
-    /// Directory of the coordinator's store (created if missing).
+    /// Directory of the coordinator's embedded store (created if missing;
+    /// unused with `[store] backend = "postgres"`).
     pub data_dir: PathBuf,
+    /// Where the durable state lives: the embedded store (default) or
+    /// PostgreSQL.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Mutual TLS. There is no plaintext mode.
     pub tls: TlsConfig,
     /// Secret keys.
@@ -233,8 +238,65 @@ pub struct Capacity {
     pub roster_tokens: usize,
 }
 
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `"redb"`: one embedded file in `data_dir` (the default), or
+    /// `"postgres"`: a PostgreSQL database (run `vigil-coordinator migrate`
+    /// first; docs/operations.md).
+    pub backend: String,
+    /// PostgreSQL host.
+    pub host: String,
+    /// PostgreSQL port.
+    pub port: u16,
+    /// Database name.
+    pub dbname: String,
+    /// Role to connect as.
+    pub user: String,
+    /// File whose first line is the role's password (omit for none, e.g.
+    /// peer or certificate authentication). Keep it readable by the
+    /// coordinator only.
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the database server: set, the connection is
+    /// TLS and the server's certificate must chain to it and name `host`.
+    pub tls_ca: Option<PathBuf>,
+    /// How long to wait for a connection, in seconds.
+    pub connect_timeout_seconds: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: "redb".into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            dbname: "vigil".into(),
+            user: "vigil".into(),
+            password_file: None,
+            tls_ca: None,
+            connect_timeout_seconds: 10,
+        }
+    }
+}
+
 /// Largest `[capacity]` figure accepted: 2^31 tokens, about 45 GB of index.
 pub const MAX_CAPACITY_TOKENS: usize = 1 << 31;
+
+impl StoreConfig {
+    /// The PostgreSQL settings of this section.
+    pub fn postgres(&self) -> crate::store::postgres::PgSettings {
+        crate::store::postgres::PgSettings {
+            host: self.host.clone(),
+            port: self.port,
+            dbname: self.dbname.clone(),
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+            tls_ca: self.tls_ca.clone(),
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_seconds.max(1)),
+        }
+    }
+}
 
 /// `[audit]`
 #[derive(Debug, Clone, Deserialize)]
@@ -362,6 +424,14 @@ impl Config {
         if c.headcount.iter().any(|(f, n)| f.is_empty() || f.contains('/') || *n == 0) {
             return Err(invalid("headcount: each entry is a force code and a number above 0"));
         }
+        if !matches!(c.store.backend.as_str(), "redb" | "postgres") {
+            return Err(invalid("store.backend must be \"redb\" (embedded) or \"postgres\""));
+        }
+        if c.store.backend == "postgres"
+            && (c.store.host.is_empty() || c.store.dbname.is_empty() || c.store.user.is_empty() || c.store.port == 0)
+        {
+            return Err(invalid("store: host, port, dbname and user must be set for the postgres backend"));
+        }
         if !matches!(c.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format must be \"text\" or \"json\""));
         }
@@ -376,6 +446,12 @@ impl Config {
         fix(&mut c.tls.key);
         fix(&mut c.tls.client_ca);
         if let Some(p) = c.tls.crl.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = c.store.password_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = c.store.tls_ca.as_mut() {
             fix(p);
         }
         fix(&mut c.keys.pepper);

@@ -53,6 +53,14 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// Bring the PostgreSQL store's schema up to this binary's version
+    /// (`[store] backend = "postgres"`): applies each missing migration in
+    /// its own transaction, under a lock, and says which. Safe to run again.
+    Migrate {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Print the default confirmation policy.
     DefaultPolicy,
     /// Train the policy in force on what this coordinator holds (no labels:
@@ -343,6 +351,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Certificate, key, client CA and revocation list, as serving reads them.
             vigil_common::tls::server_config(&cfg.tls.cert, &cfg.tls.key, &cfg.tls.client_ca, cfg.tls.crl.as_deref())
                 .map_err(|e| serve_error(ServeError::Config(e.0)))?;
+            if cfg.store.backend == "postgres" {
+                let pg = cfg.store.postgres();
+                vigil_coordinator::store::postgres::PgStore::open(&pg)
+                    .map_err(|e| Exit::new(exit::UNAVAILABLE, e.to_string()))?;
+                outln!(
+                    "{}:{}/{}: reachable, schema version {}",
+                    pg.host,
+                    pg.port,
+                    pg.dbname,
+                    vigil_coordinator::store::postgres::latest_version()
+                );
+            }
             outln!("{}: configuration and keys load", config.display());
             Ok(())
         }
@@ -372,6 +392,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pki { command } => pki(command),
+        Command::Migrate { config } => {
+            let cfg = load_config(&config)?;
+            if cfg.store.backend != "postgres" {
+                outln!("{}: the embedded store needs no migration ([store] backend is \"redb\")", config.display());
+                return Ok(());
+            }
+            let pg = cfg.store.postgres();
+            let applied = vigil_coordinator::store::postgres::migrate(&pg)
+                .map_err(|e| Exit::new(exit::UNAVAILABLE, e.to_string()))?;
+            for (v, name) in &applied {
+                outln!("applied migration {v}: {name}");
+            }
+            outln!(
+                "{}:{}/{} is at schema version {}{}",
+                pg.host,
+                pg.port,
+                pg.dbname,
+                vigil_coordinator::store::postgres::latest_version(),
+                if applied.is_empty() { " (nothing to apply)" } else { "" }
+            );
+            Ok(())
+        }
         Command::Calibrate { config, out, version } => {
             let cfg = load_config(&config)?;
             let version = version.unwrap_or_else(|| {

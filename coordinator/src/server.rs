@@ -25,6 +25,7 @@ use crate::engine::Settings;
 use crate::pepper::Pepper;
 use crate::policy::Policy;
 use crate::service::{AuditService, CheckService, DisclosureService, FeedService, RosterService, Rpc};
+use crate::store::Store;
 use crate::store::redb::RedbStore;
 
 /// Why the coordinator could not start or stopped.
@@ -93,15 +94,26 @@ fn settings_of(config: &Config) -> Result<(Settings, String), ServeError> {
     Ok((settings, signer_key))
 }
 
+/// Opens the store `[store]` names: the embedded file in `data_dir`, or the
+/// PostgreSQL database (whose schema must be this binary's).
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    match config.store.backend.as_str() {
+        "postgres" => Ok(Arc::new(
+            crate::store::postgres::PgStore::open(&config.store.postgres())
+                .map_err(|e| ServeError::State(e.to_string()))?,
+        )),
+        _ => Ok(Arc::new(RedbStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?)),
+    }
+}
+
 /// Loads keys, policy and store, and rebuilds the engine.
 pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let pepper =
         vigil_common::secrets::read_secret(&config.keys.pepper).map_err(|e| ServeError::Config(e.to_string()))?;
     let (settings, signer_key) = settings_of(&config)?;
-    let store = RedbStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?;
+    let store = open_store(&config)?;
     let (stop, stop_rx) = watch::channel(false);
-    let core =
-        Core::open(Arc::new(store), settings, signer_key, stop_rx).map_err(|e| ServeError::State(e.to_string()))?;
+    let core = Core::open(store, settings, signer_key, stop_rx).map_err(|e| ServeError::State(e.to_string()))?;
     let witnesses = config
         .audit
         .witnesses
@@ -128,10 +140,11 @@ pub fn calibrate(config: &Config, version: &str) -> Result<Policy, ServeError> {
     let (settings, signer_key) = settings_of(config)?;
     let start = settings.policy.clone();
     let signer = vigil_proto::tlog::Signer::from_skey(&signer_key).map_err(|e| ServeError::Config(e.to_string()))?;
-    let store = RedbStore::open(&config.data_dir).map_err(|e| ServeError::State(e.to_string()))?;
-    let (mut engine, _, _) = crate::engine::Engine::load(&store, settings, signer, vigil_common::clock::now_ms())
-        .map_err(|e| ServeError::State(e.to_string()))?;
-    let (chance, pairs) = engine.training_pairs(&store).map_err(|e| ServeError::State(e.to_string()))?;
+    let store = open_store(config)?;
+    let (mut engine, _, _) =
+        crate::engine::Engine::load(store.as_ref(), settings, signer, vigil_common::clock::now_ms())
+            .map_err(|e| ServeError::State(e.to_string()))?;
+    let (chance, pairs) = engine.training_pairs(store.as_ref()).map_err(|e| ServeError::State(e.to_string()))?;
     if pairs.subjects() == 0 || pairs.is_empty() {
         return Err(ServeError::State(
             "nothing to train on: no enrolled subject agrees with any national record yet".into(),

@@ -1,13 +1,16 @@
 //! Crash safety: `kill -9` of the coordinator mid-feed and mid-delivery,
 //! then a restart. Nothing acknowledged is lost and nothing is duplicated.
-//! In token scheme 3 (the key service makes the tokens), as deployed.
+//! In token scheme 3 (the key service makes the tokens), as deployed, on the
+//! embedded store and on PostgreSQL (a private cluster started for the
+//! test).
 
 use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::Duration;
 use vigil_proto::v1::StatusRequest;
 use vigil_proto::v1::feed_service_client::FeedServiceClient;
-use vigil_tests::{World, ok, wait_until};
+use vigil_tests::pg::Postgres;
+use vigil_tests::{World, bin, ok, run, wait_until};
 
 use crate::common::{active_pairs, expected, synth_set};
 
@@ -22,6 +25,23 @@ fn records_at_coordinator(w: &World) -> Option<u64> {
 
 #[test]
 fn kill_9_mid_feed_and_mid_delivery_loses_and_duplicates_nothing() {
+    kill_9_scenario(None);
+}
+
+#[test]
+fn kill_9_with_the_postgres_store_loses_and_duplicates_nothing() {
+    let pg = Postgres::start();
+    kill_9_scenario(Some(&pg));
+    // What the coordinator committed is in the database, and its log is
+    // whole: leaf indexes from 0 with no gap, and a checkpoint over all of it.
+    let counts = pg.psql("SELECT count(*), coalesce(max(idx) + 1, 0) FROM log");
+    let (n, next) = counts.trim().split_once('|').unwrap();
+    assert_eq!(n, next, "the log has a gap: {counts}");
+    let signed = pg.psql("SELECT max(size) FROM checkpoints");
+    assert_eq!(signed.trim(), n, "the last checkpoint does not cover the whole log");
+}
+
+fn kill_9_scenario(pg: Option<&Postgres>) {
     let mut w = World::new();
     let data = w.path().join("synth");
     let s = synth_set(&data, 9, 1, 600, 10_000);
@@ -32,6 +52,13 @@ fn kill_9_mid_feed_and_mid_delivery_loses_and_duplicates_nothing() {
          [sources]\npnc = {}\n",
         2 * 10_000 * 64
     ));
+    if let Some(pg) = pg {
+        w.write_coordinator_config(&pg.store_section());
+        let out = ok(run(std::process::Command::new(bin("vigil-coordinator"))
+            .args(["migrate", "--config"])
+            .arg(&w.coordinator_config)));
+        assert!(out.contains("applied migration 1"), "{out}");
+    }
     let coordinator = w.start_coordinator();
     let node = w.node("force", &force);
     let pnc = w.node("source", "pnc");

@@ -13,4 +13,5 @@ mod keyserver;
 mod policy;
 mod rosters;
 mod split_trust;
+mod store_postgres;
 mod system;

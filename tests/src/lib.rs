@@ -14,6 +14,8 @@
 //!   commands, its `watch` process.
 //! - [`wait_until`]: polls a condition until a deadline (never a bare sleep
 //!   standing in for readiness).
+//! - [`pg`]: a private PostgreSQL cluster for the tests of the
+//!   PostgreSQL store.
 //! - [`fuzz`]: the fuzz targets (every parser that meets outside input) and
 //!   the replay of their committed corpus.
 //!
@@ -22,6 +24,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod fuzz;
+pub mod pg;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

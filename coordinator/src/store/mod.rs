@@ -1,5 +1,6 @@
 //! The coordinator's durable state, behind a trait so that backends can be
-//! swapped: [`redb::RedbStore`] is the embedded, crash-safe store;
+//! swapped: [`redb::RedbStore`] is the embedded, crash-safe store (the
+//! default); [`postgres::PgStore`] keeps the same state in PostgreSQL;
 //! [`memory::MemoryStore`] holds everything in memory for tests.
 //!
 //! The contract every backend keeps:
@@ -15,6 +16,7 @@
 //!   personal data.
 
 pub mod memory;
+pub mod postgres;
 pub mod redb;
 
 use vigil_proto::KeyKind;

@@ -1,0 +1,786 @@
+//! The PostgreSQL store: the same contract as the embedded store
+//! ([`super::redb::RedbStore`]) on a database that can be replicated and
+//! backed up with PostgreSQL's own tools (docs/operations.md).
+//!
+//! - **Schema.** Versioned migrations are embedded in the binary
+//!   ([`MIGRATIONS`]) and applied by `vigil-coordinator migrate`
+//!   ([`migrate`]) under an advisory lock, each in its own transaction and
+//!   recorded in `vigil_schema`. [`PgStore::open`] refuses a database whose
+//!   schema is behind or ahead of this binary's, naming both versions.
+//! - **Durability.** A [`Commit`] is one transaction, committed with
+//!   PostgreSQL's default `synchronous_commit`: when it returns `Ok` the
+//!   batch's receipt, its disclosures, its log entries and its checkpoint
+//!   are in the write-ahead log on disk (and on a synchronous standby, if
+//!   the cluster has one). Acknowledgements alone are committed with
+//!   `synchronous_commit = off`, as the embedded store commits them without
+//!   an fsync: a crash may lose the last fraction of a second of them, and
+//!   those disclosures are delivered again (nodes keep a disclosure id
+//!   once).
+//! - **Bulk ingest.** Records and subjects of a batch arrive by binary
+//!   `COPY` into a temporary table and are merged from there in one
+//!   statement each.
+//! - **Connections.** Two connections: one writer (commits and
+//!   acknowledgements, one at a time) and one reader; both on a private
+//!   one-thread runtime, so that the synchronous [`Store`] methods can be
+//!   called from any thread. TLS to the database, verified against a
+//!   configured CA, when `[store] tls_ca` is set; the password is read from
+//!   a file. A lost connection fails the calls that need it with a
+//!   [`StoreError`]; the coordinator then stops serving rather than guess.
+//!
+//! # Layout
+//! - `postgres/0001_initial.sql`: the first schema.
+//! - [`PgSettings`]: where the database is.
+//! - [`migrate`], [`schema_version`]: the migrations.
+//! - [`PgStore`]: the store.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls};
+
+use vigil_proto::kinds::KindSet;
+
+use super::{
+    ActiveRow, Commit, RecordRow, Ref, SenderState, Store, StoreError, StoreRead, StoredToken, SubjectRow, pack_tokens,
+    unpack_tokens,
+};
+
+/// The schema versions this binary knows: (version, name, SQL).
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial schema", include_str!("postgres/0001_initial.sql"))];
+
+/// The schema version this binary reads and writes.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// The store format (as in the embedded store) kept in `vigil_meta`.
+const FORMAT_KEY: &str = "store_format";
+/// Advisory-lock key of migrations ("vigilmig" as bytes).
+const MIGRATION_LOCK: i64 = 0x7669_6769_6c6d_6967;
+/// Rows of a batch at or above which records and subjects go by `COPY`.
+const COPY_AT: usize = 64;
+
+/// Where the database is and how to reach it (`[store]` in
+/// `coordinator.toml`).
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name.
+    pub dbname: String,
+    /// Role to connect as.
+    pub user: String,
+    /// File holding the role's password (first line), if it has one.
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) that the database server's certificate must
+    /// chain to; set, the connection is TLS and must verify.
+    pub tls_ca: Option<PathBuf>,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// A database error with its SQLSTATE and message (never a parameter
+/// value: statements carry opaque references and tokens only as binds).
+fn db(what: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+    move |e| {
+        let detail = match e.as_db_error() {
+            Some(d) => format!("{} ({})", d.message(), d.code().code()),
+            None => e.to_string(),
+        };
+        StoreError(format!("postgres: {what}: {detail}"))
+    }
+}
+
+fn to_ref(b: &[u8]) -> Result<Ref, StoreError> {
+    b.try_into().map_err(|_| err("postgres: corrupt reference"))
+}
+
+/// Runs a future to completion on this thread. Client futures only talk to
+/// the connection task over channels, so they need no runtime of their own
+/// here; the connection itself runs on the store's runtime.
+fn block<F: Future>(f: F) -> F::Output {
+    futures_executor::block_on(f)
+}
+
+/// A private runtime for the connections, and a connected client.
+struct Conn {
+    rt: tokio::runtime::Runtime,
+}
+
+impl Conn {
+    fn new() -> Result<Conn, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("vigil-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| err(format!("postgres: runtime: {e}")))?;
+        Ok(Conn { rt })
+    }
+
+    /// Connects on the store's runtime; the connection task logs when the
+    /// connection ends with an error.
+    fn connect(&self, s: &PgSettings, role: &'static str) -> Result<Client, StoreError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&s.host)
+            .port(s.port)
+            .dbname(&s.dbname)
+            .user(&s.user)
+            .application_name(format!("vigil-coordinator-{role}"))
+            .connect_timeout(s.connect_timeout);
+        if let Some(p) = &s.password_file {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| err(format!("postgres: cannot read password file {}: {e}", p.display())))?;
+            let pw = text.lines().next().unwrap_or("").trim_end();
+            if pw.is_empty() {
+                return Err(err(format!("postgres: password file {} is empty", p.display())));
+            }
+            cfg.password(pw);
+        }
+        let where_ = format!("{}:{}/{}", s.host, s.port, s.dbname);
+        let (tx, rx) = std::sync::mpsc::channel();
+        match &s.tls_ca {
+            Some(ca) => {
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca)?);
+                self.rt.spawn(async move {
+                    match cfg.connect(tls).await {
+                        Ok((client, connection)) => {
+                            let _ = tx.send(Ok(client));
+                            if let Err(e) = connection.await {
+                                tracing::error!(error = %e, role, "database connection ended");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                });
+            }
+            None => {
+                self.rt.spawn(async move {
+                    match cfg.connect(NoTls).await {
+                        Ok((client, connection)) => {
+                            let _ = tx.send(Ok(client));
+                            if let Err(e) = connection.await {
+                                tracing::error!(error = %e, role, "database connection ended");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                });
+            }
+        }
+        rx.recv()
+            .map_err(|_| err("postgres: connection task ended"))?
+            .map_err(|e| err(format!("postgres: cannot connect to {where_}: {e}")))
+    }
+}
+
+fn tls_config(ca: &std::path::Path) -> Result<rustls::ClientConfig, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| err(format!("postgres: cannot read tls_ca {}: {e}", ca.display())))?;
+    for c in certs {
+        let c = c.map_err(|e| err(format!("postgres: tls_ca {}: {e}", ca.display())))?;
+        roots.add(c).map_err(|e| err(format!("postgres: tls_ca {}: {e}", ca.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(err(format!("postgres: tls_ca {} holds no certificate", ca.display())));
+    }
+    Ok(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The schema version of the database (0 when no migration has run).
+pub fn schema_version(client: &Client) -> Result<i32, StoreError> {
+    block(async {
+        let exists = client
+            .query_one("SELECT to_regclass('vigil_schema') IS NOT NULL", &[])
+            .await
+            .map_err(db("reading the schema version"))?
+            .get::<_, bool>(0);
+        if !exists {
+            return Ok(0);
+        }
+        let row = client
+            .query_one("SELECT coalesce(max(version), 0) FROM vigil_schema", &[])
+            .await
+            .map_err(db("reading the schema version"))?;
+        Ok(row.get::<_, i32>(0))
+    })
+}
+
+/// Applies every migration the database lacks, in order, each in its own
+/// transaction under an advisory lock (two coordinators migrating at once
+/// wait for each other). Returns the versions applied.
+pub fn migrate(s: &PgSettings) -> Result<Vec<(i32, &'static str)>, StoreError> {
+    let conn = Conn::new()?;
+    let mut client = conn.connect(s, "migrate")?;
+    block(async {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS vigil_schema (
+                     version    integer PRIMARY KEY,
+                     name       text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+            .map_err(db("creating vigil_schema"))?;
+        let mut applied = Vec::new();
+        for (version, name, sql) in MIGRATIONS {
+            let tx = client.transaction().await.map_err(db("starting a migration"))?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db("migration lock"))?;
+            let done = tx
+                .query_opt("SELECT 1 FROM vigil_schema WHERE version = $1", &[version])
+                .await
+                .map_err(db("reading vigil_schema"))?
+                .is_some();
+            if done {
+                continue;
+            }
+            tx.batch_execute(sql).await.map_err(db(&format!("migration {version} ({name})")))?;
+            tx.execute("INSERT INTO vigil_schema (version, name) VALUES ($1, $2)", &[version, name])
+                .await
+                .map_err(db("recording a migration"))?;
+            tx.commit().await.map_err(db(&format!("committing migration {version}")))?;
+            applied.push((*version, *name));
+        }
+        Ok(applied)
+    })
+}
+
+/// The PostgreSQL-backed store.
+pub struct PgStore {
+    /// Commits and acknowledgements, one at a time.
+    write: Mutex<Client>,
+    /// Everything else.
+    read: Client,
+    /// Keeps the connections' runtime alive (dropped last).
+    _conn: Conn,
+}
+
+impl PgStore {
+    /// Connects and checks that the schema is this binary's (run
+    /// `vigil-coordinator migrate` first) and the store format is 4.
+    pub fn open(s: &PgSettings) -> Result<PgStore, StoreError> {
+        let conn = Conn::new()?;
+        let read = conn.connect(s, "reader")?;
+        let version = schema_version(&read)?;
+        let latest = latest_version();
+        if version < latest {
+            return Err(err(format!(
+                "postgres: the database {}/{} has schema version {version}; this coordinator needs {latest}: \
+                 run `vigil-coordinator migrate --config <file>` first",
+                s.host, s.dbname
+            )));
+        }
+        if version > latest {
+            return Err(err(format!(
+                "postgres: the database {}/{} has schema version {version}, newer than this coordinator's \
+                 {latest}: run the newer coordinator",
+                s.host, s.dbname
+            )));
+        }
+        let write = conn.connect(s, "writer")?;
+        block(async {
+            write
+                .batch_execute(
+                    "CREATE TEMPORARY TABLE records_in (source text, record_ref bytea, tokens bytea, sealed bytea)
+                         ON COMMIT DELETE ROWS;
+                     CREATE TEMPORARY TABLE subjects_in (force text, pseudonym bytea, tokens bytea)
+                         ON COMMIT DELETE ROWS;",
+                )
+                .await
+                .map_err(db("creating staging tables"))?;
+            let format = write
+                .query_opt("SELECT value FROM vigil_meta WHERE key = $1", &[&FORMAT_KEY])
+                .await
+                .map_err(db("reading the store format"))?
+                .map(|r| r.get::<_, Vec<u8>>(0));
+            let want = super::redb::FORMAT.to_be_bytes().to_vec();
+            match format {
+                Some(f) if f == want => Ok(()),
+                Some(_) => Err(err(format!(
+                    "postgres: the database {}/{} holds another store format; this coordinator reads format {}",
+                    s.host,
+                    s.dbname,
+                    super::redb::FORMAT
+                ))),
+                None => {
+                    write
+                        .execute(
+                            "INSERT INTO vigil_meta (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                            &[&FORMAT_KEY, &want],
+                        )
+                        .await
+                        .map_err(db("writing the store format"))?;
+                    Ok(())
+                }
+            }
+        })?;
+        Ok(PgStore { write: Mutex::new(write), read, _conn: conn })
+    }
+
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, Client>, StoreError> {
+        self.write.lock().map_err(|_| err("postgres: writer lock poisoned"))
+    }
+}
+
+/// Keeps the last of each key (a batch may name one twice).
+fn last_of<'a, T, K: std::hash::Hash + Eq>(rows: &'a [T], key: impl Fn(&'a T) -> K) -> Vec<&'a T> {
+    let mut at: std::collections::HashMap<K, usize> = std::collections::HashMap::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        at.insert(key(r), i);
+    }
+    let mut keep: Vec<usize> = at.into_values().collect();
+    keep.sort_unstable();
+    keep.into_iter().map(|i| &rows[i]).collect()
+}
+
+async fn shred(tx: &tokio_postgres::Transaction<'_>, parity: Option<u32>) -> Result<(), StoreError> {
+    // Subjects: a few hundred thousand, rewritten from one read.
+    let rows = tx.query("SELECT force, pseudonym, tokens FROM subjects", &[]).await.map_err(db("reading subjects"))?;
+    for r in rows {
+        let old = unpack_tokens(r.get::<_, &[u8]>(2))?;
+        let kept = super::surviving(&old, parity);
+        if kept.len() == old.len() {
+            continue;
+        }
+        let (force, p): (&str, &[u8]) = (r.get(0), r.get(1));
+        if kept.is_empty() {
+            tx.execute("DELETE FROM subjects WHERE force = $1 AND pseudonym = $2", &[&force, &p]).await
+        } else {
+            tx.execute(
+                "UPDATE subjects SET tokens = $3 WHERE force = $1 AND pseudonym = $2",
+                &[&force, &p, &pack_tokens(&kept)],
+            )
+            .await
+        }
+        .map_err(db("shredding a subject's tokens"))?;
+    }
+    // Records: millions, read through a portal a page at a time (a national
+    // store does not fit in memory twice).
+    let portal = tx.bind("SELECT source, record_ref, tokens FROM records", &[]).await.map_err(db("reading records"))?;
+    loop {
+        let page = tx.query_portal(&portal, 10_000).await.map_err(db("reading records"))?;
+        if page.is_empty() {
+            break;
+        }
+        for r in page {
+            let old = unpack_tokens(r.get::<_, &[u8]>(2))?;
+            let kept = super::surviving(&old, parity);
+            if kept.len() == old.len() {
+                continue;
+            }
+            let (source, rr): (&str, &[u8]) = (r.get(0), r.get(1));
+            if kept.is_empty() {
+                tx.execute("DELETE FROM records WHERE source = $1 AND record_ref = $2", &[&source, &rr]).await
+            } else {
+                tx.execute(
+                    "UPDATE records SET tokens = $3 WHERE source = $1 AND record_ref = $2",
+                    &[&source, &rr, &pack_tokens(&kept)],
+                )
+                .await
+            }
+            .map_err(db("shredding a record's tokens"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn put_subjects(tx: &tokio_postgres::Transaction<'_>, rows: &[&SubjectRow]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let merge = "INSERT INTO subjects (force, pseudonym, tokens) SELECT force, pseudonym, tokens FROM subjects_in
+                 ON CONFLICT (force, pseudonym) DO UPDATE SET tokens = EXCLUDED.tokens";
+    if rows.len() >= COPY_AT {
+        let sink = tx
+            .copy_in("COPY subjects_in (force, pseudonym, tokens) FROM STDIN BINARY")
+            .await
+            .map_err(db("copying subjects"))?;
+        let w = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::BYTEA, Type::BYTEA]);
+        let mut w = std::pin::pin!(w);
+        for s in rows {
+            let (p, t) = (s.pseudonym.as_slice(), pack_tokens(&s.tokens));
+            w.as_mut().write(&[&s.force, &p, &t]).await.map_err(db("copying subjects"))?;
+        }
+        w.finish().await.map_err(db("copying subjects"))?;
+        tx.execute(merge, &[]).await.map_err(db("merging subjects"))?;
+        tx.execute("DELETE FROM subjects_in", &[]).await.map_err(db("clearing staged subjects"))?;
+    } else {
+        for s in rows {
+            tx.execute(
+                "INSERT INTO subjects (force, pseudonym, tokens) VALUES ($1, $2, $3)
+                 ON CONFLICT (force, pseudonym) DO UPDATE SET tokens = EXCLUDED.tokens",
+                &[&s.force, &s.pseudonym.as_slice(), &pack_tokens(&s.tokens)],
+            )
+            .await
+            .map_err(db("writing a subject"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn put_records(tx: &tokio_postgres::Transaction<'_>, rows: &[&RecordRow]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if rows.len() >= COPY_AT {
+        let sink = tx
+            .copy_in("COPY records_in (source, record_ref, tokens, sealed) FROM STDIN BINARY")
+            .await
+            .map_err(db("copying records"))?;
+        let w = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::BYTEA, Type::BYTEA, Type::BYTEA]);
+        let mut w = std::pin::pin!(w);
+        for r in rows {
+            let (rr, t) = (r.record_ref.as_slice(), pack_tokens(&r.tokens));
+            w.as_mut().write(&[&r.source, &rr, &t, &r.sealed]).await.map_err(db("copying records"))?;
+        }
+        w.finish().await.map_err(db("copying records"))?;
+        tx.execute(
+            "INSERT INTO records (source, record_ref, tokens, sealed)
+             SELECT source, record_ref, tokens, sealed FROM records_in
+             ON CONFLICT (source, record_ref) DO UPDATE SET tokens = EXCLUDED.tokens, sealed = EXCLUDED.sealed",
+            &[],
+        )
+        .await
+        .map_err(db("merging records"))?;
+        tx.execute("DELETE FROM records_in", &[]).await.map_err(db("clearing staged records"))?;
+    } else {
+        for r in rows {
+            tx.execute(
+                "INSERT INTO records (source, record_ref, tokens, sealed) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (source, record_ref) DO UPDATE SET tokens = EXCLUDED.tokens, sealed = EXCLUDED.sealed",
+                &[&r.source, &r.record_ref.as_slice(), &pack_tokens(&r.tokens), &r.sealed],
+            )
+            .await
+            .map_err(db("writing a record"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply(tx: &tokio_postgres::Transaction<'_>, c: &Commit) -> Result<(), StoreError> {
+    if c.shred_parity.is_some() {
+        shred(tx, c.shred_parity).await?;
+    }
+    if !c.subjects_del.is_empty() {
+        let (f, p): (Vec<&str>, Vec<&[u8]>) = c.subjects_del.iter().map(|(f, p)| (f.as_str(), p.as_slice())).unzip();
+        tx.execute(
+            "DELETE FROM subjects s USING unnest($1::text[], $2::bytea[]) AS d(force, pseudonym)
+             WHERE s.force = d.force AND s.pseudonym = d.pseudonym",
+            &[&f, &p],
+        )
+        .await
+        .map_err(db("removing subjects"))?;
+    }
+    put_subjects(tx, &last_of(&c.subjects_put, |s| (s.force.as_str(), s.pseudonym))).await?;
+    if !c.records_del.is_empty() {
+        let (s, r): (Vec<&str>, Vec<&[u8]>) = c.records_del.iter().map(|(s, r)| (s.as_str(), r.as_slice())).unzip();
+        tx.execute(
+            "DELETE FROM records x USING unnest($1::text[], $2::bytea[]) AS d(source, record_ref)
+             WHERE x.source = d.source AND x.record_ref = d.record_ref",
+            &[&s, &r],
+        )
+        .await
+        .map_err(db("removing records"))?;
+    }
+    put_records(tx, &last_of(&c.records_put, |r| (r.source.as_str(), r.record_ref))).await?;
+    if let Some(b) = &c.batch {
+        let seq = i64::try_from(b.sequence).map_err(|_| err("postgres: batch sequence out of range"))?;
+        tx.execute(
+            "INSERT INTO senders (caller, sequence, commitment, receipt) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (caller) DO UPDATE SET sequence = EXCLUDED.sequence,
+                 commitment = EXCLUDED.commitment, receipt = EXCLUDED.receipt",
+            &[&b.caller, &seq, &b.commitment, &b.receipt],
+        )
+        .await
+        .map_err(db("recording the batch"))?;
+    }
+    for d in &c.disclosures {
+        let seq = i64::try_from(d.seq).map_err(|_| err("postgres: disclosure sequence out of range"))?;
+        tx.execute(
+            "INSERT INTO disclosures (force, seq, message, pending) VALUES ($1, $2, $3, true)
+             ON CONFLICT (force, seq) DO UPDATE SET message = EXCLUDED.message, pending = true",
+            &[&d.force, &seq, &d.message],
+        )
+        .await
+        .map_err(db("queueing a disclosure"))?;
+    }
+    for (f, p, s, r) in &c.active_del {
+        tx.execute(
+            "DELETE FROM active_cases WHERE force = $1 AND pseudonym = $2 AND source = $3 AND record_ref = $4",
+            &[f, &p.as_slice(), s, &r.as_slice()],
+        )
+        .await
+        .map_err(db("closing a case"))?;
+    }
+    for a in &c.active_put {
+        tx.execute(
+            "INSERT INTO active_cases
+                 (force, pseudonym, source, record_ref, disclosure_id, version, agreeing, probability)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (force, pseudonym, source, record_ref) DO UPDATE SET
+                 disclosure_id = EXCLUDED.disclosure_id, version = EXCLUDED.version,
+                 agreeing = EXCLUDED.agreeing, probability = EXCLUDED.probability",
+            &[
+                &a.force,
+                &a.pseudonym.as_slice(),
+                &a.source,
+                &a.record_ref.as_slice(),
+                &a.disclosure_id,
+                &i64::from(a.version),
+                &i64::from(a.agreeing.0),
+                &a.probability,
+            ],
+        )
+        .await
+        .map_err(db("recording a case"))?;
+    }
+    if let Some((first, _)) = c.log.first() {
+        let size: i64 = tx
+            .query_one("SELECT coalesce(max(idx) + 1, 0) FROM log", &[])
+            .await
+            .map_err(db("reading the log's size"))?
+            .get(0);
+        if *first != size as u64 {
+            return Err(err(format!("log entry {first} does not follow the log's size {size}")));
+        }
+        for (i, (index, entry)) in c.log.iter().enumerate() {
+            if *index != *first + i as u64 {
+                return Err(err(format!("log entry {index} does not follow the log's size {}", *first + i as u64)));
+            }
+            let idx = i64::try_from(*index).map_err(|_| err("postgres: log index out of range"))?;
+            tx.execute("INSERT INTO log (idx, entry) VALUES ($1, $2)", &[&idx, entry])
+                .await
+                .map_err(db("appending to the log"))?;
+        }
+    }
+    if let Some((size, note)) = &c.checkpoint {
+        let size = i64::try_from(*size).map_err(|_| err("postgres: checkpoint size out of range"))?;
+        tx.execute(
+            "INSERT INTO checkpoints (size, note) VALUES ($1, $2) ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note",
+            &[&size, note],
+        )
+        .await
+        .map_err(db("writing the checkpoint"))?;
+    }
+    for (k, v) in &c.meta {
+        tx.execute(
+            "INSERT INTO vigil_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[k, v],
+        )
+        .await
+        .map_err(db("writing a setting"))?;
+    }
+    Ok(())
+}
+
+fn active_of(r: &tokio_postgres::Row) -> Result<ActiveRow, StoreError> {
+    let version = u32::try_from(r.get::<_, i64>(5)).map_err(|_| err("postgres: corrupt case version"))?;
+    let agreeing = u32::try_from(r.get::<_, i64>(6)).map_err(|_| err("postgres: corrupt kinds of a case"))?;
+    Ok(ActiveRow {
+        force: r.get(0),
+        pseudonym: to_ref(r.get(1))?,
+        source: r.get(2),
+        record_ref: to_ref(r.get(3))?,
+        disclosure_id: r.get(4),
+        version,
+        agreeing: KindSet(agreeing),
+        probability: r.get(7),
+    })
+}
+
+/// Streams the rows of `sql`, calling `f` on each.
+fn stream(
+    client: &Client,
+    sql: &str,
+    what: &str,
+    mut f: impl FnMut(&tokio_postgres::Row) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    use futures_util::TryStreamExt;
+    block(async {
+        let rows = client.query_raw(sql, std::iter::empty::<i32>()).await.map_err(db(what))?;
+        let mut rows = std::pin::pin!(rows);
+        while let Some(r) = rows.try_next().await.map_err(db(what))? {
+            f(&r)?;
+        }
+        Ok(())
+    })
+}
+
+impl StoreRead for PgStore {
+    fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError> {
+        stream(&self.read, "SELECT force, pseudonym, tokens FROM subjects", "reading subjects", |r| {
+            f(SubjectRow { force: r.get(0), pseudonym: to_ref(r.get(1))?, tokens: unpack_tokens(r.get(2))? });
+            Ok(())
+        })
+    }
+
+    fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
+        stream(&self.read, "SELECT source, record_ref, tokens FROM records", "reading records", |r| {
+            f(RecordRow {
+                source: r.get(0),
+                record_ref: to_ref(r.get(1))?,
+                tokens: unpack_tokens(r.get(2))?,
+                sealed: Vec::new(),
+            });
+            Ok(())
+        })
+    }
+
+    fn for_each_active(&self, f: &mut dyn FnMut(ActiveRow)) -> Result<(), StoreError> {
+        stream(
+            &self.read,
+            "SELECT force, pseudonym, source, record_ref, disclosure_id, version, agreeing, probability
+             FROM active_cases ORDER BY force, pseudonym, source, record_ref",
+            "reading cases",
+            |r| {
+                f(active_of(r)?);
+                Ok(())
+            },
+        )
+    }
+
+    fn for_each_log_entry(&self, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
+        stream(&self.read, "SELECT idx, entry FROM log ORDER BY idx", "reading the log", |r| {
+            f(r.get::<_, i64>(0) as u64, r.get(1));
+            Ok(())
+        })
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        block(self.read.query_opt("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1", &[]))
+            .map_err(db("reading the checkpoint"))
+            .map(|r| r.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        block(self.read.query_opt("SELECT value FROM vigil_meta WHERE key = $1", &[&key]))
+            .map_err(db("reading a setting"))
+            .map(|r| r.map(|r| r.get(0)))
+    }
+
+    fn sender(&self, caller: &str) -> Result<Option<SenderState>, StoreError> {
+        let row = block(
+            self.read.query_opt("SELECT sequence, commitment, receipt FROM senders WHERE caller = $1", &[&caller]),
+        )
+        .map_err(db("reading a sender"))?;
+        Ok(row.map(|r| SenderState {
+            caller: caller.to_string(),
+            sequence: r.get::<_, i64>(0) as u64,
+            commitment: r.get(1),
+            receipt: r.get(2),
+        }))
+    }
+
+    fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError> {
+        let row = block(self.read.query_opt(
+            "SELECT tokens FROM subjects WHERE force = $1 AND pseudonym = $2",
+            &[&force, &pseudonym.as_slice()],
+        ))
+        .map_err(db("reading a subject"))?;
+        row.map(|r| unpack_tokens(r.get(0))).transpose()
+    }
+
+    fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
+        let row = block(self.read.query_opt(
+            "SELECT tokens, sealed FROM records WHERE source = $1 AND record_ref = $2",
+            &[&source, &record_ref.as_slice()],
+        ))
+        .map_err(db("reading a record"))?;
+        row.map(|r| {
+            Ok(RecordRow {
+                source: source.to_string(),
+                record_ref: *record_ref,
+                tokens: unpack_tokens(r.get(0))?,
+                sealed: r.get(1),
+            })
+        })
+        .transpose()
+    }
+
+    fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = block(self.read.query("SELECT force, max(seq) FROM disclosures GROUP BY force ORDER BY force", &[]))
+            .map_err(db("reading sequences"))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
+    }
+}
+
+impl Store for PgStore {
+    fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        let mut w = self.writer()?;
+        block(async {
+            let tx = w.transaction().await.map_err(db("starting a commit"))?;
+            apply(&tx, c).await?;
+            tx.commit().await.map_err(db("committing"))
+        })
+    }
+
+    fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (s, e) = (i64::try_from(start).unwrap_or(i64::MAX), i64::try_from(end).unwrap_or(i64::MAX));
+        let rows = block(self.read.query("SELECT entry FROM log WHERE idx >= $1 AND idx < $2 ORDER BY idx", &[&s, &e]))
+            .map_err(db("reading log entries"))?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    fn pending(&self, force: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = block(self.read.query(
+            "SELECT seq, message FROM disclosures WHERE force = $1 AND pending AND seq > $2 ORDER BY seq LIMIT $3",
+            &[&force, &after, &limit],
+        ))
+        .map_err(db("reading pending disclosures"))?;
+        Ok(rows.into_iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1))).collect())
+    }
+
+    fn acknowledge(&self, force: &str, seqs: &[u64]) -> Result<u64, StoreError> {
+        let seqs: Vec<i64> = seqs.iter().filter_map(|s| i64::try_from(*s).ok()).collect();
+        let mut w = self.writer()?;
+        block(async {
+            let tx = w.transaction().await.map_err(db("starting an acknowledgement"))?;
+            // As the embedded store: acknowledgements may reach the disk a
+            // moment later; a lost one is delivered again.
+            tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await.map_err(db("acknowledging"))?;
+            let n = tx
+                .execute(
+                    "UPDATE disclosures SET pending = false WHERE force = $1 AND seq = ANY($2) AND pending",
+                    &[&force, &seqs],
+                )
+                .await
+                .map_err(db("acknowledging"))?;
+            tx.commit().await.map_err(db("acknowledging"))?;
+            Ok(n)
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // PostgreSQL's WAL writer flushes asynchronous commits within
+        // `wal_writer_delay` (200 ms by default); nothing to do here.
+        Ok(())
+    }
+
+    fn pending_count(&self, force: &str) -> Result<u64, StoreError> {
+        let row =
+            block(self.read.query_one("SELECT count(*) FROM disclosures WHERE force = $1 AND pending", &[&force]))
+                .map_err(db("counting pending disclosures"))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+}
