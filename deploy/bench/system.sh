@@ -10,7 +10,8 @@
 # disclosure is in the right inbox, coordinator memory, the latency from
 # the coordinator accepting a delta to the disclosure stored in the force's
 # inbox (p50/p99 over many small deltas), and a restart at that size.
-# VIGIL_SCHEME=2 measures the shared-key scheme (lib.sh). Prints a Markdown
+# VIGIL_SCHEME=2 measures the shared-key scheme, VIGIL_STORE=postgres the
+# PostgreSQL store in a private cluster (lib.sh). Prints a Markdown
 # block for docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -95,7 +96,7 @@ while [ "$(inbox_total)" -lt "$EXPECTED" ]; do sleep 1; done
 DRAIN=$(since "$T")
 HWM=$(awk '/VmHWM/ {print $2}' "/proc/$COORD_PID/status")
 RSS=$(awk '/VmRSS/ {print $2}' "/proc/$COORD_PID/status")
-DISK=$(du -sk "$OUT/coordinator/data" | cut -f1)
+if [ "$STORE" = postgres ]; then DISK=$(du -sk "$OUT/pg/data" | cut -f1); else DISK=$(du -sk "$OUT/coordinator/data" | cut -f1); fi
 
 # Delta latency: many small deltas while every watcher is connected.
 python3 - "$OUT/data/delta.csv" "$OUT/deltas" "$DELTAS" <<'PY'
@@ -146,7 +147,7 @@ print(f"""
 | disclosures expected (offline eval) / time until all were in the inboxes after the feed | $EXPECTED / ${DRAIN} s |
 | quality against the generator's truth (shipped policy, untrained) | $QUALITY |
 | coordinator memory after the run: peak / current RSS | $((HWM / 1024)) MiB / $((RSS / 1024)) MiB |
-| coordinator store on disk | $((DISK / 1024)) MiB |
+| coordinator store on disk ($STORE) | $((DISK / 1024)) MiB |
 | delta latency, accept to inbox ($DELTAS deltas) | $LAT |
 | coordinator restart: stop, start, healthy / peak RSS after it | ${RESTART} s / $((RESTART_HWM / 1024)) MiB |
 """)

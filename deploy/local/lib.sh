@@ -7,12 +7,46 @@
 # scheme 3; no node holds a linkage key). VIGIL_SCHEME=2: every node holds
 # the shared linkage key (the scheme before the key service). STAFF and
 # NATIONAL size the key service's allowances.
+#
+# VIGIL_STORE=postgres: the coordinator keeps its state in PostgreSQL, a
+# private cluster in $OUT/pg (initdb, a free loopback port; PG_OPTS adds
+# server settings), migrated with `vigil-coordinator migrate` and stopped
+# by vigil_cleanup. The default is the embedded store.
 SCHEME=${VIGIL_SCHEME:-3}
+STORE=${VIGIL_STORE:-redb}
 PIDS=()
 vigil_cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   PIDS=()
+  if [ -n "${PG_STARTED:-}" ]; then
+    pg_run "$PG_BIN/pg_ctl" -D "$OUT/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+    PG_STARTED=
+  fi
+}
+
+# PostgreSQL refuses to run as root: as root its commands run as `postgres`.
+pg_run() {
+  if [ "$(id -u)" = 0 ]; then (cd "$OUT/pg" && runuser -u postgres -- "$@"); else (cd "$OUT/pg" && "$@"); fi
+}
+
+# pg_setup: a private cluster with an empty database `vigil`, trust
+# authentication for the `vigil` role on loopback only.
+pg_setup() {
+  if command -v initdb >/dev/null 2>&1; then
+    PG_BIN=$(dirname "$(readlink -f "$(command -v initdb)")")
+  else
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  fi
+  [ -x "$PG_BIN/initdb" ] || { echo "VIGIL_STORE=postgres needs PostgreSQL's server binaries (apt-get install postgresql)" >&2; return 1; }
+  PG_PORT=$(free_port)
+  mkdir -p "$OUT/pg"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$OUT/pg"; fi
+  pg_run "$PG_BIN/initdb" -U vigil --auth=trust -E UTF8 --no-locale -D "$OUT/pg/data" >/dev/null
+  pg_run "$PG_BIN/pg_ctl" -w -t 120 -D "$OUT/pg/data" -l "$OUT/pg/server.log" \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' ${PG_OPTS:-}" start >/dev/null
+  PG_STARTED=1
+  pg_run "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U vigil vigil
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -91,6 +125,10 @@ origin = "$ORIGIN"
 [metrics]
 listen = "127.0.0.1:$METRICS"
 EOF
+  if [ "$STORE" = postgres ]; then
+    pg_setup
+    printf '[store]\nbackend = "postgres"\nhost = "127.0.0.1"\nport = %s\ndbname = "vigil"\nuser = "vigil"\n' "$PG_PORT" >> "$OUT/coordinator/coordinator.toml"
+  fi
   local f
   for f in "$@"; do node_config force "$f"; done
   node_config source pnc
@@ -102,6 +140,9 @@ EOF
   printf 'witnesses = ["%s"]\nwitness_quorum = 1\n' "$wkey" >> "$OUT/nodes/ico/node.toml"
   # Last, so that scripts can append more [matching] keys.
   printf '[matching]\nscheme = %s\n' "$SCHEME" >> "$OUT/coordinator/coordinator.toml"
+  if [ "$STORE" = postgres ]; then
+    "$COORD" migrate --config "$OUT/coordinator/coordinator.toml" >/dev/null
+  fi
 }
 
 # keyserver_setup FORCE...: the key service (run in production by a party
