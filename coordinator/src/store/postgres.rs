@@ -8,7 +8,8 @@
 //!   recorded in `vigil_schema`. [`PgStore::open`] refuses a database whose
 //!   schema is behind or ahead of this binary's, naming both versions.
 //! - **Durability.** A [`Commit`] is one transaction, committed with
-//!   PostgreSQL's default `synchronous_commit`: when it returns `Ok` the
+//!   PostgreSQL's default `synchronous_commit`, and its rows of each kind go
+//!   as arrays in one statement: when it returns `Ok` the
 //!   batch's receipt, its disclosures, its log entries and its checkpoint
 //!   are in the write-ahead log on disk (and on a synchronous standby, if
 //!   the cluster has one). Acknowledgements alone are committed with
@@ -16,12 +17,12 @@
 //!   an fsync: a crash may lose the last fraction of a second of them, and
 //!   those disclosures are delivered again (nodes keep a disclosure id
 //!   once).
-//! - **Bulk ingest.** Records and subjects of a batch arrive by binary
-//!   `COPY` into a temporary table and are merged from there in one
-//!   statement each.
-//! - **Connections.** Two connections: one writer (commits and
-//!   acknowledgements, one at a time) and one reader; both on a private
-//!   one-thread runtime, so that the synchronous [`Store`] methods can be
+//! - **Bulk ingest.** A batch's records arrive by binary `COPY` straight
+//!   into their table, once the ones they replace are deleted; its subjects
+//!   by `COPY` into a temporary table, merged from there in one statement.
+//! - **Connections.** Two connections: one writer (commits, one at a
+//!   time) and one reader (reads, with statements prepared once, and
+//!   acknowledgements); both on a private one-thread runtime, so that the synchronous [`Store`] methods can be
 //!   called from any thread. TLS to the database, verified against a
 //!   configured CA, when `[store] tls_ca` is set; the password is read from
 //!   a file. A lost connection fails the calls that need it with a
@@ -38,8 +39,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
 use vigil_proto::kinds::KindSet;
@@ -264,12 +263,34 @@ pub fn migrate(s: &PgSettings) -> Result<Vec<(i32, &'static str)>, StoreError> {
     })
 }
 
+/// A connection whose statements are prepared once.
+struct Prepared {
+    client: Client,
+    cache: Mutex<std::collections::HashMap<&'static str, tokio_postgres::Statement>>,
+}
+
+impl Prepared {
+    fn new(client: Client) -> Prepared {
+        Prepared { client, cache: Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    fn stmt(&self, sql: &'static str) -> Result<tokio_postgres::Statement, StoreError> {
+        if let Some(s) = self.cache.lock().map_err(|_| err("postgres: statement cache poisoned"))?.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = block(self.client.prepare(sql)).map_err(db("preparing a statement"))?;
+        self.cache.lock().map_err(|_| err("postgres: statement cache poisoned"))?.insert(sql, s.clone());
+        Ok(s)
+    }
+}
+
 /// The PostgreSQL-backed store.
 pub struct PgStore {
-    /// Commits and acknowledgements, one at a time.
+    /// Commits, one at a time.
     write: Mutex<Client>,
-    /// Everything else.
-    read: Client,
+    /// Reads, and acknowledgements (single statements, committed with
+    /// `synchronous_commit` off for this connection only).
+    read: Prepared,
     /// Keeps the connections' runtime alive (dropped last).
     _conn: Conn,
 }
@@ -300,9 +321,7 @@ impl PgStore {
         block(async {
             write
                 .batch_execute(
-                    "CREATE TEMPORARY TABLE records_in (source text, record_ref bytea, tokens bytea, sealed bytea)
-                         ON COMMIT DELETE ROWS;
-                     CREATE TEMPORARY TABLE subjects_in (force text, pseudonym bytea, tokens bytea)
+                    "CREATE TEMPORARY TABLE subjects_in (force text, pseudonym bytea, tokens bytea)
                          ON COMMIT DELETE ROWS;",
                 )
                 .await
@@ -333,7 +352,8 @@ impl PgStore {
                 }
             }
         })?;
-        Ok(PgStore { write: Mutex::new(write), read, _conn: conn })
+        block(read.batch_execute("SET synchronous_commit TO OFF")).map_err(db("setting up the reader"))?;
+        Ok(PgStore { write: Mutex::new(write), read: Prepared::new(read), _conn: conn })
     }
 
     fn writer(&self) -> Result<std::sync::MutexGuard<'_, Client>, StoreError> {
@@ -350,6 +370,70 @@ fn last_of<'a, T, K: std::hash::Hash + Eq>(rows: &'a [T], key: impl Fn(&'a T) ->
     let mut keep: Vec<usize> = at.into_values().collect();
     keep.sort_unstable();
     keep.into_iter().map(|i| &rows[i]).collect()
+}
+
+/// PostgreSQL's binary `COPY` stream, written here in chunks of about
+/// [`COPY_CHUNK`] bytes (tokio-postgres' own writer sends a message every
+/// 4 KiB, each a wake-up of the connection task).
+struct CopyBuf {
+    buf: Vec<u8>,
+}
+
+/// Bytes per `COPY` message sent.
+const COPY_CHUNK: usize = 1 << 20;
+
+impl CopyBuf {
+    fn new() -> CopyBuf {
+        let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes()); // flags
+        buf.extend_from_slice(&0i32.to_be_bytes()); // header extension
+        CopyBuf { buf }
+    }
+
+    /// Adds a row of non-null fields in their binary form (text and bytea
+    /// are their bytes).
+    fn row(&mut self, fields: &[&[u8]]) -> Result<(), StoreError> {
+        self.buf.extend_from_slice(&(fields.len() as i16).to_be_bytes());
+        for f in fields {
+            let n = i32::try_from(f.len()).map_err(|_| err("postgres: a field too large to copy"))?;
+            self.buf.extend_from_slice(&n.to_be_bytes());
+            self.buf.extend_from_slice(f);
+        }
+        Ok(())
+    }
+
+    fn full(&self) -> bool {
+        self.buf.len() >= COPY_CHUNK
+    }
+
+    fn take(&mut self) -> bytes::Bytes {
+        bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(COPY_CHUNK + 4096)))
+    }
+}
+
+/// Copies `rows` into `sql` (a `COPY ... FROM STDIN BINARY`).
+async fn copy_rows<'a>(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    what: &str,
+    rows: impl Iterator<Item = Vec<std::borrow::Cow<'a, [u8]>>>,
+) -> Result<(), StoreError> {
+    use futures_util::SinkExt;
+    let sink = tx.copy_in::<_, bytes::Bytes>(sql).await.map_err(db(what))?;
+    let mut sink = std::pin::pin!(sink);
+    let mut b = CopyBuf::new();
+    for r in rows {
+        let fields: Vec<&[u8]> = r.iter().map(|f| f.as_ref()).collect();
+        b.row(&fields)?;
+        if b.full() {
+            sink.send(b.take()).await.map_err(db(what))?;
+        }
+    }
+    b.buf.extend_from_slice(&(-1i16).to_be_bytes());
+    sink.send(b.take()).await.map_err(db(what))?;
+    sink.as_mut().finish().await.map_err(db(what))?;
+    Ok(())
 }
 
 async fn shred(tx: &tokio_postgres::Transaction<'_>, parity: Option<u32>) -> Result<(), StoreError> {
@@ -410,17 +494,20 @@ async fn put_subjects(tx: &tokio_postgres::Transaction<'_>, rows: &[&SubjectRow]
     let merge = "INSERT INTO subjects (force, pseudonym, tokens) SELECT force, pseudonym, tokens FROM subjects_in
                  ON CONFLICT (force, pseudonym) DO UPDATE SET tokens = EXCLUDED.tokens";
     if rows.len() >= COPY_AT {
-        let sink = tx
-            .copy_in("COPY subjects_in (force, pseudonym, tokens) FROM STDIN BINARY")
-            .await
-            .map_err(db("copying subjects"))?;
-        let w = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::BYTEA, Type::BYTEA]);
-        let mut w = std::pin::pin!(w);
-        for s in rows {
-            let (p, t) = (s.pseudonym.as_slice(), pack_tokens(&s.tokens));
-            w.as_mut().write(&[&s.force, &p, &t]).await.map_err(db("copying subjects"))?;
-        }
-        w.finish().await.map_err(db("copying subjects"))?;
+        use std::borrow::Cow;
+        copy_rows(
+            tx,
+            "COPY subjects_in (force, pseudonym, tokens) FROM STDIN BINARY",
+            "copying subjects",
+            rows.iter().map(|s| {
+                vec![
+                    Cow::Borrowed(s.force.as_bytes()),
+                    Cow::Borrowed(s.pseudonym.as_slice()),
+                    Cow::Owned(pack_tokens(&s.tokens)),
+                ]
+            }),
+        )
+        .await?;
         tx.execute(merge, &[]).await.map_err(db("merging subjects"))?;
         tx.execute("DELETE FROM subjects_in", &[]).await.map_err(db("clearing staged subjects"))?;
     } else {
@@ -442,26 +529,33 @@ async fn put_records(tx: &tokio_postgres::Transaction<'_>, rows: &[&RecordRow]) 
         return Ok(());
     }
     if rows.len() >= COPY_AT {
-        let sink = tx
-            .copy_in("COPY records_in (source, record_ref, tokens, sealed) FROM STDIN BINARY")
-            .await
-            .map_err(db("copying records"))?;
-        let w = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::BYTEA, Type::BYTEA, Type::BYTEA]);
-        let mut w = std::pin::pin!(w);
-        for r in rows {
-            let (rr, t) = (r.record_ref.as_slice(), pack_tokens(&r.tokens));
-            w.as_mut().write(&[&r.source, &rr, &t, &r.sealed]).await.map_err(db("copying records"))?;
-        }
-        w.finish().await.map_err(db("copying records"))?;
+        // The records this batch replaces go first (a probe of the primary
+        // key each); the batch then goes straight into the table by COPY,
+        // with nothing left to conflict with.
+        let (sources, refs): (Vec<&str>, Vec<&[u8]>) =
+            rows.iter().map(|r| (r.source.as_str(), r.record_ref.as_slice())).unzip();
         tx.execute(
-            "INSERT INTO records (source, record_ref, tokens, sealed)
-             SELECT source, record_ref, tokens, sealed FROM records_in
-             ON CONFLICT (source, record_ref) DO UPDATE SET tokens = EXCLUDED.tokens, sealed = EXCLUDED.sealed",
-            &[],
+            "DELETE FROM records x USING unnest($1::text[], $2::bytea[]) AS d(source, record_ref)
+             WHERE x.source = d.source AND x.record_ref = d.record_ref",
+            &[&sources, &refs],
         )
         .await
-        .map_err(db("merging records"))?;
-        tx.execute("DELETE FROM records_in", &[]).await.map_err(db("clearing staged records"))?;
+        .map_err(db("replacing records"))?;
+        use std::borrow::Cow;
+        copy_rows(
+            tx,
+            "COPY records (source, record_ref, tokens, sealed) FROM STDIN BINARY",
+            "copying records",
+            rows.iter().map(|r| {
+                vec![
+                    Cow::Borrowed(r.source.as_bytes()),
+                    Cow::Borrowed(r.record_ref.as_slice()),
+                    Cow::Owned(pack_tokens(&r.tokens)),
+                    Cow::Borrowed(r.sealed.as_slice()),
+                ]
+            }),
+        )
+        .await?;
     } else {
         for r in rows {
             tx.execute(
@@ -513,45 +607,62 @@ async fn apply(tx: &tokio_postgres::Transaction<'_>, c: &Commit) -> Result<(), S
         .await
         .map_err(db("recording the batch"))?;
     }
-    for d in &c.disclosures {
-        let seq = i64::try_from(d.seq).map_err(|_| err("postgres: disclosure sequence out of range"))?;
+    // One statement per kind of row, with the rows as arrays: a batch with
+    // thousands of disclosures is still a handful of round trips.
+    if !c.disclosures.is_empty() {
+        let forces: Vec<&str> = c.disclosures.iter().map(|d| d.force.as_str()).collect();
+        let seqs = c
+            .disclosures
+            .iter()
+            .map(|d| i64::try_from(d.seq).map_err(|_| err("postgres: disclosure sequence out of range")))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let messages: Vec<&[u8]> = c.disclosures.iter().map(|d| d.message.as_slice()).collect();
         tx.execute(
-            "INSERT INTO disclosures (force, seq, message, pending) VALUES ($1, $2, $3, true)
+            "INSERT INTO disclosures (force, seq, message, pending)
+             SELECT f, s, m, true FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS d(f, s, m)
              ON CONFLICT (force, seq) DO UPDATE SET message = EXCLUDED.message, pending = true",
-            &[&d.force, &seq, &d.message],
+            &[&forces, &seqs, &messages],
         )
         .await
-        .map_err(db("queueing a disclosure"))?;
+        .map_err(db("queueing disclosures"))?;
     }
-    for (f, p, s, r) in &c.active_del {
+    if !c.active_del.is_empty() {
+        let f: Vec<&str> = c.active_del.iter().map(|x| x.0.as_str()).collect();
+        let p: Vec<&[u8]> = c.active_del.iter().map(|x| x.1.as_slice()).collect();
+        let s: Vec<&str> = c.active_del.iter().map(|x| x.2.as_str()).collect();
+        let r: Vec<&[u8]> = c.active_del.iter().map(|x| x.3.as_slice()).collect();
         tx.execute(
-            "DELETE FROM active_cases WHERE force = $1 AND pseudonym = $2 AND source = $3 AND record_ref = $4",
-            &[f, &p.as_slice(), s, &r.as_slice()],
+            "DELETE FROM active_cases a
+             USING unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[]) AS d(force, pseudonym, source, record_ref)
+             WHERE a.force = d.force AND a.pseudonym = d.pseudonym AND a.source = d.source
+               AND a.record_ref = d.record_ref",
+            &[&f, &p, &s, &r],
         )
         .await
-        .map_err(db("closing a case"))?;
+        .map_err(db("closing cases"))?;
     }
-    for a in &c.active_put {
+    let active = last_of(&c.active_put, |a| (a.force.as_str(), a.pseudonym, a.source.as_str(), a.record_ref));
+    if !active.is_empty() {
+        let f: Vec<&str> = active.iter().map(|a| a.force.as_str()).collect();
+        let p: Vec<&[u8]> = active.iter().map(|a| a.pseudonym.as_slice()).collect();
+        let s: Vec<&str> = active.iter().map(|a| a.source.as_str()).collect();
+        let r: Vec<&[u8]> = active.iter().map(|a| a.record_ref.as_slice()).collect();
+        let id: Vec<&str> = active.iter().map(|a| a.disclosure_id.as_str()).collect();
+        let version: Vec<i64> = active.iter().map(|a| i64::from(a.version)).collect();
+        let agreeing: Vec<i64> = active.iter().map(|a| i64::from(a.agreeing.0)).collect();
+        let probability: Vec<f64> = active.iter().map(|a| a.probability).collect();
         tx.execute(
             "INSERT INTO active_cases
                  (force, pseudonym, source, record_ref, disclosure_id, version, agreeing, probability)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::text[], $6::bigint[],
+                                  $7::bigint[], $8::float8[])
              ON CONFLICT (force, pseudonym, source, record_ref) DO UPDATE SET
                  disclosure_id = EXCLUDED.disclosure_id, version = EXCLUDED.version,
                  agreeing = EXCLUDED.agreeing, probability = EXCLUDED.probability",
-            &[
-                &a.force,
-                &a.pseudonym.as_slice(),
-                &a.source,
-                &a.record_ref.as_slice(),
-                &a.disclosure_id,
-                &i64::from(a.version),
-                &i64::from(a.agreeing.0),
-                &a.probability,
-            ],
+            &[&f, &p, &s, &r, &id, &version, &agreeing, &probability],
         )
         .await
-        .map_err(db("recording a case"))?;
+        .map_err(db("recording cases"))?;
     }
     if let Some((first, _)) = c.log.first() {
         let size: i64 = tx
@@ -562,15 +673,17 @@ async fn apply(tx: &tokio_postgres::Transaction<'_>, c: &Commit) -> Result<(), S
         if *first != size as u64 {
             return Err(err(format!("log entry {first} does not follow the log's size {size}")));
         }
-        for (i, (index, entry)) in c.log.iter().enumerate() {
+        let mut idx = Vec::with_capacity(c.log.len());
+        for (i, (index, _)) in c.log.iter().enumerate() {
             if *index != *first + i as u64 {
                 return Err(err(format!("log entry {index} does not follow the log's size {}", *first + i as u64)));
             }
-            let idx = i64::try_from(*index).map_err(|_| err("postgres: log index out of range"))?;
-            tx.execute("INSERT INTO log (idx, entry) VALUES ($1, $2)", &[&idx, entry])
-                .await
-                .map_err(db("appending to the log"))?;
+            idx.push(i64::try_from(*index).map_err(|_| err("postgres: log index out of range"))?);
         }
+        let entries: Vec<&[u8]> = c.log.iter().map(|(_, e)| e.as_slice()).collect();
+        tx.execute("INSERT INTO log (idx, entry) SELECT * FROM unnest($1::bigint[], $2::bytea[])", &[&idx, &entries])
+            .await
+            .map_err(db("appending to the log"))?;
     }
     if let Some((size, note)) = &c.checkpoint {
         let size = i64::try_from(*size).map_err(|_| err("postgres: checkpoint size out of range"))?;
@@ -581,13 +694,17 @@ async fn apply(tx: &tokio_postgres::Transaction<'_>, c: &Commit) -> Result<(), S
         .await
         .map_err(db("writing the checkpoint"))?;
     }
-    for (k, v) in &c.meta {
+    let meta = last_of(&c.meta, |(k, _)| k.as_str());
+    if !meta.is_empty() {
+        let k: Vec<&str> = meta.iter().map(|(k, _)| k.as_str()).collect();
+        let v: Vec<&[u8]> = meta.iter().map(|(_, v)| v.as_slice()).collect();
         tx.execute(
-            "INSERT INTO vigil_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            &[k, v],
+            "INSERT INTO vigil_meta (key, value) SELECT * FROM unnest($1::text[], $2::bytea[])
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[&k, &v],
         )
         .await
-        .map_err(db("writing a setting"))?;
+        .map_err(db("writing settings"))?;
     }
     Ok(())
 }
@@ -627,14 +744,14 @@ fn stream(
 
 impl StoreRead for PgStore {
     fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError> {
-        stream(&self.read, "SELECT force, pseudonym, tokens FROM subjects", "reading subjects", |r| {
+        stream(&self.read.client, "SELECT force, pseudonym, tokens FROM subjects", "reading subjects", |r| {
             f(SubjectRow { force: r.get(0), pseudonym: to_ref(r.get(1))?, tokens: unpack_tokens(r.get(2))? });
             Ok(())
         })
     }
 
     fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
-        stream(&self.read, "SELECT source, record_ref, tokens FROM records", "reading records", |r| {
+        stream(&self.read.client, "SELECT source, record_ref, tokens FROM records", "reading records", |r| {
             f(RecordRow {
                 source: r.get(0),
                 record_ref: to_ref(r.get(1))?,
@@ -647,7 +764,7 @@ impl StoreRead for PgStore {
 
     fn for_each_active(&self, f: &mut dyn FnMut(ActiveRow)) -> Result<(), StoreError> {
         stream(
-            &self.read,
+            &self.read.client,
             "SELECT force, pseudonym, source, record_ref, disclosure_id, version, agreeing, probability
              FROM active_cases ORDER BY force, pseudonym, source, record_ref",
             "reading cases",
@@ -659,28 +776,33 @@ impl StoreRead for PgStore {
     }
 
     fn for_each_log_entry(&self, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
-        stream(&self.read, "SELECT idx, entry FROM log ORDER BY idx", "reading the log", |r| {
+        stream(&self.read.client, "SELECT idx, entry FROM log ORDER BY idx", "reading the log", |r| {
             f(r.get::<_, i64>(0) as u64, r.get(1));
             Ok(())
         })
     }
 
     fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
-        block(self.read.query_opt("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1", &[]))
-            .map_err(db("reading the checkpoint"))
-            .map(|r| r.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+        block(
+            self.read
+                .client
+                .query_opt(&self.read.stmt("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")?, &[]),
+        )
+        .map_err(db("reading the checkpoint"))
+        .map(|r| r.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        block(self.read.query_opt("SELECT value FROM vigil_meta WHERE key = $1", &[&key]))
+        block(self.read.client.query_opt(&self.read.stmt("SELECT value FROM vigil_meta WHERE key = $1")?, &[&key]))
             .map_err(db("reading a setting"))
             .map(|r| r.map(|r| r.get(0)))
     }
 
     fn sender(&self, caller: &str) -> Result<Option<SenderState>, StoreError> {
-        let row = block(
-            self.read.query_opt("SELECT sequence, commitment, receipt FROM senders WHERE caller = $1", &[&caller]),
-        )
+        let row = block(self.read.client.query_opt(
+            &self.read.stmt("SELECT sequence, commitment, receipt FROM senders WHERE caller = $1")?,
+            &[&caller],
+        ))
         .map_err(db("reading a sender"))?;
         Ok(row.map(|r| SenderState {
             caller: caller.to_string(),
@@ -691,8 +813,8 @@ impl StoreRead for PgStore {
     }
 
     fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError> {
-        let row = block(self.read.query_opt(
-            "SELECT tokens FROM subjects WHERE force = $1 AND pseudonym = $2",
+        let row = block(self.read.client.query_opt(
+            &self.read.stmt("SELECT tokens FROM subjects WHERE force = $1 AND pseudonym = $2")?,
             &[&force, &pseudonym.as_slice()],
         ))
         .map_err(db("reading a subject"))?;
@@ -700,8 +822,8 @@ impl StoreRead for PgStore {
     }
 
     fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
-        let row = block(self.read.query_opt(
-            "SELECT tokens, sealed FROM records WHERE source = $1 AND record_ref = $2",
+        let row = block(self.read.client.query_opt(
+            &self.read.stmt("SELECT tokens, sealed FROM records WHERE source = $1 AND record_ref = $2")?,
             &[&source, &record_ref.as_slice()],
         ))
         .map_err(db("reading a record"))?;
@@ -717,8 +839,12 @@ impl StoreRead for PgStore {
     }
 
     fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows = block(self.read.query("SELECT force, max(seq) FROM disclosures GROUP BY force ORDER BY force", &[]))
-            .map_err(db("reading sequences"))?;
+        let rows = block(
+            self.read
+                .client
+                .query(&self.read.stmt("SELECT force, max(seq) FROM disclosures GROUP BY force ORDER BY force")?, &[]),
+        )
+        .map_err(db("reading sequences"))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
     }
 }
@@ -735,16 +861,22 @@ impl Store for PgStore {
 
     fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         let (s, e) = (i64::try_from(start).unwrap_or(i64::MAX), i64::try_from(end).unwrap_or(i64::MAX));
-        let rows = block(self.read.query("SELECT entry FROM log WHERE idx >= $1 AND idx < $2 ORDER BY idx", &[&s, &e]))
-            .map_err(db("reading log entries"))?;
+        let rows = block(
+            self.read
+                .client
+                .query(&self.read.stmt("SELECT entry FROM log WHERE idx >= $1 AND idx < $2 ORDER BY idx")?, &[&s, &e]),
+        )
+        .map_err(db("reading log entries"))?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     fn pending(&self, force: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = block(self.read.query(
-            "SELECT seq, message FROM disclosures WHERE force = $1 AND pending AND seq > $2 ORDER BY seq LIMIT $3",
+        let rows = block(self.read.client.query(
+            &self.read.stmt(
+                "SELECT seq, message FROM disclosures WHERE force = $1 AND pending AND seq > $2 ORDER BY seq LIMIT $3",
+            )?,
             &[&force, &after, &limit],
         ))
         .map_err(db("reading pending disclosures"))?;
@@ -753,22 +885,12 @@ impl Store for PgStore {
 
     fn acknowledge(&self, force: &str, seqs: &[u64]) -> Result<u64, StoreError> {
         let seqs: Vec<i64> = seqs.iter().filter_map(|s| i64::try_from(*s).ok()).collect();
-        let mut w = self.writer()?;
-        block(async {
-            let tx = w.transaction().await.map_err(db("starting an acknowledgement"))?;
-            // As the embedded store: acknowledgements may reach the disk a
-            // moment later; a lost one is delivered again.
-            tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await.map_err(db("acknowledging"))?;
-            let n = tx
-                .execute(
-                    "UPDATE disclosures SET pending = false WHERE force = $1 AND seq = ANY($2) AND pending",
-                    &[&force, &seqs],
-                )
-                .await
-                .map_err(db("acknowledging"))?;
-            tx.commit().await.map_err(db("acknowledging"))?;
-            Ok(n)
-        })
+        // One statement on the reader's connection, whose commits do not
+        // wait for the disk (as the embedded store's acknowledgements): a
+        // lost one is delivered again.
+        let st =
+            self.read.stmt("UPDATE disclosures SET pending = false WHERE force = $1 AND seq = ANY($2) AND pending")?;
+        block(self.read.client.execute(&st, &[&force, &seqs])).map_err(db("acknowledging"))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -779,8 +901,11 @@ impl Store for PgStore {
 
     fn pending_count(&self, force: &str) -> Result<u64, StoreError> {
         let row =
-            block(self.read.query_one("SELECT count(*) FROM disclosures WHERE force = $1 AND pending", &[&force]))
-                .map_err(db("counting pending disclosures"))?;
+            block(self.read.client.query_one(
+                &self.read.stmt("SELECT count(*) FROM disclosures WHERE force = $1 AND pending")?,
+                &[&force],
+            ))
+            .map_err(db("counting pending disclosures"))?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 }
