@@ -20,6 +20,8 @@
 #   VIGIL_DEMO_NATIONAL  national records (default 100000)
 #   VIGIL_SCHEME         3 (default: the key service makes the tokens) or 2
 #                        (every node holds one shared linkage key)
+#   VIGIL_STORE          redb (default: the embedded store) or postgres (a
+#                        private PostgreSQL cluster in the output directory)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)

@@ -152,39 +152,39 @@ impl Conn {
             Some(ca) => {
                 cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
                 let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca)?);
-                self.rt.spawn(async move {
-                    match cfg.connect(tls).await {
-                        Ok((client, connection)) => {
-                            let _ = tx.send(Ok(client));
-                            if let Err(e) = connection.await {
-                                tracing::error!(error = %e, role, "database connection ended");
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
-                });
+                self.rt.spawn(run_connection(cfg, tls, role, tx));
             }
             None => {
-                self.rt.spawn(async move {
-                    match cfg.connect(NoTls).await {
-                        Ok((client, connection)) => {
-                            let _ = tx.send(Ok(client));
-                            if let Err(e) = connection.await {
-                                tracing::error!(error = %e, role, "database connection ended");
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
-                });
+                self.rt.spawn(run_connection(cfg, NoTls, role, tx));
             }
         }
         rx.recv()
             .map_err(|_| err("postgres: connection task ended"))?
             .map_err(|e| err(format!("postgres: cannot connect to {where_}: {e}")))
+    }
+}
+
+/// Connects, hands the client over, then drives the connection until it
+/// ends (logging why, if with an error).
+async fn run_connection<T>(
+    cfg: tokio_postgres::Config,
+    tls: T,
+    role: &'static str,
+    tx: std::sync::mpsc::Sender<Result<Client, tokio_postgres::Error>>,
+) where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    match cfg.connect(tls).await {
+        Ok((client, connection)) => {
+            let _ = tx.send(Ok(client));
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, role, "database connection ended");
+            }
+        }
+        Err(e) => {
+            let _ = tx.send(Err(e));
+        }
     }
 }
 
@@ -436,53 +436,66 @@ async fn copy_rows<'a>(
     Ok(())
 }
 
+/// Per table holding tokens: how to read its rows, drop one, rewrite its
+/// tokens (both keyed by a code and a reference).
+const SHREDDED: [(&str, &str, &str); 2] = [
+    (
+        "SELECT force, pseudonym, tokens FROM subjects",
+        "DELETE FROM subjects WHERE force = $1 AND pseudonym = $2",
+        "UPDATE subjects SET tokens = $3 WHERE force = $1 AND pseudonym = $2",
+    ),
+    (
+        "SELECT source, record_ref, tokens FROM records",
+        "DELETE FROM records WHERE source = $1 AND record_ref = $2",
+        "UPDATE records SET tokens = $3 WHERE source = $1 AND record_ref = $2",
+    ),
+];
+
+/// Drops every token of an epoch's parity, and the subjects and records
+/// left with none. Rows are read through a portal a page at a time (a
+/// national store does not fit in memory twice).
 async fn shred(tx: &tokio_postgres::Transaction<'_>, parity: Option<u32>) -> Result<(), StoreError> {
-    // Subjects: a few hundred thousand, rewritten from one read.
-    let rows = tx.query("SELECT force, pseudonym, tokens FROM subjects", &[]).await.map_err(db("reading subjects"))?;
-    for r in rows {
-        let old = unpack_tokens(r.get::<_, &[u8]>(2))?;
-        let kept = super::surviving(&old, parity);
-        if kept.len() == old.len() {
-            continue;
+    for (select, delete, update) in SHREDDED {
+        let portal = tx.bind(select, &[]).await.map_err(db("reading tokens to shred"))?;
+        loop {
+            let page = tx.query_portal(&portal, 10_000).await.map_err(db("reading tokens to shred"))?;
+            if page.is_empty() {
+                break;
+            }
+            for r in page {
+                let old = unpack_tokens(r.get::<_, &[u8]>(2))?;
+                let kept = super::surviving(&old, parity);
+                if kept.len() == old.len() {
+                    continue;
+                }
+                let (code, reference): (&str, &[u8]) = (r.get(0), r.get(1));
+                if kept.is_empty() {
+                    tx.execute(delete, &[&code, &reference]).await
+                } else {
+                    tx.execute(update, &[&code, &reference, &pack_tokens(&kept)]).await
+                }
+                .map_err(db("shredding tokens"))?;
+            }
         }
-        let (force, p): (&str, &[u8]) = (r.get(0), r.get(1));
-        if kept.is_empty() {
-            tx.execute("DELETE FROM subjects WHERE force = $1 AND pseudonym = $2", &[&force, &p]).await
-        } else {
-            tx.execute(
-                "UPDATE subjects SET tokens = $3 WHERE force = $1 AND pseudonym = $2",
-                &[&force, &p, &pack_tokens(&kept)],
-            )
-            .await
-        }
-        .map_err(db("shredding a subject's tokens"))?;
     }
-    // Records: millions, read through a portal a page at a time (a national
-    // store does not fit in memory twice).
-    let portal = tx.bind("SELECT source, record_ref, tokens FROM records", &[]).await.map_err(db("reading records"))?;
-    loop {
-        let page = tx.query_portal(&portal, 10_000).await.map_err(db("reading records"))?;
-        if page.is_empty() {
-            break;
-        }
-        for r in page {
-            let old = unpack_tokens(r.get::<_, &[u8]>(2))?;
-            let kept = super::surviving(&old, parity);
-            if kept.len() == old.len() {
-                continue;
-            }
-            let (source, rr): (&str, &[u8]) = (r.get(0), r.get(1));
-            if kept.is_empty() {
-                tx.execute("DELETE FROM records WHERE source = $1 AND record_ref = $2", &[&source, &rr]).await
-            } else {
-                tx.execute(
-                    "UPDATE records SET tokens = $3 WHERE source = $1 AND record_ref = $2",
-                    &[&source, &rr, &pack_tokens(&kept)],
-                )
-                .await
-            }
-            .map_err(db("shredding a record's tokens"))?;
-        }
+    Ok(())
+}
+
+const DELETE_SUBJECTS: &str = "DELETE FROM subjects s USING unnest($1::text[], $2::bytea[]) AS d(force, pseudonym)
+     WHERE s.force = d.force AND s.pseudonym = d.pseudonym";
+const DELETE_RECORDS: &str = "DELETE FROM records x USING unnest($1::text[], $2::bytea[]) AS d(source, record_ref)
+     WHERE x.source = d.source AND x.record_ref = d.record_ref";
+
+/// Deletes the rows named by (code, reference) pairs, in one statement.
+async fn delete_pairs<'a>(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    pairs: impl Iterator<Item = (&'a str, &'a [u8])>,
+    what: &str,
+) -> Result<(), StoreError> {
+    let (codes, refs): (Vec<&str>, Vec<&[u8]>) = pairs.unzip();
+    if !codes.is_empty() {
+        tx.execute(sql, &[&codes, &refs]).await.map_err(db(what))?;
     }
     Ok(())
 }
@@ -532,15 +545,13 @@ async fn put_records(tx: &tokio_postgres::Transaction<'_>, rows: &[&RecordRow]) 
         // The records this batch replaces go first (a probe of the primary
         // key each); the batch then goes straight into the table by COPY,
         // with nothing left to conflict with.
-        let (sources, refs): (Vec<&str>, Vec<&[u8]>) =
-            rows.iter().map(|r| (r.source.as_str(), r.record_ref.as_slice())).unzip();
-        tx.execute(
-            "DELETE FROM records x USING unnest($1::text[], $2::bytea[]) AS d(source, record_ref)
-             WHERE x.source = d.source AND x.record_ref = d.record_ref",
-            &[&sources, &refs],
+        delete_pairs(
+            tx,
+            DELETE_RECORDS,
+            rows.iter().map(|r| (r.source.as_str(), r.record_ref.as_slice())),
+            "replacing records",
         )
-        .await
-        .map_err(db("replacing records"))?;
+        .await?;
         use std::borrow::Cow;
         copy_rows(
             tx,
@@ -574,27 +585,16 @@ async fn apply(tx: &tokio_postgres::Transaction<'_>, c: &Commit) -> Result<(), S
     if c.shred_parity.is_some() {
         shred(tx, c.shred_parity).await?;
     }
-    if !c.subjects_del.is_empty() {
-        let (f, p): (Vec<&str>, Vec<&[u8]>) = c.subjects_del.iter().map(|(f, p)| (f.as_str(), p.as_slice())).unzip();
-        tx.execute(
-            "DELETE FROM subjects s USING unnest($1::text[], $2::bytea[]) AS d(force, pseudonym)
-             WHERE s.force = d.force AND s.pseudonym = d.pseudonym",
-            &[&f, &p],
-        )
-        .await
-        .map_err(db("removing subjects"))?;
-    }
+    delete_pairs(
+        tx,
+        DELETE_SUBJECTS,
+        c.subjects_del.iter().map(|(f, p)| (f.as_str(), p.as_slice())),
+        "removing subjects",
+    )
+    .await?;
     put_subjects(tx, &last_of(&c.subjects_put, |s| (s.force.as_str(), s.pseudonym))).await?;
-    if !c.records_del.is_empty() {
-        let (s, r): (Vec<&str>, Vec<&[u8]>) = c.records_del.iter().map(|(s, r)| (s.as_str(), r.as_slice())).unzip();
-        tx.execute(
-            "DELETE FROM records x USING unnest($1::text[], $2::bytea[]) AS d(source, record_ref)
-             WHERE x.source = d.source AND x.record_ref = d.record_ref",
-            &[&s, &r],
-        )
-        .await
-        .map_err(db("removing records"))?;
-    }
+    delete_pairs(tx, DELETE_RECORDS, c.records_del.iter().map(|(s, r)| (s.as_str(), r.as_slice())), "removing records")
+        .await?;
     put_records(tx, &last_of(&c.records_put, |r| (r.source.as_str(), r.record_ref))).await?;
     if let Some(b) = &c.batch {
         let seq = i64::try_from(b.sequence).map_err(|_| err("postgres: batch sequence out of range"))?;
