@@ -14,7 +14,9 @@ use vigil_coordinator::store::{
 use vigil_proto::KeyKind;
 use vigil_proto::kinds::KindSet;
 use vigil_tests::pg::Postgres;
-use vigil_tests::{World, bin, ok, run};
+use vigil_tests::{World, bin, ok, run, wait_until};
+
+use crate::common::{active_pairs, expected, synth_set};
 
 fn settings(pg: &Postgres) -> PgSettings {
     PgSettings {
@@ -195,4 +197,42 @@ fn the_postgres_store_keeps_the_store_contract() {
     // record i held tokens [i] and [i ^ 1]: one of them odd
     assert_eq!(store.record("pnc", &[10; 16]).unwrap().unwrap().tokens, vec![(KeyKind::NameDob, [10; 16])]);
     assert_eq!(store.record("pnc", &[11; 16]).unwrap().unwrap().tokens, vec![(KeyKind::Nino, [10; 16])]);
+}
+
+/// The database restarts under a running coordinator (every connection
+/// cut, as in a failover): the coordinator connects again by itself, a
+/// feed interrupted by it is refused whole and runs again safely, and every
+/// disclosure reaches the force once.
+#[test]
+fn the_coordinator_carries_on_when_the_database_restarts() {
+    let pg = Postgres::start();
+    let mut w = World::new();
+    let data = w.path().join("synth");
+    let s = synth_set(&data, 3, 1, 400, 4000);
+    let force = s.forces[0].clone();
+    let want = expected(&data, &s.forces, &["extract.csv"]);
+    w.write_coordinator_config(&pg.store_section());
+    ok(run(Command::new(bin("vigil-coordinator")).args(["migrate", "--config"]).arg(&w.coordinator_config)));
+    let coordinator = w.start_coordinator();
+    let node = w.node("force", &force);
+    let pnc = w.node("source", "pnc");
+    ok(node.run(&["sync", "--roster", data.join(format!("roster-{force}.csv")).to_str().unwrap()]));
+    let watcher = node.watch();
+
+    pg.restart();
+    let extract = data.join("extract.csv");
+    let feed = pnc.run(&["feed", "--extract", extract.to_str().unwrap()]);
+    if !feed.status.success() {
+        // The batch that met the cut connection was refused whole.
+        let err = String::from_utf8_lossy(&feed.stderr);
+        assert!(err.contains("running the same feed again is safe"), "{err}");
+        ok(pnc.run(&["feed", "--extract", extract.to_str().unwrap()]));
+    }
+    let expect = &want[&force];
+    let converged = wait_until(Duration::from_secs(60), || &active_pairs(&node.inbox()) == expect);
+    assert!(converged, "inbox did not converge after the database restarted; watch log:\n{}", watcher.log_text());
+    assert_eq!(node.inbox().len(), expect.len(), "a disclosure was duplicated");
+    assert!(coordinator.log_text().contains("connecting again"), "{}", coordinator.log_text());
+    watcher.stop();
+    coordinator.stop();
 }

@@ -108,6 +108,21 @@ impl Postgres {
         );
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`): every connection to
+    /// it is cut, as in a database failover. Returns once it accepts
+    /// connections again.
+    pub fn restart(&self) {
+        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''", self.port);
+        let log = self.dir.path().join("server.log");
+        ok(run(self
+            .cmd("pg_ctl")
+            .args(["-w", "-t", "60", "-m", "fast", "-D"])
+            .arg(self.data())
+            .arg("-l")
+            .arg(&log)
+            .args(["-o", &opts, "restart"])));
+    }
+
     /// The server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port

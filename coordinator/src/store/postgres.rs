@@ -25,8 +25,9 @@
 //!   acknowledgements); both on a private one-thread runtime, so that the synchronous [`Store`] methods can be
 //!   called from any thread. TLS to the database, verified against a
 //!   configured CA, when `[store] tls_ca` is set; the password is read from
-//!   a file. A lost connection fails the calls that need it with a
-//!   [`StoreError`]; the coordinator then stops serving rather than guess.
+//!   a file. A lost connection fails the call that was using it with a
+//!   [`StoreError`] (a batch is then refused and the engine rebuilt from
+//!   the store); the next call connects again.
 //!
 //! # Layout
 //! - `postgres/0001_initial.sql`: the first schema.
@@ -286,13 +287,30 @@ impl Prepared {
 
 /// The PostgreSQL-backed store.
 pub struct PgStore {
+    /// Where the database is, to connect again.
+    settings: PgSettings,
     /// Commits, one at a time.
     write: Mutex<Client>,
     /// Reads, and acknowledgements (single statements, committed with
     /// `synchronous_commit` off for this connection only).
-    read: Prepared,
-    /// Keeps the connections' runtime alive (dropped last).
-    _conn: Conn,
+    read: std::sync::RwLock<std::sync::Arc<Prepared>>,
+    /// The connections' runtime (dropped last).
+    conn: Conn,
+}
+
+/// Sets up a new writer connection: its staging table.
+fn setup_writer(write: &Client) -> Result<(), StoreError> {
+    block(write.batch_execute(
+        "CREATE TEMPORARY TABLE subjects_in (force text, pseudonym bytea, tokens bytea) ON COMMIT DELETE ROWS",
+    ))
+    .map_err(db("creating staging tables"))
+}
+
+/// Sets up a new reader connection: its acknowledgements do not wait for
+/// the disk.
+fn setup_reader(read: Client) -> Result<Prepared, StoreError> {
+    block(read.batch_execute("SET synchronous_commit TO OFF")).map_err(db("setting up the reader"))?;
+    Ok(Prepared::new(read))
 }
 
 impl PgStore {
@@ -318,14 +336,8 @@ impl PgStore {
             )));
         }
         let write = conn.connect(s, "writer")?;
+        setup_writer(&write)?;
         block(async {
-            write
-                .batch_execute(
-                    "CREATE TEMPORARY TABLE subjects_in (force text, pseudonym bytea, tokens bytea)
-                         ON COMMIT DELETE ROWS;",
-                )
-                .await
-                .map_err(db("creating staging tables"))?;
             let format = write
                 .query_opt("SELECT value FROM vigil_meta WHERE key = $1", &[&FORMAT_KEY])
                 .await
@@ -352,12 +364,43 @@ impl PgStore {
                 }
             }
         })?;
-        block(read.batch_execute("SET synchronous_commit TO OFF")).map_err(db("setting up the reader"))?;
-        Ok(PgStore { write: Mutex::new(write), read: Prepared::new(read), _conn: conn })
+        Ok(PgStore {
+            settings: s.clone(),
+            write: Mutex::new(write),
+            read: std::sync::RwLock::new(std::sync::Arc::new(setup_reader(read)?)),
+            conn,
+        })
     }
 
+    /// The writer connection, connected again if it was lost (the database
+    /// restarted, a failover): the call that saw it go failed, the next one
+    /// finds a new connection.
     fn writer(&self) -> Result<std::sync::MutexGuard<'_, Client>, StoreError> {
-        self.write.lock().map_err(|_| err("postgres: writer lock poisoned"))
+        let mut w = self.write.lock().map_err(|_| err("postgres: writer lock poisoned"))?;
+        if w.is_closed() {
+            tracing::warn!(role = "writer", "the database connection was lost; connecting again");
+            let c = self.conn.connect(&self.settings, "writer")?;
+            setup_writer(&c)?;
+            *w = c;
+        }
+        Ok(w)
+    }
+
+    /// The reader connection, connected again (with its statements prepared
+    /// afresh) if it was lost.
+    fn reader(&self) -> Result<std::sync::Arc<Prepared>, StoreError> {
+        {
+            let r = self.read.read().map_err(|_| err("postgres: reader lock poisoned"))?;
+            if !r.client.is_closed() {
+                return Ok(r.clone());
+            }
+        }
+        let mut w = self.read.write().map_err(|_| err("postgres: reader lock poisoned"))?;
+        if w.client.is_closed() {
+            tracing::warn!(role = "reader", "the database connection was lost; connecting again");
+            *w = std::sync::Arc::new(setup_reader(self.conn.connect(&self.settings, "reader")?)?);
+        }
+        Ok(w.clone())
     }
 }
 
@@ -744,14 +787,16 @@ fn stream(
 
 impl StoreRead for PgStore {
     fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError> {
-        stream(&self.read.client, "SELECT force, pseudonym, tokens FROM subjects", "reading subjects", |r| {
+        let r = self.reader()?;
+        stream(&r.client, "SELECT force, pseudonym, tokens FROM subjects", "reading subjects", |r| {
             f(SubjectRow { force: r.get(0), pseudonym: to_ref(r.get(1))?, tokens: unpack_tokens(r.get(2))? });
             Ok(())
         })
     }
 
     fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
-        stream(&self.read.client, "SELECT source, record_ref, tokens FROM records", "reading records", |r| {
+        let r = self.reader()?;
+        stream(&r.client, "SELECT source, record_ref, tokens FROM records", "reading records", |r| {
             f(RecordRow {
                 source: r.get(0),
                 record_ref: to_ref(r.get(1))?,
@@ -763,8 +808,9 @@ impl StoreRead for PgStore {
     }
 
     fn for_each_active(&self, f: &mut dyn FnMut(ActiveRow)) -> Result<(), StoreError> {
+        let r = self.reader()?;
         stream(
-            &self.read.client,
+            &r.client,
             "SELECT force, pseudonym, source, record_ref, disclosure_id, version, agreeing, probability
              FROM active_cases ORDER BY force, pseudonym, source, record_ref",
             "reading cases",
@@ -776,33 +822,33 @@ impl StoreRead for PgStore {
     }
 
     fn for_each_log_entry(&self, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StoreError> {
-        stream(&self.read.client, "SELECT idx, entry FROM log ORDER BY idx", "reading the log", |r| {
+        let r = self.reader()?;
+        stream(&r.client, "SELECT idx, entry FROM log ORDER BY idx", "reading the log", |r| {
             f(r.get::<_, i64>(0) as u64, r.get(1));
             Ok(())
         })
     }
 
     fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
-        block(
-            self.read
-                .client
-                .query_opt(&self.read.stmt("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")?, &[]),
-        )
-        .map_err(db("reading the checkpoint"))
-        .map(|r| r.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+        let r = self.reader()?;
+        block(r.client.query_opt(&r.stmt("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")?, &[]))
+            .map_err(db("reading the checkpoint"))
+            .map(|r| r.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        block(self.read.client.query_opt(&self.read.stmt("SELECT value FROM vigil_meta WHERE key = $1")?, &[&key]))
+        let r = self.reader()?;
+        block(r.client.query_opt(&r.stmt("SELECT value FROM vigil_meta WHERE key = $1")?, &[&key]))
             .map_err(db("reading a setting"))
             .map(|r| r.map(|r| r.get(0)))
     }
 
     fn sender(&self, caller: &str) -> Result<Option<SenderState>, StoreError> {
-        let row = block(self.read.client.query_opt(
-            &self.read.stmt("SELECT sequence, commitment, receipt FROM senders WHERE caller = $1")?,
-            &[&caller],
-        ))
+        let r = self.reader()?;
+        let row = block(
+            r.client
+                .query_opt(&r.stmt("SELECT sequence, commitment, receipt FROM senders WHERE caller = $1")?, &[&caller]),
+        )
         .map_err(db("reading a sender"))?;
         Ok(row.map(|r| SenderState {
             caller: caller.to_string(),
@@ -813,8 +859,9 @@ impl StoreRead for PgStore {
     }
 
     fn subject(&self, force: &str, pseudonym: &Ref) -> Result<Option<Vec<StoredToken>>, StoreError> {
-        let row = block(self.read.client.query_opt(
-            &self.read.stmt("SELECT tokens FROM subjects WHERE force = $1 AND pseudonym = $2")?,
+        let r = self.reader()?;
+        let row = block(r.client.query_opt(
+            &r.stmt("SELECT tokens FROM subjects WHERE force = $1 AND pseudonym = $2")?,
             &[&force, &pseudonym.as_slice()],
         ))
         .map_err(db("reading a subject"))?;
@@ -822,8 +869,9 @@ impl StoreRead for PgStore {
     }
 
     fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
-        let row = block(self.read.client.query_opt(
-            &self.read.stmt("SELECT tokens, sealed FROM records WHERE source = $1 AND record_ref = $2")?,
+        let r = self.reader()?;
+        let row = block(r.client.query_opt(
+            &r.stmt("SELECT tokens, sealed FROM records WHERE source = $1 AND record_ref = $2")?,
             &[&source, &record_ref.as_slice()],
         ))
         .map_err(db("reading a record"))?;
@@ -839,10 +887,9 @@ impl StoreRead for PgStore {
     }
 
     fn last_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let r = self.reader()?;
         let rows = block(
-            self.read
-                .client
-                .query(&self.read.stmt("SELECT force, max(seq) FROM disclosures GROUP BY force ORDER BY force")?, &[]),
+            r.client.query(&r.stmt("SELECT force, max(seq) FROM disclosures GROUP BY force ORDER BY force")?, &[]),
         )
         .map_err(db("reading sequences"))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
@@ -860,21 +907,21 @@ impl Store for PgStore {
     }
 
     fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let r = self.reader()?;
         let (s, e) = (i64::try_from(start).unwrap_or(i64::MAX), i64::try_from(end).unwrap_or(i64::MAX));
         let rows = block(
-            self.read
-                .client
-                .query(&self.read.stmt("SELECT entry FROM log WHERE idx >= $1 AND idx < $2 ORDER BY idx")?, &[&s, &e]),
+            r.client.query(&r.stmt("SELECT entry FROM log WHERE idx >= $1 AND idx < $2 ORDER BY idx")?, &[&s, &e]),
         )
         .map_err(db("reading log entries"))?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     fn pending(&self, force: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let r = self.reader()?;
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = block(self.read.client.query(
-            &self.read.stmt(
+        let rows = block(r.client.query(
+            &r.stmt(
                 "SELECT seq, message FROM disclosures WHERE force = $1 AND pending AND seq > $2 ORDER BY seq LIMIT $3",
             )?,
             &[&force, &after, &limit],
@@ -884,13 +931,13 @@ impl Store for PgStore {
     }
 
     fn acknowledge(&self, force: &str, seqs: &[u64]) -> Result<u64, StoreError> {
+        let r = self.reader()?;
         let seqs: Vec<i64> = seqs.iter().filter_map(|s| i64::try_from(*s).ok()).collect();
         // One statement on the reader's connection, whose commits do not
         // wait for the disk (as the embedded store's acknowledgements): a
         // lost one is delivered again.
-        let st =
-            self.read.stmt("UPDATE disclosures SET pending = false WHERE force = $1 AND seq = ANY($2) AND pending")?;
-        block(self.read.client.execute(&st, &[&force, &seqs])).map_err(db("acknowledging"))
+        let st = r.stmt("UPDATE disclosures SET pending = false WHERE force = $1 AND seq = ANY($2) AND pending")?;
+        block(r.client.execute(&st, &[&force, &seqs])).map_err(db("acknowledging"))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -900,12 +947,11 @@ impl Store for PgStore {
     }
 
     fn pending_count(&self, force: &str) -> Result<u64, StoreError> {
-        let row =
-            block(self.read.client.query_one(
-                &self.read.stmt("SELECT count(*) FROM disclosures WHERE force = $1 AND pending")?,
-                &[&force],
-            ))
-            .map_err(db("counting pending disclosures"))?;
+        let r = self.reader()?;
+        let row = block(
+            r.client.query_one(&r.stmt("SELECT count(*) FROM disclosures WHERE force = $1 AND pending")?, &[&force]),
+        )
+        .map_err(db("counting pending disclosures"))?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 }
