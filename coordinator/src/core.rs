@@ -137,6 +137,22 @@ impl Core {
         self.shutdown.clone()
     }
 
+    /// Tries once to rebuild a broken core from the store (say, the
+    /// database is reachable again); returns whether the core is usable.
+    pub fn recover(&self) -> bool {
+        if !self.broken.load(Ordering::Relaxed) {
+            return true;
+        }
+        let Ok(mut engine) = self.engine.lock() else { return false };
+        self.broken.store(false, Ordering::Relaxed);
+        self.reload(&mut engine);
+        let ok = !self.broken.load(Ordering::Relaxed);
+        if ok {
+            tracing::info!("the engine was rebuilt from the store; serving again");
+        }
+        ok
+    }
+
     /// Refuses work once the core is broken.
     pub fn usable(&self) -> Result<(), CoreError> {
         if self.broken.load(Ordering::Relaxed) { Err(CoreError::Broken) } else { Ok(()) }
@@ -318,7 +334,10 @@ impl Core {
                 self.changed.send_modify(|v| *v += 1);
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot rebuild the engine; refusing further requests until restarted");
+                tracing::error!(
+                    error = %e,
+                    "cannot rebuild the engine; refusing requests (health NOT_SERVING) until the store can be read again"
+                );
                 self.broken.store(true, Ordering::Relaxed);
             }
         }

@@ -94,6 +94,9 @@ fn settings_of(config: &Config) -> Result<(Settings, String), ServeError> {
     Ok((settings, signer_key))
 }
 
+/// How often a core that could not be rebuilt from its store tries again.
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Opens the store `[store]` names: the embedded file in `data_dir`, or the
 /// PostgreSQL database (whose schema must be this binary's).
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
@@ -210,6 +213,36 @@ pub async fn serve(
         });
         tracing::info!(addr = %h.listen, "serving health checks (plaintext, health only)");
     }
+    // While the store cannot be read (the database unreachable), or the
+    // engine could not be rebuilt from it, health says NOT_SERVING; a
+    // broken engine is rebuilt once the store answers again.
+    let recovery = {
+        let (core, health) = (core.clone(), health.clone());
+        let mut stop_rx = p.stop.subscribe();
+        tokio::spawn(async move {
+            let mut serving = true;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(RECOVERY_INTERVAL) => {}
+                    _ = stop_rx.changed() => return,
+                }
+                let c = core.clone();
+                let usable = tokio::task::spawn_blocking(move || c.store().meta("store_format").is_ok() && c.recover())
+                    .await
+                    .unwrap_or(false);
+                if usable != serving {
+                    if usable {
+                        tracing::info!("the store answers again: serving");
+                    } else {
+                        tracing::warn!("the store cannot be read: health NOT_SERVING until it can");
+                    }
+                    let status = if usable { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    health.set_service_status("", status).await;
+                    serving = usable;
+                }
+            }
+        })
+    };
     let stop = p.stop;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -253,6 +286,7 @@ pub async fn serve(
     flusher.abort();
     refresher.abort();
     publisher.abort();
+    recovery.abort();
     acceptor.abort();
     if let Some(r) = crl_reloader {
         r.abort();

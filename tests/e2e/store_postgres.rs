@@ -236,3 +236,42 @@ fn the_coordinator_carries_on_when_the_database_restarts() {
     watcher.stop();
     coordinator.stop();
 }
+
+/// The database goes down under a running coordinator: calls that need it
+/// fail, health says NOT_SERVING (so an orchestrator or a node can tell),
+/// and once the database is back the coordinator serves again by itself;
+/// nothing is lost.
+#[test]
+fn the_coordinator_reports_not_serving_while_the_database_is_down_and_recovers() {
+    let pg = Postgres::start();
+    let mut w = World::new();
+    let data = w.path().join("synth");
+    let s = synth_set(&data, 4, 1, 300, 3000);
+    let force = s.forces[0].clone();
+    let want = expected(&data, &s.forces, &["extract.csv"]);
+    w.write_coordinator_config(&pg.store_section());
+    ok(run(Command::new(bin("vigil-coordinator")).args(["migrate", "--config"]).arg(&w.coordinator_config)));
+    let coordinator = w.start_coordinator();
+    let node = w.node("force", &force);
+    let pnc = w.node("source", "pnc");
+    let auditor = w.node("auditor", "ico");
+    ok(node.run(&["sync", "--roster", data.join(format!("roster-{force}.csv")).to_str().unwrap()]));
+
+    pg.stop();
+    let extract = data.join("extract.csv");
+    let feed = pnc.run(&["feed", "--extract", extract.to_str().unwrap()]);
+    assert!(!feed.status.success(), "a feed cannot be applied with the database down");
+    let not_serving = wait_until(Duration::from_secs(30), || !auditor.run(&["health"]).status.success());
+    assert!(not_serving, "health should say NOT_SERVING; log:\n{}", coordinator.log_text());
+
+    pg.start_again();
+    ok(auditor.run(&["health", "--wait", "60"]));
+    ok(pnc.run(&["feed", "--extract", extract.to_str().unwrap()]));
+    let watcher = node.watch();
+    let expect = &want[&force];
+    let converged = wait_until(Duration::from_secs(60), || &active_pairs(&node.inbox()) == expect);
+    assert!(converged, "inbox did not converge after the database came back; watch log:\n{}", watcher.log_text());
+    assert!(coordinator.log_text().contains("the store answers again"), "{}", coordinator.log_text());
+    watcher.stop();
+    coordinator.stop();
+}

@@ -123,6 +123,16 @@ impl Postgres {
             .args(["-o", &opts, "restart"])));
     }
 
+    /// Stops the server (`pg_ctl stop -m fast`), cutting every connection.
+    pub fn stop(&self) {
+        ok(run(self.cmd("pg_ctl").args(["-w", "-m", "fast", "-D"]).arg(self.data()).arg("stop")));
+    }
+
+    /// Starts a stopped server again; returns once it accepts connections.
+    pub fn start_again(&self) {
+        self.start_server();
+    }
+
     /// The server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
