@@ -199,28 +199,45 @@ fn the_postgres_store_keeps_the_store_contract() {
     assert_eq!(store.record("pnc", &[11; 16]).unwrap().unwrap().tokens, vec![(KeyKind::Nino, [10; 16])]);
 }
 
+/// One force's synthetic data and the disclosures it should receive.
+struct Data {
+    force: String,
+    roster: std::path::PathBuf,
+    extract: std::path::PathBuf,
+    expect: std::collections::BTreeSet<crate::common::Pair>,
+}
+
+/// A private PostgreSQL cluster, migrated, with a coordinator running on it
+/// and one force's synthetic data.
+fn running_on_postgres(seed: u64, staff: usize, national: usize) -> (Postgres, World, Data, vigil_tests::Coordinator) {
+    let pg = Postgres::start();
+    let mut w = World::new();
+    let dir = w.path().join("synth");
+    let s = synth_set(&dir, seed, 1, staff, national);
+    let force = s.forces[0].clone();
+    let expect = expected(&dir, &s.forces, &["extract.csv"]).remove(&force).unwrap_or_default();
+    w.write_coordinator_config(&pg.store_section());
+    ok(run(Command::new(bin("vigil-coordinator")).args(["migrate", "--config"]).arg(&w.coordinator_config)));
+    let coordinator = w.start_coordinator();
+    let data =
+        Data { roster: dir.join(format!("roster-{force}.csv")), extract: dir.join("extract.csv"), force, expect };
+    (pg, w, data, coordinator)
+}
+
 /// The database restarts under a running coordinator (every connection
 /// cut, as in a failover): the coordinator connects again by itself, a
 /// feed interrupted by it is refused whole and runs again safely, and every
 /// disclosure reaches the force once.
 #[test]
 fn the_coordinator_carries_on_when_the_database_restarts() {
-    let pg = Postgres::start();
-    let mut w = World::new();
-    let data = w.path().join("synth");
-    let s = synth_set(&data, 3, 1, 400, 4000);
-    let force = s.forces[0].clone();
-    let want = expected(&data, &s.forces, &["extract.csv"]);
-    w.write_coordinator_config(&pg.store_section());
-    ok(run(Command::new(bin("vigil-coordinator")).args(["migrate", "--config"]).arg(&w.coordinator_config)));
-    let coordinator = w.start_coordinator();
-    let node = w.node("force", &force);
-    let pnc = w.node("source", "pnc");
-    ok(node.run(&["sync", "--roster", data.join(format!("roster-{force}.csv")).to_str().unwrap()]));
+    let (pg, w, data, coordinator) = running_on_postgres(3, 400, 4000);
+    let (force, expect) = (&data.force, &data.expect);
+    let (node, pnc) = (w.node("force", force), w.node("source", "pnc"));
+    ok(node.run(&["sync", "--roster", data.roster.to_str().unwrap()]));
     let watcher = node.watch();
 
     pg.restart();
-    let extract = data.join("extract.csv");
+    let extract = &data.extract;
     let feed = pnc.run(&["feed", "--extract", extract.to_str().unwrap()]);
     if !feed.status.success() {
         // The batch that met the cut connection was refused whole.
@@ -228,7 +245,6 @@ fn the_coordinator_carries_on_when_the_database_restarts() {
         assert!(err.contains("running the same feed again is safe"), "{err}");
         ok(pnc.run(&["feed", "--extract", extract.to_str().unwrap()]));
     }
-    let expect = &want[&force];
     let converged = wait_until(Duration::from_secs(60), || &active_pairs(&node.inbox()) == expect);
     assert!(converged, "inbox did not converge after the database restarted; watch log:\n{}", watcher.log_text());
     assert_eq!(node.inbox().len(), expect.len(), "a disclosure was duplicated");
@@ -243,22 +259,13 @@ fn the_coordinator_carries_on_when_the_database_restarts() {
 /// nothing is lost.
 #[test]
 fn the_coordinator_reports_not_serving_while_the_database_is_down_and_recovers() {
-    let pg = Postgres::start();
-    let mut w = World::new();
-    let data = w.path().join("synth");
-    let s = synth_set(&data, 4, 1, 300, 3000);
-    let force = s.forces[0].clone();
-    let want = expected(&data, &s.forces, &["extract.csv"]);
-    w.write_coordinator_config(&pg.store_section());
-    ok(run(Command::new(bin("vigil-coordinator")).args(["migrate", "--config"]).arg(&w.coordinator_config)));
-    let coordinator = w.start_coordinator();
-    let node = w.node("force", &force);
-    let pnc = w.node("source", "pnc");
-    let auditor = w.node("auditor", "ico");
-    ok(node.run(&["sync", "--roster", data.join(format!("roster-{force}.csv")).to_str().unwrap()]));
+    let (pg, w, data, coordinator) = running_on_postgres(4, 300, 3000);
+    let (force, expect) = (&data.force, &data.expect);
+    let (node, pnc, auditor) = (w.node("force", force), w.node("source", "pnc"), w.node("auditor", "ico"));
+    ok(node.run(&["sync", "--roster", data.roster.to_str().unwrap()]));
 
     pg.stop();
-    let extract = data.join("extract.csv");
+    let extract = &data.extract;
     let feed = pnc.run(&["feed", "--extract", extract.to_str().unwrap()]);
     assert!(!feed.status.success(), "a feed cannot be applied with the database down");
     let not_serving = wait_until(Duration::from_secs(30), || !auditor.run(&["health"]).status.success());
@@ -268,7 +275,6 @@ fn the_coordinator_reports_not_serving_while_the_database_is_down_and_recovers()
     ok(auditor.run(&["health", "--wait", "60"]));
     ok(pnc.run(&["feed", "--extract", extract.to_str().unwrap()]));
     let watcher = node.watch();
-    let expect = &want[&force];
     let converged = wait_until(Duration::from_secs(60), || &active_pairs(&node.inbox()) == expect);
     assert!(converged, "inbox did not converge after the database came back; watch log:\n{}", watcher.log_text());
     assert!(coordinator.log_text().contains("the store answers again"), "{}", coordinator.log_text());
