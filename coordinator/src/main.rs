@@ -353,7 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| serve_error(ServeError::Config(e.0)))?;
             if cfg.store.backend == "postgres" {
                 let pg = cfg.store.postgres();
-                vigil_coordinator::store::postgres::PgStore::open(&pg)
+                vigil_coordinator::store::postgres::check(&pg)
                     .map_err(|e| Exit::new(exit::UNAVAILABLE, e.to_string()))?;
                 outln!(
                     "{}:{}/{}: reachable, schema version {}",

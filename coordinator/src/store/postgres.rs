@@ -32,7 +32,8 @@
 //! # Layout
 //! - `postgres/0001_initial.sql`: the first schema.
 //! - [`PgSettings`]: where the database is.
-//! - [`migrate`], [`schema_version`]: the migrations.
+//! - [`migrate`], [`schema_version`], [`check`]: the migrations, and the
+//!   schema check `check-config` runs.
 //! - [`PgStore`]: the store.
 
 use std::future::Future;
@@ -264,6 +265,34 @@ pub fn migrate(s: &PgSettings) -> Result<Vec<(i32, &'static str)>, StoreError> {
     })
 }
 
+/// Refuses a database whose schema is not this binary's, naming both
+/// versions and what to do.
+fn check_schema(client: &Client, s: &PgSettings) -> Result<(), StoreError> {
+    let version = schema_version(client)?;
+    let latest = latest_version();
+    if version < latest {
+        return Err(err(format!(
+            "postgres: the database {}/{} has schema version {version}; this coordinator needs {latest}: \
+             run `vigil-coordinator migrate --config <file>` first",
+            s.host, s.dbname
+        )));
+    }
+    if version > latest {
+        return Err(err(format!(
+            "postgres: the database {}/{} has schema version {version}, newer than this coordinator's \
+             {latest}: run the newer coordinator",
+            s.host, s.dbname
+        )));
+    }
+    Ok(())
+}
+
+/// Connects and checks the schema, writing nothing (`check-config`).
+pub fn check(s: &PgSettings) -> Result<(), StoreError> {
+    let conn = Conn::new()?;
+    check_schema(&conn.connect(s, "check")?, s)
+}
+
 /// A connection whose statements are prepared once.
 struct Prepared {
     client: Client,
@@ -319,22 +348,7 @@ impl PgStore {
     pub fn open(s: &PgSettings) -> Result<PgStore, StoreError> {
         let conn = Conn::new()?;
         let read = conn.connect(s, "reader")?;
-        let version = schema_version(&read)?;
-        let latest = latest_version();
-        if version < latest {
-            return Err(err(format!(
-                "postgres: the database {}/{} has schema version {version}; this coordinator needs {latest}: \
-                 run `vigil-coordinator migrate --config <file>` first",
-                s.host, s.dbname
-            )));
-        }
-        if version > latest {
-            return Err(err(format!(
-                "postgres: the database {}/{} has schema version {version}, newer than this coordinator's \
-                 {latest}: run the newer coordinator",
-                s.host, s.dbname
-            )));
-        }
+        check_schema(&read, s)?;
         let write = conn.connect(s, "writer")?;
         setup_writer(&write)?;
         block(async {
