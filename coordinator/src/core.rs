@@ -144,7 +144,8 @@ impl Core {
             return true;
         }
         let Ok(mut engine) = self.engine.lock() else { return false };
-        self.broken.store(false, Ordering::Relaxed);
+        // `reload` clears `broken` only once the engine is rebuilt, so no
+        // request runs on the engine the failed rebuild left behind.
         self.reload(&mut engine);
         let ok = !self.broken.load(Ordering::Relaxed);
         if ok {
@@ -322,6 +323,7 @@ impl Core {
         match res {
             Ok((e, view, _)) => {
                 *engine = e;
+                self.broken.store(false, Ordering::Relaxed);
                 // Whatever was staged is in the rebuilt view, if committed.
                 if let Ok(mut s) = self.staged.lock() {
                     *s = Staged::default();
