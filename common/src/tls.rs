@@ -137,7 +137,10 @@ impl Cut {
             *w = Some(cx.waker().clone());
         }
         if self.cut.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "client certificate revoked"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "connection ended by the server (certificate revoked, or the coordinator stepped down)",
+            ));
         }
         Ok(())
     }
@@ -145,13 +148,39 @@ impl Cut {
 
 /// The open connections by the serial number of their client certificate,
 /// so that revoking a certificate also ends the connections it opened.
+/// While closed (a standby coordinator), new connections are closed at
+/// once, before any handshake, so that clients given several addresses
+/// move on to the next.
 #[derive(Default)]
-pub struct Open(std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<std::sync::Weak<Cut>>>>);
+pub struct Open {
+    conns: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<std::sync::Weak<Cut>>>>,
+    closed: std::sync::atomic::AtomicBool,
+}
 
 impl Open {
+    /// Stops (`false`) or resumes (`true`) taking connections; stopping
+    /// also ends every open one. Returns how many were ended.
+    pub fn set_accepting(&self, accepting: bool) -> usize {
+        self.closed.store(!accepting, std::sync::atomic::Ordering::SeqCst);
+        if accepting {
+            return 0;
+        }
+        let Ok(m) = self.conns.lock() else { return 0 };
+        let mut n = 0;
+        for c in m.values().flatten().filter_map(std::sync::Weak::upgrade) {
+            c.cut();
+            n += 1;
+        }
+        n
+    }
+
+    fn accepting(&self) -> bool {
+        !self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn add(&self, serial: Vec<u8>) -> Arc<Cut> {
         let cut = Arc::new(Cut::default());
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.conns.lock() {
             let v = m.entry(serial).or_default();
             v.retain(|w| w.strong_count() > 0);
             v.push(Arc::downgrade(&cut));
@@ -162,7 +191,7 @@ impl Open {
     /// Ends every open connection whose certificate has one of `serials`;
     /// returns how many.
     pub fn revoke(&self, serials: &[Vec<u8>]) -> usize {
-        let Ok(m) = self.0.lock() else { return 0 };
+        let Ok(m) = self.conns.lock() else { return 0 };
         let mut n = 0;
         for s in serials {
             for c in m.get(s).into_iter().flatten().filter_map(std::sync::Weak::upgrade) {
@@ -263,6 +292,10 @@ pub fn accept(
             };
             if tx.is_closed() {
                 return;
+            }
+            if !open.accepting() {
+                drop(tcp);
+                continue;
             }
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 drop(tcp);

@@ -20,7 +20,7 @@ use vigil_proto::v1::{BatchReceipt, Disclosure};
 
 use crate::engine::{ApplicantIn, Applied, CheckMeta, Checked, Engine, EngineError, LogView, Settings};
 use crate::metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{Lease, Store, StoreError};
 
 /// Why the core could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,9 @@ pub enum CoreError {
     /// A disclosure is not in the published log (it must wait).
     #[error("disclosure is not in the published log")]
     NotPublished,
+    /// Another coordinator holds the store's lease: this one is the standby.
+    #[error("this coordinator is the standby; another one is active (nodes given several addresses move to it)")]
+    Standby,
     /// Another subscription for the same force started and ended this one.
     #[error(
         "another subscription for this force started, so this one is ended: run one watch per force; \
@@ -78,23 +81,61 @@ pub struct Core {
     /// The audit signing key's text, overwritten when the core is dropped.
     signer_key: zeroize::Zeroizing<String>,
     broken: AtomicBool,
+    /// Whether another coordinator holds the store's lease.
+    standby: AtomicBool,
+    /// `true` while this coordinator is the active one.
+    active: watch::Sender<bool>,
+    /// The name this coordinator takes the lease under.
+    holder: String,
     shutdown: watch::Receiver<bool>,
 }
 
+/// What a turn of the lease found ([`Core::lease_turn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Active, and the engine usable.
+    Serving,
+    /// Active, but the engine could not be rebuilt from the store yet.
+    Broken,
+    /// Another coordinator is active.
+    Standby,
+}
+
 impl Core {
-    /// Loads the engine from the store and applies its start-up commit.
+    /// Takes the store's lease as `holder`; holding it, loads the engine
+    /// from the store and applies its start-up commit. If another
+    /// coordinator holds the lease, this one starts as the standby: it
+    /// holds nothing and refuses every request until it takes over
+    /// ([`Core::lease_turn`]).
     pub fn open(
         store: Arc<dyn Store>,
         settings: Settings,
         signer_key: String,
         shutdown: watch::Receiver<bool>,
+        holder: &str,
     ) -> Result<Arc<Core>, CoreError> {
         let signer =
             Signer::from_skey(&signer_key).map_err(|e| EngineError::Integrity(format!("audit signing key: {e}")))?;
-        let (engine, view, commit) = Engine::load(&*store, settings.clone(), signer, now_ms())?;
-        if !commit.is_empty() {
-            store.commit(&commit)?;
-        }
+        let standby = match store.take_lease(holder)? {
+            Lease::Held(0) => false,
+            Lease::Held(generation) => {
+                tracing::info!(generation, "this coordinator holds the lease: it is the active one");
+                false
+            }
+            Lease::Elsewhere(by) => {
+                tracing::info!(active = %by, "standby: another coordinator holds the lease; taking over when it lets go");
+                true
+            }
+        };
+        let (engine, view) = if standby {
+            (Engine::idle(settings.clone(), signer), LogView::default())
+        } else {
+            let (engine, view, commit) = Engine::load(&*store, settings.clone(), signer, now_ms())?;
+            if !commit.is_empty() {
+                store.commit(&commit)?;
+            }
+            (engine, view)
+        };
         let (nat, ros) = engine.token_counts();
         metrics::set_tokens(nat, ros);
         let size = view.tree.size();
@@ -108,8 +149,94 @@ impl Core {
             settings,
             signer_key: zeroize::Zeroizing::new(signer_key),
             broken: AtomicBool::new(false),
+            standby: AtomicBool::new(standby),
+            active: watch::channel(!standby).0,
+            holder: holder.to_string(),
             shutdown,
         }))
+    }
+
+    /// Whether another coordinator is the active one.
+    pub fn is_standby(&self) -> bool {
+        self.standby.load(Ordering::SeqCst)
+    }
+
+    /// `true` while this coordinator is the active one, as it changes.
+    pub fn active(&self) -> watch::Receiver<bool> {
+        self.active.subscribe()
+    }
+
+    /// One turn of the lease, every second or so (blocking): a standby
+    /// tries to take over; the active coordinator checks that it still
+    /// holds the lease, and if not steps down (and tries to take it back,
+    /// which succeeds when it was the database that went away, not the
+    /// lease that went to another); a broken engine is rebuilt.
+    pub fn lease_turn(&self) -> Turn {
+        if !self.is_standby() && !self.store.holds_lease() {
+            tracing::error!("the lease is lost: stepping down to standby");
+            self.step_down();
+        }
+        if self.is_standby() && !self.take_over() {
+            return Turn::Standby;
+        }
+        if self.store.meta("store_format").is_ok() && self.recover() { Turn::Serving } else { Turn::Broken }
+    }
+
+    /// Takes the lease if it is free, and loads the store into the engine.
+    fn take_over(&self) -> bool {
+        let generation = match self.store.take_lease(&self.holder) {
+            Ok(Lease::Held(g)) => g,
+            Ok(Lease::Elsewhere(_)) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot try the lease");
+                return false;
+            }
+        };
+        let Ok(mut engine) = self.engine.lock() else { return false };
+        tracing::info!(generation, "took the lease: loading the store to take over");
+        let t = Instant::now();
+        match self.rebuild(&mut engine) {
+            Ok(()) => {
+                self.broken.store(false, Ordering::SeqCst);
+                self.standby.store(false, Ordering::SeqCst);
+                self.active.send_replace(true);
+                metrics::takeover();
+                tracing::info!(secs = t.elapsed().as_secs_f64(), "took over: this coordinator is the active one");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the store to take over; letting the lease go");
+                self.store.release_lease();
+                false
+            }
+        }
+    }
+
+    /// Becomes the standby: refuses requests, drops what the engine holds
+    /// and lets the lease go.
+    fn step_down(&self) {
+        self.standby.store(true, Ordering::SeqCst);
+        self.active.send_replace(false);
+        if let Ok(mut engine) = self.engine.lock()
+            && let Ok(signer) = Signer::from_skey(&self.signer_key)
+        {
+            *engine = Engine::idle(self.settings.clone(), signer);
+        }
+        if let Ok(mut s) = self.staged.lock() {
+            *s = Staged::default();
+        }
+        if let Ok(mut v) = self.view.write() {
+            *v = LogView::default();
+        }
+        self.store.release_lease();
+    }
+
+    /// Lets the lease go at shutdown, so that a standby takes over at once.
+    pub fn release(&self) {
+        if !self.is_standby() {
+            self.standby.store(true, Ordering::SeqCst);
+            self.store.release_lease();
+        }
     }
 
     /// The settings the engine runs with.
@@ -154,9 +281,15 @@ impl Core {
         ok
     }
 
-    /// Refuses work once the core is broken.
+    /// Refuses work on the standby and once the core is broken.
     pub fn usable(&self) -> Result<(), CoreError> {
-        if self.broken.load(Ordering::Relaxed) { Err(CoreError::Broken) } else { Ok(()) }
+        if self.is_standby() {
+            Err(CoreError::Standby)
+        } else if self.broken.load(Ordering::Relaxed) {
+            Err(CoreError::Broken)
+        } else {
+            Ok(())
+        }
     }
 
     /// Makes every acknowledgement durable (they may lag commits); called
@@ -234,9 +367,11 @@ impl Core {
     pub async fn check_proof(&self, checked: &mut Checked) -> Result<(), CoreError> {
         let mut published = self.published();
         let mut shutdown = self.shutdown();
+        let mut active = self.active();
         tokio::select! {
             r = published.wait_for(|size| *size > checked.log_index) => { r.map_err(|_| CoreError::NotPublished)?; }
             _ = shutdown.wait_for(|stop| *stop) => return Err(CoreError::NotPublished),
+            _ = active.wait_for(|a| !*a) => return Err(CoreError::Standby),
         }
         let mut proof = vigil_proto::v1::AuditProof {
             entry: checked.entry.clone().into(),
@@ -314,27 +449,35 @@ impl Core {
         Ok(())
     }
 
+    /// Loads the engine from the store (applying its start-up commit) and
+    /// installs it with its log view.
+    fn rebuild(&self, engine: &mut Engine) -> Result<(), CoreError> {
+        let signer = Signer::from_skey(&self.signer_key).map_err(|e| EngineError::Integrity(e.to_string()))?;
+        let (e, view, commit) = Engine::load(&*self.store, self.settings.clone(), signer, now_ms())?;
+        if !commit.is_empty() {
+            self.store.commit(&commit)?;
+        }
+        *engine = e;
+        let (nat, ros) = engine.token_counts();
+        metrics::set_tokens(nat, ros);
+        // Whatever was staged is in the rebuilt view, if committed.
+        if let Ok(mut s) = self.staged.lock() {
+            *s = Staged::default();
+        }
+        let size = view.tree.size();
+        if let Ok(mut v) = self.view.write() {
+            *v = view;
+        }
+        self.published.send_replace(size);
+        self.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
     /// Rebuilds the engine from the store after a failure mid-batch.
     fn reload(&self, engine: &mut Engine) {
         tracing::warn!("rebuilding the engine from the store");
-        let res = Signer::from_skey(&self.signer_key)
-            .map_err(|e| EngineError::Integrity(e.to_string()))
-            .and_then(|s| Engine::load(&*self.store, self.settings.clone(), s, now_ms()));
-        match res {
-            Ok((e, view, _)) => {
-                *engine = e;
-                self.broken.store(false, Ordering::Relaxed);
-                // Whatever was staged is in the rebuilt view, if committed.
-                if let Ok(mut s) = self.staged.lock() {
-                    *s = Staged::default();
-                }
-                let size = view.tree.size();
-                if let Ok(mut v) = self.view.write() {
-                    *v = view;
-                }
-                self.published.send_replace(size);
-                self.changed.send_modify(|v| *v += 1);
-            }
+        match self.rebuild(engine) {
+            Ok(()) => self.broken.store(false, Ordering::Relaxed),
             Err(e) => {
                 tracing::error!(
                     error = %e,

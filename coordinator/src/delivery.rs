@@ -81,6 +81,7 @@ async fn deliver(
 ) {
     let mut changed = core.changes();
     let mut shutdown = core.shutdown();
+    let mut active = core.active();
     let mut after = 0u64;
     // The sender is gone without a word only if the registry could not
     // hold it (a poisoned lock): deliver on, unguarded.
@@ -104,6 +105,10 @@ async fn deliver(
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return },
                 _ = shutdown.changed() => return,
+                _ = async { let _ = active.wait_for(|a| !*a).await; } => {
+                    let _ = tx.send(Err(CoreError::Standby)).await;
+                    return;
+                }
                 _ = tx.closed() => return,
                 r = &mut *superseded, if !unguarded => {
                     if r.is_ok() {
@@ -183,7 +188,7 @@ mod tests {
     fn core_with_subject() -> (Arc<Core>, tokio::sync::watch::Sender<bool>) {
         let (_, skey) = vigil_proto::tlog::Signer::from_seed("vigil.test/audit", &[3; 32]).unwrap();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let core = Core::open(Arc::new(MemoryStore::new()), settings(), skey, stop_rx).unwrap();
+        let core = Core::open(Arc::new(MemoryStore::new()), settings(), skey, stop_rx, "test").unwrap();
         let roster = BatchIn {
             epoch: 1,
             sequence: 1,

@@ -35,8 +35,16 @@ impl CheckQuotas {
         CheckQuotas { per_minute, per_day, seen: Mutex::new(HashMap::new()) }
     }
 
+    /// Forgets every check seen.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.seen.lock() {
+            m.clear();
+        }
+    }
+
     /// Counts a check made at `at_ms` (read back from the log at start, in
     /// log order, so oldest first).
+
     pub fn seed(&self, force: &str, at_ms: i64, applicants: u64) {
         if let Ok(mut m) = self.seen.lock() {
             m.entry(force.to_string()).or_default().push_back((at_ms, applicants));
@@ -87,9 +95,17 @@ impl AdditionQuotas {
         AdditionQuotas { per_day, seen: Mutex::new(HashMap::new()) }
     }
 
+    /// Forgets every addition seen.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.seen.lock() {
+            m.clear();
+        }
+    }
+
     /// Counts `added` subjects enrolled by `force` at `at_ms` (from the log
     /// at start, oldest first, or after a batch is applied). The first call
     /// for a force sets the time of its first batch.
+
     pub fn record(&self, force: &str, at_ms: i64, added: u64) {
         if let Ok(mut m) = self.seen.lock() {
             let (_, q) = m.entry(force.to_string()).or_insert_with(|| (at_ms, VecDeque::new()));

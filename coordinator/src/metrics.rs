@@ -10,6 +10,16 @@ pub fn set_tokens(national: usize, roster: usize) {
     metrics::gauge!("vigil_tokens", "side" => "roster").set(roster as f64);
 }
 
+/// This coordinator took over as the active one.
+pub fn takeover() {
+    metrics::counter!("vigil_takeovers_total").increment(1);
+}
+
+/// Whether this coordinator is the active one (1) or the standby (0).
+pub fn set_active(active: bool) {
+    metrics::gauge!("vigil_active").set(if active { 1.0 } else { 0.0 });
+}
+
 /// A batch was committed.
 pub fn batch_committed() {
     metrics::counter!("vigil_batches_committed_total").increment(1);

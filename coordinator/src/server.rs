@@ -20,7 +20,7 @@ use vigil_proto::v1::{
 };
 
 use crate::config::Config;
-use crate::core::Core;
+use crate::core::{Core, Turn};
 use crate::engine::Settings;
 use crate::pepper::Pepper;
 use crate::policy::Policy;
@@ -94,8 +94,20 @@ fn settings_of(config: &Config) -> Result<(Settings, String), ServeError> {
     Ok((settings, signer_key))
 }
 
-/// How often a core that could not be rebuilt from its store tries again.
-const RECOVERY_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the lease is checked (or, on a standby, tried), and a core
+/// that could not be rebuilt from its store tries again.
+const LEASE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The name this coordinator takes the store's lease under: host, listen
+/// address and process id (shown to operators; never personal data).
+fn holder_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host} {} pid {}", config.listen, std::process::id())
+}
 
 /// Opens the store `[store]` names: the embedded file in `data_dir`, or the
 /// PostgreSQL database (whose schema must be this binary's).
@@ -116,7 +128,8 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let (settings, signer_key) = settings_of(&config)?;
     let store = open_store(&config)?;
     let (stop, stop_rx) = watch::channel(false);
-    let core = Core::open(store, settings, signer_key, stop_rx).map_err(|e| ServeError::State(e.to_string()))?;
+    let core = Core::open(store, settings, signer_key, stop_rx, &holder_name(&config))
+        .map_err(|e| ServeError::State(e.to_string()))?;
     let witnesses = config
         .audit
         .witnesses
@@ -191,7 +204,10 @@ pub async fn serve(
     health.set_serving::<DisclosureServiceServer<DisclosureService>>().await;
     health.set_serving::<CheckServiceServer<CheckService>>().await;
     health.set_serving::<AuditServiceServer<AuditService>>().await;
-    health.set_service_status("", ServingStatus::Serving).await;
+    let standby = core.is_standby();
+    health.set_service_status("", if standby { ServingStatus::NotServing } else { ServingStatus::Serving }).await;
+    open.set_accepting(!standby);
+    crate::metrics::set_active(!standby);
     let (reflection, reflection_v1alpha) =
         crate::reflection::services(&[vigil_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET])
             .map_err(|e| ServeError::State(format!("reflection descriptors: {e}")))?;
@@ -213,33 +229,47 @@ pub async fn serve(
         });
         tracing::info!(addr = %h.listen, "serving health checks (plaintext, health only)");
     }
-    // While the store cannot be read (the database unreachable), or the
-    // engine could not be rebuilt from it, health says NOT_SERVING; a
-    // broken engine is rebuilt once the store answers again.
+    // Every second, the lease: a standby (no connections taken, health
+    // NOT_SERVING) tries to take over; the active coordinator checks it
+    // still holds the lease and steps down if not (ending its
+    // connections, so that nodes move to the new active one). While the
+    // store cannot be read (the database unreachable), or the engine could
+    // not be rebuilt from it, health says NOT_SERVING; a broken engine is
+    // rebuilt once the store answers again.
     let recovery = {
-        let (core, health) = (core.clone(), health.clone());
+        let (core, health, open, rpc) = (core.clone(), health.clone(), open.clone(), p.rpc.clone());
         let mut stop_rx = p.stop.subscribe();
         tokio::spawn(async move {
-            let mut serving = true;
+            let mut last = if standby { Turn::Standby } else { Turn::Serving };
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(RECOVERY_INTERVAL) => {}
+                    _ = tokio::time::sleep(LEASE_INTERVAL) => {}
                     _ = stop_rx.changed() => return,
                 }
                 let c = core.clone();
-                let usable = tokio::task::spawn_blocking(move || c.store().meta("store_format").is_ok() && c.recover())
-                    .await
-                    .unwrap_or(false);
-                if usable != serving {
-                    if usable {
-                        tracing::info!("the store answers again: serving");
-                    } else {
-                        tracing::warn!("the store cannot be read: health NOT_SERVING until it can");
-                    }
-                    let status = if usable { ServingStatus::Serving } else { ServingStatus::NotServing };
-                    health.set_service_status("", status).await;
-                    serving = usable;
+                let turn = tokio::task::spawn_blocking(move || c.lease_turn()).await.unwrap_or(Turn::Broken);
+                if turn == last {
+                    continue;
                 }
+                match turn {
+                    Turn::Serving if last == Turn::Standby => {
+                        rpc.restore_quotas();
+                        tracing::info!("active: serving");
+                    }
+                    Turn::Serving => tracing::info!("the store answers again: serving"),
+                    Turn::Broken => tracing::warn!("the store cannot be read: health NOT_SERVING until it can"),
+                    Turn::Standby => {
+                        let ended = open.set_accepting(false);
+                        tracing::warn!(connections_ended = ended, "standby: taking no connections");
+                    }
+                }
+                if last == Turn::Standby {
+                    open.set_accepting(true);
+                }
+                crate::metrics::set_active(turn != Turn::Standby);
+                let status = if turn == Turn::Serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+                health.set_service_status("", status).await;
+                last = turn;
             }
         })
     };
@@ -294,6 +324,7 @@ pub async fn serve(
     if let Err(e) = core.flush() {
         tracing::warn!(error = %e, "acknowledgements not written at shutdown: they will be delivered again");
     }
+    core.release();
     result
 }
 

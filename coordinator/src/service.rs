@@ -56,7 +56,7 @@ impl From<CoreError> for Status {
     fn from(e: CoreError) -> Status {
         match e {
             CoreError::Engine(e) => e.into(),
-            CoreError::Broken => Status::unavailable(e.to_string()),
+            CoreError::Broken | CoreError::Standby => Status::unavailable(e.to_string()),
             CoreError::Poisoned => Status::internal(e.to_string()),
             CoreError::NotPublished => Status::internal(e.to_string()),
             CoreError::Superseded => Status::aborted(e.to_string()),
@@ -150,6 +150,14 @@ impl Rpc {
             subscriptions: Default::default(),
             witnessing: std::sync::Mutex::new(witnessing),
         })
+    }
+
+    /// Restores the check and enrolment quotas from the log afresh (a
+    /// standby that took over: the log grew under another coordinator).
+    pub fn restore_quotas(&self) {
+        self.checks.clear();
+        self.additions.clear();
+        seed_quotas(&self.core, &self.checks, &self.additions);
     }
 
     fn witnessing(&self) -> Result<std::sync::MutexGuard<'_, Witnessing>, Status> {

@@ -470,7 +470,7 @@ impl Keyserver {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(mut self) {
-        terminate(&mut self.child, "keyserver");
+        terminate(&mut self.child, "keyserver", None);
     }
 }
 
@@ -497,7 +497,7 @@ impl Coordinator {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(mut self) {
-        terminate(&mut self.child, "coordinator");
+        terminate(&mut self.child, "coordinator", Some(&self.log));
     }
 
     pub fn log_text(&self) -> String {
@@ -512,13 +512,14 @@ impl Drop for Coordinator {
     }
 }
 
-fn terminate(child: &mut Child, what: &str) {
+fn terminate(child: &mut Child, what: &str, log: Option<&Path>) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let done = wait_until(Duration::from_secs(20), || matches!(child.try_wait(), Ok(Some(_))));
-    assert!(done, "{what} did not stop within 20 s of SIGTERM");
+    let log = || log.and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
+    assert!(done, "{what} did not stop within 20 s of SIGTERM; log:\n{}", log());
     let st = child.wait().unwrap();
-    assert!(st.success(), "{what} exited with {st} after SIGTERM");
+    assert!(st.success(), "{what} exited with {st} after SIGTERM; log:\n{}", log());
 }
 
 /// A node.
@@ -566,7 +567,7 @@ pub struct Watcher {
 impl Watcher {
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(mut self) {
-        terminate(&mut self.child, "watch");
+        terminate(&mut self.child, "watch", None);
     }
 
     /// Whether it has exited, and how.

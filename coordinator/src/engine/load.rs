@@ -91,6 +91,20 @@ fn epoch_of(v: Option<Vec<u8>>) -> Option<u32> {
 }
 
 impl Engine {
+    /// An engine holding nothing, with small indexes: what a standby
+    /// coordinator keeps until it takes over (and then loads the store).
+    pub fn idle(settings: Settings, signer: Signer) -> Engine {
+        Engine {
+            matcher: Matcher::with_capacity(0, 0),
+            registry: Registry::default(),
+            outbox: Outbox::default(),
+            log: AuditLog::new(signer, settings.origin.clone()),
+            hits: Vec::new(),
+            decided_at: 0,
+            settings,
+        }
+    }
+
     /// Rebuilds the engine from the store, checks the log against its latest
     /// checkpoint, and appends policy and epoch entries if they changed.
     /// Returns the engine, the published log view, and a commit to apply

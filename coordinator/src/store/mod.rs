@@ -203,6 +203,34 @@ pub trait Store: StoreRead + Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Number of disclosures a force has not acknowledged.
     fn pending_count(&self, force: &str) -> Result<u64, StoreError>;
+
+    /// Tries to become the active coordinator of this store, as `holder`
+    /// (a name for logs and operators). A store with one user at a time
+    /// (the embedded file, locked when opened) is always held.
+    fn take_lease(&self, holder: &str) -> Result<Lease, StoreError> {
+        let _ = holder;
+        Ok(Lease::Held(0))
+    }
+
+    /// Whether this coordinator still holds the lease it took (checked
+    /// against the store; a lost lease is let go of, and commits are then
+    /// refused).
+    fn holds_lease(&self) -> bool {
+        true
+    }
+
+    /// Lets go of the lease (stepping down, or stopping), so that a
+    /// standby takes over at once.
+    fn release_lease(&self) {}
+}
+
+/// Who is the active coordinator of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This coordinator: it holds the lease, taken for the `n`th time.
+    Held(u64),
+    /// Another coordinator, by the name it took the lease under.
+    Elsewhere(String),
 }
 
 /// Packs tokens for storage: one kind byte and 16 token bytes each.

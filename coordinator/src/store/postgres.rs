@@ -51,7 +51,10 @@ use super::{
 };
 
 /// The schema versions this binary knows: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial schema", include_str!("postgres/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial schema", include_str!("postgres/0001_initial.sql")),
+    (2, "the active coordinator's lease", include_str!("postgres/0002_lease.sql")),
+];
 
 /// The schema version this binary reads and writes.
 pub fn latest_version() -> i32 {
@@ -62,6 +65,10 @@ pub fn latest_version() -> i32 {
 const FORMAT_KEY: &str = "store_format";
 /// Advisory-lock key of migrations ("vigilmig" as bytes).
 const MIGRATION_LOCK: i64 = 0x7669_6769_6c6d_6967;
+/// Advisory-lock key of the active coordinator's lease ("vigilact").
+const LEASE_LOCK: i64 = 0x7669_6769_6c61_6374;
+/// How long the lease check may take before the lease counts as lost.
+const LEASE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Rows of a batch at or above which records and subjects go by `COPY`.
 const COPY_AT: usize = 64;
 
@@ -115,7 +122,21 @@ fn block<F: Future>(f: F) -> F::Output {
 
 /// A private runtime for the connections, and a connected client.
 struct Conn {
-    rt: tokio::runtime::Runtime,
+    /// Where the connection tasks run.
+    rt: tokio::runtime::Handle,
+    /// The runtime itself, only ever taken by `drop`.
+    owned: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Conn {
+    /// Shuts the runtime down without waiting: the store may be dropped on
+    /// an async thread (the server's last reference), where a blocking
+    /// drop panics. The connections end with it.
+    fn drop(&mut self) {
+        if let Some(rt) = self.owned.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Conn {
@@ -126,7 +147,7 @@ impl Conn {
             .enable_all()
             .build()
             .map_err(|e| err(format!("postgres: runtime: {e}")))?;
-        Ok(Conn { rt })
+        Ok(Conn { rt: rt.handle().clone(), owned: Some(rt) })
     }
 
     /// Connects on the store's runtime; the connection task logs when the
@@ -323,6 +344,12 @@ pub struct PgStore {
     /// Reads, and acknowledgements (single statements, committed with
     /// `synchronous_commit` off for this connection only).
     read: std::sync::RwLock<std::sync::Arc<Prepared>>,
+    /// The lease connection, whose session holds the advisory lock while
+    /// this coordinator is the active one (kept between attempts).
+    lease: Mutex<Option<std::sync::Arc<Client>>>,
+    /// The lease generation this coordinator took; 0 while it holds none.
+    /// Every commit checks it against `vigil_lease` in its transaction.
+    generation: std::sync::atomic::AtomicI64,
     /// The connections' runtime (dropped last).
     conn: Conn,
 }
@@ -382,8 +409,29 @@ impl PgStore {
             settings: s.clone(),
             write: Mutex::new(write),
             read: std::sync::RwLock::new(std::sync::Arc::new(setup_reader(read)?)),
+            lease: Mutex::new(None),
+            generation: std::sync::atomic::AtomicI64::new(0),
             conn,
         })
+    }
+
+    /// Runs `f` on the connections' runtime, waiting at most `timeout` for
+    /// it (`None` when it took longer).
+    fn bounded<T: Send + 'static>(&self, timeout: Duration, f: impl Future<Output = T> + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.conn.rt.spawn(async move {
+            if let Ok(v) = tokio::time::timeout(timeout, f).await {
+                let _ = tx.send(v);
+            }
+        });
+        rx.recv().ok()
+    }
+
+    /// Forgets the lease: commits are refused from now on, and dropping
+    /// the lease connection ends its session, which releases the lock.
+    fn lose_lease(&self, slot: &mut Option<std::sync::Arc<Client>>) {
+        self.generation.store(0, std::sync::atomic::Ordering::SeqCst);
+        *slot = None;
     }
 
     /// The writer connection, connected again if it was lost (the database
@@ -912,12 +960,119 @@ impl StoreRead for PgStore {
 
 impl Store for PgStore {
     fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let held = self.generation.load(Ordering::SeqCst);
+        if held == 0 {
+            return Err(err("postgres: this coordinator does not hold the lease (it is a standby, or stepped down); \
+                 nothing was written"));
+        }
         let mut w = self.writer()?;
         block(async {
             let tx = w.transaction().await.map_err(db("starting a commit"))?;
+            // The fencing check: a share lock on the lease row, so that a
+            // coordinator taking over (which bumps the generation) waits
+            // for this commit, and this commit fails if it came first.
+            let now: i64 = tx
+                .query_one("SELECT generation FROM vigil_lease WHERE id = 1 FOR SHARE", &[])
+                .await
+                .map_err(db("checking the lease"))?
+                .get(0);
+            if now != held {
+                self.generation.store(0, Ordering::SeqCst);
+                return Err(err(format!(
+                    "postgres: another coordinator took the lease (generation {now}; this one held {held}); \
+                     nothing was written"
+                )));
+            }
             apply(&tx, c).await?;
             tx.commit().await.map_err(db("committing"))
         })
+    }
+
+    fn take_lease(&self, holder: &str) -> Result<super::Lease, StoreError> {
+        use std::sync::atomic::Ordering;
+        let mut slot = self.lease.lock().map_err(|_| err("postgres: lease lock poisoned"))?;
+        let held = self.generation.load(Ordering::SeqCst);
+        if held > 0 && slot.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(super::Lease::Held(held as u64));
+        }
+        let client = match slot.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => {
+                let c = self.conn.connect(&self.settings, "lease")?;
+                // The database notices a coordinator whose machine vanished
+                // (no FIN) within about 11 s, and frees the lock.
+                block(c.batch_execute(
+                    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3",
+                ))
+                .map_err(db("setting up the lease connection"))?;
+                std::sync::Arc::new(c)
+            }
+        };
+        let got: bool = block(client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEASE_LOCK]))
+            .map_err(db("trying the lease"))?
+            .get(0);
+        if !got {
+            let by: String = block(client.query_one("SELECT holder FROM vigil_lease WHERE id = 1", &[]))
+                .map_err(db("reading the lease"))?
+                .get(0);
+            *slot = Some(client);
+            return Ok(super::Lease::Elsewhere(by));
+        }
+        // Waits for a commit in flight under the previous generation.
+        let taken = block(client.query_one(
+            "UPDATE vigil_lease SET generation = generation + 1, holder = $1, taken_at = now() WHERE id = 1 \
+             RETURNING generation",
+            &[&holder],
+        ));
+        match taken {
+            Ok(row) => {
+                let g: i64 = row.get(0);
+                self.generation.store(g, Ordering::SeqCst);
+                *slot = Some(client);
+                Ok(super::Lease::Held(g as u64))
+            }
+            Err(e) => {
+                self.lose_lease(&mut slot);
+                Err(db("taking the lease")(e))
+            }
+        }
+    }
+
+    fn holds_lease(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let Ok(mut slot) = self.lease.lock() else { return false };
+        let held = self.generation.load(Ordering::SeqCst);
+        let Some(client) = slot.clone().filter(|_| held > 0) else {
+            self.lose_lease(&mut slot);
+            return false;
+        };
+        let now = self.bounded(LEASE_CHECK_TIMEOUT, async move {
+            client.query_one("SELECT generation FROM vigil_lease WHERE id = 1", &[]).await.map(|r| r.get::<_, i64>(0))
+        });
+        match now {
+            Some(Ok(g)) if g == held => true,
+            other => {
+                let why = match other {
+                    Some(Ok(g)) => format!("the generation is now {g}"),
+                    Some(Err(e)) => db("checking the lease")(e).to_string(),
+                    None => format!("no answer within {} s", LEASE_CHECK_TIMEOUT.as_secs()),
+                };
+                tracing::error!(reason = %why, "the lease is lost");
+                self.lose_lease(&mut slot);
+                false
+            }
+        }
+    }
+
+    fn release_lease(&self) {
+        let Ok(mut slot) = self.lease.lock() else { return };
+        if let Some(c) = slot.as_ref().filter(|_| self.generation.load(std::sync::atomic::Ordering::SeqCst) > 0) {
+            let c = c.clone();
+            let _ = self
+                .bounded(LEASE_CHECK_TIMEOUT, async move { c.execute("SELECT pg_advisory_unlock_all()", &[]).await });
+        }
+        self.lose_lease(&mut slot);
     }
 
     fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
