@@ -44,7 +44,6 @@ impl CheckQuotas {
 
     /// Counts a check made at `at_ms` (read back from the log at start, in
     /// log order, so oldest first).
-
     pub fn seed(&self, force: &str, at_ms: i64, applicants: u64) {
         if let Ok(mut m) = self.seen.lock() {
             m.entry(force.to_string()).or_default().push_back((at_ms, applicants));
@@ -105,7 +104,6 @@ impl AdditionQuotas {
     /// Counts `added` subjects enrolled by `force` at `at_ms` (from the log
     /// at start, oldest first, or after a batch is applied). The first call
     /// for a force sets the time of its first batch.
-
     pub fn record(&self, force: &str, at_ms: i64, added: u64) {
         if let Ok(mut m) = self.seen.lock() {
             let (_, q) = m.entry(force.to_string()).or_insert_with(|| (at_ms, VecDeque::new()));
