@@ -61,8 +61,11 @@ pub struct NodeConfig {
     pub role: NodeRole,
     /// This node's code, e.g. `"gmp"` or `"pnc"`; must match the certificate.
     pub code: String,
-    /// The coordinator's address, e.g. `"https://vigil.example:7443"`.
-    pub coordinator: String,
+    /// The coordinator's address, e.g. `"https://vigil.example:7443"`, or
+    /// the addresses of an active coordinator and its standbys, as a list:
+    /// the node uses whichever takes its connection (a standby takes
+    /// none) and moves on when one goes away.
+    pub coordinator: Addresses,
     /// The name the coordinator's certificate is checked against (a DNS SAN
     /// of its certificate), e.g. `"coordinator.vigil.example"`.
     pub server_name: String,
@@ -204,6 +207,40 @@ impl NodeAudit {
     }
 }
 
+/// One address, or several (`coordinator = ["https://a:7443",
+/// "https://b:7443"]`), tried in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses(pub Vec<String>);
+
+impl Addresses {
+    /// A single address.
+    pub fn one(a: impl Into<String>) -> Addresses {
+        Addresses(vec![a.into()])
+    }
+}
+
+impl std::fmt::Display for Addresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+impl<'de> Deserialize<'de> for Addresses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Addresses, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(String),
+            Several(Vec<String>),
+        }
+        match Form::deserialize(d) {
+            Ok(Form::One(a)) => Ok(Addresses(vec![a])),
+            Ok(Form::Several(v)) => Ok(Addresses(v)),
+            Err(_) => Err(serde::de::Error::custom("expected an address or a list of addresses")),
+        }
+    }
+}
+
 /// `[sync]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -258,8 +295,11 @@ impl NodeConfig {
         if !vigil_proto::spiffe::is_valid_code(&c.code) {
             return Err(err("code must be 1 to 32 of a-z, 0-9 and -".into()));
         }
-        if !c.coordinator.starts_with("https://") {
-            return Err(err("coordinator must be an https:// address (there is no plaintext mode)".into()));
+        if c.coordinator.0.is_empty() {
+            return Err(err("coordinator must name at least one address".into()));
+        }
+        if let Some(a) = c.coordinator.0.iter().find(|a| !a.starts_with("https://")) {
+            return Err(err(format!("coordinator {a:?} must be an https:// address (there is no plaintext mode)")));
         }
         if matches!(c.role, NodeRole::Force | NodeRole::Source) && c.keys.is_none() {
             return Err(err(format!("a {} node needs a [keys] section", c.role.as_str())));
@@ -374,11 +414,20 @@ vkey = "audit.vkey"
         assert_eq!(c.role, NodeRole::Force);
         assert_eq!(c.tls.cert, PathBuf::from("/srv/gmp/gmp.crt"));
         assert_eq!(c.sync.max_removal_share, 0.10);
+        assert_eq!(c.coordinator, Addresses::one("https://127.0.0.1:7443"));
+        // An active coordinator and its standby.
+        let pair = GOOD.replace("\"https://127.0.0.1:7443\"", "[\"https://a:7443\", \"https://b:7443\"]");
+        let c = NodeConfig::parse(&pair, Path::new("n.toml")).unwrap();
+        assert_eq!(c.coordinator.0, ["https://a:7443", "https://b:7443"]);
+        assert_eq!(c.coordinator.to_string(), "https://a:7443, https://b:7443");
         for (bad, want) in [
             (GOOD.replace("https://", "http://"), "plaintext"),
             (GOOD.replace("[keys]\nlinkage = \"linkage.key\"\nlocal = \"local.key\"\n", ""), "[keys]"),
             (format!("{GOOD}\n[sync]\nbatch_sise = 3\n"), "batch_sise"),
             (GOOD.replace("code = \"gmp\"", "code = \"GMP\""), "code"),
+            (GOOD.replace("\"https://127.0.0.1:7443\"", "[]"), "at least one"),
+            (GOOD.replace("\"https://127.0.0.1:7443\"", "[\"https://a:1\", \"http://b:2\"]"), "plaintext"),
+            (GOOD.replace("\"https://127.0.0.1:7443\"", "7443"), "list of addresses"),
         ] {
             let e = NodeConfig::parse(&bad, Path::new("n.toml")).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");

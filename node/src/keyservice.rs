@@ -60,7 +60,7 @@ impl KeyService {
         let ks = cfg.keyserver.as_ref().ok_or_else(|| NodeError::config("this node has no [keyserver] section"))?;
         let public_key = ks.public_key()?;
         let mut via = cfg.clone();
-        via.coordinator = ks.address.clone();
+        via.coordinator = crate::config::Addresses::one(ks.address.clone());
         via.server_name = ks.server_name.clone();
         via.server_role = ServerRole::Keyserver;
         let channel = client::connect(&via).await?;

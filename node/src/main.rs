@@ -433,8 +433,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Health { config, wait } => {
             let cfg = load(&config, None)?;
-            runtime()?.block_on(client::health(&cfg, std::time::Duration::from_secs(wait)))?;
-            outln!("coordinator {} is serving", cfg.coordinator);
+            let at = runtime()?.block_on(client::health(&cfg, std::time::Duration::from_secs(wait)))?;
+            outln!("coordinator {at} is serving");
             Ok(())
         }
         Command::CheckConfig { config } => {

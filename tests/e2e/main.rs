@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod demo;
 mod deploy;
+mod failover;
 mod integrity;
 mod keyserver;
 mod policy;

@@ -174,33 +174,9 @@ scheme = {scheme}
     /// Starts the coordinator and waits until its health service answers.
     /// After the first start the port is pinned, so restarts reuse it.
     pub fn start_coordinator(&mut self) -> Coordinator {
-        let log = self.path().join("coordinator/coordinator.log");
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let mut child = Command::new(bin("vigil-coordinator"))
-            .args(["serve", "--config"])
-            .arg(&self.coordinator_config)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(a.parse::<SocketAddr>().ok());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Some(a)) => a,
-            _ => {
-                let _ = child.kill();
-                panic!("coordinator did not start; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-            }
-        };
+        let c = spawn_coordinator(&self.coordinator_config);
         if self.port == 0 {
-            self.port = addr.port();
+            self.port = c.addr.port();
             let text = std::fs::read_to_string(&self.coordinator_config).unwrap();
             std::fs::write(
                 &self.coordinator_config,
@@ -208,11 +184,17 @@ scheme = {scheme}
             )
             .unwrap();
         }
-        let c = Coordinator { child, addr, log };
         let probe = self.client_identity("auditor", "harness");
         let ready = wait_until(Duration::from_secs(30), || health(&c.addr, self.path(), &probe));
         assert!(ready, "coordinator never became healthy; log:\n{}", c.log_text());
         c
+    }
+
+    /// Starts another coordinator from `config` (say, a standby sharing
+    /// the first one's database) once it listens, without waiting for it
+    /// to serve.
+    pub fn start_another_coordinator(&self, config: &Path) -> Coordinator {
+        spawn_coordinator(config)
     }
 
     /// Issues a client certificate (`spiffe://vigil.test/<role>/<code>`) and
@@ -393,6 +375,15 @@ impl Default for World {
     }
 }
 
+/// A gRPC channel to the coordinator at `addr` presenting `identity`.
+pub async fn channel_to(
+    addr: &SocketAddr,
+    root: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Channel, tonic::transport::Error> {
+    channel(addr, root, identity, None).await
+}
+
 async fn channel(
     addr: &SocketAddr,
     root: &Path,
@@ -479,6 +470,62 @@ impl Drop for Keyserver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `vigil-coordinator serve` and waits until it says where it
+/// listens; its log goes next to its configuration.
+fn spawn_coordinator(config: &Path) -> Coordinator {
+    let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or("coordinator");
+    let log = config.with_file_name(format!("{stem}.log"));
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    let mut child = Command::new(bin("vigil-coordinator"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("listening on ") {
+                let _ = tx.send(a.parse::<SocketAddr>().ok());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Some(addr)) => Coordinator { child, addr, log },
+        _ => {
+            let _ = child.kill();
+            panic!("coordinator did not start; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+    }
+}
+
+/// What a plaintext health-only listener (`[health] listen`) says:
+/// `Some(true)` SERVING, `Some(false)` anything else, `None` no answer.
+pub fn plain_health(addr: &SocketAddr) -> Option<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .ok()?;
+        let r = tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .ok()?;
+        Some(r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+    })
+}
+
+/// A free loopback port (bound and let go: for listeners configured by
+/// port, such as `[health] listen`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A running coordinator. Killed (SIGKILL) if dropped while running.

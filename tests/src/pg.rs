@@ -49,17 +49,13 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Postgres {
     /// Creates and starts a cluster, with an empty database `vigil`.
     pub fn start() -> Postgres {
         let bin = find_bin();
         let as_postgres = is_root();
         let dir = tempfile::Builder::new().prefix("vigil-pg-").tempdir().unwrap();
-        let pg = Postgres { dir, bin, port: free_port(), as_postgres };
+        let pg = Postgres { dir, bin, port: crate::free_port(), as_postgres };
         if as_postgres {
             ok(run(Command::new("chown").arg("postgres:").arg(pg.dir.path())));
         }
