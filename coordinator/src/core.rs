@@ -4,7 +4,10 @@
 //! leaves are published, and subscribers told, only when the server's
 //! publisher calls [`Core::publish_staged`], on a schedule
 //! (`[audit] publish_interval_ms`): whoever reads checkpoints sees the log
-//! grow by ticks that merge every batch in between, not batch by batch. If a commit fails, the engine is rebuilt from the store, so
+//! grow by ticks that merge every batch in between, not batch by batch.
+//! A core whose store's lease another coordinator holds is the standby: it
+//! refuses every request ([`CoreError::Standby`]) and holds nothing until
+//! [`Core::lease_turn`] finds the lease free and takes over. If a commit fails, the engine is rebuilt from the store, so
 //! memory never runs ahead of disk; if that fails too, the core refuses
 //! further work until restarted. No RPC types here: the RPC layer
 //! (`service`) converts requests to domain types and [`CoreError`] to

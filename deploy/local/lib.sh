@@ -12,6 +12,11 @@
 # private cluster in $OUT/pg (initdb, a free loopback port; PG_OPTS adds
 # server settings), migrated with `vigil-coordinator migrate` and stopped
 # by vigil_cleanup. The default is the embedded store.
+#
+# VIGIL_STANDBY=1 (with VIGIL_STORE=postgres): a second coordinator, `b`,
+# with the same keys and database (coordinator/coordinator-b.toml, port
+# $PORT_B, metrics $METRICS_B), started by vigil_start_standby; every node
+# is given both addresses.
 SCHEME=${VIGIL_SCHEME:-3}
 STORE=${VIGIL_STORE:-redb}
 PIDS=()
@@ -68,10 +73,12 @@ node_config() {
       keys=$'[keys]\nlinkage = "../../shared/linkage.key"\nlocal = "local.key"'
     fi
   fi
+  local addrs="\"https://127.0.0.1:$PORT\""
+  [ -n "${PORT_B:-}" ] && addrs="[\"https://127.0.0.1:$PORT\", \"https://127.0.0.1:$PORT_B\"]"
   cat > "$dir/node.toml" <<EOF
 role = "$1"
 code = "$2"
-coordinator = "https://127.0.0.1:$PORT"
+coordinator = $addrs
 server_name = "$SERVER"
 data_dir = "data"
 [tls]
@@ -101,6 +108,12 @@ vigil_setup() {
   "$COORD" keygen --out "$OUT/coordinator" --origin "$ORIGIN" >/dev/null
   PORT=$(free_port)
   METRICS=$(free_port)
+  PORT_B= METRICS_B=
+  if [ -n "${VIGIL_STANDBY:-}" ]; then
+    [ "$STORE" = postgres ] || { echo "VIGIL_STANDBY needs VIGIL_STORE=postgres (coordinators share the database)" >&2; return 1; }
+    PORT_B=$(free_port)
+    METRICS_B=$(free_port)
+  fi
   if [ "$SCHEME" = 3 ]; then
     keyserver_setup "$@"
   else
@@ -142,6 +155,12 @@ EOF
   printf '[matching]\nscheme = %s\n' "$SCHEME" >> "$OUT/coordinator/coordinator.toml"
   if [ "$STORE" = postgres ]; then
     "$COORD" migrate --config "$OUT/coordinator/coordinator.toml" >/dev/null
+  fi
+  if [ -n "$PORT_B" ]; then
+    sed -e "s/^listen = \"127.0.0.1:$PORT\"/listen = \"127.0.0.1:$PORT_B\"/" \
+        -e "s/^listen = \"127.0.0.1:$METRICS\"/listen = \"127.0.0.1:$METRICS_B\"/" \
+        -e 's/^data_dir = "data"/data_dir = "data-b"/' \
+        "$OUT/coordinator/coordinator.toml" > "$OUT/coordinator/coordinator-b.toml"
   fi
 }
 
@@ -207,6 +226,34 @@ vigil_start_coordinator() {
   COORD_PID=$!
   PIDS+=("$COORD_PID")
   "$NODE" health --config "$OUT/nodes/ico/node.toml" --wait 900 >/dev/null
+}
+
+# vigil_start_standby: coordinator b; returns once its metrics say it is
+# the standby (vigil_active 0).
+vigil_start_standby() {
+  "$COORD" serve --config "$OUT/coordinator/coordinator-b.toml" >>"$OUT/coordinator/stdout-b.log" 2>>"$OUT/coordinator/coordinator-b.log" &
+  COORD_B_PID=$!
+  PIDS+=("$COORD_B_PID")
+  local i
+  for i in $(seq 1 600); do
+    [ "$(vigil_active "$METRICS_B")" = 0 ] && return 0
+    kill -0 "$COORD_B_PID" 2>/dev/null || { cat "$OUT/coordinator/coordinator-b.log" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "coordinator b did not start" >&2
+  return 1
+}
+
+# vigil_active METRICS_PORT: 1 if that coordinator is the active one, 0 if
+# the standby, nothing if it does not answer.
+vigil_active() {
+  python3 - "$1" <<'PY' 2>/dev/null || true
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=2).read().decode()
+for line in text.splitlines():
+    if line.startswith("vigil_active "):
+        print(int(float(line.split()[1])))
+PY
 }
 
 # vigil_stop_coordinator: SIGTERM, and wait until it has stopped.

@@ -135,6 +135,27 @@ fn example_configurations_load_in_the_binaries() {
     let cm = docs.iter().find(|d| d["kind"].as_str() == Some("ConfigMap")).unwrap();
     let p = stage(d, cm["data"]["coordinator.toml"].as_str().unwrap(), "k8s-coordinator.toml");
     ok(run(Command::new(&coord).args(["check-config", "--config"]).arg(&p)));
+    // The active and standby pair's config migrates and checks against a
+    // real database (this test's cluster in place of the managed one).
+    let pg = vigil_tests::pg::Postgres::start();
+    let k8s = std::fs::read_to_string(deploy().join("k8s/coordinator-ha.yaml")).unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&k8s).unwrap();
+    let cm = docs.iter().find(|d| d["kind"].as_str() == Some("ConfigMap")).unwrap();
+    let mut cfg: toml::Table = toml::from_str(cm["data"]["coordinator.toml"].as_str().unwrap()).unwrap();
+    let store = cfg["store"].as_table().unwrap().clone();
+    assert_eq!(store["backend"].as_str(), Some("postgres"));
+    let mut local = store.clone();
+    local.insert("host".into(), "127.0.0.1".into());
+    local.insert("port".into(), i64::from(pg.port()).into());
+    local.remove("tls_ca"); // the test cluster speaks plaintext on loopback
+    cfg.insert("store".into(), local.into());
+    std::fs::create_dir_all(d.join("db")).unwrap();
+    std::fs::write(d.join("db/password"), "unused-with-trust-authentication\n").unwrap();
+    let p = stage(d, &toml::to_string(&cfg).unwrap(), "k8s-coordinator-ha.toml");
+    let out = ok(run(Command::new(&coord).args(["migrate", "--config"]).arg(&p)));
+    assert!(out.contains("schema version 2"), "{out}");
+    let out = ok(run(Command::new(&coord).args(["check-config", "--config"]).arg(&p)));
+    assert!(out.contains("schema version 2"), "{out}");
     // The example binds metrics to loopback: plain HTTP with counts of
     // disclosures is for the operator's own monitoring.
     let example: toml::Table =

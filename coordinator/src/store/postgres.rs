@@ -29,8 +29,18 @@
 //!   [`StoreError`] (a batch is then refused and the engine rebuilt from
 //!   the store); the next call connects again.
 //!
+//! - **The lease.** Several coordinators may share the database; the one
+//!   holding a session advisory lock on a third connection is the active
+//!   one ([`Store::take_lease`]). Taking it bumps `vigil_lease.generation`,
+//!   and every commit checks that generation under a share lock in its own
+//!   transaction, so a coordinator that lost the lease without noticing
+//!   cannot write. The lease session's TCP keepalives let the database
+//!   free the lock of a coordinator whose machine vanished within about
+//!   11 s.
+//!
 //! # Layout
 //! - `postgres/0001_initial.sql`: the first schema.
+//! - `postgres/0002_lease.sql`: the lease's fencing row.
 //! - [`PgSettings`]: where the database is.
 //! - [`migrate`], [`schema_version`], [`check`]: the migrations, and the
 //!   schema check `check-config` runs.
