@@ -16,13 +16,13 @@
 #
 # Environment (all optional): VIGIL_DEMO_OUT (default ha-demo-out),
 # VIGIL_BIN (already-built binaries), VIGIL_DEMO_STAFF (default 1500),
-# VIGIL_DEMO_NATIONAL (default 40000), VIGIL_SCHEME (3 or 2).
+# VIGIL_DEMO_NATIONAL (default 20000), VIGIL_SCHEME (3 or 2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 OUT=${VIGIL_DEMO_OUT:-ha-demo-out}
 STAFF=${VIGIL_DEMO_STAFF:-1500}
-NATIONAL=${VIGIL_DEMO_NATIONAL:-40000}
+NATIONAL=${VIGIL_DEMO_NATIONAL:-20000}
 TD=vigil.demo
 ORIGIN=vigil.demo/audit
 SERVER=coordinator.vigil.demo
@@ -62,6 +62,7 @@ done
 step "synthesising ${#FORCES[@]} forces x $STAFF staff and $NATIONAL national records"
 "$LAB" synth --out "$OUT/data" --seed 3 --forces ${#FORCES[@]} --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05
 for f in "${FORCES[@]}"; do "$NODE" sync --config "$OUT/nodes/$f/node.toml" --roster "$OUT/data/roster-$f.csv" | sed -n 1p; done
+"$NODE" witness run --once --config "$OUT/nodes/w1/node.toml" | sed 's/^/   witness w1: /'
 "$NODE" audit verify --config "$OUT/nodes/ico/node.toml" | sed 's/^/   before: /'
 WANT=$("$LAB" eval --json --no-train --roster "$OUT"/data/roster-*.csv --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" \
   | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({f:v["confirmed"] for f,v in r["per_force"].items()}))')

@@ -36,6 +36,24 @@ pub async fn connect(cfg: &NodeConfig) -> Result<Channel, NodeError> {
     connect_to(cfg).await.map(|(channel, _)| channel)
 }
 
+/// As [`connect`], retrying an unreachable coordinator (restarting, or a
+/// standby taking over) for up to `retry`; a configuration problem fails
+/// at once.
+pub async fn connect_within(cfg: &NodeConfig, retry: Duration) -> Result<Channel, NodeError> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect(cfg).await {
+            Err(NodeError::Unavailable(m)) if started.elapsed() < retry => {
+                tracing::warn!(error = %m, "the coordinator cannot be reached; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// As [`connect`], also saying which address took the connection. Given
 /// several addresses (an active coordinator and its standbys), the first
 /// that completes a handshake is used: a standby closes connections before

@@ -352,7 +352,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let keys = Keys::load(&cfg)?;
             let store = open_store(&cfg)?;
             let s = runtime()?.block_on(async {
-                let ch = client::connect(&cfg).await?;
+                let ch = client::connect_within(&cfg, std::time::Duration::from_secs(cfg.sync.retry_seconds)).await?;
                 vigil_node::sync::sync_roster(&cfg, &keys, &store, ch, &roster, allow_removals, report.as_deref()).await
             })?;
             out!("{}", render::sync_summary(&cfg.code, &s));
@@ -368,7 +368,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let keys = Arc::new(Keys::load(&cfg)?);
             let store = Arc::new(open_store(&cfg)?);
             let s = runtime()?.block_on(async {
-                let ch = client::connect(&cfg).await?;
+                let ch = client::connect_within(&cfg, std::time::Duration::from_secs(cfg.sync.retry_seconds)).await?;
                 let input = FeedInput {
                     extract: extract.as_deref(),
                     delta: delta.as_deref(),
