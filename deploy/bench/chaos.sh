@@ -2,8 +2,9 @@
 # Faults, repeated: an active and a standby coordinator on one PostgreSQL
 # database, two forces watching, and a national feed that grows by a slice
 # each round. In every round, at a random moment of the round's feed, one
-# fault: the active coordinator killed with SIGKILL (then started again, as
-# the standby), or every coordinator's database connection cut
+# fault: the active coordinator killed with SIGKILL (then started again:
+# every other time at once, racing the standby for the lease, otherwise
+# once the standby has taken over), or every coordinator's database connection cut
 # (pg_terminate_backend: the lease goes, the coordinators contend for it
 # again). At the end every force's inbox must equal what the same policy
 # finds offline, and every node's audit must verify. Prints lost,
@@ -78,13 +79,19 @@ for i in $(seq 1 "$ROUNDS"); do
   FEED=$!
   sleep "$(printf '0.%03d' $(( RANDOM % 500 )))"
   if [ $(( RANDOM % 100 )) -lt "$KILL_SHARE" ]; then
-    s=$(active)
-    if [ -n "$s" ]; then
-      kill -9 "${PID[$s]}" 2>/dev/null || true
-      wait "${PID[$s]}" 2>/dev/null || true
-      KILLS=$((KILLS + 1))
-      start_slot "$s"
+    s=""
+    for _ in $(seq 1 1200); do s=$(active); [ -n "$s" ] && break; sleep 0.1; done
+    [ -n "$s" ] || { echo "no coordinator became active within 120 s" >&2; exit 1; }
+    kill -9 "${PID[$s]}" 2>/dev/null || true
+    wait "${PID[$s]}" 2>/dev/null || true
+    KILLS=$((KILLS + 1))
+    # Every other kill, the killed one comes back at once and races the
+    # standby for the lease; otherwise once the standby has taken over.
+    if [ $(( KILLS % 2 )) = 0 ]; then
+      other=$([ "$s" = a ] && echo b || echo a)
+      for _ in $(seq 1 1200); do [ "$(vigil_active "${METRICS_OF[$other]}")" = 1 ] && break; sleep 0.1; done
     fi
+    start_slot "$s"
   else
     pg_run "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U vigil -d vigil -Atq -c \
       "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE 'vigil-coordinator-%'" >/dev/null
