@@ -51,6 +51,23 @@ pub fn truth(dir: &Path) -> HashMap<String, BTreeSet<Pair>> {
 }
 
 /// The (employee, record) pairs of a force's inbox that are in force.
+/// Waits until `node`'s inbox holds exactly `expect` in force, then checks
+/// that no disclosure is there twice; `what` says after what.
+pub fn assert_inbox_converges(
+    node: &vigil_tests::Node,
+    watcher: &vigil_tests::Watcher,
+    expect: &BTreeSet<Pair>,
+    what: &str,
+) {
+    let converged =
+        vigil_tests::wait_until(std::time::Duration::from_secs(60), || &active_pairs(&node.inbox()) == expect);
+    assert!(converged, "inbox did not converge {what}; watch log:\n{}", watcher.log_text());
+    let inbox = node.inbox();
+    let ids: std::collections::HashSet<&str> = inbox.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), inbox.len(), "an id appears twice in the inbox");
+    assert_eq!(inbox.len(), expect.len(), "a disclosure was duplicated");
+}
+
 pub fn active_pairs(inbox: &[serde_json::Value]) -> BTreeSet<Pair> {
     inbox
         .iter()

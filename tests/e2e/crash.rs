@@ -4,7 +4,6 @@
 //! embedded store and on PostgreSQL (a private cluster started for the
 //! test).
 
-use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::Duration;
 use vigil_proto::v1::StatusRequest;
@@ -12,7 +11,7 @@ use vigil_proto::v1::feed_service_client::FeedServiceClient;
 use vigil_tests::pg::Postgres;
 use vigil_tests::{World, bin, ok, run, wait_until};
 
-use crate::common::{active_pairs, expected, synth_set};
+use crate::common::{assert_inbox_converges, expected, synth_set};
 
 fn records_at_coordinator(w: &World) -> Option<u64> {
     let id = w.client_identity("source", "pnc");
@@ -108,12 +107,7 @@ fn kill_9_scenario(pg: Option<&Postgres>) {
     coordinator.kill9();
     println!("killed with {} of {} disclosures in the inbox", node.inbox().len(), expect.len());
     let coordinator = w.start_coordinator();
-    let converged = wait_until(Duration::from_secs(60), || &active_pairs(&node.inbox()) == expect);
-    assert!(converged, "inbox did not converge after restart; watch log:\n{}", watcher.log_text());
-    let inbox = node.inbox();
-    let ids: HashSet<&str> = inbox.iter().map(|i| i["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), inbox.len(), "an id appears twice in the inbox");
-    assert_eq!(inbox.len(), expect.len(), "a disclosure was duplicated");
+    assert_inbox_converges(&node, &watcher, expect, "after restart");
     watcher.stop();
     coordinator.stop();
 }

@@ -7,7 +7,6 @@
 //! an auditor's stored checkpoint is consistent with the log the new active
 //! coordinator serves (no fork, no gap).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -18,7 +17,7 @@ use vigil_proto::v1::feed_service_client::FeedServiceClient;
 use vigil_tests::pg::Postgres;
 use vigil_tests::{Coordinator, Node, World, bin, free_port, ok, plain_health, run, wait_until};
 
-use crate::common::{active_pairs, expected, synth_set};
+use crate::common::{assert_inbox_converges, expected, synth_set};
 
 /// National records held by whichever coordinator is active.
 fn records_held(w: &World, addrs: &[SocketAddr]) -> Option<u64> {
@@ -140,12 +139,7 @@ fn the_standby_takes_over_when_the_active_coordinator_is_killed() {
     b.kill9();
     println!("killed the active coordinator with {} of {} disclosures in the inbox", node.inbox().len(), expect.len());
     wait_health(&a, &health_a, true, "the standby taking over again");
-    let converged = wait_until(Duration::from_secs(60), || &active_pairs(&node.inbox()) == expect);
-    assert!(converged, "inbox did not converge after the takeover; watch log:\n{}", watcher.log_text());
-    let inbox = node.inbox();
-    let ids: HashSet<&str> = inbox.iter().map(|i| i["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), inbox.len(), "an id appears twice in the inbox");
-    assert_eq!(inbox.len(), expect.len(), "a disclosure was duplicated");
+    assert_inbox_converges(&node, &watcher, expect, "after the takeover");
     ok(auditor.run(&["audit", "verify"]));
     ok(node.run(&["audit", "verify"]));
 
