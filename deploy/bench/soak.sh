@@ -60,6 +60,8 @@ PY
 rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$COORD_PID/status"; }
 for f in "${FORCES[@]}"; do "$NODE" inbox list --config "$OUT/nodes/$f/node.toml" --format json > "$OUT/nodes/$f/before-soak.json"; done
 RSS0=$(rss)
+store_mib() { if [ "$STORE" = postgres ]; then du -sm "$OUT/pg/data" | cut -f1; else du -sm "$OUT/coordinator/data" | cut -f1; fi; }
+STORE0=$(store_mib)
 echo "soak: ${#FORCES[@]} forces x $STAFF staff, $NATIONAL national records; coordinator RSS ${RSS0} MiB at the start"
 START=$(date +%s) ERRORS=0 CYCLES=0 FEEDS=0 WITHDRAWALS=0 SYNCS=0 NEXT_SAMPLE=60
 SAMPLES="0 s: ${RSS0} MiB"
@@ -86,6 +88,7 @@ for p in "${WATCHERS[@]}"; do kill -0 "$p" 2>/dev/null || STOPPED=$((STOPPED + 1
 LOGGED=$(cat "$OUT"/nodes/*/watch.log | grep -c " ERROR " || true)
 RSS1=$(rss)
 HWM=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$COORD_PID/status")
+STORE1=$(store_mib)
 python3 - "$NODE" "$OUT" "${FORCES[@]}" <<PY
 import json, subprocess, sys
 node, out, forces = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -101,6 +104,7 @@ print(f"cycles $CYCLES in $DURATION s: $FEEDS deltas fed, $WITHDRAWALS withdrawn
 print(f"errors {$ERRORS + $STOPPED + $LOGGED} (failed commands $ERRORS, watchers stopped $STOPPED, errors in watch logs $LOGGED); duplicated ids {dup}")
 print(f"delta to inbox: {len(lat)} disclosures, p50 {q(0.5)} ms, p99 {q(0.99)} ms, max {lat[-1] if lat else 0} ms")
 print("coordinator RSS: $SAMPLES; end ${RSS1} MiB (growth $(( RSS1 - RSS0 )) MiB), peak ${HWM} MiB")
+print("store on disk: ${STORE0} MiB at the start, ${STORE1} MiB at the end (the log, disclosures and receipts grow; the embedded store caches up to 256 MiB of it)")
 sys.exit(1 if $ERRORS + $STOPPED + $LOGGED or dup else 0)
 PY
 vigil_cleanup

@@ -252,11 +252,14 @@ pub struct SyncConfig {
     pub max_removal_share: f64,
     /// How long `sync` and `feed` keep retrying an unreachable coordinator.
     pub retry_seconds: u64,
+    /// Threads that tokenise and seal a feed's records (token scheme 2);
+    /// 0, the default: one a core.
+    pub feed_workers: usize,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        SyncConfig { batch_size: 10_000, max_removal_share: 0.10, retry_seconds: 30 }
+        SyncConfig { batch_size: 10_000, max_removal_share: 0.10, retry_seconds: 30, feed_workers: 0 }
     }
 }
 

@@ -537,23 +537,40 @@ fn read_changes(
     keys: std::sync::Arc<Keys>,
     store: std::sync::Arc<LocalStore>,
     first: bool,
-    batch_size: usize,
+    (batch_size, workers): (usize, usize),
     tx: tokio::sync::mpsc::Sender<Vec<Up>>,
     key_service: Option<(tokio::runtime::Handle, crate::keyservice::KeyService)>,
     report: &mut Report,
 ) -> Result<u64, NodeError> {
     let name = path.display().to_string();
-    // Scheme 2 seals each row as it is read; scheme 3 gathers a batch's
-    // changed rows, has their match keys evaluated, then seals each under
-    // its own record key wrapped for its tokens.
+    // Scheme 2 tokenises and seals rows on every core as they are read;
+    // scheme 3 gathers a batch's changed rows, has their match keys
+    // evaluated, then seals each under its own record key wrapped for its
+    // tokens.
     let sealer = match &key_service {
         Some(_) => None,
         None => Some(keys.sealer(keys.epoch).ok_or_else(|| NodeError::config("no sealing key for the current epoch"))?),
     };
-    let mut key_service = key_service;
+    if let Some(sealer) = sealer {
+        let file = input::open(&path).map_err(NodeError::from)?;
+        return read_changes_parallel(
+            file,
+            &name,
+            scan,
+            report,
+            &keys,
+            sealer,
+            (&source, &store, first),
+            (batch_size, workers),
+            tx,
+        );
+    }
+    // Scheme 3 (no sealing key: the key service makes the tokens).
+    let Some(mut ks) = key_service else {
+        return Err(NodeError::config("no sealing key for the current epoch and no key service"));
+    };
     let source_secret = blake3::derive_key("vigil record key scheme v3", keys.local.expose());
     let mut waiting: Vec<Waiting> = Vec::new();
-    let mut pending: Vec<Up> = Vec::with_capacity(batch_size);
     let mut toks = Vec::new();
     let mut unchanged = 0u64;
     let mut err: Option<NodeError> = None;
@@ -589,62 +606,194 @@ fn read_changes(
                 category: row.category.clone(),
                 event_date: event,
             };
-            let Some(sealer) = sealer else {
-                waiting.push(Waiting {
-                    record_id: row.record_id.clone(),
-                    identity: row.identity.clone(),
-                    details,
-                    rref,
-                    digest,
-                    fresh: previous.is_none(),
-                });
-                if waiting.len() >= batch_size {
-                    match key_service
-                        .as_mut()
-                        .map(|ks| evaluate_and_seal(ks, &source, (keys.epoch, &source_secret), &mut waiting))
-                    {
-                        // the sender gave up (a batch failed): stop reading
-                        Some(Ok(batch)) => stopped = tx.blocking_send(batch).is_err(),
-                        Some(Err(e)) => err = Some(e),
-                        None => {}
-                    }
+            waiting.push(Waiting {
+                record_id: row.record_id,
+                identity: row.identity,
+                details,
+                rref,
+                digest,
+                fresh: previous.is_none(),
+            });
+            if waiting.len() >= batch_size {
+                match evaluate_and_seal(&mut ks, &source, (keys.epoch, &source_secret), &mut waiting) {
+                    // the sender gave up (a batch failed): stop reading
+                    Ok(batch) => stopped = tx.blocking_send(batch).is_err(),
+                    Err(e) => err = Some(e),
                 }
-                return;
-            };
-            match sealer.seal(&rref, &details) {
-                Ok(sealed) => {
-                    let set = wire::pack(&toks);
-                    let rec =
-                        NationalRecord { record_ref: rref.to_vec().into(), tokens: Some(set), sealed: Some(sealed) };
-                    pending.push((row.record_id.clone(), rec, rref, digest, previous.is_none()));
-                    if pending.len() >= batch_size && tx.blocking_send(std::mem::take(&mut pending)).is_err() {
-                        // the sender gave up (a batch failed): stop reading
-                        stopped = true;
-                    }
-                }
-                Err(e) => err = Some(NodeError::failed(e.to_string())),
             }
         },
         |_| {},
     )
     .map_err(NodeError::from)?;
-    if err.is_none()
-        && !stopped
-        && !waiting.is_empty()
-        && let Some(ks) = key_service.as_mut()
-    {
-        match evaluate_and_seal(ks, &source, (keys.epoch, &source_secret), &mut waiting) {
-            Ok(batch) => pending = batch,
+    if err.is_none() && !stopped && !waiting.is_empty() {
+        match evaluate_and_seal(&mut ks, &source, (keys.epoch, &source_secret), &mut waiting) {
+            Ok(batch) => {
+                let _ = tx.blocking_send(batch);
+            }
             Err(e) => err = Some(e),
         }
     }
-    if let Some(e) = err {
-        return Err(e);
+    match err {
+        Some(e) => Err(e),
+        None => Ok(unchanged),
     }
-    if !pending.is_empty() && !stopped {
-        let _ = tx.blocking_send(pending);
+}
+
+/// Scheme 2: one row's tokens, digest and, if it changed since it was last
+/// fed, its sealed details (`None` when unchanged).
+fn seal_row(
+    keys: &Keys,
+    sealer: &vigil_identity::seal::Sealer,
+    (source, store, first): (&str, &LocalStore, bool),
+    row: input::ExtractRow,
+    toks: &mut Vec<(vigil_proto::KeyKind, vigil_proto::Token)>,
+) -> Result<Option<Up>, NodeError> {
+    let part = keys.identity_digest(&row.identity, toks);
+    let event = row.event_date.map(|d| d.to_string()).unwrap_or_default();
+    let digest = row_digest(keys.epoch, &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), &part]);
+    let previous = if first { None } else { store.record(&row.record_id).map_err(NodeError::from)? };
+    if previous.is_some_and(|(_, d)| d == digest) {
+        return Ok(None);
     }
-    Ok(unchanged)
+    let rref = keys.local.record_ref(source, &row.record_id);
+    let details = RecordDetails {
+        source: source.to_string(),
+        record_id: row.record_id.clone(),
+        category: row.category,
+        event_date: event,
+    };
+    let sealed = sealer.seal(&rref, &details).map_err(|e| NodeError::failed(e.to_string()))?;
+    let rec =
+        NationalRecord { record_ref: rref.to_vec().into(), tokens: Some(wire::pack(&*toks)), sealed: Some(sealed) };
+    Ok(Some((row.record_id, rec, rref, digest, previous.is_none())))
+}
+
+/// Rows a worker takes at a time.
+const CHUNK: usize = 1024;
+
+/// Scheme 2, on every core: this thread reads and normalises rows and
+/// hands them out in chunks; workers (one a core) tokenise and seal them;
+/// a forwarder puts the results back in file order and hands batches of
+/// `batch_size` changed records to `tx`, so the wire order is the file's.
+/// Returns the number of unchanged rows. A failure stops the reading; a
+/// closed `tx` (the sender gave up) stops it quietly.
+#[allow(clippy::too_many_arguments)]
+fn read_changes_parallel(
+    file: impl std::io::Read,
+    name: &str,
+    scan: &input::Scan,
+    report: &mut Report,
+    keys: &Keys,
+    sealer: &vigil_identity::seal::Sealer,
+    (source, store, first): (&str, &LocalStore, bool),
+    (batch_size, workers): (usize, usize),
+    tx: tokio::sync::mpsc::Sender<Vec<Up>>,
+) -> Result<u64, NodeError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    type Done = (u64, Result<(Vec<Up>, u64), NodeError>);
+    let workers = match workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(16),
+        n => n,
+    };
+    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<input::ExtractRow>)>(workers * 2);
+    let work_rx = std::sync::Mutex::new(work_rx);
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Done>(workers * 2);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            let (done_tx, work_rx, stop) = (done_tx.clone(), &work_rx, &stop);
+            sc.spawn(move || {
+                let mut toks = Vec::new();
+                loop {
+                    let job = match work_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((i, rows)) = job else { return };
+                    // Once stopped, work is drained and dropped, so the
+                    // reader never waits on a full queue.
+                    if stop.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let mut out = Vec::with_capacity(rows.len());
+                    let mut unchanged = 0u64;
+                    let mut failed = None;
+                    for row in rows {
+                        match seal_row(keys, sealer, (source, store, first), row, &mut toks) {
+                            Ok(Some(up)) => out.push(up),
+                            Ok(None) => unchanged += 1,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    let done = match failed {
+                        Some(e) => Err(e),
+                        None => Ok((out, unchanged)),
+                    };
+                    if done_tx.send((i, done)).is_err() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let forwarder = sc.spawn(|| -> Result<u64, NodeError> {
+            let done_rx = done_rx;
+            let (mut next, mut unchanged) = (0u64, 0u64);
+            let mut held: std::collections::BTreeMap<u64, Result<(Vec<Up>, u64), NodeError>> = Default::default();
+            let mut pending: Vec<Up> = Vec::with_capacity(batch_size);
+            for (i, r) in done_rx.iter() {
+                held.insert(i, r);
+                while let Some(r) = held.remove(&next) {
+                    next += 1;
+                    let (ups, u) = r.inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+                    unchanged += u;
+                    pending.extend(ups);
+                    while pending.len() >= batch_size {
+                        let rest = pending.split_off(batch_size);
+                        if tx.blocking_send(std::mem::replace(&mut pending, rest)).is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                            return Ok(unchanged);
+                        }
+                    }
+                }
+            }
+            if !pending.is_empty() && !stop.load(Ordering::Relaxed) {
+                let _ = tx.blocking_send(pending);
+            }
+            Ok(unchanged)
+        });
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut index = 0u64;
+        let read = input::read_extract(
+            file,
+            name,
+            scan,
+            report,
+            |row| {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                chunk.push(row);
+                if chunk.len() == CHUNK {
+                    if work_tx.send((index, std::mem::take(&mut chunk))).is_err() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    index += 1;
+                }
+            },
+            |_| {},
+        );
+        if !chunk.is_empty() && !stop.load(Ordering::Relaxed) {
+            let _ = work_tx.send((index, chunk));
+        }
+        drop(work_tx);
+        let forwarded = forwarder.join().map_err(|_| NodeError::failed("the feed's forwarding thread panicked"))?;
+        read.map_err(NodeError::from)?;
+        forwarded
+    })
 }
 
 /// Feeds a source's national records.
@@ -722,8 +871,13 @@ pub async fn feed(
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Up>>(4);
         let reader = tokio::task::spawn_blocking({
-            let (p, source, keys, store, bs) =
-                (p.to_path_buf(), source.clone(), keys.clone(), store.clone(), cfg.sync.batch_size);
+            let (p, source, keys, store, bs) = (
+                p.to_path_buf(),
+                source.clone(),
+                keys.clone(),
+                store.clone(),
+                (cfg.sync.batch_size, cfg.sync.feed_workers),
+            );
             move || {
                 let mut report = Report::new(&p.display().to_string(), "extract");
                 let r = read_changes(p, &sc, source, keys, store, known == 0, bs, tx, key_service, &mut report);
@@ -799,4 +953,78 @@ pub async fn feed(
         s.total = status.total;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_identity::seal::Sealer;
+    use vigil_identity::tokens::{LinkageKey, LocalSecret, Tokenizer};
+
+    fn keys() -> Keys {
+        let linkage = LinkageKey::new(1, [5; 32]);
+        Keys {
+            tokenizer: Some(Tokenizer::new(&linkage)),
+            sealers: vec![Sealer::new(&linkage)],
+            local: LocalSecret::new([7; 32]),
+            epoch: 1,
+            scheme: vigil_proto::kinds::TOKENS_LINKAGE_KEY,
+        }
+    }
+
+    /// Runs the parallel reader over `path` and returns what it handed on.
+    fn run(path: &std::path::Path, store: &LocalStore, first: bool, workers: usize) -> (Vec<Vec<Up>>, u64) {
+        let k = keys();
+        let scan = input::scan_path(path, input::Kind::Extract).unwrap();
+        let mut report = Report::new("extract.csv", "extract");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1000);
+        let unchanged = read_changes_parallel(
+            input::open(path).unwrap(),
+            "extract.csv",
+            &scan,
+            &mut report,
+            &k,
+            k.sealer(1).unwrap(),
+            ("pnc", store, first),
+            (700, workers),
+            tx,
+        )
+        .unwrap();
+        let mut batches = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            batches.push(b);
+        }
+        (batches, unchanged)
+    }
+
+    #[test]
+    fn the_parallel_feed_keeps_the_file_order_and_the_batch_size() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("extract.csv");
+        let mut text = String::from(
+            "record_id,category,event_date,forenames,surname,alias_names,date_of_birth,alt_dates_of_birth,ni_number,postcode\n",
+        );
+        for i in 0..2500 {
+            text.push_str(&format!("PNC{i:06},other,2020-01-01,Anne{i},Smith,,1980-02-{:02},,,AB1 2CD\n", 1 + i % 28));
+        }
+        std::fs::write(&path, text).unwrap();
+        let store = LocalStore::open(&d.path().join("store")).unwrap();
+        let (one, _) = run(&path, &store, true, 1);
+        let (three, unchanged) = run(&path, &store, true, 3);
+        assert_eq!(unchanged, 0);
+        let sizes: Vec<usize> = three.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [700, 700, 700, 400]);
+        let ids: Vec<&str> = three.iter().flatten().map(|u| u.0.as_str()).collect();
+        let want: Vec<String> = (0..2500).map(|i| format!("PNC{i:06}")).collect();
+        assert_eq!(ids, want, "records go out in the file's order");
+        // The same records, tokens and references whatever the workers.
+        let view = |b: &[Vec<Up>]| -> Vec<(String, Vec<u8>)> {
+            b.iter().flatten().map(|u| (u.0.clone(), u.1.record_ref.to_vec())).collect()
+        };
+        assert_eq!(view(&one), view(&three));
+        let tokens = |b: &[Vec<Up>]| -> Vec<Option<vigil_proto::v1::TokenSet>> {
+            b.iter().flatten().map(|u| u.1.tokens.clone()).collect()
+        };
+        assert_eq!(tokens(&one), tokens(&three));
+    }
 }
