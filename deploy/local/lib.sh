@@ -13,6 +13,8 @@
 # server settings), migrated with `vigil-coordinator migrate` and stopped
 # by vigil_cleanup. The default is the embedded store.
 #
+# VIGIL_FEED_WORKERS: the source node's `[sync] feed_workers`.
+#
 # VIGIL_STANDBY=1 (with VIGIL_STORE=postgres): a second coordinator, `b`,
 # with the same keys and database (coordinator/coordinator-b.toml, port
 # $PORT_B, metrics $METRICS_B), started by vigil_start_standby; every node
@@ -75,6 +77,8 @@ node_config() {
   fi
   local addrs="\"https://127.0.0.1:$PORT\""
   [ -n "${PORT_B:-}" ] && addrs="[\"https://127.0.0.1:$PORT\", \"https://127.0.0.1:$PORT_B\"]"
+  local sync=""
+  [ "$1" = source ] && [ -n "${VIGIL_FEED_WORKERS:-}" ] && sync=$(printf '[sync]\nfeed_workers = %s' "$VIGIL_FEED_WORKERS")
   cat > "$dir/node.toml" <<EOF
 role = "$1"
 code = "$2"
@@ -89,6 +93,7 @@ $keys
 [audit]
 origin = "$ORIGIN"
 vkey = "../../coordinator/audit.vkey"
+$sync
 EOF
 }
 

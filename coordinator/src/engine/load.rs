@@ -62,6 +62,12 @@ impl StoreRead for Shredded<'_> {
     }
 }
 
+/// A national record as loaded: its id and index keys.
+type LoadedRecord = (u32, Vec<(vigil_proto::KeyKind, crate::index::IndexKey)>);
+
+/// Records handed from the reading thread to the indexing one at a time.
+const LOAD_CHUNK: usize = 4096;
+
 /// The store's record of how many tokens the indexes held after the last
 /// batch: national, then roster (two big-endian u64).
 pub(super) const INDEX_TOKENS: &str = "index_tokens";
@@ -172,14 +178,49 @@ impl Engine {
                 e.matcher.add_subject(id, &keys(&row.tokens));
             }
         })?;
-        shredded.for_each_record(&mut |row: RecordRow| {
-            let id = e.registry.add_record(&row.source, row.record_ref);
-            if row.tokens.is_empty() {
-                emptied_records.push((row.source, row.record_ref));
-            } else {
-                e.matcher.add_record(id, &keys(&row.tokens));
+        let started = std::time::Instant::now();
+        // National records, the bulk of a restart or a takeover: read,
+        // unpacked and given ids on this thread while another indexes them.
+        let (registry, matcher) = (&mut e.registry, &mut e.matcher);
+        std::thread::scope(|sc| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<LoadedRecord>>(4);
+            let indexer = sc.spawn(move || {
+                for chunk in rx {
+                    for (id, keys) in chunk {
+                        matcher.add_record(id, &keys);
+                    }
+                }
+            });
+            let mut chunk: Vec<LoadedRecord> = Vec::with_capacity(LOAD_CHUNK);
+            let mut open = true;
+            let read = shredded.for_each_record(&mut |row: RecordRow| {
+                if !open {
+                    return;
+                }
+                let id = registry.add_record(&row.source, row.record_ref);
+                if row.tokens.is_empty() {
+                    emptied_records.push((row.source, row.record_ref));
+                    return;
+                }
+                chunk.push((id, keys(&row.tokens)));
+                if chunk.len() == LOAD_CHUNK {
+                    open = tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK))).is_ok();
+                }
+            });
+            if !chunk.is_empty() {
+                let _ = tx.send(chunk);
+            }
+            drop(tx);
+            match indexer.join() {
+                Ok(()) if open => read,
+                _ => Err(StoreError("the thread indexing national records stopped".into())),
             }
         })?;
+        tracing::info!(
+            records = e.matcher.records(),
+            secs = started.elapsed().as_secs_f64(),
+            "national records loaded and indexed"
+        );
         let mut err: Option<StoreError> = None;
         store.for_each_active(&mut |row: ActiveRow| match (
             e.registry.subject(&row.force, &row.pseudonym),
