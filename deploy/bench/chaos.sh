@@ -31,8 +31,8 @@ TD=vigil.chaos
 ORIGIN=vigil.chaos/audit
 SERVER=coordinator.vigil.chaos
 START=$(date +%s)
-if [ -n "${VIGIL_BIN:-}" ]; then BIN=$VIGIL_BIN; else cargo build --release --bins --quiet; BIN=$ROOT/target/release; fi
 source "$ROOT/deploy/local/lib.sh"
+vigil_binaries
 trap vigil_cleanup EXIT
 FORCES=(met gmp)
 

@@ -28,8 +28,8 @@ OUT=${OUT:-soak-out}
 TD=vigil.soak
 ORIGIN=vigil.soak/audit
 SERVER=coordinator.vigil.soak
-if [ -z "${VIGIL_BIN:-}" ]; then cargo build --release --bins --quiet; BIN=$ROOT/target/release; else BIN=$VIGIL_BIN; fi
 source "$ROOT/deploy/local/lib.sh"
+vigil_binaries
 trap vigil_cleanup EXIT
 ALL=(met gmp wmp wyp mer tvp ken ham ess lan nbr syp dc avs sus sur her swp wmc cle hum not der lei stf nor che lin nfk suf cam bed nyp dur cum glo wil dor war nwp gwe dp col)
 FORCES=("${ALL[@]:0:$FORCES_N}")

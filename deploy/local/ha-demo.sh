@@ -30,16 +30,9 @@ START=$(date +%s)
 step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - START ))"; }
 command -v python3 >/dev/null || { echo "ha-demo.sh needs python3" >&2; exit 1; }
 
-if [ -n "${VIGIL_BIN:-}" ]; then
-  BIN=$VIGIL_BIN
-else
-  step "building release binaries"
-  cargo build --release --bins --quiet
-  BIN=$ROOT/target/release
-fi
-
 export VIGIL_STORE=postgres VIGIL_STANDBY=1
 source "$ROOT/deploy/local/lib.sh"
+vigil_binaries
 trap vigil_cleanup EXIT
 FORCES=(met gmp)
 role() { case "$(vigil_active "$1")" in 1) echo active ;; 0) echo standby ;; *) echo down ;; esac; }

@@ -56,6 +56,18 @@ pg_setup() {
   pg_run "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U vigil vigil
 }
 
+# vigil_binaries: BIN is $VIGIL_BIN, or this checkout's release binaries,
+# built now.
+vigil_binaries() {
+  if [ -n "${VIGIL_BIN:-}" ]; then
+    BIN=$VIGIL_BIN
+  else
+    echo "building release binaries"
+    (cd "$(dirname "${BASH_SOURCE[0]}")/../.." && cargo build --release --bins --quiet)
+    BIN=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release
+  fi
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # node_config ROLE CODE: certificate, local secret and node.toml
