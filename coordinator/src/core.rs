@@ -130,24 +130,12 @@ impl Core {
                 true
             }
         };
-        let (engine, view) = if standby {
-            (Engine::idle(settings.clone(), signer), LogView::default())
-        } else {
-            let (engine, view, commit) = Engine::load(&*store, settings.clone(), signer, now_ms())?;
-            if !commit.is_empty() {
-                store.commit(&commit)?;
-            }
-            (engine, view)
-        };
-        let (nat, ros) = engine.token_counts();
-        metrics::set_tokens(nat, ros);
-        let size = view.tree.size();
-        Ok(Arc::new(Core {
-            engine: Mutex::new(engine),
+        let core = Arc::new(Core {
+            engine: Mutex::new(Engine::idle(settings.clone(), signer)),
             store,
-            view: RwLock::new(view),
+            view: RwLock::new(LogView::default()),
             staged: Mutex::new(Staged::default()),
-            published: watch::channel(size).0,
+            published: watch::channel(0).0,
             changed: watch::channel(0).0,
             settings,
             signer_key: zeroize::Zeroizing::new(signer_key),
@@ -156,7 +144,12 @@ impl Core {
             active: watch::channel(!standby).0,
             holder: holder.to_string(),
             shutdown,
-        }))
+        });
+        if !standby {
+            let mut engine = core.engine()?;
+            core.rebuild(&mut engine)?;
+        }
+        Ok(core)
     }
 
     /// Whether another coordinator is the active one.

@@ -170,6 +170,8 @@ impl Engine {
         let shredded = Shredded { inner: store, drop: shred };
         let mut emptied_subjects: Vec<(String, Ref)> = Vec::new();
         let mut emptied_records: Vec<(String, Ref)> = Vec::new();
+        let started = std::time::Instant::now();
+        tracing::info!("loading the store: subjects, national records, disclosures in force, the log");
         shredded.for_each_subject(&mut |row: SubjectRow| {
             let id = e.registry.add_subject(&row.force, row.pseudonym);
             if row.tokens.is_empty() {
@@ -178,6 +180,7 @@ impl Engine {
                 e.matcher.add_subject(id, &keys(&row.tokens));
             }
         })?;
+        tracing::info!(secs = started.elapsed().as_secs_f64(), "subjects loaded and indexed");
         let started = std::time::Instant::now();
         // National records, the bulk of a restart or a takeover: read,
         // unpacked and given ids on this thread while another indexes them.
@@ -244,9 +247,15 @@ impl Engine {
         for (force, seq) in store.last_sequences()? {
             e.outbox.restore_sequence(&force, seq);
         }
+        let started = std::time::Instant::now();
         store.for_each_log_entry(&mut |_, entry| e.log.push_stored(entry))?;
         e.decided_at = e.matcher.population();
         let mut view = e.log.verify(store.latest_checkpoint()?)?;
+        tracing::info!(
+            entries = view.tree.size(),
+            secs = started.elapsed().as_secs_f64(),
+            "disclosures in force loaded; the log rebuilt and checked against its checkpoint"
+        );
         // Epoch and policy entries when they changed (or on first start). A
         // new policy decides every pair afresh: what it confirms that the
         // last did not is disclosed, what it no longer confirms is retracted
