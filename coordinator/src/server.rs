@@ -126,7 +126,9 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let pepper =
         vigil_common::secrets::read_secret(&config.keys.pepper).map_err(|e| ServeError::Config(e.to_string()))?;
     let (settings, signer_key) = settings_of(&config)?;
+    let started = std::time::Instant::now();
     let store = open_store(&config)?;
+    tracing::info!(backend = %config.store.backend, secs = started.elapsed().as_secs_f64(), "store opened");
     let (stop, stop_rx) = watch::channel(false);
     let core = Core::open(store, settings, signer_key, stop_rx, &holder_name(&config))
         .map_err(|e| ServeError::State(e.to_string()))?;

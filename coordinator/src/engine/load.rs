@@ -121,6 +121,7 @@ impl Engine {
         signer: Signer,
         now_ms: i64,
     ) -> Result<(Engine, LogView, Commit), EngineError> {
+        let started = std::time::Instant::now();
         let (national_tokens, roster_tokens) = capacity(settings.index_capacity, store.meta(INDEX_TOKENS)?);
         let log = AuditLog::new(signer, settings.origin.clone());
         let mut matcher = Matcher::with_capacity(national_tokens, roster_tokens);
@@ -170,8 +171,13 @@ impl Engine {
         let shredded = Shredded { inner: store, drop: shred };
         let mut emptied_subjects: Vec<(String, Ref)> = Vec::new();
         let mut emptied_records: Vec<(String, Ref)> = Vec::new();
+        tracing::info!(
+            national_tokens,
+            roster_tokens,
+            secs = started.elapsed().as_secs_f64(),
+            "indexes allocated; loading the store: subjects, national records, disclosures in force, the log"
+        );
         let started = std::time::Instant::now();
-        tracing::info!("loading the store: subjects, national records, disclosures in force, the log");
         shredded.for_each_subject(&mut |row: SubjectRow| {
             let id = e.registry.add_subject(&row.force, row.pseudonym);
             if row.tokens.is_empty() {

@@ -112,6 +112,16 @@ fn parse_sender(caller: &str, v: &[u8]) -> Result<SenderState, StoreError> {
     Ok(SenderState { caller: caller.to_string(), sequence, commitment, receipt: v[10 + n..].to_vec() })
 }
 
+/// A stored record's source and reference alone, nothing allocated (the
+/// reference map is built from these at open).
+fn record_key(v: &[u8]) -> Result<(&[u8], Ref), StoreError> {
+    let bad = || err("corrupt record");
+    let kl = u16::from_be_bytes([*v.first().ok_or_else(bad)?, *v.get(1).ok_or_else(bad)?]) as usize;
+    let k = v.get(2..2 + kl).ok_or_else(bad)?;
+    let i = k.iter().position(|b| *b == 0).ok_or_else(|| err("corrupt key"))?;
+    Ok((&k[..i], to_ref(&k[i + 1..])?))
+}
+
 fn parse_record(v: &[u8], with_sealed: bool) -> Result<RecordRow, StoreError> {
     let kl = u16::from_be_bytes([
         *v.first().ok_or_else(|| err("corrupt record"))?,
@@ -170,8 +180,17 @@ impl RedbStore {
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
         vigil_common::secrets::private_dir(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("coordinator.redb");
+        let told = std::sync::atomic::AtomicBool::new(false);
         let db = Database::builder()
             .set_cache_size(256 * 1024 * 1024)
+            .set_repair_callback(move |r| {
+                if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        progress = r.progress(),
+                        "the store was not closed cleanly: repairing it (reads the whole file) before loading"
+                    );
+                }
+            })
             .create(&path)
             .map_err(|e| err(format!("opening {}: {e}", path.display())))?;
         let w = db.begin_write().map_err(err)?;
@@ -218,11 +237,12 @@ impl RedbStore {
         {
             let r = db.begin_read().map_err(err)?;
             let t = r.open_table(RECORD_DATA).map_err(err)?;
+            refs.map.reserve(usize::try_from(t.len().map_err(err)?).unwrap_or(0));
             for item in t.iter().map_err(err)? {
                 let (k, v) = item.map_err(err)?;
-                let row = parse_record(v.value(), false)?;
-                let s = refs.source(&row.source);
-                refs.map.insert((s, row.record_ref), k.value());
+                let (source, record_ref) = record_key(v.value())?;
+                let s = refs.source(&String::from_utf8_lossy(source));
+                refs.map.insert((s, record_ref), k.value());
             }
         }
         Ok(RedbStore { db, refs: std::sync::RwLock::new(refs), unsynced_since: std::sync::Mutex::new(None) })
