@@ -253,20 +253,19 @@ pub async fn serve(
                 if turn == last {
                     continue;
                 }
+                if last == Turn::Standby {
+                    // Took over: the log grew under another coordinator.
+                    rpc.restore_quotas();
+                    open.set_accepting(true);
+                }
                 match turn {
-                    Turn::Serving if last == Turn::Standby => {
-                        rpc.restore_quotas();
-                        tracing::info!("active: serving");
-                    }
+                    Turn::Serving if last == Turn::Standby => tracing::info!("active: serving"),
                     Turn::Serving => tracing::info!("the store answers again: serving"),
                     Turn::Broken => tracing::warn!("the store cannot be read: health NOT_SERVING until it can"),
                     Turn::Standby => {
                         let ended = open.set_accepting(false);
                         tracing::warn!(connections_ended = ended, "standby: taking no connections");
                     }
-                }
-                if last == Turn::Standby {
-                    open.set_accepting(true);
                 }
                 crate::metrics::set_active(turn != Turn::Standby);
                 let status = if turn == Turn::Serving { ServingStatus::Serving } else { ServingStatus::NotServing };
