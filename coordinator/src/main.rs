@@ -11,6 +11,12 @@ use vigil_coordinator::config::Config;
 use vigil_coordinator::policy::Policy;
 use vigil_coordinator::server::{self, ServeError};
 
+/// mimalloc rather than the system allocator: matching and tokenising
+/// allocate and free many small buffers, and glibc's malloc took about a
+/// fifth of the coordinator's time in a national feed (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Vigil coordinator: blind matching of force tokens against national
 /// tokens. It never sees a name, a date of birth or an identifier.
 #[derive(Parser)]

@@ -8,6 +8,12 @@ use vigil_common::outln;
 use vigil_keyserver::config::Config;
 use vigil_keyserver::server::{self, ServeError};
 
+/// mimalloc rather than the system allocator: matching and tokenising
+/// allocate and free many small buffers, and glibc's malloc took about a
+/// fifth of the coordinator's time in a national feed (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Vigil key service: evaluates nodes' blinded match keys obliviously under
 /// a key only it holds, within each caller's allowance.
 #[derive(Parser)]

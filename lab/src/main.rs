@@ -10,6 +10,12 @@ use vigil_common::{out, outln};
 use vigil_coordinator::policy::Policy;
 use vigil_lab::{eval, synth};
 
+/// mimalloc rather than the system allocator: matching and tokenising
+/// allocate and free many small buffers, and glibc's malloc took about a
+/// fifth of the coordinator's time in a national feed (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Vigil lab tools: synthetic data and offline matching evaluation. Not
 /// part of any deployment.
 #[derive(Parser)]

@@ -16,6 +16,12 @@ use vigil_node::local::{LocalStore, Status};
 use vigil_node::sync::FeedInput;
 use vigil_node::{check, client, inbox, keyfile, render, watch};
 
+/// mimalloc rather than the system allocator: matching and tokenising
+/// allocate and free many small buffers, and glibc's malloc took about a
+/// fifth of the coordinator's time in a national feed (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Vigil node: runs on a force's or a national source's own machine.
 /// Identity data stays here; only tokens, opaque references and sealed
 /// boxes leave.
