@@ -28,7 +28,8 @@ const SUBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("subjects")
 /// tokens, sealed. Keyed by a counter so that a batch's records append to
 /// fresh pages instead of rewriting pages all over a tree of random keys.
 /// Which sequence holds a given (source, reference) is kept in memory
-/// ([`RefMap`]), rebuilt from this table when the store opens: an on-disk
+/// ([`RefMap`]), rebuilt by the first pass over this table (the engine's load
+/// at start-up), or when first needed if that comes earlier: an on-disk
 /// index of random references would bring back the page rewriting (at a
 /// million records, 10,000 random inserts touch most of its pages).
 const RECORD_DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("record_data");
@@ -113,7 +114,7 @@ fn parse_sender(caller: &str, v: &[u8]) -> Result<SenderState, StoreError> {
 }
 
 /// A stored record's source and reference alone, nothing allocated (the
-/// reference map is built from these at open).
+/// reference map is built from these when needed before any load).
 fn record_key(v: &[u8]) -> Result<(&[u8], Ref), StoreError> {
     let bad = || err("corrupt record");
     let kl = u16::from_be_bytes([*v.first().ok_or_else(bad)?, *v.get(1).ok_or_else(bad)?]) as usize;
@@ -141,8 +142,11 @@ fn parse_record(v: &[u8], with_sealed: bool) -> Result<RecordRow, StoreError> {
 }
 
 /// (source, reference) → sequence of the record's row in `RECORD_DATA`.
+/// Built on first use, or by the first full pass over the records (a
+/// coordinator's load at start-up), so that a start reads the records once.
 #[derive(Default)]
 struct RefMap {
+    built: bool,
     sources: Vec<String>,
     map: std::collections::HashMap<(u16, Ref), u64>,
 }
@@ -156,6 +160,18 @@ impl RefMap {
                 (self.sources.len() - 1) as u16
             }
         }
+    }
+
+    /// An empty map, marked built, with room for `n` records.
+    fn with_capacity(n: u64) -> RefMap {
+        let mut m = RefMap { built: true, ..RefMap::default() };
+        m.map.reserve(usize::try_from(n).unwrap_or(0));
+        m
+    }
+
+    fn insert(&mut self, source: &str, r: Ref, seq: u64) {
+        let s = self.source(source);
+        self.map.insert((s, r), seq);
     }
 
     fn get(&self, s: &str, r: &Ref) -> Option<u64> {
@@ -233,19 +249,39 @@ impl RedbStore {
             }
         }
         w.commit().map_err(err)?;
-        let mut refs = RefMap::default();
+        Ok(RedbStore {
+            db,
+            refs: std::sync::RwLock::new(RefMap::default()),
+            unsynced_since: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The reference map, built first if no pass over the records has yet.
+    fn refs(&self) -> Result<std::sync::RwLockReadGuard<'_, RefMap>, StoreError> {
+        fn poisoned<T>(_: T) -> StoreError {
+            err("reference map lock poisoned")
+        }
         {
-            let r = db.begin_read().map_err(err)?;
-            let t = r.open_table(RECORD_DATA).map_err(err)?;
-            refs.map.reserve(usize::try_from(t.len().map_err(err)?).unwrap_or(0));
-            for item in t.iter().map_err(err)? {
-                let (k, v) = item.map_err(err)?;
-                let (source, record_ref) = record_key(v.value())?;
-                let s = refs.source(&String::from_utf8_lossy(source));
-                refs.map.insert((s, record_ref), k.value());
+            let refs = self.refs.read().map_err(poisoned)?;
+            if refs.built {
+                return Ok(refs);
             }
         }
-        Ok(RedbStore { db, refs: std::sync::RwLock::new(refs), unsynced_since: std::sync::Mutex::new(None) })
+        {
+            let mut refs = self.refs.write().map_err(poisoned)?;
+            if !refs.built {
+                let r = self.db.begin_read().map_err(err)?;
+                let t = r.open_table(RECORD_DATA).map_err(err)?;
+                let mut built = RefMap::with_capacity(t.len().map_err(err)?);
+                for item in t.iter().map_err(err)? {
+                    let (k, v) = item.map_err(err)?;
+                    let (source, record_ref) = record_key(v.value())?;
+                    built.insert(&String::from_utf8_lossy(source), record_ref, k.value());
+                }
+                *refs = built;
+            }
+        }
+        self.refs.read().map_err(poisoned)
     }
 
     /// Notes that everything committed so far is on disk. Called after a
@@ -291,9 +327,24 @@ impl StoreRead for RedbStore {
     fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
         let r = self.db.begin_read().map_err(err)?;
         let t = r.open_table(RECORD_DATA).map_err(err)?;
+        // The first pass (the load at start-up) builds the reference map
+        // as it goes, from the same snapshot; a commit in the meantime
+        // builds its own first, and then this one is dropped.
+        let building = !self.refs.read().map_err(|_| err("reference map lock poisoned"))?.built;
+        let mut built = if building { RefMap::with_capacity(t.len().map_err(err)?) } else { RefMap::default() };
         for item in t.iter().map_err(err)? {
-            let (_, v) = item.map_err(err)?;
-            f(parse_record(v.value(), false)?);
+            let (k, v) = item.map_err(err)?;
+            let row = parse_record(v.value(), false)?;
+            if building {
+                built.insert(&row.source, row.record_ref, k.value());
+            }
+            f(row);
+        }
+        if building {
+            let mut refs = self.refs.write().map_err(|_| err("reference map lock poisoned"))?;
+            if !refs.built {
+                *refs = built;
+            }
         }
         Ok(())
     }
@@ -365,8 +416,7 @@ impl StoreRead for RedbStore {
     }
 
     fn record(&self, source: &str, record_ref: &Ref) -> Result<Option<RecordRow>, StoreError> {
-        let Some(seq) = self.refs.read().map_err(|_| err("reference map lock poisoned"))?.get(source, record_ref)
-        else {
+        let Some(seq) = self.refs()?.get(source, record_ref) else {
             return Ok(None);
         };
         let r = self.db.begin_read().map_err(err)?;
@@ -449,7 +499,7 @@ impl Store for RedbStore {
                 t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
             }
             let mut data = w.open_table(RECORD_DATA).map_err(err)?;
-            let refs = self.refs.read().map_err(|_| err("reference map lock poisoned"))?;
+            let refs = self.refs()?;
             // Changes to the reference map, applied once the commit succeeds.
             for (source, r) in &c.records_del {
                 if let Some(seq) = staged.get(&(source.clone(), *r)).copied().flatten().or_else(|| refs.get(source, r))
