@@ -11,7 +11,8 @@
 # the coordinator accepting a delta to the disclosure stored in the force's
 # inbox (p50/p99 over many small deltas), and a restart at that size.
 # VIGIL_SCHEME=2 measures the shared-key scheme, VIGIL_STORE=postgres the
-# PostgreSQL store in a private cluster (lib.sh). Prints a Markdown
+# PostgreSQL store in a private cluster (lib.sh), and with VIGIL_STANDBY=1
+# also a takeover by a standby coordinator after a SIGKILL. Prints a Markdown
 # block for docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,7 +53,7 @@ T=$(t)
 # first batch ([matching] national_records), and eval does the same, so the
 # offline count predicts the inboxes exactly (the shipped policy, untrained).
 HELD=$(python3 -c "import json; print(json.load(open('$OUT/data/synth.json'))['national'])")
-printf 'national_records = %s\n' "$HELD" >> "$OUT/coordinator/coordinator.toml"
+for c in "$OUT"/coordinator/coordinator*.toml; do printf 'national_records = %s\n' "$HELD" >> "$c"; done
 "$LAB" eval --json --no-train --national-records "$HELD" --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" > "$OUT/eval.json"
 EXPECTED=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sum(v["confirmed"] for v in r["per_force"].values()))' "$OUT/eval.json")
 QUALITY=$(python3 - "$OUT/eval.json" <<'PY'
@@ -138,6 +139,20 @@ vigil_stop_coordinator
 vigil_start_coordinator
 RESTART=$(since "$T")
 RESTART_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$COORD_PID/status")
+# With a standby (VIGIL_STANDBY=1, PostgreSQL): start it, SIGKILL the active
+# coordinator, and time until the standby has taken the lease, loaded the
+# store and answers the health check.
+TAKEOVER_ROW=""
+if [ "${VIGIL_STANDBY:-}" = 1 ]; then
+  vigil_start_standby
+  T=$(t)
+  kill -KILL "$COORD_PID"
+  wait "$COORD_PID" 2>/dev/null || true
+  "$NODE" health --config "$OUT/nodes/ico/node.toml" --wait 900 >/dev/null
+  TAKEOVER=$(since "$T")
+  TAKEOVER_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$COORD_B_PID/status")
+  TAKEOVER_ROW="| takeover: SIGKILL of the active coordinator, until the standby answers the health check / its peak RSS | ${TAKEOVER} s / $((TAKEOVER_HWM / 1024)) MiB |"
+fi
 python3 - <<PY
 nat, ros, feed, apply_s = float("$NAT_TOKENS"), float("$ROSTER_TOKENS"), float("$FEED"), float("$APPLY")
 print(f"""
@@ -154,5 +169,6 @@ print(f"""
 | coordinator store on disk ($STORE) | $((DISK / 1024)) MiB |
 | delta latency, accept to inbox ($DELTAS deltas) | $LAT |
 | coordinator restart: stop, start, healthy / peak RSS after it | ${RESTART} s / $((RESTART_HWM / 1024)) MiB |
+$TAKEOVER_ROW
 """)
 PY
