@@ -727,6 +727,56 @@ mod tests {
         assert!(s.subject("gmp", &[1; 16]).unwrap().is_some());
     }
 
+    /// The reference map is built by the first pass over the records (the
+    /// load at start-up), and a commit made while that pass is under way
+    /// (which builds the map itself first) is not undone when it ends.
+    #[test]
+    fn reference_map_from_the_first_pass_and_a_commit_during_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |r: u8, sealed: u8| RecordRow {
+            source: "pnc".into(),
+            record_ref: [r; 16],
+            tokens: vec![(KeyKind::NameDob, [r; 16])],
+            sealed: vec![sealed],
+        };
+        let s = RedbStore::open(dir.path()).unwrap();
+        s.commit(&Commit { records_put: (1..=3).map(|r| record(r, 0)).collect(), ..Default::default() }).unwrap();
+        drop(s);
+
+        let s = RedbStore::open(dir.path()).unwrap();
+        assert!(!s.refs.read().unwrap().built, "opening reads no records");
+        let mut seen = 0;
+        s.for_each_record(&mut |_| seen += 1).unwrap();
+        assert_eq!(seen, 3);
+        assert!(s.refs.read().unwrap().built, "the pass built the map");
+        assert_eq!(s.record("pnc", &[2; 16]).unwrap().unwrap().sealed, vec![0]);
+        drop(s);
+
+        let s = RedbStore::open(dir.path()).unwrap();
+        let mut seen = 0;
+        s.for_each_record(&mut |_| {
+            if seen == 0 {
+                // record 2 changes (a new row), record 3 goes
+                let c = Commit {
+                    records_put: vec![record(2, 1)],
+                    records_del: vec![("pnc".into(), [3; 16])],
+                    ..Default::default()
+                };
+                s.commit(&c).unwrap();
+            }
+            seen += 1;
+        })
+        .unwrap();
+        assert_eq!(seen, 3, "the pass reads its own snapshot");
+        assert_eq!(s.record("pnc", &[2; 16]).unwrap().unwrap().sealed, vec![1]);
+        assert!(s.record("pnc", &[3; 16]).unwrap().is_none());
+        assert!(s.record("pnc", &[1; 16]).unwrap().is_some());
+        // and the old row of record 2 was removed, not left behind
+        let mut rows = 0;
+        s.for_each_record(&mut |_| rows += 1).unwrap();
+        assert_eq!(rows, 2);
+    }
+
     /// Acknowledgements are committed without an fsync, but a flush, the
     /// next batch, or closing the store puts them on disk.
     #[test]
