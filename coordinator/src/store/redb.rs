@@ -141,6 +141,11 @@ fn parse_record(v: &[u8], with_sealed: bool) -> Result<RecordRow, StoreError> {
     Ok(RecordRow { source, record_ref, tokens: unpack_tokens(t)?, sealed })
 }
 
+/// The error of a reference map lock poisoned by a panic.
+fn poisoned<T>(_: T) -> StoreError {
+    err("reference map lock poisoned")
+}
+
 /// (source, reference) → sequence of the record's row in `RECORD_DATA`.
 /// Built on first use, or by the first full pass over the records (a
 /// coordinator's load at start-up), so that a start reads the records once.
@@ -258,9 +263,6 @@ impl RedbStore {
 
     /// The reference map, built first if no pass over the records has yet.
     fn refs(&self) -> Result<std::sync::RwLockReadGuard<'_, RefMap>, StoreError> {
-        fn poisoned<T>(_: T) -> StoreError {
-            err("reference map lock poisoned")
-        }
         {
             let refs = self.refs.read().map_err(poisoned)?;
             if refs.built {
@@ -330,7 +332,7 @@ impl StoreRead for RedbStore {
         // The first pass (the load at start-up) builds the reference map
         // as it goes, from the same snapshot; a commit in the meantime
         // builds its own first, and then this one is dropped.
-        let building = !self.refs.read().map_err(|_| err("reference map lock poisoned"))?.built;
+        let building = !self.refs.read().map_err(poisoned)?.built;
         let mut built = if building { RefMap::with_capacity(t.len().map_err(err)?) } else { RefMap::default() };
         for item in t.iter().map_err(err)? {
             let (k, v) = item.map_err(err)?;
@@ -341,7 +343,7 @@ impl StoreRead for RedbStore {
             f(row);
         }
         if building {
-            let mut refs = self.refs.write().map_err(|_| err("reference map lock poisoned"))?;
+            let mut refs = self.refs.write().map_err(poisoned)?;
             if !refs.built {
                 *refs = built;
             }
@@ -565,7 +567,7 @@ impl Store for RedbStore {
         }
         w.commit().map_err(err)?;
         self.synced();
-        let mut refs = self.refs.write().map_err(|_| err("reference map lock poisoned"))?;
+        let mut refs = self.refs.write().map_err(poisoned)?;
         for ((source, r), seq) in staged {
             let s = refs.source(&source);
             match seq {
