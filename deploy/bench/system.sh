@@ -25,12 +25,12 @@ OUT=${OUT:-/tmp/vigil-bench}
 TD=vigil.bench
 ORIGIN=vigil.bench/audit
 SERVER=coordinator.vigil.bench
-if [ -z "${VIGIL_BIN:-}" ]; then cargo build --release --bins --quiet; BIN=$ROOT/target/release; else BIN=$VIGIL_BIN; fi
 # Everything runs on this one machine: the feeding node on one worker
 # thread (plus its reader), so that the coordinator, the bound here, keeps a
 # core (docs/BENCHMARKS.md: two workers made the 1M feed 20% slower).
 export VIGIL_FEED_WORKERS=${VIGIL_FEED_WORKERS:-1}
 source "$ROOT/deploy/local/lib.sh"
+vigil_binaries
 trap vigil_cleanup EXIT
 t() { date +%s.%N; }
 since() { python3 -c "print(f'{$(t) - $1:.1f}')"; }
