@@ -63,11 +63,28 @@ impl From<StoreError> for CoreError {
 struct Staged {
     leaves: Vec<Hash>,
     checkpoint: Option<String>,
-    /// Whether a force has something new to receive.
-    notify: bool,
+    /// The forces with something new to receive.
+    forces: std::collections::BTreeSet<String>,
     /// Disclosures and retractions created (counted at publication, so
     /// the metric moves by ticks, like the log, not batch by batch).
     disclosures: u64,
+}
+
+/// What publications have brought, by force: a delivery task wakes on
+/// every change but reads the store only when its force's count (or the
+/// count for everyone, moved when the engine is rebuilt) has moved, so one
+/// force's disclosure does not send every subscription to the store.
+#[derive(Debug, Default)]
+pub struct Changes {
+    everyone: u64,
+    forces: std::collections::HashMap<String, u64>,
+}
+
+impl Changes {
+    /// Where `force` stands: equal marks mean nothing new for it.
+    pub fn mark(&self, force: &str) -> (u64, u64) {
+        (self.everyone, self.forces.get(force).copied().unwrap_or(0))
+    }
 }
 
 /// The engine, the store and the published log.
@@ -79,7 +96,7 @@ pub struct Core {
     staged: Mutex<Staged>,
     /// The published tree size.
     published: watch::Sender<u64>,
-    changed: watch::Sender<u64>,
+    changed: watch::Sender<Changes>,
     settings: Settings,
     /// The audit signing key's text, overwritten when the core is dropped.
     signer_key: zeroize::Zeroizing<String>,
@@ -136,7 +153,7 @@ impl Core {
             view: RwLock::new(LogView::default()),
             staged: Mutex::new(Staged::default()),
             published: watch::channel(0).0,
-            changed: watch::channel(0).0,
+            changed: watch::channel(Changes::default()).0,
             settings,
             signer_key: zeroize::Zeroizing::new(signer_key),
             broken: AtomicBool::new(false),
@@ -245,8 +262,9 @@ impl Core {
         &self.store
     }
 
-    /// Changes when a publication brings something for a force to receive.
-    pub fn changes(&self) -> watch::Receiver<u64> {
+    /// Changes when a publication brings something for a force to receive
+    /// ([`Changes::mark`] says for which).
+    pub fn changes(&self) -> watch::Receiver<Changes> {
         self.changed.subscribe()
     }
 
@@ -326,7 +344,7 @@ impl Core {
                 metrics::set_tokens(nat, ros);
                 // Staged under the engine lock, so in commit order.
                 let created = commit.disclosures.len();
-                self.stage(leaves, commit.checkpoint.map(|c| c.1), !forces.is_empty(), created);
+                self.stage(leaves, commit.checkpoint.map(|c| c.1), forces, created);
                 Ok(receipt)
             }
             Err(e @ (EngineError::Limit(_) | EngineError::Invalid(_) | EngineError::Sequence(_))) => Err(e.into()),
@@ -354,7 +372,7 @@ impl Core {
             self.reload(&mut engine);
             return Err(e.into());
         }
-        self.stage(checked.leaves.clone(), checked.commit.checkpoint.as_ref().map(|c| c.1.clone()), false, 0);
+        self.stage(checked.leaves.clone(), checked.commit.checkpoint.as_ref().map(|c| c.1.clone()), Vec::new(), 0);
         Ok(checked)
     }
 
@@ -394,7 +412,7 @@ impl Core {
         let engine = self.engine()?;
         let commit = engine.refresh_checkpoint(now_ms())?;
         self.store.commit(&commit)?;
-        self.stage(Vec::new(), commit.checkpoint.map(|c| c.1), false, 0);
+        self.stage(Vec::new(), commit.checkpoint.map(|c| c.1), Vec::new(), 0);
         Ok(())
     }
 
@@ -408,14 +426,14 @@ impl Core {
 
     /// Queues a commit's leaves and checkpoint for the next publication.
     /// Called with the engine lock held, so staging follows commit order.
-    fn stage(&self, leaves: Vec<Hash>, checkpoint: Option<String>, notify: bool, disclosures: usize) {
+    fn stage(&self, leaves: Vec<Hash>, checkpoint: Option<String>, forces: Vec<String>, disclosures: usize) {
         if let Ok(mut s) = self.staged.lock() {
             s.disclosures += disclosures as u64;
             s.leaves.extend(leaves);
             if checkpoint.is_some() {
                 s.checkpoint = checkpoint;
             }
-            s.notify |= notify;
+            s.forces.extend(forces);
         }
     }
 
@@ -442,8 +460,12 @@ impl Core {
         };
         self.published.send_replace(size);
         metrics::disclosures_published(staged.disclosures);
-        if staged.notify {
-            self.changed.send_modify(|v| *v += 1);
+        if !staged.forces.is_empty() {
+            self.changed.send_modify(|c| {
+                for f in staged.forces {
+                    *c.forces.entry(f).or_default() += 1;
+                }
+            });
         }
         Ok(())
     }
@@ -468,7 +490,7 @@ impl Core {
             *v = view;
         }
         self.published.send_replace(size);
-        self.changed.send_modify(|v| *v += 1);
+        self.changed.send_modify(|c| c.everyone += 1);
         Ok(())
     }
 

@@ -1,10 +1,11 @@
 //! Delivery to a force's subscription: every disclosure, amendment and
 //! retraction the force has not acknowledged, oldest first, then new ones
-//! as batches commit. Reads run off the async executor; the stream ends on
-//! shutdown, when the subscriber goes away, on the first error, or when
-//! another subscription for the same force starts: one live subscription
-//! per force ([`Subscriptions`]), so that a copied certificate cannot
-//! quietly take a share of the force's disclosures.
+//! as publications bring them (a publication for other forces only wakes
+//! the task, it does not read the store). Reads run off the async
+//! executor; the stream ends on shutdown, when the subscriber goes away, on
+//! the first error, or when another subscription for the same force starts:
+//! one live subscription per force ([`Subscriptions`]), so that a copied
+//! certificate cannot quietly take a share of the force's disclosures.
 
 use prost::Message;
 use std::collections::HashMap;
@@ -91,7 +92,9 @@ async fn deliver(
             let _ = tx.send(Err(CoreError::Superseded)).await;
             return;
         }
-        changed.borrow_and_update();
+        // Where this force stood before the read: a publication for it
+        // after this point moves the mark, and the wait below sees it.
+        let mark = changed.borrow_and_update().mark(force);
         let (store, f) = (core.store().clone(), force.to_string());
         let page = match tokio::task::spawn_blocking(move || store.pending(&f, after, PAGE)).await {
             Ok(Ok(p)) => p,
@@ -103,7 +106,7 @@ async fn deliver(
         };
         if page.is_empty() {
             tokio::select! {
-                r = changed.changed() => if r.is_err() { return },
+                ok = moved(&mut changed, force, mark) => if !ok { return },
                 _ = shutdown.changed() => return,
                 _ = async { let _ = active.wait_for(|a| !*a).await; } => {
                     let _ = tx.send(Err(CoreError::Standby)).await;
@@ -143,7 +146,7 @@ async fn deliver(
         }
         if unpublished {
             tokio::select! {
-                r = changed.changed() => if r.is_err() { return },
+                ok = moved(&mut changed, force, mark) => if !ok { return },
                 _ = shutdown.changed() => return,
                 _ = tx.closed() => return,
             }
@@ -153,6 +156,16 @@ async fn deliver(
             return;
         }
     }
+}
+
+/// Waits until `force`'s mark moves from `mark`; `false` if the core is
+/// gone.
+async fn moved(
+    changed: &mut tokio::sync::watch::Receiver<crate::core::Changes>,
+    force: &str,
+    mark: (u64, u64),
+) -> bool {
+    changed.wait_for(|c| c.mark(force) != mark).await.is_ok()
 }
 
 #[cfg(test)]
@@ -231,6 +244,20 @@ mod tests {
                 .expect("not an error");
             assert!(d.audit.is_some_and(|a| !a.checkpoint.is_empty()), "delivered with its proof");
         });
+    }
+
+    /// A publication moves the mark of the forces it brings something to,
+    /// and only theirs: other forces' subscriptions do not read the store.
+    #[test]
+    fn a_publication_moves_only_its_forces_marks() {
+        let (core, _stop) = core_with_subject();
+        let changes = core.changes();
+        let (gmp, wmp) = (changes.borrow().mark("gmp"), changes.borrow().mark("wmp"));
+        core.apply(|e, s| e.apply_national(s, "pnc", national(1, 7), 2)).unwrap();
+        assert_eq!(changes.borrow().mark("gmp"), gmp, "nothing moves before the publication");
+        core.publish_staged().unwrap();
+        assert_ne!(changes.borrow().mark("gmp"), gmp, "gmp has a disclosure");
+        assert_eq!(changes.borrow().mark("wmp"), wmp, "wmp has nothing new");
     }
 
     /// Checkpoints go out on the publisher's schedule, not per batch: two
