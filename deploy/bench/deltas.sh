@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Delta latency at size (issue 13): after deploy/bench/system.sh has left its
+# deployment in OUT (default /tmp/vigil-bench), start the coordinator on that
+# store, connect every force's watcher, feed DELTAS (default 50) deltas of
+# 10 records each with record ids not used before (the synth's delta rows
+# under a fresh prefix, so each run discloses anew), and print the latency
+# from the coordinator accepting a delta to the disclosure stored in the
+# inbox, with the coordinator's apply time per delta from its debug log.
+# Embedded store only (a PostgreSQL deployment's cluster is stopped when
+# system.sh ends).
+#
+#   deploy/bench/deltas.sh            one run
+#   RUNS=4 deploy/bench/deltas.sh     four, one after another
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/vigil-bench}
+BIN=${VIGIL_BIN:-$(pwd)/target/release}
+NODE=$BIN/vigil-node
+DELTAS=${DELTAS:-50}
+WORK=$OUT/deltas-bench
+FORCES=()
+for r in "$OUT"/data/roster-*.csv; do f=${r##*/roster-}; FORCES+=("${f%.csv}"); done
+PIDS=()
+stop() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+trap stop EXIT
+mkdir -p "$WORK"
+for run in $(seq 1 "${RUNS:-1}"); do
+  PREFIX=$(python3 -c 'import secrets; print("D" + secrets.token_hex(3).upper())')
+  LOG=$WORK/coordinator-$PREFIX.log
+  RUST_LOG=info,vigil_coordinator=debug "$BIN/vigil-coordinator" serve --config "$OUT/coordinator/coordinator.toml" >/dev/null 2>"$LOG" &
+  PIDS+=($!)
+  "$NODE" health --config "$OUT/nodes/ico/node.toml" --wait 900 >/dev/null
+  for f in "${FORCES[@]}"; do
+    "$NODE" watch --config "$OUT/nodes/$f/node.toml" 2>"$WORK/watch-$f.log" &
+    PIDS+=($!)
+  done
+  python3 - "$OUT/data/delta.csv" "$WORK/$PREFIX" "$PREFIX" "$DELTAS" <<'PY'
+import csv, os, sys
+src, d, prefix, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+os.makedirs(d, exist_ok=True)
+rows = list(csv.reader(open(src)))
+head, body = rows[0], rows[1:]
+for r in body:
+    r[0] = prefix + r[0]
+for i in range(min(n, len(body) // 10)):
+    with open(f"{d}/delta-{i:03}.csv", "w", newline="") as fh:
+        w = csv.writer(fh); w.writerow(head); w.writerows(body[i * 10:(i + 1) * 10])
+PY
+  for f in "${FORCES[@]}"; do "$NODE" inbox list --config "$OUT/nodes/$f/node.toml" --format json >"$WORK/before-$f.json"; done
+  for d in "$WORK/$PREFIX"/delta-*.csv; do "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --delta "$d" >/dev/null; done
+  sleep 2 # let the last deltas' disclosures land before reading the inboxes (a measurement, not readiness)
+  python3 - "$NODE" "$OUT" "$WORK" "$LOG" "${FORCES[@]}" <<'PY'
+import json, re, subprocess, sys
+node, out, work, log, forces = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+lat = []
+for f in forces:
+    before = {i["id"] for i in json.load(open(f"{work}/before-{f}.json"))}
+    inbox = json.loads(subprocess.check_output([node, "inbox", "list", "--format", "json", "--config", f"{out}/nodes/{f}/node.toml"]))
+    lat += [i["latency_ms"] for i in inbox if i["id"] not in before]
+lat.sort()
+q = lambda xs, p: xs[min(len(xs) - 1, int(len(xs) * p))] if xs else 0
+apply = sorted(float(m) for m in re.findall(r"apply_ms=([0-9.]+)", open(log).read()))
+print(f"{len(lat)} disclosures: p50 {q(lat, 0.5)} ms, p99 {q(lat, 0.99)} ms, max {lat[-1] if lat else 0} ms; "
+      f"apply per delta p50 {q(apply, 0.5):.1f} ms, p90 {q(apply, 0.9):.1f} ms, max {apply[-1] if apply else 0:.1f} ms")
+PY
+  stop
+done
