@@ -46,22 +46,16 @@ for i in range(min(n, len(body) // 10)):
     with open(f"{d}/delta-{i:03}.csv", "w", newline="") as fh:
         w = csv.writer(fh); w.writerow(head); w.writerows(body[i * 10:(i + 1) * 10])
 PY
-  for f in "${FORCES[@]}"; do "$NODE" inbox list --config "$OUT/nodes/$f/node.toml" --format json >"$WORK/before-$f.json"; done
+  for f in "${FORCES[@]}"; do "$NODE" inbox list --config "$OUT/nodes/$f/node.toml" --format json >"$OUT/nodes/$f/before.json"; done
   for d in "$WORK/$PREFIX"/delta-*.csv; do "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --delta "$d" >/dev/null; done
   sleep 2 # let the last deltas' disclosures land before reading the inboxes (a measurement, not readiness)
-  python3 - "$NODE" "$OUT" "$WORK" "$LOG" "${FORCES[@]}" <<'PY'
-import json, re, subprocess, sys
-node, out, work, log, forces = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
-lat = []
-for f in forces:
-    before = {i["id"] for i in json.load(open(f"{work}/before-{f}.json"))}
-    inbox = json.loads(subprocess.check_output([node, "inbox", "list", "--format", "json", "--config", f"{out}/nodes/{f}/node.toml"]))
-    lat += [i["latency_ms"] for i in inbox if i["id"] not in before]
-lat.sort()
-q = lambda xs, p: xs[min(len(xs) - 1, int(len(xs) * p))] if xs else 0
+  LAT=$(python3 deploy/bench/latency.py "$NODE" "$OUT" "${FORCES[@]}")
+  python3 - "$LOG" "$LAT" <<'PY'
+import re, sys
+log, lat = sys.argv[1], sys.argv[2]
 apply = sorted(float(m) for m in re.findall(r"apply_ms=([0-9.]+)", open(log).read()))
-print(f"{len(lat)} disclosures: p50 {q(lat, 0.5)} ms, p99 {q(lat, 0.99)} ms, max {lat[-1] if lat else 0} ms; "
-      f"apply per delta p50 {q(apply, 0.5):.1f} ms, p90 {q(apply, 0.9):.1f} ms, max {apply[-1] if apply else 0:.1f} ms")
+q = lambda p: apply[min(len(apply) - 1, int(len(apply) * p))] if apply else 0
+print(f"{lat}; apply per delta p50 {q(0.5):.1f} ms, p90 {q(0.9):.1f} ms, max {apply[-1] if apply else 0:.1f} ms")
 PY
   stop
 done

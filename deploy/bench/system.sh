@@ -118,19 +118,7 @@ PY
 for f in "${FORCES[@]}"; do "$NODE" inbox list --config "$OUT/nodes/$f/node.toml" --format json > "$OUT/nodes/$f/before.json"; done
 for d in "$OUT"/deltas/delta-*.csv; do "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --delta "$d" >/dev/null; done
 sleep 2 # let the last deltas' disclosures land before reading the inboxes (a measurement, not readiness)
-LAT=$(python3 - "$NODE" "$OUT" "${FORCES[@]}" <<'PY'
-import json, subprocess, sys
-node, out, forces = sys.argv[1], sys.argv[2], sys.argv[3:]
-lat = []
-for f in forces:
-    before = {i["id"] for i in json.load(open(f"{out}/nodes/{f}/before.json"))}
-    inbox = json.loads(subprocess.check_output([node, "inbox", "list", "--format", "json", "--config", f"{out}/nodes/{f}/node.toml"]))
-    lat += [i["latency_ms"] for i in inbox if i["id"] not in before]
-lat.sort()
-q = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] if lat else 0
-print(f"{len(lat)} disclosures: p50 {q(0.5)} ms, p99 {q(0.99)} ms, max {lat[-1] if lat else 0} ms")
-PY
-)
+LAT=$(python3 "$ROOT/deploy/bench/latency.py" "$NODE" "$OUT" "${FORCES[@]}")
 # Restart at this size: SIGTERM, start again, until the health check
 # answers (the indexes rebuilt from the store; sized from it when
 # [capacity] is not set).
