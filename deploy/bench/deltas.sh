@@ -34,6 +34,12 @@ for run in $(seq 1 "${RUNS:-1}"); do
     "$NODE" watch --config "$OUT/nodes/$f/node.toml" 2>"$WORK/watch-$f.log" &
     PIDS+=($!)
   done
+  # Every watcher subscribed before the first delta, so that no latency
+  # includes a connection being made.
+  for f in "${FORCES[@]}"; do
+    for _ in $(seq 1 600); do grep -q "subscribed to disclosures" "$WORK/watch-$f.log" && break; sleep 0.1; done
+    grep -q "subscribed to disclosures" "$WORK/watch-$f.log" || { echo "the $f watcher did not subscribe within a minute" >&2; exit 1; }
+  done
   python3 - "$OUT/data/delta.csv" "$WORK/$PREFIX" "$PREFIX" "$DELTAS" <<'PY'
 import csv, os, sys
 src, d, prefix, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
