@@ -68,6 +68,18 @@ pub struct Params {
     /// tail of forenames; docs/BENCHMARKS.md has the profile).
     #[arg(long, value_enum, default_value_t = Noise::Mild)]
     pub noise: Noise,
+    /// Share of HR rows with one identity field left blank (forename,
+    /// surname, date of birth or postcode, a quarter each), as in the
+    /// original records of FEBRL-generated benchmarks. HR rows are complete
+    /// otherwise (apart from the mild view's missing NI numbers and
+    /// postcodes).
+    #[arg(long, default_value_t = 0.0)]
+    pub roster_missing: f64,
+    /// Give each member of staff with national records exactly one (the
+    /// shape of a two-file linkage benchmark: one record a person), instead
+    /// of one to three.
+    #[arg(long)]
+    pub one_record: bool,
 }
 
 /// The corruption profile of national records.
@@ -278,6 +290,7 @@ struct Gen {
     noise: Noise,
     nino_missing: f64,
     moved: f64,
+    roster_missing: f64,
     surnames: Weighted<&'static str>,
     male: Weighted<&'static str>,
     female: Weighted<&'static str>,
@@ -297,6 +310,7 @@ impl Gen {
             noise: Noise::Mild,
             nino_missing: 0.05,
             moved: 0.15,
+            roster_missing: 0.0,
             surnames: Weighted::new(SURNAMES),
             male: Weighted::new(MALE),
             female: Weighted::new(FEMALE),
@@ -514,6 +528,10 @@ impl Gen {
         let postcode = if self.rng.chance(0.02) { String::new() } else { self.render_postcode(&p.postcode) };
         let mut row =
             vec![id.to_string(), p.forenames.join(" "), p.surname.clone(), prev, p.dob.to_string(), nino, postcode];
+        // Columns 1, 2, 4, 6: forename, surname, date of birth, postcode.
+        if self.roster_missing > 0.0 && self.rng.chance(self.roster_missing) {
+            row[[1, 2, 4, 6][self.rng.below(4)]].clear();
+        }
         if role_extra != Some("") {
             row.push(role);
         }
@@ -752,7 +770,11 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
         return Err(SynthError::Params("--overlap and --hard-negatives must be between 0 and 1".into()));
     }
     std::fs::create_dir_all(dir).map_err(|source| SynthError::Io { path: dir.to_path_buf(), source })?;
-    for (name, v) in [("--nino-missing", params.nino_missing), ("--moved", params.moved)] {
+    for (name, v) in [
+        ("--nino-missing", params.nino_missing),
+        ("--moved", params.moved),
+        ("--roster-missing", params.roster_missing),
+    ] {
         if !(0.0..=1.0).contains(&v) {
             return Err(SynthError::Params(format!("{name} must be between 0 and 1")));
         }
@@ -761,6 +783,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
     g.noise = params.noise;
     g.nino_missing = params.nino_missing;
     g.moved = params.moved;
+    g.roster_missing = params.roster_missing;
     let mut summary = Summary::default();
     let mut truth = Out::create(dir, "truth.csv", &["force", "employee_id", "record_id", "relation"])?;
 
@@ -800,6 +823,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
             if role[global] & 1 != 0 {
                 summary.staff_with_records += 1;
                 let n = match g.rng.below(20) {
+                    _ if params.one_record => 1,
                     0 => 3,
                     1..=3 => 2,
                     _ => 1,
@@ -988,5 +1012,53 @@ mod tests {
         for rel in ["same_person", "twin", "sibling", "namesake"] {
             assert!(truth.contains(rel), "no {rel} in truth");
         }
+    }
+
+    /// `--one-record` gives each member of staff with records exactly one;
+    /// `--roster-missing` blanks one identity field in about that share of
+    /// HR rows, and nothing else.
+    #[test]
+    fn one_record_a_person_and_hr_rows_with_a_field_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Params {
+            forces: 1,
+            staff_per_force: 2000,
+            national: 2000,
+            overlap: 1.0,
+            hard_negatives: 0.0,
+            one_record: true,
+            roster_missing: 0.1,
+            noise: Noise::Heavy,
+            ..Params::default()
+        };
+        let s = generate(&p, d.path()).unwrap();
+        assert_eq!(s.true_pairs, 2000);
+        // Pairs of staff (not applicants) with records of the main extract
+        // (not the delta's).
+        let extract = std::fs::read_to_string(d.path().join("extract.csv")).unwrap();
+        let in_extract: std::collections::HashSet<&str> =
+            extract.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
+        let mut rdr = csv::Reader::from_path(d.path().join("truth.csv")).unwrap();
+        let mut per_person = std::collections::HashMap::new();
+        for r in rdr.records() {
+            let r = r.unwrap();
+            if &r[3] == "same_person" && r[1].starts_with("MET") && in_extract.contains(&r[2]) {
+                *per_person.entry(r[1].to_string()).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(per_person.len(), 2000);
+        assert!(per_person.values().all(|&n| n == 1));
+        let mut rdr = csv::Reader::from_path(d.path().join("roster-met.csv")).unwrap();
+        let blank = |r: &csv::StringRecord, i: usize| r[i].is_empty();
+        let (mut names, mut dates) = (0, 0);
+        for r in rdr.records() {
+            let r = r.unwrap();
+            assert!(!(blank(&r, 1) && blank(&r, 2)), "at most one name is left out");
+            names += usize::from(blank(&r, 1) || blank(&r, 2));
+            dates += usize::from(blank(&r, 4));
+        }
+        // A tenth of 2,000 rows, half of them a name, a quarter the date.
+        assert!((60..140).contains(&names), "{names} rows without a name");
+        assert!((25..80).contains(&dates), "{dates} rows without a date of birth");
     }
 }

@@ -11,7 +11,8 @@
 //! birth 10%, postcode 5%, NI number 5%, and the other 55% on fields Vigil
 //! does not match on (address lines, event details), which change nothing
 //! here. So a record carries on average one error in its five identity
-//! fields. Independently, 3% of records have forename and surname swapped.
+//! fields. Independently, 5% of records have forename and surname swapped
+//! (FEBRL's `field_swap_prob` for given name and surname).
 //! Error types per field:
 //!
 //! | field | errors (probability) |
@@ -228,7 +229,7 @@ fn respell(g: &mut Gen, s: &str, table: &[(&str, &str)]) -> Option<String> {
 impl Gen {
     /// Applies the heavy profile to one national record.
     pub(super) fn corrupt_heavily(&mut self, r: &mut NationalRow, female: bool) {
-        if self.rng.chance(0.03) {
+        if self.rng.chance(0.05) {
             std::mem::swap(&mut r.forenames, &mut r.surname);
         }
         let n = match self.rng.below(100) {
