@@ -64,7 +64,7 @@ pub struct Params {
     #[arg(long, default_value_t = 0.15)]
     pub moved: f64,
     /// How noisy national records are: `mild` (a few typos and date slips)
-    /// or `heavy` (one to three keying errors in every record, and a long
+    /// or `heavy` (one to four modifications in every record, and a long
     /// tail of forenames; docs/BENCHMARKS.md has the profile).
     #[arg(long, value_enum, default_value_t = Noise::Mild)]
     pub noise: Noise,
