@@ -169,10 +169,6 @@ impl SubjectChance {
     }
 }
 
-fn posterior(p: &Policy, x: &Features) -> [f64; super::CLASSES] {
-    p.posterior(x)
-}
-
 fn rel_change(a: &[f64; 4], b: &[f64; 4]) -> f64 {
     a.iter().zip(b).map(|(x, y)| if *y > 0.0 { ((x - y) / y).abs() } else { 0.0 }).sum()
 }
@@ -222,11 +218,10 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
         let mut acc = [[0.0f64; 4]; FIELDS.len()];
         let mut same = 0.0;
         let mut relatives = [0.0f64; 3];
-        let judged = subject_judged(&p, pairs);
-        for (x, &g) in pairs.samples.iter().zip(&judged) {
+        let judged = judge(&p, pairs);
+        for ((x, &g), post) in pairs.samples.iter().zip(&judged.same).zip(&judged.classes) {
             // What is not the subject's record is shared among relatives
             // and chance as the pair on its own says.
-            let post = posterior(&p, x);
             let others: f64 = post[1..].iter().sum();
             if others > 0.0 {
                 for (r, slot) in relatives.iter_mut().enumerate() {
@@ -271,7 +266,7 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
         } else {
             (p.matches_per_subject, rel0)
         };
-        let prior = subject_step(&p, pairs, p.subject_prior());
+        let prior = judged.next_prior;
         let change = (lambda - p.matches_per_subject).abs() / p.matches_per_subject
             + rel.iter().zip(p.relatives_per_subject.iter()).map(|(a, b)| (a - b).abs() / b).sum::<f64>()
             + m.iter().zip(p.m.iter()).map(|(a, b)| rel_change(a, b)).sum::<f64>()
@@ -325,48 +320,92 @@ fn fit_subject_prior(p: &Policy, s: &SubjectPairs) -> SubjectPrior {
 }
 
 /// One round of [`fit_subject_prior`] from `prior`, with the levels of `p`.
-fn subject_step(p: &Policy, s: &SubjectPairs, mut prior: SubjectPrior) -> SubjectPrior {
-    let units = (s.subjects * s.sources.max(1)).max(s.groups.len() as u64) as f64;
-    if units == 0.0 {
-        return prior;
-    }
-    let empty = units - s.groups.len() as f64;
-    let (mut has, mut count) = (0.0, 0.0);
+fn subject_step(p: &Policy, s: &SubjectPairs, prior: SubjectPrior) -> SubjectPrior {
+    let log_w: Vec<f64> = s.samples.iter().map(|x| p.log_weight(x)).collect();
+    let mut step = PriorStep::default();
     for &(first, len) in &s.groups {
-        let log_w: Vec<f64> = s.samples[first..first + len].iter().map(|x| p.log_weight(x)).collect();
         let n = f64::from(s.samples[first].records.max(1));
-        let post = subject::posterior(&log_w, n, prior);
-        has += post.has_record;
-        count += post.expected;
+        step.add(&subject::posterior(&log_w[first..first + len], n, prior));
     }
-    let none = subject::posterior(&[], 1.0, prior);
-    has += empty * none.has_record;
-    count += empty * none.expected;
-    let mean = (count / has.max(1e-12)).max(1.0);
-    prior.has_record = (has / units).clamp(1e-4, 0.999);
-    prior.further = (1.0 - 1.0 / mean).clamp(1e-3, 0.9);
-    prior
+    step.finish(s, prior)
 }
 
-/// Each pair's probability of being the same person as the policy decides
-/// it, with the subject's other candidates in the same source
-/// ([`Policy::assess_subject`]): the E-step of training is the model that
-/// decides, so a pattern is not taught to the relatives' classes by pairs
-/// the subject-level model gives to the same person (a lone candidate of a
-/// subject from a source that holds nearly every subject).
-fn subject_judged(p: &Policy, s: &SubjectPairs) -> Vec<f64> {
-    let mut out = vec![0.0; s.samples.len()];
+/// The sums behind one round of the subject-level prior.
+#[derive(Default)]
+struct PriorStep {
+    has: f64,
+    count: f64,
+}
+
+impl PriorStep {
+    fn add(&mut self, post: &subject::SubjectPosterior) {
+        self.has += post.has_record;
+        self.count += post.expected;
+    }
+
+    /// `ρ`: the mean posterior that a (subject, source) has a record; `q`
+    /// from the expected size of a non-empty set (geometric).
+    fn finish(mut self, s: &SubjectPairs, mut prior: SubjectPrior) -> SubjectPrior {
+        let units = (s.subjects * s.sources.max(1)).max(s.groups.len() as u64) as f64;
+        if units == 0.0 {
+            return prior;
+        }
+        let empty = units - s.groups.len() as f64;
+        let none = subject::posterior(&[], 1.0, prior);
+        self.has += empty * none.has_record;
+        self.count += empty * none.expected;
+        let mean = (self.count / self.has.max(1e-12)).max(1.0);
+        prior.has_record = (self.has / units).clamp(1e-4, 0.999);
+        prior.further = (1.0 - 1.0 / mean).clamp(1e-3, 0.9);
+        prior
+    }
+}
+
+/// One E-step: for each pair, its probability of being the same person as
+/// the policy decides it (with the subject's other candidates in the same
+/// source, [`Policy::assess_subject`]) and its class posterior on its own;
+/// and the next round's subject-level prior from the same sums. Judging
+/// with the model that decides means a pattern is not taught to the
+/// relatives' classes by pairs the subject-level model gives to the same
+/// person (a lone candidate of a subject from a source that holds nearly
+/// every subject).
+struct Judged {
+    same: Vec<f64>,
+    classes: Vec<[f64; super::CLASSES]>,
+    next_prior: SubjectPrior,
+}
+
+fn judge(p: &Policy, s: &SubjectPairs) -> Judged {
+    let prior = p.subject_prior();
+    let mut same = vec![0.0; s.samples.len()];
+    let mut classes = vec![[0.0; super::CLASSES]; s.samples.len()];
+    let mut step = PriorStep::default();
+    let mut log_w = Vec::new();
     for &(first, len) in &s.groups {
         let group = &s.samples[first..first + len];
-        let log_w: Vec<f64> = group.iter().map(|x| p.log_weight(x)).collect();
-        let n = f64::from(group[0].records.max(1));
-        let post = subject::posterior(&log_w, n, p.subject_prior());
-        let top = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        log_w.clear();
         for (j, x) in group.iter().enumerate() {
-            out[first + j] = if log_w[j] >= top { post.each[j] } else { post.each[j].min(p.probability(x)) };
+            let l = p.log_likelihoods(x);
+            classes[first + j] = softmax(&l);
+            log_w.push(p.log_weight_from(x, &l));
+        }
+        let n = f64::from(group[0].records.max(1));
+        let post = subject::posterior(&log_w, n, prior);
+        step.add(&post);
+        let top = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        for j in 0..len {
+            let alone = classes[first + j][0];
+            same[first + j] = if log_w[j] >= top { post.each[j] } else { post.each[j].min(alone) };
         }
     }
-    out
+    Judged { same, classes, next_prior: step.finish(s, prior) }
+}
+
+fn softmax(l: &[f64; super::CLASSES]) -> [f64; super::CLASSES] {
+    let mx = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e = l.map(|v| (v - mx).exp());
+    let z: f64 = e.iter().sum();
+    e.map(|v| v / z)
 }
 
 #[cfg(test)]
