@@ -34,7 +34,7 @@ pub enum SecretFileError {
         problem: String,
     },
     /// Refusing to overwrite.
-    #[error("{0} exists already; refusing to overwrite a key")]
+    #[error("{0} exists already; refusing to overwrite it")]
     Exists(PathBuf),
     /// No randomness.
     #[error("system random generator failed")]

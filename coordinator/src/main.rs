@@ -421,6 +421,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Calibrate { config, out, version } => {
+            // Before the store is read and the policy trained (minutes at
+            // national scale), not after.
+            if out.exists() {
+                anyhow::bail!(
+                    "{}: exists already; give --out a new file for the trained policy (nothing was trained)",
+                    out.display()
+                );
+            }
             let cfg = load_config(&config)?;
             let version = version.unwrap_or_else(|| {
                 let t = vigil_proto::time::rfc3339(vigil_common::clock::now_ms());

@@ -56,6 +56,16 @@ fn calibrate_trains_and_a_new_policy_redecides_every_pair_in_the_open() {
     assert!(out.contains("policy t1 trained from default-") && out.contains("400 subjects"), "{out}");
     let text = std::fs::read_to_string(&trained).unwrap();
     assert!(text.contains("[training]") && text.contains("version = \"t1\""), "{text}");
+    // Run again onto the same file: refused before any training, the
+    // trained policy left as it was.
+    let again = run(std::process::Command::new(vigil_tests::bin("vigil-coordinator"))
+        .args(["calibrate", "--version", "t2", "--out"])
+        .arg(&trained)
+        .arg("--config")
+        .arg(w.path().join("coordinator/coordinator.toml")));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("exists already") && err.contains("nothing was trained"), "{err}");
+    assert_eq!(std::fs::read_to_string(&trained).unwrap(), text);
 
     // A much stricter policy (the trained one with a confirmation threshold
     // few pairs reach): the coordinator logs it and retracts what it no
