@@ -312,22 +312,17 @@ pub fn train(start: &Policy, chance: &SubjectChance, subjects: &SubjectPairs, re
 /// comes from the expected size of a non-empty set (geometric: mean
 /// `1/(1 − q)`). `unseen_share` is kept as it is.
 fn fit_subject_prior(p: &Policy, s: &SubjectPairs) -> SubjectPrior {
+    let log_w: Vec<f64> = s.samples.iter().map(|x| p.log_weight(x)).collect();
     let mut prior = p.subject_prior();
     for _ in 0..40 {
-        prior = subject_step(p, s, prior);
+        let mut step = PriorStep::default();
+        for &(first, len) in &s.groups {
+            let n = f64::from(s.samples[first].records.max(1));
+            step.add(&subject::posterior(&log_w[first..first + len], n, prior));
+        }
+        prior = step.finish(s, prior);
     }
     prior
-}
-
-/// One round of [`fit_subject_prior`] from `prior`, with the levels of `p`.
-fn subject_step(p: &Policy, s: &SubjectPairs, prior: SubjectPrior) -> SubjectPrior {
-    let log_w: Vec<f64> = s.samples.iter().map(|x| p.log_weight(x)).collect();
-    let mut step = PriorStep::default();
-    for &(first, len) in &s.groups {
-        let n = f64::from(s.samples[first].records.max(1));
-        step.add(&subject::posterior(&log_w[first..first + len], n, prior));
-    }
-    step.finish(s, prior)
 }
 
 /// The sums behind one round of the subject-level prior.
