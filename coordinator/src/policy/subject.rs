@@ -29,6 +29,17 @@
 
 use super::{Assessment, Evidence, Features, Policy, features};
 
+/// A candidate's probability among its subject's candidates in one source
+/// (`log_w` its weight, `top` the heaviest, `together` its posterior from
+/// [`posterior`], `alone` its pair-by-pair probability): the best candidate
+/// is judged with the others; a weaker one may be explained away by them,
+/// but never scores higher than it would alone, because that a person has
+/// one record does not make a second record with the same name and date of
+/// birth (a namesake, as often as a second record) more likely theirs.
+pub fn decided(log_w: f64, top: f64, together: f64, alone: impl FnOnce() -> f64) -> f64 {
+    if log_w >= top { together } else { together.min(alone()) }
+}
+
 /// Candidates of one subject in one source summed exactly.
 pub const EXACT: usize = 16;
 
@@ -187,12 +198,7 @@ impl Policy {
             let p = posterior(&group.iter().map(|&j| lw[j]).collect::<Vec<_>>(), n, self.subject_prior());
             let top = group.iter().map(|&j| lw[j]).fold(f64::NEG_INFINITY, f64::max);
             for (g, &j) in group.iter().enumerate() {
-                // The best candidate is judged with the others; a weaker one
-                // may be explained away by them, but never scores higher
-                // than it would alone: that a person has one record does not
-                // make a second record with the same name and date of birth
-                // (a namesake, as often as a second record) more likely theirs.
-                probability[j] = if lw[j] >= top { p.each[g] } else { p.each[g].min(self.probability(&read[j].1)) };
+                probability[j] = decided(lw[j], top, p.each[g], || self.probability(&read[j].1));
                 done[j] = true;
             }
         }

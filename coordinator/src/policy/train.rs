@@ -389,8 +389,7 @@ fn judge(p: &Policy, s: &SubjectPairs) -> Judged {
         step.add(&post);
         let top = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         for j in 0..len {
-            let alone = classes[first + j][0];
-            same[first + j] = if log_w[j] >= top { post.each[j] } else { post.each[j].min(alone) };
+            same[first + j] = subject::decided(log_w[j], top, post.each[j], || classes[first + j][0]);
         }
     }
     Judged { same, classes, next_prior: step.finish(s, prior) }
