@@ -192,6 +192,15 @@ pub type Table = [[f64; 4]; FIELDS.len()];
 /// Classes of the model: same person, three kinds of relative, unrelated.
 pub const CLASSES: usize = 5;
 
+/// The posterior of each class from its log likelihood, priors included
+/// ([`Policy::log_likelihoods`]).
+pub fn posterior_of(l: &[f64; CLASSES]) -> [f64; CLASSES] {
+    let mx = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e = l.map(|v| (v - mx).exp());
+    let z: f64 = e.iter().sum();
+    e.map(|v| v / z)
+}
+
 /// A checked policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -598,11 +607,7 @@ impl Policy {
 
     /// The posterior of each class ([`Policy::log_likelihoods`] order).
     pub fn posterior(&self, x: &Features) -> [f64; CLASSES] {
-        let l = self.log_likelihoods(x);
-        let mx = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e = l.map(|v| (v - mx).exp());
-        let z: f64 = e.iter().sum();
-        e.map(|v| v / z)
+        posterior_of(&self.log_likelihoods(x))
     }
 
     /// How much more common than the model expects the values this pair

@@ -381,7 +381,7 @@ fn judge(p: &Policy, s: &SubjectPairs) -> Judged {
         log_w.clear();
         for (j, x) in group.iter().enumerate() {
             let l = p.log_likelihoods(x);
-            classes[first + j] = softmax(&l);
+            classes[first + j] = super::posterior_of(&l);
             log_w.push(p.log_weight_from(x, &l));
         }
         let n = f64::from(group[0].records.max(1));
@@ -393,13 +393,6 @@ fn judge(p: &Policy, s: &SubjectPairs) -> Judged {
         }
     }
     Judged { same, classes, next_prior: step.finish(s, prior) }
-}
-
-fn softmax(l: &[f64; super::CLASSES]) -> [f64; super::CLASSES] {
-    let mx = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e = l.map(|v| (v - mx).exp());
-    let z: f64 = e.iter().sum();
-    e.map(|v| v / z)
 }
 
 #[cfg(test)]
