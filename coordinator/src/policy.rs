@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use vigil_proto::KeyKind;
 use vigil_proto::kinds::{ALL, FIELDS, Field, KindSet, Level, SCHEME_VERSION};
 
+pub mod record;
 pub mod subject;
 pub mod train;
 
@@ -139,6 +140,10 @@ pub struct PolicyFile {
     /// Share of a subject's records that agree with them on no kind.
     #[serde(default = "PolicyFile::unseen_default")]
     pub unseen_share: f64,
+    /// Share of national records that belong to an enrolled subject (the
+    /// record side of the assignment; [`record`]). Training sets it.
+    #[serde(default)]
+    pub record_has_subject: f64,
     /// Weight (in records) of the population rate against the observed
     /// frequency of a forename or surname.
     pub frequency_pseudo_count: f64,
@@ -218,6 +223,8 @@ pub struct Policy {
     pub further_record: f64,
     /// Share of a subject's records that agree with them on no kind.
     pub unseen_share: f64,
+    /// Share of national records that belong to an enrolled subject ([`record`]).
+    pub record_has_subject: f64,
     /// Expected records per subject of each kind of relative ([`RELATIVES`]).
     pub relatives_per_subject: [f64; 3],
     /// Pseudo-count of the name-frequency prior.
@@ -489,6 +496,9 @@ impl Policy {
                 "subject_has_record and further_record must be between 0 and 1, unseen_share from 0 to below 1",
             );
         }
+        if !share(file.record_has_subject) {
+            return bad("record_has_subject must be from 0 to below 1");
+        }
         if !count(file.frequency_pseudo_count) {
             return bad("frequency_pseudo_count must be above 0 and at most 1000");
         }
@@ -500,6 +510,7 @@ impl Policy {
             subject_has_record: file.subject_has_record,
             further_record: file.further_record,
             unseen_share: file.unseen_share,
+            record_has_subject: file.record_has_subject,
             relatives_per_subject: [file.twin.per_subject, file.sibling.per_subject, file.parent_child.per_subject],
             pseudo_count: file.frequency_pseudo_count,
             m: table_of(&file.same_person, "same_person")?,
@@ -524,6 +535,7 @@ impl Policy {
             subject_has_record: round_sig(self.subject_has_record),
             further_record: round_sig(self.further_record),
             unseen_share: round_sig(self.unseen_share),
+            record_has_subject: round_sig(self.record_has_subject),
             frequency_pseudo_count: self.pseudo_count,
             same_person: field_table(&self.m),
             twin: relative_table(&self.r[0], self.relatives_per_subject[0]),

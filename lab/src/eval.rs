@@ -24,7 +24,7 @@ use vigil_coordinator::index::IndexKey;
 use vigil_coordinator::matcher::{Hit, Matcher};
 use vigil_coordinator::pepper::{Pepper, index_key};
 use vigil_coordinator::policy::train::{self, SubjectChance, SubjectPairs};
-use vigil_coordinator::policy::{Decision, Evidence, Policy};
+use vigil_coordinator::policy::{Decision, Evidence, Policy, features};
 
 /// Why an evaluation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -319,7 +319,7 @@ pub fn run(
             subject_pairs.probed();
         }
         for &(first, len) in &groups {
-            subject_pairs.add_group(pairs[first..first + len].iter().map(|(_, _, e)| e));
+            subject_pairs.add_group(pairs[first..first + len].iter().map(|(_, rid, e)| (*rid, e)));
         }
         let version = format!("{}+eval", policy.version);
         train::train(policy, &chance, &subject_pairs, u64::from(matcher.population()), &version)
@@ -336,6 +336,16 @@ pub fn run(
     for &(first, len) in &groups {
         let candidates: Vec<(u8, Evidence)> = pairs[first..first + len].iter().map(|(_, _, e)| (0, *e)).collect();
         assessed.extend(policy.assess_subject(&candidates));
+    }
+    // The record's side: a record no other subject claims, in a source
+    // whose records nearly all belong to someone enrolled.
+    if policy.record_side() {
+        let record: Vec<u32> = pairs.iter().map(|(_, rid, _)| *rid).collect();
+        let log_w: Vec<f64> = pairs.iter().map(|(_, _, e)| policy.log_weight(&features(e).1)).collect();
+        let ln_c = policy.ln_unclaimed_each(&record, &log_w, matcher.population());
+        for (a, c) in assessed.iter_mut().zip(ln_c) {
+            policy.claim(a, c);
+        }
     }
     for ((sid, rid, _), a) in pairs.iter().zip(assessed) {
         let pair = (*sid, *rid);

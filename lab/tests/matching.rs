@@ -331,10 +331,12 @@ fn febrl_like_floors_and_the_kinds_for_two_errors() {
     let r = synth_and_eval_without(&params, &[&[KeyKind::InitialsDob, KeyKind::ForenameInitialSurnameMd]]);
     let (all, without) = (&r[0], &r[1]);
     assert!(all.true_positives + all.false_negatives >= 2000, "too few true pairs to measure");
-    // measured 1.0000 and 0.9551, 0.9475 without the two kinds (2026-12-01,
-    // with forename and surname swapped in 5% of records, as FEBRL swaps them)
+    // measured 1.0000 and 0.9717, 0.9563 without the two kinds (2026-12-01,
+    // with forename and surname swapped in 5% of records, as FEBRL swaps them;
+    // 0.9551 and 0.9475 before the record's side was weighed: every record
+    // here is a member of staff's, so one no one else claims is theirs)
     assert!(all.precision >= 0.999, "precision {}", all.precision);
-    assert!(all.recall >= 0.95, "recall {}", all.recall);
+    assert!(all.recall >= 0.965, "recall {}", all.recall);
     assert!(all.recall > without.recall + 0.004, "{} against {} without", all.recall, without.recall);
     assert!(all.precision >= without.precision);
 }

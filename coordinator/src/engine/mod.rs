@@ -38,7 +38,7 @@ use vigil_proto::v1::{BatchReceipt, CheckMatch, SealedDetails};
 use crate::index::IndexKey;
 use crate::matcher::{Hit, Matcher};
 use crate::pepper::index_key;
-use crate::policy::{Assessment, Decision, Evidence};
+use crate::policy::{Assessment, Decision, Evidence, features};
 use crate::store::{RecordRow, Ref, SenderState, StoreError, StoreRead, StoredToken, SubjectRow};
 
 pub use log::LogView;
@@ -204,19 +204,38 @@ impl Engine {
 
     /// Probes the national index with a subject's (or applicant's) keys and
     /// decides every candidate, those in one source together
-    /// ([`crate::policy::subject`]); keeps the confirmed ones. Candidates
-    /// are counted into the batch when `count(record)` says so.
+    /// ([`crate::policy::subject`]); keeps the confirmed ones. For an
+    /// enrolled subject (`enrolled`: its id and the store) each candidate is
+    /// also weighed against its record's other subjects when the policy
+    /// asks for it ([`crate::policy::record`]). Candidates are counted into
+    /// the batch when `count(record)` says so.
     fn confirmed_subject(
         &mut self,
         b: &mut Batch,
         keys: &[(vigil_proto::KeyKind, IndexKey)],
         count: impl Fn(u32) -> bool,
-    ) -> Vec<Confirmed> {
+        enrolled: Option<(u32, &dyn StoreRead)>,
+    ) -> Result<Vec<Confirmed>, EngineError> {
         let mut hits = std::mem::take(&mut self.hits);
         self.matcher.probe_national(keys, &mut hits);
         let candidates: Vec<(u16, Evidence)> =
             hits.iter().map(|h| (self.registry.record_source(h.id).unwrap_or(u16::MAX), h.evidence)).collect();
-        let assessed = self.settings.policy.assess_subject(&candidates);
+        let mut assessed = self.settings.policy.assess_subject(&candidates);
+        if let Some((sid, store)) = enrolled
+            && self.settings.policy.record_side()
+        {
+            for (h, a) in hits.iter().zip(assessed.iter_mut()) {
+                let claim = match self.claim_of_others(store, b, h.id, sid) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.hits = hits;
+                        return Err(e);
+                    }
+                };
+                let ln_c = self.settings.policy.ln_unclaimed(claim, h.evidence.records);
+                self.settings.policy.claim(a, ln_c);
+            }
+        }
         let mut confirmed = Vec::new();
         for (h, a) in hits.iter().zip(assessed) {
             match a.decision {
@@ -226,7 +245,71 @@ impl Engine {
             }
         }
         self.hits = hits;
-        confirmed
+        Ok(confirmed)
+    }
+
+    /// The keys of a national record: this batch's, if it came in it, else
+    /// the store's.
+    fn record_keys(
+        &self,
+        store: &dyn StoreRead,
+        b: &Batch,
+        rid: u32,
+    ) -> Result<Vec<(vigil_proto::KeyKind, IndexKey)>, EngineError> {
+        let Some((source, rref)) = self.registry.record_info(rid) else { return Ok(Vec::new()) };
+        if let Some(r) = b.commit.records_put.iter().rev().find(|r| r.source == source && r.record_ref == rref) {
+            return Ok(keys(&r.tokens));
+        }
+        Ok(keys(&store.record(source, &rref)?.map(|x| x.tokens).unwrap_or_default()))
+    }
+
+    /// How strongly the enrolled subjects other than `sid` claim record
+    /// `rid`: `ln Σ w` of their pairs with it ([`crate::policy::record`]).
+    fn claim_of_others(&mut self, store: &dyn StoreRead, b: &Batch, rid: u32, sid: u32) -> Result<f64, EngineError> {
+        let k = self.record_keys(store, b, rid)?;
+        let mut hits = Vec::new();
+        self.matcher.probe_roster(&k, &mut hits);
+        let policy = &self.settings.policy;
+        let w: Vec<f64> =
+            hits.iter().filter(|h| h.id != sid).map(|h| policy.log_weight(&features(&h.evidence).1)).collect();
+        Ok(crate::policy::record::others(&w, usize::MAX))
+    }
+
+    /// Subjects whose decisions weigh a claim of one of these subjects on a
+    /// record (the record's other subjects), when the policy weighs the
+    /// record's side: a subject that comes, changes or goes changes how
+    /// much the others' records are claimed.
+    fn claimed_alongside(
+        &mut self,
+        store: &dyn StoreRead,
+        b: &Batch,
+        subject_keys: &[Vec<(vigil_proto::KeyKind, IndexKey)>],
+    ) -> Result<Vec<u32>, EngineError> {
+        let mut out = Vec::new();
+        if !self.settings.policy.record_side() {
+            return Ok(out);
+        }
+        let mut records = Vec::new();
+        let mut hits = std::mem::take(&mut self.hits);
+        for k in subject_keys {
+            self.matcher.probe_national(k, &mut hits);
+            records.extend(hits.iter().map(|h| h.id));
+        }
+        records.sort_unstable();
+        records.dedup();
+        for rid in records {
+            let k = match self.record_keys(store, b, rid) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.hits = hits;
+                    return Err(e);
+                }
+            };
+            self.matcher.probe_roster(&k, &mut hits);
+            out.extend(self.hit_subjects_in(&hits));
+        }
+        self.hits = hits;
+        Ok(out)
     }
 
     /// Re-decides the cases of one subject. `before` are the records with a
@@ -308,7 +391,7 @@ impl Engine {
             let Some((force, pseudonym)) = self.registry.subject_info(sid) else { continue };
             let tokens = store.subject(force, &pseudonym)?.unwrap_or_default();
             let k = keys(&tokens);
-            let confirmed = self.confirmed_subject(b, &k, |rid| changed.contains_key(&rid));
+            let confirmed = self.confirmed_subject(b, &k, |rid| changed.contains_key(&rid), Some((sid, store)))?;
             let before = self.outbox.records_of(sid);
             self.redecide(b, sid, &before, confirmed, changed, reason, sealed)?;
         }
@@ -320,11 +403,16 @@ impl Engine {
     /// could confirm once the subject's other candidates are weighed
     /// (pair by pair at least [`SUBJECT_FLOOR`]).
     fn hit_subjects(&self) -> Vec<u32> {
-        self.hits
-            .iter()
+        self.hit_subjects_in(&self.hits)
+    }
+
+    fn hit_subjects_in(&self, hits: &[Hit]) -> Vec<u32> {
+        // The record's side can raise odds up to 1 / unseen_share times more.
+        let floor = if self.settings.policy.record_side() { SUBJECT_FLOOR / 40.0 } else { SUBJECT_FLOOR };
+        hits.iter()
             .filter(|h| {
                 !self.outbox.records_of(h.id).is_empty()
-                    || self.settings.policy.assess(&h.evidence).probability >= SUBJECT_FLOOR
+                    || self.settings.policy.assess(&h.evidence).probability >= floor
             })
             .map(|h| h.id)
             .collect()
@@ -351,12 +439,15 @@ impl Engine {
         for (sid, k) in &all {
             pairs.probed();
             self.matcher.probe_national(k, &mut hits);
-            let mut by_source: std::collections::BTreeMap<u16, Vec<Evidence>> = Default::default();
+            let mut by_source: std::collections::BTreeMap<u16, Vec<(u32, Evidence)>> = Default::default();
             for h in &hits {
-                by_source.entry(self.registry.record_source(h.id).unwrap_or(u16::MAX)).or_default().push(h.evidence);
+                by_source
+                    .entry(self.registry.record_source(h.id).unwrap_or(u16::MAX))
+                    .or_default()
+                    .push((h.id, h.evidence));
             }
             for group in by_source.values() {
-                pairs.add_group(group);
+                pairs.add_group(group.iter().map(|(id, e)| (*id, e)));
             }
             self.matcher.probe_roster(k, &mut hits);
             for h in hits.iter().filter(|h| h.id > *sid) {
@@ -417,6 +508,11 @@ impl Engine {
         let version = self.settings.policy.version.clone();
         let mut b = Batch::new(now_ms);
         let mut removes_unknown = 0;
+        // Keys of every subject that goes, comes or changes (old and new):
+        // where the policy weighs a record's side, the other subjects of
+        // their records are decided again at the end.
+        let mut moved: Vec<Vec<(vigil_proto::KeyKind, IndexKey)>> = Vec::new();
+        let record_side = self.settings.policy.record_side();
         for r in &batch.removes {
             let Some(sid) = self.registry.subject(force, r) else {
                 removes_unknown += 1;
@@ -427,17 +523,27 @@ impl Engine {
                     self.outbox.retract(&mut b, &p, &version, "subject_left");
                 }
             }
-            let old = store.subject(force, r)?.unwrap_or_default();
-            self.matcher.remove_subject(sid, &keys(&old));
+            let old = keys(&store.subject(force, r)?.unwrap_or_default());
+            self.matcher.remove_subject(sid, &old);
             self.registry.remove_subject(force, r);
             b.commit.subjects_del.push((force.to_string(), *r));
+            if record_side {
+                moved.push(old);
+            }
         }
         let moving = self.settings.previous_epoch.is_some();
+        // Every upsert is in the index before any is decided, so that each
+        // is weighed against the others' claims on its records.
+        let mut decide: Vec<(u32, Vec<(vigil_proto::KeyKind, IndexKey)>)> = Vec::new();
         for mut u in batch.upserts {
             let sid = match self.registry.subject(force, &u.pseudonym) {
                 Some(sid) => {
                     let old = store.subject(force, &u.pseudonym)?.unwrap_or_default();
-                    self.matcher.remove_subject(sid, &keys(&old));
+                    let old_keys = keys(&old);
+                    self.matcher.remove_subject(sid, &old_keys);
+                    if record_side {
+                        moved.push(old_keys);
+                    }
                     u.tokens = merged(&old, u.tokens, batch.epoch, moving);
                     sid
                 }
@@ -445,17 +551,27 @@ impl Engine {
             };
             let k = keys(&u.tokens);
             self.matcher.add_subject(sid, &k);
-            let confirmed = self.confirmed_subject(&mut b, &k, |_| true);
-            let before = self.outbox.records_of(sid);
-            self.redecide(&mut b, sid, &before, confirmed, &HashMap::new(), "subject_changed", |e, rid| {
-                e.sealed_of(store, rid)
-            })?;
+            if record_side {
+                moved.push(k.clone());
+            }
+            decide.push((sid, k));
             b.commit.subjects_put.push(SubjectRow {
                 force: force.to_string(),
                 pseudonym: u.pseudonym,
                 tokens: u.tokens,
             });
         }
+        for (sid, k) in &decide {
+            let confirmed = self.confirmed_subject(&mut b, k, |_| true, Some((*sid, store)))?;
+            let before = self.outbox.records_of(*sid);
+            self.redecide(&mut b, *sid, &before, confirmed, &HashMap::new(), "subject_changed", |e, rid| {
+                e.sealed_of(store, rid)
+            })?;
+        }
+        let mut others = self.claimed_alongside(store, &b, &moved)?;
+        let decided: std::collections::HashSet<u32> = decide.iter().map(|(sid, _)| *sid).collect();
+        others.retain(|sid| !decided.contains(sid));
+        self.rescore(store, &mut b, others, "scores_changed", &HashMap::new())?;
         let enrolled = self.registry.enrolled(force);
         let upserts = b.commit.subjects_put.len() as u64;
         let removes = batch.removes.len() as u64 - removes_unknown;
@@ -632,7 +748,7 @@ impl Engine {
         let mut matches = Vec::new();
         for a in &applicants {
             let k = keys(&a.tokens);
-            for (rid, ev, found) in self.confirmed_subject(&mut b, &k, |_| false) {
+            for (rid, ev, found) in self.confirmed_subject(&mut b, &k, |_| false, None)? {
                 let Some((source, rref)) = self.registry.record_info(rid) else { continue };
                 matches.push(CheckMatch {
                     applicant: a.applicant.clone().into(),

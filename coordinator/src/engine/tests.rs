@@ -321,6 +321,56 @@ fn a_stronger_record_explains_away_a_weaker_one() {
     assert_eq!((g[2].r#type, g[2].record_ref.as_ref()), (DisclosureType::Disclosure as i32, &[41; 16][..]));
 }
 
+/// The record's side: where nearly every national record belongs to an
+/// enrolled subject, a moderate candidate whose record no one else claims
+/// confirms (the subject's side alone does not confirm it). When a subject
+/// in another force claims the record just as strongly, the pair is
+/// retracted in the open, and disclosed again when that subject leaves.
+#[test]
+fn a_record_no_one_else_claims_confirms_in_a_dense_source_until_someone_does() {
+    let store = MemoryStore::new();
+    let mut s = settings();
+    s.national_records = 1_000_000;
+    s.policy.matches_per_subject = 1.0;
+    s.policy.subject_has_record = 0.5;
+    s.policy.further_record = 0.001;
+    s.policy.record_has_subject = 0.97;
+    let (mut e, _, c) = Engine::load(&store, s.clone(), signer(), 0).unwrap();
+    store.commit(&c).unwrap();
+    commit(&store, e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1))], vec![]), 1).unwrap());
+    // Names, month and day only.
+    let weak = vec![(KeyKind::NameMd, t(201))];
+    let (_, x) = crate::policy::features(&{
+        let mut m = crate::matcher::Matcher::with_capacity(4, 4);
+        m.set_records_floor(1_000_000);
+        m.add_record(0, &keys(&weak));
+        let mut hits = Vec::new();
+        m.probe_national(&keys(&person(1)), &mut hits);
+        hits[0].evidence
+    });
+    let subject_side =
+        crate::policy::subject::posterior(&[s.policy.log_weight(&x)], 1_000_000.0, s.policy.subject_prior()).each[0];
+    assert!(subject_side > 0.9 && subject_side < 0.99, "the subject's side alone: {subject_side}");
+    commit(&store, e.apply_national(&store, "pnc", national(1, vec![(40, weak)], vec![]), 2).unwrap());
+    let g = pending(&store, "gmp");
+    assert_eq!(g.len(), 1, "no one else claims the record");
+    assert!(g[0].probability >= 0.99, "{}", g[0].probability);
+
+    // Someone in another force holds the same names, month and day.
+    let other = vec![(KeyKind::Nino, t(2)), (KeyKind::NameMd, t(201))];
+    commit(&store, e.apply_roster(&store, "wmp", roster(1, vec![(2, other)], vec![]), 3).unwrap());
+    let g = pending(&store, "gmp");
+    assert_eq!(g.len(), 2, "{g:?}");
+    assert_eq!((g[1].r#type, g[1].record_ref.as_ref()), (DisclosureType::Retraction as i32, &[40; 16][..]));
+    assert!(pending(&store, "wmp").is_empty(), "neither subject is the record's more surely");
+
+    // They leave: the record is unclaimed again.
+    commit(&store, e.apply_roster(&store, "wmp", roster(2, vec![], vec![2]), 4).unwrap());
+    let g = pending(&store, "gmp");
+    assert_eq!(g.len(), 3, "{g:?}");
+    assert_eq!((g[2].r#type, g[2].record_ref.as_ref()), (DisclosureType::Disclosure as i32, &[40; 16][..]));
+}
+
 /// Tokens of `epoch`: other values than another epoch's (another key made
 /// them), and the epoch's parity in the last bit (as the pepper sets it).
 fn in_epoch(tokens: Vec<StoredToken>, epoch: u32) -> Vec<StoredToken> {

@@ -58,6 +58,8 @@ const RELATIVE_PSEUDO: f64 = 100.0;
 #[derive(Debug, Default, Clone)]
 pub struct SubjectPairs {
     samples: Vec<Features>,
+    /// The record of each sample (any id unique among the records).
+    record: Vec<u32>,
     /// (first sample, count) of each subject's candidates in one source.
     groups: Vec<(usize, usize)>,
     subjects: u64,
@@ -75,13 +77,21 @@ impl SubjectPairs {
         self.sources = n;
     }
 
-    /// Adds one subject's candidates in one source.
-    pub fn add_group<'a>(&mut self, evidence: impl IntoIterator<Item = &'a Evidence>) {
+    /// Adds one subject's candidates in one source: (record id, evidence).
+    pub fn add_group<'a>(&mut self, pairs: impl IntoIterator<Item = (u32, &'a Evidence)>) {
         let first = self.samples.len();
-        self.samples.extend(evidence.into_iter().map(|e| features(e).1));
+        for (record, e) in pairs {
+            self.samples.push(features(e).1);
+            self.record.push(record);
+        }
         if self.samples.len() > first {
             self.groups.push((first, self.samples.len() - first));
         }
+    }
+
+    /// National records held when the pairs were seen.
+    fn records(&self) -> u32 {
+        self.samples.first().map_or(1, |x| x.records.max(1))
     }
 
     /// Subjects probed.
@@ -267,7 +277,11 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
             (p.matches_per_subject, rel0)
         };
         let prior = judged.next_prior;
+        // The share of national records that are an enrolled subject's:
+        // same-person records per subject, times subjects, over records.
+        let owned = (lambda * n / f64::from(pairs.records())).clamp(0.0, 0.999);
         let change = (lambda - p.matches_per_subject).abs() / p.matches_per_subject
+            + (owned - p.record_has_subject).abs() / p.record_has_subject.max(1e-3)
             + rel.iter().zip(p.relatives_per_subject.iter()).map(|(a, b)| (a - b).abs() / b).sum::<f64>()
             + m.iter().zip(p.m.iter()).map(|(a, b)| rel_change(a, b)).sum::<f64>()
             + (prior.has_record - p.subject_has_record).abs() / p.subject_has_record
@@ -277,6 +291,9 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
         p.relatives_per_subject = rel;
         p.subject_has_record = prior.has_record;
         p.further_record = prior.further;
+        if pairs.subjects > 0 {
+            p.record_has_subject = owned;
+        }
         if change < 1e-6 {
             break;
         }
@@ -374,22 +391,29 @@ fn judge(p: &Policy, s: &SubjectPairs) -> Judged {
     let prior = p.subject_prior();
     let mut same = vec![0.0; s.samples.len()];
     let mut classes = vec![[0.0; super::CLASSES]; s.samples.len()];
+    let mut log_w = vec![0.0; s.samples.len()];
     let mut step = PriorStep::default();
-    let mut log_w = Vec::new();
     for &(first, len) in &s.groups {
         let group = &s.samples[first..first + len];
-        log_w.clear();
         for (j, x) in group.iter().enumerate() {
             let l = p.log_likelihoods(x);
             classes[first + j] = super::posterior_of(&l);
-            log_w.push(p.log_weight_from(x, &l));
+            log_w[first + j] = p.log_weight_from(x, &l);
         }
+        let w = &log_w[first..first + len];
         let n = f64::from(group[0].records.max(1));
-        let post = subject::posterior(&log_w, n, prior);
+        let post = subject::posterior(w, n, prior);
         step.add(&post);
-        let top = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let top = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         for j in 0..len {
-            same[first + j] = subject::decided(log_w[j], top, post.each[j], || classes[first + j][0]);
+            same[first + j] = subject::decided(w[j], top, post.each[j], || classes[first + j][0]);
+        }
+    }
+    // The record's side, as the policy decides ([`super::record`]).
+    if p.record_side() {
+        let ln_c = p.ln_unclaimed_each(&s.record, &log_w, s.records());
+        for (g, c) in same.iter_mut().zip(ln_c) {
+            *g = p.unclaimed(*g, c);
         }
     }
     Judged { same, classes, next_prior: step.finish(s, prior) }
@@ -468,7 +492,7 @@ mod tests {
             if e.agreeing.iter().all(|k| k.implies().iter().all(|(f, _)| *f != Field::Forename)) {
                 twin_like += 1;
             }
-            pairs.add_group([&e]);
+            pairs.add_group([(i, &e)]);
         }
         assert!(twin_like > 20, "{twin_like}");
         let start = Policy::default_policy();
@@ -498,9 +522,9 @@ mod tests {
         for i in 0..2000 {
             pairs.probed();
             if i % 10 == 0 {
-                pairs.add_group([&full, &twin_like]);
+                pairs.add_group([(2 * i, &full), (2 * i + 1, &twin_like)]);
             } else {
-                pairs.add_group([&full]);
+                pairs.add_group([(2 * i, &full)]);
             }
         }
         let start = Policy::default_policy();
