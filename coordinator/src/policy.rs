@@ -36,6 +36,13 @@
 //! A pair is **confirmed** when its probability reaches
 //! `confirm_probability`, a **candidate** (counted, never disclosed) from
 //! `candidate_probability`. docs/matching.md explains the numbers.
+//!
+//! # Layout
+//! - this module: policy files, levels, the pair-by-pair model.
+//! - [`subject`]: a subject's candidates in one source decided together.
+//! - [`record`]: a record's other subjects weighed in (a record is one
+//!   person's).
+//! - [`train`]: expectation–maximisation without labels.
 
 use serde::{Deserialize, Serialize};
 use vigil_proto::KeyKind;
