@@ -307,6 +307,7 @@ fn needs_own(e: &Evidence) -> bool {
                     | KeyKind::ForenameDob
                     | KeyKind::SurnameDob
                     | KeyKind::InitialsDob
+                    | KeyKind::InitialsPostcode
                     | KeyKind::BirthdayPostcode
             )
         })

@@ -38,10 +38,10 @@ since() { python3 -c "print(f'{$(t) - $1:.1f}')"; }
 ALL=(met gmp wmp wyp mer tvp ken ham ess lan nbr syp dc avs sus sur her swp wmc cle hum not der lei stf nor che lin nfk suf cam bed nyp dur cum glo wil dor war nwp gwe dp col)
 FORCES=("${ALL[@]:0:$FORCES_N}")
 # Size the indexes as an operator would ([capacity] in coordinator.toml):
-# about 23 tokens per national record and per member of staff (match-key
+# about 26 tokens per national record and per member of staff (match-key
 # scheme 2). Set CAPACITY=0 to measure with growing indexes.
 if [ "${CAPACITY:-1}" != 0 ]; then
-  export CAPACITY_NATIONAL=$((NATIONAL * 25)) CAPACITY_ROSTER=$((FORCES_N * STAFF * 25))
+  export CAPACITY_NATIONAL=$((NATIONAL * 28)) CAPACITY_ROSTER=$((FORCES_N * STAFF * 28))
 fi
 vigil_setup "${FORCES[@]}"
 T=$(t)

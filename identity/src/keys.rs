@@ -28,6 +28,8 @@
 //! | `name_yob` | `{f,s}`, year |
 //! | `initials_dob` | the initials of `f` and `s` in sorted order, date of birth |
 //! | `forename_initial_surname_md` | the initial of `f`, `s`, day and month in either order |
+//! | `initials_postcode` | the initials of `f` and `s` in sorted order, `pc` |
+//! | `forename_surname_part_md` | `f`, `^` and the first three letters of `s` or `$` and its last three (two keys), day and month in either order |
 //!
 //! Each name variant (the primary name, each part of a multi-part surname,
 //! each previous surname, each alias) is combined with the primary date of
@@ -340,9 +342,11 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         let f_last = last_letters(&name.canon, 3);
         let s_initial = first_letters(&name.surname, 1);
         let (s_first, s_last) = (first_letters(&name.surname, 3), last_letters(&name.surname, 3));
+        let (ia, ib) = if initial <= s_initial { (initial, s_initial) } else { (s_initial, initial) };
         if let Some(pc) = pc {
             if both {
                 k(KeyKind::NamePostcode, &[lo, hi, pc], &mut emit);
+                k(KeyKind::InitialsPostcode, &[ia, ib, pc], &mut emit);
             }
             if has_s {
                 k(KeyKind::SurnamePostcode, &[s, pc], &mut emit);
@@ -362,7 +366,6 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
                 k(KeyKind::ForenamePartSurnameDob, &[b"$", f_last, s, date], &mut emit);
                 k(KeyKind::SurnamePartForenameDob, &[f, b"^", s_first, date], &mut emit);
                 k(KeyKind::SurnamePartForenameDob, &[f, b"$", s_last, date], &mut emit);
-                let (ia, ib) = if initial <= s_initial { (initial, s_initial) } else { (s_initial, initial) };
                 k(KeyKind::InitialsDob, &[ia, ib, date], &mut emit);
             }
             if has_f {
@@ -376,6 +379,8 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
             let (a, b) = if m <= d { (m, d) } else { (d, m) };
             k(KeyKind::NameMd, &[lo, hi, a, b], &mut emit);
             k(KeyKind::ForenameInitialSurnameMd, &[initial, s, a, b], &mut emit);
+            k(KeyKind::ForenameSurnamePartMd, &[f, b"^", s_first, a, b], &mut emit);
+            k(KeyKind::ForenameSurnamePartMd, &[f, b"$", s_last, a, b], &mut emit);
         }
         if let (true, Some(y), Some(m)) = (phonetic, &year, &month) {
             k(KeyKind::PhoneticYm, &[plo, phi, y, m], &mut emit);
@@ -500,8 +505,14 @@ mod tests {
     #[test]
     fn kinds_table() {
         let nino = ["nino", "nino_head_yob", "nino_tail_yob", "nino_digits_birthday"];
-        let postcode =
-            ["name_postcode", "name_yob_district", "surname_postcode", "forename_postcode", "birthday_postcode"];
+        let postcode = [
+            "name_postcode",
+            "name_yob_district",
+            "surname_postcode",
+            "forename_postcode",
+            "birthday_postcode",
+            "initials_postcode",
+        ];
         let both_names = [
             "name_dob",
             "forename_part_surname_dob",
@@ -513,6 +524,8 @@ mod tests {
             "name_yob",
             "initials_dob",
             "forename_initial_surname_md",
+            "initials_postcode",
+            "forename_surname_part_md",
         ];
         let forename = ["forename_dob", "forename_postcode"];
         let cases: Vec<(&str, RawIdentity<'_>, KindSet)> = vec![
@@ -531,7 +544,9 @@ mod tests {
                 [KeyKind::NameYob].into_iter().collect(),
             ),
             ("no date of birth", RawIdentity { date_of_birth: "", ni_number: "", ..FULL }, {
-                [KeyKind::NamePostcode, KeyKind::SurnamePostcode, KeyKind::ForenamePostcode].into_iter().collect()
+                [KeyKind::NamePostcode, KeyKind::SurnamePostcode, KeyKind::ForenamePostcode, KeyKind::InitialsPostcode]
+                    .into_iter()
+                    .collect()
             }),
         ];
         for (what, raw, want) in cases {
@@ -688,6 +703,44 @@ mod tests {
                 };
                 // A nickname table can map a changed forename to another
                 // canonical name, with another initial.
+                prop_assume!(identity(&changed).0.names[0].canon.len() == f2.len() || which == 1);
+                let a = keys(&base);
+                let b = keys(&changed);
+                prop_assert!(a.iter().any(|k| k.0 == want && b.contains(k)), "{:?} not shared", want);
+            }
+
+            /// Two errors together with a wrong date: both names misspelt after
+            /// their first letter at the same address (`initials_postcode`), or
+            /// the surname misspelt, keeping its first or last three letters
+            /// (six letters or more), with the year wrong
+            /// (`forename_surname_part_md`).
+            #[test]
+            fn two_errors_with_a_wrong_date_leave_a_kind(
+                forename in "[A-Z][a-z]{3,8}",
+                surname in "[A-Z][a-z]{5,9}",
+                which in 0usize..2,
+                at in 1usize..10,
+                other_year in 1930u16..1984,
+            ) {
+                let typo = |name: &str| -> String {
+                    let mut c: Vec<char> = name.chars().collect();
+                    let i = at % (c.len() - 1) + 1;
+                    c[i] = if c[i] == 'q' { 'x' } else { 'q' };
+                    c.into_iter().collect()
+                };
+                let base = RawIdentity { forenames: &forename, surname: &surname, ni_number: "", ..FULL };
+                let (f2, s2) = (typo(&forename), typo(&surname));
+                let (year, date) = (format!("{other_year}-07-02"), format!("{other_year}-03-19"));
+                let (changed, want) = match which {
+                    0 => (
+                        RawIdentity { forenames: &f2, surname: &s2, date_of_birth: &date, ..base },
+                        KeyKind::InitialsPostcode,
+                    ),
+                    _ => (
+                        RawIdentity { surname: &s2, date_of_birth: &year, postcode: "", ..base },
+                        KeyKind::ForenameSurnamePartMd,
+                    ),
+                };
                 prop_assume!(identity(&changed).0.names[0].canon.len() == f2.len() || which == 1);
                 let a = keys(&base);
                 let b = keys(&changed);

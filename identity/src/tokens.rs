@@ -345,6 +345,7 @@ mod tests {
         nino_digits_birthday 5b5197c7e87190c5b7cf4d78936149fc2fad6f34d23a82d196b008ee82e3aa2c
         birthday_postcode c7f4cae343b2880ccdf72035ee30ebc399b0b10af0cfe1ff9e2090125230b088
         name_postcode 2094ddb1a8f61af3f48588cf20a049fa07b2a7857aad0f27a02888be4c5e1d3d
+        initials_postcode a3742bbe1154bb47e6a6cf6788e0529a79cf10afc6e57a62a63630a9e79aff6b
         surname_postcode e31ef15a4a6361364c942f4aa6ac4765924f53267c26dda861f14ff6d8d04d46
         forename_postcode fccaf4d2b8abd57d33e043411c1693ed32de450b9f9927793f7a1494725bf6de
         name_dob a2bd0a760e26fa9277212027fadaef45d8183c31f153a3e1a7c883da01da682e
@@ -357,6 +358,8 @@ mod tests {
         surname_dob e7157e98deefc3374ee3c009a4b2872936a0153ea61fd391d84fe5b62717cdd3
         name_md 8608630bab4278f6b291c8bebedd53877ba43b1724609ca5352b4ac749e897df
         forename_initial_surname_md ef5261b84d3d3a10e6357525bd251d2972e48273189880b710efb80305449aca
+        forename_surname_part_md 080b1b55fba613c4de1d16abcd66fb64d9c74a2ba0589dfe07e07aa75ecb790a
+        forename_surname_part_md 9801be605f1fa91ddf78cdb065eec804d17e91f31811b5be062f8c23ba20ee6d
         phonetic_ym 3f70e55b6b9b7c8cfdcf03901931c1de11cf252fb7afec2c89cec9c0e5e53a1b
         name_yob 96da1f9c0d98f9608e32b9ffa6525706a9ec362d586b9f72841c30d082f68a94
         name_yob_district fdb102084fea8bc45ef4a8ac7e00f7902b2e872bd53bfc5beab800bba5c16d84
@@ -369,9 +372,11 @@ mod tests {
         surname_dob 09b48baa3756257ce80705c9adbb954741aab1b7f12bdaa39be1c70f37be3242
         name_md a2fc5371683d8d3aa4052847fe120da553cdba53f22317f84d802a7e2a3d8ec3
         forename_initial_surname_md 33e50686b496095b4bb6f8a685c6cc7c582cba6ee381205708a8b9f1f9098d98
+        forename_surname_part_md 2fd6a97fa0df9701c1652c14f09b7df0b16dd7a996f738a65c03f6a7d64dd3dc
         name_yob e3cb073d6e51b5af7dc08b68a9905dbd0ae386c3665197c0ecfaa622a12ab7a2
         name_yob_district fd63c6d5582e8a8ba20a5dbe1a0a6653e0e1a2dbb16fe61238ba9fe4502ee60e
         name_postcode 23af9114790ef836c7167ca2478c772a5451bc190e6e69ee8e6ef1c2199aebb9
+        initials_postcode cd40cb08a5f8898bd22793f2788fa40b3ac20072a6e085b45639e932ee53eb51
         surname_postcode b212b37ee8505076d4f0cfbdc908fbc0d4a69bf00fe1a6904c8dcdfe83e73ce2
         name_dob 70236e67c94a77ac3d2d69b8346ade12df51a83cc80ada84d46eed0927a68af7
         forename_part_surname_dob 79176f2d5e21fedd6368ab435f0ae3080ba3bebc60073ac77a911f8f63a3069b
@@ -381,6 +386,7 @@ mod tests {
         surname_dob d86376817e48a1f9c8fe4de622922455a0af8cdbe6015d518ad2945edbaf4525
         name_md 7472fe94e749d8d0042daa5be57b5af3bb41825aac480cbad06d9adcfc0b4615
         forename_initial_surname_md 3e7d8b5d1a1d6b77bbf164d6f8b2c8ba7684b235abd53d4a46a786e91c39fe99
+        forename_surname_part_md 835abfc13623da9a453b0f991e6e642aba5635fe22885ce3e712eb9223e3843a
         phonetic_ym 8720529555cf9e61a316531371c9a11150488c850f60c48152577d71c0c22db0
         name_yob c164358d89a689c8aeb63dc8b546b40b6a476448c0181007981b1d57c0a886b9
         name_yob_district bff92697d278b382b8829c7e447f07ca8d1684193cb0fadc8952065785123516
@@ -394,6 +400,7 @@ mod tests {
         nino_digits_birthday AB|123456|02|07 c9fa48066577e518acb17afbef297c178259ccca09c4500ccdc7a443e47781b5
         birthday_postcode 02|07|LS1 4AP 7a1e7bd29e64fbc0c538525d47b73ece0a6db238b430f92be533e3cc44a11152
         name_postcode obriensmith|zoe|LS1 4AP dfae15c169c27db9d12f2dd756c4366b92edfa14cc88ddd0175690766c30f064
+        initials_postcode o|z|LS1 4AP fd7095932316d97a4e110629927e88944ec2e1595b8952345c5aa6122c487453
         surname_postcode obriensmith|LS1 4AP 5b0ed2d01c0bbeb4e284ff67d84c95a2406cec55e195684981531c26803255a1
         forename_postcode zoe|LS1 4AP 29d74d06a89b4c9330e22f67175d1f91274c518b0279cde88c8ad3beb94c9274
         name_dob obriensmith|zoe|1984-07-02 1179058852aee0814aef06e4d768a4b116f42284a04a24249a30fcac4e5a7c03
@@ -406,6 +413,8 @@ mod tests {
         surname_dob obriensmith|1984-07-02 23f8fe4a6ffeda12d5d947d3acf7ce4defb7cd16b2ff6d4dc33895e1014f7c13
         name_md obriensmith|zoe|02|07 cf874d78894194e5969414ec0ce87694376390e57965ba17d9ff5009d76fd1e2
         forename_initial_surname_md z|obriensmith|02|07 7bedcb9d7e9690f946c84bc997f66c18757383b37e2ed53a001e56662aa4bb54
+        forename_surname_part_md zoe|^|obr|02|07 42fb134b34a10268bd4ff421d84d3cdf1b8f64ed33042ff8f4e51a3dd9ab23b8
+        forename_surname_part_md zoe|$|ith|02|07 b8574100432d6f188b117168dd3d4816f3e49143d87c5a7a353fd6738e0d367b
         phonetic_ym APRN|S|1984|07 8652a262fe3f9ea0a2c4dcc296625d4b459ab74fc7993b35d30f3d1dff0ddc6c
         name_yob obriensmith|zoe|1984 3ea3c281502da71e994ab2ade5b8bc5712aa7e8953cf3df33e66819272e449fe
         name_yob_district obriensmith|zoe|1984|LS1 02b5143961d2e66bc1f2cf43b7e2933fb926b2d7b1bc2e55ba92c6b15707e629
@@ -418,9 +427,11 @@ mod tests {
         surname_dob obrien|1984-07-02 273eba5158e2b0790f0806d3513d300cc4567ac2ab1d27aa0895ae39a299b593
         name_md obrien|zoe|02|07 9a9bbf51ff6f2f170ce4d1c4a620d54f07f3b2af91bc01830ec545390ae9fa47
         forename_initial_surname_md z|obrien|02|07 d385e0f12de6be2c69da5cef1cb9b346e6244f8ee9bc97019e2c6d5f160642d3
+        forename_surname_part_md zoe|$|ien|02|07 f73d986f693e24ab03a5a209a1e403b2d7cfe029be9acc177180dd9207dcc266
         name_yob obrien|zoe|1984 db632bccb1521d7d821ab92318adfb9c917ed557a707a7491b3a4402631c780f
         name_yob_district obrien|zoe|1984|LS1 cfd3e721f442c0bedd876a9d9be437db69a9c359b78358ee804829f76413d3a9
         name_postcode smith|zoe|LS1 4AP 49e15a3689cf9af98809a4ba649c68a3079614ad385669c18c5c2512960c57fc
+        initials_postcode s|z|LS1 4AP b6e88f498ae9baa1258ae19a018cc7dbde304d652c43bfa9c6c73f55be6ae7a5
         surname_postcode smith|LS1 4AP bbced881b0a97648f30b85ea29b04f002a33a7078ec0188298c35a64210e2c06
         name_dob smith|zoe|1984-07-02 59f092b6e3d2d19581ff3d8948a54f57c18b757b3e4e0806326b036fe7acbd1a
         forename_part_surname_dob ^|z|smith|1984-07-02 36d262d1740ca384fd1c8594f480319c04a8f02461978a25a1937d86a1462790
@@ -430,10 +441,12 @@ mod tests {
         surname_dob smith|1984-07-02 4fa27d5ca47680f67c7daabcca881ac7b2e06d08d3e75bd95e20335b91f91176
         name_md smith|zoe|02|07 d552e3faf77f21f16360d54a331898aeff294ed15b8263bab63aa325cb68adec
         forename_initial_surname_md z|smith|02|07 e5ebfa8e36f067916b446a6b71f90d9a02d7ce0cb9cd828accb54f9b145a82b2
+        forename_surname_part_md zoe|^|smi|02|07 0ef0cc3cb4c3e10f6a1fc32e25499bf9c0b5445bae4250900fdeacb601603a42
         phonetic_ym S|SM0|1984|07 8c81529478c99fab3fb809b41a6358d8ed3c77903a7b979b619c5b91274b60bf
         name_yob smith|zoe|1984 9a25491dbf8f51eacd8fc78b2d8949dfe8482ca993ef443ff64bf030e9d60987
         name_yob_district smith|zoe|1984|LS1 396df34680091f87ff50dc86906f1eadc05d0deb2bd674081d17654b79c3c89e
         name_postcode kowalska|zoe|LS1 4AP 1fb881c52231b643d9754fa9d29510e4a986ec96cd5ee76cd1e4350f691ce293
+        initials_postcode k|z|LS1 4AP 5135fda437c5e07ed05103a20212d2c39deaac255b370ce95aebf8ba666e32cb
         surname_postcode kowalska|LS1 4AP 578c48d6a07f5458d4b4022177b5dd9423ca897d5bc2d53e9e7392c735087b2b
         name_dob kowalska|zoe|1984-07-02 6b9b50e228ffb6bc9c71b550ce286b6148d9fb92303eb24428937957549ecc3b
         forename_part_surname_dob ^|z|kowalska|1984-07-02 8d288bb6b99af25ef301ccd734ed083ef974eb81564ee9a7bbb237d28d93d0fa
@@ -444,6 +457,8 @@ mod tests {
         surname_dob kowalska|1984-07-02 963b03964bbb7db663614ae7c9bbfa5194387318bebbd19798247b3accf1dd78
         name_md kowalska|zoe|02|07 86f22172ab8dbb60ba9998f366c8ebbbe054e933e9a303d4455e1b2d316af31e
         forename_initial_surname_md z|kowalska|02|07 eb2041fb120d76cf2f471436ca5997e3910b71bd8a6a61706a43b0689e5f9d12
+        forename_surname_part_md zoe|^|kow|02|07 0d8d06a8f12d20f92196e7fb002aee2a3ced95b44fc12f7c9a734e1261e20785
+        forename_surname_part_md zoe|$|ska|02|07 c08ffdbf87332f14925213b40b68033ed4855b05a9b51dea4d5ef864e9ebd213
         phonetic_ym KLSK|S|1984|07 403c4313910192255d2abe0dda6c5f9d3c83a3005eb65af009f1001f1491b8ae
         name_yob kowalska|zoe|1984 e20af0b74a0661e23ac3398eafa1e02a718593961139ccfdf95f79fe4b26026c
         name_yob_district kowalska|zoe|1984|LS1 86a855429af9ff719170140f770fcb19b187f01f5b6737aa42bab9aae53834b9

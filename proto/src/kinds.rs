@@ -18,7 +18,7 @@
 pub use crate::v1::KeyKind;
 
 /// Every kind of scheme v2, in wire order.
-pub const ALL: [KeyKind; 19] = [
+pub const ALL: [KeyKind; 21] = [
     KeyKind::Nino,
     KeyKind::NinoHeadYob,
     KeyKind::NinoTailYob,
@@ -38,6 +38,8 @@ pub const ALL: [KeyKind; 19] = [
     KeyKind::SurnameDob,
     KeyKind::InitialsDob,
     KeyKind::ForenameInitialSurnameMd,
+    KeyKind::InitialsPostcode,
+    KeyKind::ForenameSurnamePartMd,
 ];
 
 /// Most name variants one identity keeps (primary name, surname parts,
@@ -61,8 +63,12 @@ pub const fn max_per_identity(kind: KeyKind) -> usize {
         KeyKind::NinoHeadYob | KeyKind::NinoTailYob | KeyKind::NinoDigitsBirthday | KeyKind::BirthdayPostcode => {
             MAX_DOBS
         }
-        KeyKind::NamePostcode | KeyKind::SurnamePostcode | KeyKind::ForenamePostcode => MAX_NAMES,
-        KeyKind::ForenamePartSurnameDob | KeyKind::SurnamePartForenameDob => 2 * combos,
+        KeyKind::NamePostcode | KeyKind::SurnamePostcode | KeyKind::ForenamePostcode | KeyKind::InitialsPostcode => {
+            MAX_NAMES
+        }
+        KeyKind::ForenamePartSurnameDob | KeyKind::SurnamePartForenameDob | KeyKind::ForenameSurnamePartMd => {
+            2 * combos
+        }
         KeyKind::NameDob
         | KeyKind::NameMd
         | KeyKind::PhoneticYm
@@ -193,6 +199,8 @@ impl KeyKind {
             KeyKind::NinoDigitsBirthday => "nino_digits_birthday",
             KeyKind::InitialsDob => "initials_dob",
             KeyKind::ForenameInitialSurnameMd => "forename_initial_surname_md",
+            KeyKind::InitialsPostcode => "initials_postcode",
+            KeyKind::ForenameSurnamePartMd => "forename_surname_part_md",
         }
     }
 
@@ -244,6 +252,8 @@ impl KeyKind {
             KeyKind::NameYob => &[(Forename, 3), (Surname, 3), (Dob, 1)],
             KeyKind::InitialsDob => &[(Forename, 1), (Surname, 1), (Dob, 3)],
             KeyKind::ForenameInitialSurnameMd => &[(Forename, 1), (Surname, 3), (Dob, 2)],
+            KeyKind::InitialsPostcode => &[(Forename, 1), (Surname, 1), (Postcode, 2)],
+            KeyKind::ForenameSurnamePartMd => &[(Forename, 3), (Surname, 1), (Dob, 2)],
         }
     }
 
@@ -276,6 +286,10 @@ impl KeyKind {
             }
             KeyKind::InitialsDob => "forename and surname initials (either order), date of birth",
             KeyKind::ForenameInitialSurnameMd => "forename initial, surname, day and month of birth in either order",
+            KeyKind::InitialsPostcode => "forename and surname initials (either order), full postcode",
+            KeyKind::ForenameSurnamePartMd => {
+                "forename, surname's first three or last three letters (two keys), day and month of birth in either order"
+            }
         }
     }
 }
