@@ -499,6 +499,8 @@ mod tests {
         let chance = SubjectChance::new(std::iter::empty());
         let p = train(&start, &chance, &pairs, u64::from(N), "test");
         assert!(p.subject_has_record > 0.95, "ρ {}", p.subject_has_record);
+        // Every record is a subject's: the record's side is weighed.
+        assert!(p.record_has_subject > 0.9 && p.record_side(), "ρ' {}", p.record_has_subject);
         assert!(
             p.relatives_per_subject[0] < start.relatives_per_subject[0] / 4.0,
             "twins per subject {} (started at {})",
@@ -531,7 +533,11 @@ mod tests {
         let chance = SubjectChance::new(std::iter::empty());
         let p = train(&start, &chance, &pairs, u64::from(N), "test");
         assert!(p.relatives_per_subject[0] > 0.03, "twins per subject {}", p.relatives_per_subject[0]);
-        let a = p.assess_subject(&[(0u8, full), (0u8, twin_like)]);
+        let mut a = p.assess_subject(&[(0u8, full), (0u8, twin_like)]);
+        // The twin's record is no other subject's: the record's side raises
+        // it, and it still does not confirm.
+        assert!(p.record_side(), "ρ' {}", p.record_has_subject);
+        p.claim(&mut a[1], p.ln_unclaimed(f64::NEG_INFINITY, N));
         assert!(
             a[0].probability >= p.confirm && a[1].probability < p.confirm,
             "{} and {}",
