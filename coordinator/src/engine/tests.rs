@@ -283,6 +283,16 @@ fn checks_return_confirmed_matches_and_keep_no_tokens() {
     assert!(matches!(entry, Entry::Check { applicants: 2, confirmed: 1, .. }));
 }
 
+/// The features of one (subject, record) pair among `records` national records.
+fn features_of(subject: &[StoredToken], record: &[StoredToken], records: u32) -> crate::policy::Features {
+    let mut m = crate::matcher::Matcher::with_capacity(4, 4);
+    m.set_records_floor(records);
+    m.add_record(0, &keys(record));
+    let mut hits = Vec::new();
+    m.probe_national(&keys(subject), &mut hits);
+    crate::policy::features(&hits[0].evidence).1
+}
+
 /// A subject's candidates in one source are decided together. Where nearly
 /// every subject has one record there and seldom two, a lone moderate
 /// candidate confirms (pair by pair it would not), and when a near-certain
@@ -301,14 +311,7 @@ fn a_stronger_record_explains_away_a_weaker_one() {
     commit(&store, e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1))], vec![]), 1).unwrap());
     // Names, month and day only: pair by pair about 0.98, short of 0.99.
     let weak = vec![(KeyKind::NameMd, t(201))];
-    let (_, x) = crate::policy::features(&{
-        let mut m = crate::matcher::Matcher::with_capacity(4, 4);
-        m.set_records_floor(1_000_000);
-        m.add_record(0, &keys(&weak));
-        let mut hits = Vec::new();
-        m.probe_national(&keys(&person(1)), &mut hits);
-        hits[0].evidence
-    });
+    let x = features_of(&person(1), &weak, 1_000_000);
     assert!(s.policy.probability(&x) < 0.99, "pair by pair it does not confirm");
     commit(&store, e.apply_national(&store, "pnc", national(1, vec![(40, weak)], vec![]), 2).unwrap());
     let g = pending(&store, "gmp");
@@ -340,14 +343,7 @@ fn a_record_no_one_else_claims_confirms_in_a_dense_source_until_someone_does() {
     commit(&store, e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1))], vec![]), 1).unwrap());
     // Names, month and day only.
     let weak = vec![(KeyKind::NameMd, t(201))];
-    let (_, x) = crate::policy::features(&{
-        let mut m = crate::matcher::Matcher::with_capacity(4, 4);
-        m.set_records_floor(1_000_000);
-        m.add_record(0, &keys(&weak));
-        let mut hits = Vec::new();
-        m.probe_national(&keys(&person(1)), &mut hits);
-        hits[0].evidence
-    });
+    let x = features_of(&person(1), &weak, 1_000_000);
     let subject_side =
         crate::policy::subject::posterior(&[s.policy.log_weight(&x)], 1_000_000.0, s.policy.subject_prior()).each[0];
     assert!(subject_side > 0.9 && subject_side < 0.99, "the subject's side alone: {subject_side}");
