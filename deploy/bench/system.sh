@@ -4,6 +4,12 @@
 #   deploy/bench/system.sh            43 forces x 7000 staff, 1,000,000 national records
 #   FORCES=3 STAFF=2000 NATIONAL=100000 deploy/bench/system.sh    a smaller run
 #   CAPACITY=0 deploy/bench/system.sh    without sizing the indexes up front
+#   DENSE=1 FORCES=1 STAFF=5000 NATIONAL=5000 deploy/bench/system.sh
+#       a benchmark-shaped set instead (every member of staff with one
+#       record, heavy noise, no NI numbers in national data), with a policy
+#       trained on it first (`eval --write-policy`), as an operator would
+#       calibrate: the running system then weighs the record's side
+#
 #
 # Measures: sync and feed times, token ingest (end to end, and the
 # coordinator's own apply rate from its metrics), time until every
@@ -45,16 +51,29 @@ if [ "${CAPACITY:-1}" != 0 ]; then
 fi
 vigil_setup "${FORCES[@]}"
 T=$(t)
-"$LAB" synth --out "$OUT/data" --seed 7 --forces "$FORCES_N" --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05 --delta $((DELTAS * 10)) >/dev/null
+if [ "${DENSE:-}" = 1 ]; then
+  SET="synth seed 5, heavy noise, one record each, policy trained on the set"
+  "$LAB" synth --out "$OUT/data" --seed 5 --forces "$FORCES_N" --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 1.0 --hard-negatives 0 --noise heavy --nino-missing 1.0 --one-record --delta $((DELTAS * 10)) >/dev/null
+else
+  SET="synth seed 7, 5% overlap, shipped policy untrained"
+  "$LAB" synth --out "$OUT/data" --seed 7 --forces "$FORCES_N" --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05 --delta $((DELTAS * 10)) >/dev/null
+fi
 SYNTH=$(since "$T")
 rosters=(); for f in "${FORCES[@]}"; do rosters+=("$OUT/data/roster-$f.csv"); done
+POLICY=()
+if [ "${DENSE:-}" = 1 ]; then
+  "$LAB" eval --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" --write-policy "$OUT/trained-policy.toml" >/dev/null
+  for c in "$OUT"/coordinator/coordinator*.toml; do printf 'policy = "%s"\n' "$OUT/trained-policy.toml" >> "$c"; done
+  POLICY=(--policy "$OUT/trained-policy.toml")
+fi
 T=$(t)
 # The coordinator spreads the policy's prior over the full extract from the
 # first batch ([matching] national_records), and eval does the same, so the
-# offline count predicts the inboxes exactly (the shipped policy, untrained).
+# offline count predicts the inboxes exactly (the shipped policy untrained,
+# or with DENSE=1 the policy trained above).
 HELD=$(python3 -c "import json; print(json.load(open('$OUT/data/synth.json'))['national'])")
 for c in "$OUT"/coordinator/coordinator*.toml; do printf 'national_records = %s\n' "$HELD" >> "$c"; done
-"$LAB" eval --json --no-train --national-records "$HELD" --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" > "$OUT/eval.json"
+"$LAB" eval --json --no-train "${POLICY[@]}" --national-records "$HELD" --roster "${rosters[@]}" --extract "$OUT/data/extract.csv" --truth "$OUT/data/truth.csv" > "$OUT/eval.json"
 EXPECTED=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sum(v["confirmed"] for v in r["per_force"].values()))' "$OUT/eval.json")
 QUALITY=$(python3 - "$OUT/eval.json" <<'PY'
 import json, sys
@@ -146,13 +165,13 @@ nat, ros, feed, apply_s = float("$NAT_TOKENS"), float("$ROSTER_TOKENS"), float("
 print(f"""
 | measure | value |
 |---|---|
-| set | $FORCES_N forces x $STAFF staff, $NATIONAL national records (synth seed 7, 5% overlap); index capacity ${CAPACITY_NATIONAL:-0} national, ${CAPACITY_ROSTER:-0} roster tokens |
+| set | $FORCES_N forces x $STAFF staff, $NATIONAL national records ($SET); index capacity ${CAPACITY_NATIONAL:-0} national, ${CAPACITY_ROSTER:-0} roster tokens |
 | synth / offline eval | ${SYNTH} s / ${EVAL} s |
 | roster sync, all forces | ${SYNC} s ({ros:.0f} roster tokens) |
 | national feed, end to end (read, tokenise, seal, send, apply, commit) | {feed:.1f} s: {$NATIONAL / feed:,.0f} records/s, {nat / feed:,.0f} tokens/s |
 | coordinator time for the feed: check, pepper, apply, commit (metrics) | {apply_s:.1f} s: {nat / apply_s if apply_s else 0:,.0f} tokens/s |
 | disclosures expected (offline eval) / time until all were in the inboxes after the feed | $EXPECTED / ${DRAIN} s |
-| quality against the generator's truth (shipped policy, untrained) | $QUALITY |
+| quality against the generator's truth | $QUALITY |
 | coordinator memory after the run: peak / current RSS | $((HWM / 1024)) MiB / $((RSS / 1024)) MiB |
 | coordinator store on disk ($STORE) | $((DISK / 1024)) MiB |
 | delta latency, accept to inbox ($DELTAS deltas) | $LAT |
