@@ -598,11 +598,17 @@ impl Policy {
         (a + f64::from(others)) / (a / prior + exposure)
     }
 
+    /// The prior that a given national record, of `records` held, is a given
+    /// subject's: `matches_per_subject / N` (at most one half).
+    pub fn pair_prior(&self, records: u32) -> f64 {
+        (self.matches_per_subject / f64::from(records.max(1))).min(0.5)
+    }
+
     /// Log likelihoods of the classes, priors included: same person, each
     /// kind of relative ([`RELATIVES`]), unrelated.
     pub fn log_likelihoods(&self, x: &Features) -> [f64; CLASSES] {
         let n = f64::from(x.records.max(1));
-        let pm = (self.matches_per_subject / n).min(0.5);
+        let pm = self.pair_prior(x.records);
         let pr = self.relatives_per_subject.map(|r| (r / n).min(0.1));
         let pu = 1.0 - pm - pr.iter().sum::<f64>();
         let mut u = self.u;

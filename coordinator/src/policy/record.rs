@@ -66,7 +66,7 @@ impl Policy {
         }
         let rho = self.record_has_subject.clamp(0.0, 0.999);
         let base = (1.0 - rho) + rho * self.unseen_share;
-        let pm = (self.matches_per_subject / f64::from(records.max(1))).min(0.5);
+        let pm = self.pair_prior(records);
         let claimed = if others == f64::NEG_INFINITY { 0.0 } else { (pm.ln() + others).min(700.0).exp() };
         (base + claimed).min(1.0).ln()
     }

@@ -175,7 +175,7 @@ impl Policy {
     /// [`Policy::log_weight`] from the pair's class log likelihoods `l`
     /// ([`Policy::log_likelihoods`]).
     pub fn log_weight_from(&self, x: &Features, l: &[f64; super::CLASSES]) -> f64 {
-        let pm = (self.matches_per_subject / f64::from(x.records.max(1))).min(0.5);
+        let pm = self.pair_prior(x.records);
         let mx = l[1..].iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let others = mx + l[1..].iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
         l[0] - pm.ln() - others
