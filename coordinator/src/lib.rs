@@ -14,6 +14,8 @@
 //!   retractions) and the audit log as one state machine.
 //! - [`limiter`]: a per-caller rate limit.
 //! - [`witness`]: witnessing rounds, collecting cosignatures of checkpoints.
+//! - [`turns`]: a sender's batches in flight together apply in sequence
+//!   order.
 //!
 //! I/O and the process:
 //! - [`store`]: the `Store` trait, its read-only port, the embedded redb
@@ -44,4 +46,5 @@ pub mod reflection;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod turns;
 pub mod witness;

@@ -33,7 +33,10 @@ pub fn disclosures_published(disclosures: u64) {
 }
 
 /// Time to handle one batch of `kind` (`roster` or `national`): check and
-/// pepper its tokens, apply it and commit it durably (not decoding).
+/// pepper its tokens, apply it and commit it durably (not decoding, nor
+/// waiting for the sender's batch before it: `turns`). A source's batches in
+/// flight together are checked and peppered at the same time, so these
+/// times overlap.
 pub fn ingest(kind: &'static str, took: Duration) {
     metrics::counter!("vigil_batches_total", "kind" => kind).increment(1);
     metrics::histogram!("vigil_batch_seconds", "kind" => kind).record(took.as_secs_f64());

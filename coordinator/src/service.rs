@@ -126,6 +126,7 @@ pub struct Rpc {
     additions: AdditionQuotas,
     subscriptions: Arc<crate::delivery::Subscriptions>,
     witnessing: std::sync::Mutex<Witnessing>,
+    turns: crate::turns::Turns,
 }
 
 impl Rpc {
@@ -149,6 +150,7 @@ impl Rpc {
             additions,
             subscriptions: Default::default(),
             witnessing: std::sync::Mutex::new(witnessing),
+            turns: crate::turns::Turns::default(),
         })
     }
 
@@ -301,6 +303,11 @@ fn to_ref(b: &[u8], what: &str) -> Result<Ref, Status> {
     b.try_into().map_err(|_| Status::invalid_argument(format!("{what}: a reference must be 16 bytes")))
 }
 
+/// How long a batch waits for a predecessor that has not arrived (a retry
+/// on its way) before it goes to the engine, which refuses it as out of
+/// order if the predecessor is still missing.
+const TURN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f).await.map_err(|_| Status::internal("worker failed"))?
 }
@@ -404,10 +411,17 @@ impl feed_service_server::FeedService for FeedService {
         let id = rpc.auth(&req, &[Role::Source], "feed national records")?;
         let started = Instant::now();
         let batch = req.into_inner();
-        let name = Rpc::batch_name(batch.sequence)?;
-        rpc.check_header(&name, batch.epoch, batch.scheme, batch.upserts.len() + batch.removes.len())?;
         let source = id.code.clone();
         let receipt = blocking(move || {
+            // Taken before any check, so that a successor in flight waits
+            // for this batch's outcome, whatever it is (`turns`).
+            let caller = format!("source/{source}");
+            let store = rpc.core.store().clone();
+            let turn = rpc.turns.enter(&caller, batch.sequence, || {
+                crate::engine::Engine::last_sequence(&*store, &caller).map_err(Status::from)
+            })?;
+            let name = Rpc::batch_name(batch.sequence)?;
+            rpc.check_header(&name, batch.epoch, batch.scheme, batch.upserts.len() + batch.removes.len())?;
             let t = Instant::now();
             let epoch = batch.epoch;
             let commitment = audit::national_commitment(&batch);
@@ -431,10 +445,15 @@ impl feed_service_server::FeedService for FeedService {
             let removes = Rpc::removes(&name, &batch.removes)?;
             let input = BatchIn { sequence: batch.sequence, epoch: batch.epoch, upserts, removes, commitment };
             tracing::debug!(prepare_ms = t.elapsed().as_secs_f64() * 1e3, "national batch checked and peppered");
-            Ok(rpc.core.apply(|e, s| e.apply_national(s, &source, input, now_ms()))?)
+            let waiting = Instant::now();
+            turn.wait(TURN_GRACE);
+            let waited = waiting.elapsed();
+            Ok((rpc.core.apply(|e, s| e.apply_national(s, &source, input, now_ms()))?, waited))
         })
         .await?;
-        metrics::ingest("national", started.elapsed());
+        let (receipt, waited) = receipt;
+        // The batch's own time: not the wait for the batch before it.
+        metrics::ingest("national", started.elapsed().saturating_sub(waited));
         tracing::info!(source = %id.code, sequence = receipt.sequence, upserts = receipt.upserts, removes = receipt.removes,
             records = receipt.total, replayed = receipt.replayed, "national batch");
         Ok(Response::new(receipt))

@@ -11,8 +11,8 @@
 #       calibrate: the running system then weighs the record's side
 #
 #
-# Measures: sync and feed times, token ingest (end to end, and the
-# coordinator's own apply rate from its metrics), time until every
+# Measures: sync and feed times, token ingest (end to end, and the CPU
+# seconds the coordinator and the feeding node used for it), time until every
 # disclosure is in the right inbox, coordinator memory, the latency from
 # the coordinator accepting a delta to the disclosure stored in the force's
 # inbox (p50/p99 over many small deltas), and a restart at that size.
@@ -110,11 +110,18 @@ for f in "${FORCES[@]}"; do "$NODE" sync --config "$OUT/nodes/$f/node.toml" --ro
 SYNC=$(since "$T")
 ROSTER_TOKENS=$(metric 'vigil_tokens{side="roster"}')
 
+# CPU seconds the coordinator has used so far (user + system, /proc).
+coord_cpu() { python3 -c "import os,sys; f=open('/proc/$COORD_PID/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))"; }
+C0=$(coord_cpu)
 T=$(t)
-"$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv" >/dev/null
+# The feeding node's CPU seconds come from its resource usage at exit.
+NODE_CPU=$(python3 -c 'import resource,subprocess,sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime)' \
+  "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv")
 FEED=$(since "$T")
+APPLY=$(python3 -c "print($(coord_cpu) - $C0)")
 NAT_TOKENS=$(metric 'vigil_tokens{side="national"}')
-APPLY=$(metric 'vigil_batch_seconds_sum{kind="national"}')
 T=$(t)
 while [ "$(inbox_total)" -lt "$EXPECTED" ]; do sleep 1; done
 DRAIN=$(since "$T")
@@ -161,7 +168,7 @@ if [ "${VIGIL_STANDBY:-}" = 1 ]; then
   TAKEOVER_ROW="| takeover: SIGKILL of the active coordinator, until the standby answers the health check / its peak RSS | ${TAKEOVER} s / $((TAKEOVER_HWM / 1024)) MiB |"
 fi
 python3 - <<PY
-nat, ros, feed, apply_s = float("$NAT_TOKENS"), float("$ROSTER_TOKENS"), float("$FEED"), float("$APPLY")
+nat, ros, feed, apply_s, node_s = float("$NAT_TOKENS"), float("$ROSTER_TOKENS"), float("$FEED"), float("$APPLY"), float("$NODE_CPU")
 print(f"""
 | measure | value |
 |---|---|
@@ -169,7 +176,7 @@ print(f"""
 | synth / offline eval | ${SYNTH} s / ${EVAL} s |
 | roster sync, all forces | ${SYNC} s ({ros:.0f} roster tokens) |
 | national feed, end to end (read, tokenise, seal, send, apply, commit) | {feed:.1f} s: {$NATIONAL / feed:,.0f} records/s, {nat / feed:,.0f} tokens/s |
-| coordinator time for the feed: check, pepper, apply, commit (metrics) | {apply_s:.1f} s: {nat / apply_s if apply_s else 0:,.0f} tokens/s |
+| CPU used during the feed: coordinator (decode, check, pepper, apply, commit) / feeding node | {apply_s:.1f} s ({nat / apply_s if apply_s else 0:,.0f} tokens a CPU second) / {node_s:.1f} s |
 | disclosures expected (offline eval) / time until all were in the inboxes after the feed | $EXPECTED / ${DRAIN} s |
 | quality against the generator's truth | $QUALITY |
 | coordinator memory after the run: peak / current RSS | $((HWM / 1024)) MiB / $((RSS / 1024)) MiB |

@@ -440,37 +440,63 @@ fn read_withdrawals(path: &Path) -> Result<Vec<String>, NodeError> {
 
 type Up = (String, NationalRecord, Ref, [u8; 32], bool);
 
-/// Sends one national batch under the next sequence and records it locally.
-#[allow(clippy::too_many_arguments)]
-async fn send_national(
-    client: &mut FeedServiceClient<Channel>,
-    retry: Duration,
+/// Batches a feed keeps in flight: the next is sent while the coordinator
+/// applies the one before, which it does in sequence order (its `turns`),
+/// so the transfer, decoding and peppering of one overlap the apply of
+/// the other.
+const IN_FLIGHT: usize = 2;
+
+/// What the node records of a sent record once its batch is acknowledged:
+/// record id, reference, row digest, and whether it is new.
+type Sent = (String, Ref, [u8; 32], bool);
+
+/// Splits changed records into a batch under `sequence` and what to record
+/// of them once it is acknowledged.
+fn national_batch(
     (epoch, scheme): (u32, u32),
-    seq: &mut Sequence,
+    sequence: u64,
     ups: Vec<Up>,
-    rms: Vec<(String, Ref)>,
-    store: &LocalStore,
-    s: &mut Summary,
-) -> Result<(), NodeError> {
-    let batch = NationalBatch {
-        sequence: seq.next,
-        epoch,
-        scheme,
-        upserts: ups.iter().map(|u| u.1.clone()).collect(),
-        removes: rms.iter().map(|r| r.1.to_vec().into()).collect(),
-    };
-    let receipt: BatchReceipt = retrying(retry, "national feed", || {
+    rms: &[(String, Ref)],
+) -> (NationalBatch, Vec<Sent>) {
+    let mut upserts = Vec::with_capacity(ups.len());
+    let mut sent = Vec::with_capacity(ups.len());
+    for (id, record, rref, digest, fresh) in ups {
+        upserts.push(record);
+        sent.push((id, rref, digest, fresh));
+    }
+    let removes = rms.iter().map(|r| r.1.to_vec().into()).collect();
+    (NationalBatch { sequence, epoch, scheme, upserts, removes }, sent)
+}
+
+/// Sends one national batch, retrying transient failures.
+async fn national_rpc(
+    client: FeedServiceClient<Channel>,
+    retry: Duration,
+    batch: NationalBatch,
+) -> Result<BatchReceipt, NodeError> {
+    retrying(retry, "national feed", || {
         let mut c = client.clone();
         let b = batch.clone();
         async move { c.feed(b).await.map(|r| r.into_inner()) }
     })
-    .await?;
+    .await
+}
+
+/// Records an acknowledged batch on this node and in the summary.
+fn record_national(
+    seq: &mut Sequence,
+    receipt: &BatchReceipt,
+    sent: &[Sent],
+    rms: &[(String, Ref)],
+    store: &LocalStore,
+    s: &mut Summary,
+) -> Result<(), NodeError> {
     seq.next += 1;
-    let put: Vec<(String, Ref, [u8; 32])> = ups.iter().map(|u| (u.0.clone(), u.2, u.3)).collect();
+    let put: Vec<(String, Ref, [u8; 32])> = sent.iter().map(|u| (u.0.clone(), u.1, u.2)).collect();
     let rm: Vec<String> = rms.iter().map(|r| r.0.clone()).collect();
     store.apply_records(&put, &rm).map_err(NodeError::from)?;
-    for u in &ups {
-        if u.4 {
+    for u in sent {
+        if u.3 {
             s.added += 1;
         } else {
             s.changed += 1;
@@ -481,6 +507,79 @@ async fn send_national(
     s.replayed += u64::from(receipt.replayed);
     s.total = receipt.total;
     Ok(())
+}
+
+/// Sends one national batch under the next sequence, waits for its
+/// receipt and records it locally.
+#[allow(clippy::too_many_arguments)]
+async fn send_national(
+    client: &FeedServiceClient<Channel>,
+    retry: Duration,
+    header: (u32, u32),
+    seq: &mut Sequence,
+    ups: Vec<Up>,
+    rms: Vec<(String, Ref)>,
+    store: &LocalStore,
+    s: &mut Summary,
+) -> Result<(), NodeError> {
+    let (batch, sent) = national_batch(header, seq.next, ups, &rms);
+    let receipt = national_rpc(client.clone(), retry, batch).await?;
+    record_national(seq, &receipt, &sent, &rms, store, s)
+}
+
+/// Sends the batches `rx` yields, [`IN_FLIGHT`] at a time, and records each
+/// on this node as its receipt comes back, in order. On a failure it sends
+/// nothing more, waits for the batches already sent, and returns the first
+/// failure.
+#[allow(clippy::too_many_arguments)]
+async fn send_national_stream(
+    client: &FeedServiceClient<Channel>,
+    retry: Duration,
+    header: (u32, u32),
+    seq: &mut Sequence,
+    rx: &mut tokio::sync::mpsc::Receiver<Vec<Up>>,
+    store: &LocalStore,
+    s: &mut Summary,
+    pb: &ProgressBar,
+) -> Result<(), NodeError> {
+    type Flying = (tokio::task::JoinHandle<Result<BatchReceipt, NodeError>>, Vec<Sent>);
+    let mut flying: std::collections::VecDeque<Flying> = std::collections::VecDeque::new();
+    let mut failure = None;
+    let mut open = true;
+    while open || !flying.is_empty() {
+        if open && failure.is_none() && flying.len() < IN_FLIGHT {
+            match rx.recv().await {
+                Some(ups) => {
+                    pb.inc_length(ups.len() as u64);
+                    let (batch, sent) = national_batch(header, seq.next + flying.len() as u64, ups, &[]);
+                    flying.push_back((tokio::spawn(national_rpc(client.clone(), retry, batch)), sent));
+                }
+                None => open = false,
+            }
+            continue;
+        }
+        let Some((call, sent)) = flying.pop_front() else { break };
+        let receipt = match call.await {
+            Ok(r) => r,
+            Err(e) => Err(NodeError::failed(format!("a national feed call failed: {e}"))),
+        };
+        let recorded = receipt.and_then(|r| match failure {
+            None => record_national(seq, &r, &sent, &[], store, s),
+            // After a refused batch the coordinator refuses the rest as out
+            // of order. After a failure to record one here, a later one may
+            // have been applied: the next run sends its records again, and
+            // the coordinator takes them as unchanged.
+            Some(_) => Ok(()),
+        });
+        match recorded {
+            Ok(()) => pb.inc(sent.len() as u64),
+            Err(e) => {
+                failure.get_or_insert(e);
+                open = false;
+            }
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// A changed row waiting for the key service (scheme 3).
@@ -854,7 +953,7 @@ pub async fn feed(
     removes.dedup();
     removal_guard(removes.len(), known, cfg.sync.max_removal_share, input_files.allow_removals, "national records")?;
 
-    let mut client =
+    let client =
         FeedServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
     let retry = Duration::from_secs(cfg.sync.retry_seconds);
     let status = retrying(retry, "feed status", || {
@@ -885,27 +984,8 @@ pub async fn feed(
             }
         });
         let pb = progress(0, &format!("feed {source}"));
-        let mut failure = None;
-        while let Some(batch) = rx.recv().await {
-            let n = batch.len() as u64;
-            pb.inc_length(n);
-            if let Err(e) = send_national(
-                &mut client,
-                retry,
-                (keys.epoch, keys.scheme),
-                &mut seq,
-                batch,
-                Vec::new(),
-                &store,
-                &mut s,
-            )
-            .await
-            {
-                failure = Some(e);
-                break;
-            }
-            pb.inc(n);
-        }
+        let header = (keys.epoch, keys.scheme);
+        let failure = send_national_stream(&client, retry, header, &mut seq, &mut rx, &store, &mut s, &pb).await.err();
         drop(rx);
         pb.finish_and_clear();
         let (mut report, read) = reader.await.map_err(|e| NodeError::failed(e.to_string()))?;
@@ -936,18 +1016,9 @@ pub async fn feed(
         }
     }
     for chunk in rms.chunks(cfg.sync.batch_size) {
-        send_national(
-            &mut client,
-            retry,
-            (keys.epoch, keys.scheme),
-            &mut seq,
-            Vec::new(),
-            chunk.to_vec(),
-            &store,
-            &mut s,
-        )
-        .await
-        .map_err(|e| stopped_after(e, &seq, &s, "feed"))?;
+        send_national(&client, retry, (keys.epoch, keys.scheme), &mut seq, Vec::new(), chunk.to_vec(), &store, &mut s)
+            .await
+            .map_err(|e| stopped_after(e, &seq, &s, "feed"))?;
     }
     if s.batches == 0 {
         s.total = status.total;
