@@ -354,23 +354,30 @@ pub fn seen_levels(e: &Evidence) -> Seen {
 /// seen, and every higher level that no kind both sides hold would have
 /// revealed (a kind reveals a level of a field when the pair's other fields
 /// are seen at the levels that kind needs).
+///
+/// A level `l` above the one seen is revealed when some kind both sides hold
+/// needs this field at a level above the one seen and at most `l`, with its
+/// other fields seen high enough; so every level from the lowest such need
+/// up is revealed, and the possible levels run from the one seen to just
+/// below it (one pass over the kinds a field; on every candidate pair).
 pub fn possible_levels(seen: &Seen, common: KindSet) -> [u8; FIELDS.len()] {
     let mut out = [0u8; FIELDS.len()];
     for f in FIELDS {
         let i = f.index();
         let Some(lo) = seen[i] else { continue };
-        let mut mask = 1u8 << lo;
-        for l in lo + 1..=f.max_level() {
-            let revealed = common.iter().any(|k| {
-                let need = k.implies();
-                need.iter().any(|(g, gl)| *g == f && lo < *gl && *gl <= l)
-                    && need.iter().all(|(g, gl)| *g == f || seen[g.index()].is_some_and(|s| s >= *gl))
-            });
-            if !revealed {
-                mask |= 1 << l;
+        let mut revealed_from = f.max_level() + 1;
+        for k in common.iter() {
+            let need = k.implies();
+            if !need.iter().all(|(g, gl)| *g == f || seen[g.index()].is_some_and(|s| s >= *gl)) {
+                continue;
+            }
+            for (g, gl) in need {
+                if *g == f && lo < *gl && *gl < revealed_from {
+                    revealed_from = *gl;
+                }
             }
         }
-        out[i] = mask;
+        out[i] = (lo..revealed_from).fold(0u8, |m, l| m | 1 << l);
     }
     out
 }

@@ -71,6 +71,43 @@ fn possible_levels_follow_what_kinds_would_have_shown() {
     assert_eq!(possible_levels(&seen, only)[0], 0b1111);
 }
 
+/// `possible_levels` as first written: level by level, kind by kind.
+fn possible_levels_by_level(seen: &Seen, common: KindSet) -> [u8; FIELDS.len()] {
+    let mut out = [0u8; FIELDS.len()];
+    for f in FIELDS {
+        let i = f.index();
+        let Some(lo) = seen[i] else { continue };
+        let mut mask = 1u8 << lo;
+        for l in lo + 1..=f.max_level() {
+            let revealed = common.iter().any(|k| {
+                let need = k.implies();
+                need.iter().any(|(g, gl)| *g == f && lo < *gl && *gl <= l)
+                    && need.iter().all(|(g, gl)| *g == f || seen[g.index()].is_some_and(|s| s >= *gl))
+            });
+            if !revealed {
+                mask |= 1 << l;
+            }
+        }
+        out[i] = mask;
+    }
+    out
+}
+
+proptest::proptest! {
+    #[test]
+    fn possible_levels_in_one_pass_equal_level_by_level(
+        levels in proptest::collection::vec(proptest::option::of(0u8..4), FIELDS.len()),
+        kinds in proptest::collection::vec(proptest::bool::ANY, ALL.len()),
+    ) {
+        let mut seen: Seen = [None; FIELDS.len()];
+        for f in FIELDS {
+            seen[f.index()] = levels[f.index()].map(|l| l.min(f.max_level()));
+        }
+        let common: KindSet = ALL.iter().zip(&kinds).filter(|(_, on)| **on).map(|(k, _)| *k).collect();
+        proptest::prop_assert_eq!(possible_levels(&seen, common), possible_levels_by_level(&seen, common));
+    }
+}
+
 #[test]
 fn decisions_at_national_scale() {
     let p = Policy::default_policy();
