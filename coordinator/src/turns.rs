@@ -21,7 +21,8 @@
 //! that goes too early is refused as out of order, as it was before this
 //! existed. A turn is decided when it is dropped, whether its batch was
 //! applied or refused, so a refused batch releases its successor at once
-//! (to be refused in turn).
+//! (to be refused in turn); a batch that went ahead of an undecided
+//! predecessor releases nothing.
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -56,17 +57,15 @@ impl Turns {
     }
 
     /// Registers batch `sequence` of `caller` as in flight. `last` gives the
-    /// last sequence applied for `caller` in the store; it is read only for
-    /// a sender not seen since start.
+    /// last sequence applied for `caller` in the store, read each time: a
+    /// coordinator that was standby for a while, or whose store another
+    /// applied to, must not judge by what it saw itself.
     pub fn enter<E>(&self, caller: &str, sequence: u64, last: impl FnOnce() -> Result<u64, E>) -> Result<Turn<'_>, E> {
+        let stored = last()?;
         let mut senders = self.lock();
-        if !senders.contains_key(caller) {
-            let decided = last()?;
-            senders.insert(caller.to_string(), Sender { decided, in_flight: BTreeSet::new() });
-        }
-        if let Some(s) = senders.get_mut(caller) {
-            s.in_flight.insert(sequence);
-        }
+        let s = senders.entry(caller.to_string()).or_default();
+        s.decided = s.decided.max(stored);
+        s.in_flight.insert(sequence);
         Ok(Turn { turns: self, caller: caller.to_string(), sequence })
     }
 }
@@ -105,7 +104,11 @@ impl Drop for Turn<'_> {
         let mut senders = self.turns.lock();
         if let Some(s) = senders.get_mut(&self.caller) {
             s.in_flight.remove(&self.sequence);
-            s.decided = s.decided.max(self.sequence);
+            // A batch that went ahead of an undecided predecessor was
+            // refused as out of order: it decides nothing for its successors.
+            if self.sequence <= s.decided + 1 {
+                s.decided = s.decided.max(self.sequence);
+            }
         }
         drop(senders);
         self.turns.changed.notify_all();
@@ -149,14 +152,23 @@ mod tests {
     }
 
     #[test]
-    fn the_first_batch_and_a_retry_of_an_old_one_go_at_once() {
+    fn the_next_batch_a_retry_and_a_store_moved_on_go_at_once() {
         let turns = Turns::default();
+        let started = Instant::now();
         let t = turns.enter("source/pnc", 8, || Ok::<_, ()>(7)).unwrap();
         t.wait(Duration::from_secs(30));
         drop(t);
         // A retry of batch 8, already decided, does not wait either.
-        let again = turns.enter("source/pnc", 8, || Err(())).unwrap();
-        again.wait(Duration::from_secs(30));
+        turns.enter("source/pnc", 8, || Ok::<_, ()>(8)).unwrap().wait(Duration::from_secs(30));
+        // Another coordinator applied up to 40 meanwhile (this one was
+        // standby, its own view stopped at 8): 41 and then 42 go at once.
+        let t41 = turns.enter("source/pnc", 41, || Ok::<_, ()>(40)).unwrap();
+        t41.wait(Duration::from_secs(30));
+        drop(t41);
+        turns.enter("source/pnc", 42, || Ok::<_, ()>(40)).unwrap().wait(Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The store is read each time; its failure is the caller's.
+        assert!(turns.enter("source/pnc", 43, || Err(())).is_err());
     }
 
     #[test]
@@ -168,6 +180,31 @@ mod tests {
         let started = Instant::now();
         turns.enter("source/pnc", 3 + WINDOW + 1, none).unwrap().wait(Duration::from_secs(30));
         assert!(started.elapsed() < Duration::from_secs(5), "no wait for a batch beyond the window");
+    }
+
+    #[test]
+    fn a_batch_far_ahead_does_not_release_the_batches_before_it() {
+        let turns = Arc::new(Turns::default());
+        // A stray batch 50 is refused; batches 1 and 2 still apply in order.
+        drop(turns.enter("source/pnc", 50, none).unwrap());
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let second = {
+            let (turns, applied) = (turns.clone(), applied.clone());
+            std::thread::spawn(move || {
+                let t = turns.enter("source/pnc", 2, none).unwrap();
+                tx.send(()).unwrap();
+                t.wait(Duration::from_secs(30));
+                applied.lock().unwrap().push(2);
+            })
+        };
+        rx.recv().unwrap();
+        let first = turns.enter("source/pnc", 1, none).unwrap();
+        first.wait(Duration::from_secs(30));
+        applied.lock().unwrap().push(1);
+        drop(first);
+        second.join().unwrap();
+        assert_eq!(*applied.lock().unwrap(), vec![1, 2]);
     }
 
     #[test]
