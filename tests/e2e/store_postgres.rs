@@ -91,12 +91,12 @@ fn the_postgres_store_keeps_the_store_contract() {
             tokens: vec![(KeyKind::Nino, [9; 16])],
         }],
         records_put: records,
-        batch: Some(SenderState {
+        batches: vec![SenderState {
             caller: "force/gmp".into(),
             sequence: 1,
             commitment: "c1".into(),
             receipt: vec![1, 2],
-        }),
+        }],
         disclosures: vec![
             DisclosureRow { force: "gmp".into(), seq: 1, message: vec![7] },
             DisclosureRow { force: "gmp".into(), seq: 2, message: vec![8] },

@@ -163,6 +163,12 @@ impl Engine {
         if sequence == last_seq + 1 {
             return Ok(None);
         }
+        // The batch before the last: the two were in flight together and
+        // both replies were lost.
+        let last = match last {
+            Some(l) if sequence + 1 == l.sequence => store.sender(&Self::previous_of(caller))?.or(Some(l)),
+            other => other,
+        };
         match last {
             Some(l) if l.sequence == sequence && l.commitment == commitment => {
                 let mut r = BatchReceipt::decode(l.receipt.as_slice())
@@ -180,6 +186,12 @@ impl Engine {
                 last_seq + 1
             ))),
         }
+    }
+
+    /// Where the batch before a sender's last is kept (`force/<code>` and
+    /// `source/<code>` never hold a second `/`).
+    pub fn previous_of(caller: &str) -> String {
+        format!("{caller}/previous")
     }
 
     /// The last batch sequence applied for `caller`.
@@ -592,7 +604,8 @@ impl Engine {
             commitment: batch.commitment.clone(),
         };
         let counts = Counts { upserts, removes, removes_unknown, total: enrolled };
-        self.complete(b, head, caller, batch.sequence, batch.commitment, counts)
+        let before = store.sender(&caller)?;
+        self.complete(b, head, (caller, before), batch.sequence, batch.commitment, counts)
     }
 
     /// Applies a source's national batch.
@@ -704,14 +717,15 @@ impl Engine {
             commitment: batch.commitment.clone(),
         };
         let counts = Counts { upserts, removes, removes_unknown, total: held };
-        self.complete(b, head, caller, batch.sequence, batch.commitment, counts)
+        let before = store.sender(&caller)?;
+        self.complete(b, head, (caller, before), batch.sequence, batch.commitment, counts)
     }
 
     fn complete(
         &mut self,
         b: Batch,
         head: Entry,
-        caller: String,
+        (caller, before): (String, Option<SenderState>),
         sequence: u64,
         commitment: String,
         counts: Counts,
@@ -731,7 +745,12 @@ impl Engine {
             total: counts.total,
             log_index,
         };
-        commit.batch = Some(SenderState { caller, sequence, commitment, receipt: receipt.encode_to_vec() });
+        // The batch before this one stays answerable to a retry.
+        if let Some(mut before) = before {
+            before.caller = Self::previous_of(&caller);
+            commit.batches.push(before);
+        }
+        commit.batches.push(SenderState { caller, sequence, commitment, receipt: receipt.encode_to_vec() });
         commit.meta.push((load::INDEX_TOKENS.into(), load::index_tokens_value(&self.matcher)));
         Ok(Applied::Fresh { receipt, commit, leaves, forces })
     }

@@ -479,3 +479,28 @@ fn parties_move_to_a_new_epoch_while_matching_goes_on_then_the_old_tokens_are_dr
     let _e = reload(&store, 2, None).unwrap();
     assert_eq!(epoch_entries(&store).len(), before);
 }
+
+#[test]
+fn a_retry_of_either_of_the_last_two_batches_is_answered_with_its_receipt() {
+    // Two batches in flight, both applied, both replies lost: the node
+    // retries both, in either order.
+    let (store, mut e) = fresh();
+    commit(&store, e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1))], vec![]), 1).unwrap());
+    let one = national(1, vec![(10, person(1)), (30, person(9))], vec![]);
+    let two = national(2, vec![(20, person(2))], vec![]);
+    let r1 = commit(&store, e.apply_national(&store, "pnc", one.clone(), 2).unwrap());
+    let r2 = commit(&store, e.apply_national(&store, "pnc", two.clone(), 3).unwrap());
+    let again = commit(&store, e.apply_national(&store, "pnc", one.clone(), 4).unwrap());
+    assert!(again.replayed);
+    assert_eq!((again.sequence, again.upserts, again.total), (r1.sequence, r1.upserts, r1.total));
+    let again = commit(&store, e.apply_national(&store, "pnc", two, 4).unwrap());
+    assert!(again.replayed);
+    assert_eq!((again.sequence, again.upserts, again.total), (r2.sequence, r2.upserts, r2.total));
+    // Batch 1 with other content is still refused, and once batch 3 is in,
+    // batch 1 is too old to be a retry.
+    let other = national(1, vec![(40, person(3))], vec![]);
+    assert!(matches!(e.apply_national(&store, "pnc", other, 5), Err(EngineError::Sequence(_))));
+    commit(&store, e.apply_national(&store, "pnc", national(3, vec![(50, person(5))], vec![]), 5).unwrap());
+    assert!(matches!(e.apply_national(&store, "pnc", one, 6), Err(EngineError::Sequence(_))));
+    assert_eq!(pending(&store, "gmp").len(), 1, "nothing was applied twice");
+}

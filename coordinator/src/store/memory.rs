@@ -148,7 +148,7 @@ impl Store for MemoryStore {
         for row in &c.records_put {
             s.records.insert((row.source.clone(), row.record_ref), (row.tokens.clone(), row.sealed.clone()));
         }
-        if let Some(b) = &c.batch {
+        for b in &c.batches {
             s.senders.insert(b.caller.clone(), b.clone());
         }
         for row in &c.disclosures {

@@ -117,8 +117,10 @@ pub struct Commit {
     pub records_put: Vec<RecordRow>,
     /// Records removed: (source, reference).
     pub records_del: Vec<(String, Ref)>,
-    /// The sender's new last batch.
-    pub batch: Option<SenderState>,
+    /// The sender's new last batch, and the one before it (under
+    /// `Engine::previous_of` the sender: two batches can be in flight, so a
+    /// retry may be of either).
+    pub batches: Vec<SenderState>,
     /// New disclosures and retractions, each pending delivery.
     pub disclosures: Vec<DisclosureRow>,
     /// Disclosures now in force.
@@ -145,7 +147,7 @@ impl Commit {
             && self.subjects_del.is_empty()
             && self.records_put.is_empty()
             && self.records_del.is_empty()
-            && self.batch.is_none()
+            && self.batches.is_empty()
             && self.disclosures.is_empty()
             && self.active_put.is_empty()
             && self.active_del.is_empty()

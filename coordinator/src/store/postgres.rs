@@ -711,7 +711,7 @@ async fn apply(tx: &tokio_postgres::Transaction<'_>, c: &Commit) -> Result<(), S
     delete_pairs(tx, DELETE_RECORDS, c.records_del.iter().map(|(s, r)| (s.as_str(), r.as_slice())), "removing records")
         .await?;
     put_records(tx, &last_of(&c.records_put, |r| (r.source.as_str(), r.record_ref))).await?;
-    if let Some(b) = &c.batch {
+    for b in &c.batches {
         let seq = i64::try_from(b.sequence).map_err(|_| err("postgres: batch sequence out of range"))?;
         tx.execute(
             "INSERT INTO senders (caller, sequence, commitment, receipt) VALUES ($1, $2, $3, $4)

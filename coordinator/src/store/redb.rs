@@ -524,10 +524,11 @@ impl Store for RedbStore {
                 data.insert(next, record_value(&k, &r.tokens, &r.sealed).as_slice()).map_err(err)?;
                 staged.insert(id, Some(next));
             }
-            if let Some(b) = &c.batch {
-                let mut t = w.open_table(SENDERS).map_err(err)?;
+            let mut t = w.open_table(SENDERS).map_err(err)?;
+            for b in &c.batches {
                 t.insert(b.caller.as_str(), sender_value(b).as_slice()).map_err(err)?;
             }
+            drop(t);
             let mut d = w.open_table(DISCLOSURES).map_err(err)?;
             let mut p = w.open_table(PENDING).map_err(err)?;
             for row in &c.disclosures {
@@ -666,12 +667,12 @@ mod tests {
                 tokens: vec![(KeyKind::NameDob, [8; 16])],
                 sealed: vec![5, 5, 5],
             }],
-            batch: Some(SenderState {
+            batches: vec![SenderState {
                 caller: "force/gmp".into(),
                 sequence: 1,
                 commitment: "c1".into(),
                 receipt: vec![1, 2],
-            }),
+            }],
             disclosures: vec![
                 DisclosureRow { force: "gmp".into(), seq: 1, message: vec![7] },
                 DisclosureRow { force: "gmp".into(), seq: 2, message: vec![8] },
