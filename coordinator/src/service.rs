@@ -417,7 +417,7 @@ impl feed_service_server::FeedService for FeedService {
             // for this batch's outcome, whatever it is (`turns`).
             let caller = format!("source/{source}");
             let store = rpc.core.store().clone();
-            let turn = rpc.turns.enter(&caller, batch.sequence, || {
+            let mut turn = rpc.turns.enter(&caller, batch.sequence, || {
                 crate::engine::Engine::last_sequence(&*store, &caller).map_err(Status::from)
             })?;
             let name = Rpc::batch_name(batch.sequence)?;
@@ -448,7 +448,9 @@ impl feed_service_server::FeedService for FeedService {
             let waiting = Instant::now();
             turn.wait(TURN_GRACE);
             let waited = waiting.elapsed();
-            Ok((rpc.core.apply(|e, s| e.apply_national(s, &source, input, now_ms()))?, waited))
+            let receipt = rpc.core.apply(|e, s| e.apply_national(s, &source, input, now_ms()))?;
+            turn.applied();
+            Ok((receipt, waited))
         })
         .await?;
         let (receipt, waited) = receipt;
