@@ -175,9 +175,12 @@ fn tls_cause(s: &Status) -> Option<String> {
 }
 
 /// Whether a failure is worth retrying: the coordinator unreachable or
-/// restarting, never a refused certificate.
+/// restarting, never a refused certificate. `CANCELLED` is a call cut off
+/// with its connection (a second call in flight when the coordinator
+/// died); every call the node retries is safe to send again.
 pub fn transient(s: &Status) -> bool {
-    tls_cause(s).is_none() && matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown)
+    tls_cause(s).is_none()
+        && matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled)
 }
 
 /// The exit code and message for a failed call.

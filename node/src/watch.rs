@@ -82,7 +82,7 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
         let d = match next {
             Ok(Some(d)) => d,
             Ok(None) => return Ended::Transient("the coordinator closed the stream".into()),
-            Err(s) if client::transient(&s) || s.code() == tonic::Code::Cancelled => {
+            Err(s) if client::transient(&s) => {
                 return Ended::Transient(s.message().to_string());
             }
             Err(s) if s.code() == tonic::Code::Aborted => {
