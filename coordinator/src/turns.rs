@@ -138,11 +138,12 @@ mod tests {
         Ok(0)
     }
 
-    /// Enters `sequence` on another thread, waits its turn, then records
-    /// it in `order` and marks it applied if `apply`.
+    /// Enters `sequence` on another thread, waits its turn (at most
+    /// `grace` for a predecessor not seen in flight), then records it in
+    /// `order` and marks it applied if `apply`.
     fn later(
         turns: &Arc<Turns>,
-        sequence: u64,
+        (sequence, grace): (u64, Duration),
         apply: bool,
         order: &Arc<Mutex<Vec<u64>>>,
     ) -> std::thread::JoinHandle<()> {
@@ -151,7 +152,7 @@ mod tests {
         let h = std::thread::spawn(move || {
             let mut t = turns.enter("source/pnc", sequence, none).unwrap();
             tx.send(()).unwrap();
-            t.wait(Duration::from_secs(30));
+            t.wait(grace);
             order.lock().unwrap().push(sequence);
             if apply {
                 t.applied();
@@ -166,7 +167,7 @@ mod tests {
         let turns = Arc::new(Turns::default());
         let order = Arc::new(Mutex::new(Vec::new()));
         // Batch 2 is waiting before batch 1 has even arrived.
-        let second = later(&turns, 2, true, &order);
+        let second = later(&turns, (2, Duration::from_secs(30)), true, &order);
         {
             let mut t = turns.enter("source/pnc", 1, none).unwrap();
             t.wait(Duration::from_secs(30));
@@ -211,20 +212,14 @@ mod tests {
         let turns = Arc::new(Turns::default());
         let order = Arc::new(Mutex::new(Vec::new()));
         // Run 1: batch 1 in flight, batch 2 waiting; 1 is refused, so 2
-        // goes on at once (to be refused by the engine in turn).
+        // goes on (at once if it saw 1 in flight, after its grace if 1 was
+        // gone first), to be refused by the engine in turn.
         let first = turns.enter("source/pnc", 1, none).unwrap();
-        let second = later(&turns, 2, false, &order);
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(5) && turns.lock()["source/pnc"].in_flight.len() < 2 {
-            std::thread::yield_now();
-        }
-        // Give 2 time to see 1 in flight; a wait that misses it takes the
-        // grace instead, which is as correct, only slower.
-        std::thread::sleep(Duration::from_millis(100));
+        let second = later(&turns, (2, Duration::from_secs(1)), false, &order);
         drop(first);
         second.join().unwrap();
         // Run 2 sends 1 and 2 again, 2 arriving first: 2 waits for 1.
-        let second = later(&turns, 2, true, &order);
+        let second = later(&turns, (2, Duration::from_secs(30)), true, &order);
         let mut first = turns.enter("source/pnc", 1, none).unwrap();
         first.wait(Duration::from_secs(30));
         order.lock().unwrap().push(1);

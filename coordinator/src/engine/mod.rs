@@ -112,6 +112,15 @@ fn forwarded(sealed: Option<SealedDetails>, agreeing: KindSet) -> Option<SealedD
 /// A counterpart that confirms: its id, the evidence and the policy's reading.
 type Confirmed = (u32, Evidence, Assessment);
 
+/// What a batch's sequence number says (`Engine::sequence`).
+enum Sequenced {
+    /// The next batch: apply it. Holds the sender's last batch, which is
+    /// kept as the one before for retries.
+    Next(Option<SenderState>),
+    /// A retry of an applied batch: its first receipt, marked replayed.
+    Replay(BatchReceipt),
+}
+
 impl Engine {
     /// Subjects a force has enrolled.
     pub fn enrolled(&self, force: &str) -> u64 {
@@ -147,21 +156,21 @@ impl Engine {
         Ok(store.record(source, &rref)?.and_then(|r| decode_sealed(&r.sealed)))
     }
 
-    /// Tells a retry of the sender's last batch from its next batch:
-    /// `Ok(None)` for the next batch (apply it), `Ok(Some(receipt))` for a
-    /// retry (the first receipt again, marked replayed), and an error for
-    /// anything else (another process sent in between, or the content of a
-    /// retry differs).
+    /// Tells a retry of one of the sender's last two batches from its next
+    /// batch: `Next(last)` for the next batch (apply it; `last` is the batch
+    /// before, kept for retries), `Replay(receipt)` for a retry (the first
+    /// receipt again, marked replayed), and an error for anything else
+    /// (another process sent in between, or the content of a retry differs).
     fn sequence(
         store: &dyn StoreRead,
         caller: &str,
         sequence: u64,
         commitment: &str,
-    ) -> Result<Option<BatchReceipt>, EngineError> {
+    ) -> Result<Sequenced, EngineError> {
         let last = store.sender(caller)?;
         let last_seq = last.as_ref().map_or(0, |l| l.sequence);
         if sequence == last_seq + 1 {
-            return Ok(None);
+            return Ok(Sequenced::Next(last));
         }
         // The batch before the last: the two were in flight together and
         // both replies were lost.
@@ -174,7 +183,7 @@ impl Engine {
                 let mut r = BatchReceipt::decode(l.receipt.as_slice())
                     .map_err(|_| StoreError("corrupt batch receipt".into()))?;
                 r.replayed = true;
-                Ok(Some(r))
+                Ok(Sequenced::Replay(r))
             }
             Some(l) if l.sequence == sequence => Err(EngineError::Sequence(format!(
                 "batch {sequence} was already applied with other content; nothing was changed. \
@@ -498,9 +507,10 @@ impl Engine {
         now_ms: i64,
     ) -> Result<Applied, EngineError> {
         let caller = format!("force/{force}");
-        if let Some(r) = Self::sequence(store, &caller, batch.sequence, &batch.commitment)? {
-            return Ok(Applied::Replayed(r));
-        }
+        let before = match Self::sequence(store, &caller, batch.sequence, &batch.commitment)? {
+            Sequenced::Replay(r) => return Ok(Applied::Replayed(r)),
+            Sequenced::Next(before) => before,
+        };
         Self::check_unique(batch.upserts.iter().map(|u| u.pseudonym), &batch.removes)?;
         let mut after = self.registry.enrolled(force) as i64;
         for u in &batch.upserts {
@@ -604,7 +614,6 @@ impl Engine {
             commitment: batch.commitment.clone(),
         };
         let counts = Counts { upserts, removes, removes_unknown, total: enrolled };
-        let before = store.sender(&caller)?;
         self.complete(b, head, (caller, before), batch.sequence, batch.commitment, counts)
     }
 
@@ -617,9 +626,10 @@ impl Engine {
         now_ms: i64,
     ) -> Result<Applied, EngineError> {
         let caller = format!("source/{source}");
-        if let Some(r) = Self::sequence(store, &caller, batch.sequence, &batch.commitment)? {
-            return Ok(Applied::Replayed(r));
-        }
+        let before = match Self::sequence(store, &caller, batch.sequence, &batch.commitment)? {
+            Sequenced::Replay(r) => return Ok(Applied::Replayed(r)),
+            Sequenced::Next(before) => before,
+        };
         Self::check_unique(batch.upserts.iter().map(|u| u.record_ref), &batch.removes)?;
         let version = self.settings.policy.version.clone();
         let mut b = Batch::new(now_ms);
@@ -717,7 +727,6 @@ impl Engine {
             commitment: batch.commitment.clone(),
         };
         let counts = Counts { upserts, removes, removes_unknown, total: held };
-        let before = store.sender(&caller)?;
         self.complete(b, head, (caller, before), batch.sequence, batch.commitment, counts)
     }
 

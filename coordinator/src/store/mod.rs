@@ -117,9 +117,9 @@ pub struct Commit {
     pub records_put: Vec<RecordRow>,
     /// Records removed: (source, reference).
     pub records_del: Vec<(String, Ref)>,
-    /// The sender's new last batch, and the one before it (under
-    /// `Engine::previous_of` the sender: two batches can be in flight, so a
-    /// retry may be of either).
+    /// The sender's new last batch, and the batch before it under the
+    /// sender's `Engine::previous_of` name (two batches can be in flight,
+    /// so a retry may be of either).
     pub batches: Vec<SenderState>,
     /// New disclosures and retractions, each pending delivery.
     pub disclosures: Vec<DisclosureRow>,
