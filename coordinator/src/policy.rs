@@ -244,6 +244,39 @@ pub struct Policy {
     pub u: Table,
     /// How it was trained, if it was.
     pub training: Option<Training>,
+    /// `m`, `r` and `u` worked into log sums ([`LnTables`]); whatever
+    /// changes those tables calls [`Policy::tables_changed`].
+    ln: LnTables,
+}
+
+/// For every field and every mask of possible levels, the log of each
+/// class's probability of those levels (same person, each relative,
+/// unrelated): [`Policy::log_likelihoods`] reads these on every candidate
+/// pair instead of taking 25 logarithms. Keeps the tables it was made from,
+/// so that a debug build can tell when it is stale.
+#[derive(Debug, Clone, PartialEq)]
+struct LnTables {
+    ln: [[[f64; CLASSES]; 16]; FIELDS.len()],
+    from: (Table, [Table; 3], Table),
+}
+
+impl LnTables {
+    fn of(m: &Table, r: &[Table; 3], u: &Table) -> LnTables {
+        let mut ln = [[[0.0; CLASSES]; 16]; FIELDS.len()];
+        for (i, by_mask) in ln.iter_mut().enumerate() {
+            for (mask, row) in by_mask.iter_mut().enumerate() {
+                let mask = mask as u8;
+                *row = [
+                    log_sum(&m[i], mask),
+                    log_sum(&r[0][i], mask),
+                    log_sum(&r[1][i], mask),
+                    log_sum(&r[2][i], mask),
+                    log_sum(&u[i], mask),
+                ];
+            }
+        }
+        LnTables { ln, from: (*m, *r, *u) }
+    }
 }
 
 /// What the policy decides for a pair.
@@ -355,29 +388,37 @@ pub fn seen_levels(e: &Evidence) -> Seen {
 /// revealed (a kind reveals a level of a field when the pair's other fields
 /// are seen at the levels that kind needs).
 ///
-/// A level `l` above the one seen is revealed when some kind both sides hold
-/// needs this field at a level above the one seen and at most `l`, with its
-/// other fields seen high enough; so every level from the lowest such need
-/// up is revealed, and the possible levels run from the one seen to just
-/// below it (one pass over the kinds a field; on every candidate pair).
+/// A kind reveals levels of field `f` exactly when `f` is the one field it
+/// needs higher than seen (and `f` is seen): then every level from its need
+/// of `f` up is revealed. So one pass over the kinds both sides hold finds,
+/// for each field, the lowest level revealed, and the possible levels run
+/// from the one seen to just below it (this runs on every candidate pair).
 pub fn possible_levels(seen: &Seen, common: KindSet) -> [u8; FIELDS.len()] {
+    // Levels no higher than 3: a need of 4 reveals nothing.
+    let mut revealed_from = [4u8; FIELDS.len()];
+    for i in common.indices() {
+        let need = vigil_proto::kinds::ALL[i].needs();
+        let mut short = None;
+        let mut shorts = 0;
+        for (g, (n, s)) in need.iter().zip(seen).enumerate() {
+            if *n != 0 && s.is_none_or(|s| s < *n) {
+                shorts += 1;
+                short = Some(g);
+            }
+        }
+        if let (1, Some(g)) = (shorts, short)
+            && seen[g].is_some()
+        {
+            revealed_from[g] = revealed_from[g].min(need[g]);
+        }
+    }
     let mut out = [0u8; FIELDS.len()];
     for f in FIELDS {
         let i = f.index();
-        let Some(lo) = seen[i] else { continue };
-        let mut revealed_from = f.max_level() + 1;
-        for k in common.iter() {
-            let need = k.implies();
-            if !need.iter().all(|(g, gl)| *g == f || seen[g.index()].is_some_and(|s| s >= *gl)) {
-                continue;
-            }
-            for (g, gl) in need {
-                if *g == f && lo < *gl && *gl < revealed_from {
-                    revealed_from = *gl;
-                }
-            }
+        if let Some(lo) = seen[i] {
+            let to = revealed_from[i].min(f.max_level() + 1);
+            out[i] = (lo..to).fold(0u8, |m, l| m | 1 << l);
         }
-        out[i] = (lo..revealed_from).fold(0u8, |m, l| m | 1 << l);
     }
     out
 }
@@ -516,6 +557,13 @@ impl Policy {
         if !count(file.frequency_pseudo_count) {
             return bad("frequency_pseudo_count must be above 0 and at most 1000");
         }
+        let m = table_of(&file.same_person, "same_person")?;
+        let r = [
+            table_of(&file.twin.fields(), RELATIVES[0])?,
+            table_of(&file.sibling.fields(), RELATIVES[1])?,
+            table_of(&file.parent_child.fields(), RELATIVES[2])?,
+        ];
+        let u = table_of(&file.chance, "chance")?;
         Ok(Policy {
             version: file.version,
             confirm: file.confirm_probability,
@@ -527,15 +575,17 @@ impl Policy {
             record_has_subject: file.record_has_subject,
             relatives_per_subject: [file.twin.per_subject, file.sibling.per_subject, file.parent_child.per_subject],
             pseudo_count: file.frequency_pseudo_count,
-            m: table_of(&file.same_person, "same_person")?,
-            r: [
-                table_of(&file.twin.fields(), RELATIVES[0])?,
-                table_of(&file.sibling.fields(), RELATIVES[1])?,
-                table_of(&file.parent_child.fields(), RELATIVES[2])?,
-            ],
-            u: table_of(&file.chance, "chance")?,
+            ln: LnTables::of(&m, &r, &u),
+            m,
+            r,
+            u,
             training: file.training,
         })
+    }
+
+    /// Works the log sums out again after `m`, `r` or `u` changed.
+    pub(crate) fn tables_changed(&mut self) {
+        self.ln = LnTables::of(&self.m, &self.r, &self.u);
     }
 
     /// The policy as a file.
@@ -625,13 +675,15 @@ impl Policy {
         if let Some(o) = x.others_of(KeyKind::SurnameDob) {
             u[Field::Surname.index()][3] = self.value_rate(Field::Surname, o, x.records);
         }
+        debug_assert!(self.ln.from == (self.m, self.r, self.u), "the policy's log sums are stale");
         let mut out = [pm.ln(), pr[0].ln(), pr[1].ln(), pr[2].ln(), pu.ln()];
         for (i, mask) in x.possible.iter().enumerate() {
-            out[0] += log_sum(&self.m[i], *mask);
-            for r in 0..3 {
-                out[1 + r] += log_sum(&self.r[r][i], *mask);
+            let row = &self.ln.ln[i][usize::from(*mask & 15)];
+            for (o, l) in out[..4].iter_mut().zip(row) {
+                *o += l;
             }
-            out[4] += log_sum(&u[i], *mask);
+            // A name's chance rate may be refined from its frequency.
+            out[4] += if u[i] == self.u[i] { row[4] } else { log_sum(&u[i], *mask) };
         }
         out[4] += self.common_values(&u, x).ln();
         out

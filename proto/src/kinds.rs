@@ -228,6 +228,16 @@ impl KeyKind {
         (self as i32 - FIRST).max(0) as usize
     }
 
+    /// [`KeyKind::implies`] as one level a field (0 for a field that is
+    /// no part of the kind): the form the policy's hot paths read.
+    pub fn needs(self) -> &'static [Level; FIELDS.len()] {
+        static NONE: [Level; FIELDS.len()] = [0; FIELDS.len()];
+        match self {
+            KeyKind::Unspecified => &NONE,
+            k => &NEEDS[k.index()],
+        }
+    }
+
     /// The level each field it contains must reach for a key of this kind
     /// to agree (so agreement shows at least that level).
     pub fn implies(self) -> &'static [(Field, Level)] {
@@ -298,6 +308,17 @@ impl KeyKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct KindSet(pub u32);
 
+/// [`KeyKind::implies`] of each kind by index, as a level per field.
+static NEEDS: std::sync::LazyLock<[[Level; FIELDS.len()]; ALL.len()]> = std::sync::LazyLock::new(|| {
+    let mut out = [[0; FIELDS.len()]; ALL.len()];
+    for k in ALL {
+        for (f, l) in k.implies() {
+            out[k.index()][f.index()] = *l;
+        }
+    }
+    out
+});
+
 impl KindSet {
     /// The empty set.
     pub const EMPTY: KindSet = KindSet(0);
@@ -322,30 +343,45 @@ impl KindSet {
         self.0 == 0
     }
 
-    /// The kinds in the set, in wire order.
+    /// The kinds in the set, in wire order (bit order: `ALL[i].index() == i`).
     pub fn iter(self) -> impl Iterator<Item = KeyKind> {
-        ALL.into_iter().filter(move |k| self.contains(*k))
+        self.indices().map(|i| ALL[i])
+    }
+
+    /// The [`KeyKind::index`] of each kind in the set, in order (bits that
+    /// name no kind are passed over).
+    pub fn indices(self) -> impl Iterator<Item = usize> {
+        let mut bits = self.0 & ((1u64 << ALL.len()) - 1) as u32;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            Some(i)
+        })
     }
 
     /// The fields any kind of the set contains (which fields a side has).
     pub fn fields(self) -> [bool; FIELDS.len()] {
-        let mut out = [false; FIELDS.len()];
-        for k in self.iter() {
-            for (f, _) in k.implies() {
-                out[f.index()] = true;
+        let needs = &*NEEDS;
+        let mut any = [0; FIELDS.len()];
+        for i in self.indices() {
+            for (slot, n) in any.iter_mut().zip(&needs[i]) {
+                *slot |= *n;
             }
         }
-        out
+        any.map(|n| n != 0)
     }
 
     /// The level each field is seen to reach when exactly these kinds agree:
     /// the highest any of them implies.
     pub fn levels(self) -> [Level; FIELDS.len()] {
+        let needs = &*NEEDS;
         let mut out = [0; FIELDS.len()];
-        for k in self.iter() {
-            for (f, l) in k.implies() {
-                let slot = &mut out[f.index()];
-                *slot = (*slot).max(*l);
+        for i in self.indices() {
+            for (slot, n) in out.iter_mut().zip(&needs[i]) {
+                *slot = (*slot).max(*n);
             }
         }
         out

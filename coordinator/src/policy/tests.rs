@@ -108,6 +108,63 @@ proptest::proptest! {
     }
 }
 
+/// `log_likelihoods` as first written: 25 logarithms a pair.
+fn log_likelihoods_summed(p: &Policy, x: &Features) -> [f64; CLASSES] {
+    let pm = p.pair_prior(x.records);
+    let n = f64::from(x.records.max(1));
+    let pr = p.relatives_per_subject.map(|r| (r / n).min(0.1));
+    let pu = 1.0 - pm - pr.iter().sum::<f64>();
+    let mut u = p.u;
+    if let Some(o) = x.others_of(ForenameDob) {
+        u[Field::Forename.index()][3] = p.value_rate(Field::Forename, o, x.records);
+    }
+    if let Some(o) = x.others_of(SurnameDob) {
+        u[Field::Surname.index()][3] = p.value_rate(Field::Surname, o, x.records);
+    }
+    let mut out = [pm.ln(), pr[0].ln(), pr[1].ln(), pr[2].ln(), pu.ln()];
+    for (i, mask) in x.possible.iter().enumerate() {
+        out[0] += log_sum(&p.m[i], *mask);
+        for r in 0..3 {
+            out[1 + r] += log_sum(&p.r[r][i], *mask);
+        }
+        out[4] += log_sum(&u[i], *mask);
+    }
+    out[4] += p.common_values(&u, x).ln();
+    out
+}
+
+proptest::proptest! {
+    #[test]
+    fn log_likelihoods_from_tables_equal_the_sums(
+        masks in proptest::collection::vec(0u8..16, FIELDS.len()),
+        kinds in proptest::collection::vec(proptest::bool::ANY, ALL.len()),
+        others in proptest::collection::vec(0u32..50, ALL.len()),
+        records in 1u32..20_000_000,
+        trained in proptest::bool::ANY,
+    ) {
+        let mut p = Policy::default_policy();
+        if trained {
+            // Tables that differ from the shipped ones, as training leaves them.
+            p.m[Field::Dob.index()] = [0.1, 0.2, 0.3, 0.4];
+            p.u[Field::Forename.index()] = [0.7, 0.2, 0.06, 0.04];
+            p.tables_changed();
+        }
+        let mut x = Features {
+            possible: [0; FIELDS.len()],
+            agreeing: ALL.iter().zip(&kinds).filter(|(_, on)| **on).map(|(k, _)| *k).collect(),
+            others: [0; ALL.len()],
+            records,
+        };
+        for f in FIELDS {
+            x.possible[f.index()] = masks[f.index()] & ((1 << (f.max_level() + 1)) - 1);
+        }
+        x.others.copy_from_slice(&others);
+        let fast = p.log_likelihoods(&x);
+        let summed = log_likelihoods_summed(&p, &x);
+        proptest::prop_assert_eq!(fast.map(f64::to_bits), summed.map(f64::to_bits));
+    }
+}
+
 #[test]
 fn decisions_at_national_scale() {
     let p = Policy::default_policy();

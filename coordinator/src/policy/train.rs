@@ -287,6 +287,7 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
             + (prior.has_record - p.subject_has_record).abs() / p.subject_has_record
             + (prior.further - p.further_record).abs() / p.further_record;
         p.m = m;
+        p.tables_changed();
         p.matches_per_subject = lambda;
         p.relatives_per_subject = rel;
         p.subject_has_record = prior.has_record;
@@ -307,6 +308,7 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
 pub fn train(start: &Policy, chance: &SubjectChance, subjects: &SubjectPairs, records: u64, version: &str) -> Policy {
     let mut from = start.clone();
     from.u = chance.fit(&start.u);
+    from.tables_changed();
     let (mut p, rounds) = fit_same_person(&from, subjects);
     let prior = fit_subject_prior(&p, subjects);
     p.subject_has_record = prior.has_record;
