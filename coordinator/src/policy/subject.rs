@@ -186,7 +186,10 @@ impl Policy {
     /// assessments come back in the same order.
     pub fn assess_subject<S: PartialEq + Copy>(&self, candidates: &[(S, Evidence)]) -> Vec<Assessment> {
         let read: Vec<_> = candidates.iter().map(|(_, e)| features(e)).collect();
-        let lw: Vec<f64> = read.iter().map(|(_, x)| self.log_weight(x)).collect();
+        // Each pair's class likelihoods, once: its weight and its
+        // probability alone both come from them.
+        let ll: Vec<[f64; super::CLASSES]> = read.iter().map(|(_, x)| self.log_likelihoods(x)).collect();
+        let lw: Vec<f64> = read.iter().zip(&ll).map(|((_, x), l)| self.log_weight_from(x, l)).collect();
         let mut probability = vec![0.0; candidates.len()];
         let mut done = vec![false; candidates.len()];
         for i in 0..candidates.len() {
@@ -198,7 +201,7 @@ impl Policy {
             let p = posterior(&group.iter().map(|&j| lw[j]).collect::<Vec<_>>(), n, self.subject_prior());
             let top = group.iter().map(|&j| lw[j]).fold(f64::NEG_INFINITY, f64::max);
             for (g, &j) in group.iter().enumerate() {
-                probability[j] = decided(lw[j], top, p.each[g], || self.probability(&read[j].1));
+                probability[j] = decided(lw[j], top, p.each[g], || super::posterior_of(&ll[j])[0]);
                 done[j] = true;
             }
         }
