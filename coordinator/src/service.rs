@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use vigil_common::clock::now_ms;
 use vigil_proto::spiffe::{Role, SpiffeId};
 use vigil_proto::v1::*;
@@ -420,37 +420,13 @@ impl feed_service_server::FeedService for FeedService {
             let mut turn = rpc.turns.enter(&caller, batch.sequence, || {
                 crate::engine::Engine::last_sequence(&*store, &caller).map_err(Status::from)
             })?;
-            let name = Rpc::batch_name(batch.sequence)?;
-            rpc.check_header(&name, batch.epoch, batch.scheme, batch.upserts.len() + batch.removes.len())?;
-            let t = Instant::now();
-            let epoch = batch.epoch;
-            let commitment = audit::national_commitment(&batch);
-            let mut upserts = Vec::with_capacity(batch.upserts.len());
-            for (i, u) in batch.upserts.iter().enumerate() {
-                let what = format!("{name} upsert {i}");
-                let sealed =
-                    u.sealed.as_ref().ok_or_else(|| Status::invalid_argument(format!("{what}: no sealed details")))?;
-                if sealed.epoch != epoch || sealed.nonce.len() != 12 || sealed.ciphertext.len() > 4096 {
-                    return Err(Status::invalid_argument(format!(
-                        "{what}: sealed details must be for epoch {epoch}, with a 12-byte nonce and at most 4096 bytes"
-                    )));
-                }
-                rpc.check_wraps(&what, sealed)?;
-                upserts.push(RecordIn {
-                    record_ref: to_ref(&u.record_ref, &what)?,
-                    tokens: rpc.pepper_set(u.tokens.as_ref(), batch.epoch, &what)?,
-                    sealed: sealed.encode_to_vec(),
-                });
+            let outcome = national(&rpc, &mut turn, &source, batch);
+            if let Err(s) = &outcome
+                && !retried_by_nodes(s)
+            {
+                turn.refused();
             }
-            let removes = Rpc::removes(&name, &batch.removes)?;
-            let input = BatchIn { sequence: batch.sequence, epoch: batch.epoch, upserts, removes, commitment };
-            tracing::debug!(prepare_ms = t.elapsed().as_secs_f64() * 1e3, "national batch checked and peppered");
-            let waiting = Instant::now();
-            turn.wait(TURN_GRACE);
-            let waited = waiting.elapsed();
-            let receipt = rpc.core.apply(|e, s| e.apply_national(s, &source, input, now_ms()))?;
-            turn.applied();
-            Ok((receipt, waited))
+            outcome
         })
         .await?;
         let (receipt, waited) = receipt;
@@ -465,6 +441,53 @@ impl feed_service_server::FeedService for FeedService {
         let id = self.0.auth(&req, &[Role::Source], "read feed status")?;
         self.0.status(format!("source/{}", id.code), move |e| e.held(&id.code)).await
     }
+}
+
+/// Whether nodes send a call again after this answer (`vigil_node::client::transient`):
+/// the coordinator unreachable, restarting or cut off. Any other refusal
+/// ends the node's run.
+fn retried_by_nodes(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled)
+}
+
+/// Checks, peppers and applies one national batch in its turn; returns
+/// the receipt and how long the turn waited.
+fn national(
+    rpc: &Rpc,
+    turn: &mut crate::turns::Turn<'_>,
+    source: &str,
+    batch: NationalBatch,
+) -> Result<(BatchReceipt, std::time::Duration), Status> {
+    let name = Rpc::batch_name(batch.sequence)?;
+    rpc.check_header(&name, batch.epoch, batch.scheme, batch.upserts.len() + batch.removes.len())?;
+    let t = Instant::now();
+    let epoch = batch.epoch;
+    let commitment = audit::national_commitment(&batch);
+    let mut upserts = Vec::with_capacity(batch.upserts.len());
+    for (i, u) in batch.upserts.iter().enumerate() {
+        let what = format!("{name} upsert {i}");
+        let sealed = u.sealed.as_ref().ok_or_else(|| Status::invalid_argument(format!("{what}: no sealed details")))?;
+        if sealed.epoch != epoch || sealed.nonce.len() != 12 || sealed.ciphertext.len() > 4096 {
+            return Err(Status::invalid_argument(format!(
+                "{what}: sealed details must be for epoch {epoch}, with a 12-byte nonce and at most 4096 bytes"
+            )));
+        }
+        rpc.check_wraps(&what, sealed)?;
+        upserts.push(RecordIn {
+            record_ref: to_ref(&u.record_ref, &what)?,
+            tokens: rpc.pepper_set(u.tokens.as_ref(), batch.epoch, &what)?,
+            sealed: sealed.encode_to_vec(),
+        });
+    }
+    let removes = Rpc::removes(&name, &batch.removes)?;
+    let input = BatchIn { sequence: batch.sequence, epoch: batch.epoch, upserts, removes, commitment };
+    tracing::debug!(prepare_ms = t.elapsed().as_secs_f64() * 1e3, "national batch checked and peppered");
+    let waiting = Instant::now();
+    turn.wait(TURN_GRACE);
+    let waited = waiting.elapsed();
+    let receipt = rpc.core.apply(|e, s| e.apply_national(s, source, input, now_ms()))?;
+    turn.applied();
+    Ok((receipt, waited))
 }
 
 #[tonic::async_trait]

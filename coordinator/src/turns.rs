@@ -17,16 +17,26 @@
 //!   flight (a retry on its way, or a send that is slower to decode), and
 //!   never for one more than [`WINDOW`] batches back.
 //!
+//! - it goes at once when the batch before it was refused for good (a
+//!   refusal the node does not retry) in the last [`REFUSED_FRESH`]: the
+//!   node's run has failed, and its successor need not wait out the grace
+//!   to be refused in turn.
+//!
 //! Whatever the wait, the engine's sequence check still decides: a batch
 //! that goes too early is refused as out of order, as it was before this
 //! existed. Only batches applied move the mark: a refused batch may be sent
-//! again under the same number, by a later run.
+//! again under the same number, by a later run (which clears its refusal).
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How many batches ahead of the last one decided a batch may wait.
 pub const WINDOW: u64 = 4;
+
+/// How long a refusal for good releases the refused batch's successor at
+/// once: long enough for the batch the node had in flight behind it, short
+/// of a later run (which starts anew, and re-sends the refused batch).
+pub const REFUSED_FRESH: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Sender {
@@ -35,6 +45,8 @@ struct Sender {
     /// Batches in flight, with how many copies of each (a retry can arrive
     /// while the first copy still waits).
     in_flight: BTreeMap<u64, u32>,
+    /// The last batch refused for good, and when.
+    refused: Option<(u64, Instant)>,
 }
 
 /// The turns of every sender.
@@ -50,6 +62,7 @@ pub struct Turn<'a> {
     caller: String,
     sequence: u64,
     applied: bool,
+    refused: bool,
 }
 
 impl Turns {
@@ -67,7 +80,10 @@ impl Turns {
         let s = senders.entry(caller.to_string()).or_default();
         s.applied = s.applied.max(stored);
         *s.in_flight.entry(sequence).or_default() += 1;
-        Ok(Turn { turns: self, caller: caller.to_string(), sequence, applied: false })
+        if s.refused.is_some_and(|(n, _)| n == sequence) {
+            s.refused = None;
+        }
+        Ok(Turn { turns: self, caller: caller.to_string(), sequence, applied: false, refused: false })
     }
 }
 
@@ -83,6 +99,9 @@ impl Turn<'_> {
         loop {
             let Some(s) = senders.get(&self.caller) else { return };
             if s.applied >= before || self.sequence > s.applied + WINDOW {
+                return;
+            }
+            if s.refused.is_some_and(|(n, at)| n == before && at.elapsed() < REFUSED_FRESH) {
                 return;
             }
             let timeout = if s.in_flight.contains_key(&before) {
@@ -108,6 +127,12 @@ impl Turn<'_> {
     pub fn applied(&mut self) {
         self.applied = true;
     }
+
+    /// Marks the batch refused for good: the answer is one the node does
+    /// not retry, so its successor goes at once (to be refused in turn).
+    pub fn refused(&mut self) {
+        self.refused = true;
+    }
 }
 
 impl Drop for Turn<'_> {
@@ -122,6 +147,8 @@ impl Drop for Turn<'_> {
             }
             if self.applied {
                 s.applied = s.applied.max(self.sequence);
+            } else if self.refused {
+                s.refused = Some((self.sequence, Instant::now()));
             }
         }
         drop(senders);
@@ -227,6 +254,26 @@ mod tests {
         drop(first);
         second.join().unwrap();
         assert_eq!(*order.lock().unwrap(), vec![2, 1, 2]);
+    }
+
+    #[test]
+    fn a_batch_refused_for_good_releases_its_successor_at_once_until_it_is_sent_again() {
+        let turns = Turns::default();
+        // Batch 5 is refused for good (invalid, say) and gone before 6
+        // arrives: 6 does not wait out its grace.
+        let mut first = turns.enter("source/pnc", 5, || Ok::<_, ()>(4)).unwrap();
+        first.refused();
+        drop(first);
+        let started = Instant::now();
+        turns.enter("source/pnc", 6, || Ok::<_, ()>(4)).unwrap().wait(Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // A later run sends 5 again: the refusal no longer counts, and 6
+        // waits for the new 5 (here, out its grace while 5 is not seen).
+        let again = turns.enter("source/pnc", 5, || Ok::<_, ()>(4)).unwrap();
+        drop(again);
+        let started = Instant::now();
+        turns.enter("source/pnc", 6, || Ok::<_, ()>(4)).unwrap().wait(Duration::from_millis(300));
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
     #[test]
