@@ -51,6 +51,13 @@ pub struct Matcher {
     holders_next: Vec<u32>,
 }
 
+/// Working space for a probe, reused from one probe to the next.
+#[derive(Default)]
+pub struct Scratch {
+    agreements: Vec<Agreement>,
+    ranges: Vec<std::ops::Range<usize>>,
+}
+
 /// One agreeing token of a probe: (counterpart id, kind index, national
 /// records holding the token, the token's position in the probe).
 type Agreement = (u32, u8, u32, u16);
@@ -180,7 +187,16 @@ impl Matcher {
 
     /// National records agreeing with a subject's (or an applicant's) tokens.
     pub fn probe_national(&mut self, tokens: &[(KeyKind, IndexKey)], out: &mut Vec<Hit>) {
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut scratch =
+            Scratch { agreements: std::mem::take(&mut self.scratch), ranges: std::mem::take(&mut self.ranges) };
+        self.probe_national_with(tokens, out, &mut scratch);
+        (self.scratch, self.ranges) = (scratch.agreements, scratch.ranges);
+    }
+
+    /// [`Matcher::probe_national`] with the caller's scratch space, so that
+    /// several threads can probe at once.
+    pub fn probe_national_with(&self, tokens: &[(KeyKind, IndexKey)], out: &mut Vec<Hit>, space: &mut Scratch) {
+        let scratch = &mut space.agreements;
         scratch.clear();
         self.national.warm(tokens.iter().map(|(_, k)| k));
         for (pos, (kind, key)) in tokens.iter().enumerate() {
@@ -192,8 +208,8 @@ impl Matcher {
             }
         }
         let subject_kinds = kinds_of(tokens);
-        let mut ranges = std::mem::take(&mut self.ranges);
-        group(&mut scratch, &mut ranges, out, |rid| Evidence {
+        let ranges = &mut space.ranges;
+        group(scratch, ranges, out, |rid| Evidence {
             agreeing: KindSet::EMPTY,
             shares: [u32::MAX; ALL.len()],
             subject_kinds,
@@ -215,8 +231,6 @@ impl Matcher {
                 discount_own(&mut out[i].evidence, own);
             }
         }
-        self.scratch = scratch;
-        self.ranges = ranges;
     }
 
     /// Subjects agreeing with a national record's tokens. The record should

@@ -106,6 +106,7 @@ impl Engine {
             outbox: Outbox::default(),
             log: AuditLog::new(signer, settings.origin.clone()),
             hits: Vec::new(),
+            space: Default::default(),
             decided_at: 0,
             settings,
         }
@@ -132,6 +133,7 @@ impl Engine {
             outbox: Outbox::default(),
             log,
             hits: Vec::new(),
+            space: Default::default(),
             decided_at: 0,
             settings,
         };

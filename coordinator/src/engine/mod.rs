@@ -36,7 +36,7 @@ use vigil_proto::kinds::KindSet;
 use vigil_proto::v1::{BatchReceipt, CheckMatch, SealedDetails};
 
 use crate::index::IndexKey;
-use crate::matcher::{Hit, Matcher};
+use crate::matcher::{Hit, Matcher, Scratch};
 use crate::pepper::index_key;
 use crate::policy::{Assessment, Decision, Evidence, features};
 use crate::store::{RecordRow, Ref, SenderState, StoreError, StoreRead, StoredToken, SubjectRow};
@@ -57,6 +57,7 @@ pub struct Engine {
     outbox: Outbox,
     log: AuditLog,
     hits: Vec<Hit>,
+    space: Scratch,
     /// The population the cases in force were last all decided against
     /// (see [`GROWTH`]).
     decided_at: u32,
@@ -111,6 +112,64 @@ fn forwarded(sealed: Option<SealedDetails>, agreeing: KindSet) -> Option<SealedD
 
 /// A counterpart that confirms: its id, the evidence and the policy's reading.
 type Confirmed = (u32, Evidence, Assessment);
+
+/// A subject's national candidates (into `hits`) and the policy's reading
+/// of each, those in one source decided together; reads the engine's
+/// state only, so that subjects can be assessed on several threads.
+fn candidates_of(
+    matcher: &Matcher,
+    registry: &Registry,
+    policy: &crate::policy::Policy,
+    keys: &[(vigil_proto::KeyKind, IndexKey)],
+    hits: &mut Vec<Hit>,
+    space: &mut Scratch,
+) -> Vec<Assessment> {
+    matcher.probe_national_with(keys, hits, space);
+    let candidates: Vec<(u16, Evidence)> =
+        hits.iter().map(|h| (registry.record_source(h.id).unwrap_or(u16::MAX), h.evidence)).collect();
+    policy.assess_subject(&candidates)
+}
+
+/// The keys of subjects to re-decide, by id.
+type Work = [(u32, Vec<(vigil_proto::KeyKind, IndexKey)>)];
+
+/// [`candidates_of`] for each subject of `work`, in order: on up to
+/// `threads` threads when there are at least [`PARALLEL_FROM`] of them.
+/// The result does not depend on the number of threads.
+fn assess_subjects(
+    matcher: &Matcher,
+    registry: &Registry,
+    policy: &crate::policy::Policy,
+    work: &Work,
+    threads: usize,
+) -> Vec<(Vec<Hit>, Vec<Assessment>)> {
+    let assess = |items: &Work| {
+        let mut space = Scratch::default();
+        items
+            .iter()
+            .map(|(_, k)| {
+                let mut hits = Vec::new();
+                let a = candidates_of(matcher, registry, policy, k, &mut hits, &mut space);
+                (hits, a)
+            })
+            .collect::<Vec<_>>()
+    };
+    if threads < 2 || work.len() < PARALLEL_FROM {
+        return assess(work);
+    }
+    let per = work.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let running: Vec<_> = work.chunks(per).map(|c| scope.spawn(move || assess(c))).collect();
+        running.into_iter().flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
+
+/// Subjects re-decided together are assessed on several threads from this
+/// many (fewer, as for a small delta, are not worth the threads).
+const PARALLEL_FROM: usize = 64;
+
+/// Subjects assessed at a time (bounds the candidates held at once).
+const RESCORE_CHUNK: usize = 1024;
 
 /// What a batch's sequence number says (`Engine::sequence`).
 enum Sequenced {
@@ -240,21 +299,30 @@ impl Engine {
         enrolled: Option<(u32, &dyn StoreRead)>,
     ) -> Result<Vec<Confirmed>, EngineError> {
         let mut hits = std::mem::take(&mut self.hits);
-        self.matcher.probe_national(keys, &mut hits);
-        let candidates: Vec<(u16, Evidence)> =
-            hits.iter().map(|h| (self.registry.record_source(h.id).unwrap_or(u16::MAX), h.evidence)).collect();
-        let mut assessed = self.settings.policy.assess_subject(&candidates);
+        let mut space = std::mem::take(&mut self.space);
+        let assessed = candidates_of(&self.matcher, &self.registry, &self.settings.policy, keys, &mut hits, &mut space);
+        self.space = space;
+        let confirmed = self.confirmed_of(b, &hits, assessed, count, enrolled);
+        self.hits = hits;
+        confirmed
+    }
+
+    /// The rest of [`Engine::confirmed_subject`] once the candidates are
+    /// assessed ([`candidates_of`]): the record's side, the confirmed ones,
+    /// the count.
+    fn confirmed_of(
+        &mut self,
+        b: &mut Batch,
+        hits: &[Hit],
+        mut assessed: Vec<Assessment>,
+        count: impl Fn(u32) -> bool,
+        enrolled: Option<(u32, &dyn StoreRead)>,
+    ) -> Result<Vec<Confirmed>, EngineError> {
         if let Some((sid, store)) = enrolled
             && self.settings.policy.record_side()
         {
             for (h, a) in hits.iter().zip(assessed.iter_mut()) {
-                let claim = match self.claim_of_others(store, b, h.id, sid) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.hits = hits;
-                        return Err(e);
-                    }
-                };
+                let claim = self.claim_of_others(store, b, h.id, sid)?;
                 let ln_c = self.settings.policy.ln_unclaimed(claim, h.evidence.records);
                 self.settings.policy.claim(a, ln_c);
             }
@@ -267,7 +335,6 @@ impl Engine {
                 _ => {}
             }
         }
-        self.hits = hits;
         Ok(confirmed)
     }
 
@@ -410,13 +477,22 @@ impl Engine {
                 None => e.sealed_of(store, rid),
             }
         };
-        for sid in sids {
-            let Some((force, pseudonym)) = self.registry.subject_info(sid) else { continue };
-            let tokens = store.subject(force, &pseudonym)?.unwrap_or_default();
-            let k = keys(&tokens);
-            let confirmed = self.confirmed_subject(b, &k, |rid| changed.contains_key(&rid), Some((sid, store)))?;
-            let before = self.outbox.records_of(sid);
-            self.redecide(b, sid, &before, confirmed, changed, reason, sealed)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        for part in sids.chunks(RESCORE_CHUNK) {
+            let mut work = Vec::with_capacity(part.len());
+            for &sid in part {
+                let Some((force, pseudonym)) = self.registry.subject_info(sid) else { continue };
+                work.push((sid, keys(&store.subject(force, &pseudonym)?.unwrap_or_default())));
+            }
+            // Probing and assessing read the engine only: on several
+            // threads; deciding and disclosing follow, in subject order.
+            let assessed = assess_subjects(&self.matcher, &self.registry, &self.settings.policy, &work, threads);
+            for ((sid, _), (hits, a)) in work.iter().zip(assessed) {
+                let confirmed =
+                    self.confirmed_of(b, &hits, a, |rid| changed.contains_key(&rid), Some((*sid, store)))?;
+                let before = self.outbox.records_of(*sid);
+                self.redecide(b, *sid, &before, confirmed, changed, reason, &sealed)?;
+            }
         }
         Ok(())
     }

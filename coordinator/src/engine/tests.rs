@@ -504,3 +504,41 @@ fn a_retry_of_either_of_the_last_two_batches_is_answered_with_its_receipt() {
     assert!(matches!(e.apply_national(&store, "pnc", one, 6), Err(EngineError::Sequence(_))));
     assert_eq!(pending(&store, "gmp").len(), 1, "nothing was applied twice");
 }
+
+/// Subjects re-decided together are assessed on several threads; the
+/// assessments are the same, in the same order, as on one.
+#[test]
+fn subjects_assessed_on_several_threads_read_as_on_one() {
+    let key = |n: u32| crate::index::IndexKey::from_bytes(blake3::hash(&n.to_le_bytes()).as_bytes());
+    let kinds = [KeyKind::Nino, KeyKind::NameDob, KeyKind::NameMd, KeyKind::NameYob, KeyKind::ForenameDob];
+    let mut matcher = Matcher::default();
+    let mut registry = Registry::default();
+    // 2,000 records in two sources; record r holds token r % m of kind m,
+    // so that subjects share tokens with many records, some with all.
+    for r in 0..2000u32 {
+        let mut rref = [0u8; 16];
+        rref[..4].copy_from_slice(&r.to_le_bytes());
+        let rid = registry.add_record(if r % 3 == 0 { "pnd" } else { "pnc" }, rref);
+        let toks: Vec<_> =
+            kinds.iter().enumerate().map(|(m, k)| (*k, key(m as u32 * 100_000 + r % (7 + 40 * m as u32)))).collect();
+        matcher.add_record(rid, &toks);
+    }
+    let work: Vec<(u32, Vec<(KeyKind, crate::index::IndexKey)>)> = (0..300u32)
+        .map(|s| {
+            (
+                s,
+                kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(m, k)| (*k, key(m as u32 * 100_000 + s % (7 + 40 * m as u32))))
+                    .collect(),
+            )
+        })
+        .collect();
+    let policy = Policy::default_policy();
+    let one = assess_subjects(&matcher, &registry, &policy, &work, 1);
+    let three = assess_subjects(&matcher, &registry, &policy, &work, 3);
+    assert!(one.iter().map(|(h, _)| h.len()).sum::<usize>() > 10_000, "subjects have many candidates");
+    assert_eq!(one.len(), work.len());
+    assert_eq!(one, three);
+}
