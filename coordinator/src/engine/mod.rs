@@ -171,6 +171,13 @@ const PARALLEL_FROM: usize = 64;
 /// Subjects assessed at a time (bounds the candidates held at once).
 const RESCORE_CHUNK: usize = 1024;
 
+/// Threads for re-decisions: the cores this process may use, at most four
+/// (read once: on Linux it reads the cgroup's quota).
+fn rescore_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(4))
+}
+
 /// What a batch's sequence number says (`Engine::sequence`).
 enum Sequenced {
     /// The next batch: apply it. Holds the sender's last batch, which is
@@ -477,7 +484,7 @@ impl Engine {
                 None => e.sealed_of(store, rid),
             }
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        let threads = rescore_threads();
         for part in sids.chunks(RESCORE_CHUNK) {
             let mut work = Vec::with_capacity(part.len());
             for &sid in part {
