@@ -15,8 +15,7 @@
 //!   refused) when that batch leaves without being applied;
 //! - it waits at most a grace period for a predecessor it has not seen in
 //!   flight (a retry on its way, or a send that is slower to decode), and
-//!   never for one more than [`WINDOW`] batches back.
-//!
+//!   never for one more than [`WINDOW`] batches back;
 //! - it goes at once when the batch before it was refused for good (a
 //!   refusal the node does not retry) in the last [`REFUSED_FRESH`]: the
 //!   node's run has failed, and its successor need not wait out the grace
