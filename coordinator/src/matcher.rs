@@ -45,8 +45,7 @@ pub struct Matcher {
     /// Each subject's NI-number token, to recognise the subject's own
     /// records when a record arrives.
     subject_nino: Vec<Option<IndexKey>>,
-    scratch: Vec<Agreement>,
-    ranges: Vec<std::ops::Range<usize>>,
+    space: Scratch,
     holders: Vec<u32>,
     holders_next: Vec<u32>,
 }
@@ -187,10 +186,9 @@ impl Matcher {
 
     /// National records agreeing with a subject's (or an applicant's) tokens.
     pub fn probe_national(&mut self, tokens: &[(KeyKind, IndexKey)], out: &mut Vec<Hit>) {
-        let mut scratch =
-            Scratch { agreements: std::mem::take(&mut self.scratch), ranges: std::mem::take(&mut self.ranges) };
-        self.probe_national_with(tokens, out, &mut scratch);
-        (self.scratch, self.ranges) = (scratch.agreements, scratch.ranges);
+        let mut space = std::mem::take(&mut self.space);
+        self.probe_national_with(tokens, out, &mut space);
+        self.space = space;
     }
 
     /// [`Matcher::probe_national`] with the caller's scratch space, so that
@@ -236,7 +234,7 @@ impl Matcher {
     /// Subjects agreeing with a national record's tokens. The record should
     /// already be added, so that share counts include it.
     pub fn probe_roster(&mut self, tokens: &[(KeyKind, IndexKey)], out: &mut Vec<Hit>) {
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut scratch = std::mem::take(&mut self.space.agreements);
         scratch.clear();
         self.roster.warm(tokens.iter().map(|(_, k)| k));
         for (pos, (kind, key)) in tokens.iter().enumerate() {
@@ -251,7 +249,7 @@ impl Matcher {
             }
         }
         let record_kinds = kinds_of(tokens);
-        let mut ranges = std::mem::take(&mut self.ranges);
+        let mut ranges = std::mem::take(&mut self.space.ranges);
         group(&mut scratch, &mut ranges, out, |sid| Evidence {
             agreeing: KindSet::EMPTY,
             shares: [u32::MAX; ALL.len()],
@@ -272,8 +270,7 @@ impl Matcher {
                 discount_own(&mut out[i].evidence, own);
             }
         }
-        self.scratch = scratch;
-        self.ranges = ranges;
+        self.space = Scratch { agreements: scratch, ranges };
     }
 
     /// How many national records hold every one of `keys`.
