@@ -12,6 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("vigil_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
     // Without the `grpc` feature only the messages are generated.
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
-    tonic_prost_build::configure().build_client(grpc).build_server(grpc).bytes(".").compile_fds(fds)?;
+    // The codec reserves a message's whole length before encoding it
+    // (`src/codec.rs`).
+    tonic_prost_build::configure()
+        .build_client(grpc)
+        .build_server(grpc)
+        .bytes(".")
+        .codec_path("crate::codec::ReservingCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -851,8 +851,9 @@ fn read_changes_parallel(
                     unchanged += u;
                     pending.extend(ups);
                     while pending.len() >= batch_size {
-                        let rest = pending.split_off(batch_size);
-                        if tx.blocking_send(std::mem::replace(&mut pending, rest)).is_err() {
+                        // Drained, not split off: `pending` keeps its capacity.
+                        let batch: Vec<Up> = pending.drain(..batch_size).collect();
+                        if tx.blocking_send(batch).is_err() {
                             stop.store(true, Ordering::Relaxed);
                             return Ok(unchanged);
                         }

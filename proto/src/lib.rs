@@ -8,6 +8,8 @@
 //! - [`v1`]: the generated protobuf messages and gRPC clients and servers of
 //!   `proto/vigil/v1/*.proto` (compiled by protox at build time, no `protoc`).
 //! - [`audit`]: transparency-log entries and batch commitments.
+//! - `codec` (with `grpc`): the gRPC codec, prost's with the send buffer
+//!   reserved for the whole message.
 //! - [`hex`]: lowercase hex for key files and references.
 //! - [`invariants`]: the log's invariants, checked over its entries.
 //! - [`kinds`]: the match-key kinds of scheme 2, their stable short names and
@@ -23,6 +25,8 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+#[cfg(feature = "grpc")]
+pub mod codec;
 pub mod hex;
 pub mod invariants;
 pub mod kinds;
