@@ -1,17 +1,21 @@
 //! The application core: one engine behind a lock, the store, and the
-//! published log view. A batch is applied under the engine lock, committed,
-//! and staged (its new leaves and checkpoint, in commit order). Staged
-//! leaves are published, and subscribers told, only when the server's
-//! publisher calls [`Core::publish_staged`], on a schedule
+//! published log view. A batch is applied under the engine lock; its
+//! commit is written once the lock is let go, in apply order, while the
+//! next batch applies ([`crate::inflight`]), and then staged (its new
+//! leaves and checkpoint, in commit order). A batch's receipt waits for its
+//! own commit. Staged leaves are published, and subscribers told, only when
+//! the server's publisher calls [`Core::publish_staged`], on a schedule
 //! (`[audit] publish_interval_ms`): whoever reads checkpoints sees the log
 //! grow by ticks that merge every batch in between, not batch by batch.
 //! A core whose store's lease another coordinator holds is the standby: it
 //! refuses every request ([`CoreError::Standby`]) and holds nothing until
-//! [`Core::lease_turn`] finds the lease free and takes over. If a commit fails, the engine is rebuilt from the store, so
-//! memory never runs ahead of disk; if that fails too, the core refuses
-//! further work until restarted. No RPC types here: the RPC layer
-//! (`service`) converts requests to domain types and [`CoreError`] to
-//! status codes.
+//! [`Core::lease_turn`] finds the lease free and takes over. If a commit
+//! fails, the commits in flight after it are refused unwritten and the
+//! engine is rebuilt from the store before it is used again, so memory is
+//! ahead of disk only by commits in flight, whose answers wait for them; if
+//! the rebuild fails too, the core refuses further work until restarted. No
+//! RPC types here: the RPC layer (`service`) converts requests to domain
+//! types and [`CoreError`] to status codes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -22,8 +26,9 @@ use vigil_proto::tlog::{Hash, Signer};
 use vigil_proto::v1::{BatchReceipt, Disclosure};
 
 use crate::engine::{ApplicantIn, Applied, CheckMeta, Checked, Engine, EngineError, LogView, Settings};
+use crate::inflight::{InFlight, Overlay};
 use crate::metrics;
-use crate::store::{Lease, Store, StoreError};
+use crate::store::{Lease, Store, StoreError, StoreRead};
 
 /// Why the core could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +95,8 @@ impl Changes {
 /// The engine, the store and the published log.
 pub struct Core {
     engine: Mutex<Engine>,
+    /// Commits of applied batches not yet written, in apply order.
+    in_flight: InFlight,
     store: Arc<dyn Store>,
     view: RwLock<LogView>,
     /// Committed but not yet published, in commit order.
@@ -149,6 +156,7 @@ impl Core {
         };
         let core = Arc::new(Core {
             engine: Mutex::new(Engine::idle(settings.clone(), signer)),
+            in_flight: InFlight::default(),
             store,
             view: RwLock::new(LogView::default()),
             staged: Mutex::new(Staged::default()),
@@ -233,6 +241,7 @@ impl Core {
         if let Ok(mut engine) = self.engine.lock()
             && let Ok(signer) = Signer::from_skey(&self.signer_key)
         {
+            self.in_flight.failed_and_drained();
             *engine = Engine::idle(self.settings.clone(), signer);
         }
         if let Ok(mut s) = self.staged.lock() {
@@ -320,32 +329,77 @@ impl Core {
     /// publication. Blocking: call it off the async executor.
     pub fn apply(
         &self,
-        f: impl FnOnce(&mut Engine, &dyn Store) -> Result<Applied, EngineError>,
+        f: impl FnOnce(&mut Engine, &dyn StoreRead) -> Result<Applied, EngineError>,
+    ) -> Result<BatchReceipt, CoreError> {
+        self.apply_then(f, || {})
+    }
+
+    /// [`Core::apply`], calling `applied` once the batch is applied in
+    /// memory and has its place in the commit order, before its commit is
+    /// written: the next batch may apply then, while this one's commit is
+    /// written (`inflight`). The receipt still comes back only once the
+    /// commit is durable, and a batch refused or failed never calls
+    /// `applied`.
+    pub fn apply_then(
+        &self,
+        f: impl FnOnce(&mut Engine, &dyn StoreRead) -> Result<Applied, EngineError>,
+        applied: impl FnOnce(),
     ) -> Result<BatchReceipt, CoreError> {
         self.usable()?;
         let mut engine = self.engine()?;
+        if self.in_flight.failed() {
+            self.drain(&mut engine)?;
+        }
+        let reads = self.in_flight.reads();
         let t0 = Instant::now();
-        let applied = f(&mut engine, &*self.store);
-        let t1 = Instant::now();
-        match applied {
-            Ok(Applied::Replayed(r)) => Ok(r),
-            Ok(Applied::Fresh { receipt, commit, leaves, forces }) => {
-                if let Err(e) = self.store.commit(&commit) {
-                    self.reload(&mut engine);
-                    return Err(e.into());
+        let result = f(&mut engine, &Overlay::new(&*self.store, &reads));
+        let apply_ms = t0.elapsed().as_secs_f64() * 1e3;
+        drop(reads);
+        match result {
+            // A replay is answered once what it replays is durable.
+            Ok(Applied::Replayed(r)) => match self.drain(&mut engine)? {
+                false => {
+                    applied();
+                    Ok(r)
                 }
-                tracing::debug!(
-                    apply_ms = (t1 - t0).as_secs_f64() * 1e3,
-                    commit_ms = t1.elapsed().as_secs_f64() * 1e3,
-                    "batch applied and committed"
-                );
-                metrics::batch_committed();
-                let (nat, ros) = engine.token_counts();
-                metrics::set_tokens(nat, ros);
-                // Staged under the engine lock, so in commit order.
-                let created = commit.disclosures.len();
-                self.stage(leaves, commit.checkpoint.map(|c| c.1), forces, created);
-                Ok(receipt)
+                true => {
+                    Err(CoreError::from(StoreError("an earlier batch's commit failed; send this batch again".into())))
+                }
+            },
+            Ok(Applied::Fresh { receipt, commit, leaves, forces }) => {
+                let tokens = engine.token_counts();
+                let ticket = self.in_flight.issue(commit);
+                drop(engine);
+                applied();
+                let t1 = Instant::now();
+                let written = self.in_flight.commit(ticket, |c| {
+                    let t2 = Instant::now();
+                    self.store.commit(c)?;
+                    tracing::debug!(
+                        apply_ms,
+                        wait_ms = (t2 - t1).as_secs_f64() * 1e3,
+                        commit_ms = t2.elapsed().as_secs_f64() * 1e3,
+                        "batch applied and committed"
+                    );
+                    metrics::batch_committed();
+                    // Staged in commit order: tickets commit one at a time.
+                    self.stage(leaves, c.checkpoint.as_ref().map(|x| x.1.clone()), forces, c.disclosures.len());
+                    Ok(())
+                });
+                match written {
+                    Ok(()) => {
+                        metrics::set_tokens(tokens.0, tokens.1);
+                        Ok(receipt)
+                    }
+                    Err(e) => {
+                        // The engine is ahead of the store: rebuild it now
+                        // (or whoever takes the lock first does).
+                        if let Ok(mut engine) = self.engine() {
+                            let _ = self.drain(&mut engine);
+                        }
+                        Err(CoreError::from(StoreError(e.to_string())))
+                    }
+                }
             }
             Err(e @ (EngineError::Limit(_) | EngineError::Invalid(_) | EngineError::Sequence(_))) => Err(e.into()),
             Err(e) => {
@@ -355,12 +409,26 @@ impl Core {
         }
     }
 
+    /// Waits until every commit in flight is written. If one failed, the
+    /// engine (locked by the caller) is ahead of the store: it is rebuilt
+    /// from the store, and `true` returned. Every use of the engine other
+    /// than applying a batch drains first.
+    fn drain(&self, engine: &mut Engine) -> Result<bool, CoreError> {
+        if !self.in_flight.failed_and_drained() {
+            return Ok(false);
+        }
+        self.reload(engine);
+        self.usable()?;
+        Ok(true)
+    }
+
     /// A pre-employment check: matched, logged (counts only), committed and
     /// staged. Blocking. Its audit proof is added by [`Core::check_proof`]
     /// once its entry is published.
     pub fn check(&self, force: &str, meta: CheckMeta, applicants: Vec<ApplicantIn>) -> Result<Checked, CoreError> {
         self.usable()?;
         let mut engine = self.engine()?;
+        self.drain(&mut engine)?;
         let checked = match engine.check(&*self.store, force, meta, applicants, now_ms()) {
             Ok(c) => c,
             Err(e) => {
@@ -409,7 +477,8 @@ impl Core {
             return Ok(()); // the active coordinator signs them
         }
         self.usable()?;
-        let engine = self.engine()?;
+        let mut engine = self.engine()?;
+        self.drain(&mut engine)?;
         let commit = engine.refresh_checkpoint(now_ms())?;
         self.store.commit(&commit)?;
         self.stage(Vec::new(), commit.checkpoint.map(|c| c.1), Vec::new(), 0);
@@ -420,12 +489,15 @@ impl Core {
     /// batch sequence. Blocking.
     pub fn status(&self, caller: &str, total: impl FnOnce(&Engine) -> u64) -> Result<(u64, u64), CoreError> {
         self.usable()?;
-        let total = total(&*self.engine()?);
+        let mut engine = self.engine()?;
+        self.drain(&mut engine)?;
+        let total = total(&engine);
         Ok((total, Engine::last_sequence(&*self.store, caller)?))
     }
 
     /// Queues a commit's leaves and checkpoint for the next publication.
-    /// Called with the engine lock held, so staging follows commit order.
+    /// Called right after the commit, in commit order (under the engine
+    /// lock, or in a batch's turn to commit: `inflight`).
     fn stage(&self, leaves: Vec<Hash>, checkpoint: Option<String>, forces: Vec<String>, disclosures: usize) {
         if let Ok(mut s) = self.staged.lock() {
             s.disclosures += disclosures as u64;
@@ -497,6 +569,9 @@ impl Core {
     /// Rebuilds the engine from the store after a failure mid-batch.
     fn reload(&self, engine: &mut Engine) {
         tracing::warn!("rebuilding the engine from the store");
+        // Commits in flight were applied on top of the engine being
+        // replaced: let them finish (or be refused) first.
+        self.in_flight.failed_and_drained();
         match self.rebuild(engine) {
             Ok(()) => self.broken.store(false, Ordering::Relaxed),
             Err(e) => {
@@ -529,3 +604,6 @@ impl Core {
         })?
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,8 @@
 //! - [`store`]: the `Store` trait, its read-only port, the embedded redb
 //!   backend and an in-memory one for tests.
 //! - [`core`]: the application core: apply, commit, publish, rebuild.
+//! - [`inflight`]: commits in flight: a batch's commit is written while
+//!   the next batch applies, in order, and the store as they will leave it.
 //! - [`delivery`]: streaming a force's disclosures.
 //! - [`service`]: the gRPC services (authorisation, checks, conversion, one
 //!   error mapping).
@@ -36,6 +38,7 @@ pub mod core;
 pub mod delivery;
 pub mod engine;
 pub mod index;
+pub mod inflight;
 pub mod limiter;
 pub mod matcher;
 pub mod metrics;

@@ -485,8 +485,9 @@ fn national(
     let waiting = Instant::now();
     turn.wait(TURN_GRACE);
     let waited = waiting.elapsed();
-    let receipt = rpc.core.apply(|e, s| e.apply_national(s, source, input, now_ms()))?;
-    turn.applied();
+    // The next batch may apply once this one has, while its commit is
+    // written; the receipt waits for the commit.
+    let receipt = rpc.core.apply_then(|e, s| e.apply_national(s, source, input, now_ms()), || turn.applied())?;
     Ok((receipt, waited))
 }
 

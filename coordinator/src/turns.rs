@@ -9,8 +9,9 @@
 //! order). So a batch first takes a [`Turn`], and before it applies it waits
 //! until its predecessor's outcome is known:
 //!
-//! - it goes at once when the batch before it has been applied, or when it
-//!   is not ahead of the last one applied;
+//! - it goes at once when the batch before it has been applied (in memory:
+//!   that batch's commit is then written while this one applies,
+//!   `crate::inflight`), or when it is not ahead of the last one applied;
 //! - it waits while the batch before it is in flight, and goes (to be
 //!   refused) when that batch leaves without being applied;
 //! - it waits at most a grace period for a predecessor it has not seen in
@@ -122,9 +123,17 @@ impl Turn<'_> {
         }
     }
 
-    /// Marks the batch applied (a fresh apply or a replayed receipt).
+    /// Marks the batch applied (a fresh apply, in memory with its commit
+    /// next in order, or a replayed receipt): its successor goes now, while
+    /// this batch's commit is written.
     pub fn applied(&mut self) {
         self.applied = true;
+        let mut senders = self.turns.lock();
+        if let Some(s) = senders.get_mut(&self.caller) {
+            s.applied = s.applied.max(self.sequence);
+        }
+        drop(senders);
+        self.turns.changed.notify_all();
     }
 
     /// Marks the batch refused for good: the answer is one the node does
