@@ -171,7 +171,7 @@ async fn moved(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{BatchIn, RecordIn, Settings, SubjectIn};
+    use crate::engine::{BatchIn, RecordIn, SubjectIn};
     use crate::store::memory::MemoryStore;
     use crate::store::*;
     use tokio_stream::StreamExt;
@@ -181,27 +181,13 @@ mod tests {
         vec![(KeyKind::Nino, [1; 16]), (KeyKind::NameDob, [2; 16]), (KeyKind::NameMd, [3; 16])]
     }
 
-    fn settings() -> Settings {
-        Settings {
-            epoch: 1,
-            scheme: 2,
-            previous_epoch: None,
-            policy: crate::policy::Policy::default_policy(),
-            policy_sha256: "p".into(),
-            origin: "vigil.test/audit".into(),
-            max_roster_size: 10,
-            headcount: Default::default(),
-            index_capacity: (0, 0),
-            national_records: 0,
-        }
-    }
-
     /// A core over an in-memory store, with one subject of force `gmp`
     /// enrolled and published.
     fn core_with_subject() -> (Arc<Core>, tokio::sync::watch::Sender<bool>) {
         let (_, skey) = vigil_proto::tlog::Signer::from_seed("vigil.test/audit", &[3; 32]).unwrap();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let core = Core::open(Arc::new(MemoryStore::new()), settings(), skey, stop_rx, "test").unwrap();
+        let core =
+            Core::open(Arc::new(MemoryStore::new()), crate::engine::tests::settings(), skey, stop_rx, "test").unwrap();
         let roster = BatchIn {
             epoch: 1,
             sequence: 1,

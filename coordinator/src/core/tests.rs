@@ -79,21 +79,6 @@ fn tokens(n: u8) -> Vec<StoredToken> {
     vec![(KeyKind::Nino, [n; 16]), (KeyKind::NameDob, [n + 100; 16])]
 }
 
-fn settings() -> crate::engine::Settings {
-    crate::engine::Settings {
-        epoch: 1,
-        scheme: 2,
-        previous_epoch: None,
-        policy: crate::policy::Policy::default_policy(),
-        policy_sha256: "p".into(),
-        origin: "vigil.test/audit".into(),
-        max_roster_size: 10,
-        headcount: Default::default(),
-        index_capacity: (0, 0),
-        national_records: 0,
-    }
-}
-
 /// National batch `sequence` with one record, `record`, agreeing with
 /// subject `record` of force `gmp`.
 fn national(sequence: u64, record: u8) -> BatchIn<RecordIn> {
@@ -138,7 +123,7 @@ fn the_next_batch_applies_while_a_commit_is_written_and_a_failed_commit_takes_it
     let store = Arc::new(Gated { inner: MemoryStore::new(), gate: Mutex::new(rx) });
     let (_, skey) = vigil_proto::tlog::Signer::from_seed("vigil.test/audit", &[3; 32]).unwrap();
     let (_stop, stop_rx) = watch::channel(false);
-    let core = Core::open(store, settings(), skey, stop_rx, "test").unwrap();
+    let core = Core::open(store, crate::engine::tests::settings(), skey, stop_rx, "test").unwrap();
     let roster = BatchIn {
         epoch: 1,
         sequence: 1,

@@ -8,7 +8,8 @@ use vigil_proto::KeyKind;
 use vigil_proto::tlog::{Signer, leaf_hash, verify_inclusion};
 use vigil_proto::v1::{Disclosure, DisclosureType};
 
-fn settings() -> Settings {
+/// Settings for tests: epoch 1, scheme 2, the default policy.
+pub(crate) fn settings() -> Settings {
     Settings {
         epoch: 1,
         scheme: 2,
