@@ -74,7 +74,7 @@ const GROWTH: f64 = 1.1;
 /// pair, judged alone, reaches this probability (or the subject has a case
 /// in force). Weighing the subject's other candidates can raise a pair's
 /// odds at most about `1 / ((1 − further_record) · unseen_share)` times
-/// (about 40 with the shipped values): from 0.001, not to a candidate.
+/// (about 60 with the shipped values): from 0.001, not to a candidate.
 /// Where the policy weighs the record's side too (which can raise odds up
 /// to `1 / unseen_share` times more), the floor is 40 times lower.
 const SUBJECT_FLOOR: f64 = 0.001;
