@@ -26,7 +26,7 @@ use vigil_proto::tlog::{Hash, Signer};
 use vigil_proto::v1::{BatchReceipt, Disclosure};
 
 use crate::engine::{ApplicantIn, Applied, CheckMeta, Checked, Engine, EngineError, LogView, Settings};
-use crate::inflight::{InFlight, Overlay};
+use crate::inflight::{CommitError, InFlight, Overlay};
 use crate::metrics;
 use crate::store::{Lease, Store, StoreError, StoreRead};
 
@@ -362,9 +362,7 @@ impl Core {
                     applied();
                     Ok(r)
                 }
-                true => {
-                    Err(CoreError::from(StoreError("an earlier batch's commit failed; send this batch again".into())))
-                }
+                true => Err(StoreError::from(CommitError::Earlier).into()),
             },
             Ok(Applied::Fresh { receipt, commit, leaves, forces }) => {
                 let tokens = engine.token_counts();
@@ -397,7 +395,7 @@ impl Core {
                         if let Ok(mut engine) = self.engine() {
                             let _ = self.drain(&mut engine);
                         }
-                        Err(CoreError::from(StoreError(e.to_string())))
+                        Err(StoreError::from(e).into())
                     }
                 }
             }

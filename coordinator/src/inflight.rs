@@ -94,8 +94,17 @@ pub enum CommitError {
     Store(#[from] StoreError),
     /// An earlier commit in flight failed, and this batch was applied on
     /// top of it.
-    #[error("store: an earlier batch's commit failed, so this batch was not committed either; send it again")]
+    #[error("an earlier batch's commit failed, so this batch was not committed either; send it again")]
     Earlier,
+}
+
+impl From<CommitError> for StoreError {
+    fn from(e: CommitError) -> StoreError {
+        match e {
+            CommitError::Store(e) => e,
+            CommitError::Earlier => StoreError(CommitError::Earlier.to_string()),
+        }
+    }
 }
 
 impl InFlight {
