@@ -100,6 +100,19 @@ pub enum EnrolChange {
     Remove(String, Ref),
 }
 
+/// A monotonic counter in `meta` (big-endian `u64`) moved forward with a
+/// write: set to `value` when that is higher than the one held, and then
+/// `clears` is removed.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark<'a> {
+    /// The counter's key.
+    pub key: &'a str,
+    /// Its new value, if higher.
+    pub value: u64,
+    /// A key removed when the counter moves.
+    pub clears: &'a str,
+}
+
 /// The local store.
 pub struct LocalStore {
     db: Mutex<Connection>,
@@ -323,15 +336,47 @@ impl LocalStore {
 
     /// Stores a disclosure unless it is already there; returns whether it was new.
     pub fn store_disclosure(&self, id: &str, message: &[u8], now_ms: i64) -> Result<bool, LocalError> {
-        let db = self.conn()?;
+        Ok(self.store_disclosures(&[(id, message)], now_ms, None)?[0])
+    }
+
+    /// Stores disclosures (each unless it is already there) and moves `mark`
+    /// forward, in one durable transaction: one sync for a burst, and a
+    /// disclosure is never stored without its mark or the mark without it.
+    /// Returns, for each disclosure, whether it was new.
+    pub fn store_disclosures(
+        &self,
+        items: &[(&str, &[u8])],
+        now_ms: i64,
+        mark: Option<Mark<'_>>,
+    ) -> Result<Vec<bool>, LocalError> {
+        let mut db = self.conn()?;
+        let tx = write_tx(&mut db)?;
         let st = ReviewState { status: Status::New, received_ms: now_ms, updated_ms: now_ms, note: String::new() };
-        let n = db
-            .execute(
-                "INSERT OR IGNORE INTO inbox (id, message, state) VALUES (?1, ?2, ?3)",
-                params![id, message, serde_json::to_string(&st).map_err(err)?],
-            )
-            .map_err(err)?;
-        Ok(n == 1)
+        let state = serde_json::to_string(&st).map_err(err)?;
+        let mut fresh = Vec::with_capacity(items.len());
+        {
+            let mut ins = tx
+                .prepare_cached("INSERT OR IGNORE INTO inbox (id, message, state) VALUES (?1, ?2, ?3)")
+                .map_err(err)?;
+            for (id, message) in items {
+                fresh.push(ins.execute(params![id, message, state]).map_err(err)? == 1);
+            }
+        }
+        if let Some(m) = mark {
+            let held: Option<Vec<u8>> =
+                tx.query_row("SELECT value FROM meta WHERE key = ?1", [m.key], |r| r.get(0)).optional().map_err(err)?;
+            let held = held.and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes));
+            if held.is_none_or(|h| m.value > h) {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![m.key, &m.value.to_be_bytes()[..]],
+                )
+                .map_err(err)?;
+                tx.execute("DELETE FROM meta WHERE key = ?1", [m.clears]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(fresh)
     }
 
     /// Every disclosure in the inbox: (id, encoded message, review state).

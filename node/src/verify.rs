@@ -18,7 +18,7 @@ use vigil_proto::v1::{CheckRequest, ConsistencyProofRequest, Disclosure, Disclos
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
-use crate::local::LocalStore;
+use crate::local::{LocalStore, Mark};
 
 const ALARM: &str = "split_view";
 const HISTORY: &str = "checkpoint-history:";
@@ -248,7 +248,19 @@ fn through(store: &LocalStore) -> Result<Option<u64>, VerifyError> {
 /// the highest sequence in the inbox is taken as the start; after an alarm
 /// is cleared, the next number is taken as it comes.
 pub fn check_sequence(store: &LocalStore, force: &str, sequence: u64) -> Result<(), VerifyError> {
-    let held = match through(store)? {
+    check_sequence_after(store, force, sequence, None)
+}
+
+/// [`check_sequence`] for a disclosure that follows others already verified
+/// but not yet stored (a burst stored in one transaction): `pending` is the
+/// highest sequence among them.
+pub fn check_sequence_after(
+    store: &LocalStore,
+    force: &str,
+    sequence: u64,
+    pending: Option<u64>,
+) -> Result<(), VerifyError> {
+    let stored = match through(store)? {
         Some(t) => t,
         None if store.meta(RESYNC)?.is_some() => sequence.saturating_sub(1),
         None => store
@@ -259,6 +271,7 @@ pub fn check_sequence(store: &LocalStore, force: &str, sequence: u64) -> Result<
             .max()
             .unwrap_or(0),
     };
+    let held = stored.max(pending.unwrap_or(0));
     if sequence <= held.saturating_add(1) {
         return Ok(());
     }
@@ -271,12 +284,14 @@ pub fn check_sequence(store: &LocalStore, force: &str, sequence: u64) -> Result<
 
 /// Notes that the disclosure with `sequence` is stored.
 pub fn stored_sequence(store: &LocalStore, sequence: u64) -> Result<(), VerifyError> {
-    let held = through(store)?.unwrap_or(0);
-    if sequence > held {
-        store.set_meta(THROUGH, &sequence.to_be_bytes())?;
-        store.clear_meta(RESYNC)?;
-    }
+    store.store_disclosures(&[], vigil_common::clock::now_ms(), Some(sequence_mark(sequence)))?;
     Ok(())
+}
+
+/// The mark that notes disclosures up to `sequence` as stored, to move
+/// with them in one transaction ([`LocalStore::store_disclosures`]).
+pub fn sequence_mark(sequence: u64) -> Mark<'static> {
+    Mark { key: THROUGH, value: sequence, clears: RESYNC }
 }
 
 fn hashes(v: &[prost::bytes::Bytes]) -> Result<Vec<Hash>, String> {
@@ -638,6 +653,28 @@ mod tests {
         stored_sequence(&store, 6).unwrap();
         check_sequence(&store, "gmp", 7).unwrap();
         assert!(check_sequence(&store, "gmp", 9).is_err());
+    }
+
+    #[test]
+    fn a_burst_is_checked_against_what_it_holds_and_stored_with_its_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        stored_sequence(&store, 3).unwrap();
+        // 4, 5 and 6 arrive together: each follows the ones before it in the
+        // burst, though none is stored yet.
+        check_sequence_after(&store, "gmp", 4, None).unwrap();
+        check_sequence_after(&store, "gmp", 5, Some(4)).unwrap();
+        check_sequence_after(&store, "gmp", 6, Some(5)).unwrap();
+        let items: Vec<(&str, &[u8])> = vec![("gmp-4", b"a"), ("gmp-5", b"b"), ("gmp-6", b"c")];
+        let fresh = store.store_disclosures(&items, 10, Some(sequence_mark(6))).unwrap();
+        assert_eq!(fresh, vec![true, true, true]);
+        assert_eq!(through(&store).unwrap(), Some(6));
+        // Redelivered with a lower mark: nothing new, the mark stays.
+        let fresh = store.store_disclosures(&items[..1], 11, Some(sequence_mark(4))).unwrap();
+        assert_eq!((fresh, through(&store).unwrap()), (vec![false], Some(6)));
+        // A gap inside a burst is still a gap.
+        let e = check_sequence_after(&store, "gmp", 9, Some(7)).unwrap_err();
+        assert!(e.to_string().contains("disclosures 8 to 8 of force gmp"), "{e}");
     }
 
     fn log(n: u64) -> Tree {
