@@ -7,7 +7,10 @@
 //!   its inbox of disclosures with their review status, and the latest
 //!   checkpoint it verified.
 //! - A source keeps, for each record it fed, its reference and a digest, to
-//!   diff the next full extract against.
+//!   diff the next full extract against. A full feed records acknowledged
+//!   batches several at a time: a record acknowledged but not yet recorded
+//!   when the node stops is sent again by the next run, and the coordinator
+//!   takes it as unchanged.
 //!
 //! This store holds personal data (names, employee numbers) and stays on
 //! the node's own machine. Commits are durable (`synchronous = FULL`) before

@@ -491,10 +491,22 @@ fn record_national(
     store: &LocalStore,
     s: &mut Summary,
 ) -> Result<(), NodeError> {
-    seq.next += 1;
+    store_sent(store, sent, rms)?;
+    count_national(seq, receipt, sent, rms, s);
+    Ok(())
+}
+
+/// Records what was sent, and withdrawn, in the node's local store (one
+/// durable transaction).
+fn store_sent(store: &LocalStore, sent: &[Sent], rms: &[(String, Ref)]) -> Result<(), NodeError> {
     let put: Vec<(String, Ref, [u8; 32])> = sent.iter().map(|u| (u.0.clone(), u.1, u.2)).collect();
     let rm: Vec<String> = rms.iter().map(|r| r.0.clone()).collect();
-    store.apply_records(&put, &rm).map_err(NodeError::from)?;
+    store.apply_records(&put, &rm).map_err(NodeError::from)
+}
+
+/// Counts an acknowledged batch in the sequence and the summary.
+fn count_national(seq: &mut Sequence, receipt: &BatchReceipt, sent: &[Sent], rms: &[(String, Ref)], s: &mut Summary) {
+    seq.next += 1;
     for u in sent {
         if u.3 {
             s.added += 1;
@@ -506,7 +518,6 @@ fn record_national(
     s.batches += 1;
     s.replayed += u64::from(receipt.replayed);
     s.total = receipt.total;
-    Ok(())
 }
 
 /// Sends one national batch under the next sequence, waits for its
@@ -527,10 +538,17 @@ async fn send_national(
     record_national(seq, &receipt, &sent, &rms, store, s)
 }
 
-/// Sends the batches `rx` yields, [`IN_FLIGHT`] at a time, and records each
-/// on this node as its receipt comes back, in order. On a failure it sends
-/// nothing more, waits for the batches already sent, and returns the first
-/// failure.
+/// Acknowledged batches of a full feed recorded in the local store
+/// together: one durable transaction for several batches instead of one
+/// each. A node stopped before recording them sends those records again
+/// on its next run, and the coordinator takes them as unchanged.
+const RECORD_EVERY: usize = 8;
+
+/// Sends the batches `rx` yields, [`IN_FLIGHT`] at a time, and records them
+/// on this node as their receipts come back, in order, [`RECORD_EVERY`]
+/// batches at a time and all of them before it returns. On a failure it
+/// sends nothing more, waits for the batches already sent, records those
+/// acknowledged, and returns the first failure.
 #[allow(clippy::too_many_arguments)]
 async fn send_national_stream(
     client: &FeedServiceClient<Channel>,
@@ -546,6 +564,7 @@ async fn send_national_stream(
     let mut flying: std::collections::VecDeque<Flying> = std::collections::VecDeque::new();
     let mut failure = None;
     let mut open = true;
+    let mut unrecorded: Vec<Vec<Sent>> = Vec::new();
     while open || !flying.is_empty() {
         if open && failure.is_none() && flying.len() < IN_FLIGHT {
             match rx.recv().await {
@@ -563,20 +582,28 @@ async fn send_national_stream(
             Ok(r) => r,
             Err(e) => Err(NodeError::failed(format!("a national feed call failed: {e}"))),
         };
-        let recorded = receipt.and_then(|r| match failure {
-            None => record_national(seq, &r, &sent, &[], store, s),
+        match receipt {
             // After a refused batch the coordinator refuses the rest as out
             // of order. After a failure to record one here, a later one may
             // have been applied: the next run sends its records again, and
             // the coordinator takes them as unchanged.
-            Some(_) => Ok(()),
-        });
-        match recorded {
-            Ok(()) => pb.inc(sent.len() as u64),
+            Ok(r) if failure.is_none() => {
+                count_national(seq, &r, &sent, &[], s);
+                pb.inc(sent.len() as u64);
+                unrecorded.push(sent);
+            }
+            Ok(_) => {}
             Err(e) => {
                 failure.get_or_insert(e);
                 open = false;
             }
+        }
+        if unrecorded.len() >= RECORD_EVERY || (flying.is_empty() && !unrecorded.is_empty()) {
+            if let Err(e) = store_sent(store, &unrecorded.concat(), &[]) {
+                failure.get_or_insert(e);
+                open = false;
+            }
+            unrecorded.clear();
         }
     }
     failure.map_or(Ok(()), Err)

@@ -94,6 +94,24 @@ fn kill_9_scenario(pg: Option<&Postgres>) {
         assert_eq!(status.code(), Some(69), "{err}");
         assert!(err.contains("batches were applied") && err.contains("running the same feed again is safe"), "{err}");
     }
+    // The source node itself killed mid-feed: batches the coordinator
+    // acknowledged but the node had not yet recorded locally (it records
+    // several at a time) are sent again by the next run and taken as
+    // unchanged.
+    let mut refeed = pnc
+        .cmd(&["feed", "--extract", data.join("extract.csv").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let before = held;
+    let progressed = wait_until(Duration::from_secs(60), || {
+        records_at_coordinator(&w).unwrap_or(0) >= (before + 600).min(10_000) || refeed.try_wait().unwrap().is_some()
+    });
+    assert!(progressed, "the second feed made no progress");
+    refeed.kill().ok();
+    refeed.wait().unwrap();
+    println!("source node killed with {:?} records at the coordinator", records_at_coordinator(&w));
     // Feeding again completes the load; already-applied batches are not re-sent.
     let out = ok(pnc.run(&["feed", "--extract", data.join("extract.csv").to_str().unwrap()]));
     assert_eq!(records_at_coordinator(&w), Some(10_000), "{out}");
