@@ -337,11 +337,6 @@ impl LocalStore {
         tx.commit().map_err(err)
     }
 
-    /// Stores a disclosure unless it is already there; returns whether it was new.
-    pub fn store_disclosure(&self, id: &str, message: &[u8], now_ms: i64) -> Result<bool, LocalError> {
-        Ok(self.store_disclosures(&[(id, message)], now_ms, None)?[0])
-    }
-
     /// Stores disclosures (each unless it is already there) and moves `mark`
     /// forward, in one durable transaction: one sync for a burst, and a
     /// disclosure is never stored without its mark or the mark without it.
@@ -510,7 +505,7 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..300 {
-                    watch.store_disclosure(&format!("d-{i}"), b"m", i).unwrap();
+                    watch.store_disclosures(&[(&format!("d-{i}"), b"m")], i, None).unwrap();
                 }
             });
             for i in 0..150u8 {
@@ -545,8 +540,12 @@ mod tests {
         // a second process (here: a second connection) can read while one writes
         let other = LocalStore::open(dir.path()).unwrap();
         assert_eq!(other.enrolled_count().unwrap(), 0);
-        assert!(s.store_disclosure("gmp-1", b"m", 5).unwrap());
-        assert!(!s.store_disclosure("gmp-1", b"other", 6).unwrap(), "a redelivery is not stored twice");
+        assert_eq!(s.store_disclosures(&[("gmp-1", b"m")], 5, None).unwrap(), vec![true]);
+        assert_eq!(
+            s.store_disclosures(&[("gmp-1", b"other")], 6, None).unwrap(),
+            vec![false],
+            "a redelivery is not stored twice"
+        );
         assert!(s.set_status("gmp-1", Status::UnderReview, Some("called in"), 7).unwrap());
         assert!(!s.set_status("gmp-9", Status::Closed, None, 7).unwrap());
         let inbox = s.inbox().unwrap();

@@ -491,15 +491,19 @@ fn record_national(
     store: &LocalStore,
     s: &mut Summary,
 ) -> Result<(), NodeError> {
-    store_sent(store, sent, rms)?;
+    store_sent(store, sent.iter(), rms)?;
     count_national(seq, receipt, sent, rms, s);
     Ok(())
 }
 
 /// Records what was sent, and withdrawn, in the node's local store (one
 /// durable transaction).
-fn store_sent(store: &LocalStore, sent: &[Sent], rms: &[(String, Ref)]) -> Result<(), NodeError> {
-    let put: Vec<(String, Ref, [u8; 32])> = sent.iter().map(|u| (u.0.clone(), u.1, u.2)).collect();
+fn store_sent<'a>(
+    store: &LocalStore,
+    sent: impl Iterator<Item = &'a Sent>,
+    rms: &[(String, Ref)],
+) -> Result<(), NodeError> {
+    let put: Vec<(String, Ref, [u8; 32])> = sent.map(|u| (u.0.clone(), u.1, u.2)).collect();
     let rm: Vec<String> = rms.iter().map(|r| r.0.clone()).collect();
     store.apply_records(&put, &rm).map_err(NodeError::from)
 }
@@ -599,7 +603,7 @@ async fn send_national_stream(
             }
         }
         if unrecorded.len() >= RECORD_EVERY || (flying.is_empty() && !unrecorded.is_empty()) {
-            if let Err(e) = store_sent(store, &unrecorded.concat(), &[]) {
+            if let Err(e) = store_sent(store, unrecorded.iter().flatten(), &[]) {
                 failure.get_or_insert(e);
                 open = false;
             }

@@ -247,19 +247,11 @@ fn through(store: &LocalStore) -> Result<Option<u64>, VerifyError> {
 /// A redelivered number, or the next one, is fine. Before the first check
 /// the highest sequence in the inbox is taken as the start; after an alarm
 /// is cleared, the next number is taken as it comes.
-pub fn check_sequence(store: &LocalStore, force: &str, sequence: u64) -> Result<(), VerifyError> {
-    check_sequence_after(store, force, sequence, None)
-}
-
-/// [`check_sequence`] for a disclosure that follows others already verified
-/// but not yet stored (a burst stored in one transaction): `pending` is the
-/// highest sequence among them.
-pub fn check_sequence_after(
-    store: &LocalStore,
-    force: &str,
-    sequence: u64,
-    pending: Option<u64>,
-) -> Result<(), VerifyError> {
+///
+/// `pending` is the highest sequence among disclosures already verified but
+/// not yet stored (a burst stored in one transaction), which this one may
+/// follow.
+pub fn check_sequence(store: &LocalStore, force: &str, sequence: u64, pending: Option<u64>) -> Result<(), VerifyError> {
     let stored = match through(store)? {
         Some(t) => t,
         None if store.meta(RESYNC)?.is_some() => sequence.saturating_sub(1),
@@ -280,12 +272,6 @@ pub fn check_sequence_after(
     tracing::error!(alarm = %e, "disclosures are no longer accepted");
     store.set_meta(GAP, e.to_string().as_bytes())?;
     Err(e)
-}
-
-/// Notes that the disclosure with `sequence` is stored.
-pub fn stored_sequence(store: &LocalStore, sequence: u64) -> Result<(), VerifyError> {
-    store.store_disclosures(&[], vigil_common::clock::now_ms(), Some(sequence_mark(sequence)))?;
-    Ok(())
 }
 
 /// The mark that notes disclosures up to `sequence` as stored, to move
@@ -639,32 +625,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         for s in [1, 2, 2, 1, 3] {
-            check_sequence(&store, "gmp", s).unwrap();
-            stored_sequence(&store, s).unwrap();
+            check_sequence(&store, "gmp", s, None).unwrap();
+            store.store_disclosures(&[], 0, Some(sequence_mark(s))).unwrap();
         }
-        let e = check_sequence(&store, "gmp", 6).unwrap_err();
+        let e = check_sequence(&store, "gmp", 6, None).unwrap_err();
         assert!(e.is_alarm());
         assert!(e.to_string().contains("disclosures 4 to 5 of force gmp"), "{e}");
         assert!(alarm(&store).unwrap().unwrap().starts_with("SEQUENCE GAP"));
         // Cleared after an investigation: the next number is taken as it comes.
         clear_alarm(&store, &dir.path().join("cleared.txt")).unwrap();
         assert_eq!(alarm(&store).unwrap(), None);
-        check_sequence(&store, "gmp", 6).unwrap();
-        stored_sequence(&store, 6).unwrap();
-        check_sequence(&store, "gmp", 7).unwrap();
-        assert!(check_sequence(&store, "gmp", 9).is_err());
+        check_sequence(&store, "gmp", 6, None).unwrap();
+        store.store_disclosures(&[], 0, Some(sequence_mark(6))).unwrap();
+        check_sequence(&store, "gmp", 7, None).unwrap();
+        assert!(check_sequence(&store, "gmp", 9, None).is_err());
     }
 
     #[test]
     fn a_burst_is_checked_against_what_it_holds_and_stored_with_its_mark() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        stored_sequence(&store, 3).unwrap();
+        store.store_disclosures(&[], 0, Some(sequence_mark(3))).unwrap();
         // 4, 5 and 6 arrive together: each follows the ones before it in the
         // burst, though none is stored yet.
-        check_sequence_after(&store, "gmp", 4, None).unwrap();
-        check_sequence_after(&store, "gmp", 5, Some(4)).unwrap();
-        check_sequence_after(&store, "gmp", 6, Some(5)).unwrap();
+        check_sequence(&store, "gmp", 4, None).unwrap();
+        check_sequence(&store, "gmp", 5, Some(4)).unwrap();
+        check_sequence(&store, "gmp", 6, Some(5)).unwrap();
         let items: Vec<(&str, &[u8])> = vec![("gmp-4", b"a"), ("gmp-5", b"b"), ("gmp-6", b"c")];
         let fresh = store.store_disclosures(&items, 10, Some(sequence_mark(6))).unwrap();
         assert_eq!(fresh, vec![true, true, true]);
@@ -673,7 +659,7 @@ mod tests {
         let fresh = store.store_disclosures(&items[..1], 11, Some(sequence_mark(4))).unwrap();
         assert_eq!((fresh, through(&store).unwrap()), (vec![false], Some(6)));
         // A gap inside a burst is still a gap.
-        let e = check_sequence_after(&store, "gmp", 9, Some(7)).unwrap_err();
+        let e = check_sequence(&store, "gmp", 9, Some(7)).unwrap_err();
         assert!(e.to_string().contains("disclosures 8 to 8 of force gmp"), "{e}");
     }
 

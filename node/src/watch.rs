@@ -114,7 +114,7 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
                 return Ended::Transient(e.to_string());
             }
             let pending = burst.iter().map(|b| b.sequence).max();
-            if let Err(e) = verify::check_sequence_after(store, &cfg.code, d.sequence, pending) {
+            if let Err(e) = verify::check_sequence(store, &cfg.code, d.sequence, pending) {
                 return Ended::Fatal(e.into());
             }
             burst.push(d);
