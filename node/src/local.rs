@@ -116,6 +116,21 @@ pub struct Mark<'a> {
     pub clears: &'a str,
 }
 
+/// Values written to `meta` only if the greatest key under `prefix` is
+/// still `base` (`None`: no key under it), as the writer last read it: a
+/// compare-and-set between the processes sharing the store. Two processes
+/// that each verified a checkpoint against the one held must not both keep
+/// theirs without one of them comparing it with the other's.
+#[derive(Debug, Clone)]
+pub struct Guarded<'a> {
+    /// The keys compared.
+    pub prefix: &'a str,
+    /// The greatest key under `prefix` when the writer read it.
+    pub base: Option<String>,
+    /// What to write: (key, value).
+    pub put: Vec<(String, &'a [u8])>,
+}
+
 /// The local store.
 pub struct LocalStore {
     db: Mutex<Connection>,
@@ -337,18 +352,26 @@ impl LocalStore {
         tx.commit().map_err(err)
     }
 
-    /// Stores disclosures (each unless it is already there) and moves `mark`
-    /// forward, in one durable transaction: one sync for a burst, and a
-    /// disclosure is never stored without its mark or the mark without it.
-    /// Returns, for each disclosure, whether it was new.
+    /// Stores disclosures (each unless it is already there), moves `mark`
+    /// forward and writes `keep`, in one durable transaction: one sync for a
+    /// burst, and a disclosure is never stored without its mark or the
+    /// checkpoint it was verified against. Returns, for each disclosure,
+    /// whether it was new; `None`, with nothing written, if `keep`'s guard
+    /// failed (another process wrote under its prefix since it was read).
     pub fn store_disclosures(
         &self,
         items: &[(&str, &[u8])],
         now_ms: i64,
         mark: Option<Mark<'_>>,
-    ) -> Result<Vec<bool>, LocalError> {
+        keep: Option<&Guarded<'_>>,
+    ) -> Result<Option<Vec<bool>>, LocalError> {
         let mut db = self.conn()?;
         let tx = write_tx(&mut db)?;
+        if let Some(g) = keep
+            && !put_guarded(&tx, g)?
+        {
+            return Ok(None);
+        }
         let st = ReviewState { status: Status::New, received_ms: now_ms, updated_ms: now_ms, note: String::new() };
         let state = serde_json::to_string(&st).map_err(err)?;
         let mut fresh = Vec::with_capacity(items.len());
@@ -374,7 +397,7 @@ impl LocalStore {
             }
         }
         tx.commit().map_err(err)?;
-        Ok(fresh)
+        Ok(Some(fresh))
     }
 
     /// Every disclosure in the inbox: (id, encoded message, review state).
@@ -430,17 +453,23 @@ impl LocalStore {
         Ok(())
     }
 
-    /// The remembered value with the greatest key starting with `prefix`.
-    pub fn meta_last(&self, prefix: &str) -> Result<Option<Vec<u8>>, LocalError> {
+    /// The remembered key and value with the greatest key starting with
+    /// `prefix`.
+    pub fn meta_last(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, LocalError> {
         let db = self.conn()?;
-        let end = format!("{prefix}\u{10FFFF}");
-        db.query_row(
-            "SELECT value FROM meta WHERE key >= ?1 AND key < ?2 ORDER BY key DESC LIMIT 1",
-            params![prefix, end],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(err)
+        last_under(&db, prefix)
+    }
+
+    /// Writes `g` durably if its guard holds; false, with nothing written,
+    /// if another process wrote under its prefix since it was read.
+    pub fn put_meta_guarded(&self, g: &Guarded<'_>) -> Result<bool, LocalError> {
+        let mut db = self.conn()?;
+        let tx = write_tx(&mut db)?;
+        if !put_guarded(&tx, g)? {
+            return Ok(false);
+        }
+        tx.commit().map_err(err)?;
+        Ok(true)
     }
 
     /// Every remembered value whose key starts with `prefix`, in key order.
@@ -474,6 +503,28 @@ fn write_tx(db: &mut Connection) -> Result<rusqlite::Transaction<'_>, LocalError
     db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)
 }
 
+fn last_under(db: &Connection, prefix: &str) -> Result<Option<(String, Vec<u8>)>, LocalError> {
+    let end = format!("{prefix}\u{10FFFF}");
+    db.query_row(
+        "SELECT key, value FROM meta WHERE key >= ?1 AND key < ?2 ORDER BY key DESC LIMIT 1",
+        params![prefix, end],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(err)
+}
+
+/// Checks `g`'s guard inside a write transaction and, if it holds, writes.
+fn put_guarded(tx: &rusqlite::Transaction<'_>, g: &Guarded<'_>) -> Result<bool, LocalError> {
+    if last_under(tx, g.prefix)?.map(|(k, _)| k) != g.base {
+        return Ok(false);
+    }
+    for (k, v) in &g.put {
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![k, v]).map_err(err)?;
+    }
+    Ok(true)
+}
+
 fn to_ref(v: &[u8]) -> Result<Ref, LocalError> {
     v.try_into().map_err(|_| err("corrupt record reference"))
 }
@@ -505,7 +556,7 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..300 {
-                    watch.store_disclosures(&[(&format!("d-{i}"), b"m")], i, None).unwrap();
+                    watch.store_disclosures(&[(&format!("d-{i}"), b"m")], i, None, None).unwrap();
                 }
             });
             for i in 0..150u8 {
@@ -540,10 +591,10 @@ mod tests {
         // a second process (here: a second connection) can read while one writes
         let other = LocalStore::open(dir.path()).unwrap();
         assert_eq!(other.enrolled_count().unwrap(), 0);
-        assert_eq!(s.store_disclosures(&[("gmp-1", b"m")], 5, None).unwrap(), vec![true]);
+        assert_eq!(s.store_disclosures(&[("gmp-1", b"m")], 5, None, None).unwrap(), Some(vec![true]));
         assert_eq!(
-            s.store_disclosures(&[("gmp-1", b"other")], 6, None).unwrap(),
-            vec![false],
+            s.store_disclosures(&[("gmp-1", b"other")], 6, None, None).unwrap(),
+            Some(vec![false]),
             "a redelivery is not stored twice"
         );
         assert!(s.set_status("gmp-1", Status::UnderReview, Some("called in"), 7).unwrap());

@@ -18,7 +18,7 @@ use vigil_proto::v1::{CheckRequest, ConsistencyProofRequest, Disclosure, Disclos
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
-use crate::local::{LocalStore, Mark};
+use crate::local::{Guarded, LocalStore, Mark};
 
 const ALARM: &str = "split_view";
 const HISTORY: &str = "checkpoint-history:";
@@ -97,6 +97,10 @@ pub enum VerifyError {
         /// Its age, in words.
         age: String,
     },
+    /// Other processes on this node kept checkpoints faster than this one
+    /// could compare its own with them.
+    #[error("the checkpoint held changed {GUARD_RETRIES} times while this one was being verified; try again")]
+    Busy,
     /// The checkpoint lacks the witnesses' cosignatures this node requires.
     #[error("checkpoint not witnessed as required (audit.witness_quorum): {0}")]
     Unwitnessed(String),
@@ -114,7 +118,11 @@ impl VerifyError {
     pub fn is_alarm(&self) -> bool {
         !matches!(
             self,
-            VerifyError::Rpc(_) | VerifyError::Local(_) | VerifyError::Stale { .. } | VerifyError::Unwitnessed(_)
+            VerifyError::Rpc(_)
+                | VerifyError::Local(_)
+                | VerifyError::Stale { .. }
+                | VerifyError::Unwitnessed(_)
+                | VerifyError::Busy
         )
     }
 }
@@ -194,7 +202,7 @@ impl LogKey {
 /// and the held checkpoint must never go back to a smaller one.
 pub fn held_checkpoint(store: &LocalStore, key: &LogKey) -> Result<Option<(Checkpoint, String)>, VerifyError> {
     match store.meta_last(HISTORY)? {
-        Some(b) => {
+        Some((_, b)) => {
             let note = String::from_utf8_lossy(&b).into_owned();
             Ok(Some((key.open(&note)?, note)))
         }
@@ -284,6 +292,10 @@ fn hashes(v: &[prost::bytes::Bytes]) -> Result<Vec<Hash>, String> {
     v.iter().map(|h| h.as_ref().try_into().map_err(|_| "a proof hash is not 32 bytes".to_string())).collect()
 }
 
+/// Times a process verifies a checkpoint again because another process
+/// kept one in between, before it gives up (transiently).
+pub const GUARD_RETRIES: usize = 8;
+
 /// Verifies a checkpoint and its consistency with the one held; stores it
 /// if it is newer. A split view raises the alarm durably.
 ///
@@ -293,6 +305,11 @@ fn hashes(v: &[prost::bytes::Bytes]) -> Result<Vec<Hash>, String> {
 /// coordinator proves it is a prefix of the held one; a coordinator that
 /// cannot (a log rolled back to a backup) or whose proof fails raises the
 /// alarm.
+///
+/// The write is guarded: if another process kept a checkpoint after this
+/// one read the held one, this one is compared with that too before it is
+/// kept, so no two checkpoints of this node's history were each compared
+/// only with an older one.
 pub async fn accept_checkpoint(
     store: &LocalStore,
     key: &LogKey,
@@ -301,17 +318,40 @@ pub async fn accept_checkpoint(
 ) -> Result<Checkpoint, VerifyError> {
     let cp = key.open(note)?;
     key.fresh(&cp, vigil_common::clock::now_ms())?;
-    let Some((held, _)) = held_checkpoint(store, key)? else {
-        keep(store, &cp, note)?;
-        return Ok(cp);
-    };
-    let result = match compare(&held, &cp) {
+    for _ in 0..GUARD_RETRIES {
+        let held = store.meta_last(HISTORY)?;
+        let base = held.as_ref().map(|(k, _)| k.clone());
+        if let Some((_, n)) = held {
+            let held = key.open(&String::from_utf8_lossy(&n))?;
+            check_against(store, client, &held, &cp).await?;
+            if cp.size <= held.size {
+                return Ok(cp);
+            }
+        }
+        let g = Guarded { prefix: HISTORY, base, put: vec![(history_key(&cp), note.as_bytes())] };
+        if store.put_meta_guarded(&g)? {
+            return Ok(cp);
+        }
+    }
+    Err(VerifyError::Busy)
+}
+
+/// Compares `cp` with `held`, a checkpoint already verified, with a
+/// consistency proof from the coordinator where the sizes differ. A split
+/// view raises the alarm durably.
+async fn check_against(
+    store: &LocalStore,
+    client: &mut AuditServiceClient<Channel>,
+    held: &Checkpoint,
+    cp: &Checkpoint,
+) -> Result<(), VerifyError> {
+    let result = match compare(held, cp) {
         Comparison::Agree => Ok(()),
         Comparison::Split(why) => Err(why),
         Comparison::Prove { size1, size2 } => {
             match client.consistency_proof(ConsistencyProofRequest { size1, size2 }).await {
-                Ok(r) => judge(&held, &cp, Some(&r.into_inner().proof)),
-                Err(s) if s.code() == tonic::Code::OutOfRange => judge(&held, &cp, None),
+                Ok(r) => judge(held, cp, Some(&r.into_inner().proof)),
+                Err(s) if s.code() == tonic::Code::OutOfRange => judge(held, cp, None),
                 Err(s) => return Err(s.into()),
             }
         }
@@ -322,10 +362,11 @@ pub async fn accept_checkpoint(
         store.set_meta(ALARM, e.to_string().as_bytes())?;
         return Err(e);
     }
-    if cp.size > held.size {
-        keep(store, &cp, note)?;
-    }
-    Ok(cp)
+    Ok(())
+}
+
+fn history_key(cp: &Checkpoint) -> String {
+    format!("{HISTORY}{:020}", cp.size)
 }
 
 /// What it takes to accept a checkpoint beside the one held.
@@ -375,18 +416,24 @@ fn judge(held: &Checkpoint, cp: &Checkpoint, proof: Option<&[prost::bytes::Bytes
     }
 }
 
-/// Remembers a verified checkpoint in the history of every checkpoint this
-/// node has seen; the largest is the one held.
-fn keep(store: &LocalStore, cp: &Checkpoint, note: &str) -> Result<(), VerifyError> {
-    store.set_meta(&format!("{HISTORY}{:020}", cp.size), note.as_bytes())?;
-    Ok(())
-}
-
-/// The last checkpoint a long-running process verified, so that a note it
-/// has already checked is not checked again for every disclosure.
+/// What a long-running process (`watch`) has verified: the last note, so
+/// that it is not checked again for every disclosure, and the checkpoints
+/// newer than the one held that are not yet written. Those are kept with
+/// the disclosures that rest on them, in the same transaction
+/// ([`Seen::keep`]), not one sync each.
+///
+/// Each new checkpoint is compared with the newest verified, written or not,
+/// so a fork between two checkpoints of one burst is a split view like any
+/// other.
 #[derive(Debug, Default)]
 pub struct Seen {
     last: Option<(String, Checkpoint)>,
+    /// The history's greatest key when the first unwritten checkpoint was
+    /// compared with the one held.
+    base: Option<String>,
+    /// Verified, each newer than the one before and than the one held;
+    /// not yet written.
+    unwritten: Vec<(Checkpoint, String)>,
 }
 
 impl Seen {
@@ -403,9 +450,45 @@ impl Seen {
         {
             return Ok(cp.clone());
         }
-        let cp = accept_checkpoint(store, key, client, note).await?;
+        let cp = key.open(note)?;
+        key.fresh(&cp, vigil_common::clock::now_ms())?;
+        let newest = match self.unwritten.last() {
+            Some((c, _)) => Some(c.clone()),
+            None => {
+                let held = store.meta_last(HISTORY)?;
+                self.base = held.as_ref().map(|(k, _)| k.clone());
+                held.map(|(_, n)| key.open(&String::from_utf8_lossy(&n))).transpose()?
+            }
+        };
+        if let Some(newest) = &newest {
+            check_against(store, client, newest, &cp).await?;
+        }
+        if newest.as_ref().is_none_or(|n| cp.size > n.size) {
+            self.unwritten.push((cp.clone(), note.to_string()));
+        }
         self.last = Some((note.to_string(), cp.clone()));
         Ok(cp)
+    }
+
+    /// The checkpoints to keep with what rests on them, guarded by the
+    /// history as it was read; `None` if there are none.
+    pub fn keep(&self) -> Option<Guarded<'_>> {
+        if self.unwritten.is_empty() {
+            return None;
+        }
+        let put = self.unwritten.iter().map(|(cp, note)| (history_key(cp), note.as_bytes())).collect();
+        Some(Guarded { prefix: HISTORY, base: self.base.clone(), put })
+    }
+
+    /// After [`Seen::keep`]'s write: written if `kept`; if its guard
+    /// failed (another process kept a checkpoint meanwhile), everything
+    /// is forgotten, to be verified again against the newest.
+    pub fn written(&mut self, kept: bool) {
+        if kept {
+            self.unwritten.clear();
+        } else {
+            *self = Seen::default();
+        }
     }
 }
 
@@ -626,7 +709,7 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         for s in [1, 2, 2, 1, 3] {
             check_sequence(&store, "gmp", s, None).unwrap();
-            store.store_disclosures(&[], 0, Some(sequence_mark(s))).unwrap();
+            store.store_disclosures(&[], 0, Some(sequence_mark(s)), None).unwrap();
         }
         let e = check_sequence(&store, "gmp", 6, None).unwrap_err();
         assert!(e.is_alarm());
@@ -636,7 +719,7 @@ mod tests {
         clear_alarm(&store, &dir.path().join("cleared.txt")).unwrap();
         assert_eq!(alarm(&store).unwrap(), None);
         check_sequence(&store, "gmp", 6, None).unwrap();
-        store.store_disclosures(&[], 0, Some(sequence_mark(6))).unwrap();
+        store.store_disclosures(&[], 0, Some(sequence_mark(6)), None).unwrap();
         check_sequence(&store, "gmp", 7, None).unwrap();
         assert!(check_sequence(&store, "gmp", 9, None).is_err());
     }
@@ -645,22 +728,81 @@ mod tests {
     fn a_burst_is_checked_against_what_it_holds_and_stored_with_its_mark() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        store.store_disclosures(&[], 0, Some(sequence_mark(3))).unwrap();
+        store.store_disclosures(&[], 0, Some(sequence_mark(3)), None).unwrap();
         // 4, 5 and 6 arrive together: each follows the ones before it in the
         // burst, though none is stored yet.
         check_sequence(&store, "gmp", 4, None).unwrap();
         check_sequence(&store, "gmp", 5, Some(4)).unwrap();
         check_sequence(&store, "gmp", 6, Some(5)).unwrap();
         let items: Vec<(&str, &[u8])> = vec![("gmp-4", b"a"), ("gmp-5", b"b"), ("gmp-6", b"c")];
-        let fresh = store.store_disclosures(&items, 10, Some(sequence_mark(6))).unwrap();
-        assert_eq!(fresh, vec![true, true, true]);
+        let fresh = store.store_disclosures(&items, 10, Some(sequence_mark(6)), None).unwrap();
+        assert_eq!(fresh, Some(vec![true, true, true]));
         assert_eq!(through(&store).unwrap(), Some(6));
         // Redelivered with a lower mark: nothing new, the mark stays.
-        let fresh = store.store_disclosures(&items[..1], 11, Some(sequence_mark(4))).unwrap();
-        assert_eq!((fresh, through(&store).unwrap()), (vec![false], Some(6)));
+        let fresh = store.store_disclosures(&items[..1], 11, Some(sequence_mark(4)), None).unwrap();
+        assert_eq!((fresh, through(&store).unwrap()), (Some(vec![false]), Some(6)));
         // A gap inside a burst is still a gap.
         let e = check_sequence(&store, "gmp", 9, Some(7)).unwrap_err();
         assert!(e.to_string().contains("disclosures 8 to 8 of force gmp"), "{e}");
+    }
+
+    /// Checkpoints verified in a burst are written with it, not one sync
+    /// each; until then the next is compared with them, not only with the
+    /// one held, and the write fails if another process kept one meanwhile.
+    #[tokio::test]
+    async fn a_burst_keeps_its_checkpoints_with_it_and_compares_them_among_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let (signer, _) = vigil_proto::tlog::Signer::from_seed("test/log", &[4; 32]).unwrap();
+        let key = LogKey {
+            origin: "test/log".into(),
+            verifier: signer.verifier(),
+            max_age_ms: 0,
+            witnesses: vec![],
+            quorum: 0,
+        };
+        // No call reaches the coordinator in this test: every comparison
+        // below needs no proof.
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let mut client = AuditServiceClient::new(channel);
+        let t = log(10);
+        let note = |c: &Checkpoint| c.sign(&signer).unwrap();
+        let (first, same) = (note(&cp(&t, 10)), note(&cp(&t, 10)));
+        let mut seen = Seen::default();
+        seen.accept(&store, &key, &mut client, &first).await.unwrap();
+        seen.accept(&store, &key, &mut client, &same).await.unwrap();
+        assert_eq!(held_checkpoint(&store, &key).unwrap(), None, "nothing written before the burst is");
+        // Another history of the same size, in the same burst: a split view,
+        // though the first is not written yet.
+        let mut forked = cp(&t, 10);
+        forked.root[0] ^= 1;
+        let e = seen.accept(&store, &key, &mut client, &note(&forked)).await.unwrap_err();
+        assert!(matches!(e, VerifyError::SplitView { .. }), "{e}");
+        assert!(alarm(&store).unwrap().unwrap().starts_with("SPLIT VIEW"));
+        clear_alarm(&store, &dir.path().join("cleared.txt")).unwrap();
+
+        // Written with the burst's disclosures, in one transaction.
+        let keep = seen.keep().unwrap();
+        let stored = store.store_disclosures(&[("gmp-1", b"m")], 1, None, Some(&keep)).unwrap();
+        assert_eq!(stored, Some(vec![true]));
+        seen.written(true);
+        assert_eq!(held_checkpoint(&store, &key).unwrap().unwrap().0.size, 10);
+        assert!(seen.keep().is_none(), "written once");
+
+        // On a node that holds none yet, `audit verify` keeps a checkpoint
+        // while a burst is verified: the burst's write is refused whole,
+        // and the watcher verifies it again against that checkpoint.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let mut seen = Seen::default();
+        seen.accept(&store, &key, &mut client, &first).await.unwrap();
+        accept_checkpoint(&store, &key, &mut client, &note(&cp(&t, 10))).await.unwrap();
+        let keep = seen.keep().unwrap();
+        assert_eq!(store.store_disclosures(&[("gmp-1", b"m")], 1, None, Some(&keep)).unwrap(), None);
+        assert!(store.inbox().unwrap().is_empty(), "nothing of the burst is written");
+        seen.written(false);
+        seen.accept(&store, &key, &mut client, &first).await.unwrap();
+        assert!(seen.keep().is_none(), "the same checkpoint as the one held: nothing more to keep");
     }
 
     fn log(n: u64) -> Tree {

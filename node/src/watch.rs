@@ -106,16 +106,9 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
                 }
                 Err(s) => return Ended::Fatal(client::status_error(&s, "disclosure stream")),
             };
-            if let Err(e) = verify::verify_disclosure(store, key, &mut audit, &mut seen, &cfg.code, &d).await {
-                if e.is_alarm() {
-                    tracing::error!(id = %d.id, error = %e, "disclosure refused");
-                    return Ended::Fatal(e.into());
-                }
-                return Ended::Transient(e.to_string());
-            }
             let pending = burst.iter().map(|b| b.sequence).max();
-            if let Err(e) = verify::check_sequence(store, &cfg.code, d.sequence, pending) {
-                return Ended::Fatal(e.into());
+            if let Err(e) = verify_one(cfg, key, store, &mut audit, &mut seen, &d, pending).await {
+                return e;
             }
             burst.push(d);
             if burst.len() < MAX_BURST {
@@ -128,10 +121,33 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
         let items: Vec<(&str, &[u8])> =
             burst.iter().zip(&encoded).map(|(d, b)| (d.id.as_str(), b.as_slice())).collect();
         let top = burst.iter().map(|d| d.sequence).max().unwrap_or(0);
-        let now = now_ms();
-        let fresh = match store.store_disclosures(&items, now, Some(verify::sequence_mark(top))) {
-            Ok(f) => f,
-            Err(e) => return Ended::Fatal(NodeError::failed(e.to_string())),
+        // The burst is stored with the checkpoints it was verified against,
+        // on condition that no other process on this node (`audit verify`)
+        // kept one meanwhile; if one did, the burst is verified again
+        // against it.
+        let mut tries = 0;
+        let (now, fresh) = loop {
+            let now = now_ms();
+            let keep = seen.keep();
+            match store.store_disclosures(&items, now, Some(verify::sequence_mark(top)), keep.as_ref()) {
+                Ok(Some(f)) => {
+                    seen.written(true);
+                    break (now, f);
+                }
+                Ok(None) if tries < verify::GUARD_RETRIES => {
+                    tries += 1;
+                    seen.written(false);
+                    tracing::info!("another process kept a newer checkpoint; verifying the burst against it");
+                    for (i, d) in burst.iter().enumerate() {
+                        let pending = burst[..i].iter().map(|b| b.sequence).max();
+                        if let Err(e) = verify_one(cfg, key, store, &mut audit, &mut seen, d, pending).await {
+                            return e;
+                        }
+                    }
+                }
+                Ok(None) => return Ended::Transient(verify::VerifyError::Busy.to_string()),
+                Err(e) => return Ended::Fatal(NodeError::failed(e.to_string())),
+            }
         };
         for (d, fresh) in burst.iter().zip(fresh) {
             if fresh {
@@ -147,6 +163,28 @@ async fn stream_once(cfg: &NodeConfig, key: &LogKey, store: &LocalStore, deliver
             *delivered += 1;
         }
     }
+}
+
+/// Verifies one disclosure against the log and the force's delivery
+/// sequence; `pending` is the highest sequence verified before it in its
+/// burst.
+async fn verify_one(
+    cfg: &NodeConfig,
+    key: &LogKey,
+    store: &LocalStore,
+    audit: &mut AuditServiceClient<Channel>,
+    seen: &mut verify::Seen,
+    d: &Disclosure,
+    pending: Option<u64>,
+) -> Result<(), Ended> {
+    if let Err(e) = verify::verify_disclosure(store, key, audit, seen, &cfg.code, d).await {
+        if e.is_alarm() {
+            tracing::error!(id = %d.id, error = %e, "disclosure refused");
+            return Err(Ended::Fatal(e.into()));
+        }
+        return Err(Ended::Transient(e.to_string()));
+    }
+    verify::check_sequence(store, &cfg.code, d.sequence, pending).map_err(|e| Ended::Fatal(e.into()))
 }
 
 /// Watches until `shutdown` completes or a fatal error.
