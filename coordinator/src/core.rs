@@ -368,7 +368,10 @@ impl Core {
                 let tokens = engine.token_counts();
                 let ticket = self.in_flight.issue(commit);
                 drop(engine);
-                applied();
+                // A ticket issued must be committed, or every later commit
+                // waits for it for ever: a panic in `applied` goes on only
+                // after the commit.
+                let callback = std::panic::catch_unwind(std::panic::AssertUnwindSafe(applied));
                 let t1 = Instant::now();
                 let written = self.in_flight.commit(ticket, |c| {
                     let t2 = Instant::now();
@@ -384,6 +387,9 @@ impl Core {
                     self.stage(leaves, c.checkpoint.as_ref().map(|x| x.1.clone()), forces, c.disclosures.len());
                     Ok(())
                 });
+                if let Err(p) = callback {
+                    std::panic::resume_unwind(p);
+                }
                 match written {
                     Ok(()) => {
                         metrics::set_tokens(tokens.0, tokens.1);

@@ -138,7 +138,9 @@ impl InFlight {
     /// Waits for the ticket's turn and runs `write` (the commit and what
     /// must follow it in commit order), unless an earlier commit failed.
     /// A failure of `write` refuses every later ticket until
-    /// [`InFlight::failed_and_drained`] has been called.
+    /// [`InFlight::failed_and_drained`] has been called. So does a panic in
+    /// `write`, which then goes on unwinding in the caller: the turn passes
+    /// on, and later tickets are refused rather than left waiting for ever.
     pub fn commit(
         &self,
         ticket: Ticket,
@@ -148,13 +150,21 @@ impl InFlight {
         while s.next != ticket.0.ticket {
             s = self.moved.wait(s).unwrap_or_else(|p| p.into_inner());
         }
+        let mut panicked = None;
         let result = if s.failed {
             Err(CommitError::Earlier)
         } else {
             // The lock is not held while writing: reads and new tickets go on.
             drop(s);
-            let r = write(&ticket.0.commit).map_err(CommitError::from);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&ticket.0.commit)));
             s = self.lock();
+            let r = match r {
+                Ok(r) => r.map_err(CommitError::from),
+                Err(p) => {
+                    panicked = Some(p);
+                    Err(CommitError::Store(StoreError("the commit panicked".into())))
+                }
+            };
             if r.is_err() {
                 s.failed = true;
             }
@@ -164,6 +174,9 @@ impl InFlight {
         s.pending.retain(|p| !Arc::ptr_eq(p, &ticket.0));
         drop(s);
         self.moved.notify_all();
+        if let Some(p) = panicked {
+            std::panic::resume_unwind(p);
+        }
         result
     }
 
@@ -301,6 +314,20 @@ mod tests {
         assert!(o.subject("gmp", &[2; 16]).unwrap().is_some(), "from the store");
         assert!(o.subject("gmp", &[3; 16]).unwrap().is_none(), "put, then removed");
         assert!(o.subject("gmp", &[4; 16]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_commit_that_panics_passes_its_turn_on_and_refuses_the_later_ones() {
+        let f = Arc::new(InFlight::default());
+        let (a, b) = (f.issue(commit_of(&[1], &[])), f.issue(commit_of(&[2], &[])));
+        let later = {
+            let f = f.clone();
+            std::thread::spawn(move || f.commit(b, |_| Ok(())))
+        };
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.commit(a, |_| panic!("store bug"))));
+        assert!(first.is_err(), "the panic goes on to the caller");
+        assert!(matches!(later.join().unwrap(), Err(CommitError::Earlier)), "not left waiting");
+        assert!(f.failed_and_drained(), "the engine is rebuilt before it is used again");
     }
 
     #[test]
