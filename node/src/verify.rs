@@ -649,16 +649,18 @@ mod tests {
     use super::*;
     use vigil_proto::tlog::merkle::{Tree, leaf_hash};
 
+    /// The signer of a test log and its key, accepting checkpoints up to
+    /// `max_age_ms` old (0: any).
+    fn test_log(max_age_ms: i64) -> (vigil_proto::tlog::Signer, LogKey) {
+        let (signer, _) = vigil_proto::tlog::Signer::from_seed("test/log", &[4; 32]).unwrap();
+        let key =
+            LogKey { origin: "test/log".into(), verifier: signer.verifier(), max_age_ms, witnesses: vec![], quorum: 0 };
+        (signer, key)
+    }
+
     #[test]
     fn an_old_or_undated_checkpoint_is_refused() {
-        let (signer, _) = vigil_proto::tlog::Signer::from_seed("test/log", &[4; 32]).unwrap();
-        let key = LogKey {
-            origin: "test/log".into(),
-            verifier: signer.verifier(),
-            max_age_ms: 3_600_000,
-            witnesses: vec![],
-            quorum: 0,
-        };
+        let (_, key) = test_log(3_600_000);
         let now = 1_796_000_000_000;
         let dated = |ms: i64| Checkpoint {
             origin: "test/log".into(),
@@ -753,14 +755,7 @@ mod tests {
     async fn a_burst_keeps_its_checkpoints_with_it_and_compares_them_among_themselves() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        let (signer, _) = vigil_proto::tlog::Signer::from_seed("test/log", &[4; 32]).unwrap();
-        let key = LogKey {
-            origin: "test/log".into(),
-            verifier: signer.verifier(),
-            max_age_ms: 0,
-            witnesses: vec![],
-            quorum: 0,
-        };
+        let (signer, key) = test_log(0);
         // No call reaches the coordinator in this test: every comparison
         // below needs no proof.
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
