@@ -201,10 +201,16 @@ impl LogKey {
 /// overwritten by each process: `watch` and `audit verify` run side by side,
 /// and the held checkpoint must never go back to a smaller one.
 pub fn held_checkpoint(store: &LocalStore, key: &LogKey) -> Result<Option<(Checkpoint, String)>, VerifyError> {
+    Ok(held_entry(store, key)?.map(|(_, cp, note)| (cp, note)))
+}
+
+/// The held checkpoint with its history key (what a guarded write of the
+/// next one compares against).
+fn held_entry(store: &LocalStore, key: &LogKey) -> Result<Option<(String, Checkpoint, String)>, VerifyError> {
     match store.meta_last(HISTORY)? {
-        Some((_, b)) => {
+        Some((k, b)) => {
             let note = String::from_utf8_lossy(&b).into_owned();
-            Ok(Some((key.open(&note)?, note)))
+            Ok(Some((k, key.open(&note)?, note)))
         }
         None => Ok(None),
     }
@@ -319,10 +325,9 @@ pub async fn accept_checkpoint(
     let cp = key.open(note)?;
     key.fresh(&cp, vigil_common::clock::now_ms())?;
     for _ in 0..GUARD_RETRIES {
-        let held = store.meta_last(HISTORY)?;
-        let base = held.as_ref().map(|(k, _)| k.clone());
-        if let Some((_, n)) = held {
-            let held = key.open(&String::from_utf8_lossy(&n))?;
+        let held = held_entry(store, key)?;
+        let base = held.as_ref().map(|(k, _, _)| k.clone());
+        if let Some((_, held, _)) = held {
             check_against(store, client, &held, &cp).await?;
             if cp.size <= held.size {
                 return Ok(cp);
@@ -455,9 +460,9 @@ impl Seen {
         let newest = match self.unwritten.last() {
             Some((c, _)) => Some(c.clone()),
             None => {
-                let held = store.meta_last(HISTORY)?;
-                self.base = held.as_ref().map(|(k, _)| k.clone());
-                held.map(|(_, n)| key.open(&String::from_utf8_lossy(&n))).transpose()?
+                let held = held_entry(store, key)?;
+                self.base = held.as_ref().map(|(k, _, _)| k.clone());
+                held.map(|(_, cp, _)| cp)
             }
         };
         if let Some(newest) = &newest {
