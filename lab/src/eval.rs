@@ -109,6 +109,11 @@ pub struct EvalResult {
     /// evidence, probability).
     #[serde(skip)]
     pub missed_pairs: Vec<(String, String, String, String, f64)>,
+    /// Every confirmed pair that is not the same person: (force, employee
+    /// id, record id, relation in the truth file or `unrelated`, evidence,
+    /// probability).
+    #[serde(skip)]
+    pub wrong_pairs: Vec<(String, String, String, String, String, f64)>,
     /// Every pair seen, grouped by the evidence seen (`F3 S0 D3 P0 N-`):
     /// how many, how many are the same person, the mean and lowest predicted
     /// probability. Shows where the model is over- or under-confident.
@@ -378,6 +383,7 @@ pub fn run(
     let mut same: HashSet<(u32, u32)> = HashSet::new();
     let mut same_refused: Vec<String> = Vec::new();
     let mut hard: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut relation: HashMap<(u32, u32), String> = HashMap::new();
     for (i, row) in rdr.records().enumerate() {
         let row = row.map_err(|e| bad(format!("row {}: {e}", i + 1)))?;
         let s = subject_ix.get(&(&row[0], &row[1]));
@@ -398,6 +404,7 @@ pub fn run(
         if &row[3] == "same_person" {
             same.insert(pair);
         } else {
+            relation.insert(pair, row[3].to_string());
             let e = hard.entry(row[3].to_string()).or_default();
             e.0 += 1;
             if confirmed.contains(&pair) {
@@ -419,6 +426,24 @@ pub fn run(
         *missed_by_evidence.entry(label).or_default() += 1;
     }
     missed_pairs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let mut wrong_pairs: Vec<_> = confirmed
+        .iter()
+        .filter(|p| !same.contains(p))
+        .map(|p| {
+            let (f, e) = &subjects[p.0 as usize];
+            let rel = relation.get(p).cloned().unwrap_or_else(|| "unrelated".to_string());
+            let label = evidence.get(p).cloned().unwrap_or_default();
+            (
+                f.clone(),
+                e.clone(),
+                records[p.1 as usize].clone(),
+                rel,
+                label,
+                probability.get(p).copied().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    wrong_pairs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     if !same_refused.is_empty() {
         missed_by_evidence.insert("refused".to_string(), same_refused.len());
     }
@@ -528,6 +553,7 @@ pub fn run(
             v
         },
         missed_pairs,
+        wrong_pairs,
         reports,
         patterns,
         seconds,

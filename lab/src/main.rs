@@ -63,6 +63,11 @@ enum Command {
         /// file (force, employee, record, evidence seen, probability).
         #[arg(long)]
         missed: Option<PathBuf>,
+        /// Write every confirmed pair that is not the same person to this CSV
+        /// file (force, employee, record, relation in the truth file or
+        /// `unrelated`, evidence seen, probability).
+        #[arg(long)]
+        wrong: Option<PathBuf>,
         /// Write every evidence pattern seen to this CSV file: pairs, how
         /// many are the same person, how many were confirmed, and the
         /// predicted probability (mean, lowest, highest).
@@ -130,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_train,
             national_records,
             missed,
+            wrong,
             patterns,
             without,
             write_policy,
@@ -166,6 +172,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 w.write_record(["force", "employee_id", "record_id", "evidence", "probability"])?;
                 for (f, e, r, ev, p) in &r.missed_pairs {
                     w.write_record([f.as_str(), e, r, ev, &format!("{p:.6}")])?;
+                }
+                w.flush()?;
+            }
+            if let Some(path) = wrong {
+                let mut w = csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
+                w.write_record(["force", "employee_id", "record_id", "relation", "evidence", "probability"])?;
+                for (f, e, r, rel, ev, p) in &r.wrong_pairs {
+                    w.write_record([f.as_str(), e, r, rel, ev, &format!("{p:.6}")])?;
                 }
                 w.flush()?;
             }
