@@ -14,12 +14,15 @@
 //! So each field is either absent on a side (no evidence), or its true level
 //! lies in a known set of *possible levels* ([`Assessment::possible`]).
 //!
-//! Five kinds of pair are told apart:
+//! Six kinds of pair are told apart:
 //! - **same person** (`m`): the level distribution of a person recorded
 //!   twice, with keying errors, moves and missing values;
 //! - **twin**, **sibling**, **parent or child**: same surname, often the
 //!   same address; a twin has the same date of birth, a parent or child now
 //!   and then the same forename (a junior), never both;
+//! - **namesake**: another person with the same name and date of birth,
+//!   whose records carry the same keying errors, at an address and with an
+//!   NI number that agree only by chance (since default-2026-12.5);
 //! - **unrelated** (`u`): chance agreement in the population.
 //!
 //! Each class gives a field's possible levels the sum of its probabilities,
@@ -104,8 +107,11 @@ impl RelativeTable {
     }
 }
 
-/// The kinds of relative the model knows, in policy order.
-pub const RELATIVES: [&str; 3] = ["twin", "sibling", "parent_child"];
+/// The kinds of relative the model knows, in policy order. A namesake is
+/// not kin, but is modelled the same way: another person, with the
+/// subject's name and date of birth, whose records carry the same keying
+/// errors.
+pub const RELATIVES: [&str; 4] = ["twin", "sibling", "parent_child", "namesake"];
 
 /// How a trained policy was trained (written by `vigil-coordinator calibrate`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -162,6 +168,11 @@ pub struct PolicyFile {
     pub sibling: RelativeTable,
     /// Parents and children.
     pub parent_child: RelativeTable,
+    /// Namesakes: other people with the subject's name and date of birth.
+    /// A policy written before default-2026-12.5 lacks the table, and
+    /// decides without the class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namesake: Option<RelativeTable>,
     /// Level probabilities for unrelated people (chance agreement).
     pub chance: FieldTable,
     /// Present in a trained policy.
@@ -201,8 +212,10 @@ pub enum PolicyError {
 /// Level probabilities of one class: `[field][level]`.
 pub type Table = [[f64; 4]; FIELDS.len()];
 
-/// Classes of the model: same person, three kinds of relative, unrelated.
-pub const CLASSES: usize = 5;
+/// Classes of the model: same person, four kinds of relative, unrelated.
+pub const CLASSES: usize = 2 + RELATIVES.len();
+/// The unrelated class's index.
+pub const UNRELATED: usize = CLASSES - 1;
 
 /// The posterior of each class from its log likelihood, priors included
 /// ([`Policy::log_likelihoods`]).
@@ -233,13 +246,15 @@ pub struct Policy {
     /// Share of national records that belong to an enrolled subject ([`record`]).
     pub record_has_subject: f64,
     /// Expected records per subject of each kind of relative ([`RELATIVES`]).
-    pub relatives_per_subject: [f64; 3],
+    /// 0 for a class the policy file lacks (a namesake, before
+    /// default-2026-12.5).
+    pub relatives_per_subject: [f64; RELATIVES.len()],
     /// Pseudo-count of the name-frequency prior.
     pub pseudo_count: f64,
     /// Same person.
     pub m: Table,
     /// Each kind of relative.
-    pub r: [Table; 3],
+    pub r: [Table; RELATIVES.len()],
     /// Unrelated.
     pub u: Table,
     /// How it was trained, if it was.
@@ -257,22 +272,20 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq)]
 struct LnTables {
     ln: [[[f64; CLASSES]; 16]; FIELDS.len()],
-    from: (Table, [Table; 3], Table),
+    from: (Table, [Table; RELATIVES.len()], Table),
 }
 
 impl LnTables {
-    fn of(m: &Table, r: &[Table; 3], u: &Table) -> LnTables {
+    fn of(m: &Table, r: &[Table; RELATIVES.len()], u: &Table) -> LnTables {
         let mut ln = [[[0.0; CLASSES]; 16]; FIELDS.len()];
         for (i, by_mask) in ln.iter_mut().enumerate() {
             for (mask, row) in by_mask.iter_mut().enumerate() {
                 let mask = mask as u8;
-                *row = [
-                    log_sum(&m[i], mask),
-                    log_sum(&r[0][i], mask),
-                    log_sum(&r[1][i], mask),
-                    log_sum(&r[2][i], mask),
-                    log_sum(&u[i], mask),
-                ];
+                row[0] = log_sum(&m[i], mask);
+                for (k, t) in r.iter().enumerate() {
+                    row[1 + k] = log_sum(&t[i], mask);
+                }
+                row[UNRELATED] = log_sum(&u[i], mask);
             }
         }
         LnTables { ln, from: (*m, *r, *u) }
@@ -541,8 +554,8 @@ impl Policy {
             return bad("candidate_probability must not exceed confirm_probability");
         }
         let count = |x: f64| x.is_finite() && x > 0.0 && x <= 1000.0;
-        let relatives = [&file.twin, &file.sibling, &file.parent_child];
-        if !count(file.matches_per_subject) || relatives.iter().any(|r| !count(r.per_subject)) {
+        let relatives = [Some(&file.twin), Some(&file.sibling), Some(&file.parent_child), file.namesake.as_ref()];
+        if !count(file.matches_per_subject) || relatives.iter().flatten().any(|r| !count(r.per_subject)) {
             return bad("matches_per_subject and every per_subject must be above 0 and at most 1000");
         }
         let share = |x: f64| x.is_finite() && (0.0..1.0).contains(&x);
@@ -558,11 +571,16 @@ impl Policy {
             return bad("frequency_pseudo_count must be above 0 and at most 1000");
         }
         let m = table_of(&file.same_person, "same_person")?;
-        let r = [
-            table_of(&file.twin.fields(), RELATIVES[0])?,
-            table_of(&file.sibling.fields(), RELATIVES[1])?,
-            table_of(&file.parent_child.fields(), RELATIVES[2])?,
-        ];
+        // A class the file lacks keeps the unrelated table with no prior.
+        let chance = table_of(&file.chance, "chance")?;
+        let mut r = [chance; RELATIVES.len()];
+        let mut per_subject = [0.0; RELATIVES.len()];
+        for (k, t) in relatives.iter().enumerate() {
+            if let Some(t) = t {
+                r[k] = table_of(&t.fields(), RELATIVES[k])?;
+                per_subject[k] = t.per_subject;
+            }
+        }
         let u = table_of(&file.chance, "chance")?;
         Ok(Policy {
             version: file.version,
@@ -573,7 +591,7 @@ impl Policy {
             further_record: file.further_record,
             unseen_share: file.unseen_share,
             record_has_subject: file.record_has_subject,
-            relatives_per_subject: [file.twin.per_subject, file.sibling.per_subject, file.parent_child.per_subject],
+            relatives_per_subject: per_subject,
             pseudo_count: file.frequency_pseudo_count,
             ln: LnTables::of(&m, &r, &u),
             m,
@@ -605,6 +623,8 @@ impl Policy {
             twin: relative_table(&self.r[0], self.relatives_per_subject[0]),
             sibling: relative_table(&self.r[1], self.relatives_per_subject[1]),
             parent_child: relative_table(&self.r[2], self.relatives_per_subject[2]),
+            namesake: (self.relatives_per_subject[3] > 0.0)
+                .then(|| relative_table(&self.r[3], self.relatives_per_subject[3])),
             chance: field_table(&self.u),
             training: self.training.clone(),
         }
@@ -668,6 +688,7 @@ impl Policy {
         let pm = self.pair_prior(x.records);
         let pr = self.relatives_per_subject.map(|r| (r / n).min(0.1));
         let pu = 1.0 - pm - pr.iter().sum::<f64>();
+        // ln 0 is -inf: a class the policy lacks is never the explanation.
         let mut u = self.u;
         if let Some(o) = x.others_of(KeyKind::ForenameDob) {
             u[Field::Forename.index()][3] = self.value_rate(Field::Forename, o, x.records);
@@ -676,16 +697,21 @@ impl Policy {
             u[Field::Surname.index()][3] = self.value_rate(Field::Surname, o, x.records);
         }
         debug_assert!(self.ln.from == (self.m, self.r, self.u), "the policy's log sums are stale");
-        let mut out = [pm.ln(), pr[0].ln(), pr[1].ln(), pr[2].ln(), pu.ln()];
+        let mut out = [0.0; CLASSES];
+        out[0] = pm.ln();
+        for (o, p) in out[1..UNRELATED].iter_mut().zip(pr) {
+            *o = p.ln();
+        }
+        out[UNRELATED] = pu.ln();
         for (i, mask) in x.possible.iter().enumerate() {
             let row = &self.ln.ln[i][usize::from(*mask & 15)];
-            for (o, l) in out[..4].iter_mut().zip(row) {
+            for (o, l) in out[..UNRELATED].iter_mut().zip(row) {
                 *o += l;
             }
             // A name's chance rate may be refined from its frequency.
-            out[4] += if u[i] == self.u[i] { row[4] } else { log_sum(&u[i], *mask) };
+            out[UNRELATED] += if u[i] == self.u[i] { row[UNRELATED] } else { log_sum(&u[i], *mask) };
         }
-        out[4] += self.common_values(&u, x).ln();
+        out[UNRELATED] += self.common_values(&u, x).ln();
         out
     }
 

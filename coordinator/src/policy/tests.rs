@@ -37,7 +37,7 @@ fn default_policy_parses_and_round_trips() {
         a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() <= 1e-5 * y.max(1e-12))
     };
     assert!(close(&again.m, &p.m) && close(&again.u, &p.u));
-    assert!((0..3).all(|i| close(&again.r[i], &p.r[i])));
+    assert!((0..RELATIVES.len()).all(|i| close(&again.r[i], &p.r[i])));
     assert_eq!(again.relatives_per_subject, p.relatives_per_subject);
     assert_eq!(again.version, p.version);
 }
@@ -121,15 +121,15 @@ fn log_likelihoods_summed(p: &Policy, x: &Features) -> [f64; CLASSES] {
     if let Some(o) = x.others_of(SurnameDob) {
         u[Field::Surname.index()][3] = p.value_rate(Field::Surname, o, x.records);
     }
-    let mut out = [pm.ln(), pr[0].ln(), pr[1].ln(), pr[2].ln(), pu.ln()];
+    let mut out = [pm.ln(), pr[0].ln(), pr[1].ln(), pr[2].ln(), pr[3].ln(), pu.ln()];
     for (i, mask) in x.possible.iter().enumerate() {
         out[0] += log_sum(&p.m[i], *mask);
-        for r in 0..3 {
+        for r in 0..RELATIVES.len() {
             out[1 + r] += log_sum(&p.r[r][i], *mask);
         }
-        out[4] += log_sum(&u[i], *mask);
+        out[UNRELATED] += log_sum(&u[i], *mask);
     }
-    out[4] += p.common_values(&u, x).ln();
+    out[UNRELATED] += p.common_values(&u, x).ln();
     out
 }
 

@@ -221,13 +221,13 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
     let mut p = start.clone();
     let prior = start.m;
     let rel0 = start.relatives_per_subject;
-    let rel_seen = start.r.map(|t| seen_share(&t));
     let mut rounds = 0;
     for _ in 0..ROUNDS {
         rounds += 1;
         let mut acc = [[0.0f64; 4]; FIELDS.len()];
         let mut same = 0.0;
-        let mut relatives = [0.0f64; 3];
+        let mut relatives = [0.0f64; super::RELATIVES.len()];
+        let rel_seen = p.r.map(|t| seen_share(&t));
         let judged = judge(&p, pairs);
         for ((x, &g), post) in pairs.samples.iter().zip(&judged.same).zip(&judged.classes) {
             // What is not the subject's record is shared among relatives
@@ -267,7 +267,11 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
         let n = pairs.subjects as f64;
         let (lambda, rel) = if pairs.subjects > 0 {
             let mut rel = rel0;
-            for r in 0..3 {
+            for r in 0..rel.len() {
+                // A class the policy lacks stays out.
+                if rel0[r] == 0.0 {
+                    continue;
+                }
                 // A weak prior: the starting rate, worth RELATIVE_PSEUDO subjects.
                 rel[r] = ((relatives[r] / rel_seen[r] + RELATIVE_PSEUDO * rel0[r]) / (n + RELATIVE_PSEUDO))
                     .clamp(1e-6, 10.0);
@@ -282,11 +286,17 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
         let owned = (lambda * n / f64::from(pairs.records())).clamp(0.0, 0.999);
         let change = (lambda - p.matches_per_subject).abs() / p.matches_per_subject
             + (owned - p.record_has_subject).abs() / p.record_has_subject.max(1e-3)
-            + rel.iter().zip(p.relatives_per_subject.iter()).map(|(a, b)| (a - b).abs() / b).sum::<f64>()
+            + rel
+                .iter()
+                .zip(p.relatives_per_subject.iter())
+                .filter(|(_, b)| **b > 0.0)
+                .map(|(a, b)| (a - b).abs() / b)
+                .sum::<f64>()
             + m.iter().zip(p.m.iter()).map(|(a, b)| rel_change(a, b)).sum::<f64>()
             + (prior.has_record - p.subject_has_record).abs() / p.subject_has_record
             + (prior.further - p.further_record).abs() / p.further_record;
         p.m = m;
+        namesakes_keyed_alike(&mut p);
         p.tables_changed();
         p.matches_per_subject = lambda;
         p.relatives_per_subject = rel;
@@ -300,6 +310,15 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
         }
     }
     (p, rounds)
+}
+
+/// A namesake's records carry the same keying errors as the subject's own:
+/// their name and date levels follow the trained same-person levels.
+fn namesakes_keyed_alike(p: &mut Policy) {
+    let n = super::RELATIVES.iter().position(|r| *r == "namesake").unwrap_or(super::RELATIVES.len() - 1);
+    for f in [Field::Forename, Field::Surname, Field::Dob] {
+        p.r[n][f.index()] = p.m[f.index()];
+    }
 }
 
 /// Trains a policy from `start`: chance rates from pairs of subjects, then
@@ -454,6 +473,11 @@ mod tests {
     /// recognition; surname likewise; date: 7% two of three parts, 2% the
     /// year, 1% nothing; postcode: 5% the district, 15% another).
     fn keyed(i: u32, records: u32) -> Evidence {
+        ev(keyed_levels(i), records)
+    }
+
+    /// The levels of [`keyed`].
+    fn keyed_levels(i: u32) -> [u8; 5] {
         let mut x = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut draw = |cuts: &[u64]| {
             x ^= x << 13;
@@ -468,7 +492,7 @@ mod tests {
         let s = name(draw(&[85, 92, 97]));
         let d = [3, 2, 1, 0][usize::from(draw(&[90, 97, 99]))];
         let p = [2, 1, 0][usize::from(draw(&[80, 85]))];
-        ev([f, s, d, p, 0], records)
+        [f, s, d, p, 0]
     }
 
     /// A source built from the subjects themselves (one record each, no
@@ -546,5 +570,60 @@ mod tests {
             a[0].probability,
             a[1].probability
         );
+    }
+
+    /// The same source where a tenth of the subjects also have a namesake
+    /// (their name and date of birth, another address, another NI number),
+    /// NI numbers held on both sides: training learns how common namesakes
+    /// are from them. Where no NI number is held, a subject's own record keyed
+    /// with a weak forename at their address (`F1 S3 D3 P2`) beside a
+    /// namesake (`F3 S3 D3 P0`) is then confirmed and the namesake is not: a
+    /// namesake is far commoner here than a twin at the same address. The
+    /// policy before the namesake class (default-2026-12.4) took the
+    /// namesake for the subject's record.
+    #[test]
+    fn namesakes_are_learnt_from_other_ni_numbers_and_not_confirmed_without_them() {
+        const N: u32 = 2200;
+        let with_nino = |levels: [u8; 5]| {
+            let have: KindSet = ALL.into_iter().collect();
+            Evidence {
+                agreeing: have.iter().filter(|k| k.implies().iter().all(|(f, l)| levels[f.index()] >= *l)).collect(),
+                shares: [1; ALL.len()],
+                subject_kinds: have,
+                record_kinds: have,
+                records: N,
+            }
+        };
+        let namesake = with_nino([3, 3, 3, 0, 0]);
+        let mut pairs = SubjectPairs::default();
+        pairs.set_sources(1);
+        for i in 0..2000 {
+            pairs.probed();
+            let mut own = keyed_levels(i);
+            own[4] = 2;
+            let own = with_nino(own);
+            if i % 10 == 0 {
+                pairs.add_group([(2 * i, &own), (2 * i + 1, &namesake)]);
+            } else {
+                pairs.add_group([(2 * i, &own)]);
+            }
+        }
+        let start = Policy::default_policy();
+        let chance = SubjectChance::new(std::iter::empty());
+        let p = train(&start, &chance, &pairs, u64::from(N), "test");
+        assert!(p.relatives_per_subject[3] > 0.03, "namesakes per subject {}", p.relatives_per_subject[3]);
+        let a = p.assess_subject(&[(0u8, ev([1, 3, 3, 2, 0], N)), (0u8, ev([3, 3, 3, 0, 0], N))]);
+        assert!(
+            a[0].probability >= p.confirm && a[1].probability < p.confirm,
+            "{} and {}",
+            a[0].probability,
+            a[1].probability
+        );
+        // Without the class, trained alike.
+        let mut file: super::super::PolicyFile = toml::from_str(super::super::DEFAULT_POLICY).unwrap();
+        file.namesake = None;
+        let before = train(&Policy::from_file(file).unwrap(), &chance, &pairs, u64::from(N), "test");
+        let a = before.assess_subject(&[(0u8, ev([1, 3, 3, 2, 0], N)), (0u8, ev([3, 3, 3, 0, 0], N))]);
+        assert!(a[1].probability >= p.confirm, "{} and {}", a[0].probability, a[1].probability);
     }
 }
