@@ -106,7 +106,7 @@ pub struct EvalResult {
     #[serde(skip)]
     pub confirmed_pairs: Vec<(String, String, String)>,
     /// Every same-person pair not confirmed: (force, employee id, record id,
-    /// evidence, probability).
+    /// evidence (`refused` for a pair with a refused row), probability).
     #[serde(skip)]
     pub missed_pairs: Vec<(String, String, String, String, f64)>,
     /// Every confirmed pair that is not the same person: (force, employee
@@ -381,7 +381,7 @@ pub fn run(
         return Err(bad("header must be force,employee_id,record_id,relation".into()));
     }
     let mut same: HashSet<(u32, u32)> = HashSet::new();
-    let mut same_refused: Vec<String> = Vec::new();
+    let mut same_refused: Vec<(String, String, String)> = Vec::new();
     let mut hard: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut relation: HashMap<(u32, u32), String> = HashMap::new();
     for (i, row) in rdr.records().enumerate() {
@@ -396,7 +396,7 @@ pub fn run(
             let known_s = s.is_some() || subject_refused;
             let known_r = r.is_some() || record_refused;
             if &row[3] == "same_person" && known_s && known_r {
-                same_refused.push(format!("{}/{}", &row[1], &row[2]));
+                same_refused.push((row[0].to_string(), row[1].to_string(), row[2].to_string()));
             }
             continue;
         };
@@ -424,6 +424,9 @@ pub fn run(
         let prob = probability.get(p).copied().unwrap_or(0.0);
         missed_pairs.push((f.clone(), e.clone(), records[p.1 as usize].clone(), label.clone(), prob));
         *missed_by_evidence.entry(label).or_default() += 1;
+    }
+    for (f, e, r) in &same_refused {
+        missed_pairs.push((f.clone(), e.clone(), r.clone(), "refused".to_string(), 0.0));
     }
     missed_pairs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     let mut wrong_pairs: Vec<_> = confirmed

@@ -60,7 +60,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         national_records: u32,
         /// Write every same-person pair that was not confirmed to this CSV
-        /// file (force, employee, record, evidence seen, probability).
+        /// file (force, employee, record, evidence seen, probability); a pair
+        /// with a refused row shows `refused`.
         #[arg(long)]
         missed: Option<PathBuf>,
         /// Write every confirmed pair that is not the same person to this CSV

@@ -24,6 +24,7 @@ fn synth_writes_a_set_that_eval_scores_and_bad_parameters_exit_64() {
         .map(|e| e.unwrap().path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("roster-"))
         .unwrap();
+    let (missed, wrong) = (d.path().join("missed.csv"), d.path().join("wrong.csv"));
     let out = lab()
         .arg("eval")
         .arg("--roster")
@@ -32,8 +33,29 @@ fn synth_writes_a_set_that_eval_scores_and_bad_parameters_exit_64() {
         .arg(set.join("extract.csv"))
         .arg("--truth")
         .arg(set.join("truth.csv"))
+        .arg("--missed")
+        .arg(&missed)
+        .arg("--wrong")
+        .arg(&wrong)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("precision ") && text.contains("recall "), "{out:?}");
+    // "confirmed  N pairs: T true, F false; M same-person pairs missed ..."
+    let line = text.lines().find(|l| l.starts_with("confirmed")).unwrap();
+    let numbers: Vec<usize> =
+        line.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect();
+    let (false_pairs, missed_pairs) = (numbers[2], numbers[3]);
+    // One row a pair, under a header: the lists hold exactly what was counted.
+    let rows = |p: &std::path::Path| {
+        let text = std::fs::read_to_string(p).unwrap();
+        let mut lines = text.lines();
+        (lines.next().unwrap().to_string(), lines.count())
+    };
+    let (header, n) = rows(&missed);
+    assert_eq!(header, "force,employee_id,record_id,evidence,probability");
+    assert_eq!(n, missed_pairs, "{line}");
+    let (header, n) = rows(&wrong);
+    assert_eq!(header, "force,employee_id,record_id,relation,evidence,probability");
+    assert_eq!(n, false_pairs, "{line}");
 }
