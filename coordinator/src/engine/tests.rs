@@ -339,6 +339,8 @@ fn a_record_no_one_else_claims_confirms_in_a_dense_source_until_someone_does() {
     s.policy.subject_has_record = 0.5;
     s.policy.further_record = 0.001;
     s.policy.record_has_subject = 0.97;
+    // A threshold the subject's side alone falls short of.
+    s.policy.confirm = 0.99;
     let (mut e, _, c) = Engine::load(&store, s.clone(), signer(), 0).unwrap();
     store.commit(&c).unwrap();
     commit(&store, e.apply_roster(&store, "gmp", roster(1, vec![(1, person(1))], vec![]), 1).unwrap());

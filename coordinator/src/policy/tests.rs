@@ -215,7 +215,7 @@ fn bad_policies_are_refused_with_the_reason() {
     let cases = [
         (base.replace("version =", "versio ="), "unknown field"),
         (base.replace("scheme = 2", "scheme = 1"), "scheme 1"),
-        (base.replace("confirm_probability = 0.99", "confirm_probability = 1.5"), "between 0 and 1"),
+        (base.replace("confirm_probability = 0.95", "confirm_probability = 1.5"), "between 0 and 1"),
         (base.replace("candidate_probability = 0.5", "candidate_probability = 0.999"), "must not exceed"),
         (base.replace("nino = [0.005, 0.075, 0.92]", "nino = [0.005, 0.995]"), "[same_person] nino needs 3"),
         (base.replace("forename = [0.03, 0.03, 0.04, 0.90]", "forename = [0.03, 0.03, 0.04, 0.80]"), "add up"),
