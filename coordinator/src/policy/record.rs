@@ -133,7 +133,7 @@ mod tests {
         // c = 0.03 + 0.97 · 0.02: odds about 20 times higher.
         assert!((c.exp() - 0.0494).abs() < 1e-4, "{}", c.exp());
         let raised = p.unclaimed(0.9655, c);
-        // Odds 28 become 567: above the confirmation threshold of 0.99.
+        // Odds 28 become 567: from 0.966 to 0.998.
         assert!((raised - 0.99824).abs() < 1e-4, "{raised}");
         assert_eq!(p.unclaimed(0.0, c), 0.0);
         assert_eq!(p.unclaimed(1.0, c), 1.0);
