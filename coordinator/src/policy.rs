@@ -112,6 +112,8 @@ impl RelativeTable {
 /// subject's name and date of birth, whose records carry the same keying
 /// errors.
 pub const RELATIVES: [&str; 4] = ["twin", "sibling", "parent_child", "namesake"];
+/// The namesake's index in [`RELATIVES`].
+pub const NAMESAKE: usize = 3;
 
 /// How a trained policy was trained (written by `vigil-coordinator calibrate`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -581,7 +583,7 @@ impl Policy {
                 per_subject[k] = t.per_subject;
             }
         }
-        let u = table_of(&file.chance, "chance")?;
+        let u = chance;
         Ok(Policy {
             version: file.version,
             confirm: file.confirm_probability,
@@ -623,8 +625,8 @@ impl Policy {
             twin: relative_table(&self.r[0], self.relatives_per_subject[0]),
             sibling: relative_table(&self.r[1], self.relatives_per_subject[1]),
             parent_child: relative_table(&self.r[2], self.relatives_per_subject[2]),
-            namesake: (self.relatives_per_subject[3] > 0.0)
-                .then(|| relative_table(&self.r[3], self.relatives_per_subject[3])),
+            namesake: (self.relatives_per_subject[NAMESAKE] > 0.0)
+                .then(|| relative_table(&self.r[NAMESAKE], self.relatives_per_subject[NAMESAKE])),
             chance: field_table(&self.u),
             training: self.training.clone(),
         }
@@ -688,7 +690,6 @@ impl Policy {
         let pm = self.pair_prior(x.records);
         let pr = self.relatives_per_subject.map(|r| (r / n).min(0.1));
         let pu = 1.0 - pm - pr.iter().sum::<f64>();
-        // ln 0 is -inf: a class the policy lacks is never the explanation.
         let mut u = self.u;
         if let Some(o) = x.others_of(KeyKind::ForenameDob) {
             u[Field::Forename.index()][3] = self.value_rate(Field::Forename, o, x.records);
@@ -697,6 +698,7 @@ impl Policy {
             u[Field::Surname.index()][3] = self.value_rate(Field::Surname, o, x.records);
         }
         debug_assert!(self.ln.from == (self.m, self.r, self.u), "the policy's log sums are stale");
+        // ln 0 is -inf: a class the policy lacks is never the explanation.
         let mut out = [0.0; CLASSES];
         out[0] = pm.ln();
         for (o, p) in out[1..UNRELATED].iter_mut().zip(pr) {

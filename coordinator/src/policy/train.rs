@@ -32,7 +32,7 @@ use vigil_proto::KeyKind;
 use vigil_proto::kinds::{ALL, FIELDS, Field, KindSet};
 
 use super::subject::{self, SubjectPrior};
-use super::{Evidence, Features, Policy, Table, Training, features};
+use super::{Evidence, Features, NAMESAKE, Policy, Table, Training, features};
 
 /// Pseudo-count of the chance-rate estimates (expected pairs at the
 /// population rate).
@@ -315,9 +315,8 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
 /// A namesake's records carry the same keying errors as the subject's own:
 /// their name and date levels follow the trained same-person levels.
 fn namesakes_keyed_alike(p: &mut Policy) {
-    let n = super::RELATIVES.iter().position(|r| *r == "namesake").unwrap_or(super::RELATIVES.len() - 1);
     for f in [Field::Forename, Field::Surname, Field::Dob] {
-        p.r[n][f.index()] = p.m[f.index()];
+        p.r[NAMESAKE][f.index()] = p.m[f.index()];
     }
 }
 
@@ -537,6 +536,23 @@ mod tests {
         assert!(a[0].probability >= p.confirm, "a lone F0 S3 D3 P0 candidate: {}", a[0].probability);
     }
 
+    /// A source of 2,000 subjects, each with their own record (`own`), and
+    /// a tenth of them with `other` beside it.
+    fn a_tenth_beside(own: impl Fn(u32) -> Evidence, other: &Evidence) -> SubjectPairs {
+        let mut pairs = SubjectPairs::default();
+        pairs.set_sources(1);
+        for i in 0..2000 {
+            pairs.probed();
+            let own = own(i);
+            if i % 10 == 0 {
+                pairs.add_group([(2 * i, &own), (2 * i + 1, other)]);
+            } else {
+                pairs.add_group([(2 * i, &own)]);
+            }
+        }
+        pairs
+    }
+
     /// The same source where a tenth of the subjects also have a twin at
     /// another address beside their own record: the twin candidates are
     /// explained away by the subject's own record, the twin class learns
@@ -545,16 +561,7 @@ mod tests {
     fn twins_beside_the_subjects_own_records_are_learnt_and_not_confirmed() {
         const N: u32 = 2200;
         let (full, twin_like) = (ev([3, 3, 3, 2, 0], N), ev([0, 3, 3, 0, 0], N));
-        let mut pairs = SubjectPairs::default();
-        pairs.set_sources(1);
-        for i in 0..2000 {
-            pairs.probed();
-            if i % 10 == 0 {
-                pairs.add_group([(2 * i, &full), (2 * i + 1, &twin_like)]);
-            } else {
-                pairs.add_group([(2 * i, &full)]);
-            }
-        }
+        let pairs = a_tenth_beside(|_| full, &twin_like);
         let start = Policy::default_policy();
         let chance = SubjectChance::new(std::iter::empty());
         let p = train(&start, &chance, &pairs, u64::from(N), "test");
@@ -594,24 +601,22 @@ mod tests {
                 records: N,
             }
         };
-        let namesake = with_nino([3, 3, 3, 0, 0]);
-        let mut pairs = SubjectPairs::default();
-        pairs.set_sources(1);
-        for i in 0..2000 {
-            pairs.probed();
-            let mut own = keyed_levels(i);
-            own[4] = 2;
-            let own = with_nino(own);
-            if i % 10 == 0 {
-                pairs.add_group([(2 * i, &own), (2 * i + 1, &namesake)]);
-            } else {
-                pairs.add_group([(2 * i, &own)]);
-            }
-        }
+        let pairs = a_tenth_beside(
+            |i| {
+                let mut own = keyed_levels(i);
+                own[4] = 2;
+                with_nino(own)
+            },
+            &with_nino([3, 3, 3, 0, 0]),
+        );
         let start = Policy::default_policy();
         let chance = SubjectChance::new(std::iter::empty());
         let p = train(&start, &chance, &pairs, u64::from(N), "test");
-        assert!(p.relatives_per_subject[3] > 0.03, "namesakes per subject {}", p.relatives_per_subject[3]);
+        assert!(
+            p.relatives_per_subject[NAMESAKE] > 0.03,
+            "namesakes per subject {}",
+            p.relatives_per_subject[NAMESAKE]
+        );
         let a = p.assess_subject(&[(0u8, ev([1, 3, 3, 2, 0], N)), (0u8, ev([3, 3, 3, 0, 0], N))]);
         assert!(
             a[0].probability >= p.confirm && a[1].probability < p.confirm,
