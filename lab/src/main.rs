@@ -169,26 +169,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             if let Some(path) = missed {
-                let mut w = csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
-                w.write_record(["force", "employee_id", "record_id", "evidence", "probability"])?;
-                for (f, e, r, ev, p) in &r.missed_pairs {
-                    w.write_record([f.as_str(), e, r, ev, &format!("{p:.6}")])?;
-                }
-                w.flush()?;
+                let rows = r
+                    .missed_pairs
+                    .iter()
+                    .map(|(f, e, r, ev, p)| vec![f.clone(), e.clone(), r.clone(), ev.clone(), format!("{p:.6}")]);
+                write_csv(&path, &["force", "employee_id", "record_id", "evidence", "probability"], rows)?;
             }
             if let Some(path) = wrong {
-                let mut w = csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
-                w.write_record(["force", "employee_id", "record_id", "relation", "evidence", "probability"])?;
-                for (f, e, r, rel, ev, p) in &r.wrong_pairs {
-                    w.write_record([f.as_str(), e, r, rel, ev, &format!("{p:.6}")])?;
-                }
-                w.flush()?;
+                let rows = r.wrong_pairs.iter().map(|(f, e, r, rel, ev, p)| {
+                    vec![f.clone(), e.clone(), r.clone(), rel.clone(), ev.clone(), format!("{p:.6}")]
+                });
+                let header = ["force", "employee_id", "record_id", "relation", "evidence", "probability"];
+                write_csv(&path, &header, rows)?;
             }
             if let Some(path) = patterns {
-                let mut w = csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
-                w.write_record(["evidence", "pairs", "same_person", "confirmed", "predicted", "lowest", "highest"])?;
-                for p in &r.patterns {
-                    w.write_record([
+                let rows = r.patterns.iter().map(|p| {
+                    vec![
                         p.evidence.clone(),
                         p.pairs.to_string(),
                         p.same_person.to_string(),
@@ -196,9 +192,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         format!("{:.6}", p.predicted),
                         format!("{:.6}", p.lowest),
                         format!("{:.6}", p.highest),
-                    ])?;
-                }
-                w.flush()?;
+                    ]
+                });
+                let header = ["evidence", "pairs", "same_person", "confirmed", "predicted", "lowest", "highest"];
+                write_csv(&path, &header, rows)?;
             }
             if let Some(path) = write_policy {
                 std::fs::write(&path, &r.policy_toml).with_context(|| format!("writing {}", path.display()))?;
@@ -211,4 +208,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes `rows` under `header` to a CSV file at `path`.
+fn write_csv(path: &std::path::Path, header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+    w.write_record(header)?;
+    for row in rows {
+        w.write_record(&row)?;
+    }
+    w.flush().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
