@@ -505,6 +505,15 @@ fn relative_table(t: &Table, per_subject: f64) -> RelativeTable {
     }
 }
 
+/// A namesake's records carry the same keying errors as the subject's own:
+/// the namesake's name and date levels are always the same person's (the
+/// file's rows are written for the reader; training moves them with `m`).
+pub(crate) fn namesakes_keyed_alike(m: &Table, r: &mut [Table; RELATIVES.len()]) {
+    for f in [Field::Forename, Field::Surname, Field::Dob] {
+        r[NAMESAKE][f.index()] = m[f.index()];
+    }
+}
+
 /// Rounds to six significant digits, so that written policies stay readable.
 fn round_sig(p: f64) -> f64 {
     if p == 0.0 || !p.is_finite() {
@@ -583,6 +592,7 @@ impl Policy {
                 per_subject[k] = t.per_subject;
             }
         }
+        namesakes_keyed_alike(&m, &mut r);
         let u = chance;
         Ok(Policy {
             version: file.version,

@@ -10,12 +10,10 @@ use vigil_tests::{World, ok, run, wait_until};
 
 use crate::common::{active_pairs, expected, synth_set};
 
-/// The shipped confirmation threshold (`coordinator/src/default-policy.toml`).
-const CONFIRM: &str = "confirm_probability = 0.95";
-const CONFIRM_AT: f64 = 0.95;
-
 #[test]
 fn calibrate_trains_and_a_new_policy_redecides_every_pair_in_the_open() {
+    // The shipped confirmation threshold, as the default policy sets it.
+    let confirm = vigil_coordinator::policy::Policy::default_policy().confirm;
     let mut w = World::new();
     let data = w.path().join("synth");
     let s = synth_set(&data, 41, 1, 400, 4000);
@@ -35,7 +33,7 @@ fn calibrate_trains_and_a_new_policy_redecides_every_pair_in_the_open() {
     assert!(!inbox.is_empty());
     for i in &inbox {
         let p = i["probability"].as_f64().unwrap();
-        assert!((CONFIRM_AT..=1.0).contains(&p), "a confirmed disclosure below the threshold: {i}");
+        assert!((confirm..=1.0).contains(&p), "a confirmed disclosure below the threshold: {i}");
         let fields = i["fields"].as_str().unwrap();
         assert_eq!(fields.split(' ').count(), 5, "{fields}");
         assert!(fields.starts_with('F') && fields.contains(" N"), "{fields}");
@@ -74,7 +72,7 @@ fn calibrate_trains_and_a_new_policy_redecides_every_pair_in_the_open() {
     // A much stricter policy (the trained one with a confirmation threshold
     // few pairs reach): the coordinator logs it and retracts what it no
     // longer confirms, with the reason.
-    let strict = text.replace(CONFIRM, "confirm_probability = 0.999999999");
+    let strict = text.replace(&format!("confirm_probability = {confirm}"), "confirm_probability = 0.999999999");
     assert_ne!(strict, text);
     std::fs::write(&trained, strict).unwrap();
     // (appended to the harness's `[matching]` section)
@@ -104,6 +102,6 @@ fn calibrate_trains_and_a_new_policy_redecides_every_pair_in_the_open() {
         .filter(|e| e["type"] == "disclosure")
         .collect();
     assert!(!disclosures.is_empty());
-    assert!(disclosures.iter().all(|e| e["probability"].as_f64().unwrap() >= CONFIRM_AT && e["fields"].is_string()));
+    assert!(disclosures.iter().all(|e| e["probability"].as_f64().unwrap() >= confirm && e["fields"].is_string()));
     assert!(entries.contains("\"reason\":\"policy_changed\""), "retractions name the policy change");
 }

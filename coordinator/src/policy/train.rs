@@ -32,7 +32,7 @@ use vigil_proto::KeyKind;
 use vigil_proto::kinds::{ALL, FIELDS, Field, KindSet};
 
 use super::subject::{self, SubjectPrior};
-use super::{Evidence, Features, NAMESAKE, Policy, Table, Training, features};
+use super::{Evidence, Features, Policy, Table, Training, features};
 
 /// Pseudo-count of the chance-rate estimates (expected pairs at the
 /// population rate).
@@ -296,7 +296,7 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
             + (prior.has_record - p.subject_has_record).abs() / p.subject_has_record
             + (prior.further - p.further_record).abs() / p.further_record;
         p.m = m;
-        namesakes_keyed_alike(&mut p);
+        super::namesakes_keyed_alike(&p.m, &mut p.r);
         p.tables_changed();
         p.matches_per_subject = lambda;
         p.relatives_per_subject = rel;
@@ -310,14 +310,6 @@ fn fit_same_person(start: &Policy, pairs: &SubjectPairs) -> (Policy, u32) {
         }
     }
     (p, rounds)
-}
-
-/// A namesake's records carry the same keying errors as the subject's own:
-/// their name and date levels follow the trained same-person levels.
-fn namesakes_keyed_alike(p: &mut Policy) {
-    for f in [Field::Forename, Field::Surname, Field::Dob] {
-        p.r[NAMESAKE][f.index()] = p.m[f.index()];
-    }
 }
 
 /// Trains a policy from `start`: chance rates from pairs of subjects, then
@@ -613,9 +605,9 @@ mod tests {
         let chance = SubjectChance::new(std::iter::empty());
         let p = train(&start, &chance, &pairs, u64::from(N), "test");
         assert!(
-            p.relatives_per_subject[NAMESAKE] > 0.03,
+            p.relatives_per_subject[crate::policy::NAMESAKE] > 0.03,
             "namesakes per subject {}",
-            p.relatives_per_subject[NAMESAKE]
+            p.relatives_per_subject[crate::policy::NAMESAKE]
         );
         let a = p.assess_subject(&[(0u8, ev([1, 3, 3, 2, 0], N)), (0u8, ev([3, 3, 3, 0, 0], N))]);
         assert!(
