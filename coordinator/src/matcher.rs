@@ -388,7 +388,7 @@ mod tests {
         // record 1: nino 100, name 200; record 2: name 200 (shared), other 300
         m.add_record(1, &[(KeyKind::Nino, k(100)), (KeyKind::NameDob, k(200))]);
         m.add_record(2, &[(KeyKind::NameDob, k(200)), (KeyKind::NameMd, k(300))]);
-        let subject = [(KeyKind::Nino, k(100)), (KeyKind::NameDob, k(200)), (KeyKind::NameYobDistrict, k(400))];
+        let subject = [(KeyKind::Nino, k(100)), (KeyKind::NameDob, k(200)), (KeyKind::NameDistrict, k(400))];
         let mut hits = Vec::new();
         m.probe_national(&subject, &mut hits);
         assert_eq!(hits.len(), 2);
@@ -397,8 +397,8 @@ mod tests {
         assert!(h1.evidence.agreeing.contains(KeyKind::Nino) && h1.evidence.agreeing.contains(KeyKind::NameDob));
         assert_eq!(h1.evidence.shares[KeyKind::NameDob.index()], 2);
         assert_eq!(h1.evidence.shares[KeyKind::Nino.index()], 1);
-        assert!(h1.evidence.subject_kinds.contains(KeyKind::NameYobDistrict));
-        assert!(!h1.evidence.record_kinds.contains(KeyKind::NameYobDistrict));
+        assert!(h1.evidence.subject_kinds.contains(KeyKind::NameDistrict));
+        assert!(!h1.evidence.record_kinds.contains(KeyKind::NameDistrict));
         let h2 = hits[1];
         assert_eq!(h2.evidence.agreeing.len(), 1);
         assert!(h2.evidence.record_kinds.contains(KeyKind::NameMd));

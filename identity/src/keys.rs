@@ -21,7 +21,7 @@
 //! | `name_md` | `{f,s}`, day and month in either order |
 //! | `phonetic_ym` | `{ph(f),ph(s)}`, year and month |
 //! | `name_postcode` | `{f,s}`, `pc` |
-//! | `name_yob_district` | `{f,s}`, year, `dist` |
+//! | `name_district` | `{f,s}`, `dist` |
 //! | `forename_dob` / `surname_dob` | `f` / `s`, date of birth |
 //! | `surname_postcode` / `forename_postcode` | `s` / `f`, `pc` |
 //! | `birthday_postcode` | day and month in either order, `pc` |
@@ -33,7 +33,8 @@
 //!
 //! Each name variant (the primary name, each part of a multi-part surname,
 //! each previous surname, each alias) is combined with the primary date of
-//! birth, and the primary name with each alternative date. A date with an
+//! birth, and the primary name with each alternative date. `name_yob_district` is retired: no node forms it
+//! any more (`vigil_proto::kinds::RETIRED`). A date with an
 //! impossible part still gives the keys its valid parts allow. No key is
 //! made of one low-entropy field alone.
 
@@ -165,7 +166,7 @@ impl Identity {
             );
         for (name, dob) in combos {
             let (f, s) = (!name.canon.is_empty(), !name.surname.is_empty());
-            if pc && (f || s) {
+            if (pc && (f || s)) || (f && s && self.postcode.is_some()) {
                 return true;
             }
             let Some(d) = dob else { continue };
@@ -343,6 +344,9 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         let s_initial = first_letters(&name.surname, 1);
         let (s_first, s_last) = (first_letters(&name.surname, 3), last_letters(&name.surname, 3));
         let (ia, ib) = if initial <= s_initial { (initial, s_initial) } else { (s_initial, initial) };
+        if let (true, Some(dist)) = (both, district) {
+            k(KeyKind::NameDistrict, &[lo, hi, dist], &mut emit);
+        }
         if let Some(pc) = pc {
             if both {
                 k(KeyKind::NamePostcode, &[lo, hi, pc], &mut emit);
@@ -387,9 +391,6 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         }
         if let (true, Some(y)) = (both, &year) {
             k(KeyKind::NameYob, &[lo, hi, y], &mut emit);
-            if let Some(dist) = district {
-                k(KeyKind::NameYobDistrict, &[lo, hi, y, dist], &mut emit);
-            }
         }
     }
 }
@@ -466,7 +467,7 @@ mod tests {
         }
         assert_eq!(ph.code("smith"), "SM0");
     }
-    use vigil_proto::kinds::{ALL, KindSet};
+    use vigil_proto::kinds::{ALL, KindSet, RETIRED};
 
     fn identity(raw: &RawIdentity<'_>) -> (Identity, Vec<FieldIssue>) {
         let mut issues = Vec::new();
@@ -498,7 +499,7 @@ mod tests {
     };
 
     fn without(names: &[&str]) -> KindSet {
-        ALL.into_iter().filter(|k| !names.contains(&k.short_name())).collect()
+        ALL.into_iter().filter(|k| !RETIRED.contains(k) && !names.contains(&k.short_name())).collect()
     }
 
     /// Which kinds a row forms, by what it holds.
@@ -507,7 +508,7 @@ mod tests {
         let nino = ["nino", "nino_head_yob", "nino_tail_yob", "nino_digits_birthday"];
         let postcode = [
             "name_postcode",
-            "name_yob_district",
+            "name_district",
             "surname_postcode",
             "forename_postcode",
             "birthday_postcode",
@@ -520,7 +521,7 @@ mod tests {
             "name_md",
             "phonetic_ym",
             "name_postcode",
-            "name_yob_district",
+            "name_district",
             "name_yob",
             "initials_dob",
             "forename_initial_surname_md",
@@ -536,17 +537,28 @@ mod tests {
             (
                 "district only",
                 RawIdentity { postcode: "LS1 4Q!", ..FULL },
-                without(&postcode[..]).iter().chain([KeyKind::NameYobDistrict]).collect(),
+                without(&postcode[..]).iter().chain([KeyKind::NameDistrict]).collect(),
             ),
             (
                 "impossible month",
                 RawIdentity { date_of_birth: "1984-13-13", ni_number: "", postcode: "", ..FULL },
                 [KeyKind::NameYob].into_iter().collect(),
             ),
+            (
+                "names and a district, nothing else",
+                RawIdentity { date_of_birth: "", ni_number: "", postcode: "LS1 4Q!", ..FULL },
+                [KeyKind::NameDistrict].into_iter().collect(),
+            ),
             ("no date of birth", RawIdentity { date_of_birth: "", ni_number: "", ..FULL }, {
-                [KeyKind::NamePostcode, KeyKind::SurnamePostcode, KeyKind::ForenamePostcode, KeyKind::InitialsPostcode]
-                    .into_iter()
-                    .collect()
+                [
+                    KeyKind::NamePostcode,
+                    KeyKind::NameDistrict,
+                    KeyKind::SurnamePostcode,
+                    KeyKind::ForenamePostcode,
+                    KeyKind::InitialsPostcode,
+                ]
+                .into_iter()
+                .collect()
             }),
         ];
         for (what, raw, want) in cases {

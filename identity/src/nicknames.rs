@@ -2,8 +2,8 @@
 //!
 //! Each group names a canonical forename and the short forms and variants
 //! that map to it. A folded forename found in a group is replaced by the
-//! group's canonical name in the `canon_*`, `phonetic_*`, `name_pair_*` and
-//! `name_yob_district` keys, so `Bob Smith` and `Robert Smith` agree there.
+//! group's canonical name in every key that holds the forename, so `Bob
+//! Smith` and `Robert Smith` agree there.
 //! Groups are deliberately conservative: a name that is commonly given in its
 //! own right and is not a short form of one other name (Jack, Harvey) is left
 //! alone, and no name belongs to two groups (a unit test checks it). Some

@@ -344,6 +344,7 @@ mod tests {
         nino_tail_yob 57c4c8b21da5a65620c1fc8d434d7f51b6e3aa673ddae58412afe977a7c530a5
         nino_digits_birthday 5b5197c7e87190c5b7cf4d78936149fc2fad6f34d23a82d196b008ee82e3aa2c
         birthday_postcode c7f4cae343b2880ccdf72035ee30ebc399b0b10af0cfe1ff9e2090125230b088
+        name_district a421abc73a089664c3b9223a8e3b8785818fb9ebc05a695631cea6c71cb0b3d2
         name_postcode 2094ddb1a8f61af3f48588cf20a049fa07b2a7857aad0f27a02888be4c5e1d3d
         initials_postcode a3742bbe1154bb47e6a6cf6788e0529a79cf10afc6e57a62a63630a9e79aff6b
         surname_postcode e31ef15a4a6361364c942f4aa6ac4765924f53267c26dda861f14ff6d8d04d46
@@ -362,7 +363,7 @@ mod tests {
         forename_surname_part_md 9801be605f1fa91ddf78cdb065eec804d17e91f31811b5be062f8c23ba20ee6d
         phonetic_ym 3f70e55b6b9b7c8cfdcf03901931c1de11cf252fb7afec2c89cec9c0e5e53a1b
         name_yob 96da1f9c0d98f9608e32b9ffa6525706a9ec362d586b9f72841c30d082f68a94
-        name_yob_district fdb102084fea8bc45ef4a8ac7e00f7902b2e872bd53bfc5beab800bba5c16d84
+        name_district b53819732e43cfe3d3661e5cd9ce962d7cbdc4c7d82c851dbc01f2628c7c5966
         name_postcode ebf28bff9793ed89f2016f18f131eabdb52c68a5f46deb3c7d86debfb7f44c20
         surname_postcode 034d640c700d9e3f5f92e7821ee03da5f4334bbe62ecc6c75b11f171c773f79a
         name_dob 976411851e9b27b93ed7f6815790ed12b5c88fcc554b2ac294d831e0cb43374e
@@ -374,7 +375,7 @@ mod tests {
         forename_initial_surname_md 33e50686b496095b4bb6f8a685c6cc7c582cba6ee381205708a8b9f1f9098d98
         forename_surname_part_md 2fd6a97fa0df9701c1652c14f09b7df0b16dd7a996f738a65c03f6a7d64dd3dc
         name_yob e3cb073d6e51b5af7dc08b68a9905dbd0ae386c3665197c0ecfaa622a12ab7a2
-        name_yob_district fd63c6d5582e8a8ba20a5dbe1a0a6653e0e1a2dbb16fe61238ba9fe4502ee60e
+        name_district 00211d454765c22a8d5b31ae07e68b42840605bb94022053c763674d5e1c207a
         name_postcode 23af9114790ef836c7167ca2478c772a5451bc190e6e69ee8e6ef1c2199aebb9
         initials_postcode cd40cb08a5f8898bd22793f2788fa40b3ac20072a6e085b45639e932ee53eb51
         surname_postcode b212b37ee8505076d4f0cfbdc908fbc0d4a69bf00fe1a6904c8dcdfe83e73ce2
@@ -389,8 +390,7 @@ mod tests {
         forename_surname_part_md 835abfc13623da9a453b0f991e6e642aba5635fe22885ce3e712eb9223e3843a
         phonetic_ym 8720529555cf9e61a316531371c9a11150488c850f60c48152577d71c0c22db0
         name_yob c164358d89a689c8aeb63dc8b546b40b6a476448c0181007981b1d57c0a886b9
-        name_yob_district bff92697d278b382b8829c7e447f07ca8d1684193cb0fadc8952065785123516
-    ";
+";
 
     /// `kind key-bytes (0x1F shown as |) token-hex`, linkage key 00 01 .. 1f, epoch 1.
     const TOKEN_VECTOR: &str = "
@@ -399,6 +399,7 @@ mod tests {
         nino_tail_yob 3456|1984 c87f448b807a60d7c0f9349afee9b0d35c03bd5b401edc7ec2064dfa2fa1eda2
         nino_digits_birthday AB|123456|02|07 c9fa48066577e518acb17afbef297c178259ccca09c4500ccdc7a443e47781b5
         birthday_postcode 02|07|LS1 4AP 7a1e7bd29e64fbc0c538525d47b73ece0a6db238b430f92be533e3cc44a11152
+        name_district obriensmith|zoe|LS1 7d7670a6a460580dad9bfb937b2aad99ad36f7f1285a4e9a2763221da2545c87
         name_postcode obriensmith|zoe|LS1 4AP dfae15c169c27db9d12f2dd756c4366b92edfa14cc88ddd0175690766c30f064
         initials_postcode o|z|LS1 4AP fd7095932316d97a4e110629927e88944ec2e1595b8952345c5aa6122c487453
         surname_postcode obriensmith|LS1 4AP 5b0ed2d01c0bbeb4e284ff67d84c95a2406cec55e195684981531c26803255a1
@@ -417,7 +418,7 @@ mod tests {
         forename_surname_part_md zoe|$|ith|02|07 b8574100432d6f188b117168dd3d4816f3e49143d87c5a7a353fd6738e0d367b
         phonetic_ym APRN|S|1984|07 8652a262fe3f9ea0a2c4dcc296625d4b459ab74fc7993b35d30f3d1dff0ddc6c
         name_yob obriensmith|zoe|1984 3ea3c281502da71e994ab2ade5b8bc5712aa7e8953cf3df33e66819272e449fe
-        name_yob_district obriensmith|zoe|1984|LS1 02b5143961d2e66bc1f2cf43b7e2933fb926b2d7b1bc2e55ba92c6b15707e629
+        name_district obrien|zoe|LS1 1804ffac989ddab780513c50fdc5a1b1ff4b4a0ff0b053e9a262fec88bb8cc70
         name_postcode obrien|zoe|LS1 4AP 50245c49b8c4119f701c32a3b87aa9c1b41370ab59fa9b3a3dd358f5a1ec0b9a
         surname_postcode obrien|LS1 4AP 95926c234a996c8776696a046dd8e9df92f7fc7dc5945d26a1e26d95a04cca7c
         name_dob obrien|zoe|1984-07-02 cb093cb294f969cf4e280a5c7f303ded267a49705a603661df4e2bd69867976c
@@ -429,7 +430,7 @@ mod tests {
         forename_initial_surname_md z|obrien|02|07 d385e0f12de6be2c69da5cef1cb9b346e6244f8ee9bc97019e2c6d5f160642d3
         forename_surname_part_md zoe|$|ien|02|07 f73d986f693e24ab03a5a209a1e403b2d7cfe029be9acc177180dd9207dcc266
         name_yob obrien|zoe|1984 db632bccb1521d7d821ab92318adfb9c917ed557a707a7491b3a4402631c780f
-        name_yob_district obrien|zoe|1984|LS1 cfd3e721f442c0bedd876a9d9be437db69a9c359b78358ee804829f76413d3a9
+        name_district smith|zoe|LS1 171b758376bbdfbcb865142b4cc12aa42fda2635f58cf711a8ab460f325f019c
         name_postcode smith|zoe|LS1 4AP 49e15a3689cf9af98809a4ba649c68a3079614ad385669c18c5c2512960c57fc
         initials_postcode s|z|LS1 4AP b6e88f498ae9baa1258ae19a018cc7dbde304d652c43bfa9c6c73f55be6ae7a5
         surname_postcode smith|LS1 4AP bbced881b0a97648f30b85ea29b04f002a33a7078ec0188298c35a64210e2c06
@@ -444,7 +445,7 @@ mod tests {
         forename_surname_part_md zoe|^|smi|02|07 0ef0cc3cb4c3e10f6a1fc32e25499bf9c0b5445bae4250900fdeacb601603a42
         phonetic_ym S|SM0|1984|07 8c81529478c99fab3fb809b41a6358d8ed3c77903a7b979b619c5b91274b60bf
         name_yob smith|zoe|1984 9a25491dbf8f51eacd8fc78b2d8949dfe8482ca993ef443ff64bf030e9d60987
-        name_yob_district smith|zoe|1984|LS1 396df34680091f87ff50dc86906f1eadc05d0deb2bd674081d17654b79c3c89e
+        name_district kowalska|zoe|LS1 8e01a6af0604e9809829e3a76db67f4c2fa8b2d45afee55f51441e1d56586919
         name_postcode kowalska|zoe|LS1 4AP 1fb881c52231b643d9754fa9d29510e4a986ec96cd5ee76cd1e4350f691ce293
         initials_postcode k|z|LS1 4AP 5135fda437c5e07ed05103a20212d2c39deaac255b370ce95aebf8ba666e32cb
         surname_postcode kowalska|LS1 4AP 578c48d6a07f5458d4b4022177b5dd9423ca897d5bc2d53e9e7392c735087b2b
@@ -461,8 +462,7 @@ mod tests {
         forename_surname_part_md zoe|$|ska|02|07 c08ffdbf87332f14925213b40b68033ed4855b05a9b51dea4d5ef864e9ebd213
         phonetic_ym KLSK|S|1984|07 403c4313910192255d2abe0dda6c5f9d3c83a3005eb65af009f1001f1491b8ae
         name_yob kowalska|zoe|1984 e20af0b74a0661e23ac3398eafa1e02a718593961139ccfdf95f79fe4b26026c
-        name_yob_district kowalska|zoe|1984|LS1 86a855429af9ff719170140f770fcb19b187f01f5b6737aa42bab9aae53834b9
-    ";
+";
 
     #[test]
     fn subkeys_differ_by_kind_and_epoch() {

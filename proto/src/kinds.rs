@@ -17,8 +17,11 @@
 
 pub use crate::v1::KeyKind;
 
-/// Every kind of scheme v2, in wire order.
-pub const ALL: [KeyKind; 21] = [
+/// Every kind of scheme v2, in wire order. `name_yob_district` is retired:
+/// nodes no longer form it (`name_district` holds the same names and
+/// district without the year), but a coordinator still reads it from a side
+/// that has not sent again since, so it keeps its place.
+pub const ALL: [KeyKind; 22] = [
     KeyKind::Nino,
     KeyKind::NinoHeadYob,
     KeyKind::NinoTailYob,
@@ -40,7 +43,11 @@ pub const ALL: [KeyKind; 21] = [
     KeyKind::ForenameInitialSurnameMd,
     KeyKind::InitialsPostcode,
     KeyKind::ForenameSurnamePartMd,
+    KeyKind::NameDistrict,
 ];
+
+/// Kinds nodes no longer form (see [`ALL`]).
+pub const RETIRED: [KeyKind; 1] = [KeyKind::NameYobDistrict];
 
 /// Most name variants one identity keeps (primary name, surname parts,
 /// previous surnames, aliases); a node reports and ignores the rest.
@@ -63,9 +70,11 @@ pub const fn max_per_identity(kind: KeyKind) -> usize {
         KeyKind::NinoHeadYob | KeyKind::NinoTailYob | KeyKind::NinoDigitsBirthday | KeyKind::BirthdayPostcode => {
             MAX_DOBS
         }
-        KeyKind::NamePostcode | KeyKind::SurnamePostcode | KeyKind::ForenamePostcode | KeyKind::InitialsPostcode => {
-            MAX_NAMES
-        }
+        KeyKind::NamePostcode
+        | KeyKind::SurnamePostcode
+        | KeyKind::ForenamePostcode
+        | KeyKind::InitialsPostcode
+        | KeyKind::NameDistrict => MAX_NAMES,
         KeyKind::ForenamePartSurnameDob | KeyKind::SurnamePartForenameDob | KeyKind::ForenameSurnamePartMd => {
             2 * combos
         }
@@ -201,6 +210,7 @@ impl KeyKind {
             KeyKind::ForenameInitialSurnameMd => "forename_initial_surname_md",
             KeyKind::InitialsPostcode => "initials_postcode",
             KeyKind::ForenameSurnamePartMd => "forename_surname_part_md",
+            KeyKind::NameDistrict => "name_district",
         }
     }
 
@@ -264,6 +274,7 @@ impl KeyKind {
             KeyKind::ForenameInitialSurnameMd => &[(Forename, 1), (Surname, 3), (Dob, 2)],
             KeyKind::InitialsPostcode => &[(Forename, 1), (Surname, 1), (Postcode, 2)],
             KeyKind::ForenameSurnamePartMd => &[(Forename, 3), (Surname, 1), (Dob, 2)],
+            KeyKind::NameDistrict => &[(Forename, 3), (Surname, 3), (Postcode, 1)],
         }
     }
 
@@ -284,7 +295,7 @@ impl KeyKind {
             KeyKind::NameMd => "forename and surname, day and month of birth in either order",
             KeyKind::PhoneticYm => "Double Metaphone of forename and surname, year and month of birth",
             KeyKind::NamePostcode => "forename and surname, full postcode",
-            KeyKind::NameYobDistrict => "forename and surname, year of birth, postcode district",
+            KeyKind::NameYobDistrict => "forename and surname, year of birth, postcode district (retired)",
             KeyKind::ForenameDob => "forename and date of birth",
             KeyKind::SurnameDob => "surname and date of birth",
             KeyKind::SurnamePostcode => "surname and full postcode",
@@ -300,6 +311,7 @@ impl KeyKind {
             KeyKind::ForenameSurnamePartMd => {
                 "forename, surname's first three or last three letters (two keys), day and month of birth in either order"
             }
+            KeyKind::NameDistrict => "forename and surname (either order), postcode district",
         }
     }
 }
