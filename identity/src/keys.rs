@@ -96,6 +96,10 @@ pub enum IssueReason {
     /// A postcode whose inward code is invalid: its district is used.
     #[error("inward code not valid; the district is used")]
     DistrictOnly,
+    /// A date with an impossible month: its valid parts are used, and the
+    /// months a slip most likely made it are tried as further dates.
+    #[error("not a real calendar date; its valid year or day are used, with the month it most likely was")]
+    MonthRead,
     /// A date whose month could only be a day: read with day and month swapped.
     #[error("month and day written the other way round; read as YYYY-MM-DD with them swapped")]
     Swapped,
@@ -227,8 +231,12 @@ impl Identity {
             id.names.push(Name { forename, canon, surname, forename_code, surname_code });
         }
 
+        let mut readings = Vec::new();
         if let Some(d) = required(raw.date_of_birth, "date_of_birth", DateParts::parse, &mut push_issue) {
-            if d.full().is_none() {
+            readings = DateParts::month_readings(raw.date_of_birth);
+            if !readings.is_empty() {
+                push_issue("date_of_birth", IssueReason::MonthRead);
+            } else if d.full().is_none() {
                 push_issue("date_of_birth", IssueReason::Partial);
             } else if d.swapped {
                 push_issue("date_of_birth", IssueReason::Swapped);
@@ -245,6 +253,13 @@ impl Identity {
         if id.dobs.len() > MAX_DOBS {
             push_issue("alt_dates_of_birth", IssueReason::TooMany(MAX_DOBS));
             id.dobs.truncate(MAX_DOBS);
+        }
+        // The readings of an impossible month come after the dates the row
+        // gives, as far as there is room.
+        for r in readings {
+            if id.dobs.len() < MAX_DOBS && !id.dobs.contains(&r) {
+                id.dobs.push(r);
+            }
         }
         if !raw.ni_number.trim().is_empty() {
             match Nino::parse(raw.ni_number) {
@@ -540,9 +555,14 @@ mod tests {
                 without(&postcode[..]).iter().chain([KeyKind::NameDistrict]).collect(),
             ),
             (
-                "impossible month",
-                RawIdentity { date_of_birth: "1984-13-13", ni_number: "", postcode: "", ..FULL },
+                "no month",
+                RawIdentity { date_of_birth: "1984-00-13", ni_number: "", postcode: "", ..FULL },
                 [KeyKind::NameYob].into_iter().collect(),
+            ),
+            (
+                "a month mistyped, read as the one it most likely was",
+                RawIdentity { date_of_birth: "1984-43-13", ni_number: "", postcode: "", ..FULL },
+                without(&[&nino[..], &postcode[..]].concat()),
             ),
             (
                 "names and a district, nothing else",
@@ -608,6 +628,31 @@ mod tests {
         assert_eq!(issues[0].field, "forenames");
         let (id, _) = identity(&RawIdentity { forenames: "", surname: "", date_of_birth: "", ni_number: "", ..FULL });
         assert!(!id.can_match(), "a postcode alone forms no key");
+        // An impossible month: the date as written first, then its likely
+        // readings after the row's own other dates, as far as there is room.
+        let (id, issues) =
+            identity(&RawIdentity { date_of_birth: "1984-80-02", alt_dates_of_birth: "1985-07-02", ..FULL });
+        let dates: Vec<_> = id.dobs.iter().map(|d| (d.year, d.month, d.day)).collect();
+        assert_eq!(
+            dates,
+            vec![
+                (Some(1984), None, Some(2)),
+                (Some(1985), Some(7), Some(2)),
+                (Some(1984), Some(10), Some(2)),
+                (Some(1984), Some(8), Some(2)),
+            ]
+        );
+        assert_eq!(
+            issues.iter().map(|i| (i.field, i.reason)).collect::<Vec<_>>(),
+            vec![("date_of_birth", IssueReason::MonthRead)]
+        );
+        let (id, _) = identity(&RawIdentity {
+            date_of_birth: "1984-80-02",
+            alt_dates_of_birth: "1985-07-02; 1986-07-02",
+            ..FULL
+        });
+        assert_eq!(id.dobs.len(), MAX_DOBS);
+        assert_eq!(id.dobs[3].month, Some(10), "only the first reading has room");
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //! - Dates are `YYYY-MM-DD` (or `YYYYMMDD`), real calendar dates from 1900 to
 //!   2100. A date with a digit error that makes it impossible (month 13, day
 //!   32) keeps the parts that are still valid ([`DateParts`]): partial-date
-//!   keys can still match on them.
+//!   keys can still match on them. An impossible month also gives its likely
+//!   readings ([`DateParts::month_readings`]), which a node tries as further
+//!   dates of birth.
 //!
 //! Every error says what was wrong with the value without repeating it.
 
@@ -290,34 +292,58 @@ impl DateParts {
     /// keeps its valid parts, and one whose month is 13 to 31 while its day
     /// is 1 to 12 is read with the two swapped.
     pub fn parse(raw: &str) -> Result<DateParts, FieldError> {
-        let t = raw.trim().as_bytes();
-        let digits: Vec<u8> = match t.len() {
-            10 if t[4] == b'-' && t[7] == b'-' => t.iter().copied().filter(|b| *b != b'-').collect(),
-            8 => t.to_vec(),
-            _ => return Err(FieldError::DateFormat),
-        };
-        if digits.len() != 8 || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(FieldError::DateFormat);
-        }
-        let num = |r: &[u8]| r.iter().fold(0u16, |acc, &b| acc * 10 + u16::from(b - b'0'));
-        let (y, mut m, mut d) = (num(&digits[0..4]), num(&digits[4..6]), num(&digits[6..8]));
+        let (y, mut m, mut d) = date_numbers(raw)?;
         let mut swapped = false;
         // Day and month keyed the other way round (`YYYY-DD-MM`): the
         // "month" cannot be one, the "day" can.
-        if (13..=31).contains(&m) && (1..=12).contains(&d) {
+        if written_swapped(m, d) {
             (m, d) = (d, m);
             swapped = true;
         }
-        let parts = DateParts {
-            year: (1900..=2100).contains(&y).then_some(y),
-            month: (1..=12).contains(&m).then_some(m as u8),
-            day: (1..=31).contains(&d).then_some(d as u8),
-            swapped,
-        };
+        let parts = DateParts::of_numbers(y, m, d, swapped);
         if parts.year.is_none() && parts.month.is_none() && parts.day.is_none() {
             return Err(FieldError::DateRange);
         }
         Ok(parts)
+    }
+
+    fn of_numbers(y: u16, m: u16, d: u16, swapped: bool) -> DateParts {
+        DateParts {
+            year: (1900..=2100).contains(&y).then_some(y),
+            month: (1..=12).contains(&m).then_some(m as u8),
+            day: (1..=31).contains(&d).then_some(d as u8),
+            swapped,
+        }
+    }
+
+    /// The likely readings of a date whose month as written is impossible
+    /// (and cannot be a day written first: [`DateParts::parse`] reads those
+    /// swapped), for a node to try beside the parts that are valid. A month
+    /// has a first digit of 0 or 1, so a month of 13 to 99 is most often one
+    /// whose first digit was mistyped (`48` for `08`; `21` for `01` or `11`)
+    /// or whose two digits were swapped (`80` for `08`); `00` says nothing.
+    /// Each reading keeps the year and day as [`DateParts::parse`] reads
+    /// them, and is left out unless one of them is valid. Empty for a
+    /// date whose month is valid.
+    pub fn month_readings(raw: &str) -> Vec<DateParts> {
+        let Ok((y, m, d)) = date_numbers(raw) else { return Vec::new() };
+        if (1..=12).contains(&m) || written_swapped(m, d) {
+            return Vec::new();
+        }
+        let (tens, units) = (m / 10, m % 10);
+        let months: &[u16] = match (tens, units) {
+            (0, _) => &[],
+            (1, u) => &[u],
+            (_, 0) => &[10, tens],
+            (_, 1) => &[1, 11],
+            (_, 2) => &[2, 12],
+            (_, u) => &[u],
+        };
+        months
+            .iter()
+            .map(|&m| DateParts::of_numbers(y, m, d, false))
+            .filter(|p| p.year.is_some() || p.day.is_some())
+            .collect()
     }
 
     /// The parts of a whole date.
@@ -329,6 +355,27 @@ impl DateParts {
     pub fn full(&self) -> Option<Date> {
         Date::new(self.year?, self.month?, self.day?)
     }
+}
+
+/// The year, month and day of `YYYY-MM-DD` or `YYYYMMDD` as written.
+fn date_numbers(raw: &str) -> Result<(u16, u16, u16), FieldError> {
+    let t = raw.trim().as_bytes();
+    let digits: Vec<u8> = match t.len() {
+        10 if t[4] == b'-' && t[7] == b'-' => t.iter().copied().filter(|b| *b != b'-').collect(),
+        8 => t.to_vec(),
+        _ => return Err(FieldError::DateFormat),
+    };
+    if digits.len() != 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(FieldError::DateFormat);
+    }
+    let num = |r: &[u8]| r.iter().fold(0u16, |acc, &b| acc * 10 + u16::from(b - b'0'));
+    Ok((num(&digits[0..4]), num(&digits[4..6]), num(&digits[6..8])))
+}
+
+/// Whether a date was written day first: its "month" cannot be one and its
+/// "day" can.
+fn written_swapped(m: u16, d: u16) -> bool {
+    (13..=31).contains(&m) && (1..=12).contains(&d)
 }
 
 /// Days in a month of the Gregorian calendar.
@@ -605,6 +652,29 @@ mod tests {
         assert_eq!(Date::parse("1980-1-2"), Err(FieldError::DateFormat));
         assert_eq!(Date::parse("198a-01-02"), Err(FieldError::DateFormat));
         assert_eq!(Date::parse("1980-01-02").unwrap().to_string(), "1980-01-02");
+    }
+
+    /// An impossible month's likely readings: a first digit mistyped, or
+    /// the two digits swapped; none for a valid month, a day written first
+    /// or `00`.
+    #[test]
+    fn month_readings_table() {
+        let months = |raw: &str| -> Vec<(Option<u16>, Option<u8>, Option<u8>)> {
+            DateParts::month_readings(raw).iter().map(|p| (p.year, p.month, p.day)).collect()
+        };
+        let d = |y: u16, m: u8, x: u8| (Some(y), Some(m), Some(x));
+        assert_eq!(months("1960-48-27"), vec![d(1960, 8, 27)]);
+        assert_eq!(months("1983-80-21"), vec![d(1983, 10, 21), d(1983, 8, 21)]);
+        assert_eq!(months("2001-51-28"), vec![d(2001, 1, 28), d(2001, 11, 28)]);
+        assert_eq!(months("1981-42-17"), vec![d(1981, 2, 17), d(1981, 12, 17)]);
+        assert_eq!(months("1990-16-24"), vec![d(1990, 6, 24)]);
+        assert_eq!(months("4995-93-10"), vec![(None, Some(3), Some(10))]);
+        assert_eq!(months("19820609"), vec![]);
+        assert_eq!(months("1982-06-09"), vec![]);
+        assert_eq!(months("1990-16-04"), vec![], "read day first");
+        assert_eq!(months("1990-00-04"), vec![]);
+        assert_eq!(months("4995-93-40"), vec![], "nothing else valid");
+        assert_eq!(months("1982/60/09"), vec![]);
     }
 
     #[test]
