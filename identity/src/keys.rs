@@ -350,7 +350,12 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         let (f, s) = (name.canon.as_bytes(), name.surname.as_bytes());
         let (has_f, has_s) = (!f.is_empty(), !s.is_empty());
         let both = has_f && has_s;
-        let (lo, hi) = if f <= s { (f, s) } else { (s, f) };
+        // In the kinds that hold both names in either order, the surname is
+        // read through the nickname table too, so that a forename keyed in
+        // the surname's place (`TAYLOR / JAMIE`) still pairs with its
+        // canonical form.
+        let s_pair = normalize::canonical_forename(&name.surname).as_bytes();
+        let (lo, hi) = if f <= s_pair { (f, s_pair) } else { (s_pair, f) };
         let (pf, ps) = (name.forename_code.as_bytes(), name.surname_code.as_bytes());
         let phonetic = !pf.is_empty() && !ps.is_empty();
         let (plo, phi) = if pf <= ps { (pf, ps) } else { (ps, pf) };
@@ -667,6 +672,14 @@ mod tests {
         let transposed = keys(&RawIdentity { date_of_birth: "1984-02-07", ..FULL });
         let c = common(&a, &transposed);
         assert!(c.contains(KeyKind::NameMd) && c.contains(KeyKind::BirthdayPostcode) && !c.contains(KeyKind::NameDob));
+        // A forename with a nickname-canonical form, keyed in the surname's
+        // place: the surname is read through the table too in the kinds
+        // that hold both names in either order.
+        let jamie = keys(&RawIdentity { forenames: "Jamie", surname: "Taylor", ..FULL });
+        let swapped = keys(&RawIdentity { forenames: "TAYLOR", surname: "JAMIE", ..FULL });
+        let c = common(&jamie, &swapped);
+        assert!(c.contains(KeyKind::NameDob) && c.contains(KeyKind::NameMd) && c.contains(KeyKind::NameDistrict));
+        assert!(!c.contains(KeyKind::ForenameDob) && !c.contains(KeyKind::SurnameDob));
     }
 
     mod properties {
