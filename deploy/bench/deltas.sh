@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Delta latency at size (issue 13): after deploy/bench/system.sh has left its
 # deployment in OUT (default /tmp/vigil-bench), start the coordinator on that
-# store, connect every force's watcher, feed DELTAS (default 50) deltas of
+# store, connect every force's watcher, feed DELTAS (default 250) deltas of
 # 10 records each with record ids not used before (the synth's delta rows
-# under a fresh prefix, so each run discloses anew), and print the latency
+# under a fresh prefix, so each run discloses anew; when DELTAS asks for more
+# rows than the synth made, they are used again under another prefix), and
+# print the latency
 # from the coordinator accepting a delta to the disclosure stored in the
 # inbox, with the coordinator's apply time per delta from its debug log.
 # Embedded store only (a PostgreSQL deployment's cluster is stopped when
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vigil-bench}
 BIN=${VIGIL_BIN:-$(pwd)/target/release}
 NODE=$BIN/vigil-node
-DELTAS=${DELTAS:-50}
+DELTAS=${DELTAS:-250}
 WORK=$OUT/deltas-bench
 FORCES=()
 for r in "$OUT"/data/roster-*.csv; do f=${r##*/roster-}; FORCES+=("${f%.csv}"); done
@@ -46,11 +48,12 @@ src, d, prefix, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 os.makedirs(d, exist_ok=True)
 rows = list(csv.reader(open(src)))
 head, body = rows[0], rows[1:]
-for r in body:
-    r[0] = prefix + r[0]
-for i in range(min(n, len(body) // 10)):
-    with open(f"{d}/delta-{i:03}.csv", "w", newline="") as fh:
-        w = csv.writer(fh); w.writerow(head); w.writerows(body[i * 10:(i + 1) * 10])
+per = len(body) // 10
+for i in range(n if per else 0):
+    j, p = i % per, f"{prefix}R{i // per}"
+    with open(f"{d}/delta-{i:04}.csv", "w", newline="") as fh:
+        w = csv.writer(fh); w.writerow(head)
+        w.writerows([p + r[0]] + r[1:] for r in body[j * 10:(j + 1) * 10])
 PY
   for f in "${FORCES[@]}"; do "$NODE" inbox list --config "$OUT/nodes/$f/node.toml" --format json >"$OUT/nodes/$f/before.json"; done
   for d in "$WORK/$PREFIX"/delta-*.csv; do "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --delta "$d" >/dev/null; done
