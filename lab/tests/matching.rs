@@ -334,15 +334,18 @@ fn febrl_like_floors_and_the_kinds_for_two_errors() {
     // measured 1.0000 and 0.9717, 0.9563 without the two kinds (2026-12-01,
     // with forename and surname swapped in 5% of records, as FEBRL swaps them;
     // 0.9551 and 0.9475 before the record's side was weighed: every record
-    // here is a member of staff's, so one no one else claims is theirs)
+    // here is a member of staff's, so one no one else claims is theirs;
+    // 0.9996 and 0.9810, 0.9685 without, on 2026-12-02 with name_district,
+    // an impossible month's readings and the threshold at 0.95)
     assert!(all.precision >= 0.999, "precision {}", all.precision);
-    assert!(all.recall >= 0.965, "recall {}", all.recall);
+    assert!(all.recall >= 0.975, "recall {}", all.recall);
     assert!(all.recall > without.recall + 0.004, "{} against {} without", all.recall, without.recall);
     assert!(all.precision >= without.precision);
 }
 
 /// The floors the default policy must meet on a synthetic set with hard
-/// negatives: precision at least 0.995 and recall at least 0.97.
+/// negatives: precision at least 0.995 and recall at least 0.98 (measured
+/// 1.0000 and 0.9893 on 2026-12-02).
 #[test]
 fn default_policy_meets_precision_and_recall_floors() {
     let params = synth::Params {
@@ -359,7 +362,7 @@ fn default_policy_meets_precision_and_recall_floors() {
     assert!(r.true_positives + r.false_negatives >= 500, "too few true pairs to measure: {}", r.true_positives);
     assert!(r.hard_negatives.values().map(|(n, _)| n).sum::<usize>() >= 200);
     assert!(r.precision >= 0.995, "precision {}", r.precision);
-    assert!(r.recall >= 0.97, "recall {}", r.recall);
+    assert!(r.recall >= 0.98, "recall {}", r.recall);
     assert!(r.candidates > 0, "candidates are counted");
 }
 
@@ -382,8 +385,8 @@ fn heavy_noise_floors() {
     let r = synth_and_eval(&params);
     assert!(r.true_positives + r.false_negatives >= 400, "too few true pairs to measure");
     assert!(r.precision >= 0.995, "precision {}", r.precision);
-    // measured 0.9757 (2026-12-01)
-    assert!(r.recall >= 0.955, "recall {}", r.recall);
+    // measured 0.9757 (2026-12-01), 1.0000 and 0.9773 (2026-12-02)
+    assert!(r.recall >= 0.97, "recall {}", r.recall);
     let twins_and_siblings: usize =
         r.hard_negatives.iter().filter(|(k, _)| *k != "namesake").map(|(_, (_, confirmed))| confirmed).sum();
     assert_eq!(twins_and_siblings, 0, "{:?}", r.hard_negatives);
