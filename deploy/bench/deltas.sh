@@ -5,9 +5,9 @@
 # 10 records each with record ids not used before (the synth's delta rows
 # under a fresh prefix, so each run discloses anew; when DELTAS asks for more
 # rows than the synth made, they are used again under another prefix), and
-# print the latency
-# from the coordinator accepting a delta to the disclosure stored in the
-# inbox, with the coordinator's apply time per delta from its debug log.
+# print the latency from the coordinator accepting a delta to the disclosure
+# stored in the inbox, with the coordinator's apply time per delta from its
+# debug log.
 # Embedded store only (a PostgreSQL deployment's cluster is stopped when
 # system.sh ends).
 #

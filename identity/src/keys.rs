@@ -33,10 +33,12 @@
 //!
 //! Each name variant (the primary name, each part of a multi-part surname,
 //! each previous surname, each alias) is combined with the primary date of
-//! birth, and the primary name with each alternative date. `name_yob_district` is retired: no node forms it
-//! any more (`vigil_proto::kinds::RETIRED`). A date with an
-//! impossible part still gives the keys its valid parts allow. No key is
-//! made of one low-entropy field alone.
+//! birth, and the primary name with each alternative date. A date with an
+//! impossible part still gives the keys its valid parts allow, and an
+//! impossible month its likely readings as further dates. In the kinds with
+//! `{f,s}` the surname is read through the nickname table too. No key is
+//! made of one low-entropy field alone. `name_yob_district` is retired: no
+//! node forms it any more (`vigil_proto::kinds::RETIRED`).
 
 use rphonetic::DoubleMetaphone;
 use std::collections::HashMap;

@@ -233,7 +233,7 @@ impl KeyKind {
         kinds.iter().filter_map(|k| KeyKind::from_wire(*k)).map(|k| k.short_name().to_string()).collect()
     }
 
-    /// Position of this kind in a [`KindSet`] (0 for `nino` ... 18).
+    /// Position of this kind in a [`KindSet`] (0 for `nino`, then wire order).
     pub fn index(self) -> usize {
         (self as i32 - FIRST).max(0) as usize
     }
