@@ -43,6 +43,26 @@ fn default_policy_parses_and_round_trips() {
     assert_eq!(again.version, p.version);
 }
 
+/// A side that has not sent again since `name_yob_district` was retired
+/// holds it and not `name_district`: a pair with a side that has sent again
+/// has neither in common, so the district shows nothing either way, as for
+/// a pair whose sides lack a postcode kind in common.
+#[test]
+fn a_retired_kind_on_one_side_shows_nothing() {
+    let new_side = no_nino();
+    let old_side: KindSet = no_nino().iter().filter(|k| *k != NameDistrict).chain([NameYobDistrict]).collect();
+    let agree = agreeing_at([3, 3, 3, 0, 0], no_nino());
+    let e = Evidence { subject_kinds: new_side, record_kinds: old_side, ..ev(&agree, no_nino(), NATIONAL) };
+    let (seen, x) = features(&e);
+    assert_eq!(seen[3], Some(0));
+    // name_postcode still rules out the exact postcode; the district stays open.
+    assert_eq!(x.possible[3], 0b011);
+    let both_new = features(&ev(&agree, no_nino(), NATIONAL)).1;
+    assert_eq!(both_new.possible[3], 0b001, "name_district shows the district differs");
+    let p = Policy::default_policy();
+    assert!(p.probability(&x) > p.probability(&both_new));
+}
+
 #[test]
 fn fields_string_and_seen_levels() {
     let e = ev(&agreeing_at([3, 2, 3, 0, 0], no_nino()), no_nino(), NATIONAL);
