@@ -235,7 +235,9 @@ impl Identity {
 
         let mut readings = Vec::new();
         if let Some(d) = required(raw.date_of_birth, "date_of_birth", DateParts::parse, &mut push_issue) {
-            readings = DateParts::month_readings(raw.date_of_birth);
+            if d.month.is_none() {
+                readings = DateParts::month_readings(raw.date_of_birth);
+            }
             if !readings.is_empty() {
                 push_issue("date_of_birth", IssueReason::MonthRead);
             } else if d.full().is_none() {

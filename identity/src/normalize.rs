@@ -360,12 +360,17 @@ impl DateParts {
 /// The year, month and day of `YYYY-MM-DD` or `YYYYMMDD` as written.
 fn date_numbers(raw: &str) -> Result<(u16, u16, u16), FieldError> {
     let t = raw.trim().as_bytes();
-    let digits: Vec<u8> = match t.len() {
-        10 if t[4] == b'-' && t[7] == b'-' => t.iter().copied().filter(|b| *b != b'-').collect(),
-        8 => t.to_vec(),
+    let mut digits = [0u8; 8];
+    match t.len() {
+        10 if t[4] == b'-' && t[7] == b'-' => {
+            digits[..4].copy_from_slice(&t[..4]);
+            digits[4..6].copy_from_slice(&t[5..7]);
+            digits[6..].copy_from_slice(&t[8..]);
+        }
+        8 => digits.copy_from_slice(t),
         _ => return Err(FieldError::DateFormat),
-    };
-    if digits.len() != 8 || !digits.iter().all(u8::is_ascii_digit) {
+    }
+    if !digits.iter().all(u8::is_ascii_digit) {
         return Err(FieldError::DateFormat);
     }
     let num = |r: &[u8]| r.iter().fold(0u16, |acc, &b| acc * 10 + u16::from(b - b'0'));
