@@ -39,6 +39,10 @@
 //! `{f,s}` the surname is read through the nickname table too. No key is
 //! made of one low-entropy field alone. `name_yob_district` is retired: no
 //! node forms it any more (`vigil_proto::kinds::RETIRED`).
+//!
+//! A roster's previous postcodes (its address history) form the postcode
+//! kinds again, with the primary name and the primary date of birth only:
+//! a national record keyed at an earlier address then still agrees on it.
 
 use rphonetic::DoubleMetaphone;
 use std::collections::HashMap;
@@ -46,7 +50,7 @@ use vigil_proto::KeyKind;
 
 use crate::normalize::{self, DateParts, FieldError, Name, Nino, Postcode};
 
-pub use vigil_proto::kinds::{MAX_DOBS, MAX_NAMES};
+pub use vigil_proto::kinds::{MAX_DOBS, MAX_NAMES, MAX_PREVIOUS_POSTCODES};
 /// Separator between the fields of a key.
 pub const SEP: u8 = 0x1F;
 
@@ -69,6 +73,8 @@ pub struct RawIdentity<'a> {
     pub ni_number: &'a str,
     /// Postcode.
     pub postcode: &'a str,
+    /// Previous postcodes, `;` separated, most recent first (roster).
+    pub previous_postcodes: &'a str,
 }
 
 /// A field that could not be used, and why. Names the field, never the value.
@@ -119,6 +125,10 @@ pub struct Identity {
     pub nino: Option<Nino>,
     /// Postcode (possibly only its district).
     pub postcode: Option<Postcode>,
+    /// Previous postcodes (possibly only their districts), none equal to
+    /// the current one or to each other, at most
+    /// [`MAX_PREVIOUS_POSTCODES`].
+    pub previous_postcodes: Vec<Postcode>,
 }
 
 /// Double Metaphone with a memo: names repeat a great deal, so most lookups
@@ -162,8 +172,20 @@ impl Identity {
             return true;
         }
         let pc = self.postcode.as_ref().is_some_and(Postcode::is_full);
-        if pc && self.dobs.iter().any(|d| d.full().is_some() || (d.month.is_some() && d.day.is_some())) {
+        let birthday = |d: &DateParts| d.full().is_some() || (d.month.is_some() && d.day.is_some());
+        if pc && self.dobs.iter().any(birthday) {
             return true;
+        }
+        // Previous postcodes, with the primary name and date only.
+        let prev_pc = self.previous_postcodes.iter().any(Postcode::is_full);
+        if prev_pc && self.dobs.first().is_some_and(birthday) {
+            return true;
+        }
+        if let (Some(n0), false) = (self.names.first(), self.previous_postcodes.is_empty()) {
+            let (f, s) = (!n0.canon.is_empty(), !n0.surname.is_empty());
+            if (prev_pc && (f || s)) || (f && s) {
+                return true;
+            }
         }
         let primary = self.dobs.first();
         let combos =
@@ -282,6 +304,23 @@ impl Identity {
                 Err(e) => push_issue("postcode", e.into()),
             }
         }
+        let mut too_many = false;
+        for raw_pc in normalize::multi(raw.previous_postcodes) {
+            match Postcode::parse_lenient(raw_pc) {
+                Ok(p) if id.postcode.as_ref() == Some(&p) || id.previous_postcodes.contains(&p) => {}
+                Ok(_) if id.previous_postcodes.len() == MAX_PREVIOUS_POSTCODES => too_many = true,
+                Ok(p) => {
+                    if !p.is_full() {
+                        push_issue("previous_postcodes", IssueReason::DistrictOnly);
+                    }
+                    id.previous_postcodes.push(p);
+                }
+                Err(e) => push_issue("previous_postcodes", e.into()),
+            }
+        }
+        if too_many {
+            push_issue("previous_postcodes", IssueReason::TooMany(MAX_PREVIOUS_POSTCODES));
+        }
         id
     }
 }
@@ -343,6 +382,26 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
             k(KeyKind::BirthdayPostcode, &[a, b, pc], &mut emit);
         }
     }
+    // Previous postcodes: the postcode kinds again, with the primary name
+    // and the primary date only.
+    if !id.previous_postcodes.is_empty() {
+        let t = id.dobs.first().map(DateText::of);
+        let birthday = t.as_ref().and_then(|t| {
+            let (m, d) = (t.month.as_ref()?, t.day.as_ref()?);
+            Some(if m <= d { (m, d) } else { (d, m) })
+        });
+        let parts = id.names.first().map(NameParts::of);
+        for prev in &id.previous_postcodes {
+            let full = prev.is_full().then(|| prev.to_string());
+            let pc = full.as_deref().map(str::as_bytes);
+            if let (Some((a, b)), Some(pc)) = (birthday, pc) {
+                k(KeyKind::BirthdayPostcode, &[a, b, pc], &mut emit);
+            }
+            if let Some(p) = &parts {
+                p.postcode_keys(pc, Some(prev.district().as_bytes()), &mut |kind, parts| k(kind, parts, &mut emit));
+            }
+        }
+    }
     // Every name with the primary date of birth; the primary name with every
     // other date.
     let primary = id.dobs.first();
@@ -351,38 +410,17 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         combos.extend(id.dobs.iter().skip(1).map(|d| (n0, Some(d))));
     }
     for (name, dob) in combos {
-        let (f, s) = (name.canon.as_bytes(), name.surname.as_bytes());
+        let p = NameParts::of(name);
+        let NameParts { f, s, lo, hi, initial, .. } = p;
+        let both = p.both();
         let (has_f, has_s) = (!f.is_empty(), !s.is_empty());
-        let both = has_f && has_s;
-        // In the kinds that hold both names in either order, the surname is
-        // read through the nickname table too, so that a forename keyed in
-        // the surname's place (`TAYLOR / JAMIE`) still pairs with its
-        // canonical form.
-        let s_pair = normalize::canonical_forename(&name.surname).as_bytes();
-        let (lo, hi) = if f <= s_pair { (f, s_pair) } else { (s_pair, f) };
         let (pf, ps) = (name.forename_code.as_bytes(), name.surname_code.as_bytes());
         let phonetic = !pf.is_empty() && !ps.is_empty();
         let (plo, phi) = if pf <= ps { (pf, ps) } else { (ps, pf) };
-        let initial = &f[..name.canon.chars().next().map_or(0, char::len_utf8)];
         let f_last = last_letters(&name.canon, 3);
-        let s_initial = first_letters(&name.surname, 1);
         let (s_first, s_last) = (first_letters(&name.surname, 3), last_letters(&name.surname, 3));
-        let (ia, ib) = if initial <= s_initial { (initial, s_initial) } else { (s_initial, initial) };
-        if let (true, Some(dist)) = (both, district) {
-            k(KeyKind::NameDistrict, &[lo, hi, dist], &mut emit);
-        }
-        if let Some(pc) = pc {
-            if both {
-                k(KeyKind::NamePostcode, &[lo, hi, pc], &mut emit);
-                k(KeyKind::InitialsPostcode, &[ia, ib, pc], &mut emit);
-            }
-            if has_s {
-                k(KeyKind::SurnamePostcode, &[s, pc], &mut emit);
-            }
-            if has_f {
-                k(KeyKind::ForenamePostcode, &[f, pc], &mut emit);
-            }
-        }
+        let (ia, ib) = (p.ia, p.ib);
+        p.postcode_keys(pc, district, &mut |kind, parts| k(kind, parts, &mut emit));
         let Some(dob) = dob else { continue };
         let DateText { full, year, month, day } = DateText::of(dob);
         if let Some(date) = &full {
@@ -415,6 +453,59 @@ pub fn match_keys(id: &Identity, mut emit: impl FnMut(KeyKind, &[u8])) {
         }
         if let (true, Some(y)) = (both, &year) {
             k(KeyKind::NameYob, &[lo, hi, y], &mut emit);
+        }
+    }
+}
+
+/// The parts of one name variant that the name kinds hold.
+#[derive(Clone, Copy)]
+struct NameParts<'a> {
+    /// The canonical forename and the surname.
+    f: &'a [u8],
+    s: &'a [u8],
+    /// The two in sorted order, the surname read through the nickname
+    /// table too, so that a forename keyed in the surname's place
+    /// (`TAYLOR / JAMIE`) still pairs with its canonical form.
+    lo: &'a [u8],
+    hi: &'a [u8],
+    /// The initial of `f`, and the two initials in sorted order.
+    initial: &'a [u8],
+    ia: &'a [u8],
+    ib: &'a [u8],
+}
+
+impl<'a> NameParts<'a> {
+    fn of(name: &'a Name) -> NameParts<'a> {
+        let (f, s) = (name.canon.as_bytes(), name.surname.as_bytes());
+        let s_pair = normalize::canonical_forename(&name.surname).as_bytes();
+        let (lo, hi) = if f <= s_pair { (f, s_pair) } else { (s_pair, f) };
+        let initial = &f[..name.canon.chars().next().map_or(0, char::len_utf8)];
+        let s_initial = first_letters(&name.surname, 1);
+        let (ia, ib) = if initial <= s_initial { (initial, s_initial) } else { (s_initial, initial) };
+        NameParts { f, s, lo, hi, initial, ia, ib }
+    }
+
+    fn both(&self) -> bool {
+        !self.f.is_empty() && !self.s.is_empty()
+    }
+
+    /// The kinds of this name with a postcode (full) or its district.
+    fn postcode_keys(&self, pc: Option<&[u8]>, district: Option<&[u8]>, k: &mut dyn FnMut(KeyKind, &[&[u8]])) {
+        let NameParts { f, s, lo, hi, ia, ib, .. } = *self;
+        if let (true, Some(dist)) = (self.both(), district) {
+            k(KeyKind::NameDistrict, &[lo, hi, dist]);
+        }
+        if let Some(pc) = pc {
+            if self.both() {
+                k(KeyKind::NamePostcode, &[lo, hi, pc]);
+                k(KeyKind::InitialsPostcode, &[ia, ib, pc]);
+            }
+            if !s.is_empty() {
+                k(KeyKind::SurnamePostcode, &[s, pc]);
+            }
+            if !f.is_empty() {
+                k(KeyKind::ForenamePostcode, &[f, pc]);
+            }
         }
     }
 }
@@ -520,6 +611,7 @@ mod tests {
         alt_dates_of_birth: "",
         ni_number: "AB123456C",
         postcode: "LS1 4AP",
+        previous_postcodes: "",
     };
 
     fn without(names: &[&str]) -> KindSet {
@@ -611,9 +703,11 @@ mod tests {
             alt_dates_of_birth: "1984-02-07; 1985-07-02; 1983-07-12; 1986-01-01",
             ni_number: "AB123456C",
             postcode: "LS1 4AP",
+            previous_postcodes: "LS2 1AA; LS3 1AA; LS1 4AP; LS4 1AA; LS5 1AA; LS6 1AA",
         };
         let (id, _) = identity(&raw);
         assert_eq!((id.names.len(), id.dobs.len()), (MAX_NAMES, MAX_DOBS));
+        assert_eq!(id.previous_postcodes.len(), MAX_PREVIOUS_POSTCODES);
         let mut tk = Vec::new();
         crate::tokens::Tokenizer::new(&crate::tokens::LinkageKey::new(1, [7; 32])).tokens(&id, &mut tk);
         let mut reached = 0;
@@ -664,6 +758,55 @@ mod tests {
         assert_eq!(id.dobs[3].month, Some(10), "only the first reading has room");
     }
 
+    /// A national record keyed at an address the roster lists as previous
+    /// agrees on the postcode kinds, as it would at the current one; the
+    /// previous postcodes pair with the primary name and date only.
+    #[test]
+    fn a_previous_postcode_forms_the_postcode_kinds() {
+        let staff =
+            RawIdentity { previous_surnames: "Jones", previous_postcodes: "M1 2AB; ls1 4ap; M1 2AB; B1 1Q!", ..FULL };
+        let (id, issues) = identity(&staff);
+        assert_eq!(id.previous_postcodes.len(), 2, "the current one and a repeat are not kept twice");
+        assert_eq!(
+            issues.iter().map(|i| (i.field, i.reason)).collect::<Vec<_>>(),
+            vec![("previous_postcodes", IssueReason::DistrictOnly)]
+        );
+        let old_address = keys(&RawIdentity { postcode: "M1 2AB", ni_number: "", ..FULL });
+        let staff_keys = keys(&staff);
+        let shared: KindSet = staff_keys.iter().filter(|k| old_address.contains(k)).map(|(k, _)| *k).collect();
+        for kind in [
+            KeyKind::NamePostcode,
+            KeyKind::NameDistrict,
+            KeyKind::SurnamePostcode,
+            KeyKind::ForenamePostcode,
+            KeyKind::InitialsPostcode,
+            KeyKind::BirthdayPostcode,
+        ] {
+            assert!(shared.contains(kind), "{}", kind.short_name());
+        }
+        let without = keys(&RawIdentity { previous_surnames: "Jones", ..FULL });
+        let added: Vec<_> = staff_keys.iter().filter(|k| !without.contains(k)).map(|(k, _)| *k).collect();
+        // Six kinds with the full previous postcode, the district of the
+        // other; the previous surname does not pair with them.
+        assert_eq!(added.len(), 7, "{added:?}");
+        // A previous address alone, with a name, is enough to use a row.
+        let (id, _) = identity(&RawIdentity {
+            date_of_birth: "",
+            ni_number: "",
+            postcode: "",
+            previous_postcodes: "M1 2AB",
+            ..FULL
+        });
+        assert!(id.can_match());
+        let many = "M1 1AA; M1 2AA; M1 3AA; M1 4AA; M1 5AA; M1 6AA";
+        let (id, issues) = identity(&RawIdentity { previous_postcodes: many, ..FULL });
+        assert_eq!(id.previous_postcodes.len(), MAX_PREVIOUS_POSTCODES);
+        assert_eq!(
+            issues.iter().map(|i| i.reason).collect::<Vec<_>>(),
+            vec![IssueReason::TooMany(MAX_PREVIOUS_POSTCODES)]
+        );
+    }
+
     #[test]
     fn names_in_either_order_and_day_and_month_in_either_order_agree() {
         let a = keys(&FULL);
@@ -701,6 +844,7 @@ mod tests {
                 alt in "(|20[01][0-9]-[01][0-9]-[0-3][0-9])",
                 nino in "(|AB12345[0-9]C)",
                 postcode in "(|LS1 4AP|LS1 4Q!)",
+                previous in "(|LS2 1AA|LS2 1Q!|LS1 4AP; M1 2AB)",
             ) {
                 let raw = RawIdentity {
                     forenames: &forenames,
@@ -709,6 +853,7 @@ mod tests {
                     alt_dates_of_birth: &alt,
                     ni_number: &nino,
                     postcode: &postcode,
+                    previous_postcodes: &previous,
                     ..Default::default()
                 };
                 let id = identity(&raw).0;

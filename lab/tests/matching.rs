@@ -202,6 +202,7 @@ const OFFICER: RawIdentity<'static> = RawIdentity {
     previous_surnames: "",
     aliases: "",
     alt_dates_of_birth: "",
+    previous_postcodes: "",
 };
 
 /// An officer with a long record: twelve allegations, each a national record

@@ -34,9 +34,19 @@ pub const MAX_RECORD: usize = 64 * 1024;
 /// Most issues listed in a report; beyond this they are counted only.
 pub const MAX_LISTED_ISSUES: usize = 100_000;
 
-/// Columns of a force roster, in the documented order.
-pub const ROSTER_COLUMNS: &[&str] =
-    &["employee_id", "forenames", "surname", "previous_surnames", "date_of_birth", "ni_number", "postcode", "role"];
+/// Columns of a force roster, in the documented order (the last,
+/// `previous_postcodes`, may be left out of the header).
+pub const ROSTER_COLUMNS: &[&str] = &[
+    "employee_id",
+    "forenames",
+    "surname",
+    "previous_surnames",
+    "date_of_birth",
+    "ni_number",
+    "postcode",
+    "role",
+    "previous_postcodes",
+];
 /// Columns of a national extract, in the documented order.
 pub const EXTRACT_COLUMNS: &[&str] = &[
     "record_id",
@@ -50,9 +60,21 @@ pub const EXTRACT_COLUMNS: &[&str] = &[
     "ni_number",
     "postcode",
 ];
-/// Columns of an applicants file for a pre-employment check.
-pub const APPLICANT_COLUMNS: &[&str] =
-    &["applicant_id", "forenames", "surname", "previous_surnames", "date_of_birth", "ni_number", "postcode"];
+/// Columns of an applicants file for a pre-employment check (the last,
+/// `previous_postcodes`, may be left out of the header).
+pub const APPLICANT_COLUMNS: &[&str] = &[
+    "applicant_id",
+    "forenames",
+    "surname",
+    "previous_surnames",
+    "date_of_birth",
+    "ni_number",
+    "postcode",
+    "previous_postcodes",
+];
+/// Columns a header may leave out: their values are then empty. Files
+/// written before they existed stay readable.
+pub const OPTIONAL_COLUMNS: &[&str] = &["previous_postcodes"];
 
 /// A problem with a file as a whole: nothing from it should be applied.
 #[derive(Debug, thiserror::Error)]
@@ -333,7 +355,9 @@ struct Csv<R: Read> {
     file: String,
     kind: &'static str,
     /// Column index in the file of each documented column.
-    map: Vec<usize>,
+    /// Where each documented column is in the file (none for an optional
+    /// column the header leaves out).
+    map: Vec<Option<usize>>,
     width: usize,
     record: csv::ByteRecord,
     fields: Vec<String>,
@@ -372,7 +396,8 @@ impl<R: Read> Csv<R> {
         for c in columns {
             let found: Vec<usize> = names.iter().enumerate().filter(|(_, n)| n == c).map(|(i, _)| i).collect();
             match found.as_slice() {
-                [i] => map.push(*i),
+                [i] => map.push(Some(*i)),
+                [] if OPTIONAL_COLUMNS.contains(c) => map.push(None),
                 [] => return Err(bad(format!("is missing column {c:?}"))),
                 _ => return Err(bad(format!("repeats column {c:?}"))),
             }
@@ -410,7 +435,10 @@ impl<R: Read> Csv<R> {
         report.rows += 1;
         let line = self.record.position().map_or(0, |p| p.line());
         let pos = Pos { row: report.rows, line };
-        let id = self.record.get(self.map[0]).and_then(|b| std::str::from_utf8(b).ok()).map(|s| s.trim().to_string());
+        let id = self.map[0]
+            .and_then(|i| self.record.get(i))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(|s| s.trim().to_string());
         if self.record.len() != self.width {
             report.error(Issue {
                 row: pos.row,
@@ -421,9 +449,10 @@ impl<R: Read> Csv<R> {
             return Ok(Next::Refused(id));
         }
         for (slot, &i) in self.map.iter().enumerate() {
-            let raw = &self.record[i];
             let field = &mut self.fields[slot];
             field.clear();
+            let Some(i) = i else { continue };
+            let raw = &self.record[i];
             if raw.len() > MAX_FIELD_LEN * 4 {
                 report.error(Issue {
                     row: pos.row,
@@ -719,7 +748,9 @@ fn no_precheck(_: &[String]) -> Option<(&'static str, String)> {
     None
 }
 
-fn person_fields(f: &[String]) -> RawIdentity<'_> {
+/// The identity fields of a roster or applicant row; `PREV` is where its
+/// layout puts `previous_postcodes`.
+fn person_fields<const PREV: usize>(f: &[String]) -> RawIdentity<'_> {
     RawIdentity {
         forenames: &f[1],
         surname: &f[2],
@@ -727,6 +758,7 @@ fn person_fields(f: &[String]) -> RawIdentity<'_> {
         date_of_birth: &f[4],
         ni_number: &f[5],
         postcode: &f[6],
+        previous_postcodes: &f[PREV],
         ..Default::default()
     }
 }
@@ -735,7 +767,7 @@ const ROSTER: Layout<RosterRow> = Layout {
     kind: "roster",
     columns: ROSTER_COLUMNS,
     precheck: no_precheck,
-    raw: person_fields,
+    raw: person_fields::<8>,
     make: |f, pos, identity, _| RosterRow {
         pos,
         employee_id: f[0].clone(),
@@ -750,7 +782,7 @@ const APPLICANTS: Layout<ApplicantRow> = Layout {
     kind: "applicants",
     columns: APPLICANT_COLUMNS,
     precheck: no_precheck,
-    raw: person_fields,
+    raw: person_fields::<7>,
     make: |f, pos, identity, _| ApplicantRow {
         pos,
         applicant_id: f[0].clone(),
@@ -965,6 +997,33 @@ mod tests {
         let (res, report, rows) = roster(text);
         res.unwrap();
         assert_eq!((report.accepted, rows[0].role.as_str()), (1, "officer"));
+    }
+
+    /// `previous_postcodes` may be left out of a header (files written
+    /// before it existed); present, its postcodes are used, a bad one is a
+    /// warning naming the column, and the row's role stays where it was.
+    #[test]
+    fn previous_postcodes_are_optional_and_used_when_given() {
+        const WITH: &str = "employee_id,forenames,surname,previous_surnames,date_of_birth,ni_number,postcode,role,previous_postcodes\n";
+        let text = format!("{WITH}E1,John,Smith,,1980-01-02,,LS1 4AP,officer,M1 2AB;not a postcode\n");
+        let (res, report, rows) = roster(&text);
+        res.unwrap();
+        assert_eq!((report.accepted, rows[0].role.as_str()), (1, "officer"));
+        assert_eq!(rows[0].identity.previous_postcodes.len(), 1);
+        let w: Vec<_> = report.warnings.iter().map(|i| (i.row, i.field.clone().unwrap_or_default())).collect();
+        assert_eq!(w, vec![(1, "previous_postcodes".to_string())]);
+        assert!(!serde_json::to_string(&report).unwrap().contains("not a postcode"));
+        // A previous address with a name is enough to use a row.
+        let text = format!("{WITH}E2,John,Smith,,,,,staff,M1 2AB\n");
+        let (res, report, rows) = roster(&text);
+        res.unwrap();
+        assert_eq!((report.accepted, rows[0].role.as_str()), (1, "staff"));
+        // Without the column: the same row as before it existed.
+        let (res, _, rows) = roster(&format!("{HEADER}E1,John,Smith,,1980-01-02,,LS1 4AP,officer\n"));
+        res.unwrap();
+        assert!(rows[0].identity.previous_postcodes.is_empty());
+        assert_eq!(ROSTER_COLUMNS[8], "previous_postcodes", "person_fields::<8> reads it there");
+        assert_eq!(APPLICANT_COLUMNS[7], "previous_postcodes", "person_fields::<7> reads it there");
     }
 
     #[test]

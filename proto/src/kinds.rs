@@ -54,11 +54,15 @@ pub const RETIRED: [KeyKind; 1] = [KeyKind::NameYobDistrict];
 pub const MAX_NAMES: usize = 12;
 /// Most dates of birth one identity keeps.
 pub const MAX_DOBS: usize = 4;
+/// Most previous postcodes one identity keeps (a roster's address history).
+pub const MAX_PREVIOUS_POSTCODES: usize = 4;
 
 /// The most tokens of a kind that one identity forms (at most
 /// [`MAX_NAMES`] names and [`MAX_DOBS`] dates of birth): one NI number;
-/// the NI-number and birthday kinds once per date; the postcode kinds once
-/// per name; the name-and-date kinds once per name with the primary date
+/// the NI-number kinds once per date; the postcode kinds once per name
+/// with the current postcode and once per previous postcode with the
+/// primary name (`birthday_postcode` likewise with dates); the
+/// name-and-date kinds once per name with the primary date
 /// and once per other date with the primary name, the part kinds twice
 /// that. A token set holding more of a kind than this is not one identity
 /// (a check packing guesses, say) and is refused.
@@ -67,14 +71,13 @@ pub const fn max_per_identity(kind: KeyKind) -> usize {
     match kind {
         KeyKind::Unspecified => 0,
         KeyKind::Nino => 1,
-        KeyKind::NinoHeadYob | KeyKind::NinoTailYob | KeyKind::NinoDigitsBirthday | KeyKind::BirthdayPostcode => {
-            MAX_DOBS
-        }
+        KeyKind::NinoHeadYob | KeyKind::NinoTailYob | KeyKind::NinoDigitsBirthday => MAX_DOBS,
+        KeyKind::BirthdayPostcode => MAX_DOBS + MAX_PREVIOUS_POSTCODES,
         KeyKind::NamePostcode
         | KeyKind::SurnamePostcode
         | KeyKind::ForenamePostcode
         | KeyKind::InitialsPostcode
-        | KeyKind::NameDistrict => MAX_NAMES,
+        | KeyKind::NameDistrict => MAX_NAMES + MAX_PREVIOUS_POSTCODES,
         KeyKind::ForenamePartSurnameDob | KeyKind::SurnamePartForenameDob | KeyKind::ForenameSurnamePartMd => {
             2 * combos
         }

@@ -230,6 +230,9 @@ struct Person {
     dob: Date,
     nino: [u8; 9],
     postcode: Postcode,
+    /// Earlier addresses HR holds (the heavy profile's address history),
+    /// most recent first.
+    previous: Vec<Postcode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +290,9 @@ struct Special {
 
 struct Gen {
     rng: Rng,
+    /// A second stream for the address history, so that adding it left
+    /// every other draw, and so the mild profile, as it was.
+    history: Rng,
     noise: Noise,
     nino_missing: f64,
     moved: f64,
@@ -307,6 +313,7 @@ impl Gen {
     fn new(seed: u64) -> Gen {
         Gen {
             rng: Rng::new(seed),
+            history: Rng::new(seed ^ 0xADD2_E55E_5000_0000),
             noise: Noise::Mild,
             nino_missing: 0.05,
             moved: 0.15,
@@ -397,13 +404,31 @@ impl Gen {
     }
 
     fn postcode_in(&mut self, area: usize) -> Postcode {
-        let max = if AREAS[area].len() == 1 { 30 } else { 24 };
-        Postcode {
-            area,
-            district: 1 + self.rng.below(max) as u8,
-            sector: self.rng.below(10) as u8,
-            unit: [*self.rng.pick(INWARD_LETTERS), *self.rng.pick(INWARD_LETTERS)],
+        postcode_from(&mut self.rng, area)
+    }
+
+    /// The heavy profile's address history: the addresses HR holds from
+    /// vetting (the five years before joining) and from changes reported
+    /// since, besides the current one. About one adult in ten moves each
+    /// year in England, most of them nearby: none for 35% of staff, one
+    /// for 35%, two for 20%, three for 10%; 60% in the same area.
+    fn address_history(&mut self, area: usize) -> Vec<Postcode> {
+        if self.noise != Noise::Heavy {
+            return Vec::new();
         }
+        let h = &mut self.history;
+        let n = match h.below(20) {
+            0..=6 => 0,
+            7..=13 => 1,
+            14..=17 => 2,
+            _ => 3,
+        };
+        (0..n)
+            .map(|_| {
+                let a = if h.chance(0.6) { area } else { h.below(AREAS.len()) };
+                postcode_from(h, a)
+            })
+            .collect()
     }
 
     fn force_area(&mut self, force: usize) -> usize {
@@ -430,12 +455,15 @@ impl Gen {
             dob,
             nino: self.nino(),
             postcode: self.postcode_in(area),
+            previous: Vec::new(),
         }
     }
 
     fn staff_person(&mut self, force: usize) -> Person {
         let area = self.force_area(force);
-        self.person(area, TODAY.year - 66, TODAY.year - 18)
+        let mut p = self.person(area, TODAY.year - 66, TODAY.year - 18);
+        p.previous = self.address_history(area);
+        p
     }
 
     fn national_person(&mut self) -> Person {
@@ -528,6 +556,7 @@ impl Gen {
         let postcode = if self.rng.chance(0.02) { String::new() } else { self.render_postcode(&p.postcode) };
         let mut row =
             vec![id.to_string(), p.forenames.join(" "), p.surname.clone(), prev, p.dob.to_string(), nino, postcode];
+        let previous: Vec<String> = p.previous.iter().map(Postcode::render).collect();
         // Columns 1, 2, 4, 6: forename, surname, date of birth, postcode.
         if self.roster_missing > 0.0 && self.rng.chance(self.roster_missing) {
             row[[1, 2, 4, 6][self.rng.below(4)]].clear();
@@ -535,6 +564,7 @@ impl Gen {
         if role_extra != Some("") {
             row.push(role);
         }
+        row.push(previous.join(";"));
         row
     }
 
@@ -612,6 +642,11 @@ impl Gen {
             if self.rng.below(7) < 4 && moved.area == p.postcode.area {
                 moved.district = p.postcode.district;
             }
+            // Half the time the record is from the years HR's history
+            // covers: its address is one HR holds.
+            if !p.previous.is_empty() && self.history.chance(0.5) {
+                moved = p.previous[self.history.below(p.previous.len())];
+            }
             self.render_postcode(&moved)
         } else {
             self.render_postcode(&p.postcode)
@@ -669,6 +704,7 @@ impl Gen {
                     let area = self.rng.below(AREAS.len());
                     self.postcode_in(area)
                 },
+                previous: Vec::new(),
             },
             Relation::Sibling => {
                 let years = 1 + self.rng.below(12) as u16;
@@ -686,6 +722,7 @@ impl Gen {
                     dob,
                     nino,
                     postcode: if self.rng.chance(0.6) { p.postcode } else { self.postcode_in(p.postcode.area) },
+                    previous: Vec::new(),
                 }
             }
             Relation::Namesake | Relation::SamePerson => {
@@ -698,9 +735,21 @@ impl Gen {
                     dob: p.dob,
                     nino,
                     postcode: self.postcode_in(area),
+                    previous: Vec::new(),
                 }
             }
         }
+    }
+}
+
+/// A postcode in `area`, drawn from `rng`.
+fn postcode_from(rng: &mut Rng, area: usize) -> Postcode {
+    let max = if AREAS[area].len() == 1 { 30 } else { 24 };
+    Postcode {
+        area,
+        district: 1 + rng.below(max) as u8,
+        sector: rng.below(10) as u8,
+        unit: [*rng.pick(INWARD_LETTERS), *rng.pick(INWARD_LETTERS)],
     }
 }
 
