@@ -327,6 +327,8 @@ fn febrl_like_floors_and_the_kinds_for_two_errors() {
         hard_negatives: 0.0,
         nino_missing: 1.0,
         noise: synth::Noise::Heavy,
+        // The benchmark's shape: one address a person.
+        address_history: 0.0,
         ..synth::Params::default()
     };
     let r = synth_and_eval_without(&params, &[&[KeyKind::InitialsDob, KeyKind::ForenameInitialSurnameMd]]);
@@ -369,8 +371,8 @@ fn default_policy_meets_precision_and_recall_floors() {
 
 /// The floors the trained policy meets on the heavy-noise synth (one to
 /// four FEBRL-style modifications per record, long-tail names, NI numbers on
-/// most records): docs/BENCHMARKS.md has the figures and the gap to the
-/// targets.
+/// most records, an address history in HR rows): docs/BENCHMARKS.md has the
+/// figures and the gap to the targets.
 #[test]
 fn heavy_noise_floors() {
     let params = synth::Params {
@@ -386,8 +388,9 @@ fn heavy_noise_floors() {
     let r = synth_and_eval(&params);
     assert!(r.true_positives + r.false_negatives >= 400, "too few true pairs to measure");
     assert!(r.precision >= 0.995, "precision {}", r.precision);
-    // measured 0.9757 (2026-12-01), 1.0000 and 0.9773 (2026-12-02)
-    assert!(r.recall >= 0.97, "recall {}", r.recall);
+    // measured 0.9757 (2026-12-01), 1.0000 and 0.9773 (2026-12-02), 1.0000
+    // and 0.9806 with the address history (2026-12-02)
+    assert!(r.recall >= 0.975, "recall {}", r.recall);
     let twins_and_siblings: usize =
         r.hard_negatives.iter().filter(|(k, _)| *k != "namesake").map(|(_, (_, confirmed))| confirmed).sum();
     assert_eq!(twins_and_siblings, 0, "{:?}", r.hard_negatives);

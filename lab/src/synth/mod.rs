@@ -80,6 +80,12 @@ pub struct Params {
     /// of one to three.
     #[arg(long)]
     pub one_record: bool,
+    /// Heavy profile only: share of a member of staff's moved national
+    /// records whose address is one the roster lists in
+    /// `previous_postcodes` (HR's address history). 0 leaves HR rows
+    /// without a history, the shape of a two-file linkage benchmark.
+    #[arg(long, default_value_t = 0.5)]
+    pub address_history: f64,
 }
 
 /// The corruption profile of national records.
@@ -297,6 +303,7 @@ struct Gen {
     nino_missing: f64,
     moved: f64,
     roster_missing: f64,
+    address_history: f64,
     surnames: Weighted<&'static str>,
     male: Weighted<&'static str>,
     female: Weighted<&'static str>,
@@ -318,6 +325,7 @@ impl Gen {
             nino_missing: 0.05,
             moved: 0.15,
             roster_missing: 0.0,
+            address_history: 0.0,
             surnames: Weighted::new(SURNAMES),
             male: Weighted::new(MALE),
             female: Weighted::new(FEMALE),
@@ -413,7 +421,7 @@ impl Gen {
     /// year in England, most of them nearby: none for 35% of staff, one
     /// for 35%, two for 20%, three for 10%; 60% in the same area.
     fn address_history(&mut self, area: usize) -> Vec<Postcode> {
-        if self.noise != Noise::Heavy {
+        if self.noise != Noise::Heavy || self.address_history == 0.0 {
             return Vec::new();
         }
         let h = &mut self.history;
@@ -642,9 +650,9 @@ impl Gen {
             if self.rng.below(7) < 4 && moved.area == p.postcode.area {
                 moved.district = p.postcode.district;
             }
-            // Half the time the record is from the years HR's history
-            // covers: its address is one HR holds.
-            if !p.previous.is_empty() && self.history.chance(0.5) {
+            // A record from the years HR's history covers: its address is
+            // one HR holds.
+            if !p.previous.is_empty() && self.history.chance(self.address_history) {
                 moved = p.previous[self.history.below(p.previous.len())];
             }
             self.render_postcode(&moved)
@@ -823,6 +831,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
         ("--nino-missing", params.nino_missing),
         ("--moved", params.moved),
         ("--roster-missing", params.roster_missing),
+        ("--address-history", params.address_history),
     ] {
         if !(0.0..=1.0).contains(&v) {
             return Err(SynthError::Params(format!("{name} must be between 0 and 1")));
@@ -833,6 +842,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
     g.nino_missing = params.nino_missing;
     g.moved = params.moved;
     g.roster_missing = params.roster_missing;
+    g.address_history = params.address_history;
     let mut summary = Summary::default();
     let mut truth = Out::create(dir, "truth.csv", &["force", "employee_id", "record_id", "relation"])?;
 
