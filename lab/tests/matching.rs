@@ -247,6 +247,21 @@ fn namesakes_without_ni_numbers_are_not_confirmed() {
     assert!(a.iter().all(|d| *d == Decision::NoMatch), "{a:?}");
 }
 
+/// A record keyed at an address the officer has moved from, with no NI
+/// number: at national scale, the same name and date at another address is
+/// not enough (a namesake looks the same), but when the force lists that
+/// address in `previous_postcodes` the record confirms.
+#[test]
+fn a_record_at_a_previous_address_confirms_when_the_force_lists_it() {
+    let record = RawIdentity { ni_number: "", postcode: "LS6 3QT", ..OFFICER };
+    assert_ne!(decide_pair(&OFFICER, &record), Some(Decision::Confirmed));
+    let moved = RawIdentity { previous_postcodes: "B1 1AA; LS6 3QT", ..OFFICER };
+    assert_eq!(decide_pair(&moved, &record), Some(Decision::Confirmed));
+    // A namesake at yet another address is still not confirmed.
+    let namesake = RawIdentity { postcode: "B7 9ZZ", ..record };
+    assert_ne!(decide_pair(&moved, &namesake), Some(Decision::Confirmed));
+}
+
 /// An NI number held by several different people (misused, or mistyped at
 /// entry) stays weakened: only the records that also agree on everything
 /// else count as the same person.

@@ -53,7 +53,7 @@ fn truncated_rosters_are_refused_broken_rows_keep_their_enrolment_and_checks_ans
         .iter()
         .map(|l| {
             if l.starts_with(&format!("{emp},")) {
-                format!("{emp},,,,not-a-date,,,officer\n")
+                format!("{emp},,,,not-a-date,,,officer,\n")
             } else {
                 format!("{l}\n")
             }
