@@ -6,7 +6,8 @@
 #   CAPACITY=0 deploy/bench/system.sh    without sizing the indexes up front
 #   DENSE=1 FORCES=1 STAFF=5000 NATIONAL=5000 deploy/bench/system.sh
 #       a benchmark-shaped set instead (every member of staff with one
-#       record, heavy noise, no NI numbers in national data), with a policy
+#       record, heavy noise, no NI numbers in national data, no address
+#       history in the rosters), with a policy
 #       trained on it first (`eval --write-policy`), as an operator would
 #       calibrate: the running system then weighs the record's side
 #
@@ -53,7 +54,7 @@ vigil_setup "${FORCES[@]}"
 T=$(t)
 if [ "${DENSE:-}" = 1 ]; then
   SET="synth seed 5, heavy noise, one record each, policy trained on the set"
-  "$LAB" synth --out "$OUT/data" --seed 5 --forces "$FORCES_N" --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 1.0 --hard-negatives 0 --noise heavy --nino-missing 1.0 --one-record --delta $((DELTAS * 10)) >/dev/null
+  "$LAB" synth --out "$OUT/data" --seed 5 --forces "$FORCES_N" --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 1.0 --hard-negatives 0 --noise heavy --nino-missing 1.0 --one-record --address-history 0 --delta $((DELTAS * 10)) >/dev/null
 else
   SET="synth seed 7, 5% overlap, shipped policy untrained"
   "$LAB" synth --out "$OUT/data" --seed 7 --forces "$FORCES_N" --staff-per-force "$STAFF" --national "$NATIONAL" --overlap 0.05 --delta $((DELTAS * 10)) >/dev/null
