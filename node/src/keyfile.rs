@@ -24,6 +24,14 @@ use vigil_proto::{KeyKind, Token};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 
+/// What stands for an identity in a row digest ([`Keys::identity_digest`]).
+pub struct IdentityDigest {
+    /// The bytes the row digest covers.
+    pub part: prost::bytes::Bytes,
+    /// Scheme 2: the tokens packed for the wire (the bytes of `part`).
+    pub packed: Option<vigil_proto::v1::TokenSet>,
+}
+
 /// A node's keys, loaded.
 pub struct Keys {
     /// Tokenizer of the current epoch (scheme 2; `None` when the key
@@ -88,14 +96,20 @@ impl Keys {
     }
 
     /// What stands for an identity in a row digest (a row is sent again
-    /// only when its digest changes). Scheme 2: the packed tokens, left in
-    /// `toks`. Scheme 3: a hash of the match keys keyed by the local secret
-    /// (`toks` left empty), so that an unchanged row costs no evaluation.
-    pub fn identity_digest(&self, id: &vigil_identity::keys::Identity, toks: &mut Vec<(KeyKind, Token)>) -> Vec<u8> {
+    /// only when its digest changes). Scheme 2: the packed tokens (left in
+    /// `toks`, and returned packed, ready to send). Scheme 3: a hash of the
+    /// match keys keyed by the local secret (`toks` left empty, nothing
+    /// packed), so that an unchanged row costs no evaluation.
+    pub fn identity_digest(
+        &self,
+        id: &vigil_identity::keys::Identity,
+        toks: &mut Vec<(KeyKind, Token)>,
+    ) -> IdentityDigest {
         match &self.tokenizer {
             Some(t) => {
                 t.tokens(id, toks);
-                vigil_proto::tokens::pack(toks.iter()).tokens.to_vec()
+                let set = vigil_proto::tokens::pack(toks.iter());
+                IdentityDigest { part: set.tokens.clone(), packed: Some(set) }
             }
             None => {
                 toks.clear();
@@ -104,7 +118,7 @@ impl Keys {
                 for (k, b) in vigil_identity::tokens::distinct_match_keys(id) {
                     h.update(&(k as i32).to_be_bytes()).update(&(b.len() as u32).to_be_bytes()).update(&b);
                 }
-                h.finalize().as_bytes().to_vec()
+                IdentityDigest { part: h.finalize().as_bytes().to_vec().into(), packed: None }
             }
         }
     }

@@ -250,9 +250,9 @@ pub async fn sync_roster(
     let mut s = Summary { rows: report.rows, refused: report.refused, ..Default::default() };
     let mut toks = Vec::new();
     for (index, r) in rows.iter().enumerate() {
-        let part = keys.identity_digest(&r.identity, &mut toks);
-        let set = wire::pack(&toks);
-        let digest = hex::encode(&row_digest(keys.epoch, &[&part]));
+        let id = keys.identity_digest(&r.identity, &mut toks);
+        let digest = hex::encode(&row_digest(keys.epoch, &[&id.part]));
+        let set = id.packed.unwrap_or_else(|| wire::pack(&toks));
         let pseudonym = keys.local.subject_pseudonym(&r.employee_id);
         let row = Enrolled {
             pseudonym: hex::encode(&pseudonym),
@@ -714,7 +714,7 @@ fn read_changes(
             if err.is_some() || stopped {
                 return;
             }
-            let part = keys.identity_digest(&row.identity, &mut toks);
+            let part = keys.identity_digest(&row.identity, &mut toks).part;
             let event = row.event_date.map(|d| d.to_string()).unwrap_or_default();
             let digest =
                 row_digest(keys.epoch, &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), &part]);
@@ -778,9 +778,10 @@ fn seal_row(
     row: input::ExtractRow,
     toks: &mut Vec<(vigil_proto::KeyKind, vigil_proto::Token)>,
 ) -> Result<Option<Up>, NodeError> {
-    let part = keys.identity_digest(&row.identity, toks);
+    let id = keys.identity_digest(&row.identity, toks);
     let event = row.event_date.map(|d| d.to_string()).unwrap_or_default();
-    let digest = row_digest(keys.epoch, &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), &part]);
+    let digest =
+        row_digest(keys.epoch, &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), &id.part]);
     let previous = if first { None } else { store.record(&row.record_id).map_err(NodeError::from)? };
     if previous.is_some_and(|(_, d)| d == digest) {
         return Ok(None);
@@ -793,8 +794,11 @@ fn seal_row(
         event_date: event,
     };
     let sealed = sealer.seal(&rref, &details).map_err(|e| NodeError::failed(e.to_string()))?;
-    let rec =
-        NationalRecord { record_ref: rref.to_vec().into(), tokens: Some(wire::pack(&*toks)), sealed: Some(sealed) };
+    let rec = NationalRecord {
+        record_ref: rref.to_vec().into(),
+        tokens: Some(id.packed.unwrap_or_else(|| wire::pack(&*toks))),
+        sealed: Some(sealed),
+    };
     Ok(Some((row.record_id, rec, rref, digest, previous.is_none())))
 }
 

@@ -82,8 +82,12 @@ pub enum TokenSetError {
 
 /// Packs `(kind, token)` pairs into a wire token set.
 pub fn pack<'a>(tokens: impl IntoIterator<Item = &'a (KeyKind, Token)>) -> TokenSet {
-    let mut set = TokenSet::default();
-    let mut bytes = Vec::new();
+    let tokens = tokens.into_iter();
+    // Sized up front: a record's two dozen tokens would otherwise grow the
+    // buffers eight times (a national feed packs every record).
+    let (n, _) = tokens.size_hint();
+    let mut set = TokenSet { kinds: Vec::with_capacity(n), ..Default::default() };
+    let mut bytes = Vec::with_capacity(n * TOKEN_LEN);
     for (kind, token) in tokens {
         set.kinds.push(*kind as i32);
         bytes.extend_from_slice(token);
