@@ -17,8 +17,13 @@
 # disclosure is in the right inbox, coordinator memory, the latency from
 # the coordinator accepting a delta to the disclosure stored in the force's
 # inbox (p50/p99 over many small deltas), and a restart at that size.
-# VIGIL_SCHEME=2 measures the shared-key scheme, VIGIL_STORE=postgres the
-# PostgreSQL store in a private cluster (lib.sh), and with VIGIL_STANDBY=1
+# FEED_ONLY=1 stops after the national feed and prints its time and the CPU
+# seconds each process used (for A/B runs of two builds: VIGIL_BIN=<dir>);
+# FEED_WRAP runs the feeding node under a command, e.g.
+# FEED_WRAP="perf record -F 299 --call-graph dwarf -o /tmp/node.perf" (its
+# CPU then counts in the node's). VIGIL_SCHEME=2 measures the shared-key
+# scheme, VIGIL_STORE=postgres the PostgreSQL store in a private cluster
+# (lib.sh), and with VIGIL_STANDBY=1
 # also a takeover by a standby coordinator after a SIGKILL. Prints a Markdown
 # block for docs/BENCHMARKS.md.
 set -euo pipefail
@@ -119,9 +124,13 @@ T=$(t)
 NODE_CPU=$(python3 -c 'import resource,subprocess,sys
 subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
 r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime)' \
-  "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv")
+  ${FEED_WRAP:-} "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv")
 FEED=$(since "$T")
 APPLY=$(python3 -c "print($(coord_cpu) - $C0)")
+if [ "${FEED_ONLY:-}" = 1 ]; then
+  printf 'national feed %s s; CPU: coordinator %.1f s, feeding node %.1f s\n' "$FEED" "$APPLY" "$NODE_CPU"
+  exit 0
+fi
 NAT_TOKENS=$(metric 'vigil_tokens{side="national"}')
 T=$(t)
 while [ "$(inbox_total)" -lt "$EXPECTED" ]; do sleep 1; done
