@@ -25,11 +25,29 @@ use crate::config::NodeConfig;
 use crate::error::NodeError;
 
 /// What stands for an identity in a row digest ([`Keys::identity_digest`]).
-pub struct IdentityDigest {
+pub enum IdentityDigest {
+    /// Scheme 2: the tokens, packed for the wire.
+    Tokens(vigil_proto::v1::TokenSet),
+    /// Scheme 3: a keyed hash of the match keys.
+    Keys([u8; 32]),
+}
+
+impl IdentityDigest {
     /// The bytes the row digest covers.
-    pub part: prost::bytes::Bytes,
-    /// Scheme 2: the tokens packed for the wire (the bytes of `part`).
-    pub packed: Option<vigil_proto::v1::TokenSet>,
+    pub fn part(&self) -> &[u8] {
+        match self {
+            IdentityDigest::Tokens(set) => &set.tokens,
+            IdentityDigest::Keys(hash) => hash,
+        }
+    }
+
+    /// The packed tokens (scheme 2), if any.
+    pub fn into_tokens(self) -> Option<vigil_proto::v1::TokenSet> {
+        match self {
+            IdentityDigest::Tokens(set) => Some(set),
+            IdentityDigest::Keys(_) => None,
+        }
+    }
 }
 
 /// A node's keys, loaded.
@@ -108,8 +126,7 @@ impl Keys {
         match &self.tokenizer {
             Some(t) => {
                 t.tokens(id, toks);
-                let set = vigil_proto::tokens::pack(toks.iter());
-                IdentityDigest { part: set.tokens.clone(), packed: Some(set) }
+                IdentityDigest::Tokens(vigil_proto::tokens::pack(toks.iter()))
             }
             None => {
                 toks.clear();
@@ -118,7 +135,7 @@ impl Keys {
                 for (k, b) in vigil_identity::tokens::distinct_match_keys(id) {
                     h.update(&(k as i32).to_be_bytes()).update(&(b.len() as u32).to_be_bytes()).update(&b);
                 }
-                IdentityDigest { part: h.finalize().as_bytes().to_vec().into(), packed: None }
+                IdentityDigest::Keys(*h.finalize().as_bytes())
             }
         }
     }

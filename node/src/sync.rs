@@ -251,8 +251,8 @@ pub async fn sync_roster(
     let mut toks = Vec::new();
     for (index, r) in rows.iter().enumerate() {
         let id = keys.identity_digest(&r.identity, &mut toks);
-        let digest = hex::encode(&row_digest(keys.epoch, &[&id.part]));
-        let set = id.packed.unwrap_or_else(|| wire::pack(&toks));
+        let digest = hex::encode(&row_digest(keys.epoch, &[id.part()]));
+        let set = id.into_tokens().unwrap_or_else(|| wire::pack(&toks));
         let pseudonym = keys.local.subject_pseudonym(&r.employee_id);
         let row = Enrolled {
             pseudonym: hex::encode(&pseudonym),
@@ -714,10 +714,12 @@ fn read_changes(
             if err.is_some() || stopped {
                 return;
             }
-            let part = keys.identity_digest(&row.identity, &mut toks).part;
+            let id = keys.identity_digest(&row.identity, &mut toks);
             let event = row.event_date.map(|d| d.to_string()).unwrap_or_default();
-            let digest =
-                row_digest(keys.epoch, &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), &part]);
+            let digest = row_digest(
+                keys.epoch,
+                &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), id.part()],
+            );
             let previous = match if first { Ok(None) } else { store.record(&row.record_id) } {
                 Ok(p) => p,
                 Err(e) => {
@@ -781,7 +783,7 @@ fn seal_row(
     let id = keys.identity_digest(&row.identity, toks);
     let event = row.event_date.map(|d| d.to_string()).unwrap_or_default();
     let digest =
-        row_digest(keys.epoch, &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), &id.part]);
+        row_digest(keys.epoch, &[row.record_id.as_bytes(), row.category.as_bytes(), event.as_bytes(), id.part()]);
     let previous = if first { None } else { store.record(&row.record_id).map_err(NodeError::from)? };
     if previous.is_some_and(|(_, d)| d == digest) {
         return Ok(None);
@@ -796,7 +798,7 @@ fn seal_row(
     let sealed = sealer.seal(&rref, &details).map_err(|e| NodeError::failed(e.to_string()))?;
     let rec = NationalRecord {
         record_ref: rref.to_vec().into(),
-        tokens: Some(id.packed.unwrap_or_else(|| wire::pack(&*toks))),
+        tokens: Some(id.into_tokens().unwrap_or_else(|| wire::pack(&*toks))),
         sealed: Some(sealed),
     };
     Ok(Some((row.record_id, rec, rref, digest, previous.is_none())))
