@@ -18,7 +18,8 @@
 # the coordinator accepting a delta to the disclosure stored in the force's
 # inbox (p50/p99 over many small deltas), and a restart at that size.
 # FEED_ONLY=1 stops after the national feed and prints its time and the CPU
-# seconds each process used (for A/B runs of two builds: VIGIL_BIN=<dir>);
+# seconds each process used (for A/B runs of two builds: VIGIL_BIN=<dir>),
+# and with REFEED=1 also feeds the same extract again (nothing changed);
 # FEED_WRAP runs the feeding node under a command, e.g.
 # FEED_WRAP="perf record -F 299 --call-graph dwarf -o /tmp/node.perf" (its
 # CPU then counts in the node's). VIGIL_SCHEME=2 measures the shared-key
@@ -129,6 +130,17 @@ FEED=$(since "$T")
 APPLY=$(python3 -c "print($(coord_cpu) - $C0)")
 if [ "${FEED_ONLY:-}" = 1 ]; then
   printf 'national feed %s s; CPU: coordinator %.1f s, feeding node %.1f s\n' "$FEED" "$APPLY" "$NODE_CPU"
+  if [ "${REFEED:-}" = 1 ]; then
+    # The same extract again (a source's daily full extract with nothing
+    # changed): every row is read, keyed and looked up in the node's local
+    # store, and nothing is sent.
+    T=$(t)
+    NODE_CPU=$(python3 -c 'import resource,subprocess,sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime)' \
+      "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv")
+    printf 'the same extract again %s s; CPU: feeding node %.1f s\n' "$(since "$T")" "$NODE_CPU"
+  fi
   exit 0
 fi
 NAT_TOKENS=$(metric 'vigil_tokens{side="national"}')

@@ -136,6 +136,10 @@ pub struct LocalStore {
     db: Mutex<Connection>,
 }
 
+/// The tables. `records` is one B-tree keyed by the record id (`WITHOUT
+/// ROWID`; a rowid table keeps a second tree, the index of the ids, and a
+/// national feed writes a row to both for every record). A store created
+/// before keeps its rowid table: the statements are the same for both.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS enrolled (
     employee_id TEXT PRIMARY KEY,
@@ -149,7 +153,7 @@ CREATE TABLE IF NOT EXISTS records (
     record_id TEXT PRIMARY KEY,
     ref BLOB NOT NULL,
     digest BLOB NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbox (
     id TEXT PRIMARY KEY,
     message BLOB NOT NULL,
@@ -605,5 +609,29 @@ mod tests {
         assert_eq!(s.record("R1").unwrap(), Some(([2; 16], [3; 32])));
         s.apply_records(&[], &["R1".into()]).unwrap();
         assert_eq!(s.record_count().unwrap(), 0);
+    }
+
+    /// A store created before `records` was a `WITHOUT ROWID` table keeps
+    /// its rowid table, and its records read, change and go as before.
+    #[test]
+    fn a_store_with_the_earlier_records_table_still_works() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Connection::open(dir.path().join("node.sqlite")).unwrap();
+            db.execute_batch(
+                "CREATE TABLE records (record_id TEXT PRIMARY KEY, ref BLOB NOT NULL, digest BLOB NOT NULL);
+                 INSERT INTO records VALUES ('R1', x'02020202020202020202020202020202', zeroblob(32));",
+            )
+            .unwrap();
+        }
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(s.record("R1").unwrap(), Some(([2; 16], [0; 32])));
+        s.apply_records(&[("R1".into(), [4; 16], [5; 32]), ("R2".into(), [6; 16], [7; 32])], &[]).unwrap();
+        assert_eq!(s.record("R1").unwrap(), Some(([4; 16], [5; 32])));
+        s.apply_records(&[], &["R2".into()]).unwrap();
+        assert_eq!(s.record_count().unwrap(), 1);
+        let mut seen = Vec::new();
+        s.for_each_record(&mut |id, r, d| seen.push((id.to_string(), r, d))).unwrap();
+        assert_eq!(seen, vec![("R1".to_string(), [4; 16], [5; 32])]);
     }
 }
