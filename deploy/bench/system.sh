@@ -121,11 +121,14 @@ ROSTER_TOKENS=$(metric 'vigil_tokens{side="roster"}')
 coord_cpu() { python3 -c "import os,sys; f=open('/proc/$COORD_PID/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))"; }
 C0=$(coord_cpu)
 T=$(t)
-# The feeding node's CPU seconds come from its resource usage at exit.
-NODE_CPU=$(python3 -c 'import resource,subprocess,sys
+# Runs a command and prints the CPU seconds it used (its resource usage at
+# exit): the feeding node's.
+cpu_of() {
+  python3 -c 'import resource,subprocess,sys
 subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
-r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime)' \
-  ${FEED_WRAP:-} "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv")
+r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime)' "$@"
+}
+NODE_CPU=$(cpu_of ${FEED_WRAP:-} "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv")
 FEED=$(since "$T")
 APPLY=$(python3 -c "print($(coord_cpu) - $C0)")
 if [ "${FEED_ONLY:-}" = 1 ]; then
@@ -135,10 +138,7 @@ if [ "${FEED_ONLY:-}" = 1 ]; then
     # changed): every row is read, keyed and looked up in the node's local
     # store, and nothing is sent.
     T=$(t)
-    NODE_CPU=$(python3 -c 'import resource,subprocess,sys
-subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
-r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime)' \
-      "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv")
+    NODE_CPU=$(cpu_of "$NODE" feed --config "$OUT/nodes/pnc/node.toml" --extract "$OUT/data/extract.csv")
     printf 'the same extract again %s s; CPU: feeding node %.1f s\n' "$(since "$T")" "$NODE_CPU"
   fi
   exit 0
