@@ -80,6 +80,14 @@ pub struct Params {
     /// of one to three.
     #[arg(long)]
     pub one_record: bool,
+    /// The most national records one member of staff with records has (1
+    /// to 10). At 3, the default, one, two or three (80%, 15% and 5% of
+    /// them); at any other number `k` records with a chance in proportion
+    /// to 1/k², as FEBRL draws the duplicates of an original (Zipf): about
+    /// 1.56 a person at 5, the shape of a benchmark with up to five records
+    /// a person. `--one-record` overrides it.
+    #[arg(long, default_value_t = 3)]
+    pub records_max: usize,
     /// Heavy profile only: share of a member of staff's moved national
     /// records whose address is one the roster lists in
     /// `previous_postcodes` (HR's address history). 0 leaves HR rows
@@ -199,6 +207,20 @@ impl Rng {
     pub fn pick<'a, T>(&mut self, s: &'a [T]) -> &'a T {
         &s[self.below(s.len())]
     }
+}
+
+/// A number of records from 1 to `max`, `k` with a chance in proportion to
+/// 1/k² (a Zipf distribution, as FEBRL's generator draws duplicates).
+fn zipf(rng: &mut Rng, max: usize) -> usize {
+    let total: f64 = (1..=max).map(|k| 1.0 / (k * k) as f64).sum();
+    let mut u = ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) * total;
+    for k in 1..max {
+        u -= 1.0 / (k * k) as f64;
+        if u < 0.0 {
+            return k;
+        }
+    }
+    max
 }
 
 struct Weighted<T: Copy> {
@@ -823,6 +845,9 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
     if params.staff_per_force == 0 {
         return Err(SynthError::Params("--staff-per-force must be at least 1".into()));
     }
+    if !(1..=10).contains(&params.records_max) {
+        return Err(SynthError::Params("--records-max must be 1 to 10".into()));
+    }
     if !(0.0..=1.0).contains(&params.overlap) || !(0.0..=1.0).contains(&params.hard_negatives) {
         return Err(SynthError::Params("--overlap and --hard-negatives must be between 0 and 1".into()));
     }
@@ -883,6 +908,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
                 summary.staff_with_records += 1;
                 let n = match g.rng.below(20) {
                     _ if params.one_record => 1,
+                    _ if params.records_max != 3 => zipf(&mut g.rng, params.records_max),
                     0 => 3,
                     1..=3 => 2,
                     _ => 1,
@@ -1071,6 +1097,41 @@ mod tests {
         for rel in ["same_person", "twin", "sibling", "namesake"] {
             assert!(truth.contains(rel), "no {rel} in truth");
         }
+    }
+
+    /// `--records-max 5` gives some members of staff four or five records,
+    /// none more, about 1.56 a person; a number out of range is refused.
+    #[test]
+    fn up_to_five_records_a_person() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Params {
+            forces: 1,
+            staff_per_force: 2000,
+            national: 2000,
+            overlap: 1.0,
+            hard_negatives: 0.0,
+            records_max: 5,
+            ..Params::default()
+        };
+        let s = generate(&p, d.path()).unwrap();
+        let extract = std::fs::read_to_string(d.path().join("extract.csv")).unwrap();
+        let in_extract: std::collections::HashSet<&str> =
+            extract.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
+        let mut rdr = csv::Reader::from_path(d.path().join("truth.csv")).unwrap();
+        let mut per_person = std::collections::HashMap::new();
+        for r in rdr.records() {
+            let r = r.unwrap();
+            if &r[3] == "same_person" && r[1].starts_with("MET") && in_extract.contains(&r[2]) {
+                *per_person.entry(r[1].to_string()).or_insert(0usize) += 1;
+            }
+        }
+        assert_eq!(per_person.len(), 2000, "{}", s.true_pairs);
+        let most = per_person.values().copied().max().unwrap();
+        let mean = per_person.values().sum::<usize>() as f64 / 2000.0;
+        assert!(most == 5 && per_person.values().filter(|&&n| n >= 4).count() > 20, "{most}");
+        assert!((1.45..1.7).contains(&mean), "{mean}");
+        let bad = Params { records_max: 11, ..p };
+        assert!(matches!(generate(&bad, d.path()), Err(SynthError::Params(m)) if m.contains("--records-max")));
     }
 
     /// `--one-record` gives each member of staff with records exactly one;
