@@ -75,6 +75,12 @@ pub struct Params {
     /// postcodes).
     #[arg(long, default_value_t = 0.0)]
     pub roster_missing: f64,
+    /// Share of national records with one more identity field left blank
+    /// (forename, surname or date of birth, a third each), on top of the
+    /// profile's own missing values: how a benchmark whose records lack
+    /// these fields more often than the heavy profile's 4% is reproduced.
+    #[arg(long, default_value_t = 0.0)]
+    pub national_missing: f64,
     /// Give each member of staff with national records exactly one (the
     /// shape of a two-file linkage benchmark: one record a person), instead
     /// of one to three.
@@ -325,6 +331,7 @@ struct Gen {
     nino_missing: f64,
     moved: f64,
     roster_missing: f64,
+    national_missing: f64,
     address_history: f64,
     surnames: Weighted<&'static str>,
     male: Weighted<&'static str>,
@@ -347,6 +354,7 @@ impl Gen {
             nino_missing: 0.05,
             moved: 0.15,
             roster_missing: 0.0,
+            national_missing: 0.0,
             address_history: 0.0,
             surnames: Weighted::new(SURNAMES),
             male: Weighted::new(MALE),
@@ -702,6 +710,16 @@ impl Gen {
         if self.noise == Noise::Heavy {
             self.corrupt_heavily(&mut row, p.female);
         }
+        if self.national_missing > 0.0 && self.rng.chance(self.national_missing) {
+            match self.rng.below(3) {
+                0 => row.forenames.clear(),
+                1 => row.surname.clear(),
+                _ => {
+                    row.dob.clear();
+                    row.alt_dobs.clear();
+                }
+            }
+        }
         row
     }
 
@@ -856,6 +874,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
         ("--nino-missing", params.nino_missing),
         ("--moved", params.moved),
         ("--roster-missing", params.roster_missing),
+        ("--national-missing", params.national_missing),
         ("--address-history", params.address_history),
     ] {
         if !(0.0..=1.0).contains(&v) {
@@ -867,6 +886,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
     g.nino_missing = params.nino_missing;
     g.moved = params.moved;
     g.roster_missing = params.roster_missing;
+    g.national_missing = params.national_missing;
     g.address_history = params.address_history;
     let mut summary = Summary::default();
     let mut truth = Out::create(dir, "truth.csv", &["force", "employee_id", "record_id", "relation"])?;
@@ -1132,6 +1152,30 @@ mod tests {
         assert!((1.45..1.7).contains(&mean), "{mean}");
         let bad = Params { records_max: 11, ..p };
         assert!(matches!(generate(&bad, d.path()), Err(SynthError::Params(m)) if m.contains("--records-max")));
+    }
+
+    /// `--national-missing` blanks a forename, surname or date of birth in
+    /// about that share of national records, on top of the profile's own.
+    #[test]
+    fn national_records_with_a_field_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let blank_share = |national_missing: f64| {
+            let p = Params { forces: 1, staff_per_force: 200, national: 4000, national_missing, ..Params::default() };
+            generate(&p, d.path()).unwrap();
+            let mut rdr = csv::Reader::from_path(d.path().join("extract.csv")).unwrap();
+            let h = rdr.headers().unwrap().clone();
+            let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+            let (f, s, b) = (col("forenames"), col("surname"), col("date_of_birth"));
+            let (mut rows, mut blank) = (0, 0);
+            for r in rdr.records() {
+                let r = r.unwrap();
+                rows += 1;
+                blank += usize::from(r[f].is_empty() || r[s].is_empty() || r[b].is_empty());
+            }
+            blank as f64 / rows as f64
+        };
+        let (none, some) = (blank_share(0.0), blank_share(0.3));
+        assert!(none < 0.02 && (0.25..0.35).contains(&(some - none)), "{none} {some}");
     }
 
     /// `--one-record` gives each member of staff with records exactly one;
