@@ -204,9 +204,14 @@ impl Rng {
         (((self.next_u64() >> 11) as u128 * n as u128) >> 53) as usize
     }
 
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+        self.unit() < p
     }
 
     /// A uniform element of a non-empty slice.
@@ -219,7 +224,7 @@ impl Rng {
 /// 1/k² (a Zipf distribution, as FEBRL's generator draws duplicates).
 fn zipf(rng: &mut Rng, max: usize) -> usize {
     let total: f64 = (1..=max).map(|k| 1.0 / (k * k) as f64).sum();
-    let mut u = ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) * total;
+    let mut u = rng.unit() * total;
     for k in 1..max {
         u -= 1.0 / (k * k) as f64;
         if u < 0.0 {
