@@ -94,6 +94,11 @@ pub struct Params {
     /// a person. `--one-record` overrides it.
     #[arg(long, default_value_t = 3)]
     pub records_max: usize,
+    /// Share of the national records of a person with a middle name that
+    /// give the middle name as the only forename: the name the person goes
+    /// by (0, the default, leaves every set as before).
+    #[arg(long, default_value_t = 0.0)]
+    pub known_as: f64,
     /// Heavy profile only: share of a member of staff's moved national
     /// records whose address is one the roster lists in
     /// `previous_postcodes` (HR's address history). 0 leaves HR rows
@@ -337,6 +342,7 @@ struct Gen {
     moved: f64,
     roster_missing: f64,
     national_missing: f64,
+    known_as: f64,
     address_history: f64,
     surnames: Weighted<&'static str>,
     male: Weighted<&'static str>,
@@ -360,6 +366,7 @@ impl Gen {
             moved: 0.15,
             roster_missing: 0.0,
             national_missing: 0.0,
+            known_as: 0.0,
             address_history: 0.0,
             surnames: Weighted::new(SURNAMES),
             male: Weighted::new(MALE),
@@ -615,6 +622,9 @@ impl Gen {
     fn national_row(&mut self, p: &Person) -> NationalRow {
         let rng_ch = |g: &mut Gen, x: f64| g.rng.chance(x);
         let mut fore: Vec<String> = if rng_ch(self, 0.6) { vec![p.forenames[0].clone()] } else { p.forenames.clone() };
+        if self.known_as > 0.0 && p.forenames.len() > 1 && rng_ch(self, self.known_as) {
+            fore = vec![p.forenames[1].clone()];
+        }
         if rng_ch(self, 0.08)
             && let Some(n) = self.nickname(&fore[0])
         {
@@ -880,6 +890,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
         ("--moved", params.moved),
         ("--roster-missing", params.roster_missing),
         ("--national-missing", params.national_missing),
+        ("--known-as", params.known_as),
         ("--address-history", params.address_history),
     ] {
         if !(0.0..=1.0).contains(&v) {
@@ -892,6 +903,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Summary, SynthError> {
     g.moved = params.moved;
     g.roster_missing = params.roster_missing;
     g.national_missing = params.national_missing;
+    g.known_as = params.known_as;
     g.address_history = params.address_history;
     let mut summary = Summary::default();
     let mut truth = Out::create(dir, "truth.csv", &["force", "employee_id", "record_id", "relation"])?;
@@ -1193,6 +1205,33 @@ mod tests {
         };
         let (none, some) = (blank_share(0.0), blank_share(0.3));
         assert!(none < 0.02 && (0.25..0.35).contains(&(some - none)), "{none} {some}");
+    }
+
+    /// `--known-as` gives about that share of the records of a person with
+    /// a middle name the middle name as the only forename.
+    #[test]
+    fn records_under_the_middle_name() {
+        let d = tempfile::tempdir().unwrap();
+        let share = |known_as: f64| {
+            generate(&Params { known_as, ..benchmark_shaped() }, d.path()).unwrap();
+            let read =
+                |name: &str| csv::Reader::from_path(d.path().join(name)).unwrap().into_records().map(Result::unwrap);
+            let forenames: std::collections::HashMap<String, String> =
+                read("roster-met.csv").map(|r| (r[0].to_string(), r[1].to_lowercase())).collect();
+            let records: std::collections::HashMap<String, String> =
+                read("extract.csv").map(|r| (r[0].to_string(), r[3].to_lowercase())).collect();
+            let (mut with_middle, mut under_it) = (0, 0);
+            for t in read("truth.csv").filter(|t| &t[3] == "same_person") {
+                let (Some(staff), Some(record)) = (forenames.get(&t[1]), records.get(&t[2])) else { continue };
+                let Some(middle) = staff.split(' ').nth(1) else { continue };
+                with_middle += 1;
+                under_it += usize::from(record == middle);
+            }
+            assert!(with_middle > 500, "{with_middle} records of people with a middle name");
+            under_it as f64 / with_middle as f64
+        };
+        let (none, some) = (share(0.0), share(0.4));
+        assert!(none < 0.01 && (0.3..0.5).contains(&some), "{none} {some}");
     }
 
     /// `--one-record` gives each member of staff with records exactly one;
