@@ -133,7 +133,11 @@ impl Core {
     /// from the store and applies its start-up commit. If another
     /// coordinator holds the lease, this one starts as the standby: it
     /// holds nothing and refuses every request until it takes over
-    /// ([`Core::lease_turn`]).
+    /// ([`Core::lease_turn`]). If the store fails while it is read (the
+    /// database connection cut mid-load), the core starts broken, as after
+    /// a failed rebuild: it refuses requests and [`Core::lease_turn`] loads
+    /// it again once the store answers. Any other failure of the load (a
+    /// log that does not check against its checkpoint) ends the start.
     pub fn open(
         store: Arc<dyn Store>,
         settings: Settings,
@@ -172,9 +176,25 @@ impl Core {
         });
         if !standby {
             let mut engine = core.engine()?;
-            core.rebuild(&mut engine)?;
+            match core.rebuild(&mut engine) {
+                Ok(()) => {}
+                Err(CoreError::Engine(EngineError::Store(e))) => {
+                    tracing::error!(
+                        error = %e,
+                        "cannot load the store; refusing requests (health NOT_SERVING) until it can be read"
+                    );
+                    core.broken.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(core)
+    }
+
+    /// Whether the engine could not be (re)built from the store, so that
+    /// requests are refused until [`Core::lease_turn`] rebuilds it.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
     }
 
     /// Whether another coordinator is the active one.

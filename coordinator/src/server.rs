@@ -207,7 +207,15 @@ pub async fn serve(
     health.set_serving::<CheckServiceServer<CheckService>>().await;
     health.set_serving::<AuditServiceServer<AuditService>>().await;
     let standby = core.is_standby();
-    health.set_service_status("", if standby { ServingStatus::NotServing } else { ServingStatus::Serving }).await;
+    let first = if standby {
+        Turn::Standby
+    } else if core.is_broken() {
+        Turn::Broken
+    } else {
+        Turn::Serving
+    };
+    let status = if first == Turn::Serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+    health.set_service_status("", status).await;
     open.set_accepting(!standby);
     crate::metrics::set_active(!standby);
     let (reflection, reflection_v1alpha) =
@@ -242,7 +250,7 @@ pub async fn serve(
         let (core, health, open, rpc) = (core.clone(), health.clone(), open.clone(), p.rpc.clone());
         let mut stop_rx = p.stop.subscribe();
         tokio::spawn(async move {
-            let mut last = if standby { Turn::Standby } else { Turn::Serving };
+            let mut last = first;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(LEASE_INTERVAL) => {}

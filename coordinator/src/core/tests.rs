@@ -9,14 +9,27 @@ use std::sync::mpsc;
 use vigil_proto::KeyKind;
 
 /// A memory store whose commits of national batches each wait for the
-/// test's word: `true` writes it, `false` fails it.
+/// test's word: `true` writes it, `false` fails it; and whose next
+/// `failing_loads` reads of the subjects fail, as a database whose
+/// connection is cut while a coordinator loads it.
 struct Gated {
     inner: MemoryStore,
     gate: Mutex<mpsc::Receiver<bool>>,
+    failing_loads: std::sync::atomic::AtomicUsize,
+}
+
+impl Gated {
+    fn new(gate: mpsc::Receiver<bool>) -> Gated {
+        Gated { inner: MemoryStore::new(), gate: Mutex::new(gate), failing_loads: Default::default() }
+    }
 }
 
 impl StoreRead for Gated {
     fn for_each_subject(&self, f: &mut dyn FnMut(SubjectRow)) -> Result<(), StoreError> {
+        let fail = |n: usize| n.checked_sub(1);
+        if self.failing_loads.fetch_update(Ordering::SeqCst, Ordering::SeqCst, fail).is_ok() {
+            return Err(StoreError("terminating connection due to administrator command".into()));
+        }
         self.inner.for_each_subject(f)
     }
     fn for_each_record(&self, f: &mut dyn FnMut(RecordRow)) -> Result<(), StoreError> {
@@ -120,7 +133,7 @@ fn national_tokens(core: &Core) -> (usize, u64) {
 #[test]
 fn the_next_batch_applies_while_a_commit_is_written_and_a_failed_commit_takes_its_successor_with_it() {
     let (gate, rx) = mpsc::channel();
-    let store = Arc::new(Gated { inner: MemoryStore::new(), gate: Mutex::new(rx) });
+    let store = Arc::new(Gated::new(rx));
     let (_, skey) = vigil_proto::tlog::Signer::from_seed("vigil.test/audit", &[3; 32]).unwrap();
     let (_stop, stop_rx) = watch::channel(false);
     let core = Core::open(store, crate::engine::tests::settings(), skey, stop_rx, "test").unwrap();
@@ -168,4 +181,37 @@ fn the_next_batch_applies_while_a_commit_is_written_and_a_failed_commit_takes_it
     assert_eq!(national_tokens(&core), (8, 4));
     // The rebuild took what was staged into its view; these two follow.
     assert_eq!(core.staged.lock().unwrap().disclosures, 2);
+}
+
+/// A store that fails while the coordinator loads it at start (the
+/// database connection cut mid-load) leaves the core broken, refusing
+/// requests, instead of ending the start; the next turn of the lease loads
+/// it, and everything enrolled before is there.
+#[test]
+fn a_store_that_fails_while_loaded_at_start_is_loaded_again_on_the_next_turn() {
+    let (_gate, rx) = mpsc::channel();
+    let store = Arc::new(Gated::new(rx));
+    let (_, skey) = vigil_proto::tlog::Signer::from_seed("vigil.test/audit", &[3; 32]).unwrap();
+    let (_stop, stop_rx) = watch::channel(false);
+    let open =
+        |skey: &str| Core::open(store.clone(), crate::engine::tests::settings(), skey.into(), stop_rx.clone(), "test");
+    let first = open(&skey).unwrap();
+    let roster = BatchIn {
+        epoch: 1,
+        sequence: 1,
+        commitment: "r".into(),
+        upserts: (1..=4u8).map(|i| SubjectIn { pseudonym: [i; 16], tokens: tokens(i) }).collect(),
+        removes: vec![],
+    };
+    first.apply(|e, s| e.apply_roster(s, "gmp", roster, 1)).unwrap();
+    first.release();
+    drop(first);
+
+    store.failing_loads.store(1, Ordering::SeqCst);
+    let core = open(&skey).unwrap();
+    assert!(core.is_broken());
+    assert!(matches!(core.status("force/gmp", |e| e.token_counts().1 as u64), Err(CoreError::Broken)));
+    assert_eq!(core.lease_turn(), Turn::Serving);
+    assert!(!core.is_broken());
+    assert_eq!(core.status("force/gmp", |e| e.token_counts().1 as u64).unwrap(), (8, 1));
 }
