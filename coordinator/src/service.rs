@@ -420,11 +420,21 @@ impl feed_service_server::FeedService for FeedService {
             let mut turn = rpc.turns.enter(&caller, batch.sequence, || {
                 crate::engine::Engine::last_sequence(&*store, &caller).map_err(Status::from)
             })?;
-            let outcome = national(&rpc, &mut turn, &source, batch);
-            if let Err(s) = &outcome
-                && !retried_by_nodes(s)
-            {
-                turn.refused();
+            let sequence = batch.sequence;
+            let mut outcome = national(&rpc, &mut turn, &source, batch);
+            if let Err(s) = &outcome {
+                let stored = || crate::engine::Engine::last_sequence(&*store, &caller).ok();
+                // Applied in memory but not written: the store decides
+                // where its successors stand.
+                turn.not_written(stored);
+                if s.code() == Code::Aborted && turn.predecessor_lost(stored) {
+                    outcome = Err(Status::unavailable(format!(
+                        "batch {sequence}: a batch before it was applied but not written (a store failure); \
+                         both are to be sent again"
+                    )));
+                } else if !retried_by_nodes(s) {
+                    turn.refused();
+                }
             }
             outcome
         })

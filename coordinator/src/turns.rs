@@ -12,8 +12,9 @@
 //! - it goes at once when the batch before it has been applied (in memory:
 //!   that batch's commit is then written while this one applies,
 //!   `crate::inflight`), or when it is not ahead of the last one applied;
-//! - it waits while the batch before it is in flight, and goes (to be
-//!   refused) when that batch leaves without being applied;
+//! - it waits while the batch before it is in flight, and, when that batch
+//!   leaves without being applied on an answer the node retries (the
+//!   coordinator stepping down, a commit that failed), for its retry;
 //! - it waits at most a grace period for a predecessor it has not seen in
 //!   flight (a retry on its way, or a send that is slower to decode), and
 //!   never for one more than [`WINDOW`] batches back;
@@ -26,6 +27,9 @@
 //! that goes too early is refused as out of order, as it was before this
 //! existed. Only batches applied move the mark: a refused batch may be sent
 //! again under the same number, by a later run (which clears its refusal).
+//! A batch applied in memory whose commit then failed moves the mark back
+//! to what the store holds ([`Turn::not_written`]): the engine is rebuilt
+//! from the store, and the batch and those applied on top of it come again.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -63,6 +67,8 @@ pub struct Turn<'a> {
     sequence: u64,
     applied: bool,
     refused: bool,
+    /// It went because the mark said its predecessor was applied.
+    went_on_mark: bool,
 }
 
 impl Turns {
@@ -83,32 +89,39 @@ impl Turns {
         if s.refused.is_some_and(|(n, _)| n == sequence) {
             s.refused = None;
         }
-        Ok(Turn { turns: self, caller: caller.to_string(), sequence, applied: false, refused: false })
+        Ok(Turn {
+            turns: self,
+            caller: caller.to_string(),
+            sequence,
+            applied: false,
+            refused: false,
+            went_on_mark: false,
+        })
     }
 }
 
 impl Turn<'_> {
-    /// Blocks until this batch's predecessor is applied, or has left
-    /// without being applied, or for at most `grace` while it is not seen
-    /// in flight.
-    pub fn wait(&self, grace: Duration) {
+    /// Blocks until this batch's predecessor is applied, or was refused for
+    /// good, or for at most `grace` while it is not in flight (not yet
+    /// arrived, or gone to be sent again).
+    pub fn wait(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         let before = self.sequence.saturating_sub(1);
-        let mut seen = false;
         let mut senders = self.turns.lock();
         loop {
             let Some(s) = senders.get(&self.caller) else { return };
-            if s.applied >= before || self.sequence > s.applied + WINDOW {
+            if s.applied >= before {
+                self.went_on_mark = true;
+                return;
+            }
+            if self.sequence > s.applied + WINDOW {
                 return;
             }
             if s.refused.is_some_and(|(n, at)| n == before && at.elapsed() < REFUSED_FRESH) {
                 return;
             }
             let timeout = if s.in_flight.contains_key(&before) {
-                seen = true;
                 Duration::from_secs(1)
-            } else if seen {
-                return;
             } else {
                 let now = Instant::now();
                 if now >= deadline {
@@ -134,6 +147,47 @@ impl Turn<'_> {
         }
         drop(senders);
         self.turns.changed.notify_all();
+    }
+
+    /// The batch was applied in memory, but its commit (or one before it)
+    /// failed, so the store does not hold it: the mark goes back to what
+    /// the store holds (`stored`, read now; nothing when it cannot be read),
+    /// so that a successor sent again waits for this batch's retry instead
+    /// of going at once to be refused as out of order. Nothing to do for a
+    /// batch that was not applied.
+    pub fn not_written(&mut self, stored: impl FnOnce() -> Option<u64>) {
+        if !std::mem::take(&mut self.applied) {
+            return;
+        }
+        let stored = stored().unwrap_or(0);
+        let mut senders = self.turns.lock();
+        if let Some(s) = senders.get_mut(&self.caller) {
+            s.applied = s.applied.min(stored);
+        }
+        drop(senders);
+        self.turns.changed.notify_all();
+    }
+
+    /// Whether the engine's refusal of this batch as out of order comes of a
+    /// predecessor lost after it let this one go: applied in memory, so the
+    /// mark let this batch go, but its commit (or one before it) failed and
+    /// the engine was rebuilt from the store without it (`stored`, read
+    /// now, is before the predecessor). The predecessor comes again, so
+    /// this batch must too (the node is told to send it again, not that its
+    /// run is over); the mark goes back to what the store holds, so that
+    /// the retry waits for the predecessor's.
+    pub fn predecessor_lost(&mut self, stored: impl FnOnce() -> Option<u64>) -> bool {
+        if !self.went_on_mark {
+            return false;
+        }
+        // Only a store without the predecessor: a batch the store already
+        // holds under this number with other content is another matter.
+        let Some(stored) = stored().filter(|&st| st + 1 < self.sequence) else { return false };
+        let mut senders = self.turns.lock();
+        if let Some(s) = senders.get_mut(&self.caller) {
+            s.applied = s.applied.min(stored);
+        }
+        true
     }
 
     /// Marks the batch refused for good: the answer is one the node does
@@ -246,9 +300,10 @@ mod tests {
     fn a_refused_batch_releases_its_waiting_successor_but_not_a_later_run() {
         let turns = Arc::new(Turns::default());
         let order = Arc::new(Mutex::new(Vec::new()));
-        // Run 1: batch 1 in flight, batch 2 waiting; 1 is refused, so 2
-        // goes on (at once if it saw 1 in flight, after its grace if 1 was
-        // gone first), to be refused by the engine in turn.
+        // Run 1: batch 1 in flight, batch 2 waiting; 1 leaves unapplied on
+        // an answer the node retries, so 2 waits out its grace for the
+        // retry, which does not come (the run gave up), and goes on to be
+        // refused by the engine in turn.
         let first = turns.enter("source/pnc", 1, none).unwrap();
         let second = later(&turns, (2, Duration::from_secs(1)), false, &order);
         drop(first);
@@ -289,8 +344,66 @@ mod tests {
         let turns = Turns::default();
         let _pnc = turns.enter("source/pnc", 1, none).unwrap();
         let started = Instant::now();
-        let pnd = turns.enter("source/pnd", 1, none).unwrap();
+        let mut pnd = turns.enter("source/pnd", 1, none).unwrap();
         pnd.wait(Duration::from_secs(30));
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    #[test]
+    fn a_batch_applied_but_not_written_holds_its_successor_back_again() {
+        let turns = Arc::new(Turns::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let stored = || Ok::<_, ()>(6);
+        // Batch 7 applies in memory; 8 goes at once, applies on top of it,
+        // and both commits fail (the database connection cut).
+        let mut seven = turns.enter("source/pnc", 7, stored).unwrap();
+        seven.wait(Duration::from_secs(30));
+        seven.applied();
+        let mut eight = turns.enter("source/pnc", 8, stored).unwrap();
+        let started = Instant::now();
+        eight.wait(Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        eight.applied();
+        eight.not_written(|| Some(6));
+        drop(eight);
+        seven.not_written(|| Some(6));
+        drop(seven);
+        // 8 is sent again before 7: it waits for 7's retry, not going at
+        // once on the mark 7 left, to be refused as out of order.
+        let again = later(&turns, (8, Duration::from_secs(30)), true, &order);
+        let mut seven = turns.enter("source/pnc", 7, stored).unwrap();
+        seven.wait(Duration::from_secs(30));
+        order.lock().unwrap().push(7);
+        seven.applied();
+        drop(seven);
+        again.join().unwrap();
+        assert_eq!(*order.lock().unwrap(), vec![7, 8]);
+    }
+
+    #[test]
+    fn a_batch_let_go_by_a_predecessor_since_lost_is_to_be_sent_again() {
+        let turns = Turns::default();
+        let stored = || Ok::<_, ()>(7);
+        let mut eight = turns.enter("source/pnc", 8, stored).unwrap();
+        eight.wait(Duration::from_secs(30));
+        eight.applied();
+        // 9 goes on the mark 8 left; then 8's commit fails, and the
+        // engine, rebuilt without 8, refuses 9 as out of order.
+        let mut nine = turns.enter("source/pnc", 9, stored).unwrap();
+        nine.wait(Duration::from_secs(30));
+        eight.not_written(|| Some(7));
+        drop(eight);
+        assert!(nine.predecessor_lost(|| Some(7)), "9 is to be sent again");
+        drop(nine);
+        // Sent again before 8, it now waits for it (here, out its grace).
+        let started = Instant::now();
+        let mut again = turns.enter("source/pnc", 9, stored).unwrap();
+        again.wait(Duration::from_millis(300));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // Not when it went without the mark (its grace ran out), nor when
+        // the store holds a batch 9 already (another process's, say).
+        assert!(!again.predecessor_lost(|| Some(7)));
+        let mut ten = turns.enter("source/pnc", 10, || Ok::<_, ()>(9)).unwrap();
+        ten.wait(Duration::from_secs(30));
+        assert!(!ten.predecessor_lost(|| Some(10)));
     }
 }
