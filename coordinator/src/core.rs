@@ -13,7 +13,8 @@
 //! fails, the commits in flight after it are refused unwritten and the
 //! engine is rebuilt from the store before it is used again, so memory is
 //! ahead of disk only by commits in flight, whose answers wait for them; if
-//! the rebuild fails too, the core refuses further work until restarted. No
+//! the rebuild fails too (or the first load at start), the core refuses
+//! further work until a turn of the lease rebuilds it. No
 //! RPC types here: the RPC layer (`service`) converts requests to domain
 //! types and [`CoreError`] to status codes.
 
@@ -37,8 +38,9 @@ pub enum CoreError {
     /// The engine refused or failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// A store failure could not be recovered from: restart needed.
-    #[error("the coordinator must be restarted after a store failure")]
+    /// The engine could not be (re)built from the store: requests are
+    /// refused until a turn of the lease rebuilds it.
+    #[error("the coordinator cannot read its store; it serves again once the store answers")]
     Broken,
     /// A lock was poisoned by a panic elsewhere.
     #[error("internal lock poisoned")]
