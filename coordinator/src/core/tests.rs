@@ -92,6 +92,17 @@ fn tokens(n: u8) -> Vec<StoredToken> {
     vec![(KeyKind::Nino, [n; 16]), (KeyKind::NameDob, [n + 100; 16])]
 }
 
+/// Roster batch 1: subjects 1 to 4 of force `gmp`.
+fn roster() -> BatchIn<SubjectIn> {
+    BatchIn {
+        epoch: 1,
+        sequence: 1,
+        commitment: "r".into(),
+        upserts: (1..=4u8).map(|i| SubjectIn { pseudonym: [i; 16], tokens: tokens(i) }).collect(),
+        removes: vec![],
+    }
+}
+
 /// National batch `sequence` with one record, `record`, agreeing with
 /// subject `record` of force `gmp`.
 fn national(sequence: u64, record: u8) -> BatchIn<RecordIn> {
@@ -137,13 +148,7 @@ fn the_next_batch_applies_while_a_commit_is_written_and_a_failed_commit_takes_it
     let (_, skey) = vigil_proto::tlog::Signer::from_seed("vigil.test/audit", &[3; 32]).unwrap();
     let (_stop, stop_rx) = watch::channel(false);
     let core = Core::open(store, crate::engine::tests::settings(), skey, stop_rx, "test").unwrap();
-    let roster = BatchIn {
-        epoch: 1,
-        sequence: 1,
-        commitment: "r".into(),
-        upserts: (1..=4u8).map(|i| SubjectIn { pseudonym: [i; 16], tokens: tokens(i) }).collect(),
-        removes: vec![],
-    };
+    let roster = roster();
     core.apply(|e, s| e.apply_roster(s, "gmp", roster, 1)).unwrap();
 
     // Batch 1's commit waits at the gate while batch 2 applies on top of it
@@ -196,13 +201,7 @@ fn a_store_that_fails_while_loaded_at_start_is_loaded_again_on_the_next_turn() {
     let open =
         |skey: &str| Core::open(store.clone(), crate::engine::tests::settings(), skey.into(), stop_rx.clone(), "test");
     let first = open(&skey).unwrap();
-    let roster = BatchIn {
-        epoch: 1,
-        sequence: 1,
-        commitment: "r".into(),
-        upserts: (1..=4u8).map(|i| SubjectIn { pseudonym: [i; 16], tokens: tokens(i) }).collect(),
-        removes: vec![],
-    };
+    let roster = roster();
     first.apply(|e, s| e.apply_roster(s, "gmp", roster, 1)).unwrap();
     first.release();
     drop(first);
