@@ -297,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_batch_releases_its_waiting_successor_but_not_a_later_run() {
+    fn a_predecessor_that_leaves_unapplied_is_waited_for_and_a_later_run_goes_in_order() {
         let turns = Arc::new(Turns::default());
         let order = Arc::new(Mutex::new(Vec::new()));
         // Run 1: batch 1 in flight, batch 2 waiting; 1 leaves unapplied on
