@@ -159,13 +159,7 @@ impl Turn<'_> {
         if !std::mem::take(&mut self.applied) {
             return;
         }
-        let stored = stored().unwrap_or(0);
-        let mut senders = self.turns.lock();
-        if let Some(s) = senders.get_mut(&self.caller) {
-            s.applied = s.applied.min(stored);
-        }
-        drop(senders);
-        self.turns.changed.notify_all();
+        self.mark_back_to(stored().unwrap_or(0));
     }
 
     /// Whether the engine's refusal of this batch as out of order comes of a
@@ -183,11 +177,19 @@ impl Turn<'_> {
         // Only a store without the predecessor: a batch the store already
         // holds under this number with other content is another matter.
         let Some(stored) = stored().filter(|&st| st + 1 < self.sequence) else { return false };
+        self.mark_back_to(stored);
+        true
+    }
+
+    /// Takes the sender's mark back to `stored` (never forward), and wakes
+    /// the batches waiting on it.
+    fn mark_back_to(&self, stored: u64) {
         let mut senders = self.turns.lock();
         if let Some(s) = senders.get_mut(&self.caller) {
             s.applied = s.applied.min(stored);
         }
-        true
+        drop(senders);
+        self.turns.changed.notify_all();
     }
 
     /// Marks the batch refused for good: the answer is one the node does
